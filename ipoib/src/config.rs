@@ -1,0 +1,68 @@
+//! Interface configuration: addressing and ARP timers.
+
+use smoltcp::time::Duration;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use verbs_shim::QKey;
+
+/// ARP and path timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpTimers {
+    /// Time between ARP requests for an unresolved address.
+    pub retry_interval: Duration,
+    /// ARP requests sent before the address is declared unreachable.
+    pub max_requests: u8,
+    /// How long a learned address stays valid without being confirmed.
+    pub reachable_time: Duration,
+    /// How long a packet may wait for ARP or path resolution.
+    pub queue_timeout: Duration,
+    /// How long a failed path is remembered before it is tried again.
+    pub path_retry: Duration,
+}
+
+impl Default for ArpTimers {
+    fn default() -> Self {
+        ArpTimers {
+            retry_interval: Duration::from_millis(1000),
+            max_requests: 3,
+            reachable_time: Duration::from_secs(60),
+            queue_timeout: Duration::from_secs(3),
+            path_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How an IPoIB interface is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpoibConfig {
+    /// This interface's address and subnet.
+    pub address: Ipv4Cidr,
+    /// Next hop for destinations outside the subnet.
+    pub gateway: Option<Ipv4Address>,
+    pub timers: ArpTimers,
+    /// Q_Key to send with. `None` uses the port's (the broadcast group's).
+    pub qkey_override: Option<QKey>,
+    /// Announce the address with a gratuitous ARP when the link comes up.
+    pub announce: bool,
+}
+
+impl IpoibConfig {
+    pub fn new(address: Ipv4Cidr) -> IpoibConfig {
+        IpoibConfig {
+            address,
+            gateway: None,
+            timers: ArpTimers::default(),
+            qkey_override: None,
+            announce: true,
+        }
+    }
+
+    pub fn with_gateway(mut self, gateway: Ipv4Address) -> IpoibConfig {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// The subnet's directed broadcast address.
+    pub fn subnet_broadcast(&self) -> Option<Ipv4Address> {
+        self.address.broadcast()
+    }
+}

@@ -1,0 +1,399 @@
+//! The IPoIB network device: a smoltcp `phy::Device` (`Medium::Ip`) over any
+//! [`Hca`].
+//!
+//! Use it in a loop:
+//!
+//! ```text
+//! device.service(now)?;              // completions, ARP, timers, posting
+//! iface.poll(now, &mut device, &mut sockets);
+//! device.service(now)?;              // post what smoltcp queued, one doorbell
+//! if !device.arm()? { sleep until an interrupt or iface.poll_at() }
+//! ```
+
+mod arp;
+mod phy;
+mod rx;
+mod tx;
+
+use core::fmt;
+
+use heapless::{Deque, Vec};
+use smoltcp::time::Instant;
+use smoltcp::wire::Ipv4Address;
+use verbs_shim::{Completion, Gid, Hca, HcaError, McastError, PortAttr, RxSlot, WcStatus, GRH_LEN};
+
+pub use phy::{RxToken, TxToken};
+
+use crate::capture::{Capture, NoCapture};
+use crate::config::IpoibConfig;
+use crate::neighbour::{NeighEvent, NEIGHBOURS};
+use crate::stats::IpoibStats;
+use crate::wire::{broadcast_mgid, HwAddr};
+use tx::{Local, TxSide};
+
+/// Most TX or RX slots one device uses.
+pub const MAX_SLOTS: usize = 1024;
+/// Most packets waiting for ARP or a path.
+pub const PENDING: usize = 64;
+/// TX slots kept back from smoltcp so ARP can always go out.
+pub const ARP_RESERVE: usize = 2;
+/// Completions handled per service pass.
+const POLL_BUDGET: usize = 256;
+/// Where the IP packet starts in an RX slot.
+const RX_PAYLOAD: usize = GRH_LEN + crate::wire::encap::HEADER_LEN;
+
+/// Where the link stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LinkState {
+    /// Joining the broadcast group.
+    Joining,
+    Up,
+    /// The broadcast group could not be joined.
+    Failed,
+    /// The device went away.
+    Down,
+}
+
+/// Why the interface could not be set up or went down.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IpoibError {
+    Device(HcaError),
+    /// The device's slots were already taken by someone else.
+    SlotsTaken,
+    /// The device has more slots than this interface can track.
+    TooManySlots { tx: u16, rx: u16 },
+    /// Slots too small for a GRH, the IPoIB header and a minimal IP packet.
+    SlotsTooSmall { slot_size: u32 },
+    /// Too few TX slots to keep some for ARP.
+    TooFewTxSlots { tx: u16 },
+    /// Joining the broadcast group failed.
+    Join(McastError),
+}
+
+impl fmt::Display for IpoibError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpoibError::Device(e) => write!(f, "device error: {e}"),
+            IpoibError::SlotsTaken => f.write_str("the device's slots are already in use"),
+            IpoibError::TooManySlots { tx, rx } => {
+                write!(f, "{tx} TX / {rx} RX slots exceed the limit of {MAX_SLOTS}")
+            }
+            IpoibError::SlotsTooSmall { slot_size } => {
+                write!(f, "slot size {slot_size} is too small for IPoIB")
+            }
+            IpoibError::TooFewTxSlots { tx } => {
+                write!(f, "{tx} TX slots; need more than {ARP_RESERVE}")
+            }
+            IpoibError::Join(e) => write!(f, "joining the broadcast group failed: {e:?}"),
+        }
+    }
+}
+
+impl core::error::Error for IpoibError {}
+
+impl From<HcaError> for IpoibError {
+    fn from(e: HcaError) -> Self {
+        IpoibError::Device(e)
+    }
+}
+
+/// A received IPv4 packet waiting for smoltcp.
+struct RxReady {
+    slot: RxSlot,
+    /// End of the packet within the slot.
+    end: u16,
+}
+
+pub(crate) struct RxSide {
+    ready: Deque<RxReady, MAX_SLOTS>,
+    /// Consumed slots to post again.
+    repost: Vec<RxSlot, MAX_SLOTS>,
+    /// Slots the device flushed back (channel closing); not reposted.
+    idle: Vec<RxSlot, MAX_SLOTS>,
+}
+
+/// An IPoIB interface over `H`.
+pub struct IpoibDevice<H: Hca, C: Capture = NoCapture> {
+    hca: H,
+    capture: C,
+    link: LinkState,
+    port: PortAttr,
+    broadcast_mgid: Gid,
+    mtu: usize,
+    rx_slots: usize,
+    rx: RxSide,
+    tx: TxSide,
+}
+
+impl<H: Hca> IpoibDevice<H, NoCapture> {
+    /// Brings the interface up on a connected device: takes its slots,
+    /// posts every RX slot and starts joining the broadcast group.
+    pub fn new(hca: H, config: IpoibConfig) -> Result<Self, IpoibError> {
+        Self::with_capture(hca, config, NoCapture)
+    }
+}
+
+impl<H: Hca, C: Capture> IpoibDevice<H, C> {
+    pub fn with_capture(mut hca: H, config: IpoibConfig, capture: C) -> Result<Self, IpoibError> {
+        let layout = hca.layout();
+        if usize::from(layout.tx_count) > MAX_SLOTS || usize::from(layout.rx_count) > MAX_SLOTS {
+            return Err(IpoibError::TooManySlots {
+                tx: layout.tx_count,
+                rx: layout.rx_count,
+            });
+        }
+        if usize::from(layout.tx_count) <= ARP_RESERVE {
+            return Err(IpoibError::TooFewTxSlots { tx: layout.tx_count });
+        }
+        let slot_size = layout.slot_size as usize;
+        if slot_size < RX_PAYLOAD + 576 {
+            return Err(IpoibError::SlotsTooSmall {
+                slot_size: layout.slot_size,
+            });
+        }
+        let port = hca.port_attr();
+        let mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
+        let (tx_slots, rx_slots) = hca.take_slots().ok_or(IpoibError::SlotsTaken)?;
+        let local = Local {
+            hw: HwAddr::new(port.qpn, port.gid),
+            qkey: port.qkey,
+            broadcast: None,
+        };
+        let mut tx = TxSide::new(config, local);
+        for slot in tx_slots {
+            tx.release(slot);
+        }
+        let mut rx = RxSide {
+            ready: Deque::new(),
+            repost: Vec::new(),
+            idle: Vec::new(),
+        };
+        for slot in rx_slots {
+            let _ = rx.repost.push(slot);
+        }
+        let broadcast_mgid = broadcast_mgid(port.pkey);
+        let mut device = IpoibDevice {
+            hca,
+            capture,
+            link: LinkState::Joining,
+            port,
+            broadcast_mgid,
+            mtu,
+            rx_slots: usize::from(layout.rx_count),
+            rx,
+            tx,
+        };
+        device.hca.attach_mcast(broadcast_mgid)?;
+        device.flush()?;
+        log::info!(
+            "ipoib: up on {} qpn {:#x} pkey {:#06x}, mtu {}",
+            port.gid,
+            port.qpn.get(),
+            port.pkey.0,
+            mtu
+        );
+        Ok(device)
+    }
+
+    pub fn link(&self) -> LinkState {
+        self.link
+    }
+
+    /// The IP MTU: the IB MTU less the 4-byte IPoIB header.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// This interface's hardware address.
+    pub fn hw_addr(&self) -> HwAddr {
+        self.tx.local.hw
+    }
+
+    pub fn ipv4_addr(&self) -> Ipv4Address {
+        self.tx.config.address.address()
+    }
+
+    pub fn stats(&self) -> IpoibStats {
+        self.tx.stats
+    }
+
+    pub fn hca(&self) -> &H {
+        &self.hca
+    }
+
+    pub fn hca_mut(&mut self) -> &mut H {
+        &mut self.hca
+    }
+
+    pub fn capture_mut(&mut self) -> &mut C {
+        &mut self.capture
+    }
+
+    /// The next time [`service`](Self::service) has timer work.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let pending = self.tx.pending.iter().map(|p| p.deadline).min();
+        match (self.tx.neighbours.next_timer(), pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles completions and timers, sends ARP, and posts everything
+    /// queued. Returns true if it did anything.
+    pub fn service(&mut self, now: Instant) -> Result<bool, IpoibError> {
+        self.tx.now = now;
+        let mut progress = false;
+        for _ in 0..POLL_BUDGET {
+            match self.hca.poll_cq() {
+                Ok(Some(c)) => {
+                    progress = true;
+                    self.on_completion(c)?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.link = LinkState::Down;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.run_timers();
+        let hca = &mut self.hca;
+        self.tx.paths.request_unasked(|gid| hca.resolve(*gid).is_ok());
+        while let Some(h) = self.tx.stale_handles.pop() {
+            let _ = self.hca.release_dest(h);
+        }
+        let before = self.tx.ready.len();
+        self.tx.retry_pending(&[]);
+        progress |= self.tx.ready.len() != before || !self.rx.repost.is_empty();
+        self.flush()?;
+        Ok(progress)
+    }
+
+    fn run_timers(&mut self) {
+        let mut requests: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
+        let mut failed: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
+        let timers = self.tx.config.timers;
+        self.tx.neighbours.poll(self.tx.now, &timers, |event| match event {
+            NeighEvent::SendRequest(ip) => {
+                let _ = requests.push(ip);
+            }
+            NeighEvent::Failed(ip) => {
+                let _ = failed.push(ip);
+            }
+        });
+        for ip in &requests {
+            self.send_arp_request(*ip);
+        }
+        if !failed.is_empty() {
+            self.tx.stats.arp.failures += failed.len() as u64;
+            self.tx.retry_pending(&failed);
+        }
+    }
+
+    /// Posts received slots back and queued sends out, then rings one
+    /// doorbell for the batch.
+    pub fn flush(&mut self) -> Result<(), IpoibError> {
+        if self.link != LinkState::Down {
+            while let Some(slot) = self.rx.repost.pop() {
+                if let Err(e) = self.hca.post_recv(slot) {
+                    let _ = self.rx.idle.push(e.slot);
+                    return Err(e.error.into());
+                }
+            }
+        }
+        while let Some(ready) = self.tx.ready.pop_front() {
+            let len = usize::from(ready.len);
+            {
+                let mut buffers = self.hca.buffers();
+                let data = buffers.tx.slot_mut(&ready.slot);
+                self.capture
+                    .transmitted(self.tx.now, &ready.hw, data.get(..len).unwrap_or(&[]));
+            }
+            match self.hca.post_send(ready.slot, len, &ready.dest) {
+                Ok(()) => {
+                    self.tx.stats.tx_packets += 1;
+                    self.tx.stats.tx_bytes += len as u64;
+                }
+                Err(e) => {
+                    self.tx.stats.tx_drops.send_error += 1;
+                    self.tx.release(e.slot);
+                    return Err(e.error.into());
+                }
+            }
+        }
+        self.hca.flush()?;
+        Ok(())
+    }
+
+    /// Asks for an interrupt on the next completion. Returns true if work is
+    /// already waiting, so the caller must not sleep.
+    pub fn arm(&mut self) -> Result<bool, IpoibError> {
+        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty())
+    }
+
+    fn on_completion(&mut self, completion: Completion) -> Result<(), IpoibError> {
+        match completion {
+            Completion::Send { slot, status } => {
+                match status {
+                    WcStatus::Success | WcStatus::Flushed => {}
+                    WcStatus::LocalLength => self.tx.stats.tx_drops.oversize += 1,
+                    _ => self.tx.stats.tx_drops.send_error += 1,
+                }
+                self.tx.release(slot);
+            }
+            Completion::Recv { slot, status, info } => self.on_receive(slot, status, info),
+            Completion::Mcast { mgid, attach, result } => {
+                if mgid == self.broadcast_mgid && attach {
+                    match result {
+                        Ok(()) => self.hca.resolve(mgid)?,
+                        Err(e) => {
+                            log::error!("ipoib: joining {mgid} failed: {e:?}");
+                            self.link = LinkState::Failed;
+                            return Err(IpoibError::Join(e));
+                        }
+                    }
+                }
+            }
+            Completion::Path { dgid, result } => {
+                if dgid == self.broadcast_mgid && self.link == LinkState::Joining {
+                    match result {
+                        Ok(handle) => self.broadcast_up(handle),
+                        Err(e) => {
+                            log::error!("ipoib: no path to the broadcast group: {e:?}");
+                            self.link = LinkState::Failed;
+                            return Err(IpoibError::Join(McastError::NoResources));
+                        }
+                    }
+                } else {
+                    self.tx.stats.arp.path_resolutions += 1;
+                    let now = self.tx.now;
+                    let timers = self.tx.config.timers;
+                    if let Some(stale) = self.tx.paths.resolved(&dgid, result.map_err(|_| ()), now, &timers) {
+                        let _ = self.hca.release_dest(stale);
+                    }
+                }
+            }
+            Completion::PortChanged => self.port = self.hca.port_attr(),
+        }
+        Ok(())
+    }
+
+    fn broadcast_up(&mut self, handle: verbs_shim::DestHandle) {
+        self.tx.local.broadcast = Some((handle, HwAddr::multicast(self.broadcast_mgid)));
+        self.link = LinkState::Up;
+        log::info!("ipoib: joined broadcast group {}", self.broadcast_mgid);
+        if self.tx.config.announce {
+            self.send_gratuitous_arp();
+        }
+    }
+}
+
+impl<H: Hca, C: Capture> fmt::Debug for IpoibDevice<H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpoibDevice")
+            .field("link", &self.link)
+            .field("hw", &self.tx.local.hw)
+            .field("mtu", &self.mtu)
+            .finish()
+    }
+}

@@ -1,0 +1,158 @@
+//! smoltcp's `phy::Device` with zero-copy tokens.
+//!
+//! RX hands smoltcp the slot itself, past the GRH area and the IPoIB header.
+//! TX lets smoltcp write straight into a TX slot after 4 bytes of headroom.
+//! A token is handed out only when its `consume` cannot fail: a TX token
+//! already owns its slot.
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::Ipv4Packet;
+use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
+
+use super::tx::{DropReason, TxSide};
+use super::{IpoibDevice, LinkState, MAX_SLOTS, RX_PAYLOAD};
+use crate::capture::Capture;
+use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
+
+/// A received IPv4 packet, still in its RX slot.
+pub struct RxToken<'a> {
+    slot: Option<RxSlot>,
+    end: usize,
+    area: RxArea<'a>,
+    repost: &'a mut heapless::Vec<RxSlot, MAX_SLOTS>,
+}
+
+/// A TX slot smoltcp may fill.
+pub struct TxToken<'a> {
+    slot: Option<TxSlot>,
+    area: TxArea<'a>,
+    tx: &'a mut TxSide,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F>(mut self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let Some(slot) = self.slot.take() else {
+            return f(&[]);
+        };
+        let packet = self.area.slot(&slot).get(RX_PAYLOAD..self.end).unwrap_or(&[]);
+        let result = f(packet);
+        let _ = self.repost.push(slot);
+        result
+    }
+}
+
+impl Drop for RxToken<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = self.repost.push(slot);
+        }
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F>(mut self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let Some(slot) = self.slot.take() else {
+            return f(&mut []);
+        };
+        let buffer = self.area.slot_mut(&slot);
+        // The MTU we report keeps `len` within the slot.
+        let end = (encap::HEADER_LEN + len).min(buffer.len());
+        let frame = &mut buffer[..end];
+        let result = f(&mut frame[encap::HEADER_LEN..]);
+        let mut header = EncapPacket::new_unchecked(&mut *frame);
+        let _ = EncapRepr {
+            ethertype: EtherType::Ipv4,
+        }
+        .emit(&mut header);
+        let target = Ipv4Packet::new_checked(&frame[encap::HEADER_LEN..])
+            .ok()
+            .and_then(|ip| self.tx.route(ip.dst_addr()));
+        match target {
+            Some(target) => self.tx.submit(slot, end as u16, target),
+            None => self.tx.drop_slot(slot, DropReason::NoRoute),
+        }
+        result
+    }
+}
+
+impl Drop for TxToken<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.tx.release(slot);
+        }
+    }
+}
+
+impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
+    type RxToken<'a>
+        = RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        self.tx.now = timestamp;
+        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 || self.rx.ready.is_empty() {
+            return None;
+        }
+        let ready = self.rx.ready.pop_front()?;
+        let Some(tx_slot) = self.tx.free.pop() else {
+            // Checked above; put the packet back if it ever happens.
+            let _ = self.rx.ready.push_front(ready);
+            return None;
+        };
+        let buffers = self.hca.buffers();
+        Some((
+            RxToken {
+                slot: Some(ready.slot),
+                end: usize::from(ready.end),
+                area: buffers.rx,
+                repost: &mut self.rx.repost,
+            },
+            TxToken {
+                slot: Some(tx_slot),
+                area: buffers.tx,
+                tx: &mut self.tx,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<TxToken<'_>> {
+        self.tx.now = timestamp;
+        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 {
+            return None;
+        }
+        let slot = self.tx.free.pop()?;
+        Some(TxToken {
+            slot: Some(slot),
+            area: self.hca.buffers().tx,
+            tx: &mut self.tx,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // Bursts larger than the posted receive slots are dropped.
+        caps.max_burst_size = Some(self.rx_slots);
+        // UD has an ICRC but IP checksums are ours to make and check.
+        let mut checksum = ChecksumCapabilities::default();
+        checksum.ipv4 = Checksum::Both;
+        checksum.tcp = Checksum::Both;
+        checksum.udp = Checksum::Both;
+        checksum.icmpv4 = Checksum::Both;
+        caps.checksum = checksum;
+        caps
+    }
+}

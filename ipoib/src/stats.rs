@@ -1,0 +1,62 @@
+//! Interface counters.
+
+/// Why a received packet was dropped.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct RxDrops {
+    /// Too short for the GRH area and IPoIB header, or an ARP that does not parse.
+    pub malformed: u64,
+    /// An EtherType this interface does not handle (IPv6, for now).
+    pub unknown_ethertype: u64,
+    /// Our own multicast coming back.
+    pub looped: u64,
+    /// The completion reported an error.
+    pub error_status: u64,
+    /// smoltcp's queue of received packets was full.
+    pub queue_full: u64,
+}
+
+/// Why a packet to send was dropped.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct TxDrops {
+    /// No route: off-subnet with no gateway, or not an IPv4 packet.
+    pub no_route: u64,
+    /// ARP got no answer.
+    pub arp_timeout: u64,
+    /// The queue of packets waiting for ARP or a path was full.
+    pub queue_full: u64,
+    /// The fabric could not resolve a path to the neighbour's GID.
+    pub path_unreachable: u64,
+    /// The device completed the send with an error.
+    pub send_error: u64,
+    /// The device said the packet was larger than the path MTU.
+    pub oversize: u64,
+    /// The link was down.
+    pub link_down: u64,
+}
+
+/// ARP activity.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ArpStats {
+    pub requests_sent: u64,
+    pub replies_sent: u64,
+    pub requests_received: u64,
+    pub replies_received: u64,
+    /// Neighbour entries created or updated from ARP.
+    pub learned: u64,
+    pub gratuitous_sent: u64,
+    /// Addresses given up on after the last retry.
+    pub failures: u64,
+    pub path_resolutions: u64,
+}
+
+/// All counters of one interface.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct IpoibStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_drops: RxDrops,
+    pub tx_drops: TxDrops,
+    pub arp: ArpStats,
+}

@@ -1,0 +1,162 @@
+//! IPoIB multicast GIDs (RFC 4391 section 4; Linux `ip_ib_mc_map`).
+//!
+//! ```text
+//! | 8 bits | 4  | 4    | 16 bits         | 16 bits | 48 bits | 32 bits     |
+//! |  0xff  |0001| scope | IPoIB signature | P_Key   | 0...0   | group       |
+//! ```
+//!
+//! - flags 0001 (transient), scope 2 (link-local);
+//! - signature 0x401B for IPv4;
+//! - P_Key with the full-membership bit (0x8000) set;
+//! - group: `0xFFFFFFFF` for the broadcast GID, or the low 28 bits of an
+//!   IPv4 multicast address.
+//!
+//! So the default broadcast MGID is `ff12:401b:ffff:0000:0000:0000:ffff:ffff`.
+
+use smoltcp::wire::Ipv4Address;
+use verbs_shim::{Gid, PKey};
+
+use super::HwAddr;
+
+/// First two bytes of every MGID built here: multicast, transient, link-local.
+pub const IPOIB_MGID_PREFIX: [u8; 2] = [0xff, 0x12];
+/// The IPoIB IPv4 signature in bytes 2..4 of the MGID.
+pub const IPOIB_MGID_SIGNATURE: u16 = 0x401b;
+/// The IPoIB IPv6 signature (for reference; IPv6 mapping is not built here).
+pub const IPOIB_IPV6_MGID_SIGNATURE: u16 = 0x601b;
+
+const GROUP_MASK: u32 = 0x0fff_ffff;
+const BROADCAST_GROUP: u32 = 0xffff_ffff;
+
+/// What an MGID means to IPoIB.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MgidKind {
+    /// The partition's broadcast group (all IPoIB ports, carries ARP).
+    Broadcast { pkey: PKey },
+    /// An IPv4 multicast group; `low28` is the group address minus the
+    /// leading `1110`.
+    Ipv4Multicast { pkey: PKey, low28: u32 },
+    /// A multicast GID that is not one of the two above (other scope,
+    /// signature, limited-member P_Key, non-zero padding...).
+    Other,
+}
+
+fn ipoib_mgid(pkey: PKey, group: u32) -> Gid {
+    let [s0, s1] = IPOIB_MGID_SIGNATURE.to_be_bytes();
+    let [p0, p1] = pkey.as_full().0.to_be_bytes();
+    let [g0, g1, g2, g3] = group.to_be_bytes();
+    let [m0, m1] = IPOIB_MGID_PREFIX;
+    Gid([m0, m1, s0, s1, p0, p1, 0, 0, 0, 0, 0, 0, g0, g1, g2, g3])
+}
+
+/// The broadcast MGID of a partition: `ff12:401b:<pkey|0x8000>::ffff:ffff`.
+pub fn broadcast_mgid(pkey: PKey) -> Gid {
+    ipoib_mgid(pkey, BROADCAST_GROUP)
+}
+
+/// The hardware address of the partition's broadcast group.
+pub fn broadcast_hwaddr(pkey: PKey) -> HwAddr {
+    HwAddr::multicast(broadcast_mgid(pkey))
+}
+
+/// The MGID of an IPv4 multicast group: `ff12:401b:<pkey|0x8000>::` with
+/// the low 28 bits of `group` in the last 4 bytes (as Linux `ip_ib_mc_map`).
+/// The caller should pass a multicast address (224.0.0.0/4); the top four
+/// bits are dropped either way.
+pub fn ipv4_multicast_mgid(pkey: PKey, group: Ipv4Address) -> Gid {
+    ipoib_mgid(pkey, u32::from(group) & GROUP_MASK)
+}
+
+/// The hardware address of an IPv4 multicast group.
+pub fn ipv4_multicast_hwaddr(pkey: PKey, group: Ipv4Address) -> HwAddr {
+    HwAddr::multicast(ipv4_multicast_mgid(pkey, group))
+}
+
+/// Classifies a GID: `None` for a unicast GID, otherwise what kind of
+/// multicast group it names. Only MGIDs that [`broadcast_mgid`] or
+/// [`ipv4_multicast_mgid`] could have produced are recognised, so a
+/// recognised MGID always rebuilds to itself.
+pub fn classify_mgid(gid: &Gid) -> Option<MgidKind> {
+    if !gid.is_multicast() {
+        return None;
+    }
+    let [m0, m1, s0, s1, p0, p1, z0, z1, z2, z3, z4, z5, g0, g1, g2, g3] = gid.0;
+    let pkey = PKey(u16::from_be_bytes([p0, p1]));
+    let group = u32::from_be_bytes([g0, g1, g2, g3]);
+    let ipoib = [m0, m1] == IPOIB_MGID_PREFIX
+        && u16::from_be_bytes([s0, s1]) == IPOIB_MGID_SIGNATURE
+        && pkey.is_full_member()
+        && [z0, z1, z2, z3, z4, z5] == [0; 6];
+    Some(if !ipoib {
+        MgidKind::Other
+    } else if group == BROADCAST_GROUP {
+        MgidKind::Broadcast { pkey }
+    } else if group & !GROUP_MASK == 0 {
+        MgidKind::Ipv4Multicast { pkey, low28: group }
+    } else {
+        MgidKind::Other
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_default_partition() {
+        let g = broadcast_mgid(PKey(0xffff));
+        assert_eq!(
+            g.0,
+            [0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        // A limited-member key maps to the same group.
+        assert_eq!(broadcast_mgid(PKey(0x7fff)), g);
+        assert_eq!(
+            classify_mgid(&g),
+            Some(MgidKind::Broadcast { pkey: PKey(0xffff) })
+        );
+    }
+
+    #[test]
+    fn ipv4_all_hosts() {
+        let g = ipv4_multicast_mgid(PKey(0xffff), Ipv4Address::new(224, 0, 0, 1));
+        assert_eq!(
+            g.0,
+            [0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            classify_mgid(&g),
+            Some(MgidKind::Ipv4Multicast {
+                pkey: PKey(0xffff),
+                low28: 1
+            })
+        );
+    }
+
+    #[test]
+    fn others() {
+        assert_eq!(classify_mgid(&Gid::from_parts(0xfe80 << 48, 2)), None);
+        let mut g = broadcast_mgid(PKey(0x8001));
+        g.0[1] = 0x15; // site-local scope
+        assert_eq!(classify_mgid(&g), Some(MgidKind::Other));
+        let mut g = broadcast_mgid(PKey(0x8001));
+        g.0[4] = 0x00; // limited-member P_Key in the MGID
+        assert_eq!(classify_mgid(&g), Some(MgidKind::Other));
+        let mut g = broadcast_mgid(PKey(0x8001));
+        g.0[12] = 0x1f; // neither broadcast nor 28-bit group
+        assert_eq!(classify_mgid(&g), Some(MgidKind::Other));
+        let mut g = broadcast_mgid(PKey(0x8001));
+        g.0[2] = 0x60; // IPv6 signature
+        assert_eq!(classify_mgid(&g), Some(MgidKind::Other));
+    }
+
+    #[test]
+    fn hwaddrs() {
+        let h = broadcast_hwaddr(PKey::DEFAULT);
+        assert_eq!(h.flags, 0);
+        assert_eq!(h.qpn.get(), 0xff_ffff);
+        assert_eq!(h.gid, broadcast_mgid(PKey::DEFAULT));
+        let m = ipv4_multicast_hwaddr(PKey::DEFAULT, Ipv4Address::new(239, 1, 2, 3));
+        assert_eq!(&m.gid.0[12..], &[0x0f, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,174 @@
+//! The back end's end of a ring: consumes requests, produces responses.
+
+use core::fmt;
+
+use bytemuck::Pod;
+
+use super::{field, RingError, Shared};
+use crate::shm::Window;
+use crate::sync::{fence, Ordering};
+
+/// The back end's end of a ring.
+pub struct BackRing<Req: Pod, Rsp: Pod> {
+    shared: Shared<Req, Rsp>,
+    /// Requests consumed.
+    req_cons: u32,
+    /// The guest's `req_prod` as last loaded and validated.
+    req_prod_seen: u32,
+    /// Responses pushed (published or not).
+    rsp_prod_pvt: u32,
+    /// The `rsp_prod` value we last published.
+    rsp_prod_pub: u32,
+    /// A protocol violation seen earlier; returned from then on.
+    fault: Option<RingError>,
+}
+
+impl<Req: Pod, Rsp: Pod> fmt::Debug for BackRing<Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackRing")
+            .field("shared", &self.shared)
+            .field("req_cons", &self.req_cons)
+            .field("req_prod_seen", &self.req_prod_seen)
+            .field("rsp_prod_pvt", &self.rsp_prod_pvt)
+            .field("rsp_prod_pub", &self.rsp_prod_pub)
+            .field("fault", &self.fault)
+            .finish()
+    }
+}
+
+impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
+    /// Attaches to a ring of `1 << order` entries at the start of `win`,
+    /// which must hold `ring_bytes::<Req, Rsp>(order)` bytes.
+    pub fn attach(win: Window, order: u8) -> Result<Self, RingError> {
+        Ok(BackRing {
+            shared: Shared::attach(win, order)?,
+            req_cons: 0,
+            req_prod_seen: 0,
+            rsp_prod_pvt: 0,
+            rsp_prod_pub: 0,
+            fault: None,
+        })
+    }
+
+    /// Handshake step 3: private indices 0, `rsp_prod` = 0, `req_event` = 1.
+    /// The guest-owned words are not touched.
+    pub fn init(&mut self) {
+        self.init_at(0);
+    }
+
+    /// Like [`init`](Self::init) with every index starting at `start`
+    /// (`req_event` = `start + 1`), to test wrap-around.
+    #[doc(hidden)]
+    pub fn init_at(&mut self, start: u32) {
+        let s = &self.shared;
+        s.store(field::RSP_PROD, start, Ordering::Relaxed);
+        s.store(field::REQ_EVENT, start.wrapping_add(1), Ordering::Release);
+        self.req_cons = start;
+        self.req_prod_seen = start;
+        self.rsp_prod_pvt = start;
+        self.rsp_prod_pub = start;
+        self.fault = None;
+    }
+
+    /// Number of entries.
+    pub fn entries(&self) -> u32 {
+        self.shared.entries
+    }
+
+    /// Requests consumed but not answered yet: `req_cons - rsp_prod_pvt`.
+    pub fn unanswered(&self) -> u32 {
+        self.req_cons.wrapping_sub(self.rsp_prod_pvt)
+    }
+
+    /// Loads `req_prod` (`Acquire`) and checks it against both our consumer
+    /// index and the responses we owe.
+    fn refresh(&mut self) -> Result<(), RingError> {
+        let prod = self.shared.load(field::REQ_PROD, Ordering::Acquire);
+        let entries = self.entries();
+        let cons = if prod.wrapping_sub(self.req_cons) > entries {
+            self.req_cons
+        } else if prod.wrapping_sub(self.rsp_prod_pvt) > entries {
+            // The guest has more than `entries` requests without a response.
+            self.rsp_prod_pvt
+        } else {
+            self.req_prod_seen = prod;
+            return Ok(());
+        };
+        let e = RingError::Overflow {
+            prod,
+            cons,
+            entries,
+        };
+        self.fault = Some(e);
+        Err(e)
+    }
+
+    /// Copies out the next request, once, if any. `req_prod` is loaded only
+    /// when the previously loaded batch is used up.
+    pub fn pop_request(&mut self) -> Result<Option<Req>, RingError> {
+        if let Some(e) = self.fault {
+            return Err(e);
+        }
+        if self.req_cons == self.req_prod_seen {
+            self.refresh()?;
+            if self.req_cons == self.req_prod_seen {
+                return Ok(None);
+            }
+        }
+        let offset = self.shared.req_offset(self.req_cons);
+        let req = self.shared.win.read_pod::<Req>(offset)?;
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(Some(req))
+    }
+
+    /// Writes the response to the oldest unanswered request and advances the
+    /// private producer index. Nothing is visible to the guest until
+    /// [`publish_responses`](Self::publish_responses).
+    pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
+        if self.unanswered() == 0 {
+            return Err(RingError::NoRequestToAnswer);
+        }
+        let offset = self.shared.rsp_offset(self.rsp_prod_pvt);
+        self.shared.win.write_pod(offset, rsp)?;
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes the pushed responses (`Release` store of `rsp_prod`), then,
+    /// after a full fence, reads `rsp_event`. Returns `true` iff the guest
+    /// must be notified.
+    pub fn publish_responses(&mut self) -> bool {
+        let old = self.rsp_prod_pub;
+        let new = self.rsp_prod_pvt;
+        self.rsp_prod_pub = new;
+        self.shared
+            .publish(field::RSP_PROD, field::RSP_EVENT, old, new)
+    }
+
+    /// Call when [`pop_request`](Self::pop_request) returned `None`, before
+    /// sleeping. Returns `true` if requests are pending after all; otherwise
+    /// it has armed `req_event = req_cons + 1`, and the guest will notify for
+    /// the next request.
+    pub fn final_check_requests(&mut self) -> Result<bool, RingError> {
+        if let Some(e) = self.fault {
+            return Err(e);
+        }
+        if self.req_cons != self.req_prod_seen {
+            return Ok(true);
+        }
+        self.refresh()?;
+        if self.req_cons != self.req_prod_seen {
+            return Ok(true);
+        }
+        self.shared.store(
+            field::REQ_EVENT,
+            self.req_cons.wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        // Pairs with the fence in the guest's publish: either it sees the
+        // armed event, or we see its new `req_prod` below.
+        fence(Ordering::SeqCst);
+        self.refresh()?;
+        Ok(self.req_cons != self.req_prod_seen)
+    }
+}

@@ -1,0 +1,275 @@
+//! The real [`Window`]: a raw pointer and a length, over heap memory or memory
+//! a transport mapped (ivshmem BAR, Xen grant mapping).
+//!
+//! Soundness rests on two rules kept by every method here:
+//! 1. every access is checked against `len` first (see `super::check`), and
+//! 2. the memory is only ever accessed through raw-pointer atomics or volatile
+//!    reads/writes, never through a Rust reference, because the peer may write
+//!    it at any time.
+
+use alloc::sync::Arc;
+use core::alloc::Layout as AllocLayout;
+use core::any::Any;
+use core::fmt;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::{check, check_word, load_order, store_order, OutOfBounds};
+
+/// A bounds-checked view of memory that the peer can write.
+///
+/// Cloning a window (or taking a [`sub`](Window::sub)-window) shares the
+/// memory and keeps its owner alive.
+#[derive(Clone)]
+pub struct Window {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Keeps the memory alive while any window onto it exists.
+    owner: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+// SAFETY: a `Window` is a pointer plus a length into memory that is, by
+// construction, shared with another agent. Every access it offers is an atomic
+// or volatile operation on a bounds-checked address, so using it from several
+// threads at once is no different from the peer doing so. The owner is itself
+// `Send + Sync`.
+unsafe impl Send for Window {}
+// SAFETY: see `Send` above; `&Window` only offers the same atomic and volatile
+// accesses.
+unsafe impl Sync for Window {}
+
+impl fmt::Debug for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Window")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("owned", &self.owner.is_some())
+            .finish()
+    }
+}
+
+/// Page alignment of heap windows.
+const HEAP_ALIGN: usize = 4096;
+
+/// A zeroed, page-aligned heap allocation, freed when the last window onto it
+/// goes away.
+struct HeapRegion {
+    ptr: NonNull<u8>,
+    layout: AllocLayout,
+}
+
+// SAFETY: `HeapRegion` only remembers an allocation so that it can be freed;
+// it never reads or writes through the pointer.
+unsafe impl Send for HeapRegion {}
+// SAFETY: as above, `&HeapRegion` gives no access to the memory at all.
+unsafe impl Sync for HeapRegion {}
+
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` in
+        // `Window::new_heap` and is freed exactly once, here, when the last
+        // `Arc` (and so the last window) is dropped.
+        unsafe { alloc::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl Window {
+    /// A new zeroed window of `len` bytes on the heap, 4096-byte aligned.
+    ///
+    /// # Panics
+    ///
+    /// If `len` rounded up to the alignment does not fit in `isize`, or the
+    /// allocation fails (like `Vec::with_capacity`).
+    pub fn new_heap(len: usize) -> Window {
+        let layout = match AllocLayout::from_size_align(len.max(1), HEAP_ALIGN) {
+            Ok(layout) => layout,
+            Err(_) => panic!("Window::new_heap: {len} bytes is too large"),
+        };
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::alloc::handle_alloc_error(layout)
+        };
+        let owner: Arc<dyn Any + Send + Sync> = Arc::new(HeapRegion { ptr, layout });
+        Window {
+            ptr,
+            len,
+            owner: Some(owner),
+        }
+    }
+
+    /// A window over `len` bytes at `ptr`, which some other party (a
+    /// transport, a device mapping) provides. `owner`, if given, is kept alive
+    /// as long as any window onto the memory exists; use it to tie the
+    /// mapping's lifetime to the windows.
+    ///
+    /// A null `ptr` gives an empty window.
+    ///
+    /// # Safety
+    ///
+    /// For as long as this window or any clone or sub-window of it exists:
+    /// - `ptr..ptr + len` must be valid for reads and writes (mapped, not
+    ///   freed, not unmapped), which `owner` may guarantee by holding the
+    ///   mapping;
+    /// - no Rust reference (`&`/`&mut`) to any byte of it may exist: it may be
+    ///   accessed concurrently only by atomics, volatile accesses, other
+    ///   windows, other processes or virtual machines, or devices.
+    pub unsafe fn from_raw_parts(
+        ptr: *mut u8,
+        len: usize,
+        owner: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Window {
+        match NonNull::new(ptr) {
+            Some(ptr) => Window { ptr, len, owner },
+            None => Window {
+                ptr: NonNull::dangling(),
+                len: 0,
+                owner,
+            },
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The start of the memory, for providers that register it with a device
+    /// or map it elsewhere. Do not make references from it.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The window onto `len` bytes at `offset`; it shares the owner.
+    pub fn sub(&self, offset: usize, len: usize) -> Result<Window, OutOfBounds> {
+        check(offset, len, self.len)?;
+        // SAFETY: `offset <= self.len`, so the result is inside the window's
+        // memory or one past its end, and not null.
+        let ptr = unsafe { self.ptr.add(offset) };
+        Ok(Window {
+            ptr,
+            len,
+            owner: self.owner.clone(),
+        })
+    }
+
+    /// Atomically loads the `u32` at `offset` (which must be 4-byte aligned).
+    /// Orderings invalid for a load (`Release`, `AcqRel`) act as `Acquire`.
+    pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, OutOfBounds> {
+        let word = self.word(offset)?;
+        // SAFETY: `word` is in bounds and 4-byte aligned (checked by `word`),
+        // valid for as long as `self` (constructor contract), and this memory
+        // is only ever accessed atomically or volatilely, never by reference.
+        let atomic = unsafe { AtomicU32::from_ptr(word) };
+        Ok(atomic.load(load_order(order)))
+    }
+
+    /// Atomically stores `value` at `offset` (which must be 4-byte aligned).
+    /// Orderings invalid for a store (`Acquire`, `AcqRel`) act as `Release`.
+    pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), OutOfBounds> {
+        let word = self.word(offset)?;
+        // SAFETY: as in `load_u32`.
+        let atomic = unsafe { AtomicU32::from_ptr(word) };
+        atomic.store(value, store_order(order));
+        Ok(())
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the window with volatile
+    /// reads: each byte is read exactly once.
+    pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        check(offset, dst.len(), self.len)?;
+        // SAFETY: the range `offset..offset + dst.len()` was just checked to
+        // lie inside the window, so the pointer stays in bounds.
+        let src = unsafe { self.ptr.as_ptr().add(offset) };
+        // SAFETY: `src..src + dst.len()` is valid for reads (checked above and
+        // the constructor contract) and is not aliased by any reference; `dst`
+        // is private memory distinct from the window.
+        unsafe { volatile_copy_out(src, dst) };
+        Ok(())
+    }
+
+    /// Copies `src` into the window at `offset` with volatile writes.
+    pub fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
+        check(offset, src.len(), self.len)?;
+        // SAFETY: the range `offset..offset + src.len()` was just checked to
+        // lie inside the window.
+        let dst = unsafe { self.ptr.as_ptr().add(offset) };
+        // SAFETY: `dst..dst + src.len()` is valid for writes (checked above and
+        // the constructor contract) and is not aliased by any reference.
+        unsafe { volatile_copy_in(dst, src) };
+        Ok(())
+    }
+
+    /// Identifies the memory behind `offset` for overlap checks in
+    /// `copy_from`: (region, absolute address). Raw windows share one address
+    /// space, so the region is always 0.
+    pub(super) fn region_addr(&self, offset: usize) -> (usize, usize) {
+        (0, (self.ptr.as_ptr() as usize).wrapping_add(offset))
+    }
+
+    /// The checked, aligned address of the word at `offset`.
+    fn word(&self, offset: usize) -> Result<*mut u32, OutOfBounds> {
+        check_word(offset, self.region_addr(offset).1, self.len)?;
+        // SAFETY: `offset + 4 <= self.len`, checked just above.
+        Ok(unsafe { self.ptr.as_ptr().add(offset) }.cast::<u32>())
+    }
+}
+
+/// Word size used by the volatile copies once the window side is aligned.
+const CHUNK: usize = core::mem::size_of::<u64>();
+
+/// Copies `dst.len()` bytes from `src` with volatile reads, 8 bytes at a time
+/// where `src` is aligned.
+///
+/// # Safety
+///
+/// `src..src + dst.len()` must be valid for reads and must not overlap `dst`.
+unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
+    let n = dst.len();
+    let mut i = 0;
+    while i < n && (src as usize).wrapping_add(i) % CHUNK != 0 {
+        // SAFETY: `i < n`, so `src + i` is in the readable range.
+        dst[i] = unsafe { ptr::read_volatile(src.add(i)) };
+        i += 1;
+    }
+    while n - i >= CHUNK {
+        // SAFETY: `src + i .. src + i + 8` is in range and 8-byte aligned
+        // (the loop above aligned it).
+        let word = unsafe { ptr::read_volatile(src.add(i).cast::<u64>()) };
+        dst[i..i + CHUNK].copy_from_slice(&word.to_ne_bytes());
+        i += CHUNK;
+    }
+    while i < n {
+        // SAFETY: `i < n`.
+        dst[i] = unsafe { ptr::read_volatile(src.add(i)) };
+        i += 1;
+    }
+}
+
+/// Copies `src` to `dst` with volatile writes, 8 bytes at a time where `dst`
+/// is aligned.
+///
+/// # Safety
+///
+/// `dst..dst + src.len()` must be valid for writes and must not overlap `src`.
+unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
+    let n = src.len();
+    let mut i = 0;
+    while i < n && (dst as usize).wrapping_add(i) % CHUNK != 0 {
+        // SAFETY: `i < n`, so `dst + i` is in the writable range.
+        unsafe { ptr::write_volatile(dst.add(i), src[i]) };
+        i += 1;
+    }
+    while n - i >= CHUNK {
+        let mut bytes = [0u8; CHUNK];
+        bytes.copy_from_slice(&src[i..i + CHUNK]);
+        // SAFETY: `dst + i .. dst + i + 8` is in range and 8-byte aligned.
+        unsafe { ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(bytes)) };
+        i += CHUNK;
+    }
+    while i < n {
+        // SAFETY: `i < n`.
+        unsafe { ptr::write_volatile(dst.add(i), src[i]) };
+        i += 1;
+    }
+}

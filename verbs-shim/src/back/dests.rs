@@ -1,0 +1,42 @@
+//! The per-guest table of destination handles. A guest only ever names
+//! handles by their index in its own table, so it cannot use another
+//! guest's address handles.
+
+use alloc::vec::Vec;
+
+use crate::hca::DestHandle;
+
+pub(super) struct DestTable {
+    entries: Vec<Option<DestHandle>>,
+    limit: usize,
+}
+
+impl DestTable {
+    pub(super) fn new(limit: usize) -> DestTable {
+        DestTable {
+            entries: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Stores a provider handle and returns the guest-visible index.
+    pub(super) fn insert(&mut self, provider: DestHandle) -> Option<u32> {
+        if let Some(i) = self.entries.iter().position(Option::is_none) {
+            self.entries[i] = Some(provider);
+            return u32::try_from(i).ok();
+        }
+        if self.entries.len() >= self.limit {
+            return None;
+        }
+        self.entries.push(Some(provider));
+        u32::try_from(self.entries.len() - 1).ok()
+    }
+
+    pub(super) fn get(&self, guest: u32) -> Option<DestHandle> {
+        *self.entries.get(usize::try_from(guest).ok()?)?
+    }
+
+    pub(super) fn remove(&mut self, guest: u32) -> Option<DestHandle> {
+        self.entries.get_mut(usize::try_from(guest).ok()?)?.take()
+    }
+}

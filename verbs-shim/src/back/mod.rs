@@ -1,0 +1,296 @@
+//! The back half of the channel: serves one guest's window over any
+//! [`Verbs`] provider.
+//!
+//! Everything the guest writes is an allegation. Each descriptor is copied
+//! out of the window once and checked against this guest's own ranges: its
+//! slot indices, lengths within its slot size, and destination handles from
+//! its own table. A violation is logged and counted, and the guest is
+//! disconnected. Nothing the guest writes can make this code panic or touch
+//! memory outside the guest's window: all access goes through [`Window`].
+//!
+//! [`Verbs`]: crate::Verbs
+
+mod ctrl;
+mod dests;
+mod serve;
+mod violation;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
+use ring::{BackRing, Header, Layout, PortBlock, RingError, State, Window};
+
+pub use violation::{BackStats, Violation, ViolationKind};
+
+use crate::hca::{HcaError, Verbs};
+use crate::notify::Notify;
+use crate::slot::{RxSlot, SlotLayout, TxSlot};
+
+/// Limits the back end applies to every guest.
+#[derive(Clone, Copy, Debug)]
+pub struct BackConfig {
+    /// Announced in the header; a new value each time a back end starts.
+    pub epoch: u32,
+    /// Most destination handles one guest may hold.
+    pub max_dests: usize,
+    /// Most requests taken from each ring in one service pass.
+    pub batch: usize,
+}
+
+impl Default for BackConfig {
+    fn default() -> Self {
+        BackConfig {
+            epoch: 1,
+            max_dests: 1024,
+            batch: 64,
+        }
+    }
+}
+
+/// Why the back half stopped serving the guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BackError {
+    /// The window is too small to hold even the header.
+    WindowTooSmall,
+    /// The guest broke the protocol and was disconnected.
+    Violation(Violation),
+    /// The guest closed the channel.
+    GuestClosed,
+    /// `connect` was called before the guest initialised, or twice.
+    NotReady,
+    /// The provider does not match the guest's layout.
+    ProviderMismatch,
+    /// The provider failed.
+    Provider(HcaError),
+}
+
+impl fmt::Display for BackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackError::WindowTooSmall => f.write_str("window smaller than the header page"),
+            BackError::Violation(v) => write!(f, "guest disconnected: {v}"),
+            BackError::GuestClosed => f.write_str("guest closed the channel"),
+            BackError::NotReady => f.write_str("guest has not initialised the channel"),
+            BackError::ProviderMismatch => f.write_str("provider layout does not match the guest's"),
+            BackError::Provider(e) => write!(f, "provider failed: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for BackError {}
+
+/// What a provider for this guest must be built over: the guest's buffer
+/// area (to register once) and its slot layout.
+#[derive(Clone)]
+pub struct GuestSetup {
+    pub region: Window,
+    pub slots: SlotLayout,
+    pub layout: Layout,
+}
+
+/// A pending control request, answered in request order.
+struct CtrlPending {
+    cookie: u32,
+    op: u16,
+    gid: [u8; 16],
+    response: Option<CtrlResponse>,
+}
+
+/// State while the guest is connected.
+struct Served<V: Verbs> {
+    provider: V,
+    slots: SlotLayout,
+    ctrl: BackRing<CtrlRequest, CtrlResponse>,
+    tx: BackRing<TxRequest, TxResponse>,
+    rx: BackRing<RxRequest, RxResponse>,
+    /// A slot's token is here while the guest owns the slot.
+    tx_tokens: Vec<Option<TxSlot>>,
+    rx_tokens: Vec<Option<RxSlot>>,
+    dests: dests::DestTable,
+    ctrl_pending: VecDeque<CtrlPending>,
+}
+
+enum Phase<V: Verbs> {
+    WaitingForGuest,
+    /// Parameters read and checked; waiting for `connect`.
+    Setup(GuestSetup),
+    Connected(Box<Served<V>>),
+    Closed(BackError),
+}
+
+/// Serves one guest window.
+pub struct BackHalf<V: Verbs, N: Notify> {
+    window: Window,
+    header: Header,
+    notify: N,
+    config: BackConfig,
+    phase: Phase<V>,
+    stats: BackStats,
+}
+
+impl<V: Verbs, N: Notify> BackHalf<V, N> {
+    /// Starts serving `window`: writes the header and announces InitWait
+    /// (CHANNEL.md step 1).
+    pub fn new(window: Window, config: BackConfig, notify: N) -> Result<Self, BackError> {
+        let header = Header::new(&window).map_err(|_| BackError::WindowTooSmall)?;
+        header.init_backend(config.epoch, &PortBlock::default());
+        notify.notify();
+        Ok(BackHalf {
+            window,
+            header,
+            notify,
+            config,
+            phase: Phase::WaitingForGuest,
+            stats: BackStats {
+                interrupts: 1,
+                ..BackStats::default()
+            },
+        })
+    }
+
+    pub fn stats(&self) -> &BackStats {
+        &self.stats
+    }
+
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected(_))
+    }
+
+    /// Why serving stopped, if it did.
+    pub fn closed_reason(&self) -> Option<BackError> {
+        match self.phase {
+            Phase::Closed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The provider, while connected.
+    pub fn provider(&self) -> Option<&V> {
+        match &self.phase {
+            Phase::Connected(s) => Some(&s.provider),
+            _ => None,
+        }
+    }
+
+    /// Checks whether the guest has written its parameters (CHANNEL.md step
+    /// 2). Returns what the provider must be built over, once.
+    pub fn poll_guest_init(&mut self) -> Result<Option<GuestSetup>, BackError> {
+        match &self.phase {
+            Phase::WaitingForGuest => {}
+            Phase::Setup(s) => return Ok(Some(s.clone())),
+            Phase::Connected(_) => return Ok(None),
+            Phase::Closed(e) => return Err(*e),
+        }
+        if self.header.guest_state() != State::Initialised {
+            return Ok(None);
+        }
+        let guest_epoch = self.header.guest_epoch();
+        if guest_epoch != self.config.epoch {
+            return Err(self.disconnect(Violation::EpochMismatch {
+                guest: guest_epoch,
+                backend: self.config.epoch,
+            }));
+        }
+        // Copy the parameters once; everything below uses the copy.
+        let params = self.header.read_params();
+        let layout = match Layout::compute(params, self.window.len()) {
+            Ok(l) => l,
+            Err(e) => return Err(self.disconnect(Violation::BadParams(e))),
+        };
+        let region = match self.window.sub(layout.buffers.start, layout.buffers.len()) {
+            Ok(r) => r,
+            Err(_) => return Err(self.disconnect(Violation::BadParams(ring::LayoutError::DoesNotFit {
+                needed: layout.buffers.end,
+                window_len: self.window.len(),
+            }))),
+        };
+        let setup = GuestSetup {
+            region,
+            slots: SlotLayout {
+                tx_count: params.tx_slots,
+                rx_count: params.rx_slots,
+                slot_size: params.slot_size,
+            },
+            layout,
+        };
+        self.phase = Phase::Setup(setup.clone());
+        Ok(Some(setup))
+    }
+
+    /// Finishes the handshake with a provider built over
+    /// [`GuestSetup::region`] (CHANNEL.md step 3).
+    pub fn connect(&mut self, mut provider: V) -> Result<(), BackError> {
+        let setup = match &self.phase {
+            Phase::Setup(s) => s.clone(),
+            _ => return Err(BackError::NotReady),
+        };
+        if provider.layout() != setup.slots {
+            return Err(BackError::ProviderMismatch);
+        }
+        let Some((tx_slots, rx_slots)) = provider.take_slots() else {
+            return Err(BackError::ProviderMismatch);
+        };
+        let params = setup.layout.params;
+        let ring = |r: &core::ops::Range<usize>| -> Result<Window, BackError> {
+            self.window
+                .sub(r.start, r.len())
+                .map_err(|e| BackError::Violation(Violation::BadParams(ring::LayoutError::DoesNotFit {
+                    needed: e.offset.saturating_add(e.len),
+                    window_len: e.window_len,
+                })))
+        };
+        let bad_ring = |_: RingError| BackError::ProviderMismatch;
+        let mut ctrl = BackRing::attach(ring(&setup.layout.ctrl)?, params.ctrl_order).map_err(bad_ring)?;
+        let mut tx = BackRing::attach(ring(&setup.layout.tx)?, params.tx_order).map_err(bad_ring)?;
+        let mut rx = BackRing::attach(ring(&setup.layout.rx)?, params.rx_order).map_err(bad_ring)?;
+        ctrl.init();
+        tx.init();
+        rx.init();
+        let port = provider.port_attr();
+        self.header.write_port(&PortBlock {
+            gid: port.gid.0,
+            lid: port.lid.0,
+            pkey: port.pkey.0,
+            qpn: port.qpn.get(),
+            qkey: port.qkey.0,
+            mtu: port.mtu.to_code(),
+            state: port.state.to_code(),
+            _reserved: [0; 2],
+        });
+        self.phase = Phase::Connected(Box::new(Served {
+            provider,
+            slots: setup.slots,
+            ctrl,
+            tx,
+            rx,
+            tx_tokens: tx_slots.map(Some).collect(),
+            rx_tokens: rx_slots.map(Some).collect(),
+            dests: dests::DestTable::new(self.config.max_dests),
+            ctrl_pending: VecDeque::new(),
+        }));
+        self.header.set_backend_state(State::Connected);
+        self.stats.interrupts += 1;
+        self.notify.notify();
+        Ok(())
+    }
+
+    /// Logs, counts and disconnects. Returns the error to hand up.
+    fn disconnect(&mut self, v: Violation) -> BackError {
+        log::warn!("disconnecting guest: {v}");
+        self.stats.violations[v.kind() as usize] += 1;
+        self.close(BackError::Violation(v))
+    }
+
+    /// Tears the guest down: the provider (QP, MR, handles) is dropped and the
+    /// header says Closed.
+    fn close(&mut self, why: BackError) -> BackError {
+        self.phase = Phase::Closed(why);
+        self.header.set_backend_state(State::Closed);
+        self.stats.interrupts += 1;
+        self.notify.notify();
+        why
+    }
+}

@@ -1,0 +1,271 @@
+//! One service pass: take the guest's requests, validate and post them, reap
+//! the provider's completions, answer, and notify once per batch.
+
+use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
+use ring::State;
+
+use super::{BackError, BackHalf, BackStats, Phase, Served, Violation};
+use crate::hca::{Completion, HcaError, PostError, UdDest, Verbs};
+use crate::notify::Notify;
+use crate::types::{QKey, Qpn};
+
+impl<V: Verbs, N: Notify> BackHalf<V, N> {
+    /// Does one batch of work. Returns how many requests and completions it
+    /// handled; zero means the caller may [`arm`](Self::arm) and sleep.
+    pub fn service(&mut self) -> Result<usize, BackError> {
+        match &self.phase {
+            Phase::Connected(_) => {}
+            Phase::Closed(e) => return Err(*e),
+            Phase::WaitingForGuest | Phase::Setup(_) => return Ok(0),
+        }
+        if matches!(self.header.guest_state(), State::Closing | State::Closed) {
+            log::info!("guest closed the channel");
+            return Err(self.close(BackError::GuestClosed));
+        }
+        let batch = self.config.batch;
+        let Phase::Connected(served) = &mut self.phase else {
+            return Ok(0);
+        };
+        let result = served
+            .take_requests(&mut self.stats, batch)
+            .map_err(Outcome::Violation)
+            .and_then(|n| served.provider.flush().map(|()| n).map_err(Outcome::Provider))
+            .and_then(|n| {
+                served
+                    .reap(&mut self.stats, batch)
+                    .map(|m| n + m)
+                    .map_err(Outcome::Provider)
+            });
+        let notify = served.publish();
+        if notify {
+            self.stats.interrupts += 1;
+            self.notify.notify();
+        }
+        match result {
+            Ok(work) => Ok(work),
+            Err(Outcome::Violation(v)) => Err(self.disconnect(v)),
+            Err(Outcome::Provider(e)) => {
+                log::error!("provider failed: {e}");
+                Err(self.close(BackError::Provider(e)))
+            }
+        }
+    }
+
+    /// Asks to be woken for more work: sets the ring event indices and arms
+    /// the provider's CQ. Returns `true` if work arrived meanwhile, in which
+    /// case the caller must call [`service`](Self::service) again instead of
+    /// sleeping.
+    pub fn arm(&mut self) -> Result<bool, BackError> {
+        let Phase::Connected(served) = &mut self.phase else {
+            return match &self.phase {
+                Phase::Closed(e) => Err(*e),
+                _ => Ok(false),
+            };
+        };
+        let mut pending = false;
+        let checks = [
+            ("ctrl", served.ctrl.final_check_requests()),
+            ("tx", served.tx.final_check_requests()),
+            ("rx", served.rx.final_check_requests()),
+        ];
+        for (ring, check) in checks {
+            match check {
+                Ok(p) => pending |= p,
+                Err(_) => return Err(self.disconnect(Violation::RingOverflow { ring })),
+            }
+        }
+        match served.provider.arm_cq() {
+            Ok(p) => Ok(pending || p),
+            Err(e) => Err(self.close(BackError::Provider(e))),
+        }
+    }
+}
+
+enum Outcome {
+    Violation(Violation),
+    Provider(HcaError),
+}
+
+impl<V: Verbs> Served<V> {
+    fn take_requests(&mut self, stats: &mut BackStats, batch: usize) -> Result<usize, Violation> {
+        let mut work = 0;
+        for _ in 0..batch {
+            match self.rx.pop_request() {
+                Ok(Some(req)) => self.handle_rx(req, stats)?,
+                Ok(None) => break,
+                Err(_) => return Err(Violation::RingOverflow { ring: "rx" }),
+            }
+            work += 1;
+        }
+        for _ in 0..batch {
+            match self.tx.pop_request() {
+                Ok(Some(req)) => self.handle_tx(req, stats)?,
+                Ok(None) => break,
+                Err(_) => return Err(Violation::RingOverflow { ring: "tx" }),
+            }
+            work += 1;
+        }
+        for _ in 0..batch {
+            match self.ctrl.pop_request() {
+                Ok(Some(req)) => self.handle_ctrl(req, stats)?,
+                Ok(None) => break,
+                Err(_) => return Err(Violation::RingOverflow { ring: "ctrl" }),
+            }
+            work += 1;
+        }
+        Ok(work)
+    }
+
+    fn handle_tx(&mut self, req: TxRequest, stats: &mut BackStats) -> Result<(), Violation> {
+        if req.flags != 0 || req._reserved != 0 {
+            return Err(Violation::ReservedBits { ring: "tx" });
+        }
+        if req.len == 0 {
+            return Err(Violation::TxZeroLength);
+        }
+        if req.len > self.slots.slot_size {
+            return Err(Violation::TxLengthTooLarge {
+                len: req.len,
+                slot_size: self.slots.slot_size,
+            });
+        }
+        let qpn = Qpn::new(req.remote_qpn).ok_or(Violation::BadQpn { qpn: req.remote_qpn })?;
+        if req.qkey & 0x8000_0000 != 0 {
+            return Err(Violation::ControlledQKey { qkey: req.qkey });
+        }
+        let handle = self
+            .dests
+            .get(req.dest)
+            .ok_or(Violation::BadHandle { handle: req.dest })?;
+        let token = take_token(&mut self.tx_tokens, req.slot, "tx")?;
+        let dest = UdDest {
+            handle,
+            qpn,
+            qkey: QKey(req.qkey),
+        };
+        stats.tx_requests += 1;
+        stats.tx_bytes += u64::from(req.len);
+        if let Err(PostError { slot, error }) = self.provider.post_send(token, req.len as usize, &dest) {
+            log::debug!("post_send failed: {error}");
+            stats.tx_errors += 1;
+            let rsp = TxResponse {
+                slot: slot.index(),
+                status: crate::WcStatus::General.to_code(),
+                _reserved: 0,
+            };
+            if let Some(t) = self.tx_tokens.get_mut(usize::from(slot.index())) {
+                *t = Some(slot);
+            }
+            if let Err(e) = self.tx.push_response(&rsp) {
+                log::error!("tx response lost: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_rx(&mut self, req: RxRequest, stats: &mut BackStats) -> Result<(), Violation> {
+        if req._reserved0 != 0 || req._reserved1 != 0 {
+            return Err(Violation::ReservedBits { ring: "rx" });
+        }
+        let token = take_token(&mut self.rx_tokens, req.slot, "rx")?;
+        stats.rx_requests += 1;
+        if let Err(PostError { slot, error }) = self.provider.post_recv(token) {
+            log::debug!("post_recv failed: {error}");
+            let rsp = RxResponse {
+                slot: slot.index(),
+                status: crate::WcStatus::General.to_code(),
+                ..RxResponse::default()
+            };
+            if let Some(t) = self.rx_tokens.get_mut(usize::from(slot.index())) {
+                *t = Some(slot);
+            }
+            if let Err(e) = self.rx.push_response(&rsp) {
+                log::error!("rx response lost: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, stats: &mut BackStats, batch: usize) -> Result<usize, HcaError> {
+        let mut work = 0;
+        for _ in 0..batch * 2 {
+            let Some(completion) = self.provider.poll_cq()? else {
+                break;
+            };
+            self.complete(completion, stats);
+            work += 1;
+        }
+        self.answer_ctrl_in_order();
+        Ok(work)
+    }
+
+    fn complete(&mut self, completion: Completion, stats: &mut BackStats) {
+        match completion {
+            Completion::Send { slot, status } => {
+                let rsp = TxResponse {
+                    slot: slot.index(),
+                    status: status.to_code(),
+                    _reserved: 0,
+                };
+                stats.tx_completions += 1;
+                if status != crate::WcStatus::Success {
+                    stats.tx_errors += 1;
+                }
+                if let Some(t) = self.tx_tokens.get_mut(usize::from(slot.index())) {
+                    *t = Some(slot);
+                }
+                if let Err(e) = self.tx.push_response(&rsp) {
+                    log::error!("tx response lost: {e}");
+                }
+            }
+            Completion::Recv { slot, status, info } => {
+                let mut flags = 0;
+                if info.grh_present {
+                    flags |= RX_FLAG_GRH;
+                }
+                if info.multicast {
+                    flags |= RX_FLAG_MULTICAST;
+                }
+                let rsp = RxResponse {
+                    slot: slot.index(),
+                    status: status.to_code(),
+                    byte_len: info.byte_len,
+                    src_qpn: info.src_qpn.get(),
+                    src_lid: info.src_lid.0,
+                    flags,
+                    pkey: info.pkey.0,
+                    _reserved0: 0,
+                    _reserved1: 0,
+                };
+                stats.rx_completions += 1;
+                stats.rx_bytes += u64::from(info.byte_len);
+                if let Some(t) = self.rx_tokens.get_mut(usize::from(slot.index())) {
+                    *t = Some(slot);
+                }
+                if let Err(e) = self.rx.push_response(&rsp) {
+                    log::error!("rx response lost: {e}");
+                }
+            }
+            Completion::Path { dgid, result } => self.path_done(dgid, result),
+            Completion::Mcast { mgid, attach, result } => self.mcast_done(mgid, attach, result),
+            Completion::PortChanged => {}
+        }
+    }
+
+    /// Publishes all responses; true if the guest must be notified.
+    fn publish(&mut self) -> bool {
+        let a = self.ctrl.publish_responses();
+        let b = self.tx.publish_responses();
+        let c = self.rx.publish_responses();
+        a || b || c
+    }
+}
+
+/// Takes the token of a slot the guest says it owns and now posts.
+fn take_token<T>(tokens: &mut [Option<T>], slot: u16, ring: &'static str) -> Result<T, Violation> {
+    tokens
+        .get_mut(usize::from(slot))
+        .ok_or(Violation::SlotOutOfRange { ring, slot })?
+        .take()
+        .ok_or(Violation::SlotNotOwned { ring, slot })
+}

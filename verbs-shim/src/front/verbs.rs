@@ -1,0 +1,280 @@
+//! `Verbs` and `Hca` for the guest side: posts become requests, responses
+//! become completions, after validation.
+
+use ring::desc::{ctrl_op, ctrl_status, CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
+
+use super::{FrontHca, PendingCtrl, Phase};
+use crate::hca::{
+    Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
+    Verbs, WcStatus,
+};
+use crate::mem::SlotBuffers;
+use crate::notify::Notify;
+use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
+use crate::types::{Gid, Lid, PKey, PortAttr, Qpn, GRH_LEN};
+
+impl<N: Notify> FrontHca<N> {
+    fn ensure_connected(&self) -> Result<(), HcaError> {
+        match self.phase {
+            Phase::Connected => Ok(()),
+            Phase::Waiting => Err(HcaError::Disconnected),
+            Phase::Draining(super::DrainReason::Disconnected) => Err(HcaError::Disconnected),
+            Phase::Draining(super::DrainReason::Violation(w)) => Err(HcaError::PeerViolation(w)),
+        }
+    }
+
+    fn push_ctrl(&mut self, op: u16, gid: Gid, arg: u32) -> Result<(), HcaError> {
+        self.ensure_connected()?;
+        let cookie = self.next_cookie;
+        let req = CtrlRequest {
+            op,
+            cookie,
+            gid: gid.0,
+            arg,
+            ..CtrlRequest::default()
+        };
+        self.ctrl.push_request(&req).map_err(|_| HcaError::QueueFull)?;
+        self.next_cookie = self.next_cookie.wrapping_add(1);
+        self.ctrl_pending.push_back(PendingCtrl { cookie, op, gid });
+        self.stats.ctrl_requests += 1;
+        self.unpublished = true;
+        Ok(())
+    }
+
+    fn tx_completion(&mut self, rsp: TxResponse) -> Result<Completion, &'static str> {
+        let i = usize::from(rsp.slot);
+        match self.tx_in_flight.get_mut(i) {
+            Some(f) if *f => *f = false,
+            _ => return Err("tx response for a slot not in flight"),
+        }
+        self.stats.tx_completions += 1;
+        Ok(Completion::Send {
+            slot: TxSlot::mint(rsp.slot),
+            status: WcStatus::from_code(rsp.status),
+        })
+    }
+
+    fn rx_completion(&mut self, rsp: RxResponse) -> Result<Completion, &'static str> {
+        let i = usize::from(rsp.slot);
+        let status = WcStatus::from_code(rsp.status);
+        if rsp.byte_len > self.slots.slot_size {
+            return Err("rx length larger than the slot");
+        }
+        if status == WcStatus::Success && (rsp.byte_len as usize) < GRH_LEN {
+            return Err("rx length shorter than the GRH area");
+        }
+        let src_qpn = Qpn::new(rsp.src_qpn).ok_or("rx source QPN wider than 24 bits")?;
+        match self.rx_in_flight.get_mut(i) {
+            Some(f) if *f => *f = false,
+            _ => return Err("rx response for a slot not in flight"),
+        }
+        self.stats.rx_completions += 1;
+        Ok(Completion::Recv {
+            slot: RxSlot::mint(rsp.slot),
+            status,
+            info: RecvInfo {
+                byte_len: rsp.byte_len,
+                src_qpn,
+                src_lid: Lid(rsp.src_lid),
+                pkey: PKey(rsp.pkey),
+                grh_present: rsp.flags & RX_FLAG_GRH != 0,
+                multicast: rsp.flags & RX_FLAG_MULTICAST != 0,
+            },
+        })
+    }
+
+    fn ctrl_completion(&mut self, rsp: CtrlResponse) -> Result<Completion, &'static str> {
+        let pending = match self.ctrl_pending.front() {
+            Some(p) if p.cookie == rsp.cookie && p.op == rsp.op => *p,
+            _ => return Err("control response does not match the oldest request"),
+        };
+        self.ctrl_pending.pop_front();
+        let gid = pending.gid;
+        Ok(match pending.op {
+            ctrl_op::RESOLVE => Completion::Path {
+                dgid: gid,
+                result: match rsp.status {
+                    ctrl_status::OK => Ok(DestHandle(rsp.handle)),
+                    ctrl_status::NO_RESOURCES => Err(PathError::NoResources),
+                    _ => Err(PathError::Unreachable),
+                },
+            },
+            ctrl_op::MCAST_ATTACH | ctrl_op::MCAST_DETACH => Completion::Mcast {
+                mgid: gid,
+                attach: pending.op == ctrl_op::MCAST_ATTACH,
+                result: match rsp.status {
+                    ctrl_status::OK => Ok(()),
+                    ctrl_status::NOT_MULTICAST => Err(McastError::NotMulticast),
+                    ctrl_status::PARTITION_MISMATCH => Err(McastError::PartitionMismatch),
+                    ctrl_status::NOT_ATTACHED => Err(McastError::NotAttached),
+                    _ => Err(McastError::NoResources),
+                },
+            },
+            // RELEASE_DEST has no completion of its own; report nothing.
+            _ => return Ok(Completion::PortChanged),
+        })
+    }
+
+    /// Takes the next response from any ring, validated.
+    fn next_response(&mut self) -> Result<Option<Completion>, &'static str> {
+        loop {
+            if let Some(rsp) = self.rx.pop_response().map_err(|_| "rx ring overflow")? {
+                return self.rx_completion(rsp).map(Some);
+            }
+            if let Some(rsp) = self.tx.pop_response().map_err(|_| "tx ring overflow")? {
+                return self.tx_completion(rsp).map(Some);
+            }
+            match self.ctrl.pop_response().map_err(|_| "control ring overflow")? {
+                Some(rsp) if rsp.op == ctrl_op::RELEASE_DEST => {
+                    // Answered but nothing to report: validate and go on.
+                    self.ctrl_completion(rsp)?;
+                    continue;
+                }
+                Some(rsp) => return self.ctrl_completion(rsp).map(Some),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl<N: Notify> Verbs for FrontHca<N> {
+    fn port_attr(&self) -> PortAttr {
+        self.port
+    }
+
+    fn layout(&self) -> SlotLayout {
+        self.slots
+    }
+
+    fn take_slots(&mut self) -> Option<(TxSlots, RxSlots)> {
+        if self.slots_taken {
+            return None;
+        }
+        self.slots_taken = true;
+        Some((TxSlots::all(&self.slots), RxSlots::all(&self.slots)))
+    }
+
+    fn post_send(&mut self, slot: TxSlot, len: usize, dest: &UdDest) -> Result<(), PostError<TxSlot>> {
+        if let Err(error) = self.ensure_connected() {
+            return Err(PostError { slot, error });
+        }
+        let Ok(len32) = u32::try_from(len) else {
+            return Err(PostError { slot, error: HcaError::InvalidArgument });
+        };
+        if len > self.slots.slot_size as usize {
+            return Err(PostError { slot, error: HcaError::InvalidArgument });
+        }
+        let req = TxRequest {
+            slot: slot.index(),
+            len: len32,
+            dest: dest.handle.0,
+            remote_qpn: dest.qpn.get(),
+            qkey: dest.qkey.0,
+            ..TxRequest::default()
+        };
+        // The TX ring has at least as many entries as there are TX slots,
+        // so this only fails if the token bookkeeping is broken.
+        if self.tx.push_request(&req).is_err() {
+            return Err(PostError { slot, error: HcaError::QueueFull });
+        }
+        if let Some(f) = self.tx_in_flight.get_mut(usize::from(slot.index())) {
+            *f = true;
+        }
+        self.stats.tx_posted += 1;
+        self.unpublished = true;
+        Ok(())
+    }
+
+    fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
+        if let Err(error) = self.ensure_connected() {
+            return Err(PostError { slot, error });
+        }
+        let req = RxRequest {
+            slot: slot.index(),
+            ..RxRequest::default()
+        };
+        if self.rx.push_request(&req).is_err() {
+            return Err(PostError { slot, error: HcaError::QueueFull });
+        }
+        if let Some(f) = self.rx_in_flight.get_mut(usize::from(slot.index())) {
+            *f = true;
+        }
+        self.stats.rx_posted += 1;
+        self.unpublished = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), HcaError> {
+        if !self.unpublished {
+            return Ok(());
+        }
+        self.unpublished = false;
+        // Publish all three rings, ring one doorbell for the batch.
+        let a = self.ctrl.publish_requests();
+        let b = self.tx.publish_requests();
+        let c = self.rx.publish_requests();
+        if a || b || c {
+            self.stats.doorbells += 1;
+            self.notify.notify();
+        }
+        Ok(())
+    }
+
+    fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        self.check_peer();
+        match self.phase {
+            Phase::Waiting => return Ok(None),
+            Phase::Draining(reason) => return self.drain_one(reason),
+            Phase::Connected => {}
+        }
+        match self.next_response() {
+            Ok(c) => Ok(c),
+            Err(what) => {
+                self.violation(what);
+                self.poll_cq()
+            }
+        }
+    }
+
+    fn arm_cq(&mut self) -> Result<bool, HcaError> {
+        self.check_peer();
+        if let Phase::Draining(_) = self.phase {
+            return Ok(true);
+        }
+        let mut pending = false;
+        for r in [self.ctrl.final_check_responses(), self.tx.final_check_responses(), self.rx.final_check_responses()] {
+            match r {
+                Ok(p) => pending |= p,
+                Err(_) => {
+                    self.violation("ring overflow");
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        self.push_ctrl(ctrl_op::MCAST_ATTACH, mgid, 0)
+    }
+
+    fn detach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        self.push_ctrl(ctrl_op::MCAST_DETACH, mgid, 0)
+    }
+
+    fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError> {
+        self.push_ctrl(ctrl_op::RESOLVE, dgid, 0)
+    }
+
+    fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
+        self.push_ctrl(ctrl_op::RELEASE_DEST, Gid::ZERO, handle.0)
+    }
+}
+
+impl<N: Notify> Hca for FrontHca<N> {
+    fn buffers(&mut self) -> SlotBuffers<'_> {
+        // `attach` computed the buffer window from this very layout, so the
+        // region always holds it; an empty accessor is the safe fallback.
+        SlotBuffers::new(&self.buffers, self.slots).unwrap_or_else(|| SlotBuffers::empty(&self.buffers))
+    }
+}

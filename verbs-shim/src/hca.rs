@@ -1,0 +1,211 @@
+//! The verbs contract that IPoIB needs: one port, one UD QP, a pool of
+//! pre-registered buffers, post send/recv, poll/arm the CQ, multicast
+//! attach/detach and address resolution.
+//!
+//! [`Verbs`] is what every provider implements and what the back half of the
+//! channel drives. [`Hca`] adds CPU access to the buffers, which a consumer
+//! such as `ipoib` needs; the back half never touches buffer bytes.
+//!
+//! Slow operations (path resolution, multicast joins) are asynchronous, as on
+//! a real fabric: the call queues the request and the answer arrives as a
+//! [`Completion`] from [`Verbs::poll_cq`].
+
+use core::fmt;
+
+use crate::mem::SlotBuffers;
+use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
+use crate::types::{Gid, Lid, PKey, PortAttr, QKey, Qpn};
+
+/// An address handle: an opaque name for a resolved destination (unicast
+/// port or multicast group). Valid only on the provider that issued it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DestHandle(pub u32);
+
+/// Where a UD send goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct UdDest {
+    pub handle: DestHandle,
+    /// Remote QPN, or [`Qpn::MULTICAST`] for a group.
+    pub qpn: Qpn,
+    pub qkey: QKey,
+}
+
+/// Work completion status, a subset of `ibv_wc_status`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WcStatus {
+    Success,
+    /// The send was larger than the path MTU, or the receive buffer too small.
+    LocalLength,
+    /// The buffer or handle was not valid for this QP.
+    LocalProtection,
+    /// The QP is being torn down; the buffer comes back unused.
+    Flushed,
+    /// Any other failure.
+    General,
+}
+
+impl WcStatus {
+    pub const fn to_code(self) -> u16 {
+        match self {
+            WcStatus::Success => 0,
+            WcStatus::LocalLength => 1,
+            WcStatus::LocalProtection => 4,
+            WcStatus::Flushed => 5,
+            WcStatus::General => 21,
+        }
+    }
+
+    /// Unknown codes map to `General`.
+    pub const fn from_code(code: u16) -> WcStatus {
+        match code {
+            0 => WcStatus::Success,
+            1 => WcStatus::LocalLength,
+            4 => WcStatus::LocalProtection,
+            5 => WcStatus::Flushed,
+            _ => WcStatus::General,
+        }
+    }
+}
+
+/// Details of a received UD packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RecvInfo {
+    /// Bytes written into the slot, *including* the 40-byte GRH area.
+    pub byte_len: u32,
+    pub src_qpn: Qpn,
+    pub src_lid: Lid,
+    /// The P_Key the packet carried.
+    pub pkey: PKey,
+    /// True when the first 40 bytes hold a real GRH (source GID valid).
+    pub grh_present: bool,
+    /// True when the packet was addressed to a multicast group.
+    pub multicast: bool,
+}
+
+/// Why a path could not be resolved.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PathError {
+    /// No port or group with that GID is reachable.
+    Unreachable,
+    /// The provider has no room for another handle.
+    NoResources,
+}
+
+/// Why a multicast attach or detach failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum McastError {
+    NotMulticast,
+    /// The group is in a partition this port is not a member of.
+    PartitionMismatch,
+    NoResources,
+    NotAttached,
+}
+
+/// One completion from the CQ.
+#[derive(Debug)]
+pub enum Completion {
+    Send {
+        slot: TxSlot,
+        status: WcStatus,
+    },
+    Recv {
+        slot: RxSlot,
+        status: WcStatus,
+        info: RecvInfo,
+    },
+    Path {
+        dgid: Gid,
+        result: Result<DestHandle, PathError>,
+    },
+    Mcast {
+        mgid: Gid,
+        attach: bool,
+        result: Result<(), McastError>,
+    },
+    /// Port attributes changed (link state, for example); re-read them.
+    PortChanged,
+}
+
+/// A fatal device-level error. After one of these the device is unusable
+/// until it is reset.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HcaError {
+    /// The peer (back end) is gone or closed the channel.
+    Disconnected,
+    /// The peer broke the channel protocol; the device disconnected it.
+    PeerViolation(&'static str),
+    /// The request queue is full; poll and retry.
+    QueueFull,
+    /// An argument was invalid (for example, a handle this device never issued).
+    InvalidArgument,
+}
+
+impl fmt::Display for HcaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HcaError::Disconnected => f.write_str("device disconnected"),
+            HcaError::PeerViolation(what) => write!(f, "peer violated the channel protocol: {what}"),
+            HcaError::QueueFull => f.write_str("request queue full"),
+            HcaError::InvalidArgument => f.write_str("invalid argument"),
+        }
+    }
+}
+
+impl core::error::Error for HcaError {}
+
+/// A post that did not happen; the slot comes back to the caller.
+#[derive(Debug)]
+pub struct PostError<T> {
+    pub slot: T,
+    pub error: HcaError,
+}
+
+/// The provider side of the contract.
+pub trait Verbs {
+    fn port_attr(&self) -> PortAttr;
+
+    fn layout(&self) -> SlotLayout;
+
+    /// All slot tokens. The first call returns them; later calls return `None`.
+    fn take_slots(&mut self) -> Option<(TxSlots, RxSlots)>;
+
+    /// Queues a UD send of `len` bytes from the start of `slot`.
+    /// A send larger than the path MTU completes with `LocalLength`.
+    fn post_send(&mut self, slot: TxSlot, len: usize, dest: &UdDest)
+        -> Result<(), PostError<TxSlot>>;
+
+    /// Queues a receive buffer. The HCA writes a 40-byte GRH area and then the
+    /// payload.
+    fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>>;
+
+    /// Rings the doorbell for everything posted since the last flush.
+    fn flush(&mut self) -> Result<(), HcaError>;
+
+    /// Takes one completion, if any.
+    fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError>;
+
+    /// Asks for a notification when the next completion arrives. Returns
+    /// `true` if completions are already waiting, in which case the caller
+    /// must poll again instead of sleeping (the final re-check).
+    fn arm_cq(&mut self) -> Result<bool, HcaError>;
+
+    /// Starts joining a multicast group; the result arrives as
+    /// [`Completion::Mcast`].
+    fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError>;
+
+    fn detach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError>;
+
+    /// Starts resolving a unicast GID or a multicast GID to a handle; the
+    /// result arrives as [`Completion::Path`].
+    fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError>;
+
+    /// Frees a handle from [`Completion::Path`].
+    fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError>;
+}
+
+/// A provider whose buffers the CPU can read and write.
+pub trait Hca: Verbs {
+    /// CPU access to the slots. Only slots whose token the caller holds can be
+    /// reached through it.
+    fn buffers(&mut self) -> SlotBuffers<'_>;
+}

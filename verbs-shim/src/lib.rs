@@ -1,0 +1,30 @@
+//! The verbs contract that IPoIB needs, and its providers.
+//!
+//! - [`Verbs`] / [`Hca`]: one port, one UD QP, pre-registered slots, post
+//!   send/recv, poll/arm the CQ, multicast, address resolution.
+//! - [`front`]: the guest side; speaks the shared-memory channel.
+//! - [`back`]: serves one channel over any [`Verbs`] provider, validating
+//!   everything the guest writes.
+//! - `sim` (feature `sim`): a software fabric.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+
+extern crate alloc;
+
+pub mod back;
+pub mod front;
+mod hca;
+mod mem;
+pub mod notify;
+mod slot;
+pub mod types;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use hca::{
+    Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
+    Verbs, WcStatus,
+};
+pub use mem::{RxArea, SlotBuffers, TxArea};
+pub use slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
+pub use types::{Gid, IbMtu, Lid, PKey, PortAttr, PortState, QKey, Qpn, GRH_LEN};

@@ -1,0 +1,131 @@
+//! CPU access to slot buffers. This is the one module of the core that holds
+//! `unsafe`: it turns a slot whose token the caller owns into a slice.
+//!
+//! The region is a [`ring::Window`]: heap memory for a local provider, or the
+//! shared window for the guest-side `front` provider. A slice is only ever
+//! made for a slot whose token is borrowed for the slice's lifetime, so while
+//! it lives the device does not own that slot and, by protocol, does not
+//! touch it. (A hostile back end could still write a slot it does not own:
+//! that is the same trust the guest gives any DMA device, and `ipoib` parses
+//! what it reads with bounds checks.)
+
+use core::marker::PhantomData;
+
+use ring::Window;
+
+use crate::slot::{RxSlot, SlotLayout, TxSlot};
+
+/// Access to the buffers of one provider, split into TX and RX halves.
+pub struct SlotBuffers<'a> {
+    pub tx: TxArea<'a>,
+    pub rx: RxArea<'a>,
+}
+
+/// Write access to TX slots the caller owns.
+pub struct TxArea<'a> {
+    base: *mut u8,
+    layout: SlotLayout,
+    _region: PhantomData<&'a mut [u8]>,
+}
+
+/// Read access to RX slots the caller owns.
+#[derive(Clone, Copy)]
+pub struct RxArea<'a> {
+    base: *const u8,
+    layout: SlotLayout,
+    _region: PhantomData<&'a [u8]>,
+}
+
+impl<'a> SlotBuffers<'a> {
+    /// Builds the accessors for `region`, which must hold `layout`.
+    ///
+    /// Returns `None` if the region is too small for the layout. The caller
+    /// (a provider) must hold `&mut self` for `'a`, so that only one
+    /// `SlotBuffers` exists for a region at a time.
+    pub(crate) fn new(region: &'a Window, layout: SlotLayout) -> Option<SlotBuffers<'a>> {
+        if region.len() < layout.region_len() {
+            return None;
+        }
+        let base = region.as_ptr();
+        Some(SlotBuffers {
+            tx: TxArea {
+                base,
+                layout,
+                _region: PhantomData,
+            },
+            rx: RxArea {
+                base,
+                layout,
+                _region: PhantomData,
+            },
+        })
+    }
+}
+
+impl<'a> SlotBuffers<'a> {
+    /// Accessors that reach no slot at all.
+    pub(crate) fn empty(region: &'a Window) -> SlotBuffers<'a> {
+        let layout = SlotLayout {
+            tx_count: 0,
+            rx_count: 0,
+            slot_size: 0,
+        };
+        let base = region.as_ptr();
+        SlotBuffers {
+            tx: TxArea {
+                base,
+                layout,
+                _region: PhantomData,
+            },
+            rx: RxArea {
+                base,
+                layout,
+                _region: PhantomData,
+            },
+        }
+    }
+}
+
+impl TxArea<'_> {
+    /// The whole TX slot, `slot_size` bytes.
+    pub fn slot_mut(&mut self, slot: &TxSlot) -> &mut [u8] {
+        match self.layout.tx_offset(slot.index()) {
+            // SAFETY: `tx_offset` checked the index against the layout and
+            // `SlotBuffers::new` checked the region holds the layout, so the
+            // range is inside the window, which lives for 'a. The caller
+            // holds the slot's token and `&mut self`, so no other reference
+            // to this slot exists; TX and RX ranges are disjoint.
+            Some(offset) => unsafe {
+                core::slice::from_raw_parts_mut(
+                    self.base.add(offset),
+                    self.layout.slot_size as usize,
+                )
+            },
+            None => &mut [],
+        }
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.layout.slot_size as usize
+    }
+}
+
+impl<'a> RxArea<'a> {
+    /// The whole RX slot, `slot_size` bytes (GRH area first).
+    pub fn slot(&self, slot: &RxSlot) -> &'a [u8] {
+        match self.layout.rx_offset(slot.index()) {
+            // SAFETY: the range is inside the window (see `TxArea::slot_mut`)
+            // and the window lives for 'a. The caller owns the slot, so the
+            // device does not write it while the slice lives; RX slots are
+            // only ever read through this type.
+            Some(offset) => unsafe {
+                core::slice::from_raw_parts(self.base.add(offset), self.layout.slot_size as usize)
+            },
+            None => &[],
+        }
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.layout.slot_size as usize
+    }
+}

@@ -1,0 +1,108 @@
+//! What the fabric keeps for one attached port: its queues, address handles,
+//! group memberships and counters.
+
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use ring::Window;
+
+use super::stats::PortStats;
+use crate::hca::{Completion, DestHandle, PathError};
+use crate::slot::{RxSlot, SlotLayout};
+use crate::types::{Gid, PortAttr};
+
+/// Called (outside the fabric lock) when a completion arrives on an armed
+/// port.
+pub type Notifier = Arc<dyn Fn() + Send + Sync>;
+
+/// Address handles one port can hold at a time.
+pub(super) const MAX_HANDLES: usize = 1024;
+
+/// The fabric-wide name of an attached port. Never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(super) struct PortId(pub u32);
+
+/// What an address handle points at. Resolved by GID at send time, like an
+/// address handle that names a destination LID.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Target {
+    Port(Gid),
+    Group(Gid),
+}
+
+pub(super) struct Entry {
+    pub attr: PortAttr,
+    pub layout: SlotLayout,
+    pub region: Window,
+    /// Posted receives, oldest first.
+    pub recvs: VecDeque<RxSlot>,
+    pub cq: VecDeque<Completion>,
+    pub armed: bool,
+    pub notifier: Option<Notifier>,
+    pub stats: PortStats,
+    handles: Vec<Option<Target>>,
+    /// Groups this port is attached to.
+    pub groups: BTreeSet<Gid>,
+}
+
+impl Entry {
+    pub(super) fn new(attr: PortAttr, layout: SlotLayout, region: Window) -> Entry {
+        Entry {
+            attr,
+            layout,
+            region,
+            recvs: VecDeque::new(),
+            cq: VecDeque::new(),
+            armed: false,
+            notifier: None,
+            stats: PortStats::default(),
+            handles: Vec::new(),
+            groups: BTreeSet::new(),
+        }
+    }
+
+    /// Queues a completion. If the CQ was armed, disarms it and hands the
+    /// notifier to `fire`, to be called once the lock is dropped.
+    pub(super) fn complete(&mut self, completion: Completion, fire: &mut Vec<Notifier>) {
+        self.cq.push_back(completion);
+        if core::mem::take(&mut self.armed) {
+            if let Some(notifier) = &self.notifier {
+                fire.push(Arc::clone(notifier));
+            }
+        }
+    }
+
+    pub(super) fn target(&self, handle: DestHandle) -> Option<Target> {
+        let index = usize::try_from(handle.0).ok()?;
+        self.handles.get(index).copied().flatten()
+    }
+
+    pub(super) fn alloc_handle(&mut self, target: Target) -> Result<DestHandle, PathError> {
+        let index = match self.handles.iter().position(Option::is_none) {
+            Some(free) => free,
+            None if self.handles.len() < MAX_HANDLES => {
+                self.handles.push(None);
+                self.handles.len() - 1
+            }
+            None => return Err(PathError::NoResources),
+        };
+        let handle = u32::try_from(index).map_err(|_| PathError::NoResources)?;
+        self.handles[index] = Some(target);
+        Ok(DestHandle(handle))
+    }
+
+    /// Frees a handle; false if it was not in use.
+    pub(super) fn release_handle(&mut self, handle: DestHandle) -> bool {
+        let Ok(index) = usize::try_from(handle.0) else {
+            return false;
+        };
+        match self.handles.get_mut(index) {
+            Some(slot @ Some(_)) => {
+                *slot = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The fabric: a shared switch that every [`SimPort`] is plugged into.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::config::PortConfig;
+use super::entry::{Entry, Notifier, PortId};
+use super::error::SimError;
+use super::fault::{FaultConfig, Faults};
+use super::port::SimPort;
+use super::stats::{FabricStats, PortStats};
+use super::wire::Held;
+use crate::slot::{RxSlots, TxSlots};
+use crate::types::{Gid, PortAttr, PortState, Qpn};
+
+/// The QPN of port number `n` is `QPN_BASE + n`.
+pub const QPN_BASE: u32 = 0x48;
+
+/// A software InfiniBand fabric: one subnet, one switch, any number of ports.
+///
+/// Cheap to clone; every clone is the same fabric. All state sits behind one
+/// mutex, so operations from different threads are serialised and the fault
+/// dice are rolled in that order.
+#[derive(Clone)]
+pub struct SimFabric {
+    inner: Arc<Mutex<Inner>>,
+}
+
+pub(super) struct Inner {
+    pub faults: Faults,
+    pub ports: BTreeMap<PortId, Entry>,
+    pub by_gid: BTreeMap<Gid, PortId>,
+    /// Multicast groups by MGID; a group exists while it has members.
+    pub groups: BTreeMap<Gid, BTreeSet<PortId>>,
+    /// Packets held back by the reorder fault, oldest first.
+    pub held: VecDeque<Held>,
+    pub held_orphaned: u64,
+    next_port: u32,
+    /// Counters of ports that have left.
+    departed: PortStats,
+}
+
+impl SimFabric {
+    pub fn new(faults: FaultConfig) -> SimFabric {
+        SimFabric {
+            inner: Arc::new(Mutex::new(Inner {
+                faults: Faults::new(faults),
+                ports: BTreeMap::new(),
+                by_gid: BTreeMap::new(),
+                groups: BTreeMap::new(),
+                held: VecDeque::new(),
+                held_orphaned: 0,
+                next_port: 1,
+                departed: PortStats::default(),
+            })),
+        }
+    }
+
+    /// Replaces the fault configuration and reseeds the generator from
+    /// `faults.seed`. Probabilities outside `0..=1` are clamped; use
+    /// [`FaultConfig::new`] to have them refused instead.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        self.lock().faults = Faults::new(faults);
+    }
+
+    pub fn faults(&self) -> FaultConfig {
+        self.lock().faults.config()
+    }
+
+    /// Plugs a port in. The fabric assigns its QPN (`QPN_BASE` + port
+    /// number; port numbers start at 1 and are never reused).
+    pub fn add_port(&self, config: PortConfig) -> Result<SimPort, SimError> {
+        let PortConfig {
+            gid,
+            lid,
+            pkey,
+            qkey,
+            mtu,
+            layout,
+            region,
+        } = config;
+        if gid.is_multicast() || gid == Gid::ZERO {
+            return Err(SimError::InvalidGid(gid));
+        }
+        if lid.0 == 0 || lid.0 >= 0xc000 {
+            return Err(SimError::InvalidLid(lid));
+        }
+        let needed = layout.region_len();
+        if region.len() < needed {
+            return Err(SimError::RegionTooSmall {
+                needed,
+                actual: region.len(),
+            });
+        }
+        let mut inner = self.lock();
+        if inner.by_gid.contains_key(&gid) {
+            return Err(SimError::DuplicateGid(gid));
+        }
+        if inner.ports.values().any(|e| e.attr.lid == lid) {
+            return Err(SimError::DuplicateLid(lid));
+        }
+        let number = inner.next_port;
+        let qpn = QPN_BASE
+            .checked_add(number)
+            .and_then(Qpn::new)
+            .filter(|&q| q != Qpn::MULTICAST)
+            .ok_or(SimError::TooManyPorts)?;
+        inner.next_port += 1;
+        let attr = PortAttr {
+            gid,
+            lid,
+            qpn,
+            pkey,
+            qkey,
+            mtu,
+            state: PortState::Active,
+        };
+        let id = PortId(number);
+        inner
+            .ports
+            .insert(id, Entry::new(attr, layout, region.clone()));
+        inner.by_gid.insert(gid, id);
+        drop(inner);
+        log::debug!(
+            "sim: port {number} up: gid {gid} lid {:#x} qpn {:#x}",
+            lid.0,
+            qpn.get()
+        );
+        Ok(SimPort::new(
+            self.clone(),
+            id,
+            attr,
+            layout,
+            region,
+            (TxSlots::all(&layout), RxSlots::all(&layout)),
+        ))
+    }
+
+    /// Totals over every port that was ever attached.
+    pub fn stats(&self) -> FabricStats {
+        let inner = self.lock();
+        let mut totals = inner.departed;
+        for entry in inner.ports.values() {
+            totals.add(&entry.stats);
+        }
+        FabricStats {
+            ports: inner.ports.len(),
+            groups: inner.groups.len(),
+            held: inner.held.len(),
+            held_orphaned: inner.held_orphaned,
+            totals,
+        }
+    }
+
+    /// Delivers every packet held back for reordering; returns how many.
+    pub fn drain_held(&self) -> usize {
+        self.with(|inner, fire| inner.release_held(fire))
+    }
+
+    /// Whether a port with this GID is attached.
+    pub fn has_port(&self, gid: Gid) -> bool {
+        self.lock().by_gid.contains_key(&gid)
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves counters and queues
+        // consistent enough to keep going: every update is one step.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` under the lock, then calls the notifiers it collected.
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut Inner, &mut Vec<Notifier>) -> R) -> R {
+        let mut fire = Vec::new();
+        let result = f(&mut self.lock(), &mut fire);
+        for notify in fire {
+            notify();
+        }
+        result
+    }
+}
+
+impl Inner {
+    /// Unplugs a port: it leaves its groups, packets held for it are
+    /// dropped, and its counters go into the fabric totals.
+    pub(super) fn unplug(&mut self, id: PortId) -> Option<Entry> {
+        let entry = self.ports.remove(&id)?;
+        self.by_gid.remove(&entry.attr.gid);
+        for mgid in &entry.groups {
+            self.leave_group(*mgid, id);
+        }
+        let before = self.held.len();
+        self.held.retain(|h| h.to != id);
+        self.held_orphaned += (before - self.held.len()) as u64;
+        self.departed.add(&entry.stats);
+        log::debug!("sim: port {} down", id.0);
+        Some(entry)
+    }
+
+    pub(super) fn leave_group(&mut self, mgid: Gid, id: PortId) {
+        if let Some(members) = self.groups.get_mut(&mgid) {
+            members.remove(&id);
+            if members.is_empty() {
+                self.groups.remove(&mgid);
+            }
+        }
+    }
+}
+
+impl core::fmt::Debug for SimFabric {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let stats = self.stats();
+        f.debug_struct("SimFabric")
+            .field("ports", &stats.ports)
+            .field("groups", &stats.groups)
+            .field("held", &stats.held)
+            .finish_non_exhaustive()
+    }
+}

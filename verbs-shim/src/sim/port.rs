@@ -1,0 +1,316 @@
+//! One port on the fabric, seen through the verbs contract.
+
+use alloc::collections::VecDeque;
+
+use ring::Window;
+
+use super::entry::{Notifier, PortId};
+use super::fabric::SimFabric;
+use super::stats::PortStats;
+use crate::hca::{
+    Completion, DestHandle, Hca, HcaError, PostError, RecvInfo, UdDest, Verbs, WcStatus,
+};
+use crate::mem::SlotBuffers;
+use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
+use crate::types::{Gid, Lid, PKey, PortAttr, PortState, Qpn};
+
+/// A port of a [`SimFabric`], with one UD QP and a registered buffer region.
+///
+/// Dropping it unplugs it: its posted receives and queued completions vanish
+/// and nothing can be delivered to it any more. [`SimPort::close`] unplugs
+/// it too, but keeps the completions and turns every posted receive into a
+/// `Flushed` completion, so that the owner gets its slots back.
+pub struct SimPort {
+    fabric: SimFabric,
+    id: PortId,
+    attr: PortAttr,
+    layout: SlotLayout,
+    region: Window,
+    slots: Option<(TxSlots, RxSlots)>,
+    /// Set once the port is closed: what is left to poll, and the last
+    /// counters.
+    closed: Option<Closed>,
+}
+
+struct Closed {
+    cq: VecDeque<Completion>,
+    stats: PortStats,
+}
+
+/// The `info` of a flushed receive: nothing arrived.
+const FLUSHED_INFO: RecvInfo = RecvInfo {
+    byte_len: 0,
+    src_qpn: Qpn::new_truncated(0),
+    src_lid: Lid(0),
+    pkey: PKey(0),
+    grh_present: false,
+    multicast: false,
+};
+
+impl SimPort {
+    pub(super) fn new(
+        fabric: SimFabric,
+        id: PortId,
+        attr: PortAttr,
+        layout: SlotLayout,
+        region: Window,
+        slots: (TxSlots, RxSlots),
+    ) -> SimPort {
+        SimPort {
+            fabric,
+            id,
+            attr,
+            layout,
+            region,
+            slots: Some(slots),
+            closed: None,
+        }
+    }
+
+    /// The fabric this port is plugged into.
+    pub fn fabric(&self) -> &SimFabric {
+        &self.fabric
+    }
+
+    pub fn gid(&self) -> Gid {
+        self.attr.gid
+    }
+
+    /// Sets (or clears) the function called when a completion arrives while
+    /// the CQ is armed. It runs once per arm, outside the fabric lock, on
+    /// whichever thread queued the completion.
+    pub fn set_notifier(&mut self, notifier: Option<Notifier>) {
+        if self.closed.is_some() {
+            return;
+        }
+        let id = self.id;
+        self.fabric.with(|inner, _| {
+            if let Some(entry) = inner.ports.get_mut(&id) {
+                entry.notifier = notifier;
+            }
+        });
+    }
+
+    /// A copy of this port's counters.
+    pub fn stats(&self) -> PortStats {
+        if let Some(closed) = &self.closed {
+            return closed.stats;
+        }
+        let id = self.id;
+        self.fabric
+            .with(|inner, _| inner.ports.get(&id).map(|e| e.stats))
+            .unwrap_or_default()
+    }
+
+    /// Receive slots posted and not yet filled.
+    pub fn posted_recvs(&self) -> usize {
+        let id = self.id;
+        self.fabric
+            .with(|inner, _| inner.ports.get(&id).map(|e| e.recvs.len()))
+            .unwrap_or(0)
+    }
+
+    /// Unplugs the port (the QP goes to the error state). Completions already
+    /// queued stay pollable, followed by a `Flushed` receive completion for
+    /// every posted receive. Afterwards sends and receives complete at once
+    /// with `Flushed`, and the control verbs fail with `Disconnected`.
+    /// Closing twice does nothing.
+    pub fn close(&mut self) {
+        if self.closed.is_some() {
+            return;
+        }
+        let id = self.id;
+        let entry = self.fabric.with(|inner, _| inner.unplug(id));
+        let closed = match entry {
+            Some(entry) => {
+                let mut cq = entry.cq;
+                cq.extend(entry.recvs.into_iter().map(|slot| Completion::Recv {
+                    slot,
+                    status: WcStatus::Flushed,
+                    info: FLUSHED_INFO,
+                }));
+                Closed {
+                    cq,
+                    stats: entry.stats,
+                }
+            }
+            None => Closed {
+                cq: VecDeque::new(),
+                stats: PortStats::default(),
+            },
+        };
+        self.attr.state = PortState::Down;
+        self.closed = Some(closed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Runs `f` on the attached port's queues; `Disconnected` if it is gone.
+    fn control(
+        &mut self,
+        f: impl FnOnce(
+            &mut super::fabric::Inner,
+            PortId,
+            &mut alloc::vec::Vec<Notifier>,
+        ) -> Result<(), HcaError>,
+    ) -> Result<(), HcaError> {
+        if self.closed.is_some() {
+            return Err(HcaError::Disconnected);
+        }
+        let id = self.id;
+        self.fabric.with(|inner, fire| f(inner, id, fire))
+    }
+}
+
+impl Verbs for SimPort {
+    fn port_attr(&self) -> PortAttr {
+        self.attr
+    }
+
+    fn layout(&self) -> SlotLayout {
+        self.layout
+    }
+
+    fn take_slots(&mut self) -> Option<(TxSlots, RxSlots)> {
+        self.slots.take()
+    }
+
+    /// Delivers synchronously (see the `wire` module) and queues the send
+    /// completion before returning.
+    fn post_send(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+    ) -> Result<(), PostError<TxSlot>> {
+        if let Some(closed) = &mut self.closed {
+            closed.cq.push_back(Completion::Send {
+                slot,
+                status: WcStatus::Flushed,
+            });
+            return Ok(());
+        }
+        let (id, region) = (self.id, &self.region);
+        self.fabric
+            .with(|inner, fire| inner.send(id, region, slot, len, dest, fire))
+            .map_err(|slot| PostError {
+                slot,
+                error: HcaError::Disconnected,
+            })
+    }
+
+    fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
+        if let Some(closed) = &mut self.closed {
+            closed.cq.push_back(Completion::Recv {
+                slot,
+                status: WcStatus::Flushed,
+                info: FLUSHED_INFO,
+            });
+            return Ok(());
+        }
+        if self.layout.rx_offset(slot.index()).is_none() {
+            return Err(PostError {
+                slot,
+                error: HcaError::InvalidArgument,
+            });
+        }
+        let id = self.id;
+        self.fabric.with(|inner, _| match inner.ports.get_mut(&id) {
+            Some(entry) => {
+                entry.recvs.push_back(slot);
+                Ok(())
+            }
+            None => Err(PostError {
+                slot,
+                error: HcaError::Disconnected,
+            }),
+        })
+    }
+
+    /// Sends are already on the wire; this only releases held packets.
+    fn flush(&mut self) -> Result<(), HcaError> {
+        if self.closed.is_none() {
+            self.fabric.drain_held();
+        }
+        Ok(())
+    }
+
+    fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        if let Some(closed) = &mut self.closed {
+            return Ok(closed.cq.pop_front());
+        }
+        let id = self.id;
+        self.fabric.with(|inner, fire| {
+            inner.release_held(fire);
+            let entry = inner.ports.get_mut(&id).ok_or(HcaError::Disconnected)?;
+            Ok(entry.cq.pop_front())
+        })
+    }
+
+    fn arm_cq(&mut self) -> Result<bool, HcaError> {
+        if let Some(closed) = &self.closed {
+            // Nothing will ever arrive: poll what is left, then stop.
+            return if closed.cq.is_empty() {
+                Err(HcaError::Disconnected)
+            } else {
+                Ok(true)
+            };
+        }
+        let id = self.id;
+        self.fabric.with(|inner, fire| {
+            inner.release_held(fire);
+            let entry = inner.ports.get_mut(&id).ok_or(HcaError::Disconnected)?;
+            let pending = !entry.cq.is_empty();
+            entry.armed = !pending;
+            Ok(pending)
+        })
+    }
+
+    fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        self.control(|inner, id, fire| inner.mcast_attach(id, mgid, fire))
+    }
+
+    fn detach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        self.control(|inner, id, fire| inner.mcast_detach(id, mgid, fire))
+    }
+
+    fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError> {
+        self.control(|inner, id, fire| inner.resolve(id, dgid, fire))
+    }
+
+    fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
+        self.control(|inner, id, _| inner.release(id, handle))
+    }
+}
+
+impl Hca for SimPort {
+    fn buffers(&mut self) -> SlotBuffers<'_> {
+        // `add_port` checked the region holds the layout, so `new` succeeds.
+        SlotBuffers::new(&self.region, self.layout)
+            .unwrap_or_else(|| SlotBuffers::empty(&self.region))
+    }
+}
+
+impl Drop for SimPort {
+    fn drop(&mut self) {
+        if self.closed.is_none() {
+            let id = self.id;
+            // The entry (with its queued completions) is dropped after the
+            // lock is released.
+            let entry = self.fabric.with(|inner, _| inner.unplug(id));
+            drop(entry);
+        }
+    }
+}
+
+impl core::fmt::Debug for SimPort {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimPort")
+            .field("attr", &self.attr)
+            .field("layout", &self.layout)
+            .field("closed", &self.closed.is_some())
+            .finish_non_exhaustive()
+    }
+}

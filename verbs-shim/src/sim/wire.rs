@@ -1,0 +1,325 @@
+//! Moving one packet: from the sender's TX slot, across the (faulty) wire,
+//! through the receiver's checks, into its oldest posted RX slot.
+//!
+//! Delivery is synchronous: it happens inside `post_send`, under the fabric
+//! lock, so sends from one port arrive in order unless the reorder fault
+//! holds one back. A held packet is copied out of the TX slot (the send
+//! completes and the slot may be reused) and is delivered after the next
+//! send on the fabric, or at the next `poll_cq`, `arm_cq` or `flush` of any
+//! port, or by [`super::SimFabric::drain_held`], whichever comes first.
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ring::Window;
+
+use super::entry::{Entry, Notifier, PortId, Target};
+use super::fabric::Inner;
+use super::fault::Verdict;
+use super::grh::GrhRepr;
+use crate::hca::{Completion, RecvInfo, UdDest, WcStatus};
+use crate::slot::TxSlot;
+use crate::types::{Gid, Lid, PKey, QKey, Qpn, GRH_LEN};
+
+/// What the wire carries besides the payload.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Header {
+    pub sgid: Gid,
+    pub slid: Lid,
+    pub sqpn: Qpn,
+    pub pkey: PKey,
+    /// The receiver's GID, or the MGID for a multicast packet.
+    pub dgid: Gid,
+    pub dqpn: Qpn,
+    pub qkey: QKey,
+    pub multicast: bool,
+    pub len: usize,
+}
+
+/// Where the payload bytes are.
+enum Payload<'a> {
+    /// Still in the sender's TX slot.
+    Slot { region: &'a Window, offset: usize },
+    /// Copied out (a held packet).
+    Bytes(&'a [u8]),
+}
+
+/// A packet held back by the reorder fault.
+pub(super) struct Held {
+    pub to: PortId,
+    copies: u8,
+    hdr: Header,
+    bytes: Vec<u8>,
+}
+
+impl Inner {
+    /// Sends `len` bytes from `slot` and queues the send completion. Held
+    /// packets from before this send are delivered after it. `Err` hands the
+    /// slot back if the sender is no longer attached.
+    pub(super) fn send(
+        &mut self,
+        from: PortId,
+        region: &Window,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+        fire: &mut Vec<Notifier>,
+    ) -> Result<(), TxSlot> {
+        if !self.ports.contains_key(&from) {
+            return Err(slot);
+        }
+        let earlier = core::mem::take(&mut self.held);
+        let status = self.transmit(from, region, &slot, len, dest, fire);
+        if let Some(sender) = self.ports.get_mut(&from) {
+            sender.complete(Completion::Send { slot, status }, fire);
+        }
+        self.deliver_held(earlier, fire);
+        Ok(())
+    }
+
+    /// Delivers everything held back; returns how many packets.
+    pub(super) fn release_held(&mut self, fire: &mut Vec<Notifier>) -> usize {
+        if self.held.is_empty() {
+            return 0;
+        }
+        let batch = core::mem::take(&mut self.held);
+        self.deliver_held(batch, fire)
+    }
+
+    fn deliver_held(&mut self, batch: VecDeque<Held>, fire: &mut Vec<Notifier>) -> usize {
+        let count = batch.len();
+        for held in batch {
+            match self.ports.get_mut(&held.to) {
+                Some(rx) => {
+                    for _ in 0..held.copies {
+                        arrive(rx, &held.hdr, &Payload::Bytes(&held.bytes), fire);
+                    }
+                }
+                None => self.held_orphaned += 1,
+            }
+        }
+        count
+    }
+
+    /// Validates the send and puts it on the wire; returns the send status.
+    fn transmit(
+        &mut self,
+        from: PortId,
+        region: &Window,
+        slot: &TxSlot,
+        len: usize,
+        dest: &UdDest,
+        fire: &mut Vec<Notifier>,
+    ) -> WcStatus {
+        let Some(sender) = self.ports.get_mut(&from) else {
+            return WcStatus::General;
+        };
+        let offset = sender.layout.tx_offset(slot.index());
+        let (Some(offset), Some(target)) = (offset, sender.target(dest.handle)) else {
+            sender.stats.bad_send += 1;
+            return WcStatus::LocalProtection;
+        };
+        if len > sender.attr.mtu.bytes() {
+            sender.stats.oversize += 1;
+            return WcStatus::LocalLength;
+        }
+        if len > sender.layout.slot_size as usize {
+            sender.stats.bad_send += 1;
+            return WcStatus::LocalProtection;
+        }
+        sender.stats.tx_packets += 1;
+        sender.stats.tx_bytes += len as u64;
+        let attr = sender.attr;
+        let (dgid, multicast) = match target {
+            Target::Port(gid) => (gid, false),
+            Target::Group(mgid) => (mgid, true),
+        };
+        let hdr = Header {
+            sgid: attr.gid,
+            slid: attr.lid,
+            sqpn: attr.qpn,
+            pkey: attr.pkey,
+            dgid,
+            dqpn: dest.qpn,
+            qkey: dest.qkey,
+            multicast,
+            len,
+        };
+        let payload = Payload::Slot { region, offset };
+        let Inner {
+            faults,
+            ports,
+            by_gid,
+            groups,
+            held,
+            ..
+        } = self;
+        let mut wire = Wire {
+            faults,
+            ports,
+            held,
+            fire,
+        };
+        let routed = match target {
+            Target::Port(gid) => match by_gid.get(&gid) {
+                Some(&to) => {
+                    wire.cross(to, &hdr, &payload);
+                    true
+                }
+                None => false,
+            },
+            // Every member but the sender gets its own copy, in port order.
+            Target::Group(mgid) if dest.qpn == Qpn::MULTICAST => {
+                for &to in groups.get(&mgid).into_iter().flatten() {
+                    if to != from {
+                        wire.cross(to, &hdr, &payload);
+                    }
+                }
+                true
+            }
+            Target::Group(_) => false,
+        };
+        if !routed {
+            if let Some(sender) = self.ports.get_mut(&from) {
+                sender.stats.unroutable += 1;
+            }
+        }
+        WcStatus::Success
+    }
+}
+
+/// The parts of the fabric one packet copy touches.
+struct Wire<'a> {
+    faults: &'a mut super::fault::Faults,
+    ports: &'a mut alloc::collections::BTreeMap<PortId, Entry>,
+    held: &'a mut VecDeque<Held>,
+    fire: &'a mut Vec<Notifier>,
+}
+
+impl Wire<'_> {
+    /// One copy of a packet crosses the wire to port `to`.
+    fn cross(&mut self, to: PortId, hdr: &Header, payload: &Payload<'_>) {
+        let verdict = self.faults.judge();
+        let Some(rx) = self.ports.get_mut(&to) else {
+            return;
+        };
+        let (copies, hold) = match verdict {
+            Verdict::Lost => {
+                rx.stats.fault_loss += 1;
+                return;
+            }
+            Verdict::Corrupt => {
+                rx.stats.drop_icrc += 1;
+                return;
+            }
+            Verdict::Deliver { copies, held } => (copies, held),
+        };
+        if copies > 1 {
+            rx.stats.fault_dup += 1;
+        }
+        if !hold {
+            for _ in 0..copies {
+                arrive(rx, hdr, payload, self.fire);
+            }
+            return;
+        }
+        match payload.to_vec(hdr.len) {
+            Some(bytes) => {
+                rx.stats.fault_reorder += 1;
+                self.held.push_back(Held {
+                    to,
+                    copies,
+                    hdr: *hdr,
+                    bytes,
+                });
+            }
+            None => rx.stats.drop_dma += 1,
+        }
+    }
+}
+
+impl Payload<'_> {
+    fn to_vec(&self, len: usize) -> Option<Vec<u8>> {
+        match self {
+            Payload::Slot { region, offset } => {
+                let mut bytes = vec![0; len];
+                region.read_bytes(*offset, &mut bytes).ok()?;
+                Some(bytes)
+            }
+            Payload::Bytes(bytes) => bytes.get(..len).map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The "DMA": copies `len` payload bytes into `dst` at `dst_off`.
+    fn copy_to(&self, dst: &Window, dst_off: usize, len: usize) -> bool {
+        match self {
+            Payload::Slot { region, offset } => {
+                dst.copy_from(dst_off, region, *offset, len).is_ok()
+            }
+            Payload::Bytes(bytes) => bytes
+                .get(..len)
+                .is_some_and(|b| dst.write_bytes(dst_off, b).is_ok()),
+        }
+    }
+}
+
+/// The receiver's side: checks, then the oldest posted RX slot.
+fn arrive(rx: &mut Entry, hdr: &Header, payload: &Payload<'_>, fire: &mut Vec<Notifier>) {
+    let me = rx.attr;
+    let stats = &mut rx.stats;
+    if !hdr.pkey.matches(me.pkey) {
+        stats.drop_pkey += 1;
+        return;
+    }
+    if !hdr.multicast && hdr.dqpn != me.qpn {
+        stats.drop_qpn += 1;
+        return;
+    }
+    if hdr.qkey != me.qkey {
+        stats.drop_qkey += 1;
+        return;
+    }
+    if hdr.len > me.mtu.bytes() {
+        stats.drop_mtu += 1;
+        return;
+    }
+    let Some(slot) = rx.recvs.front() else {
+        stats.drop_no_recv += 1;
+        return;
+    };
+    if GRH_LEN + hdr.len > rx.layout.slot_size as usize {
+        stats.drop_too_small += 1;
+        return;
+    }
+    let grh = GrhRepr::new(hdr.len, hdr.sgid, hdr.dgid).emit();
+    let copied = rx.layout.rx_offset(slot.index()).is_some_and(|offset| {
+        rx.region.write_bytes(offset, &grh).is_ok()
+            && payload.copy_to(&rx.region, offset + GRH_LEN, hdr.len)
+    });
+    if !copied {
+        stats.drop_dma += 1;
+        return;
+    }
+    let Some(slot) = rx.recvs.pop_front() else {
+        return;
+    };
+    stats.rx_packets += 1;
+    stats.rx_bytes += hdr.len as u64;
+    let info = RecvInfo {
+        byte_len: (GRH_LEN + hdr.len) as u32,
+        src_qpn: hdr.sqpn,
+        src_lid: hdr.slid,
+        pkey: hdr.pkey,
+        grh_present: true,
+        multicast: hdr.multicast,
+    };
+    rx.complete(
+        Completion::Recv {
+            slot,
+            status: WcStatus::Success,
+            info,
+        },
+        fire,
+    );
+}
