@@ -10,8 +10,8 @@
 //! end makes the generation odd, writes the block, then makes it even again;
 //! a reader retries while the generation is odd or changed under it.
 
-use core::fmt;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use core::fmt;
 
 use crate::layout::LayoutParams;
 use crate::shm::{OutOfBounds, Window};
@@ -203,7 +203,7 @@ impl Header {
     pub fn read_port(&self) -> Option<PortBlock> {
         for _ in 0..PORT_READ_RETRIES {
             let before = self.load(field::PORT_GEN, Acquire);
-            if before % 2 == 0 {
+            if before & 1 == 0 {
                 let port = self.win.read_pod::<PortBlock>(field::PORT).ok()?;
                 // Orders the block's bytes before the second generation read.
                 fence(Ordering::Acquire);

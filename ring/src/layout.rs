@@ -183,7 +183,7 @@ impl Layout {
         check_slots("tx_slots", params.tx_slots)?;
         check_slots("rx_slots", params.rx_slots)?;
         let size = params.slot_size;
-        if !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&size) || size % SLOT_ALIGN != 0 {
+        if !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&size) || size & (SLOT_ALIGN - 1) != 0 {
             return Err(LayoutError::BadSlotSize(size));
         }
         let overflow = LayoutError::DoesNotFit {
@@ -198,9 +198,17 @@ impl Layout {
             ring_bytes::<CtrlRequest, CtrlResponse>(params.ctrl_order),
         );
         let ctrl = ctrl.ok_or(overflow)?;
-        let tx = place(ctrl.end, RING_ALIGN, ring_bytes::<TxRequest, TxResponse>(params.tx_order));
+        let tx = place(
+            ctrl.end,
+            RING_ALIGN,
+            ring_bytes::<TxRequest, TxResponse>(params.tx_order),
+        );
         let tx = tx.ok_or(overflow)?;
-        let rx = place(tx.end, RING_ALIGN, ring_bytes::<RxRequest, RxResponse>(params.rx_order));
+        let rx = place(
+            tx.end,
+            RING_ALIGN,
+            ring_bytes::<RxRequest, RxResponse>(params.rx_order),
+        );
         let rx = rx.ok_or(overflow)?;
         let buffers = place(rx.end, BUFFER_ALIGN, buffer_len).ok_or(overflow)?;
         Ok(Layout {

@@ -115,7 +115,7 @@ impl core::error::Error for RingFull {}
 struct Shared<Req, Rsp> {
     win: Window,
     entries: u32,
-    _types: PhantomData<fn(Req, Rsp) -> (Req, Rsp)>,
+    _types: PhantomData<fn() -> (Req, Rsp)>,
 }
 
 impl<Req: Pod, Rsp: Pod> Shared<Req, Rsp> {

@@ -65,7 +65,7 @@ fn check(offset: usize, len: usize, window_len: usize) -> Result<(), OutOfBounds
 #[inline]
 fn check_word(offset: usize, addr: usize, window_len: usize) -> Result<(), OutOfBounds> {
     check(offset, 4, window_len)?;
-    if addr % 4 != 0 {
+    if addr & 3 != 0 {
         return Err(OutOfBounds {
             offset,
             len: 4,

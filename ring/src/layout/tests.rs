@@ -64,17 +64,53 @@ fn errors_name_the_field() {
     let d = LayoutParams::DEFAULT;
     let cases: [(LayoutParams, &str); 12] = [
         (LayoutParams { ctrl_order: 0, ..d }, "ctrl_order"),
-        (LayoutParams { ctrl_order: 13, ..d }, "ctrl_order"),
+        (
+            LayoutParams {
+                ctrl_order: 13,
+                ..d
+            },
+            "ctrl_order",
+        ),
         (LayoutParams { tx_order: 0, ..d }, "tx_order"),
         (LayoutParams { tx_order: 255, ..d }, "tx_order"),
         (LayoutParams { rx_order: 13, ..d }, "rx_order"),
         (LayoutParams { tx_slots: 0, ..d }, "tx_slots"),
-        (LayoutParams { tx_slots: 4097, ..d }, "tx_slots"),
+        (
+            LayoutParams {
+                tx_slots: 4097,
+                ..d
+            },
+            "tx_slots",
+        ),
         (LayoutParams { rx_slots: 0, ..d }, "rx_slots"),
-        (LayoutParams { slot_size: 192, ..d }, "slot_size"),
-        (LayoutParams { slot_size: 300, ..d }, "slot_size"),
-        (LayoutParams { slot_size: 65600, ..d }, "slot_size"),
-        (LayoutParams { slot_size: u32::MAX, ..d }, "slot_size"),
+        (
+            LayoutParams {
+                slot_size: 192,
+                ..d
+            },
+            "slot_size",
+        ),
+        (
+            LayoutParams {
+                slot_size: 300,
+                ..d
+            },
+            "slot_size",
+        ),
+        (
+            LayoutParams {
+                slot_size: 65600,
+                ..d
+            },
+            "slot_size",
+        ),
+        (
+            LayoutParams {
+                slot_size: u32::MAX,
+                ..d
+            },
+            "slot_size",
+        ),
     ];
     for (p, name) in cases {
         let e = Layout::compute(p, usize::MAX).unwrap_err();
@@ -113,7 +149,10 @@ fn extremes_are_accepted() {
         slot_size: 65536,
     };
     let len = Layout::window_len_for(max).unwrap();
-    assert_eq!(Layout::compute(max, len).unwrap().buffers.len(), 8192 * 65536);
+    assert_eq!(
+        Layout::compute(max, len).unwrap().buffers.len(),
+        8192 * 65536
+    );
 }
 
 proptest::proptest! {

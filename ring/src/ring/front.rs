@@ -98,7 +98,10 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         }
         let offset = self.shared.req_offset(self.req_prod_pvt);
         // Cannot fail: `attach` sized the window for every entry.
-        self.shared.win.write_pod(offset, req).map_err(|_| RingFull)?;
+        self.shared
+            .win
+            .write_pod(offset, req)
+            .map_err(|_| RingFull)?;
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
         Ok(())
     }

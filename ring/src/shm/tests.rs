@@ -52,7 +52,12 @@ fn orderings_invalid_for_the_access_do_not_panic() {
 #[test]
 fn overflowing_offsets_are_errors() {
     let w = Window::new_heap(4096);
-    let huge = [usize::MAX, usize::MAX - 1, usize::MAX - 3, usize::MAX - 4095];
+    let huge = [
+        usize::MAX,
+        usize::MAX - 1,
+        usize::MAX - 3,
+        usize::MAX - 4095,
+    ];
     for &off in &huge {
         assert!(w.sub(off, 2).is_err());
         assert!(w.sub(off, 0).is_err());
@@ -174,7 +179,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     // Offsets and lengths deliberately overshoot the 600-byte window.
     prop_oneof![
-        (0..700usize, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(o, v)| Op::Write(o, v)),
+        (0..700usize, proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(o, v)| Op::Write(o, v)),
         (0..700usize, 0..700usize, any::<u8>()).prop_map(|(o, l, b)| Op::Fill(o, l, b)),
         (0..700usize, 0..700usize, 0..700usize).prop_map(|(d, s, l)| Op::Copy(d, s, l)),
         (0..700usize, any::<u32>()).prop_map(|(o, v)| Op::Word(o, v)),

@@ -106,3 +106,68 @@ impl Entry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{IbMtu, Lid, PKey, PortState, QKey, Qpn};
+
+    fn entry() -> Entry {
+        let attr = PortAttr {
+            gid: Gid::from_parts(1, 1),
+            lid: Lid(1),
+            qpn: Qpn::new_truncated(0x49),
+            pkey: PKey::DEFAULT,
+            qkey: QKey::IPOIB_DEFAULT,
+            mtu: IbMtu::Mtu2048,
+            state: PortState::Active,
+        };
+        let layout = SlotLayout {
+            tx_count: 0,
+            rx_count: 0,
+            slot_size: 0,
+        };
+        Entry::new(attr, layout, Window::new_heap(0))
+    }
+
+    #[test]
+    fn handles_are_reused_and_bounded() {
+        let mut e = entry();
+        let t = Target::Port(Gid::from_parts(1, 2));
+        let h0 = e.alloc_handle(t).unwrap();
+        let h1 = e.alloc_handle(t).unwrap();
+        assert_ne!(h0, h1);
+        assert!(e.release_handle(h0));
+        assert!(!e.release_handle(h0));
+        assert!(!e.release_handle(DestHandle(u32::MAX)));
+        assert_eq!(e.target(h0), None);
+        assert_eq!(e.alloc_handle(t), Ok(h0));
+        for _ in 2..MAX_HANDLES {
+            e.alloc_handle(t).unwrap();
+        }
+        assert_eq!(e.alloc_handle(t), Err(PathError::NoResources));
+        assert_eq!(e.target(DestHandle(1023)), Some(t));
+    }
+
+    #[test]
+    fn notifier_fires_only_when_armed() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        let mut e = entry();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        e.notifier = Some(Arc::new(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+        }));
+        let mut fire = Vec::new();
+        e.complete(Completion::PortChanged, &mut fire);
+        assert!(fire.is_empty());
+        e.armed = true;
+        e.complete(Completion::PortChanged, &mut fire);
+        e.complete(Completion::PortChanged, &mut fire);
+        assert_eq!(fire.len(), 1);
+        assert!(!e.armed);
+        assert_eq!(e.cq.len(), 3);
+        fire.iter().for_each(|f| f());
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+    }
+}

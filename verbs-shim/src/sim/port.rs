@@ -1,11 +1,12 @@
 //! One port on the fabric, seen through the verbs contract.
 
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 use ring::Window;
 
 use super::entry::{Notifier, PortId};
-use super::fabric::SimFabric;
+use super::fabric::{Inner, SimFabric};
 use super::stats::PortStats;
 use crate::hca::{
     Completion, DestHandle, Hca, HcaError, PostError, RecvInfo, UdDest, Verbs, WcStatus,
@@ -150,11 +151,7 @@ impl SimPort {
     /// Runs `f` on the attached port's queues; `Disconnected` if it is gone.
     fn control(
         &mut self,
-        f: impl FnOnce(
-            &mut super::fabric::Inner,
-            PortId,
-            &mut alloc::vec::Vec<Notifier>,
-        ) -> Result<(), HcaError>,
+        f: impl FnOnce(&mut Inner, PortId, &mut Vec<Notifier>) -> Result<(), HcaError>,
     ) -> Result<(), HcaError> {
         if self.closed.is_some() {
             return Err(HcaError::Disconnected);

@@ -8,7 +8,7 @@
 //! send on the fabric, or at the next `poll_cq`, `arm_cq` or `flush` of any
 //! port, or by [`super::SimFabric::drain_held`], whichever comes first.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -16,7 +16,7 @@ use ring::Window;
 
 use super::entry::{Entry, Notifier, PortId, Target};
 use super::fabric::Inner;
-use super::fault::Verdict;
+use super::fault::{Faults, Verdict};
 use super::grh::GrhRepr;
 use crate::hca::{Completion, RecvInfo, UdDest, WcStatus};
 use crate::slot::TxSlot;
@@ -191,8 +191,8 @@ impl Inner {
 
 /// The parts of the fabric one packet copy touches.
 struct Wire<'a> {
-    faults: &'a mut super::fault::Faults,
-    ports: &'a mut alloc::collections::BTreeMap<PortId, Entry>,
+    faults: &'a mut Faults,
+    ports: &'a mut BTreeMap<PortId, Entry>,
     held: &'a mut VecDeque<Held>,
     fire: &'a mut Vec<Notifier>,
 }

@@ -1,0 +1,167 @@
+//! Small traffic generators driven from outside the stack: ping, UDP echo
+//! and a bulk TCP transfer checked with SHA-256.
+
+use rand::RngCore;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::time::Duration;
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint, Ipv4Address};
+
+use crate::guest::BoxError;
+use crate::net::Net;
+
+/// Sends one echo request from guest `from` to `to` and waits for the reply.
+/// Returns the virtual round-trip time.
+pub fn ping(net: &mut Net, from: usize, to: Ipv4Address, seq: u16, limit: Duration) -> Result<Duration, BoxError> {
+    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
+    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
+    let mut socket = icmp::Socket::new(rx, tx);
+    let ident = 0x4242;
+    socket.bind(icmp::Endpoint::Ident(ident))?;
+    let handle = net.guests[from].sockets.add(socket);
+    let payload = b"ibguest ping payload";
+    let repr = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no: seq,
+        data: payload,
+    };
+    {
+        let socket = net.guests[from].sockets.get_mut::<icmp::Socket>(handle);
+        let buf = socket.send(repr.buffer_len(), IpAddress::Ipv4(to))?;
+        let mut packet = Icmpv4Packet::new_unchecked(buf);
+        repr.emit(&mut packet, &Default::default());
+    }
+    let start = net.now;
+    let mut ok = false;
+    let result = net.run_until(limit, |net| {
+        let socket = net.guests[from].sockets.get_mut::<icmp::Socket>(handle);
+        while let Ok((data, _addr)) = socket.recv() {
+            if let Ok(p) = Icmpv4Packet::new_checked(data) {
+                if let Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) = Icmpv4Repr::parse(&p, &Default::default()) {
+                    ok |= seq_no == seq && data == payload;
+                }
+            }
+        }
+        ok
+    });
+    let rtt = net.now - start;
+    net.guests[from].sockets.remove(handle);
+    result.map(|()| rtt)
+}
+
+/// Binds a UDP socket on guest `g`.
+pub fn udp_socket(net: &mut Net, g: usize, port: u16) -> Result<SocketHandle, BoxError> {
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 65536]);
+    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 65536]);
+    let mut socket = udp::Socket::new(rx, tx);
+    socket.bind(port)?;
+    Ok(net.guests[g].sockets.add(socket))
+}
+
+/// Echoes every datagram waiting on a UDP socket back to its sender.
+pub fn udp_echo_step(net: &mut Net, g: usize, handle: SocketHandle) -> usize {
+    let socket = net.guests[g].sockets.get_mut::<udp::Socket>(handle);
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    while socket.can_send() {
+        let Ok((n, meta)) = socket.recv_slice(&mut buf) else {
+            break;
+        };
+        if socket.send_slice(&buf[..n], meta.endpoint).is_ok() {
+            echoed += 1;
+        }
+    }
+    echoed
+}
+
+/// A TCP socket with generous buffers.
+pub fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buffer]), tcp::SocketBuffer::new(vec![0; buffer]));
+    socket.set_nagle_enabled(false);
+    socket
+}
+
+/// Outcome of a bulk transfer.
+#[derive(Debug)]
+pub struct TransferReport {
+    pub bytes: usize,
+    pub sent_sha256: [u8; 32],
+    pub received_sha256: [u8; 32],
+    pub virtual_time: Duration,
+    pub rounds: u64,
+}
+
+/// Sends `bytes` of seeded pseudo-random data from guest `from` to guest
+/// `to` over TCP, hashing both ends.
+pub fn tcp_transfer(net: &mut Net, from: usize, to: usize, bytes: usize, seed: u64, limit: Duration) -> Result<TransferReport, BoxError> {
+    const PORT: u16 = 5001;
+    let to_ip = net.guests[to].spec.ipv4();
+    let mut server = tcp_socket(256 * 1024);
+    server.listen(PORT)?;
+    let server = net.guests[to].sockets.add(server);
+    let client = net.guests[from].sockets.add(tcp_socket(256 * 1024));
+    {
+        let g = &mut net.guests[from];
+        let socket = g.sockets.get_mut::<tcp::Socket>(client);
+        socket.connect(g.iface.context(), IpEndpoint::new(IpAddress::Ipv4(to_ip), PORT), 49152)?;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk_len = 0;
+    let mut chunk_off = 0;
+    let mut sent = 0usize;
+    let mut received = 0usize;
+    let mut tx_hash = Sha256::new();
+    let mut rx_hash = Sha256::new();
+    let start_time = net.now;
+    let start_rounds = net.rounds;
+    let mut closed = false;
+    net.run_until(limit, |net| {
+        // Sender: keep the socket's buffer full.
+        let socket = net.guests[from].sockets.get_mut::<tcp::Socket>(client);
+        while socket.can_send() && sent < bytes {
+            if chunk_off == chunk_len {
+                chunk_len = chunk.len().min(bytes - sent);
+                rng.fill_bytes(&mut chunk[..chunk_len]);
+                tx_hash.update(&chunk[..chunk_len]);
+                chunk_off = 0;
+            }
+            match socket.send_slice(&chunk[chunk_off..chunk_len]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    chunk_off += n;
+                    sent += n;
+                }
+            }
+        }
+        if sent == bytes && chunk_off == chunk_len && !closed {
+            socket.close();
+            closed = true;
+        }
+        // Receiver: drain.
+        let socket = net.guests[to].sockets.get_mut::<tcp::Socket>(server);
+        while socket.can_recv() {
+            let got = socket.recv(|data| {
+                rx_hash.update(&*data);
+                (data.len(), data.len())
+            });
+            match got {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        received >= bytes
+    })?;
+    net.guests[from].sockets.remove(client);
+    net.guests[to].sockets.remove(server);
+    Ok(TransferReport {
+        bytes: received,
+        sent_sha256: tx_hash.finalize().into(),
+        received_sha256: rx_hash.finalize().into(),
+        virtual_time: net.now - start_time,
+        rounds: net.rounds - start_rounds,
+    })
+}

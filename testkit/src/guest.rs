@@ -1,0 +1,149 @@
+//! One in-process guest: a smoltcp interface on an `IpoibDevice`, over a
+//! `FrontHca`, over a shared window served by its own `BackHalf` on a sim
+//! port. The same pieces a real guest and back end use, in one process.
+
+use std::error::Error;
+
+use ipoib::{Capture, IpoibConfig, IpoibDevice, NoCapture};
+use ring::{Layout, LayoutParams, Window};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use verbs_shim::back::{BackConfig, BackHalf};
+use verbs_shim::front::FrontHca;
+use verbs_shim::notify::NoNotify;
+use verbs_shim::sim::{PortConfig, SimFabric, SimPort};
+use verbs_shim::{IbMtu, PKey, QKey};
+
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// How to build a guest.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    /// Port number on the fabric: GID fe80::n, LID n.
+    pub port: u16,
+    pub ip: Ipv4Cidr,
+    pub pkey: PKey,
+    pub mtu: IbMtu,
+    pub params: LayoutParams,
+    /// Send with this Q_Key instead of the port's.
+    pub qkey_override: Option<QKey>,
+}
+
+impl GuestSpec {
+    /// Guest `n` at 10.77.0.n/24 in the default partition.
+    pub fn new(n: u8) -> GuestSpec {
+        GuestSpec {
+            port: u16::from(n),
+            ip: Ipv4Cidr::new(Ipv4Address::new(10, 77, 0, n), 24),
+            pkey: PKey::DEFAULT,
+            mtu: IbMtu::Mtu2048,
+            params: LayoutParams {
+                ctrl_order: 4,
+                tx_order: 7,
+                rx_order: 7,
+                tx_slots: 128,
+                rx_slots: 128,
+                slot_size: 4096,
+            },
+            qkey_override: None,
+        }
+    }
+
+    pub fn with_pkey(mut self, pkey: PKey) -> GuestSpec {
+        self.pkey = pkey;
+        self
+    }
+
+    pub fn with_qkey_override(mut self, qkey: QKey) -> GuestSpec {
+        self.qkey_override = Some(qkey);
+        self
+    }
+
+    pub fn ipv4(&self) -> Ipv4Address {
+        self.ip.address()
+    }
+}
+
+/// The guest's two halves: what runs in the guest and what runs in the
+/// back end.
+pub struct Guest<C: Capture = NoCapture> {
+    pub spec: GuestSpec,
+    pub window: Window,
+    pub back: BackHalf<SimPort, NoNotify>,
+    pub device: IpoibDevice<FrontHca<NoNotify>, C>,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+}
+
+/// Builds the channel for one guest and connects both ends.
+pub fn connect_channel(
+    fabric: &SimFabric,
+    spec: &GuestSpec,
+) -> Result<(Window, BackHalf<SimPort, NoNotify>, FrontHca<NoNotify>), BoxError> {
+    let window = Window::new_heap(Layout::window_len_for(spec.params)?);
+    let mut back = BackHalf::new(window.clone(), BackConfig::default(), NoNotify)?;
+    let mut front = FrontHca::attach(window.clone(), spec.params, NoNotify)?;
+    let setup = back.poll_guest_init()?.ok_or("back half did not see the guest initialise")?;
+    let mut port_config = PortConfig::with_layout(spec.port, spec.pkey, setup.slots);
+    port_config.mtu = spec.mtu;
+    port_config.region = setup.region;
+    let port = fabric.add_port(port_config)?;
+    back.connect(port)?;
+    if !front.poll_connected()? {
+        return Err("front did not see Connected".into());
+    }
+    Ok((window, back, front))
+}
+
+impl Guest<NoCapture> {
+    pub fn new(fabric: &SimFabric, spec: GuestSpec, now: Instant) -> Result<Self, BoxError> {
+        Guest::with_capture(fabric, spec, NoCapture, now)
+    }
+}
+
+impl<C: Capture> Guest<C> {
+    pub fn with_capture(fabric: &SimFabric, spec: GuestSpec, capture: C, now: Instant) -> Result<Self, BoxError> {
+        let (window, back, front) = connect_channel(fabric, &spec)?;
+        let mut config = IpoibConfig::new(spec.ip);
+        config.qkey_override = spec.qkey_override;
+        let mut device = IpoibDevice::with_capture(front, config, capture)?;
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = u64::from(spec.port);
+        let mut iface = Interface::new(iface_config, &mut device, now);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::Ipv4(spec.ip));
+        });
+        Ok(Guest {
+            spec,
+            window,
+            back,
+            device,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+        })
+    }
+
+    /// One round: guest stack, then its back half. Returns true if anything
+    /// moved.
+    pub fn poll(&mut self, now: Instant) -> Result<bool, BoxError> {
+        let before = self.device.stats();
+        let mut progress = self.device.service(now)?;
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        progress |= self.device.service(now)?;
+        progress |= self.back.service()? > 0;
+        let after = self.device.stats();
+        progress |= before.rx_packets != after.rx_packets || before.tx_packets != after.tx_packets;
+        Ok(progress)
+    }
+
+    /// When this guest next has timer work.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let a = self.iface.poll_at(now, &self.sockets);
+        let b = self.device.poll_at();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! In-process IPoIB stacks for tests, examples and benchmarks (test tier 2).
+//!
+//! Every guest is a real smoltcp interface on an `ipoib::IpoibDevice`, whose
+//! `FrontHca` talks through a shared window to its own `BackHalf`, which
+//! serves it on a port of the sim fabric. Only the transport (one process,
+//! heap windows, polling instead of interrupts) differs from a deployment.
+
+pub mod apps;
+pub mod guest;
+pub mod net;
+
+pub use guest::{connect_channel, BoxError, Guest, GuestSpec};
+pub use net::Net;
