@@ -15,7 +15,13 @@ use crate::net::Net;
 
 /// Sends one echo request from guest `from` to `to` and waits for the reply.
 /// Returns the virtual round-trip time.
-pub fn ping(net: &mut Net, from: usize, to: Ipv4Address, seq: u16, limit: Duration) -> Result<Duration, BoxError> {
+pub fn ping(
+    net: &mut Net,
+    from: usize,
+    to: Ipv4Address,
+    seq: u16,
+    limit: Duration,
+) -> Result<Duration, BoxError> {
     let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
     let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
     let mut socket = icmp::Socket::new(rx, tx);
@@ -40,7 +46,9 @@ pub fn ping(net: &mut Net, from: usize, to: Ipv4Address, seq: u16, limit: Durati
         let socket = net.guests[from].sockets.get_mut::<icmp::Socket>(handle);
         while let Ok((data, _addr)) = socket.recv() {
             if let Ok(p) = Icmpv4Packet::new_checked(data) {
-                if let Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) = Icmpv4Repr::parse(&p, &Default::default()) {
+                if let Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) =
+                    Icmpv4Repr::parse(&p, &Default::default())
+                {
                     ok |= seq_no == seq && data == payload;
                 }
             }
@@ -79,7 +87,10 @@ pub fn udp_echo_step(net: &mut Net, g: usize, handle: SocketHandle) -> usize {
 
 /// A TCP socket with generous buffers.
 pub fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
-    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; buffer]), tcp::SocketBuffer::new(vec![0; buffer]));
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; buffer]),
+        tcp::SocketBuffer::new(vec![0; buffer]),
+    );
     socket.set_nagle_enabled(false);
     socket
 }
@@ -96,7 +107,14 @@ pub struct TransferReport {
 
 /// Sends `bytes` of seeded pseudo-random data from guest `from` to guest
 /// `to` over TCP, hashing both ends.
-pub fn tcp_transfer(net: &mut Net, from: usize, to: usize, bytes: usize, seed: u64, limit: Duration) -> Result<TransferReport, BoxError> {
+pub fn tcp_transfer(
+    net: &mut Net,
+    from: usize,
+    to: usize,
+    bytes: usize,
+    seed: u64,
+    limit: Duration,
+) -> Result<TransferReport, BoxError> {
     const PORT: u16 = 5001;
     let to_ip = net.guests[to].spec.ipv4();
     let mut server = tcp_socket(256 * 1024);
@@ -106,7 +124,11 @@ pub fn tcp_transfer(net: &mut Net, from: usize, to: usize, bytes: usize, seed: u
     {
         let g = &mut net.guests[from];
         let socket = g.sockets.get_mut::<tcp::Socket>(client);
-        socket.connect(g.iface.context(), IpEndpoint::new(IpAddress::Ipv4(to_ip), PORT), 49152)?;
+        socket.connect(
+            g.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(to_ip), PORT),
+            49152,
+        )?;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut chunk = vec![0u8; 64 * 1024];

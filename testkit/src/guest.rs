@@ -82,9 +82,20 @@ pub fn connect_channel(
     spec: &GuestSpec,
 ) -> Result<(Window, BackHalf<SimPort, NoNotify>, FrontHca<NoNotify>), BoxError> {
     let window = Window::new_heap(Layout::window_len_for(spec.params)?);
+    connect_channel_in(fabric, spec, window)
+}
+
+/// Like [`connect_channel`], in a window the caller provides.
+pub fn connect_channel_in(
+    fabric: &SimFabric,
+    spec: &GuestSpec,
+    window: Window,
+) -> Result<(Window, BackHalf<SimPort, NoNotify>, FrontHca<NoNotify>), BoxError> {
     let mut back = BackHalf::new(window.clone(), BackConfig::default(), NoNotify)?;
     let mut front = FrontHca::attach(window.clone(), spec.params, NoNotify)?;
-    let setup = back.poll_guest_init()?.ok_or("back half did not see the guest initialise")?;
+    let setup = back
+        .poll_guest_init()?
+        .ok_or("back half did not see the guest initialise")?;
     let mut port_config = PortConfig::with_layout(spec.port, spec.pkey, setup.slots);
     port_config.mtu = spec.mtu;
     port_config.region = setup.region;
@@ -103,7 +114,12 @@ impl Guest<NoCapture> {
 }
 
 impl<C: Capture> Guest<C> {
-    pub fn with_capture(fabric: &SimFabric, spec: GuestSpec, capture: C, now: Instant) -> Result<Self, BoxError> {
+    pub fn with_capture(
+        fabric: &SimFabric,
+        spec: GuestSpec,
+        capture: C,
+        now: Instant,
+    ) -> Result<Self, BoxError> {
         let (window, back, front) = connect_channel(fabric, &spec)?;
         let mut config = IpoibConfig::new(spec.ip);
         config.qkey_override = spec.qkey_override;

@@ -9,5 +9,5 @@ pub mod apps;
 pub mod guest;
 pub mod net;
 
-pub use guest::{connect_channel, BoxError, Guest, GuestSpec};
+pub use guest::{connect_channel, connect_channel_in, BoxError, Guest, GuestSpec};
 pub use net::Net;

@@ -76,7 +76,11 @@ impl Net {
     }
 
     /// Runs rounds until `done` holds or `limit` of virtual time passes.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Net) -> bool) -> Result<(), BoxError> {
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut Net) -> bool,
+    ) -> Result<(), BoxError> {
         let deadline = self.now + limit;
         while !done(self) {
             if self.now > deadline {

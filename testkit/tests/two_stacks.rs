@@ -31,14 +31,21 @@ fn arp_resolves_and_ping_answers() -> Result<(), BoxError> {
     assert!(a.arp.requests_sent >= 1, "{a:?}");
     assert_eq!(a.arp.replies_received, 1, "{a:?}");
     // B heard A's request and A's announcement.
-    assert_eq!(b.arp.requests_received, a.arp.requests_sent + a.arp.gratuitous_sent, "{b:?}");
+    assert_eq!(
+        b.arp.requests_received,
+        a.arp.requests_sent + a.arp.gratuitous_sent,
+        "{b:?}"
+    );
     assert_eq!(b.arp.replies_sent, 1, "{b:?}");
     assert!(b.arp.learned >= 1);
     // Both announced themselves when the link came up.
     assert_eq!(a.arp.gratuitous_sent, 1);
     // A second ping needs no more ARP.
     ping(&mut net, 0, b_ip, 2, Duration::from_secs(5))?;
-    assert_eq!(net.guests[0].device.stats().arp.requests_sent, a.arp.requests_sent);
+    assert_eq!(
+        net.guests[0].device.stats().arp.requests_sent,
+        a.arp.requests_sent
+    );
     // And the reverse direction is already resolved from the request.
     let a_ip = net.guests[0].spec.ipv4();
     ping(&mut net, 1, a_ip, 3, Duration::from_secs(5))?;
@@ -68,7 +75,10 @@ fn udp_echo_round_trip() -> Result<(), BoxError> {
         .map(|i| (0..(i * 37 % 2000 + 1)).map(|j| (i + j) as u8).collect())
         .collect();
     for m in &messages {
-        net.guests[0].sockets.get_mut::<udp::Socket>(client).send_slice(m, b)?;
+        net.guests[0]
+            .sockets
+            .get_mut::<udp::Socket>(client)
+            .send_slice(m, b)?;
     }
     let mut got = Vec::new();
     net.run_until(Duration::from_secs(5), |net| {

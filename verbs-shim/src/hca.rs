@@ -144,7 +144,9 @@ impl fmt::Display for HcaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HcaError::Disconnected => f.write_str("device disconnected"),
-            HcaError::PeerViolation(what) => write!(f, "peer violated the channel protocol: {what}"),
+            HcaError::PeerViolation(what) => {
+                write!(f, "peer violated the channel protocol: {what}")
+            }
             HcaError::QueueFull => f.write_str("request queue full"),
             HcaError::InvalidArgument => f.write_str("invalid argument"),
         }
@@ -171,8 +173,12 @@ pub trait Verbs {
 
     /// Queues a UD send of `len` bytes from the start of `slot`.
     /// A send larger than the path MTU completes with `LocalLength`.
-    fn post_send(&mut self, slot: TxSlot, len: usize, dest: &UdDest)
-        -> Result<(), PostError<TxSlot>>;
+    fn post_send(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+    ) -> Result<(), PostError<TxSlot>>;
 
     /// Queues a receive buffer. The HCA writes a 40-byte GRH area and then the
     /// payload.

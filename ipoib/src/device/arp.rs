@@ -7,7 +7,9 @@ use verbs_shim::{Gid, Hca, Qpn};
 use super::tx::Target;
 use super::IpoibDevice;
 use crate::capture::Capture;
-use crate::wire::{encap, ArpOperation, ArpPacket, ArpRepr, EncapPacket, EncapRepr, EtherType, HwAddr};
+use crate::wire::{
+    encap, ArpOperation, ArpPacket, ArpRepr, EncapPacket, EncapRepr, EtherType, HwAddr,
+};
 
 /// IPoIB header plus a 56-byte ARP packet.
 const ARP_FRAME_LEN: usize = encap::HEADER_LEN + 56;

@@ -61,11 +61,18 @@ pub enum IpoibError {
     /// The device's slots were already taken by someone else.
     SlotsTaken,
     /// The device has more slots than this interface can track.
-    TooManySlots { tx: u16, rx: u16 },
+    TooManySlots {
+        tx: u16,
+        rx: u16,
+    },
     /// Slots too small for a GRH, the IPoIB header and a minimal IP packet.
-    SlotsTooSmall { slot_size: u32 },
+    SlotsTooSmall {
+        slot_size: u32,
+    },
     /// Too few TX slots to keep some for ARP.
-    TooFewTxSlots { tx: u16 },
+    TooFewTxSlots {
+        tx: u16,
+    },
     /// Joining the broadcast group failed.
     Join(McastError),
 }
@@ -143,7 +150,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             });
         }
         if usize::from(layout.tx_count) <= ARP_RESERVE {
-            return Err(IpoibError::TooFewTxSlots { tx: layout.tx_count });
+            return Err(IpoibError::TooFewTxSlots {
+                tx: layout.tx_count,
+            });
         }
         let slot_size = layout.slot_size as usize;
         if slot_size < RX_PAYLOAD + 576 {
@@ -258,7 +267,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         self.run_timers();
         let hca = &mut self.hca;
-        self.tx.paths.request_unasked(|gid| hca.resolve(*gid).is_ok());
+        self.tx
+            .paths
+            .request_unasked(|gid| hca.resolve(*gid).is_ok());
         while let Some(h) = self.tx.stale_handles.pop() {
             let _ = self.hca.release_dest(h);
         }
@@ -273,14 +284,16 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let mut requests: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
         let mut failed: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
         let timers = self.tx.config.timers;
-        self.tx.neighbours.poll(self.tx.now, &timers, |event| match event {
-            NeighEvent::SendRequest(ip) => {
-                let _ = requests.push(ip);
-            }
-            NeighEvent::Failed(ip) => {
-                let _ = failed.push(ip);
-            }
-        });
+        self.tx
+            .neighbours
+            .poll(self.tx.now, &timers, |event| match event {
+                NeighEvent::SendRequest(ip) => {
+                    let _ = requests.push(ip);
+                }
+                NeighEvent::Failed(ip) => {
+                    let _ = failed.push(ip);
+                }
+            });
         for ip in &requests {
             self.send_arp_request(*ip);
         }
@@ -342,7 +355,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 self.tx.release(slot);
             }
             Completion::Recv { slot, status, info } => self.on_receive(slot, status, info),
-            Completion::Mcast { mgid, attach, result } => {
+            Completion::Mcast {
+                mgid,
+                attach,
+                result,
+            } => {
                 if mgid == self.broadcast_mgid && attach {
                     match result {
                         Ok(()) => self.hca.resolve(mgid)?,
@@ -368,7 +385,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                     self.tx.stats.arp.path_resolutions += 1;
                     let now = self.tx.now;
                     let timers = self.tx.config.timers;
-                    if let Some(stale) = self.tx.paths.resolved(&dgid, result.map_err(|_| ()), now, &timers) {
+                    if let Some(stale) =
+                        self.tx
+                            .paths
+                            .resolved(&dgid, result.map_err(|_| ()), now, &timers)
+                    {
                         let _ = self.hca.release_dest(stale);
                     }
                 }

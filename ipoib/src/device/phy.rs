@@ -38,7 +38,11 @@ impl phy::RxToken for RxToken<'_> {
         let Some(slot) = self.slot.take() else {
             return f(&[]);
         };
-        let packet = self.area.slot(&slot).get(RX_PAYLOAD..self.end).unwrap_or(&[]);
+        let packet = self
+            .area
+            .slot(&slot)
+            .get(RX_PAYLOAD..self.end)
+            .unwrap_or(&[]);
         let result = f(packet);
         let _ = self.repost.push(slot);
         result
@@ -102,7 +106,8 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
 
     fn receive(&mut self, timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         self.tx.now = timestamp;
-        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 || self.rx.ready.is_empty() {
+        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 || self.rx.ready.is_empty()
+        {
             return None;
         }
         let ready = self.rx.ready.pop_front()?;

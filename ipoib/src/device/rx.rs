@@ -76,7 +76,8 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 }
             }
             EtherType::Arp => {
-                let parsed = ArpPacket::new_checked(encap.payload()).and_then(|p| ArpRepr::parse(&p));
+                let parsed =
+                    ArpPacket::new_checked(encap.payload()).and_then(|p| ArpRepr::parse(&p));
                 let _ = rx.repost.push(slot);
                 match parsed {
                     Ok(arp) => return Some(arp),

@@ -182,7 +182,12 @@ impl TxSide {
     /// Queues a filled slot for `target`.
     pub fn submit(&mut self, slot: TxSlot, len: u16, target: Target) {
         match self.lookup(target) {
-            Lookup::Ready(dest, hw) => self.push_ready(ReadyTx { slot, len, dest, hw }),
+            Lookup::Ready(dest, hw) => self.push_ready(ReadyTx {
+                slot,
+                len,
+                dest,
+                hw,
+            }),
             Lookup::Wait => {
                 let entry = PendingTx {
                     slot,

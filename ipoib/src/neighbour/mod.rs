@@ -20,8 +20,14 @@ pub const PATHS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NeighState {
     /// Waiting for an ARP reply.
-    Incomplete { requests_left: u8, next_request: Instant },
-    Reachable { hw: HwAddr, expires: Instant },
+    Incomplete {
+        requests_left: u8,
+        next_request: Instant,
+    },
+    Reachable {
+        hw: HwAddr,
+        expires: Instant,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +114,14 @@ impl NeighbourCache {
     /// Records `ip` at `hw`. Without `create`, only an existing entry is
     /// updated (RFC 826: merge, but do not add for ARP not addressed to us).
     /// Returns true if the cache changed.
-    pub fn learn(&mut self, ip: Ipv4Address, hw: HwAddr, now: Instant, timers: &ArpTimers, create: bool) -> bool {
+    pub fn learn(
+        &mut self,
+        ip: Ipv4Address,
+        hw: HwAddr,
+        now: Instant,
+        timers: &ArpTimers,
+        create: bool,
+    ) -> bool {
         let state = NeighState::Reachable {
             hw,
             expires: now + timers.reachable_time,
@@ -181,9 +194,13 @@ impl NeighbourCache {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PathState {
     /// Resolution requested (or about to be).
-    Resolving { requested: bool },
+    Resolving {
+        requested: bool,
+    },
     Valid(DestHandle),
-    Failed { retry_at: Instant },
+    Failed {
+        retry_at: Instant,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -270,7 +287,13 @@ impl PathCache {
 
     /// Records the answer from the device. Returns a handle that is no longer
     /// wanted (nobody asked, or it replaced another), which must be released.
-    pub fn resolved(&mut self, gid: &Gid, result: Result<DestHandle, ()>, now: Instant, timers: &ArpTimers) -> Option<DestHandle> {
+    pub fn resolved(
+        &mut self,
+        gid: &Gid,
+        result: Result<DestHandle, ()>,
+        now: Instant,
+        timers: &ArpTimers,
+    ) -> Option<DestHandle> {
         let Some(p) = self.entries.iter_mut().find(|p| p.gid == *gid) else {
             return result.ok();
         };

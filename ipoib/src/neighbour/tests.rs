@@ -68,14 +68,26 @@ fn full_cache_evicts_least_recently_used() {
     let timers = ArpTimers::default();
     let mut cache = NeighbourCache::new();
     for i in 0..NEIGHBOURS as u8 {
-        cache.learn(Ipv4Address::new(10, 1, 0, i), hw(i), t(i64::from(i)), &timers, true);
+        cache.learn(
+            Ipv4Address::new(10, 1, 0, i),
+            hw(i),
+            t(i64::from(i)),
+            &timers,
+            true,
+        );
     }
     // Touch the oldest so the second oldest goes.
     let _ = cache.lookup(Ipv4Address::new(10, 1, 0, 0), t(1000));
     cache.learn(ip(200), hw(200), t(1001), &timers, true);
     assert_eq!(cache.len(), NEIGHBOURS);
-    assert!(matches!(cache.lookup(Ipv4Address::new(10, 1, 0, 0), t(1002)), NeighLookup::Reachable(_)));
-    assert_eq!(cache.lookup(Ipv4Address::new(10, 1, 0, 1), t(1002)), NeighLookup::Unknown);
+    assert!(matches!(
+        cache.lookup(Ipv4Address::new(10, 1, 0, 0), t(1002)),
+        NeighLookup::Reachable(_)
+    ));
+    assert_eq!(
+        cache.lookup(Ipv4Address::new(10, 1, 0, 1), t(1002)),
+        NeighLookup::Unknown
+    );
 }
 
 #[test]
@@ -102,7 +114,10 @@ fn path_lifecycle_and_eviction_returns_handle() {
     paths.start(g2, t(3));
     paths.resolved(&g2, Err(()), t(3), &timers);
     assert_eq!(paths.lookup(&g2, t(4)), PathLookup::Failed);
-    assert_eq!(paths.lookup(&g2, t(3) + timers.path_retry), PathLookup::Unknown);
+    assert_eq!(
+        paths.lookup(&g2, t(3) + timers.path_retry),
+        PathLookup::Unknown
+    );
     // Filling the table evicts the least recently used valid path's handle.
     for i in 10..(10 + PATHS as u8) {
         if let Some(h) = paths.start(hw(i).gid, t(100 + i64::from(i))) {

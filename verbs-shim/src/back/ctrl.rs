@@ -19,7 +19,11 @@ fn response(op: u16, cookie: u32, gid: [u8; 16], status: u16, handle: u32) -> Ct
 }
 
 impl<V: Verbs> Served<V> {
-    pub(super) fn handle_ctrl(&mut self, req: CtrlRequest, stats: &mut BackStats) -> Result<(), Violation> {
+    pub(super) fn handle_ctrl(
+        &mut self,
+        req: CtrlRequest,
+        stats: &mut BackStats,
+    ) -> Result<(), Violation> {
         if req._reserved0 != 0 || req._reserved1 != 0 {
             return Err(Violation::ReservedBits { ring: "ctrl" });
         }
@@ -51,7 +55,13 @@ impl<V: Verbs> Served<V> {
         };
         if let Err(e) = started {
             log::debug!("control op {} failed to start: {e}", req.op);
-            pending.response = Some(response(req.op, req.cookie, req.gid, ctrl_status::NO_RESOURCES, 0));
+            pending.response = Some(response(
+                req.op,
+                req.cookie,
+                req.gid,
+                ctrl_status::NO_RESOURCES,
+                0,
+            ));
         }
         self.ctrl_pending.push_back(pending);
         Ok(())

@@ -74,7 +74,9 @@ impl fmt::Display for BackError {
             BackError::Violation(v) => write!(f, "guest disconnected: {v}"),
             BackError::GuestClosed => f.write_str("guest closed the channel"),
             BackError::NotReady => f.write_str("guest has not initialised the channel"),
-            BackError::ProviderMismatch => f.write_str("provider layout does not match the guest's"),
+            BackError::ProviderMismatch => {
+                f.write_str("provider layout does not match the guest's")
+            }
             BackError::Provider(e) => write!(f, "provider failed: {e}"),
         }
     }
@@ -202,10 +204,14 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         };
         let region = match self.window.sub(layout.buffers.start, layout.buffers.len()) {
             Ok(r) => r,
-            Err(_) => return Err(self.disconnect(Violation::BadParams(ring::LayoutError::DoesNotFit {
-                needed: layout.buffers.end,
-                window_len: self.window.len(),
-            }))),
+            Err(_) => {
+                return Err(
+                    self.disconnect(Violation::BadParams(ring::LayoutError::DoesNotFit {
+                        needed: layout.buffers.end,
+                        window_len: self.window.len(),
+                    })),
+                )
+            }
         };
         let setup = GuestSetup {
             region,
@@ -235,17 +241,20 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         };
         let params = setup.layout.params;
         let ring = |r: &core::ops::Range<usize>| -> Result<Window, BackError> {
-            self.window
-                .sub(r.start, r.len())
-                .map_err(|e| BackError::Violation(Violation::BadParams(ring::LayoutError::DoesNotFit {
+            self.window.sub(r.start, r.len()).map_err(|e| {
+                BackError::Violation(Violation::BadParams(ring::LayoutError::DoesNotFit {
                     needed: e.offset.saturating_add(e.len),
                     window_len: e.window_len,
-                })))
+                }))
+            })
         };
         let bad_ring = |_: RingError| BackError::ProviderMismatch;
-        let mut ctrl = BackRing::attach(ring(&setup.layout.ctrl)?, params.ctrl_order).map_err(bad_ring)?;
-        let mut tx = BackRing::attach(ring(&setup.layout.tx)?, params.tx_order).map_err(bad_ring)?;
-        let mut rx = BackRing::attach(ring(&setup.layout.rx)?, params.rx_order).map_err(bad_ring)?;
+        let mut ctrl =
+            BackRing::attach(ring(&setup.layout.ctrl)?, params.ctrl_order).map_err(bad_ring)?;
+        let mut tx =
+            BackRing::attach(ring(&setup.layout.tx)?, params.tx_order).map_err(bad_ring)?;
+        let mut rx =
+            BackRing::attach(ring(&setup.layout.rx)?, params.rx_order).map_err(bad_ring)?;
         ctrl.init();
         tx.init();
         rx.init();

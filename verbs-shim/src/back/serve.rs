@@ -29,7 +29,13 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         let result = served
             .take_requests(&mut self.stats, batch)
             .map_err(Outcome::Violation)
-            .and_then(|n| served.provider.flush().map(|()| n).map_err(Outcome::Provider))
+            .and_then(|n| {
+                served
+                    .provider
+                    .flush()
+                    .map(|()| n)
+                    .map_err(Outcome::Provider)
+            })
             .and_then(|n| {
                 served
                     .reap(&mut self.stats, batch)
@@ -129,7 +135,9 @@ impl<V: Verbs> Served<V> {
                 slot_size: self.slots.slot_size,
             });
         }
-        let qpn = Qpn::new(req.remote_qpn).ok_or(Violation::BadQpn { qpn: req.remote_qpn })?;
+        let qpn = Qpn::new(req.remote_qpn).ok_or(Violation::BadQpn {
+            qpn: req.remote_qpn,
+        })?;
         if req.qkey & 0x8000_0000 != 0 {
             return Err(Violation::ControlledQKey { qkey: req.qkey });
         }
@@ -145,7 +153,9 @@ impl<V: Verbs> Served<V> {
         };
         stats.tx_requests += 1;
         stats.tx_bytes += u64::from(req.len);
-        if let Err(PostError { slot, error }) = self.provider.post_send(token, req.len as usize, &dest) {
+        if let Err(PostError { slot, error }) =
+            self.provider.post_send(token, req.len as usize, &dest)
+        {
             log::debug!("post_send failed: {error}");
             stats.tx_errors += 1;
             let rsp = TxResponse {
@@ -247,7 +257,11 @@ impl<V: Verbs> Served<V> {
                 }
             }
             Completion::Path { dgid, result } => self.path_done(dgid, result),
-            Completion::Mcast { mgid, attach, result } => self.mcast_done(mgid, attach, result),
+            Completion::Mcast {
+                mgid,
+                attach,
+                result,
+            } => self.mcast_done(mgid, attach, result),
             Completion::PortChanged => {}
         }
     }

@@ -10,23 +10,47 @@ pub enum Violation {
     /// The layout parameters in the header are unusable.
     BadParams(LayoutError),
     /// The guest attached to an epoch this back end never announced.
-    EpochMismatch { guest: u32, backend: u32 },
+    EpochMismatch {
+        guest: u32,
+        backend: u32,
+    },
     /// A producer index ran more than a ring's size ahead.
-    RingOverflow { ring: &'static str },
-    SlotOutOfRange { ring: &'static str, slot: u16 },
+    RingOverflow {
+        ring: &'static str,
+    },
+    SlotOutOfRange {
+        ring: &'static str,
+        slot: u16,
+    },
     /// The slot is already posted (posted twice, or never returned).
-    SlotNotOwned { ring: &'static str, slot: u16 },
-    TxLengthTooLarge { len: u32, slot_size: u32 },
+    SlotNotOwned {
+        ring: &'static str,
+        slot: u16,
+    },
+    TxLengthTooLarge {
+        len: u32,
+        slot_size: u32,
+    },
     TxZeroLength,
     /// A destination handle this back end never issued to this guest.
-    BadHandle { handle: u32 },
+    BadHandle {
+        handle: u32,
+    },
     /// A remote QPN wider than 24 bits.
-    BadQpn { qpn: u32 },
+    BadQpn {
+        qpn: u32,
+    },
     /// A controlled Q_Key (high bit set); only privileged users may send one.
-    ControlledQKey { qkey: u32 },
+    ControlledQKey {
+        qkey: u32,
+    },
     /// Reserved or flag bits that must be zero were set.
-    ReservedBits { ring: &'static str },
-    UnknownCtrlOp { op: u16 },
+    ReservedBits {
+        ring: &'static str,
+    },
+    UnknownCtrlOp {
+        op: u16,
+    },
 }
 
 impl Violation {
@@ -38,9 +62,13 @@ impl Violation {
             Violation::RingOverflow { .. } => ViolationKind::RingOverflow,
             Violation::SlotOutOfRange { .. } => ViolationKind::SlotOutOfRange,
             Violation::SlotNotOwned { .. } => ViolationKind::SlotNotOwned,
-            Violation::TxLengthTooLarge { .. } | Violation::TxZeroLength => ViolationKind::BadLength,
+            Violation::TxLengthTooLarge { .. } | Violation::TxZeroLength => {
+                ViolationKind::BadLength
+            }
             Violation::BadHandle { .. } => ViolationKind::BadHandle,
-            Violation::BadQpn { .. } | Violation::ControlledQKey { .. } => ViolationKind::BadAddress,
+            Violation::BadQpn { .. } | Violation::ControlledQKey { .. } => {
+                ViolationKind::BadAddress
+            }
             Violation::ReservedBits { .. } => ViolationKind::ReservedBits,
             Violation::UnknownCtrlOp { .. } => ViolationKind::UnknownCtrlOp,
         }
@@ -52,10 +80,15 @@ impl fmt::Display for Violation {
         match self {
             Violation::BadParams(e) => write!(f, "bad layout parameters: {e}"),
             Violation::EpochMismatch { guest, backend } => {
-                write!(f, "guest attached to epoch {guest}, back end is at {backend}")
+                write!(
+                    f,
+                    "guest attached to epoch {guest}, back end is at {backend}"
+                )
             }
             Violation::RingOverflow { ring } => write!(f, "{ring} ring producer index overflow"),
-            Violation::SlotOutOfRange { ring, slot } => write!(f, "{ring} slot {slot} out of range"),
+            Violation::SlotOutOfRange { ring, slot } => {
+                write!(f, "{ring} slot {slot} out of range")
+            }
             Violation::SlotNotOwned { ring, slot } => {
                 write!(f, "{ring} slot {slot} posted while already posted")
             }

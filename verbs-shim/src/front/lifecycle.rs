@@ -42,7 +42,9 @@ impl<N: Notify> FrontHca<N> {
     pub fn poll_connected(&mut self) -> Result<bool, HcaError> {
         match self.phase {
             Phase::Connected => return Ok(true),
-            Phase::Draining(DrainReason::Violation(what)) => return Err(HcaError::PeerViolation(what)),
+            Phase::Draining(DrainReason::Violation(what)) => {
+                return Err(HcaError::PeerViolation(what))
+            }
             Phase::Draining(DrainReason::Disconnected) => return Err(HcaError::Disconnected),
             Phase::Waiting => {}
         }
@@ -60,7 +62,9 @@ impl<N: Notify> FrontHca<N> {
         }
         let Some(port) = self.header.read_port().as_ref().and_then(port_from_block) else {
             self.violation("port block unreadable or out of range");
-            return Err(HcaError::PeerViolation("port block unreadable or out of range"));
+            return Err(HcaError::PeerViolation(
+                "port block unreadable or out of range",
+            ));
         };
         self.port = port;
         self.phase = Phase::Connected;
@@ -77,7 +81,11 @@ impl<N: Notify> FrontHca<N> {
         let same_epoch = self.header.epoch() == self.epoch;
         let connected = self.header.backend_state() == State::Connected;
         if !(same_epoch && connected) {
-            log::warn!("back end went away (epoch {} -> {})", self.epoch, self.header.epoch());
+            log::warn!(
+                "back end went away (epoch {} -> {})",
+                self.epoch,
+                self.header.epoch()
+            );
             self.begin_drain(DrainReason::Disconnected);
         }
     }
@@ -100,7 +108,10 @@ impl<N: Notify> FrontHca<N> {
 
     /// While draining: hands back one in-flight slot as a flushed completion,
     /// or the terminal error once none are left.
-    pub(super) fn drain_one(&mut self, reason: DrainReason) -> Result<Option<Completion>, HcaError> {
+    pub(super) fn drain_one(
+        &mut self,
+        reason: DrainReason,
+    ) -> Result<Option<Completion>, HcaError> {
         if let Some(i) = self.tx_in_flight.iter().position(|&f| f) {
             self.tx_in_flight[i] = false;
             return Ok(Some(Completion::Send {

@@ -51,7 +51,9 @@ pub enum AttachError {
     Layout(LayoutError),
     /// A ring has fewer entries than there are slots for it, so a post could
     /// fail; pick a larger ring order.
-    RingSmallerThanSlots { ring: &'static str },
+    RingSmallerThanSlots {
+        ring: &'static str,
+    },
     Ring(RingError),
 }
 
@@ -124,7 +126,8 @@ impl<N: Notify> FrontHca<N> {
     /// window that the back end has put in InitWait. The channel is usable
     /// once [`FrontHca::poll_connected`] returns `true`.
     pub fn attach(window: Window, params: LayoutParams, notify: N) -> Result<Self, AttachError> {
-        let header = Header::new(&window).map_err(|e| AttachError::Ring(RingError::OutOfBounds(e)))?;
+        let header =
+            Header::new(&window).map_err(|e| AttachError::Ring(RingError::OutOfBounds(e)))?;
         if header.magic() != ring::header::MAGIC || header.backend_state() != State::InitWait {
             return Err(AttachError::NotReady);
         }
@@ -143,9 +146,12 @@ impl<N: Notify> FrontHca<N> {
                 .sub(r.start, r.end - r.start)
                 .map_err(|e| AttachError::Ring(RingError::OutOfBounds(e)))
         };
-        let mut ctrl = FrontRing::attach(sub(&layout.ctrl)?, params.ctrl_order).map_err(AttachError::Ring)?;
-        let mut tx = FrontRing::attach(sub(&layout.tx)?, params.tx_order).map_err(AttachError::Ring)?;
-        let mut rx = FrontRing::attach(sub(&layout.rx)?, params.rx_order).map_err(AttachError::Ring)?;
+        let mut ctrl =
+            FrontRing::attach(sub(&layout.ctrl)?, params.ctrl_order).map_err(AttachError::Ring)?;
+        let mut tx =
+            FrontRing::attach(sub(&layout.tx)?, params.tx_order).map_err(AttachError::Ring)?;
+        let mut rx =
+            FrontRing::attach(sub(&layout.rx)?, params.rx_order).map_err(AttachError::Ring)?;
         let buffers = sub(&layout.buffers)?;
         ctrl.init();
         tx.init();

@@ -1,7 +1,10 @@
 //! `Verbs` and `Hca` for the guest side: posts become requests, responses
 //! become completions, after validation.
 
-use ring::desc::{ctrl_op, ctrl_status, CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
+use ring::desc::{
+    ctrl_op, ctrl_status, CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse,
+    RX_FLAG_GRH, RX_FLAG_MULTICAST,
+};
 
 use super::{FrontHca, PendingCtrl, Phase};
 use crate::hca::{
@@ -33,7 +36,9 @@ impl<N: Notify> FrontHca<N> {
             arg,
             ..CtrlRequest::default()
         };
-        self.ctrl.push_request(&req).map_err(|_| HcaError::QueueFull)?;
+        self.ctrl
+            .push_request(&req)
+            .map_err(|_| HcaError::QueueFull)?;
         self.next_cookie = self.next_cookie.wrapping_add(1);
         self.ctrl_pending.push_back(PendingCtrl { cookie, op, gid });
         self.stats.ctrl_requests += 1;
@@ -124,7 +129,11 @@ impl<N: Notify> FrontHca<N> {
             if let Some(rsp) = self.tx.pop_response().map_err(|_| "tx ring overflow")? {
                 return self.tx_completion(rsp).map(Some);
             }
-            match self.ctrl.pop_response().map_err(|_| "control ring overflow")? {
+            match self
+                .ctrl
+                .pop_response()
+                .map_err(|_| "control ring overflow")?
+            {
                 Some(rsp) if rsp.op == ctrl_op::RELEASE_DEST => {
                     // Answered but nothing to report: validate and go on.
                     self.ctrl_completion(rsp)?;
@@ -154,15 +163,26 @@ impl<N: Notify> Verbs for FrontHca<N> {
         Some((TxSlots::all(&self.slots), RxSlots::all(&self.slots)))
     }
 
-    fn post_send(&mut self, slot: TxSlot, len: usize, dest: &UdDest) -> Result<(), PostError<TxSlot>> {
+    fn post_send(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+    ) -> Result<(), PostError<TxSlot>> {
         if let Err(error) = self.ensure_connected() {
             return Err(PostError { slot, error });
         }
         let Ok(len32) = u32::try_from(len) else {
-            return Err(PostError { slot, error: HcaError::InvalidArgument });
+            return Err(PostError {
+                slot,
+                error: HcaError::InvalidArgument,
+            });
         };
         if len > self.slots.slot_size as usize {
-            return Err(PostError { slot, error: HcaError::InvalidArgument });
+            return Err(PostError {
+                slot,
+                error: HcaError::InvalidArgument,
+            });
         }
         let req = TxRequest {
             slot: slot.index(),
@@ -175,7 +195,10 @@ impl<N: Notify> Verbs for FrontHca<N> {
         // The TX ring has at least as many entries as there are TX slots,
         // so this only fails if the token bookkeeping is broken.
         if self.tx.push_request(&req).is_err() {
-            return Err(PostError { slot, error: HcaError::QueueFull });
+            return Err(PostError {
+                slot,
+                error: HcaError::QueueFull,
+            });
         }
         if let Some(f) = self.tx_in_flight.get_mut(usize::from(slot.index())) {
             *f = true;
@@ -194,7 +217,10 @@ impl<N: Notify> Verbs for FrontHca<N> {
             ..RxRequest::default()
         };
         if self.rx.push_request(&req).is_err() {
-            return Err(PostError { slot, error: HcaError::QueueFull });
+            return Err(PostError {
+                slot,
+                error: HcaError::QueueFull,
+            });
         }
         if let Some(f) = self.rx_in_flight.get_mut(usize::from(slot.index())) {
             *f = true;
@@ -242,7 +268,11 @@ impl<N: Notify> Verbs for FrontHca<N> {
             return Ok(true);
         }
         let mut pending = false;
-        for r in [self.ctrl.final_check_responses(), self.tx.final_check_responses(), self.rx.final_check_responses()] {
+        for r in [
+            self.ctrl.final_check_responses(),
+            self.tx.final_check_responses(),
+            self.rx.final_check_responses(),
+        ] {
             match r {
                 Ok(p) => pending |= p,
                 Err(_) => {
@@ -275,6 +305,7 @@ impl<N: Notify> Hca for FrontHca<N> {
     fn buffers(&mut self) -> SlotBuffers<'_> {
         // `attach` computed the buffer window from this very layout, so the
         // region always holds it; an empty accessor is the safe fallback.
-        SlotBuffers::new(&self.buffers, self.slots).unwrap_or_else(|| SlotBuffers::empty(&self.buffers))
+        SlotBuffers::new(&self.buffers, self.slots)
+            .unwrap_or_else(|| SlotBuffers::empty(&self.buffers))
     }
 }

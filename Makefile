@@ -1,0 +1,55 @@
+# ibguest: the two commands a newcomer needs are `make test` and (later)
+# `make run`. Every target installs what it needs first, idempotently.
+
+CARGO ?= cargo
+NOSTD_TARGET := x86_64-unknown-none
+NOSTD_CRATES := -p ring -p verbs-shim -p ipoib
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build nostd test unit loom lint fmt bench fuzz example clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+	$(MAKE) --no-print-directory nostd
+
+# The no_std crates must build for bare metal (cfg(test) hides mistakes).
+nostd: deps
+	$(CARGO) build $(NOSTD_CRATES) --target $(NOSTD_TARGET)
+
+test: deps lint nostd unit loom
+	@echo "make test: all checks passed"
+
+unit: deps
+	$(CARGO) test --workspace
+
+# The loom model of publish/notify on the ring (its own target dir, since
+# --cfg loom rebuilds everything).
+loom: deps
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p ring --test loom --release
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p verbs-shim --no-default-features --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: deps
+	$(CARGO) run --release -p ibguest-bench
+
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# Two stacks (ARP, ping, TCP) on the sim fabric, writing two-stacks.pcap.
+example: deps
+	$(CARGO) run --release -p ibguest-testkit --example two_stacks -- two-stacks.pcap
+	tshark -r two-stacks.pcap | head -20
+
+clean:
+	$(CARGO) clean
