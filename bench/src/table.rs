@@ -1,0 +1,79 @@
+//! The Markdown results table.
+
+/// One line of the table: our figure against the peer's, same unit.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub benchmark: String,
+    pub ours: f64,
+    pub peer: f64,
+    pub unit: &'static str,
+}
+
+impl Row {
+    /// `ours / peer`, or NaN if the peer measured nothing.
+    pub fn ratio(&self) -> f64 {
+        if self.peer > 0.0 {
+            self.ours / self.peer
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Formats a figure with three significant digits (at least no decimals for
+/// large values).
+fn figure(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Renders the rows as a Markdown table.
+pub fn render(rows: &[Row]) -> String {
+    let mut out = String::from("| benchmark | ours | peer | ratio ours/peer | unit |\n|---|---:|---:|---:|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {} |\n",
+            r.benchmark,
+            figure(r.ours),
+            figure(r.peer),
+            r.ratio(),
+            r.unit
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_header_and_ratio() {
+        let rows = [Row {
+            benchmark: "x".into(),
+            ours: 50.0,
+            peer: 100.0,
+            unit: "MB/s",
+        }];
+        let t = render(&rows);
+        assert!(t.starts_with("| benchmark | ours | peer | ratio ours/peer | unit |\n"));
+        assert!(t.contains("| x | 50.0 | 100 | 0.50 | MB/s |"), "{t}");
+    }
+
+    #[test]
+    fn ratio_of_nothing_is_nan() {
+        let r = Row {
+            benchmark: String::new(),
+            ours: 1.0,
+            peer: 0.0,
+            unit: "",
+        };
+        assert!(r.ratio().is_nan());
+    }
+}
