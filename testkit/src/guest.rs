@@ -4,12 +4,14 @@
 
 use std::error::Error;
 
-use ipoib::{Capture, IpoibConfig, IpoibDevice, NoCapture};
+use ipoib::{Capture, IpoibConfig, IpoibDevice};
 use ring::{Layout, LayoutParams, Window};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use verbs_shim::back::{BackConfig, BackHalf};
+
+use crate::capture::SharedCapture;
 use verbs_shim::front::FrontHca;
 use verbs_shim::notify::NoNotify;
 use verbs_shim::sim::{PortConfig, SimFabric, SimPort};
@@ -67,7 +69,7 @@ impl GuestSpec {
 
 /// The guest's two halves: what runs in the guest and what runs in the
 /// back end.
-pub struct Guest<C: Capture = NoCapture> {
+pub struct Guest<C: Capture = SharedCapture> {
     pub spec: GuestSpec,
     pub window: Window,
     pub back: BackHalf<SimPort, NoNotify>,
@@ -107,9 +109,9 @@ pub fn connect_channel_in(
     Ok((window, back, front))
 }
 
-impl Guest<NoCapture> {
+impl Guest<SharedCapture> {
     pub fn new(fabric: &SimFabric, spec: GuestSpec, now: Instant) -> Result<Self, BoxError> {
-        Guest::with_capture(fabric, spec, NoCapture, now)
+        Guest::with_capture(fabric, spec, SharedCapture::none(), now)
     }
 }
 

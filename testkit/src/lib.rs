@@ -6,8 +6,10 @@
 //! heap windows, polling instead of interrupts) differs from a deployment.
 
 pub mod apps;
+pub mod capture;
 pub mod guest;
 pub mod net;
 
 pub use guest::{connect_channel, connect_channel_in, BoxError, Guest, GuestSpec};
+pub use capture::SharedCapture;
 pub use net::Net;

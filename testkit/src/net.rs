@@ -8,6 +8,7 @@
 use smoltcp::time::{Duration, Instant};
 use verbs_shim::sim::{FaultConfig, SimFabric};
 
+use crate::capture::SharedCapture;
 use crate::guest::{BoxError, Guest, GuestSpec};
 
 /// Virtual time that passes per busy round, so RTTs are not zero.
@@ -36,6 +37,13 @@ impl Net {
     /// Adds a guest; returns its index.
     pub fn add(&mut self, spec: GuestSpec) -> Result<usize, BoxError> {
         let guest = Guest::new(&self.fabric, spec, self.now)?;
+        self.guests.push(guest);
+        Ok(self.guests.len() - 1)
+    }
+
+    /// Adds a guest whose packets go to `capture`.
+    pub fn add_captured(&mut self, spec: GuestSpec, capture: SharedCapture) -> Result<usize, BoxError> {
+        let guest = Guest::with_capture(&self.fabric, spec, capture, self.now)?;
         self.guests.push(guest);
         Ok(self.guests.len() - 1)
     }
