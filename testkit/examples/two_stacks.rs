@@ -15,7 +15,8 @@ use smoltcp::time::Duration;
 use verbs_shim::sim::FaultConfig;
 
 fn run(path: PathBuf) -> Result<(), BoxError> {
-    let capture = SharedCapture::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let capture = SharedCapture::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut net = Net::new(FaultConfig::NONE);
     // Guest 1's view of the fabric goes to the file.
     net.add_captured(GuestSpec::new(1), capture.clone())?;
@@ -24,7 +25,12 @@ fn run(path: PathBuf) -> Result<(), BoxError> {
         n.guests.iter().all(|g| g.device.link() == LinkState::Up)
     })?;
     for g in &net.guests {
-        println!("guest {}: {} hw {}", g.spec.port, g.spec.ip, g.device.hw_addr());
+        println!(
+            "guest {}: {} hw {}",
+            g.spec.port,
+            g.spec.ip,
+            g.device.hw_addr()
+        );
     }
     let peer = net.guests[1].spec.ipv4();
     for seq in 1..=3 {
@@ -36,13 +42,21 @@ fn run(path: PathBuf) -> Result<(), BoxError> {
     println!(
         "tcp: {} bytes, sha256 {} ({})",
         report.bytes,
-        report.received_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        report
+            .received_sha256
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         if ok { "matches" } else { "MISMATCH" }
     );
     capture.flush()?;
     let stats = net.guests[0].device.stats();
     println!("guest 1 counters: {stats:?}");
-    println!("capture written to {}; open it with: tshark -r {}", path.display(), path.display());
+    println!(
+        "capture written to {}; open it with: tshark -r {}",
+        path.display(),
+        path.display()
+    );
     if ok {
         Ok(())
     } else {

@@ -19,6 +19,13 @@ use verbs_shim::{IbMtu, PKey, QKey};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
+/// The back end's half of an in-process channel.
+pub type SimBack = BackHalf<SimPort, NoNotify>;
+/// The guest's half of an in-process channel.
+pub type SimFront = FrontHca<NoNotify>;
+/// A connected channel: the window and both halves.
+pub type Channel = (Window, SimBack, SimFront);
+
 /// How to build a guest.
 #[derive(Clone, Debug)]
 pub struct GuestSpec {
@@ -82,7 +89,7 @@ pub struct Guest<C: Capture = SharedCapture> {
 pub fn connect_channel(
     fabric: &SimFabric,
     spec: &GuestSpec,
-) -> Result<(Window, BackHalf<SimPort, NoNotify>, FrontHca<NoNotify>), BoxError> {
+) -> Result<Channel, BoxError> {
     let window = Window::new_heap(Layout::window_len_for(spec.params)?);
     connect_channel_in(fabric, spec, window)
 }
@@ -92,7 +99,7 @@ pub fn connect_channel_in(
     fabric: &SimFabric,
     spec: &GuestSpec,
     window: Window,
-) -> Result<(Window, BackHalf<SimPort, NoNotify>, FrontHca<NoNotify>), BoxError> {
+) -> Result<Channel, BoxError> {
     let mut back = BackHalf::new(window.clone(), BackConfig::default(), NoNotify)?;
     let mut front = FrontHca::attach(window.clone(), spec.params, NoNotify)?;
     let setup = back

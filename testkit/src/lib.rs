@@ -10,6 +10,6 @@ pub mod capture;
 pub mod guest;
 pub mod net;
 
-pub use guest::{connect_channel, connect_channel_in, BoxError, Guest, GuestSpec};
 pub use capture::SharedCapture;
+pub use guest::{connect_channel, connect_channel_in, BoxError, Guest, GuestSpec};
 pub use net::Net;

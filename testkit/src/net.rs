@@ -42,7 +42,11 @@ impl Net {
     }
 
     /// Adds a guest whose packets go to `capture`.
-    pub fn add_captured(&mut self, spec: GuestSpec, capture: SharedCapture) -> Result<usize, BoxError> {
+    pub fn add_captured(
+        &mut self,
+        spec: GuestSpec,
+        capture: SharedCapture,
+    ) -> Result<usize, BoxError> {
         let guest = Guest::with_capture(&self.fabric, spec, capture, self.now)?;
         self.guests.push(guest);
         Ok(self.guests.len() - 1)

@@ -9,7 +9,11 @@ fn tshark(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("tshark is not installed: run `make deps` (scripts/deps.sh installs it)");
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -18,7 +22,15 @@ fn example_capture_decodes_in_tshark() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let pcap = dir.join("two_stacks.pcap");
     let status = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "-p", "ibguest-testkit", "--example", "two_stacks", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "ibguest-testkit",
+            "--example",
+            "two_stacks",
+            "--",
+        ])
         .arg(&pcap)
         .status()
         .expect("cargo run");
@@ -31,7 +43,19 @@ fn example_capture_decodes_in_tshark() {
     let arp = tshark(&["-r", pcap.to_str().unwrap(), "-Y", "arp", "-V"]);
     assert!(arp.contains("Hardware type: InfiniBand (32)"), "{arp}");
     assert!(arp.contains("Hardware size: 20"), "{arp}");
-    let fields = tshark(&["-r", pcap.to_str().unwrap(), "-Y", "icmp", "-T", "fields", "-e", "icmp.type"]);
+    let fields = tshark(&[
+        "-r",
+        pcap.to_str().unwrap(),
+        "-Y",
+        "icmp",
+        "-T",
+        "fields",
+        "-e",
+        "icmp.type",
+    ]);
     let types: Vec<&str> = fields.lines().collect();
-    assert!(types.contains(&"8") && types.contains(&"0"), "echo request and reply: {types:?}");
+    assert!(
+        types.contains(&"8") && types.contains(&"0"),
+        "echo request and reply: {types:?}"
+    );
 }

@@ -14,7 +14,11 @@ fn up(net: &mut Net) -> Result<(), BoxError> {
 }
 
 fn port_stats(net: &Net, g: usize) -> verbs_shim::sim::PortStats {
-    net.guests[g].back.provider().map(|p| p.stats()).unwrap_or_default()
+    net.guests[g]
+        .back
+        .provider()
+        .map(|p| p.stats())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -45,7 +49,11 @@ fn limited_members_reach_full_members_but_not_each_other() -> Result<(), BoxErro
     let ip2 = net.guests[1].spec.ipv4();
     let ip3 = net.guests[2].spec.ipv4();
     assert!(ping(&mut net, 0, ip2, 1, Duration::from_secs(5)).is_err());
-    assert!(port_stats(&net, 1).drop_pkey > 0, "{:?}", port_stats(&net, 1));
+    assert!(
+        port_stats(&net, 1).drop_pkey > 0,
+        "{:?}",
+        port_stats(&net, 1)
+    );
     ping(&mut net, 0, ip3, 2, Duration::from_secs(5))?;
     ping(&mut net, 2, ip2, 3, Duration::from_secs(5))?;
     Ok(())
@@ -77,7 +85,8 @@ fn oversize_send_fails_cleanly_through_the_channel() -> Result<(), BoxError> {
     let (_wb, mut back_b, mut b) = connect_channel(&net.fabric, &GuestSpec::new(2))?;
     let (mut tx, _) = a.take_slots().ok_or("slots")?;
     let (_, mut rx) = b.take_slots().ok_or("slots")?;
-    b.post_recv(rx.next().ok_or("rx slot")?).map_err(|e| e.error)?;
+    b.post_recv(rx.next().ok_or("rx slot")?)
+        .map_err(|e| e.error)?;
     b.flush()?;
     a.resolve(b.port_attr().gid)?;
     a.flush()?;
@@ -112,7 +121,10 @@ fn oversize_send_fails_cleanly_through_the_channel() -> Result<(), BoxError> {
             statuses.push((slot.index(), status));
         }
     }
-    assert_eq!(statuses, [(0, WcStatus::LocalLength), (1, WcStatus::Success)]);
+    assert_eq!(
+        statuses,
+        [(0, WcStatus::LocalLength), (1, WcStatus::Success)]
+    );
     assert_eq!(back_a.provider().ok_or("port")?.stats().oversize, 1);
     let mut received = Vec::new();
     while let Some(c) = b.poll_cq()? {
