@@ -86,10 +86,7 @@ pub struct Guest<C: Capture = SharedCapture> {
 }
 
 /// Builds the channel for one guest and connects both ends.
-pub fn connect_channel(
-    fabric: &SimFabric,
-    spec: &GuestSpec,
-) -> Result<Channel, BoxError> {
+pub fn connect_channel(fabric: &SimFabric, spec: &GuestSpec) -> Result<Channel, BoxError> {
     let window = Window::new_heap(Layout::window_len_for(spec.params)?);
     connect_channel_in(fabric, spec, window)
 }
