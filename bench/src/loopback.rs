@@ -8,7 +8,6 @@
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Loopback, Medium};
-use smoltcp::socket::udp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
@@ -81,7 +80,9 @@ impl Device for CountingLoopback {
 
     fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
         let count = &mut self.tx_packets;
-        self.inner.transmit(timestamp).map(|inner| CountingTx { inner, count })
+        self.inner
+            .transmit(timestamp)
+            .map(|inner| CountingTx { inner, count })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -118,7 +119,8 @@ impl Lo {
     /// will be received on the next round).
     pub fn round(&mut self) -> bool {
         let before = self.device.tx_packets;
-        self.iface.poll(self.now, &mut self.device, &mut self.sockets);
+        self.iface
+            .poll(self.now, &mut self.device, &mut self.sockets);
         self.device.tx_packets != before
     }
 
@@ -133,14 +135,4 @@ impl Lo {
             _ => self.now + ROUND_TIME,
         };
     }
-}
-
-/// A bound UDP socket with `packets` metadata entries and `bytes` of payload
-/// room each way.
-pub fn udp_socket(port: u16, packets: usize, bytes: usize) -> Result<udp::Socket<'static>, udp::BindError> {
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
-    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
-    let mut socket = udp::Socket::new(rx, tx);
-    socket.bind(port)?;
-    Ok(socket)
 }

@@ -4,7 +4,7 @@
 use ibguest_testkit::BoxError;
 
 /// How much work each benchmark does and how often it is repeated.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Timed runs per side (the median is reported).
     pub runs: usize,

@@ -117,13 +117,18 @@ pub fn ours(n: u64) -> Result<f64, BoxError> {
                 let k = u64::from(front.free_requests().min(BATCH)).min(n - sent);
                 if k > 0 {
                     for seq in sent..sent + k {
-                        front.push_request(&request(seq)).map_err(|e| fail(stop, format!("push_request: {e}")))?;
+                        front
+                            .push_request(&request(seq))
+                            .map_err(|e| fail(stop, format!("push_request: {e}")))?;
                     }
                     sent += k;
                     front.publish_requests();
                     progress = true;
                 }
-                while let Some(rsp) = front.pop_response().map_err(|e| fail(stop, format!("pop_response: {e}")))? {
+                while let Some(rsp) = front
+                    .pop_response()
+                    .map_err(|e| fail(stop, format!("pop_response: {e}")))?
+                {
                     if rsp.slot != response_slot(answered) || rsp.status != 0 {
                         return Err(fail(stop, format!("response {answered}: got {rsp:?}")));
                     }
@@ -146,12 +151,21 @@ pub fn ours(n: u64) -> Result<f64, BoxError> {
             while received < n {
                 let mut got = 0;
                 while got < BATCH {
-                    let req = back.pop_request().map_err(|e| fail(stop, format!("pop_request: {e}")))?;
+                    let req = back
+                        .pop_request()
+                        .map_err(|e| fail(stop, format!("pop_request: {e}")))?;
                     let Some(req) = req else { break };
                     if req != request(received) {
-                        return Err(fail(stop, format!("request {received}: got {req:?}, want {:?}", request(received))));
+                        return Err(fail(
+                            stop,
+                            format!(
+                                "request {received}: got {req:?}, want {:?}",
+                                request(received)
+                            ),
+                        ));
                     }
-                    back.push_response(&response(&req)).map_err(|e| fail(stop, format!("push_response: {e}")))?;
+                    back.push_response(&response(&req))
+                        .map_err(|e| fail(stop, format!("push_response: {e}")))?;
                     received += 1;
                     got += 1;
                 }
@@ -185,7 +199,11 @@ pub fn rtrb(n: u64) -> Result<f64, BoxError> {
             while answered < n {
                 let mut progress = false;
                 let outstanding = (sent - answered) as usize;
-                let k = req_tx.slots().min(cap - outstanding).min(BATCH as usize).min((n - sent) as usize);
+                let k = req_tx
+                    .slots()
+                    .min(cap - outstanding)
+                    .min(BATCH as usize)
+                    .min((n - sent) as usize);
                 if k > 0 {
                     let chunk = req_tx.write_chunk_uninit(k)?;
                     chunk.fill_from_iter((sent..sent + k as u64).map(request));
@@ -236,7 +254,10 @@ pub fn rtrb(n: u64) -> Result<f64, BoxError> {
                     response(&req)
                 }));
                 if let Some((seq, req)) = bad {
-                    return Err(fail(stop, format!("request {seq}: got {req:?}, want {:?}", request(seq))));
+                    return Err(fail(
+                        stop,
+                        format!("request {seq}: got {req:?}, want {:?}", request(seq)),
+                    ));
                 }
                 backoff.reset();
             }

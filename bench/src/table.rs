@@ -35,7 +35,9 @@ fn figure(v: f64) -> String {
 
 /// Renders the rows as a Markdown table.
 pub fn render(rows: &[Row]) -> String {
-    let mut out = String::from("| benchmark | ours | peer | ratio ours/peer | unit |\n|---|---:|---:|---:|---|\n");
+    let mut out = String::from(
+        "| benchmark | ours | peer | ratio ours/peer | unit |\n|---|---:|---:|---:|---|\n",
+    );
     for r in rows {
         out.push_str(&format!(
             "| {} | {} | {} | {:.2} | {} |\n",

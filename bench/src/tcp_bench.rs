@@ -1,0 +1,167 @@
+//! TCP bulk throughput: seeded ChaCha8 data from one socket to another,
+//! SHA-256 on both ends, 256 KiB socket buffers, Nagle off. Ours: the
+//! testkit's `apps::tcp_transfer` between two guests on the sim fabric. Peer:
+//! the same loop, the same sockets, on one smoltcp interface over `Loopback`.
+
+use std::time::Instant;
+
+use ibguest_testkit::apps::{tcp_socket, tcp_transfer};
+use ibguest_testkit::BoxError;
+use rand::RngCore;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::socket::tcp;
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+use crate::loopback::{CountingLoopback, Lo, ADDR};
+use crate::udp_bench::two_guests;
+
+/// Socket buffer size, both ends, both stacks (as in `apps::tcp_transfer`).
+pub const SOCKET_BUFFER: usize = 256 * 1024;
+/// The data's seed, both stacks.
+const SEED: u64 = 7;
+/// Virtual-time limit of one transfer.
+const LIMIT: Duration = Duration::from_secs(3600);
+const PORT: u16 = 5001;
+
+/// Megabytes (10^6 bytes) per second of wall time.
+fn rate(bytes: usize, start: Instant) -> f64 {
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn check(bytes: usize, got: usize, sent: [u8; 32], received: [u8; 32]) -> Result<(), BoxError> {
+    if got != bytes {
+        return Err(format!("TCP transfer delivered {got} of {bytes} bytes").into());
+    }
+    if sent != received {
+        return Err("TCP transfer: SHA-256 of the received data differs from the sent data".into());
+    }
+    Ok(())
+}
+
+/// Ours: `apps::tcp_transfer` from guest 0 to guest 1.
+pub fn ours(bytes: usize) -> Result<f64, BoxError> {
+    let mut net = two_guests()?;
+    let start = Instant::now();
+    let report = tcp_transfer(&mut net, 0, 1, bytes, SEED, LIMIT)?;
+    let mbps = rate(bytes, start);
+    check(
+        bytes,
+        report.bytes,
+        report.sent_sha256,
+        report.received_sha256,
+    )?;
+    Ok(mbps)
+}
+
+/// The capabilities our device reports (MTU, checksum duties), for a
+/// loopback peer that has to do the same per-packet work.
+pub fn ipoib_caps() -> Result<DeviceCapabilities, BoxError> {
+    use smoltcp::phy::Device;
+    let net = two_guests()?;
+    Ok(net.guests[0].device.capabilities())
+}
+
+/// Peer: the same transfer over smoltcp's `Loopback`, reporting `caps`
+/// (`None`: `Loopback`'s own).
+pub fn loopback(bytes: usize, caps: Option<&DeviceCapabilities>) -> Result<f64, BoxError> {
+    let device = match caps {
+        Some(c) => CountingLoopback::with_caps(c.clone()),
+        None => CountingLoopback::plain(),
+    };
+    let mut lo = Lo::new(device);
+    let mut server = tcp_socket(SOCKET_BUFFER);
+    server.listen(PORT)?;
+    let server = lo.sockets.add(server);
+    let client = lo.sockets.add(tcp_socket(SOCKET_BUFFER));
+    lo.sockets.get_mut::<tcp::Socket>(client).connect(
+        lo.iface.context(),
+        IpEndpoint::new(IpAddress::Ipv4(ADDR), PORT),
+        49152,
+    )?;
+
+    // From here on, the loop of `apps::tcp_transfer`, on one interface.
+    let start = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk_len = 0;
+    let mut chunk_off = 0;
+    let mut sent = 0usize;
+    let mut received = 0usize;
+    let mut tx_hash = Sha256::new();
+    let mut rx_hash = Sha256::new();
+    let mut closed = false;
+    let mut rounds = 0u64;
+    let t_start = lo.now;
+    let deadline = lo.now + LIMIT;
+    loop {
+        let socket = lo.sockets.get_mut::<tcp::Socket>(client);
+        while socket.can_send() && sent < bytes {
+            if chunk_off == chunk_len {
+                chunk_len = chunk.len().min(bytes - sent);
+                rng.fill_bytes(&mut chunk[..chunk_len]);
+                tx_hash.update(&chunk[..chunk_len]);
+                chunk_off = 0;
+            }
+            match socket.send_slice(&chunk[chunk_off..chunk_len]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    chunk_off += n;
+                    sent += n;
+                }
+            }
+        }
+        if sent == bytes && chunk_off == chunk_len && !closed {
+            socket.close();
+            closed = true;
+        }
+        let socket = lo.sockets.get_mut::<tcp::Socket>(server);
+        while socket.can_recv() {
+            let got = socket.recv(|data| {
+                rx_hash.update(&*data);
+                (data.len(), data.len())
+            });
+            match got {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        if received >= bytes {
+            break;
+        }
+        if lo.now > deadline {
+            return Err(
+                format!("loopback TCP transfer not done within {LIMIT} of virtual time").into(),
+            );
+        }
+        let busy = lo.round();
+        rounds += 1;
+        lo.advance(busy);
+    }
+    let mbps = rate(bytes, start);
+    eprintln!("lo rounds {rounds} tx {} virt {} mbps {mbps}", lo.device.tx_packets, lo.now - t_start);
+    check(
+        bytes,
+        received,
+        tx_hash.finalize().into(),
+        rx_hash.finalize().into(),
+    )?;
+    Ok(mbps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transfer_arrives_intact() {
+        let bytes = 512 * 1024;
+        assert!(ours(bytes).unwrap() > 0.0);
+        assert!(loopback(bytes, None).unwrap() > 0.0);
+        let caps = ipoib_caps().unwrap();
+        assert!(loopback(bytes, Some(&caps)).unwrap() > 0.0);
+    }
+}

@@ -1,0 +1,80 @@
+//! The guest does not trust the back end either: a forged completion closes
+//! the channel and every slot comes back to the guest.
+
+use ibguest_testkit::{connect_channel, BoxError, GuestSpec};
+use ring::desc::{RxRequest, RxResponse};
+use ring::{BackRing, Layout};
+use verbs_shim::sim::{FaultConfig, SimFabric};
+use verbs_shim::{Completion, HcaError, Verbs, WcStatus};
+
+#[test]
+fn forged_completion_is_a_violation_and_slots_come_back() -> Result<(), BoxError> {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let spec = GuestSpec::new(1);
+    let (window, back, mut front) = connect_channel(&fabric, &spec)?;
+    // The real back half stops; a forger takes over its side of the rings.
+    drop(back);
+    let layout = Layout::compute(spec.params, window.len())?;
+    let (_, rx_slots) = front.take_slots().ok_or("slots")?;
+    for slot in rx_slots.take(4) {
+        front.post_recv(slot).map_err(|e| e.error)?;
+    }
+    front.flush()?;
+    let mut rx: BackRing<RxRequest, RxResponse> = BackRing::attach(
+        window.sub(layout.rx.start, layout.rx.len())?,
+        spec.params.rx_order,
+    )?;
+    // Take the four posts, then answer one honestly and one with a length
+    // larger than the slot.
+    for _ in 0..4 {
+        rx.pop_request()?.ok_or("post")?;
+    }
+    rx.push_response(&RxResponse {
+        slot: 0,
+        byte_len: 100,
+        ..Default::default()
+    })?;
+    rx.push_response(&RxResponse {
+        slot: 1,
+        byte_len: 1 << 20,
+        ..Default::default()
+    })?;
+    rx.publish_responses();
+    match front.poll_cq()? {
+        Some(Completion::Recv {
+            slot,
+            status: WcStatus::Success,
+            info,
+        }) => {
+            assert_eq!(slot.index(), 0);
+            assert_eq!(info.byte_len, 100);
+        }
+        other => panic!("expected the honest completion, got {other:?}"),
+    }
+    // The forged one closes the channel; the three slots still out come back
+    // flushed, then the error.
+    let mut flushed = Vec::new();
+    loop {
+        match front.poll_cq() {
+            Ok(Some(Completion::Recv {
+                slot,
+                status: WcStatus::Flushed,
+                ..
+            })) => flushed.push(slot.index()),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(HcaError::PeerViolation(what)) => {
+                assert!(what.contains("rx length"), "{what}");
+                break;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    flushed.sort();
+    assert_eq!(flushed, [1, 2, 3]);
+    assert_eq!(front.stats().violations, 1);
+    assert_eq!(
+        ring::Header::new(&window)?.guest_state(),
+        ring::State::Closing
+    );
+    Ok(())
+}
