@@ -23,16 +23,16 @@ impl Plan {
     pub const FULL: Plan = Plan {
         runs: 3,
         ring_descriptors: 20_000_000,
-        udp_datagrams: 200_000,
-        tcp_bytes: 64 * MIB,
+        udp_datagrams: 1_000_000,
+        tcp_bytes: 256 * MIB,
     };
 
     /// `--quick`: a tenth of the work, one timed run.
     pub const QUICK: Plan = Plan {
         runs: 1,
         ring_descriptors: 2_000_000,
-        udp_datagrams: 20_000,
-        tcp_bytes: 8 * MIB,
+        udp_datagrams: 100_000,
+        tcp_bytes: 32 * MIB,
     };
 }
 
@@ -50,8 +50,10 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Runs `ours` and `peer` once each as a warm-up (with `warm` as argument),
 /// then `runs` times each, alternating, with `full`. Each closure returns a
-/// rate (higher is better). Returns the two medians.
+/// rate (higher is better). Every timed value goes to stderr under `label`.
+/// Returns the two medians.
 pub fn compare<A: Copy>(
+    label: &str,
     runs: usize,
     warm: A,
     full: A,
@@ -66,7 +68,16 @@ pub fn compare<A: Copy>(
         a.push(ours(full)?);
         b.push(peer(full)?);
     }
+    eprintln!("           {label}: ours {}; peer {}", list(&a), list(&b));
     Ok((median(&mut a), median(&mut b)))
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
