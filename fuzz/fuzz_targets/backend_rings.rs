@@ -16,20 +16,42 @@
 //!   half stays closed: every later call returns the same `Err(e)`;
 //! - while connected, `service` does at most `5 * batch` units of work (three
 //!   rings of `batch` requests, `2 * batch` completions);
-//! - `service` and `arm` write only back-end-owned bytes: the back-end half of
-//!   the header page, `req_event`/`rsp_prod` and the response arrays of the
-//!   rings, and the RX buffers (where the fabric DMAs received packets).
-//!   Guest-owned words, request arrays and TX buffers are never modified;
+//! - the back half and the fabric write only back-end-owned bytes: the
+//!   back-end half of the header page, `req_event`/`rsp_prod` and the
+//!   response arrays of the rings, and the RX buffers (where the fabric DMAs
+//!   received packets). Guest-owned words, request arrays and TX buffers keep
+//!   what the guest last wrote (checked against a shadow copy when the back
+//!   half closes, which every input ends with);
 //! - the completion counters never exceed the requests they answer;
 //! - a guest that sets Closing is disconnected with `GuestClosed`.
 //!
 //! Input format (no `arbitrary`; a short input just reads zeros):
 //!
 //! ```text
-//! [flags u8] [config u8] [fault seed u32 if flags & 8]
-//! [handshake: 12 param bytes, epoch sel u8, (epoch u32), state u8  if flags & 4]
-//! then ops until the input runs out: [op u8] [operands...] (see `Op`)
+//! flags u8     bits 0-1 layout preset, 2 guest picks its own parameters,
+//!              3 fabric faults on, 4-6 guest port MTU code - 1 (mod 5),
+//!              7 peer stays out of the broadcast group
+//! config u8    bits 0-1 max_dests - 1, 2-5 batch - 1, 7 guest P_Key 0x7fff
+//! [seed u32]                                  if flags bit 3
+//! [params 12 bytes, sel u8, [epoch u32 if sel & 1], [state u8 if sel & 2]]
+//!                                             if flags bit 2
+//! then ops until the input runs out, [op u8] [operands], op % 16:
+//!   0, 1  raw write     offset u32 (mod window len + 32), len u8, bytes
+//!   2     raw write     offset u16 (mod end of the rings), len u8 (mod 64), bytes
+//!   3 service   4 arm   5 service/arm until idle
+//!   6     raw request   ring u8, 32 bytes (truncated to the descriptor size)
+//!   7     TX request    sel u8, slot, len, dest, qpn sel u8, qkey, ... (see code)
+//!   8     RX request    sel u8 (& 3 == 3: post every slot), slot, reserved
+//!   9     ctrl request  sel u8 (op), gid sel u8, arg, reserved
+//!   10    ring index    ring u8, sel u8 (field, nudge i8 or value u32)
+//!   11    header word   word u8 (guest half), value u32
+//!   12    peer sends    sel u8, len u16, fill u8, [qkey u32]
+//!   13    peer reaps its CQ
+//!   14    guest closes  u8
+//!   15    poll_guest_init / connect out of turn, u8 [, port u8]
 //! ```
+//!
+//! `fuzz/seeds/make_seeds.py` writes seeds in this format.
 
 #![no_main]
 
@@ -184,10 +206,16 @@ const GUEST_EPOCH: usize = 132;
 const PARAMS: usize = 140;
 /// Bytes 0..128 of the header page belong to the back end.
 const BACKEND_HEADER: usize = 128;
+const HEADER_PAGE: usize = 4096;
 
 /// The hostile guest: it knows the layout it asked for and the window.
+///
+/// Every write the guest makes goes through `write`/`store`, which mirror it
+/// into `shadow`. Only the back half and the fabric write the window
+/// otherwise, so wherever they may not write, window and shadow must agree.
 struct Guest {
     window: Window,
+    shadow: Vec<u8>,
     layout: Layout,
     own_gid: Gid,
     own_qpn: u32,
@@ -210,23 +238,48 @@ impl Guest {
         self.window.load_u32(offset, Ordering::Acquire).unwrap_or(0)
     }
 
-    fn store(&self, offset: usize, value: u32) {
-        let _ = self.window.store_u32(offset, value, Ordering::Release);
+    /// Copies what the window holds at `offset..offset + len` (just written
+    /// by the guest) into the shadow.
+    fn mirror(&mut self, offset: usize, len: usize) {
+        if let Some(dst) = offset
+            .checked_add(len)
+            .and_then(|end| self.shadow.get_mut(offset..end))
+        {
+            let _ = self.window.read_bytes(offset, dst);
+        }
+    }
+
+    fn write(&mut self, offset: usize, bytes: &[u8]) {
+        if self.window.write_bytes(offset, bytes).is_ok() {
+            self.mirror(offset, bytes.len());
+        }
+    }
+
+    fn store(&mut self, offset: usize, value: u32) {
+        if self
+            .window
+            .store_u32(offset, value, Ordering::Release)
+            .is_ok()
+        {
+            self.mirror(offset, 4);
+        }
     }
 
     /// Writes a request at the guest's `req_prod` (as it stands in the
     /// window, whatever wrote it) with `write(window, offset)` and publishes
     /// one more request.
-    fn push_with(&self, r: RingId, write: impl FnOnce(&Window, usize)) {
+    fn push_with(&mut self, r: RingId, write: impl FnOnce(&Window, usize)) {
         let (start, order) = self.ring(r);
         let prod = self.load(start + REQ_PROD);
         let slot = (prod & ((1u32 << order) - 1)) as usize;
-        write(&self.window, start + RING_INDEX_BYTES + slot * r.req_size());
+        let at = start + RING_INDEX_BYTES + slot * r.req_size();
+        write(&self.window, at);
+        self.mirror(at, r.req_size());
         self.store(start + REQ_PROD, prod.wrapping_add(1));
     }
 
     /// Pushes raw request bytes.
-    fn push(&self, r: RingId, req: &[u8]) {
+    fn push(&mut self, r: RingId, req: &[u8]) {
         self.push_with(r, |w, at| {
             let _ = w.write_bytes(at, &req[..req.len().min(r.req_size())]);
         });
@@ -299,7 +352,9 @@ impl Peer {
             Completion::Send { slot, .. } => self.tx.push(slot),
             Completion::Recv { slot, .. } => self.repost(slot),
             Completion::Path { dgid, result } => match result {
-                Ok(h) if dgid == self.guest_gid && self.to_guest.is_none() => self.to_guest = Some(h),
+                Ok(h) if dgid == self.guest_gid && self.to_guest.is_none() => {
+                    self.to_guest = Some(h)
+                }
                 Ok(h) if dgid == self.bcast && self.to_bcast.is_none() => self.to_bcast = Some(h),
                 Ok(h) => {
                     let _ = self.port.release_dest(h);
@@ -320,7 +375,11 @@ impl Peer {
         let sel = inp.u8();
         let len = usize::from(inp.u16()) % (PEER_LAYOUT.slot_size as usize + 64);
         let fill = inp.u8();
-        let qkey = if sel & 0x80 != 0 { QKey(inp.u32()) } else { QKey::IPOIB_DEFAULT };
+        let qkey = if sel & 0x80 != 0 {
+            QKey(inp.u32())
+        } else {
+            QKey::IPOIB_DEFAULT
+        };
         let (handle, qpn) = if sel & 1 == 0 {
             (self.to_guest, guest_qpn)
         } else {
@@ -355,27 +414,32 @@ struct Harness {
     closed: Option<BackError>,
     guest: Guest,
     writable: Vec<(usize, usize)>,
-    before: Vec<u8>,
-    after: Vec<u8>,
+    /// Scratch for `check_guest_bytes`.
+    now: Vec<u8>,
 }
 
 impl Harness {
-    fn snapshot(&mut self) {
-        let _ = self.guest.window.read_bytes(0, &mut self.before);
-    }
-
-    /// Every byte outside the back-end-writable ranges is as before.
-    fn check_guest_bytes(&mut self, what: &str) {
-        let _ = self.guest.window.read_bytes(0, &mut self.after);
+    /// Every byte outside the back-end-writable ranges is as the guest
+    /// left it. Reads only those ranges (whole-window copies would dominate
+    /// the run time).
+    fn check_guest_bytes(&mut self, when: &str) {
+        let len = self.guest.shadow.len();
         let mut at = 0;
-        for &(start, end) in self.writable.iter().chain(core::iter::once(&(self.before.len(), self.before.len()))) {
-            let start = start.min(self.before.len());
-            if at < start && self.before[at..start] != self.after[at..start] {
-                let first = (at..start).find(|&i| self.before[i] != self.after[i]).unwrap();
-                panic!(
-                    "{what} wrote guest-owned byte {first:#x}: {:#04x} -> {:#04x}",
-                    self.before[first], self.after[first]
-                );
+        for &(start, end) in self.writable.iter().chain(core::iter::once(&(len, len))) {
+            let start = start.min(len);
+            if at < start {
+                let now = &mut self.now[at..start];
+                let _ = self.guest.window.read_bytes(at, now);
+                let shadow = &self.guest.shadow[at..start];
+                if shadow != now {
+                    let first = (0..now.len()).find(|&i| shadow[i] != now[i]).unwrap_or(0);
+                    panic!(
+                        "{when}: the back end changed guest-owned byte {:#x}: {:#04x} -> {:#04x}",
+                        at + first,
+                        shadow[first],
+                        now[first]
+                    );
+                }
             }
             at = at.max(end);
         }
@@ -389,18 +453,28 @@ impl Harness {
     }
 
     fn closed(&mut self, e: BackError, what: &str) {
-        assert!(self.closed.is_none(), "{what}: second close {e:?} after {:?}", self.closed);
+        assert!(
+            self.closed.is_none(),
+            "{what}: second close {e:?} after {:?}",
+            self.closed
+        );
         self.closed = Some(e);
-        assert!(!self.back.is_connected(), "{what} returned {e:?} but still connected");
+        assert!(
+            !self.back.is_connected(),
+            "{what} returned {e:?} but still connected"
+        );
         assert_eq!(self.back.closed_reason(), Some(e));
         let header = Header::new(&self.guest.window).unwrap();
-        assert_eq!(header.backend_state(), State::Closed, "{what} returned {e:?}");
+        assert_eq!(
+            header.backend_state(),
+            State::Closed,
+            "{what} returned {e:?}"
+        );
+        self.check_guest_bytes(what);
     }
 
     fn service(&mut self) -> usize {
-        self.snapshot();
         let r = self.back.service();
-        self.check_guest_bytes("service");
         self.check_stats();
         match (self.closed, r) {
             (Some(e), r) => {
@@ -409,7 +483,11 @@ impl Harness {
             }
             (None, Ok(n)) => {
                 assert!(self.back.is_connected());
-                assert!(n <= 5 * self.batch, "service did {n} > 5 * {} units", self.batch);
+                assert!(
+                    n <= 5 * self.batch,
+                    "service did {n} > 5 * {} units",
+                    self.batch
+                );
                 n
             }
             (None, Err(e)) => {
@@ -420,9 +498,7 @@ impl Harness {
     }
 
     fn arm(&mut self) -> bool {
-        self.snapshot();
         let r = self.back.arm();
-        self.check_guest_bytes("arm");
         match (self.closed, r) {
             (Some(e), r) => {
                 assert_eq!(r, Err(e), "arm after close");
@@ -483,7 +559,11 @@ fn run(data: &[u8]) {
     let peer_joins = flags & 0x80 == 0;
     // A limited member of the default partition cannot talk to another
     // limited member: sometimes make the guest one.
-    let pkey = if config & 0x80 != 0 { PKey(0x7fff) } else { PKey::DEFAULT };
+    let pkey = if config & 0x80 != 0 {
+        PKey(0x7fff)
+    } else {
+        PKey::DEFAULT
+    };
     let back_config = BackConfig {
         epoch: EPOCH,
         max_dests: 1 + usize::from(config & 3),
@@ -497,7 +577,8 @@ fn run(data: &[u8]) {
         Layout::window_len_for(preset).expect("preset fits")
     };
     let window = Window::new_heap(window_len);
-    let mut back = BackHalf::new(window.clone(), back_config, NoNotify).expect("window holds a header");
+    let mut back =
+        BackHalf::new(window.clone(), back_config, NoNotify).expect("window holds a header");
     let header = Header::new(&window).expect("window holds a header");
     assert_eq!(header.backend_state(), State::InitWait);
 
@@ -509,7 +590,11 @@ fn run(data: &[u8]) {
         let sel = inp.u8();
         let epoch = if sel & 1 == 0 { EPOCH } else { inp.u32() };
         let _ = window.store_u32(GUEST_EPOCH, epoch, Ordering::Relaxed);
-        let state = if sel & 2 == 0 { State::Initialised.to_u32() } else { u32::from(inp.u8()) };
+        let state = if sel & 2 == 0 {
+            State::Initialised.to_u32()
+        } else {
+            u32::from(inp.u8())
+        };
         let _ = window.store_u32(GUEST_STATE, state, Ordering::Release);
     } else {
         header.write_params(&preset);
@@ -539,14 +624,25 @@ fn run(data: &[u8]) {
         }
     };
     // Asking again hands out the same setup.
-    let again = back.poll_guest_init().expect("setup twice").expect("setup twice");
+    let again = back
+        .poll_guest_init()
+        .expect("setup twice")
+        .expect("setup twice");
     assert_eq!(again.layout, setup.layout);
     assert_eq!(setup.slots.region_len(), setup.region.len());
 
     // The peer: port 2, in the default partition, every RX slot posted.
     let peer_region = Window::new_heap(PEER_LAYOUT.region_len());
-    let mut peer_config = PortConfig::with_layout(2, PKey::DEFAULT, PEER_LAYOUT);
-    peer_config.region = peer_region.clone();
+    let peer_template = PortConfig {
+        gid: Gid::from_parts(LINK_LOCAL_PREFIX, 2),
+        lid: Lid(2),
+        pkey: PKey::DEFAULT,
+        qkey: QKey::IPOIB_DEFAULT,
+        mtu: IbMtu::Mtu2048,
+        layout: PEER_LAYOUT,
+        region: peer_region.clone(),
+    };
+    let peer_config = peer_template.clone();
     let mut peer_port = fabric.add_port(peer_config).expect("peer port");
     let (peer_tx, peer_rx) = peer_port.take_slots().expect("fresh port");
     for slot in peer_rx {
@@ -590,8 +686,20 @@ fn run(data: &[u8]) {
     let _ = peer.port.resolve(bcast);
     peer.reap();
 
+    // The guest has written only the header page and the `rsp_event`s so
+    // far; everything else it owns is still zero.
+    let mut shadow = vec![0; window_len];
+    let _ = window.read_bytes(0, &mut shadow[..HEADER_PAGE]);
+    for r in [
+        setup.layout.ctrl.start,
+        setup.layout.tx.start,
+        setup.layout.rx.start,
+    ] {
+        let _ = window.read_bytes(r + RSP_EVENT, &mut shadow[r + RSP_EVENT..r + RSP_EVENT + 4]);
+    }
     let guest = Guest {
         window: window.clone(),
+        shadow,
         layout: setup.layout.clone(),
         own_gid: guest_gid,
         own_qpn,
@@ -606,8 +714,7 @@ fn run(data: &[u8]) {
         closed: None,
         guest,
         writable,
-        before: vec![0; window_len],
-        after: vec![0; window_len],
+        now: vec![0; window_len],
     };
 
     while !inp.is_empty() {
@@ -618,14 +725,14 @@ fn run(data: &[u8]) {
                 let offset = inp.u32() as usize % (window_len + 32);
                 let len = usize::from(inp.u8());
                 let bytes = inp.bytes(len);
-                let _ = window.write_bytes(offset, bytes);
+                h.guest.write(offset, bytes);
             }
             // Arbitrary bytes inside the ring and header area (denser).
             2 => {
                 let offset = usize::from(inp.u16()) % h.guest.layout.rx.end;
                 let len = usize::from(inp.u8() % 64);
                 let bytes = inp.bytes(len);
-                let _ = window.write_bytes(offset, bytes);
+                h.guest.write(offset, bytes);
             }
             3 => {
                 h.service();
@@ -653,7 +760,11 @@ fn run(data: &[u8]) {
                 } else {
                     inp.u32()
                 };
-                let dest = if sel & 4 == 0 { u32::from(inp.u8() & 7) } else { inp.u32() };
+                let dest = if sel & 4 == 0 {
+                    u32::from(inp.u8() & 7)
+                } else {
+                    inp.u32()
+                };
                 let qpn_sel = inp.u8();
                 let remote_qpn = h.guest.qpn(qpn_sel, &mut inp);
                 let qkey = match (sel >> 3) & 3 {
@@ -661,7 +772,11 @@ fn run(data: &[u8]) {
                     2 => 0x8000_0000 | inp.u32(),
                     _ => inp.u32(),
                 };
-                let (flags, reserved) = if sel & 0x20 != 0 { (inp.u16(), inp.u32()) } else { (0, 0) };
+                let (flags, reserved) = if sel & 0x20 != 0 {
+                    (inp.u16(), inp.u32())
+                } else {
+                    (0, 0)
+                };
                 let req = TxRequest {
                     slot,
                     flags,
@@ -676,7 +791,7 @@ fn run(data: &[u8]) {
                     if let Some(r) = h.guest.layout.tx_slot(slot) {
                         let n = usize::from(inp.u8());
                         let bytes = inp.bytes(n);
-                        let _ = window.write_bytes(r.start, bytes);
+                        h.guest.write(r.start, bytes);
                     }
                 }
                 h.guest.push_with(RingId::Tx, |w, at| {
@@ -689,22 +804,33 @@ fn run(data: &[u8]) {
                 let rx_slots = h.guest.layout.params.rx_slots;
                 if sel & 3 == 3 {
                     for slot in 0..rx_slots.min(1 << h.guest.layout.params.rx_order) {
-                        let req = RxRequest { slot, ..RxRequest::default() };
+                        let req = RxRequest {
+                            slot,
+                            ..RxRequest::default()
+                        };
                         h.guest.push_with(RingId::Rx, |w, at| {
                             let _ = w.write_pod(at, &req);
                         });
                     }
                 } else {
-                    let slot = if sel & 1 == 0 { u16::from(inp.u8()) % rx_slots } else { inp.u16() };
-                    let (r0, r1) = if sel & 2 != 0 { (inp.u16(), inp.u32()) } else { (0, 0) };
+                    let slot = if sel & 1 == 0 {
+                        u16::from(inp.u8()) % rx_slots
+                    } else {
+                        inp.u16()
+                    };
+                    let (r0, r1) = if sel & 2 != 0 {
+                        (inp.u16(), inp.u32())
+                    } else {
+                        (0, 0)
+                    };
                     let req = RxRequest {
                         slot,
                         _reserved0: r0,
                         _reserved1: r1,
                     };
                     h.guest.push_with(RingId::Rx, |w, at| {
-                            let _ = w.write_pod(at, &req);
-                        });
+                        let _ = w.write_pod(at, &req);
+                    });
                 }
             }
             // A mostly well-formed control request.
@@ -719,8 +845,16 @@ fn run(data: &[u8]) {
                 };
                 let gid_sel = inp.u8();
                 let gid = h.guest.gid(gid_sel, &mut inp).0;
-                let arg = if sel & 0x10 == 0 { u32::from(inp.u8() & 7) } else { inp.u32() };
-                let (r0, r1) = if sel & 0x20 != 0 { (inp.u16(), inp.u32()) } else { (0, 0) };
+                let arg = if sel & 0x10 == 0 {
+                    u32::from(inp.u8() & 7)
+                } else {
+                    inp.u32()
+                };
+                let (r0, r1) = if sel & 0x20 != 0 {
+                    (inp.u16(), inp.u32())
+                } else {
+                    (0, 0)
+                };
                 let req = CtrlRequest {
                     op,
                     _reserved0: r0,
@@ -751,15 +885,19 @@ fn run(data: &[u8]) {
             11 => {
                 let word = usize::from(inp.u8() % 6);
                 let value = inp.u32();
-                let _ = window.store_u32(GUEST_STATE + 4 * word, value, Ordering::Release);
+                h.guest.store(GUEST_STATE + 4 * word, value);
             }
             // The peer sends to the guest (unicast or broadcast).
             12 => peer.send(&mut inp, own_qpn),
             13 => peer.reap(),
             // The guest closes the channel.
             14 => {
-                let state = if inp.u8() & 1 == 0 { State::Closing } else { State::Closed };
-                header.set_guest_state(state);
+                let state = if inp.u8() & 1 == 0 {
+                    State::Closing
+                } else {
+                    State::Closed
+                };
+                h.guest.store(GUEST_STATE, state.to_u32());
                 let was_open = h.closed.is_none();
                 h.service();
                 if was_open {
@@ -775,8 +913,13 @@ fn run(data: &[u8]) {
                 }
                 if inp.u8() & 1 == 1 {
                     let n = 10 + u16::from(inp.u8() % 16);
-                    let mut config = PortConfig::with_layout(n, PKey::DEFAULT, setup.slots);
-                    config.region = setup.region.clone();
+                    let config = PortConfig {
+                        gid: Gid::from_parts(LINK_LOCAL_PREFIX, u64::from(n)),
+                        lid: Lid(n),
+                        layout: setup.slots,
+                        region: setup.region.clone(),
+                        ..peer_template.clone()
+                    };
                     if let Ok(port) = fabric.add_port(config) {
                         assert_eq!(h.back.connect(port), Err(BackError::NotReady));
                     }
@@ -794,14 +937,26 @@ fn run(data: &[u8]) {
     peer.reap();
     h.drain();
     if h.closed.is_none() {
-        header.set_guest_state(State::Closing);
+        h.guest.store(GUEST_STATE, State::Closing.to_u32());
         h.service();
         assert_eq!(h.closed, Some(BackError::GuestClosed));
     }
+    // `closed` checked the guest's bytes; since then only the guest wrote.
     let e = h.closed.expect("closed by now");
+    if trace() {
+        eprintln!("backend_rings: closed with {e:?}; {:?}", h.back.stats());
+        eprintln!("backend_rings: peer {:?}", peer.port.stats());
+    }
     h.service();
     h.arm();
     check_stays(&mut h.back, e);
+}
+
+/// `IBGUEST_FUZZ_TRACE=1`: print how each input ended (to check what a
+/// seed reaches: `target/.../backend_rings fuzz/seeds/backend_rings/*`).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("IBGUEST_FUZZ_TRACE").is_some_and(|v| v == "1"))
 }
 
 fuzz_target!(|data: &[u8]| {
