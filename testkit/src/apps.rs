@@ -115,6 +115,20 @@ pub fn tcp_transfer(
     seed: u64,
     limit: Duration,
 ) -> Result<TransferReport, BoxError> {
+    tcp_transfer_with(net, from, to, bytes, seed, limit, |_, _| Ok(()))
+}
+
+/// Like [`tcp_transfer`], calling `each_round(net, bytes_received)` after
+/// every round so a test can interfere mid-transfer.
+pub fn tcp_transfer_with(
+    net: &mut Net,
+    from: usize,
+    to: usize,
+    bytes: usize,
+    seed: u64,
+    limit: Duration,
+    mut each_round: impl FnMut(&mut Net, usize) -> Result<(), BoxError>,
+) -> Result<TransferReport, BoxError> {
     const PORT: u16 = 5001;
     let to_ip = net.guests[to].spec.ipv4();
     let mut server = tcp_socket(256 * 1024);
@@ -141,7 +155,12 @@ pub fn tcp_transfer(
     let start_time = net.now;
     let start_rounds = net.rounds;
     let mut closed = false;
-    net.run_until(limit, |net| {
+    let mut hook_error = None;
+    let result = net.run_until(limit, |net| {
+        if let Err(e) = each_round(net, received) {
+            hook_error = Some(e);
+            return true;
+        }
         // Sender: keep the socket's buffer full.
         let socket = net.guests[from].sockets.get_mut::<tcp::Socket>(client);
         while socket.can_send() && sent < bytes {
@@ -176,7 +195,11 @@ pub fn tcp_transfer(
             }
         }
         received >= bytes
-    })?;
+    });
+    if let Some(e) = hook_error {
+        return Err(e);
+    }
+    result?;
     net.guests[from].sockets.remove(client);
     net.guests[to].sockets.remove(server);
     Ok(TransferReport {

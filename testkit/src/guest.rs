@@ -4,7 +4,7 @@
 
 use std::error::Error;
 
-use ipoib::{Capture, IpoibConfig, IpoibDevice};
+use ipoib::{Capture, IpoibConfig, IpoibDevice, IpoibError};
 use ring::{Layout, LayoutParams, Window};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant;
@@ -15,7 +15,7 @@ use crate::capture::SharedCapture;
 use verbs_shim::front::FrontHca;
 use verbs_shim::notify::NoNotify;
 use verbs_shim::sim::{PortConfig, SimFabric, SimPort};
-use verbs_shim::{IbMtu, PKey, QKey};
+use verbs_shim::{HcaError, IbMtu, PKey, QKey};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -78,6 +78,9 @@ impl GuestSpec {
 /// back end.
 pub struct Guest<C: Capture = SharedCapture> {
     pub spec: GuestSpec,
+    pub fabric: SimFabric,
+    /// Times the guest re-attached after its back end went away.
+    pub reattaches: u64,
     pub window: Window,
     pub back: BackHalf<SimPort, NoNotify>,
     pub device: IpoibDevice<FrontHca<NoNotify>, C>,
@@ -138,6 +141,8 @@ impl<C: Capture> Guest<C> {
         });
         Ok(Guest {
             spec,
+            fabric: fabric.clone(),
+            reattaches: 0,
             window,
             back,
             device,
@@ -146,13 +151,60 @@ impl<C: Capture> Guest<C> {
         })
     }
 
+    /// Replaces the back half with a fresh one announcing `epoch`, as a
+    /// restarted back end would: the old port and its posted buffers are
+    /// gone, and the guest has to attach again.
+    pub fn restart_backend(&mut self, epoch: u32) -> Result<(), BoxError> {
+        let config = BackConfig {
+            epoch,
+            ..BackConfig::default()
+        };
+        self.back = BackHalf::new(self.window.clone(), config, NoNotify)?;
+        Ok(())
+    }
+
+    /// The guest's reaction to a lost back end: attach to the new one and
+    /// move the interface onto it. Returns false while the back end is not
+    /// ready yet.
+    fn reattach(&mut self) -> Result<bool, BoxError> {
+        let mut front = match FrontHca::attach(self.window.clone(), self.spec.params, NoNotify) {
+            Ok(f) => f,
+            Err(verbs_shim::front::AttachError::NotReady) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        // The back end's side of the handshake (in a real deployment this
+        // runs in the daemon when the guest's doorbell rings).
+        if let Some(setup) = self.back.poll_guest_init()? {
+            let mut port_config =
+                PortConfig::with_layout(self.spec.port, self.spec.pkey, setup.slots);
+            port_config.mtu = self.spec.mtu;
+            port_config.region = setup.region;
+            self.back.connect(self.fabric.add_port(port_config)?)?;
+        }
+        if !front.poll_connected()? {
+            return Ok(false);
+        }
+        self.device.replace_device(front)?;
+        self.reattaches += 1;
+        Ok(true)
+    }
+
+    /// Runs the device, re-attaching if the back end went away.
+    fn service_device(&mut self, now: Instant) -> Result<bool, BoxError> {
+        match self.device.service(now) {
+            Ok(p) => Ok(p),
+            Err(IpoibError::Device(HcaError::Disconnected)) => self.reattach(),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// One round: guest stack, then its back half. Returns true if anything
     /// moved.
     pub fn poll(&mut self, now: Instant) -> Result<bool, BoxError> {
         let before = self.device.stats();
-        let mut progress = self.device.service(now)?;
+        let mut progress = self.service_device(now)?;
         self.iface.poll(now, &mut self.device, &mut self.sockets);
-        progress |= self.device.service(now)?;
+        progress |= self.service_device(now)?;
         progress |= self.back.service()? > 0;
         let after = self.device.stats();
         progress |= before.rx_packets != after.rx_packets || before.tx_packets != after.tx_packets;

@@ -119,3 +119,34 @@ fn tcp_16mib_sha256_matches_through_faults() -> Result<(), BoxError> {
     assert!(f.totals.drop_icrc > 20, "{f:?}");
     Ok(())
 }
+
+#[test]
+fn tcp_survives_a_backend_restart() -> Result<(), BoxError> {
+    use ibguest_testkit::apps::tcp_transfer_with;
+    let mut net = two_guests(FaultConfig::NONE)?;
+    let mut restarted = false;
+    let report = tcp_transfer_with(
+        &mut net,
+        0,
+        1,
+        4 * MIB,
+        5,
+        Duration::from_secs(120),
+        |net, received| {
+            if !restarted && received >= MIB {
+                // Guest 0's back end dies mid-transfer and a new one (new epoch)
+                // takes over the same window.
+                net.guests[0].restart_backend(2)?;
+                restarted = true;
+            }
+            Ok(())
+        },
+    )?;
+    assert!(restarted);
+    assert_eq!(report.bytes, 4 * MIB);
+    assert_eq!(report.sent_sha256, report.received_sha256);
+    assert_eq!(net.guests[0].reattaches, 1);
+    // The new port announced itself, so the peer learned its new QPN.
+    assert!(net.guests[0].device.stats().arp.gratuitous_sent >= 2);
+    Ok(())
+}

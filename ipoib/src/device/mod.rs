@@ -20,7 +20,10 @@ use core::fmt;
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
 use smoltcp::wire::Ipv4Address;
-use verbs_shim::{Completion, Gid, Hca, HcaError, McastError, PortAttr, RxSlot, WcStatus, GRH_LEN};
+use verbs_shim::{
+    Completion, Gid, Hca, HcaError, IbMtu, Lid, McastError, PKey, PortAttr, PortState, QKey, Qpn,
+    RxSlot, WcStatus, GRH_LEN,
+};
 
 pub use phy::{RxToken, TxToken};
 
@@ -141,8 +144,54 @@ impl<H: Hca> IpoibDevice<H, NoCapture> {
 }
 
 impl<H: Hca, C: Capture> IpoibDevice<H, C> {
-    pub fn with_capture(mut hca: H, config: IpoibConfig, capture: C) -> Result<Self, IpoibError> {
-        let layout = hca.layout();
+    pub fn with_capture(hca: H, config: IpoibConfig, capture: C) -> Result<Self, IpoibError> {
+        let local = Local {
+            hw: HwAddr::default(),
+            qkey: QKey(0),
+            broadcast: None,
+        };
+        let mut device = IpoibDevice {
+            hca,
+            capture,
+            link: LinkState::Down,
+            port: PortAttr {
+                gid: Gid::ZERO,
+                lid: Lid(0),
+                qpn: Qpn::new_truncated(0),
+                pkey: PKey(0),
+                qkey: QKey(0),
+                mtu: IbMtu::Mtu256,
+                state: PortState::Down,
+            },
+            broadcast_mgid: Gid::ZERO,
+            mtu: 0,
+            rx_slots: 0,
+            rx: RxSide {
+                ready: Deque::new(),
+                repost: Vec::new(),
+                idle: Vec::new(),
+            },
+            tx: TxSide::new(config, local),
+        };
+        device.bring_up()?;
+        Ok(device)
+    }
+
+    /// Moves the interface onto a new device, for example after the back
+    /// end restarted (a new epoch). smoltcp's sockets and the neighbour
+    /// cache carry on; everything tied to the old device (its slots, queued
+    /// packets, path handles) is forgotten. Returns the old device.
+    pub fn replace_device(&mut self, hca: H) -> Result<H, IpoibError> {
+        let old = core::mem::replace(&mut self.hca, hca);
+        self.bring_up()?;
+        Ok(old)
+    }
+
+    /// Takes the device's slots, posts every RX slot and starts joining the
+    /// broadcast group.
+    fn bring_up(&mut self) -> Result<(), IpoibError> {
+        self.link = LinkState::Down;
+        let layout = self.hca.layout();
         if usize::from(layout.tx_count) > MAX_SLOTS || usize::from(layout.rx_count) > MAX_SLOTS {
             return Err(IpoibError::TooManySlots {
                 tx: layout.tx_count,
@@ -160,48 +209,37 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 slot_size: layout.slot_size,
             });
         }
-        let port = hca.port_attr();
-        let mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
-        let (tx_slots, rx_slots) = hca.take_slots().ok_or(IpoibError::SlotsTaken)?;
-        let local = Local {
+        let port = self.hca.port_attr();
+        let (tx_slots, rx_slots) = self.hca.take_slots().ok_or(IpoibError::SlotsTaken)?;
+        self.tx.reset(Local {
             hw: HwAddr::new(port.qpn, port.gid),
             qkey: port.qkey,
             broadcast: None,
-        };
-        let mut tx = TxSide::new(config, local);
+        });
         for slot in tx_slots {
-            tx.release(slot);
+            self.tx.release(slot);
         }
-        let mut rx = RxSide {
-            ready: Deque::new(),
-            repost: Vec::new(),
-            idle: Vec::new(),
-        };
+        self.rx.ready.clear();
+        self.rx.repost.clear();
+        self.rx.idle.clear();
         for slot in rx_slots {
-            let _ = rx.repost.push(slot);
+            let _ = self.rx.repost.push(slot);
         }
-        let broadcast_mgid = broadcast_mgid(port.pkey);
-        let mut device = IpoibDevice {
-            hca,
-            capture,
-            link: LinkState::Joining,
-            port,
-            broadcast_mgid,
-            mtu,
-            rx_slots: usize::from(layout.rx_count),
-            rx,
-            tx,
-        };
-        device.hca.attach_mcast(broadcast_mgid)?;
-        device.flush()?;
+        self.port = port;
+        self.mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
+        self.rx_slots = usize::from(layout.rx_count);
+        self.broadcast_mgid = broadcast_mgid(port.pkey);
+        self.link = LinkState::Joining;
+        self.hca.attach_mcast(self.broadcast_mgid)?;
+        self.flush()?;
         log::info!(
             "ipoib: up on {} qpn {:#x} pkey {:#06x}, mtu {}",
             port.gid,
             port.qpn.get(),
             port.pkey.0,
-            mtu
+            self.mtu
         );
-        Ok(device)
+        Ok(())
     }
 
     pub fn link(&self) -> LinkState {

@@ -98,6 +98,20 @@ impl TxSide {
         }
     }
 
+    /// Forgets everything tied to the previous device: its slots, queued
+    /// packets and path handles. Queued packets count as link-down drops.
+    pub fn reset(&mut self, local: Local) {
+        let dropped = self.ready.len() + self.pending.len();
+        self.stats.tx_drops.link_down += dropped as u64;
+        self.ready.clear();
+        self.pending.clear();
+        self.free.clear();
+        self.stale_handles.clear();
+        // The old device's handles mean nothing to the new one.
+        self.paths.clear(|_| {});
+        self.local = local;
+    }
+
     /// Free slots smoltcp may have; the rest are kept for ARP.
     pub fn slots_for_stack(&self) -> usize {
         self.free.len().saturating_sub(super::ARP_RESERVE)

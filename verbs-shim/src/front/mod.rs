@@ -128,8 +128,22 @@ impl<N: Notify> FrontHca<N> {
     pub fn attach(window: Window, params: LayoutParams, notify: N) -> Result<Self, AttachError> {
         let header =
             Header::new(&window).map_err(|e| AttachError::Ring(RingError::OutOfBounds(e)))?;
-        if header.magic() != ring::header::MAGIC || header.backend_state() != State::InitWait {
+        if header.magic() != ring::header::MAGIC {
             return Err(AttachError::NotReady);
+        }
+        match header.backend_state() {
+            State::InitWait => {}
+            State::Initialised | State::Connected => {
+                // A previous incarnation of this guest (before a reboot) is
+                // still attached: say it has gone, so the back end resets
+                // the window and announces InitWait again.
+                if header.guest_state() != State::Closing {
+                    header.set_guest_state(State::Closing);
+                    notify.notify();
+                }
+                return Err(AttachError::NotReady);
+            }
+            _ => return Err(AttachError::NotReady),
         }
         if header.version() != ring::header::VERSION {
             return Err(AttachError::BadVersion(header.version()));
