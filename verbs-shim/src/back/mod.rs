@@ -65,6 +65,8 @@ pub enum BackError {
     ProviderMismatch,
     /// The provider failed.
     Provider(HcaError),
+    /// The back end is shutting down.
+    Shutdown,
 }
 
 impl fmt::Display for BackError {
@@ -78,6 +80,7 @@ impl fmt::Display for BackError {
                 f.write_str("provider layout does not match the guest's")
             }
             BackError::Provider(e) => write!(f, "provider failed: {e}"),
+            BackError::Shutdown => f.write_str("back end shutting down"),
         }
     }
 }
@@ -284,6 +287,14 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         self.stats.interrupts += 1;
         self.notify.notify();
         Ok(())
+    }
+
+    /// The back end is shutting down: tells the guest (state Closed and a
+    /// notification) and releases the provider.
+    pub fn shutdown(&mut self) {
+        if !matches!(self.phase, Phase::Closed(_)) {
+            self.close(BackError::Shutdown);
+        }
     }
 
     /// Logs, counts and disconnects. Returns the error to hand up.

@@ -1,0 +1,492 @@
+//! Configuration: a TOML file or command-line flags, validated into
+//! [`Config`]. Every error names the field and says what to fix.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Smallest window: header, rings and a handful of slots.
+pub const MIN_WINDOW: usize = 1 << 20;
+/// Largest window one guest may have.
+pub const MAX_WINDOW: usize = 1 << 30;
+
+/// Which fabric the guests are served on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// The software fabric, in process.
+    Sim,
+    /// libibverbs.
+    Rdma {
+        device: Option<String>,
+        port: u8,
+        gid_index: u8,
+    },
+}
+
+/// One guest's seat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestConfig {
+    pub name: String,
+    /// The UNIX socket QEMU's `-chardev socket,path=` (or a hosted guest)
+    /// connects to.
+    pub socket: PathBuf,
+    /// Size of the shared window in bytes.
+    pub window: usize,
+    /// P_Keys this guest may use; the first is its port's.
+    pub pkeys: Vec<u16>,
+    /// A fixed IPv4 address, if the guest has one (the gateway uses it).
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// The gateway between the fabric and a Linux TAP interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    pub tap: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// Everything the daemon needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub provider: ProviderConfig,
+    /// IB MTU in bytes (256..=4096, a power of two).
+    pub mtu: usize,
+    pub control: PathBuf,
+    pub pcap: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub gateway: Option<GatewayConfig>,
+    pub guests: Vec<GuestConfig>,
+}
+
+/// A configuration mistake, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the file format ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    backend: FileBackend,
+    rdma: Option<FileRdma>,
+    gateway: Option<FileGateway>,
+    #[serde(default)]
+    guest: Vec<FileGuest>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileBackend {
+    provider: Option<String>,
+    mtu: Option<usize>,
+    control: Option<PathBuf>,
+    pcap: Option<PathBuf>,
+    workers: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRdma {
+    device: Option<String>,
+    port: Option<u8>,
+    gid_index: Option<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGateway {
+    tap: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGuest {
+    name: String,
+    socket: PathBuf,
+    window: Option<toml::Value>,
+    pkeys: Option<Vec<toml::Value>>,
+    ip: Option<String>,
+}
+
+/// Command-line overrides and additions, as parsed by clap.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub provider: Option<String>,
+    pub mtu: Option<usize>,
+    pub control: Option<PathBuf>,
+    pub pcap: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub rdma_device: Option<String>,
+    pub rdma_port: Option<u8>,
+    pub rdma_gid_index: Option<u8>,
+    /// `--gateway TAP=ADDR/PREFIX`
+    pub gateway: Option<String>,
+    /// `--guest name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]`
+    pub guests: Vec<String>,
+}
+
+pub const DEFAULT_CONTROL: &str = "/tmp/ib-backend.control";
+
+impl Config {
+    /// Reads a TOML file, then applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError::new("", format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError::new("", format!("{}: {}", p.display(), e.to_string().trim_end()))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Config::build(file, overrides)
+    }
+
+    /// Parses TOML text.
+    #[cfg(test)]
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file = toml::from_str::<FileConfig>(text)
+            .map_err(|e| ConfigError::new("", e.to_string().trim_end().to_owned()))?;
+        Config::build(file, &Overrides::default())
+    }
+
+    fn build(file: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let provider_name = o
+            .provider
+            .clone()
+            .or(file.backend.provider.clone())
+            .unwrap_or_else(|| "sim".to_owned());
+        let provider = match provider_name.as_str() {
+            "sim" => ProviderConfig::Sim,
+            "rdma" => {
+                let r = file.rdma.as_ref();
+                ProviderConfig::Rdma {
+                    device: o
+                        .rdma_device
+                        .clone()
+                        .or_else(|| r.and_then(|r| r.device.clone())),
+                    port: o.rdma_port.or(r.and_then(|r| r.port)).unwrap_or(1),
+                    gid_index: o
+                        .rdma_gid_index
+                        .or(r.and_then(|r| r.gid_index))
+                        .unwrap_or(0),
+                }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "backend.provider",
+                    format!("unknown provider {other:?} (use \"sim\" or \"rdma\")"),
+                ))
+            }
+        };
+        if let ProviderConfig::Rdma { port: 0, .. } = provider {
+            return Err(ConfigError::new("rdma.port", "ports are numbered from 1"));
+        }
+        let mtu = o.mtu.or(file.backend.mtu).unwrap_or(2048);
+        if !(256..=4096).contains(&mtu) || !mtu.is_power_of_two() {
+            return Err(ConfigError::new(
+                "backend.mtu",
+                format!("{mtu} is not an IB MTU (256, 512, 1024, 2048 or 4096)"),
+            ));
+        }
+        let workers = o.workers.or(file.backend.workers);
+        if workers == Some(0) {
+            return Err(ConfigError::new("backend.workers", "must be at least 1"));
+        }
+        let gateway = match (&o.gateway, &file.gateway) {
+            (Some(flag), _) => Some(parse_gateway_flag(flag)?),
+            (None, Some(g)) => Some(parse_gateway(&g.tap, &g.address, "gateway")?),
+            (None, None) => None,
+        };
+        let mut guests = Vec::new();
+        for (i, g) in file.guest.iter().enumerate() {
+            guests.push(guest_from_file(i, g)?);
+        }
+        for (i, flag) in o.guests.iter().enumerate() {
+            guests.push(guest_from_flag(i, flag)?);
+        }
+        check_unique(&guests)?;
+        Ok(Config {
+            provider,
+            mtu,
+            control: o
+                .control
+                .clone()
+                .or(file.backend.control)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL)),
+            pcap: o.pcap.clone().or(file.backend.pcap),
+            workers,
+            gateway,
+            guests,
+        })
+    }
+}
+
+fn check_unique(guests: &[GuestConfig]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    let mut sockets = HashSet::new();
+    let mut ips = HashSet::new();
+    for (i, g) in guests.iter().enumerate() {
+        if !names.insert(&g.name) {
+            return Err(ConfigError::new(
+                format!("guest[{i}].name"),
+                format!("{:?} is used twice", g.name),
+            ));
+        }
+        if !sockets.insert(&g.socket) {
+            return Err(ConfigError::new(
+                format!("guest[{i}].socket"),
+                format!("{} is used by two guests", g.socket.display()),
+            ));
+        }
+        if let Some(ip) = g.ip {
+            if !ips.insert(ip) {
+                return Err(ConfigError::new(
+                    format!("guest[{i}].ip"),
+                    format!("{ip} is used by two guests"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses sizes like `8M`, `1G`, `65536`, `512K`.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let (digits, mult) = match t.char_indices().last()? {
+        (i, 'K' | 'k') => (&t[..i], 1usize << 10),
+        (i, 'M' | 'm') => (&t[..i], 1 << 20),
+        (i, 'G' | 'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// Parses a P_Key like `0xffff`, `0x8001` or `32769`.
+pub fn parse_pkey(text: &str) -> Option<u16> {
+    let t = text.trim();
+    let value = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16).ok()?,
+        None => t.parse::<u16>().ok()?,
+    };
+    (value & 0x7fff != 0).then_some(value)
+}
+
+fn check_window(field: &str, window: usize) -> Result<usize, ConfigError> {
+    if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{window} bytes is outside {}..={} (e.g. window = \"8M\")",
+                MIN_WINDOW, MAX_WINDOW
+            ),
+        ));
+    }
+    Ok(window)
+}
+
+fn guest_from_file(i: usize, g: &FileGuest) -> Result<GuestConfig, ConfigError> {
+    let field = |f: &str| format!("guest[{i}].{f}");
+    check_name(&field("name"), &g.name)?;
+    let window = match &g.window {
+        None => 8 << 20,
+        Some(toml::Value::Integer(n)) => usize::try_from(*n)
+            .map_err(|_| ConfigError::new(field("window"), format!("{n} is not a size")))?,
+        Some(toml::Value::String(s)) => parse_size(s).ok_or_else(|| {
+            ConfigError::new(
+                field("window"),
+                format!("{s:?} is not a size (e.g. \"8M\")"),
+            )
+        })?,
+        Some(other) => {
+            return Err(ConfigError::new(
+                field("window"),
+                format!("{other} is not a size (e.g. \"8M\")"),
+            ))
+        }
+    };
+    let window = check_window(&field("window"), window)?;
+    let pkeys = match &g.pkeys {
+        None => vec![0xffff],
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new(
+                field("pkeys"),
+                "needs at least one P_Key (e.g. [\"0xffff\"])",
+            ))
+        }
+        Some(list) => list
+            .iter()
+            .map(|v| {
+                match v {
+                    toml::Value::String(s) => parse_pkey(s),
+                    toml::Value::Integer(n) => u16::try_from(*n).ok().filter(|k| k & 0x7fff != 0),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        field("pkeys"),
+                        format!("{v} is not a P_Key (e.g. \"0xffff\" or \"0x8001\")"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let ip =
+        match &g.ip {
+            None => None,
+            Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                ConfigError::new(field("ip"), format!("{s:?} is not an IPv4 address"))
+            })?),
+        };
+    Ok(GuestConfig {
+        name: g.name.clone(),
+        socket: g.socket.clone(),
+        window,
+        pkeys,
+        ip,
+    })
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 32
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} must be 1-32 letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(())
+}
+
+fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
+    let field = |f: &str| format!("--guest #{} {f}", i + 1);
+    let mut name = None;
+    let mut socket = None;
+    let mut window = 8 << 20;
+    let mut pkeys = Vec::new();
+    let mut ip = None;
+    for part in flag.split(',') {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(ConfigError::new(
+                field(""),
+                format!("{part:?} is not key=value (e.g. --guest name=g1,socket=/tmp/g1.sock)"),
+            ));
+        };
+        match k {
+            "name" => name = Some(v.to_owned()),
+            "socket" => socket = Some(PathBuf::from(v)),
+            "window" => {
+                let size = parse_size(v).ok_or_else(|| {
+                    ConfigError::new(field("window"), format!("{v:?} is not a size (e.g. 8M)"))
+                })?;
+                window = check_window(&field("window"), size)?;
+            }
+            "pkey" => pkeys.push(parse_pkey(v).ok_or_else(|| {
+                ConfigError::new(field("pkey"), format!("{v:?} is not a P_Key (e.g. 0xffff)"))
+            })?),
+            "ip" => {
+                ip = Some(v.parse::<Ipv4Addr>().map_err(|_| {
+                    ConfigError::new(field("ip"), format!("{v:?} is not an IPv4 address"))
+                })?)
+            }
+            other => {
+                return Err(ConfigError::new(
+                    field(""),
+                    format!("unknown key {other:?} (known: name, socket, window, pkey, ip)"),
+                ))
+            }
+        }
+    }
+    let name = name.ok_or_else(|| ConfigError::new(field("name"), "missing (e.g. name=g1)"))?;
+    check_name(&field("name"), &name)?;
+    let socket = socket
+        .ok_or_else(|| ConfigError::new(field("socket"), "missing (e.g. socket=/tmp/g1.sock)"))?;
+    if pkeys.is_empty() {
+        pkeys.push(0xffff);
+    }
+    Ok(GuestConfig {
+        name,
+        socket,
+        window,
+        pkeys,
+        ip,
+    })
+}
+
+fn parse_gateway(tap: &str, address: &str, field: &str) -> Result<GatewayConfig, ConfigError> {
+    if tap.is_empty() || tap.len() > 15 {
+        return Err(ConfigError::new(
+            format!("{field}.tap"),
+            format!("{tap:?} is not an interface name (1-15 characters)"),
+        ));
+    }
+    let (ip, prefix) = address
+        .split_once('/')
+        .and_then(|(a, p)| {
+            Some((
+                a.parse::<Ipv4Addr>().ok()?,
+                p.parse::<u8>().ok().filter(|p| (8..=30).contains(p))?,
+            ))
+        })
+        .ok_or_else(|| {
+            ConfigError::new(
+                format!("{field}.address"),
+                format!("{address:?} is not ADDRESS/PREFIX (e.g. 10.77.0.1/24)"),
+            )
+        })?;
+    Ok(GatewayConfig {
+        tap: tap.to_owned(),
+        address: ip,
+        prefix,
+    })
+}
+
+fn parse_gateway_flag(flag: &str) -> Result<GatewayConfig, ConfigError> {
+    let (tap, address) = flag.split_once('=').ok_or_else(|| {
+        ConfigError::new(
+            "--gateway",
+            format!("{flag:?} is not TAP=ADDRESS/PREFIX (e.g. ibgw0=10.77.0.1/24)"),
+        )
+    })?;
+    parse_gateway(tap, address, "--gateway")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+use super::*;
+
+const GOOD: &str = r#"
+[backend]
+provider = "sim"
+mtu = 2048
+control = "/tmp/ctl.sock"
+
+[gateway]
+tap = "ibgw0"
+address = "10.77.0.1/24"
+
+[[guest]]
+name = "g1"
+socket = "/tmp/g1.sock"
+window = "8M"
+pkeys = ["0xffff"]
+ip = "10.77.0.2"
+
+[[guest]]
+name = "g2"
+socket = "/tmp/g2.sock"
+window = 16777216
+pkeys = ["0x8001", 32770]
+"#;
+
+#[test]
+fn good_file_parses() {
+    let c = Config::from_toml(GOOD).expect("valid");
+    assert_eq!(c.provider, ProviderConfig::Sim);
+    assert_eq!(c.mtu, 2048);
+    assert_eq!(c.guests.len(), 2);
+    assert_eq!(c.guests[0].window, 8 << 20);
+    assert_eq!(c.guests[1].pkeys, [0x8001, 0x8002]);
+    assert_eq!(c.guests[0].ip, Some(Ipv4Addr::new(10, 77, 0, 2)));
+    assert_eq!(
+        c.gateway,
+        Some(GatewayConfig {
+            tap: "ibgw0".into(),
+            address: Ipv4Addr::new(10, 77, 0, 1),
+            prefix: 24
+        })
+    );
+}
+
+fn err(text: &str) -> String {
+    Config::from_toml(text)
+        .expect_err("should fail")
+        .to_string()
+}
+
+#[test]
+fn mistakes_name_the_field() {
+    assert!(err("[backend]\nmtu = 3000\n").starts_with("backend.mtu: 3000 is not an IB MTU"));
+    assert!(
+        err("[backend]\nprovider = \"mlx\"\n").starts_with("backend.provider: unknown provider")
+    );
+    assert!(err("[backend]\nworkers = 0\n").starts_with("backend.workers"));
+    let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nwindow = \"12Q\"\n");
+    assert!(e.starts_with("guest[0].window"), "{e}");
+    let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nwindow = 4096\n");
+    assert!(
+        e.starts_with("guest[0].window: 4096 bytes is outside"),
+        "{e}"
+    );
+    let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\npkeys = [\"0x8000\"]\n");
+    assert!(e.starts_with("guest[0].pkeys"), "{e}");
+    let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nip = \"10.1.2\"\n");
+    assert!(e.starts_with("guest[0].ip"), "{e}");
+    let e = err("[[guest]]\nname = \"g 1\"\nsocket = \"/s\"\n");
+    assert!(e.starts_with("guest[0].name"), "{e}");
+    let e =
+        err("[[guest]]\nname = \"a\"\nsocket = \"/s\"\n[[guest]]\nname = \"a\"\nsocket = \"/t\"\n");
+    assert!(e.starts_with("guest[1].name: \"a\" is used twice"), "{e}");
+    let e =
+        err("[[guest]]\nname = \"a\"\nsocket = \"/s\"\n[[guest]]\nname = \"b\"\nsocket = \"/s\"\n");
+    assert!(e.starts_with("guest[1].socket"), "{e}");
+    let e = err("[gateway]\ntap = \"ibgw0\"\naddress = \"10.0.0.1\"\n");
+    assert!(e.starts_with("gateway.address"), "{e}");
+    // Unknown keys are refused, with the key named by the TOML parser.
+    let e = err("[backend]\nmtuu = 2048\n");
+    assert!(e.contains("mtuu"), "{e}");
+    let e = err("[rdma]\nport = 0\n[backend]\nprovider = \"rdma\"\n");
+    assert!(e.starts_with("rdma.port"), "{e}");
+}
+
+#[test]
+fn flags_add_guests_and_override() {
+    let o = Overrides {
+        provider: Some("rdma".into()),
+        rdma_device: Some("rxe0".into()),
+        rdma_gid_index: Some(1),
+        mtu: Some(4096),
+        guests: vec!["name=h1,socket=/tmp/h1.sock,window=2M,pkey=0x8001,ip=10.77.0.9".into()],
+        gateway: Some("tapx=10.9.0.1/16".into()),
+        ..Overrides::default()
+    };
+    let c = Config::load(None, &o).expect("valid");
+    assert_eq!(
+        c.provider,
+        ProviderConfig::Rdma {
+            device: Some("rxe0".into()),
+            port: 1,
+            gid_index: 1
+        }
+    );
+    assert_eq!(c.mtu, 4096);
+    assert_eq!(c.guests[0].pkeys, [0x8001]);
+    assert_eq!(c.guests[0].window, 2 << 20);
+    assert_eq!(c.gateway.map(|g| g.prefix), Some(16));
+}
+
+#[test]
+fn bad_flags_say_what_to_fix() {
+    let bad = |g: &str| {
+        let o = Overrides {
+            guests: vec![g.into()],
+            ..Overrides::default()
+        };
+        Config::load(None, &o).expect_err("should fail").to_string()
+    };
+    assert!(bad("socket=/tmp/x").contains("name: missing"));
+    assert!(bad("name=x").contains("socket: missing"));
+    assert!(bad("name=x,socket=/s,colour=red").contains("unknown key \"colour\""));
+    assert!(bad("name=x,socket=/s,pkey=zz").contains("pkey"));
+    assert!(bad("name=x,socket=/s,window").contains("not key=value"));
+    let o = Overrides {
+        gateway: Some("nogood".into()),
+        ..Overrides::default()
+    };
+    assert!(Config::load(None, &o)
+        .expect_err("fails")
+        .to_string()
+        .starts_with("--gateway"));
+    let e = Config::load(
+        Some(Path::new("/nonexistent/ib.toml")),
+        &Overrides::default(),
+    )
+    .expect_err("fails");
+    assert!(e
+        .to_string()
+        .contains("cannot read config file /nonexistent/ib.toml"));
+}
+
+#[test]
+fn sizes_and_pkeys() {
+    assert_eq!(parse_size("8M"), Some(8 << 20));
+    assert_eq!(parse_size("512k"), Some(512 << 10));
+    assert_eq!(parse_size("1G"), Some(1 << 30));
+    assert_eq!(parse_size("100"), Some(100));
+    assert_eq!(parse_size("M"), None);
+    assert_eq!(parse_size("99999999999999999999G"), None);
+    assert_eq!(parse_pkey("0xffff"), Some(0xffff));
+    assert_eq!(parse_pkey("0x7fff"), Some(0x7fff));
+    assert_eq!(parse_pkey("0x8000"), None);
+    assert_eq!(parse_pkey("0"), None);
+    assert_eq!(parse_pkey("70000"), None);
+}

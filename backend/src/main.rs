@@ -1,0 +1,138 @@
+//! `ib-backend`: serves guests' shared-memory channels over ivshmem-doorbell
+//! on a sim or rdma fabric.
+
+mod config;
+mod control;
+mod daemon;
+mod provider;
+mod seat;
+mod stats;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "ib-backend",
+    version,
+    about = "Serves ibguest guests over ivshmem-doorbell on a sim or rdma fabric"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the back end until SIGTERM.
+    Run(RunArgs),
+    /// Print the counters of a running back end.
+    Stats {
+        /// The control socket of the running back end.
+        #[arg(long, default_value = config::DEFAULT_CONTROL)]
+        control: PathBuf,
+    },
+    /// Check a configuration file and print what it configures.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// "sim" (the embedded software fabric) or "rdma" (libibverbs).
+    #[arg(long)]
+    provider: Option<String>,
+    /// IB MTU in bytes: 256, 512, 1024, 2048 or 4096.
+    #[arg(long)]
+    mtu: Option<usize>,
+    /// Control socket for `ib-backend stats`.
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// Capture all fabric traffic to this file (LINKTYPE_IPOIB).
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// RDMA device name, e.g. rxe0 or mlx5_0.
+    #[arg(long)]
+    rdma_device: Option<String>,
+    /// RDMA port number.
+    #[arg(long)]
+    rdma_port: Option<u8>,
+    /// RDMA GID index (1 is the RoCEv2 IPv4 GID on rxe).
+    #[arg(long)]
+    rdma_gid_index: Option<u8>,
+    /// TAP=ADDRESS/PREFIX: route the fabric to Linux through a TAP.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// A guest: name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]. Repeat for more.
+    #[arg(long = "guest")]
+    guests: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let overrides = Overrides {
+                provider: args.provider,
+                mtu: args.mtu,
+                control: args.control,
+                pcap: args.pcap,
+                workers: args.workers,
+                rdma_device: args.rdma_device,
+                rdma_port: args.rdma_port,
+                rdma_gid_index: args.rdma_gid_index,
+                gateway: args.gateway,
+                guests: args.guests,
+            };
+            let config = match Config::load(args.config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ib-backend: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if config.guests.is_empty() {
+                eprintln!("ib-backend: configuration error: no guests (add [[guest]] to the file or --guest name=g1,socket=/tmp/g1.sock)");
+                return ExitCode::from(2);
+            }
+            match daemon::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ib-backend: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Stats { control } => match control::request(&control, "stats") {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ib-backend: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::CheckConfig { file } => match Config::load(Some(&file), &Overrides::default()) {
+            Ok(c) => {
+                println!("{c:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ib-backend: configuration error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,143 @@
+//! The fabric the back end serves guests on, and one guest's port on it.
+//! `Port` forwards the `Verbs` contract to the provider behind it, so the
+//! back half does not care which one it is.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ivshmem::EventFd;
+use verbs_shim::back::GuestSetup;
+use verbs_shim::sim::{FaultConfig, PortConfig, SimFabric, SimPort};
+use verbs_shim::{
+    Completion, DestHandle, Gid, HcaError, IbMtu, PKey, PortAttr, PostError, RxSlot, RxSlots,
+    SlotLayout, TxSlot, TxSlots, UdDest, Verbs,
+};
+
+use crate::config::{Config, GuestConfig, ProviderConfig};
+
+/// Why the fabric or a port could not be opened.
+#[derive(Debug)]
+pub struct ProviderError(pub String);
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// The fabric.
+#[derive(Clone)]
+pub enum Fabric {
+    Sim(SimFabric),
+}
+
+/// One guest's port.
+pub enum Port {
+    Sim(SimPort),
+}
+
+impl Fabric {
+    pub fn open(config: &Config) -> Result<Fabric, ProviderError> {
+        match &config.provider {
+            ProviderConfig::Sim => Ok(Fabric::Sim(SimFabric::new(FaultConfig::NONE))),
+            ProviderConfig::Rdma { .. } => Err(ProviderError(
+                "the rdma provider is not built into this ib-backend yet; use --provider sim"
+                    .into(),
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fabric::Sim(_) => "sim",
+        }
+    }
+
+    /// Opens the port for seat `seat` over the guest's buffer area. `wake`
+    /// is written when completions arrive and the port was armed.
+    pub fn open_port(
+        &self,
+        seat: usize,
+        guest: &GuestConfig,
+        setup: &GuestSetup,
+        mtu: IbMtu,
+        wake: Arc<EventFd>,
+    ) -> Result<Port, ProviderError> {
+        match self {
+            Fabric::Sim(fabric) => {
+                let n =
+                    u16::try_from(seat + 1).map_err(|_| ProviderError("too many guests".into()))?;
+                let pkey = PKey(guest.pkeys.first().copied().unwrap_or(0xffff));
+                let mut config = PortConfig::with_layout(n, pkey, setup.slots);
+                config.mtu = mtu;
+                config.region = setup.region.clone();
+                let mut port = fabric.add_port(config).map_err(|e| {
+                    ProviderError(format!("guest {}: cannot add a sim port: {e}", guest.name))
+                })?;
+                port.set_notifier(Some(Arc::new(move || {
+                    let _ = wake.notify();
+                })));
+                Ok(Port::Sim(port))
+            }
+        }
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            Port::Sim($p) => $e,
+        }
+    };
+}
+
+impl Verbs for Port {
+    fn port_attr(&self) -> PortAttr {
+        forward!(self, p => p.port_attr())
+    }
+    fn layout(&self) -> SlotLayout {
+        forward!(self, p => p.layout())
+    }
+    fn take_slots(&mut self) -> Option<(TxSlots, RxSlots)> {
+        forward!(self, p => p.take_slots())
+    }
+    fn post_send(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+    ) -> Result<(), PostError<TxSlot>> {
+        forward!(self, p => p.post_send(slot, len, dest))
+    }
+    fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
+        forward!(self, p => p.post_recv(slot))
+    }
+    fn flush(&mut self) -> Result<(), HcaError> {
+        forward!(self, p => p.flush())
+    }
+    fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        forward!(self, p => p.poll_cq())
+    }
+    fn arm_cq(&mut self) -> Result<bool, HcaError> {
+        forward!(self, p => p.arm_cq())
+    }
+    fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        forward!(self, p => p.attach_mcast(mgid))
+    }
+    fn detach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        forward!(self, p => p.detach_mcast(mgid))
+    }
+    fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError> {
+        forward!(self, p => p.resolve(dgid))
+    }
+    fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
+        forward!(self, p => p.release_dest(handle))
+    }
+}
+
+/// The IB MTU enum for a byte count the configuration already checked.
+pub fn ib_mtu(bytes: usize) -> IbMtu {
+    IbMtu::from_bytes(bytes).unwrap_or(IbMtu::Mtu2048)
+}

@@ -1,0 +1,382 @@
+//! One guest seat: its listening socket and, while a guest is attached, its
+//! session (shared window, doorbell and interrupt eventfds, back half and
+//! provider port).
+//!
+//! Everything a guest could have touched belongs to the session and is
+//! dropped with it: when a guest leaves or is disconnected, its window,
+//! eventfds, port (QP, buffers, handles) go away, and the next guest gets
+//! fresh ones.
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use ivshmem::{EventFd, SharedMemory};
+use ring::Window;
+use verbs_shim::back::{BackConfig, BackError, BackHalf, BackStats, ViolationKind};
+use verbs_shim::notify::Notify;
+use verbs_shim::{IbMtu, PortAttr, Verbs};
+
+use crate::config::GuestConfig;
+use crate::provider::{Fabric, Port};
+use crate::stats::{SeatCounters, SeatSnapshot};
+
+/// Our peer id in the ivshmem protocol, and the guest's.
+pub const BACKEND_PEER: u16 = 0;
+pub const GUEST_PEER: u16 = 1;
+/// Vectors per peer: one notification vector each way is all the channel
+/// needs. QEMU guests use `vectors=1` (or more).
+pub const VECTORS: usize = 1;
+/// Service rounds per wake-up before other guests get their turn.
+const BUSY_ROUNDS: usize = 64;
+
+/// Raises the guest's interrupt: writes its vector's eventfd.
+pub struct Interrupt(Arc<EventFd>);
+
+impl Notify for Interrupt {
+    fn notify(&self) {
+        if let Err(e) = self.0.notify() {
+            log::warn!("cannot raise guest interrupt: {e}");
+        }
+    }
+}
+
+/// A guest attached to the seat.
+pub struct Session {
+    client: UnixStream,
+    /// Kept so the mapping and memfd live as long as the session.
+    _shm: Arc<SharedMemory>,
+    window: Window,
+    doorbell: EventFd,
+    interrupt: Arc<EventFd>,
+    wake: Arc<EventFd>,
+    back: BackHalf<Port, Interrupt>,
+    /// The port's attributes once connected.
+    port: Option<PortAttr>,
+}
+
+/// One configured guest.
+pub struct Seat {
+    pub index: usize,
+    pub config: GuestConfig,
+    listener: UnixListener,
+    session: Option<Session>,
+    epoch: u32,
+    counters: SeatCounters,
+    /// Back-half counters of sessions that have ended.
+    past: BackStats,
+}
+
+/// Which of a seat's descriptors an event is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Listener,
+    Client,
+    Doorbell,
+    Wake,
+}
+
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            // A socket file left by a dead back end: replace it, unless
+            // something still answers on it.
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another running back end", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Seat {
+    pub fn new(index: usize, config: GuestConfig, epoch: u32) -> io::Result<Seat> {
+        let listener = bind(&config.socket).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "guest {}: cannot listen on {}: {e}",
+                    config.name,
+                    config.socket.display()
+                ),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        log::info!(
+            "guest {}: listening on {}",
+            config.name,
+            config.socket.display()
+        );
+        Ok(Seat {
+            index,
+            config,
+            listener,
+            session: None,
+            epoch,
+            counters: SeatCounters::default(),
+            past: BackStats::default(),
+        })
+    }
+
+    /// The descriptor to watch for `source`, if it exists now.
+    pub fn fd(&self, source: Source) -> Option<BorrowedFd<'_>> {
+        match source {
+            Source::Listener => Some(self.listener.as_fd()),
+            Source::Client => self.session.as_ref().map(|s| s.client.as_fd()),
+            Source::Doorbell => self.session.as_ref().map(|s| s.doorbell.as_fd()),
+            Source::Wake => self.session.as_ref().map(|s| s.wake.as_fd()),
+        }
+    }
+
+    /// A guest is connecting. Returns true if a session started (the caller
+    /// registers its descriptors).
+    pub fn accept(&mut self) -> bool {
+        let stream = match self.listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                log::warn!("guest {}: accept failed: {e}", self.config.name);
+                return false;
+            }
+        };
+        if self.session.is_some() {
+            log::warn!(
+                "guest {}: refusing a second connection while one is attached",
+                self.config.name
+            );
+            self.counters.refused += 1;
+            return false;
+        }
+        match self.start_session(stream) {
+            Ok(session) => {
+                self.session = Some(session);
+                self.counters.connects += 1;
+                log::info!("guest {}: attached", self.config.name);
+                true
+            }
+            Err(e) => {
+                log::warn!("guest {}: handshake failed: {e}", self.config.name);
+                false
+            }
+        }
+    }
+
+    fn start_session(&self, client: UnixStream) -> io::Result<Session> {
+        let shm = Arc::new(SharedMemory::create(
+            &format!("ibguest-{}", self.config.name),
+            self.config.window,
+        )?);
+        let window = shm.window();
+        let doorbell = EventFd::new()?;
+        let interrupt = Arc::new(EventFd::new()?);
+        let wake = Arc::new(EventFd::new()?);
+        let config = BackConfig {
+            epoch: self.epoch,
+            ..BackConfig::default()
+        };
+        let back = BackHalf::new(window.clone(), config, Interrupt(interrupt.clone()))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let own: [EventFd; VECTORS] = [doorbell.try_clone()?];
+        let guest_vectors: [EventFd; VECTORS] = [interrupt.try_clone()?];
+        ivshmem::server::send_handshake(
+            &client,
+            GUEST_PEER,
+            shm.fd(),
+            &[(BACKEND_PEER, &own[..])],
+            &guest_vectors,
+        )?;
+        client.set_nonblocking(true)?;
+        Ok(Session {
+            client,
+            _shm: shm,
+            window,
+            doorbell,
+            interrupt,
+            wake,
+            back,
+            port: None,
+        })
+    }
+
+    /// Data or hang-up on the guest's socket. Returns true if the session
+    /// ended (the caller unregisters its descriptors first).
+    pub fn client_event(&mut self) -> bool {
+        let Some(s) = &mut self.session else {
+            return false;
+        };
+        let mut buf = [0u8; 64];
+        loop {
+            match s.client.read(&mut buf) {
+                Ok(0) => {
+                    log::info!("guest {}: disconnected", self.config.name);
+                    self.end_session();
+                    return true;
+                }
+                // Clients have nothing to say in this protocol; ignore it.
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    log::info!("guest {}: connection error: {e}", self.config.name);
+                    self.end_session();
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The guest rang its doorbell, or the provider has completions.
+    /// Returns true if the session ended.
+    pub fn kick(&mut self, source: Source, fabric: &Fabric, mtu: IbMtu) -> bool {
+        let Some(s) = &mut self.session else {
+            return false;
+        };
+        let fd = if source == Source::Doorbell {
+            &s.doorbell
+        } else {
+            &*s.wake
+        };
+        match fd.drain() {
+            Ok(n) if source == Source::Doorbell => self.counters.doorbells += n,
+            _ => {}
+        }
+        self.run(fabric, mtu)
+    }
+
+    /// Serves the session: finishes the handshake, then services while busy
+    /// and arms when idle.
+    fn run(&mut self, fabric: &Fabric, mtu: IbMtu) -> bool {
+        let Some(s) = &mut self.session else {
+            return false;
+        };
+        let result = (|| -> Result<(), BackError> {
+            if let Some(setup) = s.back.poll_guest_init()? {
+                match fabric.open_port(self.index, &self.config, &setup, mtu, s.wake.clone()) {
+                    Ok(port) => {
+                        s.port = Some(port.port_attr());
+                        s.back.connect(port)?;
+                        log::info!("guest {}: connected, {:?}", self.config.name, setup.slots);
+                    }
+                    Err(e) => {
+                        log::error!("{e}");
+                        return Err(BackError::NotReady);
+                    }
+                }
+            }
+            for _ in 0..BUSY_ROUNDS {
+                if s.back.service()? == 0 && !s.back.arm()? {
+                    return Ok(());
+                }
+            }
+            // Still busy: come back soon without waiting for an event.
+            let _ = s.wake.notify();
+            Ok(())
+        })();
+        match result {
+            Ok(()) => false,
+            Err(BackError::GuestClosed) => {
+                // The guest (a rebooted one, say) asked to start over on the
+                // same connection: fresh back half, same window.
+                log::info!("guest {}: closed the channel; resetting", self.config.name);
+                self.counters.guest_closes += 1;
+                self.reset_back_half();
+                false
+            }
+            Err(e) => {
+                if let BackError::Violation(_) = e {
+                    self.counters.violation_disconnects += 1;
+                }
+                log::warn!("guest {}: {e}; disconnecting it", self.config.name);
+                self.end_session();
+                true
+            }
+        }
+    }
+
+    fn reset_back_half(&mut self) {
+        let Some(s) = &mut self.session else {
+            return;
+        };
+        add_stats(&mut self.past, s.back.stats());
+        let config = BackConfig {
+            epoch: self.epoch,
+            ..BackConfig::default()
+        };
+        match BackHalf::new(s.window.clone(), config, Interrupt(s.interrupt.clone())) {
+            Ok(b) => {
+                s.back = b;
+                s.port = None;
+                self.counters.reclaims += 1;
+            }
+            Err(e) => log::error!("guest {}: cannot reset the window: {e}", self.config.name),
+        }
+    }
+
+    /// Drops the session: window, eventfds, port. The guest's socket is
+    /// closed.
+    pub fn end_session(&mut self) {
+        if let Some(s) = self.session.take() {
+            add_stats(&mut self.past, s.back.stats());
+            let _ = s.client.shutdown(std::net::Shutdown::Both);
+            self.counters.disconnects += 1;
+            self.counters.reclaims += 1;
+        }
+    }
+
+    /// The back end is going away: tell the guest (state Closed, an
+    /// interrupt) and drop the session.
+    pub fn shutdown(&mut self) {
+        if let Some(s) = &mut self.session {
+            s.back.shutdown();
+        }
+        self.end_session();
+    }
+
+    pub fn snapshot(&self) -> SeatSnapshot {
+        let mut back = self.past;
+        let (connected, port) = match &self.session {
+            Some(s) => {
+                add_stats(&mut back, s.back.stats());
+                (s.back.is_connected(), s.port)
+            }
+            None => (false, None),
+        };
+        SeatSnapshot {
+            name: self.config.name.clone(),
+            attached: self.session.is_some(),
+            connected,
+            port,
+            counters: self.counters,
+            back,
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.end_session();
+        let _ = std::fs::remove_file(&self.config.socket);
+    }
+}
+
+fn add_stats(total: &mut BackStats, s: &BackStats) {
+    total.tx_requests += s.tx_requests;
+    total.tx_bytes += s.tx_bytes;
+    total.rx_requests += s.rx_requests;
+    total.tx_completions += s.tx_completions;
+    total.tx_errors += s.tx_errors;
+    total.rx_completions += s.rx_completions;
+    total.rx_bytes += s.rx_bytes;
+    total.ctrl_requests += s.ctrl_requests;
+    total.interrupts += s.interrupts;
+    for k in ViolationKind::ALL {
+        total.violations[k as usize] += s.violations_of(k);
+    }
+}

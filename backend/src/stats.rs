@@ -1,0 +1,114 @@
+//! Counters for each guest and in total, and their text form for
+//! `ib-backend stats`.
+
+use std::fmt::Write as _;
+
+use verbs_shim::back::{BackStats, ViolationKind};
+use verbs_shim::PortAttr;
+
+/// Seat-level events.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SeatCounters {
+    pub connects: u64,
+    pub disconnects: u64,
+    /// Sessions or back halves torn down and their resources released.
+    pub reclaims: u64,
+    pub violation_disconnects: u64,
+    pub guest_closes: u64,
+    /// Connections refused because a guest was already attached.
+    pub refused: u64,
+    /// Doorbells received from the guest.
+    pub doorbells: u64,
+}
+
+/// What `stats` reports for one guest.
+#[derive(Clone, Debug)]
+pub struct SeatSnapshot {
+    pub name: String,
+    pub attached: bool,
+    pub connected: bool,
+    pub port: Option<PortAttr>,
+    pub counters: SeatCounters,
+    pub back: BackStats,
+}
+
+fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
+    let _ = write!(
+        out,
+        "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} ctrl_requests={} \
+         interrupts={} doorbells={} violations={} connects={} disconnects={} reclaims={} \
+         violation_disconnects={} refused={}",
+        b.tx_requests,
+        b.tx_bytes,
+        b.rx_completions,
+        b.rx_bytes,
+        b.tx_errors,
+        b.ctrl_requests,
+        b.interrupts,
+        c.doorbells,
+        b.total_violations(),
+        c.connects,
+        c.disconnects,
+        c.reclaims,
+        c.violation_disconnects,
+        c.refused,
+    );
+    for k in ViolationKind::ALL {
+        let n = b.violations_of(k);
+        if n > 0 {
+            let _ = write!(out, " violation.{}={n}", k.name());
+        }
+    }
+    out.push('\n');
+}
+
+/// The report: one line per guest, then the total. Each line is
+/// `guest NAME state=... key=value ...`.
+pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "backend provider={provider} epoch={epoch} guests={}",
+        seats.len()
+    );
+    let mut total_c = SeatCounters::default();
+    let mut total_b = BackStats::default();
+    for s in seats {
+        let state = match (s.attached, s.connected) {
+            (false, _) => "waiting",
+            (true, false) => "attached",
+            (true, true) => "connected",
+        };
+        let port = s
+            .port
+            .map(|p| format!(" qpn={:#x} pkey={:#06x}", p.qpn.get(), p.pkey.0))
+            .unwrap_or_default();
+        line(
+            &mut out,
+            &format!("guest {} state={state}{port}", s.name),
+            &s.counters,
+            &s.back,
+        );
+        let c = &s.counters;
+        total_c.connects += c.connects;
+        total_c.disconnects += c.disconnects;
+        total_c.reclaims += c.reclaims;
+        total_c.violation_disconnects += c.violation_disconnects;
+        total_c.guest_closes += c.guest_closes;
+        total_c.refused += c.refused;
+        total_c.doorbells += c.doorbells;
+        let b = &s.back;
+        total_b.tx_requests += b.tx_requests;
+        total_b.tx_bytes += b.tx_bytes;
+        total_b.rx_completions += b.rx_completions;
+        total_b.rx_bytes += b.rx_bytes;
+        total_b.tx_errors += b.tx_errors;
+        total_b.ctrl_requests += b.ctrl_requests;
+        total_b.interrupts += b.interrupts;
+        for k in ViolationKind::ALL {
+            total_b.violations[k as usize] += b.violations_of(k);
+        }
+    }
+    line(&mut out, "total", &total_c, &total_b);
+    out
+}

@@ -1,0 +1,165 @@
+//! Child processes that cannot outlive the test.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A harness failure, with context.
+#[derive(Debug)]
+pub struct HarnessError(pub String);
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+impl From<std::io::Error> for HarnessError {
+    fn from(e: std::io::Error) -> Self {
+        HarnessError(e.to_string())
+    }
+}
+
+/// A running child whose stdout and stderr go to a log file. Killed (and
+/// reaped) on drop.
+pub struct Guard {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> crate::Result<Guard> {
+        let out = File::create(log)?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd.spawn().map_err(|e| {
+            HarnessError(format!(
+                "cannot start {name} ({:?}): {e}",
+                cmd.get_program()
+            ))
+        })?;
+        Ok(Guard {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The whole output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of output, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let text = self.output();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn fail(&self, what: &str) -> HarnessError {
+        HarnessError(format!(
+            "{}: {what}\n--- last lines of {} ---\n{}",
+            self.name,
+            self.name,
+            self.tail(25)
+        ))
+    }
+
+    /// Waits until a line of output contains `needle`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> crate::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(f) = File::open(&self.log) {
+                if let Some(line) = BufReader::new(f)
+                    .lines()
+                    .map_while(Result::ok)
+                    .find(|l| l.contains(needle))
+                {
+                    return Ok(line);
+                }
+            }
+            if let Some(status) = self.try_status() {
+                return Err(self.fail(&format!("exited ({status}) before printing {needle:?}")));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.fail(&format!("did not print {needle:?} within {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> crate::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_status() {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.fail(&format!("still running after {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (for example SIGTERM = 15, SIGKILL = 9).
+    pub fn signal(&self, signal: i32) -> crate::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !status.success() {
+            return Err(HarnessError(format!(
+                "kill -{signal} {} failed",
+                self.pid()
+            )));
+        }
+        Ok(())
+    }
+
+    /// CPU time (user + system) the process has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> crate::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of the line, 11 and 12 here.
+        Ok(get(11) + get(12))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

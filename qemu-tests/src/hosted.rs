@@ -1,0 +1,55 @@
+//! Hosted guests: `ibguest-hosted` processes.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::guard::{Guard, HarnessError};
+use crate::workspace::bin;
+
+pub struct Hosted;
+
+impl Hosted {
+    fn command(socket: &Path, ip: &str) -> crate::Result<Command> {
+        let mut cmd = Command::new(bin("ibguest-hosted")?);
+        cmd.arg("--socket").arg(socket).arg("--ip").arg(ip);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("IBGUEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        Ok(cmd)
+    }
+
+    /// Starts a guest that serves until killed; waits until its link is up.
+    pub fn serve(dir: &Path, name: &str, socket: &Path, ip: &str) -> crate::Result<Guard> {
+        let mut cmd = Hosted::command(socket, ip)?;
+        cmd.arg("serve");
+        let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+        guard.wait_for("joined broadcast group", Duration::from_secs(20))?;
+        Ok(guard)
+    }
+
+    /// Runs a client command to completion; returns its output, or an error
+    /// with the output if it failed or timed out.
+    pub fn run(
+        dir: &Path,
+        name: &str,
+        socket: &Path,
+        ip: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> crate::Result<String> {
+        let mut cmd = Hosted::command(socket, ip)?;
+        cmd.args(args);
+        let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+        let status = guard.wait_exit(timeout)?;
+        let out = guard.output();
+        if !status.success() {
+            return Err(HarnessError(format!(
+                "{name} {args:?} failed ({status}):\n{}",
+                guard.tail(30)
+            )));
+        }
+        Ok(out)
+    }
+}
