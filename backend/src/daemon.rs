@@ -1,18 +1,27 @@
-//! Starting and stopping the daemon: seats, workers, the control socket and
-//! signals.
+//! The worker process: the fabric, the seats on worker threads, the control
+//! socket, and the link to the supervisor that hands it guests.
 
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use ivshmem::EventFd;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::capture::FabricCapture;
 use crate::config::Config;
 use crate::control::Control;
+use crate::handoff::{self, Handoff};
 use crate::provider::{ib_mtu, Fabric};
 use crate::seat::Seat;
 use crate::worker::{Snapshots, Worker};
 
-/// A fresh epoch for this run of the back end: never zero, and different
-/// from the last run's with overwhelming likelihood.
+/// A fresh epoch for this run of the worker: never zero, and different from
+/// the last run's with overwhelming likelihood (restarted sessions also
+/// check against the epoch in their window).
 fn new_epoch() -> u32 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -21,8 +30,16 @@ fn new_epoch() -> u32 {
     (nanos as u32) | 1
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+struct Route {
+    inbox: Sender<Handoff>,
+    bell: Arc<EventFd>,
+}
+
+/// Runs until SIGTERM, or until the supervisor goes away.
+pub fn run_worker(
+    config: Config,
+    supervisor: UnixStream,
+) -> Result<(), Box<dyn std::error::Error>> {
     let fabric = Fabric::open(&config)?;
     let epoch = new_epoch();
     let mtu = ib_mtu(config.mtu);
@@ -30,34 +47,48 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let snapshots: Snapshots = Arc::new(Mutex::new(vec![None; config.guests.len()]));
-    let mut seats = Vec::new();
-    for (i, g) in config.guests.iter().enumerate() {
-        seats.push(Seat::new(i, g.clone(), epoch)?);
-    }
+    let capture = match &config.pcap {
+        Some(path) => {
+            log::info!("capturing fabric traffic to {}", path.display());
+            Some(FabricCapture::create(path)?)
+        }
+        None => None,
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let workers = config.workers.unwrap_or(cores).clamp(1, seats.len().max(1));
+    let workers = config
+        .workers
+        .unwrap_or(cores)
+        .clamp(1, config.guests.len().max(1));
     let mut shares: Vec<Vec<Seat>> = (0..workers).map(|_| Vec::new()).collect();
-    for seat in seats {
-        let w = seat.index % workers;
-        shares[w].push(seat);
+    for (i, g) in config.guests.iter().enumerate() {
+        shares[i % workers].push(Seat::new(i, g.clone(), epoch, capture.clone()));
     }
     let control = Control::bind(&config.control, fabric.name(), epoch, snapshots.clone())?;
     log::info!(
-        "ib-backend: provider {}, epoch {epoch:#x}, {} guests on {workers} worker(s), control {}",
+        "ib-backend: provider {}, epoch {epoch:#x}, {} guests on {workers} worker thread(s), control {}",
         fabric.name(),
         config.guests.len(),
         config.control.display()
     );
+    let mut routes = Vec::new();
     let mut handles = Vec::new();
     for (i, share) in shares.into_iter().enumerate() {
+        let (tx, rx) = channel();
+        let bell = Arc::new(EventFd::new()?);
+        routes.push(Route {
+            inbox: tx,
+            bell: bell.clone(),
+        });
         let worker = Worker {
             seats: share,
             fabric: fabric.clone(),
             mtu,
             stop: stop.clone(),
             snapshots: snapshots.clone(),
+            inbox: rx,
+            bell,
         };
         handles.push(
             std::thread::Builder::new()
@@ -66,16 +97,47 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     while !stop.load(Ordering::Relaxed) {
+        let readable = {
+            let mut fds = [PollFd::new(supervisor.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(50u16)) {
+                Ok(_) => fds[0].revents().is_some_and(|r| !r.is_empty()),
+                Err(nix::errno::Errno::EINTR) => false,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if readable {
+            match handoff::recv(&supervisor) {
+                Ok(Some(message)) => {
+                    let seat = match &message {
+                        Handoff::Session { seat, .. } | Handoff::Refused { seat } => *seat as usize,
+                    };
+                    let route = &routes[seat % routes.len()];
+                    if route.inbox.send(message).is_ok() {
+                        let _ = route.bell.notify();
+                    }
+                }
+                Ok(None) => {
+                    log::warn!("the supervisor went away; shutting down");
+                    stop.store(true, Ordering::Relaxed);
+                }
+                Err(e) => log::error!("supervisor link: {e}"),
+            }
+        }
         control.serve_pending();
-        std::thread::sleep(Duration::from_millis(50));
+        if let Some(c) = &capture {
+            c.flush();
+        }
         if handles.iter().any(|h| h.is_finished()) {
-            log::error!("a worker stopped unexpectedly; shutting down");
+            log::error!("a worker thread stopped unexpectedly; shutting down");
             stop.store(true, Ordering::Relaxed);
         }
     }
-    log::info!("ib-backend: shutting down");
+    log::info!("ib-backend worker: shutting down");
     for h in handles {
         let _ = h.join();
+    }
+    if let Some(c) = &capture {
+        c.flush();
     }
     let _ = std::fs::remove_file(&config.control);
     Ok(())

@@ -1,12 +1,15 @@
 //! `ib-backend`: serves guests' shared-memory channels over ivshmem-doorbell
 //! on a sim or rdma fabric.
 
+mod capture;
 mod config;
 mod control;
 mod daemon;
+mod handoff;
 mod provider;
 mod seat;
 mod stats;
+mod supervisor;
 mod worker;
 
 use std::path::PathBuf;
@@ -39,6 +42,14 @@ enum Command {
     },
     /// Check a configuration file and print what it configures.
     CheckConfig { file: PathBuf },
+    /// Internal: the worker process the supervisor starts.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        handoff_fd: i32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Args)]
@@ -78,35 +89,66 @@ struct RunArgs {
     guests: Vec<String>,
 }
 
+/// Builds the configuration from `run`'s arguments, or exits with code 2 and
+/// a message that says what to fix.
+fn load_config(args: RunArgs) -> Result<Config, ExitCode> {
+    let overrides = Overrides {
+        provider: args.provider,
+        mtu: args.mtu,
+        control: args.control,
+        pcap: args.pcap,
+        workers: args.workers,
+        rdma_device: args.rdma_device,
+        rdma_port: args.rdma_port,
+        rdma_gid_index: args.rdma_gid_index,
+        gateway: args.gateway,
+        guests: args.guests,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides).map_err(|e| {
+        eprintln!("ib-backend: configuration error: {e}");
+        ExitCode::from(2)
+    })?;
+    if config.guests.is_empty() {
+        eprintln!(
+            "ib-backend: configuration error: no guests (add [[guest]] to the file or --guest name=g1,socket=/tmp/g1.sock)"
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => {
-            let overrides = Overrides {
-                provider: args.provider,
-                mtu: args.mtu,
-                control: args.control,
-                pcap: args.pcap,
-                workers: args.workers,
-                rdma_device: args.rdma_device,
-                rdma_port: args.rdma_port,
-                rdma_gid_index: args.rdma_gid_index,
-                gateway: args.gateway,
-                guests: args.guests,
-            };
-            let config = match Config::load(args.config.as_deref(), &overrides) {
+        Command::Worker { handoff_fd, run } => {
+            let config = match load_config(run) {
                 Ok(c) => c,
+                Err(code) => return code,
+            };
+            let link = match handoff::inherited_link(handoff_fd) {
+                Ok(l) => l,
                 Err(e) => {
-                    eprintln!("ib-backend: configuration error: {e}");
+                    eprintln!("ib-backend worker: {e}");
                     return ExitCode::from(2);
                 }
             };
-            if config.guests.is_empty() {
-                eprintln!("ib-backend: configuration error: no guests (add [[guest]] to the file or --guest name=g1,socket=/tmp/g1.sock)");
-                return ExitCode::from(2);
+            match daemon::run_worker(config, link) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ib-backend worker: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            match daemon::run(config) {
+        }
+        Command::Run(args) => {
+            // The worker gets the same arguments.
+            let worker_args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+            let config = match load_config(args) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match supervisor::run(config, worker_args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ib-backend: {e}");

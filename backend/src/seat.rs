@@ -1,16 +1,14 @@
-//! One guest seat: its listening socket and, while a guest is attached, its
-//! session (shared window, doorbell and interrupt eventfds, back half and
-//! provider port).
+//! One guest seat in the worker: while a guest is attached, its session
+//! (shared window, doorbell and interrupt eventfds, back half and provider
+//! port). The supervisor accepts guests and hands their descriptors over.
 //!
 //! Everything a guest could have touched belongs to the session and is
-//! dropped with it: when a guest leaves or is disconnected, its window,
-//! eventfds, port (QP, buffers, handles) go away, and the next guest gets
-//! fresh ones.
+//! dropped with it: when a guest leaves or is disconnected, its port (QP,
+//! buffers, handles) goes away, and the next guest gets fresh resources.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use ivshmem::{EventFd, SharedMemory};
@@ -19,16 +17,12 @@ use verbs_shim::back::{BackConfig, BackError, BackHalf, BackStats, ViolationKind
 use verbs_shim::notify::Notify;
 use verbs_shim::{IbMtu, PortAttr, Verbs};
 
+use crate::capture::FabricCapture;
 use crate::config::GuestConfig;
+use crate::handoff::SessionFds;
 use crate::provider::{Fabric, Port};
 use crate::stats::{SeatCounters, SeatSnapshot};
 
-/// Our peer id in the ivshmem protocol, and the guest's.
-pub const BACKEND_PEER: u16 = 0;
-pub const GUEST_PEER: u16 = 1;
-/// Vectors per peer: one notification vector each way is all the channel
-/// needs. QEMU guests use `vectors=1` (or more).
-pub const VECTORS: usize = 1;
 /// Service rounds per wake-up before other guests get their turn.
 const BUSY_ROUNDS: usize = 64;
 
@@ -61,146 +55,124 @@ pub struct Session {
 pub struct Seat {
     pub index: usize,
     pub config: GuestConfig,
-    listener: UnixListener,
     session: Option<Session>,
     epoch: u32,
     counters: SeatCounters,
     /// Back-half counters of sessions that have ended.
     past: BackStats,
+    capture: Option<FabricCapture>,
 }
 
 /// Which of a seat's descriptors an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    Listener,
     Client,
     Doorbell,
     Wake,
 }
 
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(path) {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            // A socket file left by a dead back end: replace it, unless
-            // something still answers on it.
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another running back end", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-            UnixListener::bind(path)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 impl Seat {
-    pub fn new(index: usize, config: GuestConfig, epoch: u32) -> io::Result<Seat> {
-        let listener = bind(&config.socket).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "guest {}: cannot listen on {}: {e}",
-                    config.name,
-                    config.socket.display()
-                ),
-            )
-        })?;
-        listener.set_nonblocking(true)?;
-        log::info!(
-            "guest {}: listening on {}",
-            config.name,
-            config.socket.display()
-        );
-        Ok(Seat {
+    pub fn new(
+        index: usize,
+        config: GuestConfig,
+        epoch: u32,
+        capture: Option<FabricCapture>,
+    ) -> Seat {
+        Seat {
             index,
             config,
-            listener,
             session: None,
             epoch,
             counters: SeatCounters::default(),
             past: BackStats::default(),
-        })
+            capture,
+        }
     }
 
     /// The descriptor to watch for `source`, if it exists now.
     pub fn fd(&self, source: Source) -> Option<BorrowedFd<'_>> {
         match source {
-            Source::Listener => Some(self.listener.as_fd()),
             Source::Client => self.session.as_ref().map(|s| s.client.as_fd()),
             Source::Doorbell => self.session.as_ref().map(|s| s.doorbell.as_fd()),
             Source::Wake => self.session.as_ref().map(|s| s.wake.as_fd()),
         }
     }
 
-    /// A guest is connecting. Returns true if a session started (the caller
-    /// registers its descriptors).
-    pub fn accept(&mut self) -> bool {
-        let stream = match self.listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) => {
-                log::warn!("guest {}: accept failed: {e}", self.config.name);
-                return false;
-            }
-        };
+    /// The supervisor refused a second connection to this seat.
+    pub fn refused(&mut self) {
+        log::warn!(
+            "guest {}: refused a second connection while one is attached",
+            self.config.name
+        );
+        self.counters.refused += 1;
+    }
+
+    /// Takes over a guest the supervisor accepted. `restart` means a worker
+    /// before us served it: its window is in use, so the epoch changes and
+    /// the guest re-attaches. Returns true if the session started (the
+    /// caller registers its descriptors).
+    pub fn adopt(&mut self, fds: SessionFds, restart: bool) -> bool {
         if self.session.is_some() {
             log::warn!(
-                "guest {}: refusing a second connection while one is attached",
+                "guest {}: replacing a session the supervisor says is gone",
                 self.config.name
             );
-            self.counters.refused += 1;
-            return false;
+            self.end_session();
         }
-        match self.start_session(stream) {
+        match self.build_session(fds, restart) {
             Ok(session) => {
                 self.session = Some(session);
-                self.counters.connects += 1;
-                log::info!("guest {}: attached", self.config.name);
+                if restart {
+                    self.counters.restarts += 1;
+                    log::info!(
+                        "guest {}: taken over after a back-end restart",
+                        self.config.name
+                    );
+                } else {
+                    self.counters.connects += 1;
+                    log::info!("guest {}: attached", self.config.name);
+                }
                 true
             }
             Err(e) => {
-                log::warn!("guest {}: handshake failed: {e}", self.config.name);
+                log::warn!(
+                    "guest {}: cannot take over the session: {e}",
+                    self.config.name
+                );
                 false
             }
         }
     }
 
-    fn start_session(&self, client: UnixStream) -> io::Result<Session> {
-        let shm = Arc::new(SharedMemory::create(
-            &format!("ibguest-{}", self.config.name),
-            self.config.window,
-        )?);
+    fn build_session(&self, fds: SessionFds, restart: bool) -> io::Result<Session> {
+        let shm = Arc::new(SharedMemory::from_fd(fds.memory)?);
         let window = shm.window();
-        let doorbell = EventFd::new()?;
-        let interrupt = Arc::new(EventFd::new()?);
-        let wake = Arc::new(EventFd::new()?);
+        let mut epoch = self.epoch;
+        if restart {
+            // The guest must see a different epoch to know to re-attach.
+            let old = ring::Header::new(&window).map(|h| h.epoch()).unwrap_or(0);
+            if epoch == old {
+                epoch = epoch.wrapping_add(2) | 1;
+            }
+        }
+        let interrupt = Arc::new(EventFd::from_fd(fds.interrupt));
         let config = BackConfig {
-            epoch: self.epoch,
+            epoch,
             ..BackConfig::default()
         };
-        let back = BackHalf::new(window.clone(), config, Interrupt(interrupt.clone()))
+        let mut back = BackHalf::new(window.clone(), config, Interrupt(interrupt.clone()))
             .map_err(|e| io::Error::other(e.to_string()))?;
-        let own: [EventFd; VECTORS] = [doorbell.try_clone()?];
-        let guest_vectors: [EventFd; VECTORS] = [interrupt.try_clone()?];
-        ivshmem::server::send_handshake(
-            &client,
-            GUEST_PEER,
-            shm.fd(),
-            &[(BACKEND_PEER, &own[..])],
-            &guest_vectors,
-        )?;
-        client.set_nonblocking(true)?;
+        if let Some(c) = &self.capture {
+            back.set_tap(Some(c.tap()));
+        }
+        fds.client.set_nonblocking(true)?;
         Ok(Session {
-            client,
+            client: fds.client,
             _shm: shm,
             window,
-            doorbell,
+            doorbell: EventFd::from_fd(fds.doorbell),
             interrupt,
-            wake,
+            wake: Arc::new(EventFd::new()?),
             back,
             port: None,
         })
@@ -261,6 +233,9 @@ impl Seat {
                 match fabric.open_port(self.index, &self.config, &setup, mtu, s.wake.clone()) {
                     Ok(port) => {
                         s.port = Some(port.port_attr());
+                        if let Some(c) = &self.capture {
+                            c.add_local(port.port_attr().gid);
+                        }
                         s.back.connect(port)?;
                         log::info!("guest {}: connected, {:?}", self.config.name, setup.slots);
                     }
@@ -310,7 +285,13 @@ impl Seat {
             ..BackConfig::default()
         };
         match BackHalf::new(s.window.clone(), config, Interrupt(s.interrupt.clone())) {
-            Ok(b) => {
+            Ok(mut b) => {
+                if let Some(c) = &self.capture {
+                    b.set_tap(Some(c.tap()));
+                    if let Some(p) = s.port {
+                        c.remove_local(&p.gid);
+                    }
+                }
                 s.back = b;
                 s.port = None;
                 self.counters.reclaims += 1;
@@ -324,6 +305,9 @@ impl Seat {
     pub fn end_session(&mut self) {
         if let Some(s) = self.session.take() {
             add_stats(&mut self.past, s.back.stats());
+            if let (Some(c), Some(p)) = (&self.capture, s.port) {
+                c.remove_local(&p.gid);
+            }
             let _ = s.client.shutdown(std::net::Shutdown::Both);
             self.counters.disconnects += 1;
             self.counters.reclaims += 1;
@@ -362,7 +346,6 @@ impl Seat {
 impl Drop for Seat {
     fn drop(&mut self) {
         self.end_session();
-        let _ = std::fs::remove_file(&self.config.socket);
     }
 }
 

@@ -19,6 +19,8 @@ pub struct SeatCounters {
     pub refused: u64,
     /// Doorbells received from the guest.
     pub doorbells: u64,
+    /// Sessions taken over from a worker that died.
+    pub restarts: u64,
 }
 
 /// What `stats` reports for one guest.
@@ -37,7 +39,7 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
         out,
         "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} ctrl_requests={} \
          interrupts={} doorbells={} violations={} connects={} disconnects={} reclaims={} \
-         violation_disconnects={} refused={}",
+         violation_disconnects={} refused={} restarts={}",
         b.tx_requests,
         b.tx_bytes,
         b.rx_completions,
@@ -52,6 +54,7 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
         c.reclaims,
         c.violation_disconnects,
         c.refused,
+        c.restarts,
     );
     for k in ViolationKind::ALL {
         let n = b.violations_of(k);
@@ -68,8 +71,9 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "backend provider={provider} epoch={epoch} guests={}",
-        seats.len()
+        "backend provider={provider} epoch={epoch} guests={} worker_pid={}",
+        seats.len(),
+        std::process::id()
     );
     let mut total_c = SeatCounters::default();
     let mut total_b = BackStats::default();
@@ -97,6 +101,7 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
         total_c.guest_closes += c.guest_closes;
         total_c.refused += c.refused;
         total_c.doorbells += c.doorbells;
+        total_c.restarts += c.restarts;
         let b = &s.back;
         total_b.tx_requests += b.tx_requests;
         total_b.tx_bytes += b.tx_bytes;

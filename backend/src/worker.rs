@@ -1,13 +1,16 @@
-//! A worker thread: one epoll loop over its share of the seats. Each event
-//! is handled in a batch; busy guests are serviced while busy and re-armed
-//! when idle.
+//! A worker thread: one epoll loop over its share of the seats. Events are
+//! handled in batches; busy guests are serviced while busy and re-armed when
+//! idle. New guests arrive through the inbox from the supervisor link.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
+use ivshmem::EventFd;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use verbs_shim::IbMtu;
 
+use crate::handoff::Handoff;
 use crate::provider::Fabric;
 use crate::seat::{Seat, Source};
 use crate::stats::SeatSnapshot;
@@ -17,6 +20,8 @@ pub type Snapshots = Arc<Mutex<Vec<Option<SeatSnapshot>>>>;
 
 /// How often a worker looks at the stop flag when idle.
 const TICK_MS: u16 = 100;
+/// The token of the inbox bell.
+const INBOX: u64 = u64::MAX;
 
 pub struct Worker {
     pub seats: Vec<Seat>,
@@ -24,23 +29,23 @@ pub struct Worker {
     pub mtu: IbMtu,
     pub stop: Arc<AtomicBool>,
     pub snapshots: Snapshots,
+    pub inbox: Receiver<Handoff>,
+    pub bell: Arc<EventFd>,
 }
 
 fn token(local: usize, source: Source) -> u64 {
     (local as u64) << 2
         | match source {
-            Source::Listener => 0,
-            Source::Client => 1,
-            Source::Doorbell => 2,
-            Source::Wake => 3,
+            Source::Client => 0,
+            Source::Doorbell => 1,
+            Source::Wake => 2,
         }
 }
 
 fn untoken(token: u64) -> (usize, Source) {
     let source = match token & 3 {
-        0 => Source::Listener,
-        1 => Source::Client,
-        2 => Source::Doorbell,
+        0 => Source::Client,
+        1 => Source::Doorbell,
         _ => Source::Wake,
     };
     ((token >> 2) as usize, source)
@@ -68,6 +73,33 @@ impl Worker {
         }
     }
 
+    fn take_inbox(&mut self, epoll: &Epoll) {
+        let _ = self.bell.drain();
+        while let Ok(message) = self.inbox.try_recv() {
+            let seat = match &message {
+                Handoff::Session { seat, .. } | Handoff::Refused { seat } => *seat as usize,
+            };
+            let Some(local) = self.seats.iter().position(|s| s.index == seat) else {
+                log::error!("handoff for seat {seat}, which this worker does not serve");
+                continue;
+            };
+            match message {
+                Handoff::Session { restart, fds, .. } => {
+                    if self.seats[local].adopt(fds, restart) {
+                        for s in [Source::Client, Source::Doorbell, Source::Wake] {
+                            self.register(epoll, local, s);
+                        }
+                        // Serve whatever the guest already queued.
+                        let (fabric, mtu) = (&self.fabric, self.mtu);
+                        self.seats[local].kick(Source::Doorbell, fabric, mtu);
+                    }
+                }
+                Handoff::Refused { .. } => self.seats[local].refused(),
+            }
+            self.publish(local);
+        }
+    }
+
     pub fn run(mut self) {
         let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
             Ok(e) => e,
@@ -76,8 +108,14 @@ impl Worker {
                 return;
             }
         };
+        if let Err(e) = epoll.add(
+            self.bell.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, INBOX),
+        ) {
+            log::error!("epoll add failed: {e}");
+            return;
+        }
         for local in 0..self.seats.len() {
-            self.register(&epoll, local, Source::Listener);
             self.publish(local);
         }
         let mut events = vec![EpollEvent::empty(); 64];
@@ -91,18 +129,15 @@ impl Worker {
                 }
             };
             for event in &events[..n] {
+                if event.data() == INBOX {
+                    self.take_inbox(&epoll);
+                    continue;
+                }
                 let (local, source) = untoken(event.data());
                 if local >= self.seats.len() {
                     continue;
                 }
                 match source {
-                    Source::Listener => {
-                        if self.seats[local].accept() {
-                            for s in [Source::Client, Source::Doorbell, Source::Wake] {
-                                self.register(&epoll, local, s);
-                            }
-                        }
-                    }
                     Source::Client => {
                         self.seats[local].client_event();
                     }

@@ -80,7 +80,7 @@ impl<V: Verbs> Served<V> {
             return;
         };
         let (status, handle) = match result {
-            Ok(h) => match self.dests.insert(h) {
+            Ok(h) => match self.dests.insert(h, dgid) {
                 Some(index) => (ctrl_status::OK, index),
                 None => {
                     let _ = self.provider.release_dest(h);

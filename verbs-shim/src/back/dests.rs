@@ -5,9 +5,10 @@
 use alloc::vec::Vec;
 
 use crate::hca::DestHandle;
+use crate::types::Gid;
 
 pub(super) struct DestTable {
-    entries: Vec<Option<DestHandle>>,
+    entries: Vec<Option<(DestHandle, Gid)>>,
     limit: usize,
 }
 
@@ -20,23 +21,27 @@ impl DestTable {
     }
 
     /// Stores a provider handle and returns the guest-visible index.
-    pub(super) fn insert(&mut self, provider: DestHandle) -> Option<u32> {
+    pub(super) fn insert(&mut self, provider: DestHandle, gid: Gid) -> Option<u32> {
         if let Some(i) = self.entries.iter().position(Option::is_none) {
-            self.entries[i] = Some(provider);
+            self.entries[i] = Some((provider, gid));
             return u32::try_from(i).ok();
         }
         if self.entries.len() >= self.limit {
             return None;
         }
-        self.entries.push(Some(provider));
+        self.entries.push(Some((provider, gid)));
         u32::try_from(self.entries.len() - 1).ok()
     }
 
-    pub(super) fn get(&self, guest: u32) -> Option<DestHandle> {
+    /// The provider handle and the GID it resolves to.
+    pub(super) fn get(&self, guest: u32) -> Option<(DestHandle, Gid)> {
         *self.entries.get(usize::try_from(guest).ok()?)?
     }
 
     pub(super) fn remove(&mut self, guest: u32) -> Option<DestHandle> {
-        self.entries.get_mut(usize::try_from(guest).ok()?)?.take()
+        self.entries
+            .get_mut(usize::try_from(guest).ok()?)?
+            .take()
+            .map(|(h, _)| h)
     }
 }

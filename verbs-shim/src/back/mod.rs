@@ -13,6 +13,7 @@
 mod ctrl;
 mod dests;
 mod serve;
+mod tap;
 mod violation;
 
 use alloc::boxed::Box;
@@ -23,6 +24,7 @@ use core::fmt;
 use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
 use ring::{BackRing, Header, Layout, PortBlock, RingError, State, Window};
 
+pub use tap::{Tap, TapEvent};
 pub use violation::{BackStats, Violation, ViolationKind};
 
 use crate::hca::{HcaError, Verbs};
@@ -107,6 +109,8 @@ struct CtrlPending {
 /// State while the guest is connected.
 struct Served<V: Verbs> {
     provider: V,
+    /// The guest's buffer area (for the tap only).
+    region: Window,
     slots: SlotLayout,
     ctrl: BackRing<CtrlRequest, CtrlResponse>,
     tx: BackRing<TxRequest, TxResponse>,
@@ -134,6 +138,7 @@ pub struct BackHalf<V: Verbs, N: Notify> {
     config: BackConfig,
     phase: Phase<V>,
     stats: BackStats,
+    tapper: tap::Tapper,
 }
 
 impl<V: Verbs, N: Notify> BackHalf<V, N> {
@@ -153,7 +158,14 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
                 interrupts: 1,
                 ..BackStats::default()
             },
+            tapper: tap::Tapper::default(),
         })
+    }
+
+    /// Installs (or removes) a tap that sees every packet this guest sends
+    /// and receives.
+    pub fn set_tap(&mut self, tap: Option<Tap>) {
+        self.tapper.tap = tap;
     }
 
     pub fn stats(&self) -> &BackStats {
@@ -274,6 +286,7 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         });
         self.phase = Phase::Connected(Box::new(Served {
             provider,
+            region: setup.region.clone(),
             slots: setup.slots,
             ctrl,
             tx,

@@ -4,6 +4,7 @@
 use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
 use ring::State;
 
+use super::tap::Tapper;
 use super::{BackError, BackHalf, BackStats, Phase, Served, Violation};
 use crate::hca::{Completion, HcaError, PostError, UdDest, Verbs};
 use crate::notify::Notify;
@@ -27,7 +28,7 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             return Ok(0);
         };
         let result = served
-            .take_requests(&mut self.stats, batch)
+            .take_requests(&mut self.stats, &mut self.tapper, batch)
             .map_err(Outcome::Violation)
             .and_then(|n| {
                 served
@@ -38,7 +39,7 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             })
             .and_then(|n| {
                 served
-                    .reap(&mut self.stats, batch)
+                    .reap(&mut self.stats, &mut self.tapper, batch)
                     .map(|m| n + m)
                     .map_err(Outcome::Provider)
             });
@@ -93,7 +94,12 @@ enum Outcome {
 }
 
 impl<V: Verbs> Served<V> {
-    fn take_requests(&mut self, stats: &mut BackStats, batch: usize) -> Result<usize, Violation> {
+    fn take_requests(
+        &mut self,
+        stats: &mut BackStats,
+        tapper: &mut Tapper,
+        batch: usize,
+    ) -> Result<usize, Violation> {
         let mut work = 0;
         for _ in 0..batch {
             match self.rx.pop_request() {
@@ -105,7 +111,7 @@ impl<V: Verbs> Served<V> {
         }
         for _ in 0..batch {
             match self.tx.pop_request() {
-                Ok(Some(req)) => self.handle_tx(req, stats)?,
+                Ok(Some(req)) => self.handle_tx(req, stats, tapper)?,
                 Ok(None) => break,
                 Err(_) => return Err(Violation::RingOverflow { ring: "tx" }),
             }
@@ -122,7 +128,12 @@ impl<V: Verbs> Served<V> {
         Ok(work)
     }
 
-    fn handle_tx(&mut self, req: TxRequest, stats: &mut BackStats) -> Result<(), Violation> {
+    fn handle_tx(
+        &mut self,
+        req: TxRequest,
+        stats: &mut BackStats,
+        tapper: &mut Tapper,
+    ) -> Result<(), Violation> {
         if req.flags != 0 || req._reserved != 0 {
             return Err(Violation::ReservedBits { ring: "tx" });
         }
@@ -141,11 +152,14 @@ impl<V: Verbs> Served<V> {
         if req.qkey & 0x8000_0000 != 0 {
             return Err(Violation::ControlledQKey { qkey: req.qkey });
         }
-        let handle = self
+        let (handle, dest_gid) = self
             .dests
             .get(req.dest)
             .ok_or(Violation::BadHandle { handle: req.dest })?;
         let token = take_token(&mut self.tx_tokens, req.slot, "tx")?;
+        if let Some(offset) = self.slots.tx_offset(req.slot) {
+            tapper.sent(&self.region, offset, req.len as usize, qpn, dest_gid);
+        }
         let dest = UdDest {
             handle,
             qpn,
@@ -196,20 +210,25 @@ impl<V: Verbs> Served<V> {
         Ok(())
     }
 
-    fn reap(&mut self, stats: &mut BackStats, batch: usize) -> Result<usize, HcaError> {
+    fn reap(
+        &mut self,
+        stats: &mut BackStats,
+        tapper: &mut Tapper,
+        batch: usize,
+    ) -> Result<usize, HcaError> {
         let mut work = 0;
         for _ in 0..batch * 2 {
             let Some(completion) = self.provider.poll_cq()? else {
                 break;
             };
-            self.complete(completion, stats);
+            self.complete(completion, stats, tapper);
             work += 1;
         }
         self.answer_ctrl_in_order();
         Ok(work)
     }
 
-    fn complete(&mut self, completion: Completion, stats: &mut BackStats) {
+    fn complete(&mut self, completion: Completion, stats: &mut BackStats, tapper: &mut Tapper) {
         match completion {
             Completion::Send { slot, status } => {
                 let rsp = TxResponse {
@@ -249,6 +268,12 @@ impl<V: Verbs> Served<V> {
                 };
                 stats.rx_completions += 1;
                 stats.rx_bytes += u64::from(info.byte_len);
+                if status == crate::WcStatus::Success {
+                    if let Some(offset) = self.slots.rx_offset(slot.index()) {
+                        let len = (info.byte_len as usize).min(self.slots.slot_size as usize);
+                        tapper.received(&self.region, offset, len);
+                    }
+                }
                 if let Some(t) = self.rx_tokens.get_mut(usize::from(slot.index())) {
                     *t = Some(slot);
                 }

@@ -1,0 +1,166 @@
+//! Sends a known amount of known data over TCP and hashes both directions.
+
+use core::task::Poll;
+use smoltcp::iface::{Context, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::IpEndpoint;
+
+use sha2::{Digest, Sha256};
+
+use super::tcp::{ClientConn, Phase};
+use super::ClientError;
+use crate::pattern::{Payload, PayloadStream};
+
+/// Socket buffers of a sender, each way.
+pub const SENDER_BUFFER: usize = 64 * 1024;
+
+/// What to send where.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSenderConfig {
+    pub remote: IpEndpoint,
+    /// Non-zero; see [`super::LocalPorts`].
+    pub local_port: u16,
+    pub bytes: u64,
+    pub payload: Payload,
+    /// For the whole exchange, from the first poll.
+    pub timeout: Duration,
+}
+
+impl TcpSenderConfig {
+    /// `bytes` of [`Payload::Pattern`] within 60 s.
+    pub fn new(remote: IpEndpoint, local_port: u16, bytes: u64) -> TcpSenderConfig {
+        TcpSenderConfig {
+            remote,
+            local_port,
+            bytes,
+            payload: Payload::Pattern,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a finished transfer sent and got back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendReport {
+    pub sent: u64,
+    pub sent_sha256: [u8; 32],
+    /// What the peer sent back (an echo server returns everything).
+    pub received: u64,
+    pub received_sha256: [u8; 32],
+    /// From the first poll to the close.
+    pub elapsed: Duration,
+}
+
+/// Connects, sends `bytes`, closes, reads whatever comes back, and reports
+/// once both sides have closed.
+pub struct TcpSender {
+    conn: ClientConn,
+    bytes: u64,
+    data: PayloadStream,
+    tx_hash: Sha256,
+    rx_hash: Sha256,
+    received: u64,
+    closing: bool,
+    started: Option<Instant>,
+    outcome: Option<Result<SendReport, ClientError>>,
+}
+
+impl TcpSender {
+    /// Adds the socket and starts connecting.
+    pub fn new(
+        cx: &mut Context,
+        sockets: &mut SocketSet<'static>,
+        config: TcpSenderConfig,
+    ) -> Result<TcpSender, ClientError> {
+        let conn = ClientConn::connect(
+            cx,
+            sockets,
+            config.remote,
+            config.local_port,
+            (SENDER_BUFFER, SENDER_BUFFER),
+            config.timeout,
+        )?;
+        Ok(TcpSender {
+            conn,
+            bytes: config.bytes,
+            data: config.payload.stream(),
+            tx_hash: Sha256::new(),
+            rx_hash: Sha256::new(),
+            received: 0,
+            closing: false,
+            started: None,
+            outcome: None,
+        })
+    }
+
+    /// Bytes handed to the socket so far.
+    pub fn sent(&self) -> u64 {
+        self.data.offset()
+    }
+
+    pub fn poll(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        now: Instant,
+    ) -> Poll<Result<SendReport, ClientError>> {
+        if let Some(outcome) = &self.outcome {
+            return Poll::Ready(outcome.clone());
+        }
+        let started = *self.started.get_or_insert(now);
+        let socket = sockets.get_mut::<tcp::Socket>(self.conn.handle);
+        self.transfer(socket);
+        let outcome = match self.conn.phase(socket, now) {
+            Ok(Phase::Open | Phase::HalfClosed) => return Poll::Pending,
+            Ok(Phase::Finished) if self.sent() < self.bytes => Err(ClientError::Reset),
+            Ok(Phase::Finished) => Ok(SendReport {
+                sent: self.sent(),
+                sent_sha256: self.tx_hash.clone().finalize().into(),
+                received: self.received,
+                received_sha256: self.rx_hash.clone().finalize().into(),
+                elapsed: now - started,
+            }),
+            Err(e) => Err(e),
+        };
+        self.outcome = Some(outcome.clone());
+        Poll::Ready(outcome)
+    }
+
+    /// Fills the send buffer, drains the receive buffer, and closes once
+    /// everything is queued.
+    fn transfer(&mut self, socket: &mut tcp::Socket<'_>) {
+        while socket.can_send() && self.sent() < self.bytes {
+            let left = self.bytes - self.sent();
+            let (data, hash) = (&mut self.data, &mut self.tx_hash);
+            let queued = socket.send(|buf| {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                data.fill(&mut buf[..n]);
+                hash.update(&buf[..n]);
+                (n, n)
+            });
+            if !matches!(queued, Ok(n) if n > 0) {
+                break;
+            }
+        }
+        while socket.can_recv() {
+            let hash = &mut self.rx_hash;
+            let got = socket.recv(|data| {
+                hash.update(&*data);
+                (data.len(), data.len())
+            });
+            match got {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.received += n as u64,
+            }
+        }
+        if !self.closing && self.sent() == self.bytes && socket.may_send() {
+            socket.close();
+            self.closing = true;
+        }
+    }
+
+    /// Takes the socket out of the set.
+    pub fn release(self, sockets: &mut SocketSet<'_>) {
+        sockets.remove(self.conn.handle);
+    }
+}

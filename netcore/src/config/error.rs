@@ -1,0 +1,120 @@
+//! What can be wrong with a configuration string, each saying how to fix it.
+
+use alloc::string::String;
+use core::fmt;
+
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+
+/// The options [`super::NetConfig::parse`] knows, as the errors list them.
+pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name";
+const KNOWN_SERVICES: &str = "echo, http, discard, chargen, none";
+const KNOWN_LEVELS: &str = "off, error, warn, info, debug, trace";
+
+/// Why `services=` was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServicesProblem {
+    /// A name that is not a service.
+    Unknown(String),
+    /// An empty name: `services=`, `services=echo,,http`, a trailing comma.
+    Empty,
+    /// The same name twice.
+    Repeated(String),
+    /// `none` together with other names.
+    NoneNotAlone,
+}
+
+/// A configuration string that cannot be used. `Display` names the
+/// offending token and says what would be accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A token without `=`, or with nothing before it.
+    NotKeyValue { token: String },
+    /// A key this crate does not know.
+    UnknownOption { token: String },
+    /// The same key twice.
+    Duplicate { first: String, second: String },
+    /// `ip=` is not `a.b.c.d/len`.
+    BadIp { value: String },
+    /// `ip=` parses but is not a host address on its subnet.
+    IpNotHost { value: String, reason: &'static str },
+    /// `gw=` is not `a.b.c.d`.
+    BadGateway { value: String },
+    /// `gw=` is not on `ip=`'s subnet.
+    GatewayOffSubnet { gateway: Ipv4Address, ip: Ipv4Cidr },
+    /// `gw=` is the guest's own address.
+    GatewayIsSelf { gateway: Ipv4Address },
+    BadServices {
+        value: String,
+        problem: ServicesProblem,
+    },
+    /// `log=` is not a level.
+    BadLog { value: String },
+    /// `name=` is empty, too long or has characters other than
+    /// `a-z A-Z 0-9 - . _`.
+    BadName { value: String },
+    /// No `ip=`.
+    MissingIp,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ConfigError::*;
+        match self {
+            NotKeyValue { token } => {
+                write!(f, "\"{token}\" is not key=value (known: {KNOWN_OPTIONS})")
+            }
+            UnknownOption { token } => {
+                write!(f, "unknown option \"{token}\" (known: {KNOWN_OPTIONS})")
+            }
+            Duplicate { first, second } => write!(
+                f,
+                "\"{first}\" and \"{second}\": the same option twice; give each option once"
+            ),
+            BadIp { value } => write!(
+                f,
+                "ip={value}: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"
+            ),
+            IpNotHost { value, reason } => write!(
+                f,
+                "ip={value}: {reason}; give a host address on the subnet (example: ip=10.77.0.2/24)"
+            ),
+            BadGateway { value } => {
+                write!(f, "gw={value}: not an IPv4 address (example: gw=10.77.0.1)")
+            }
+            GatewayOffSubnet { gateway, ip } => write!(
+                f,
+                "gw={gateway}: not on the subnet of ip={ip}; the gateway must be reachable directly"
+            ),
+            GatewayIsSelf { gateway } => write!(
+                f,
+                "gw={gateway}: that is this guest's own address; give the router's address or leave gw= out"
+            ),
+            BadServices { value, problem } => {
+                write!(f, "services={value}: ")?;
+                match problem {
+                    ServicesProblem::Unknown(name) => {
+                        write!(f, "unknown service \"{name}\" (known: {KNOWN_SERVICES})")
+                    }
+                    ServicesProblem::Empty => write!(
+                        f,
+                        "empty service name; separate names with single commas (known: {KNOWN_SERVICES})"
+                    ),
+                    ServicesProblem::Repeated(name) => {
+                        write!(f, "\"{name}\" is listed twice; list each service once")
+                    }
+                    ServicesProblem::NoneNotAlone => {
+                        write!(f, "\"none\" must stand alone (example: services=none)")
+                    }
+                }
+            }
+            BadLog { value } => write!(f, "log={value}: not a log level (known: {KNOWN_LEVELS})"),
+            BadName { value } => write!(
+                f,
+                "name={value}: a name is 1 to 32 of the characters a-z A-Z 0-9 - . _ (example: name=g1)"
+            ),
+            MissingIp => f.write_str("missing required option ip= (example: ip=10.77.0.2/24)"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}

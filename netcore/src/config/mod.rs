@@ -1,0 +1,296 @@
+//! The guest's network configuration, parsed from a kernel-command-line-style
+//! string:
+//!
+//! ```
+//! # use netcore::NetConfig;
+//! let config = NetConfig::parse("ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http log=info name=g1")?;
+//! assert_eq!(config.to_string(), "ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http log=info name=g1");
+//! # Ok::<(), netcore::ConfigError>(())
+//! ```
+//!
+//! Tokens are separated by whitespace and each is `key=value`:
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `ip` | `a.b.c.d/len`, a host address on its subnet | required |
+//! | `gw` | `a.b.c.d` on that subnet | none |
+//! | `services` | `none` or a list of `echo`, `http`, `discard`, `chargen` | all |
+//! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `name` | 1 to 32 of `a-z A-Z 0-9 - . _` | `ibguest` |
+//!
+//! Anything else (unknown keys, bare words, a key given twice, a bad value)
+//! is a [`ConfigError`] whose message names the token and what to write
+//! instead. `Display` writes a string that parses back to the same config.
+
+mod error;
+mod services;
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+use core::str::FromStr;
+
+use ipoib::IpoibConfig;
+use log::LevelFilter;
+use smoltcp::iface::{Interface, RouteTableFull};
+use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
+
+pub use error::{ConfigError, ServicesProblem, KNOWN_OPTIONS};
+pub use services::{Services, SERVICE_NAMES};
+
+/// Longest `name=`.
+pub const NAME_LEN: usize = 32;
+/// A guest's name, as shown on the status page.
+pub type Name = heapless::String<NAME_LEN>;
+/// The name when `name=` is not given.
+pub const DEFAULT_NAME: &str = "ibguest";
+
+/// How the guest's network is set up and which services it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The guest's address and subnet.
+    pub ip: Ipv4Cidr,
+    /// Next hop for destinations off the subnet.
+    pub gateway: Option<Ipv4Address>,
+    pub services: Services,
+    /// The most verbose level to log.
+    pub log: LevelFilter,
+    /// The guest's name: the status page's title.
+    pub name: Name,
+}
+
+impl NetConfig {
+    /// `ip` with every default: no gateway, all services, `info`, `ibguest`.
+    pub fn new(ip: Ipv4Cidr) -> NetConfig {
+        let mut name = Name::new();
+        // DEFAULT_NAME is shorter than NAME_LEN.
+        let _ = name.push_str(DEFAULT_NAME);
+        NetConfig {
+            ip,
+            gateway: None,
+            services: Services::ALL,
+            log: LevelFilter::Info,
+            name,
+        }
+    }
+
+    /// Parses a whitespace-separated list of `key=value` options; see the
+    /// module documentation.
+    pub fn parse(s: &str) -> Result<NetConfig, ConfigError> {
+        let mut seen: [Option<&str>; 5] = [None; 5];
+        for token in s.split_whitespace() {
+            let (key, _) = split_token(token)?;
+            let slot = option_index(key).ok_or_else(|| ConfigError::UnknownOption {
+                token: token.into(),
+            })?;
+            if let Some(first) = seen[slot] {
+                return Err(ConfigError::Duplicate {
+                    first: first.into(),
+                    second: token.into(),
+                });
+            }
+            seen[slot] = Some(token);
+        }
+        let value = |i: usize| seen[i].and_then(|t| t.split_once('=')).map(|(_, v)| v);
+        let ip = parse_ip(value(0).ok_or(ConfigError::MissingIp)?)?;
+        let mut config = NetConfig::new(ip);
+        if let Some(v) = value(1) {
+            config.gateway = Some(parse_gateway(v, ip)?);
+        }
+        if let Some(v) = value(2) {
+            config.services = Services::parse(v)?;
+        }
+        if let Some(v) = value(3) {
+            config.log = parse_level(v)?;
+        }
+        if let Some(v) = value(4) {
+            config.name = parse_name(v)?;
+        }
+        Ok(config)
+    }
+}
+
+impl NetConfig {
+    /// The IPoIB device's settings for this address and gateway (ARP
+    /// timers and the rest at their defaults).
+    pub fn ipoib_config(&self) -> IpoibConfig {
+        let config = IpoibConfig::new(self.ip);
+        match self.gateway {
+            Some(gw) => config.with_gateway(gw),
+            None => config,
+        }
+    }
+
+    /// Makes `iface`'s only address this one, and its default route the
+    /// gateway (or none).
+    pub fn apply(&self, iface: &mut Interface) -> Result<(), RouteTableFull> {
+        let ip = self.ip;
+        iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            // One address always fits.
+            let _ = addrs.push(IpCidr::Ipv4(ip));
+        });
+        let routes = iface.routes_mut();
+        routes.remove_default_ipv4_route();
+        if let Some(gw) = self.gateway {
+            routes.add_default_ipv4_route(gw)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for NetConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<NetConfig, ConfigError> {
+        NetConfig::parse(s)
+    }
+}
+
+impl fmt::Display for NetConfig {
+    /// Every option, in the order ip, gw, services, log, name; `gw=` only
+    /// when there is a gateway.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ip={}", self.ip)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " gw={gw}")?;
+        }
+        write!(
+            f,
+            " services={} log={} name={}",
+            self.services,
+            level_name(self.log),
+            self.name
+        )
+    }
+}
+
+/// The options' keys, in `Display` order.
+const KEYS: [&str; 5] = ["ip", "gw", "services", "log", "name"];
+
+fn option_index(key: &str) -> Option<usize> {
+    KEYS.iter().position(|k| *k == key)
+}
+
+fn split_token(token: &str) -> Result<(&str, &str), ConfigError> {
+    match token.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key, value)),
+        _ => Err(ConfigError::NotKeyValue {
+            token: token.into(),
+        }),
+    }
+}
+
+/// `a.b.c.d/len`, strictly: decimal prefix without sign or leading zero.
+fn parse_cidr(value: &str) -> Option<Ipv4Cidr> {
+    let (addr, len) = value.split_once('/')?;
+    let addr = Ipv4Address::from_str(addr).ok()?;
+    let digits_ok = !len.is_empty()
+        && len.len() <= 2
+        && len.bytes().all(|b| b.is_ascii_digit())
+        && !(len.len() > 1 && len.starts_with('0'));
+    if !digits_ok {
+        return None;
+    }
+    let len: u8 = len.parse().ok()?;
+    (len <= 32).then(|| Ipv4Cidr::new(addr, len))
+}
+
+fn parse_ip(value: &str) -> Result<Ipv4Cidr, ConfigError> {
+    let cidr = parse_cidr(value).ok_or_else(|| ConfigError::BadIp {
+        value: value.into(),
+    })?;
+    match host_problem(cidr) {
+        None => Ok(cidr),
+        Some(reason) => Err(ConfigError::IpNotHost {
+            value: value.into(),
+            reason,
+        }),
+    }
+}
+
+/// Why `cidr` cannot be this guest's address, if it cannot.
+fn host_problem(cidr: Ipv4Cidr) -> Option<&'static str> {
+    let addr = cidr.address();
+    if addr.is_unspecified() {
+        return Some("that is the unspecified address");
+    }
+    if addr.is_broadcast() {
+        return Some("that is the limited broadcast address");
+    }
+    if addr.is_multicast() {
+        return Some("that is a multicast address");
+    }
+    if addr.is_loopback() {
+        return Some("that is a loopback address");
+    }
+    if cidr.prefix_len() == 0 {
+        return Some("a /0 prefix has no subnet");
+    }
+    if cidr.prefix_len() <= 30 {
+        if addr == cidr.network().address() {
+            return Some("that is the subnet's network address");
+        }
+        if Some(addr) == cidr.broadcast() {
+            return Some("that is the subnet's broadcast address");
+        }
+    }
+    None
+}
+
+fn parse_gateway(value: &str, ip: Ipv4Cidr) -> Result<Ipv4Address, ConfigError> {
+    let gateway = Ipv4Address::from_str(value).map_err(|_| ConfigError::BadGateway {
+        value: value.into(),
+    })?;
+    if gateway == ip.address() {
+        return Err(ConfigError::GatewayIsSelf { gateway });
+    }
+    let on_link = ip.contains_addr(&gateway)
+        && gateway != ip.network().address()
+        && (ip.prefix_len() > 30 || Some(gateway) != ip.broadcast());
+    if !on_link {
+        return Err(ConfigError::GatewayOffSubnet { gateway, ip });
+    }
+    Ok(gateway)
+}
+
+const LEVELS: [(&str, LevelFilter); 6] = [
+    ("off", LevelFilter::Off),
+    ("error", LevelFilter::Error),
+    ("warn", LevelFilter::Warn),
+    ("info", LevelFilter::Info),
+    ("debug", LevelFilter::Debug),
+    ("trace", LevelFilter::Trace),
+];
+
+/// Case-insensitive, as `log` itself is.
+fn parse_level(value: &str) -> Result<LevelFilter, ConfigError> {
+    LEVELS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+        .map(|(_, level)| *level)
+        .ok_or_else(|| ConfigError::BadLog {
+            value: value.into(),
+        })
+}
+
+/// The lower-case name `log=` takes.
+pub fn level_name(level: LevelFilter) -> &'static str {
+    LEVELS
+        .iter()
+        .find(|(_, l)| *l == level)
+        .map_or("info", |(name, _)| name)
+}
+
+fn parse_name(value: &str) -> Result<Name, ConfigError> {
+    let bad = || ConfigError::BadName {
+        value: value.into(),
+    };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if value.is_empty() || !value.chars().all(ok_char) {
+        return Err(bad());
+    }
+    let mut name = Name::new();
+    name.push_str(value).map_err(|_| bad())?;
+    Ok(name)
+}

@@ -1,0 +1,36 @@
+//! The guest's network services, test clients and boot configuration.
+//!
+//! Shared unchanged by the hosted guest (a Linux process) and the PVH
+//! unikernel: `no_std` + `alloc`, no `unsafe`, and nothing but smoltcp
+//! sockets underneath.
+//!
+//! - [`config`]: [`NetConfig`], parsed from a kernel-command-line-style
+//!   string such as `ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http`.
+//! - [`services`]: [`ServiceHost`] serves UDP and TCP echo (port 7), an
+//!   HTTP status page (80), discard (9) and chargen (19) on a
+//!   `smoltcp::iface::SocketSet`.
+//! - [`clients`]: poll-driven [`Pinger`], [`TcpSender`] and [`HttpGet`].
+//! - [`status`]: [`StatusSource`], the `key value` counters the status page
+//!   shows.
+//! - [`http`]: the request parser and response writer behind the status
+//!   page, and the response parser behind [`HttpGet`].
+//! - [`pattern`]: the data generators both ends agree on (chargen's RFC 864
+//!   lines, the sender's pattern and seeded pseudo-random data).
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod clients;
+pub mod config;
+pub mod http;
+pub mod pattern;
+pub mod services;
+pub mod status;
+
+pub use clients::{ClientError, HttpGet, Pinger, TcpSender};
+pub use config::{ConfigError, NetConfig, Services};
+pub use services::{DiscardReport, ServiceHost, ServiceStats};
+pub use status::StatusSource;

@@ -1,0 +1,212 @@
+//! The guest's services on a smoltcp `SocketSet`.
+//!
+//! | service | port | what it does |
+//! |---|---|---|
+//! | echo | UDP 7, TCP 7 | sends back what arrives (RFC 862) |
+//! | http | TCP 80 | `GET /`: HTML status page; `GET /stats`: `key value` lines |
+//! | discard | TCP 9 | reads, counts and SHA-256s everything (RFC 863) |
+//! | chargen | TCP 19 | sends the RFC 864 pattern as fast as the socket takes it |
+//!
+//! Each TCP service has [`LISTENERS`] sockets on its port, so that many
+//! clients are served at once; a socket listens again once its connection
+//! is over. A connection whose peer vanishes is dropped after
+//! [`SERVER_TIMEOUT`] (keep-alive probes every [`KEEP_ALIVE`] find it); a
+//! peer that stays connected and silent keeps its socket.
+//!
+//! ```no_run
+//! # use netcore::{NetConfig, ServiceHost};
+//! # use smoltcp::iface::SocketSet;
+//! # let device_stats = ();
+//! let config = NetConfig::parse("ip=10.77.0.2/24 services=echo,http")?;
+//! let mut sockets = SocketSet::new(Vec::new());
+//! let mut host = ServiceHost::new(&config, &mut sockets);
+//! loop {
+//!     // iface.poll(now, &mut device, &mut sockets);
+//!     host.poll(&mut sockets, &device_stats);
+//! #   break;
+//! }
+//! # Ok::<(), netcore::ConfigError>(())
+//! ```
+
+mod chargen;
+mod discard;
+mod echo;
+mod http;
+mod pages;
+mod pool;
+mod stats;
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::udp;
+use smoltcp::time::Duration;
+
+use crate::config::NetConfig;
+use crate::status::StatusSource;
+use chargen::ChargenConn;
+use discard::DiscardConn;
+use echo::EchoConn;
+use http::HttpConn;
+use pages::PageContext;
+use pool::Pool;
+
+pub use discard::DiscardReport;
+pub use stats::ServiceStats;
+
+pub const ECHO_PORT: u16 = 7;
+pub const DISCARD_PORT: u16 = 9;
+pub const CHARGEN_PORT: u16 = 19;
+pub const HTTP_PORT: u16 = 80;
+
+/// Listening sockets per TCP service: how many clients each serves at once.
+pub const LISTENERS: usize = 4;
+/// The busy direction of discard (receive) and chargen (send).
+pub const BULK_BUFFER: usize = 64 * 1024;
+/// The idle direction of discard and chargen.
+pub const IDLE_BUFFER: usize = 1024;
+/// Each direction of a TCP echo connection.
+pub const ECHO_BUFFER: usize = 8 * 1024;
+/// Request heads are at most [`crate::http::MAX_HEAD`] bytes.
+pub const HTTP_RX_BUFFER: usize = 4 * 1024;
+/// Responses are queued in pieces, so this only bounds each piece.
+pub const HTTP_TX_BUFFER: usize = 16 * 1024;
+/// UDP echo: datagrams queued each way, and their total payload.
+pub const UDP_ECHO_PACKETS: usize = 16;
+pub const UDP_ECHO_BUFFER: usize = 16 * 1024;
+/// Largest datagram UDP echo answers: IPoIB's MTU is at most 4092.
+pub const UDP_ECHO_MAX: usize = 4096;
+/// A connected peer that stops answering is given up on after this.
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Keep-alive probes on idle server connections.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Finished discard connections remembered for [`ServiceHost::pop_discard_report`].
+pub const DISCARD_REPORTS: usize = 16;
+
+/// The enabled services' sockets and state. Its sockets must stay in the
+/// `SocketSet` it was created with; [`ServiceHost::remove`] takes them out.
+pub struct ServiceHost {
+    config: NetConfig,
+    udp_echo: Option<SocketHandle>,
+    tcp_echo: Option<Pool<EchoConn>>,
+    http: Option<Pool<HttpConn>>,
+    discard: Option<Pool<DiscardConn>>,
+    chargen: Option<Pool<ChargenConn>>,
+    stats: ServiceStats,
+    discard_reports: VecDeque<DiscardReport>,
+    /// Echo copies through here.
+    scratch: Vec<u8>,
+}
+
+impl ServiceHost {
+    /// Adds the sockets of `config.services` to `sockets`, listening.
+    pub fn new(config: &NetConfig, sockets: &mut SocketSet<'static>) -> ServiceHost {
+        let s = config.services;
+        ServiceHost {
+            config: config.clone(),
+            udp_echo: s.echo.then(|| echo::udp_socket(sockets)),
+            tcp_echo: s
+                .echo
+                .then(|| Pool::new(sockets, LISTENERS, ECHO_PORT, ECHO_BUFFER, ECHO_BUFFER)),
+            http: s.http.then(|| {
+                Pool::new(
+                    sockets,
+                    LISTENERS,
+                    HTTP_PORT,
+                    HTTP_RX_BUFFER,
+                    HTTP_TX_BUFFER,
+                )
+            }),
+            discard: s
+                .discard
+                .then(|| Pool::new(sockets, LISTENERS, DISCARD_PORT, BULK_BUFFER, IDLE_BUFFER)),
+            chargen: s
+                .chargen
+                .then(|| Pool::new(sockets, LISTENERS, CHARGEN_PORT, IDLE_BUFFER, BULK_BUFFER)),
+            stats: ServiceStats::default(),
+            discard_reports: VecDeque::new(),
+            scratch: vec![0; UDP_ECHO_MAX],
+        }
+    }
+
+    /// Serves whatever is waiting on every service's sockets; call it after
+    /// each `Interface::poll`. `status` supplies the device counters the
+    /// status pages show. Returns true if it did anything (so the caller
+    /// should poll the interface again before sleeping).
+    pub fn poll(&mut self, sockets: &mut SocketSet<'_>, status: &dyn StatusSource) -> bool {
+        let mut progress = false;
+        let stats = &mut self.stats;
+        let scratch = &mut self.scratch[..];
+        if let Some(handle) = self.udp_echo {
+            let socket = sockets.get_mut::<udp::Socket>(handle);
+            progress |= echo::poll_udp(socket, scratch, self.config.ip.broadcast(), stats);
+        }
+        if let Some(pool) = &mut self.tcp_echo {
+            let a = pool.poll(sockets, |s, _| echo::serve_tcp(s, scratch, stats));
+            stats.tcp_echo_connections += a.accepted;
+            progress |= a.progress;
+        }
+        if let Some(pool) = &mut self.http {
+            let page = PageContext {
+                config: &self.config,
+                status,
+            };
+            let a = pool.poll(sockets, |s, c| http::serve(s, c, &page, stats));
+            stats.http_connections += a.accepted;
+            progress |= a.progress;
+        }
+        if let Some(pool) = &mut self.discard {
+            let reports = &mut self.discard_reports;
+            let a = pool.poll(sockets, |s, c| discard::serve(s, c, stats, reports));
+            stats.discard_connections += a.accepted;
+            progress |= a.progress;
+        }
+        if let Some(pool) = &mut self.chargen {
+            let a = pool.poll(sockets, |s, c| chargen::serve(s, c, stats));
+            stats.chargen_connections += a.accepted;
+            progress |= a.progress;
+        }
+        progress
+    }
+
+    /// Counters since [`ServiceHost::new`].
+    pub fn stats(&self) -> ServiceStats {
+        self.stats
+    }
+
+    /// The configuration the host was made with.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The oldest discard connection that finished and was not yet taken
+    /// (at most [`DISCARD_REPORTS`] are kept).
+    pub fn pop_discard_report(&mut self) -> Option<DiscardReport> {
+        self.discard_reports.pop_front()
+    }
+
+    /// Every socket the host added.
+    pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
+        let pools = [
+            self.tcp_echo
+                .as_ref()
+                .map(|p| p.handles().collect::<Vec<_>>()),
+            self.http.as_ref().map(|p| p.handles().collect()),
+            self.discard.as_ref().map(|p| p.handles().collect()),
+            self.chargen.as_ref().map(|p| p.handles().collect()),
+        ];
+        self.udp_echo
+            .into_iter()
+            .chain(pools.into_iter().flatten().flatten())
+    }
+
+    /// Takes the host's sockets out of `sockets` (dropping any connections
+    /// without a word to the peers).
+    pub fn remove(self, sockets: &mut SocketSet<'_>) {
+        for handle in self.handles() {
+            sockets.remove(handle);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Counters as `key value` lines, the form the status page and `/stats`
+//! show.
+
+use core::fmt::{self, Write};
+
+use ipoib::IpoibStats;
+
+/// Something with counters to show. Each line is `key value\n`: the key has
+/// no whitespace, the value is the rest of the line.
+pub trait StatusSource {
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result;
+}
+
+/// No counters.
+impl StatusSource for () {
+    fn write_status(&self, _out: &mut dyn Write) -> fmt::Result {
+        Ok(())
+    }
+}
+
+impl<T: StatusSource + ?Sized> StatusSource for &T {
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
+        (**self).write_status(out)
+    }
+}
+
+/// Each source in turn.
+impl StatusSource for [&dyn StatusSource] {
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
+        self.iter().try_for_each(|s| s.write_status(out))
+    }
+}
+
+/// Writes `key value\n` for each pair.
+pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, u64)]) -> fmt::Result {
+    pairs
+        .iter()
+        .try_for_each(|(key, value)| writeln!(out, "{key} {value}"))
+}
+
+impl StatusSource for IpoibStats {
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
+        let (rx, tx, arp) = (&self.rx_drops, &self.tx_drops, &self.arp);
+        write_pairs(
+            out,
+            &[
+                ("rx_packets", self.rx_packets),
+                ("rx_bytes", self.rx_bytes),
+                ("tx_packets", self.tx_packets),
+                ("tx_bytes", self.tx_bytes),
+                ("rx_drop_malformed", rx.malformed),
+                ("rx_drop_unknown_ethertype", rx.unknown_ethertype),
+                ("rx_drop_looped", rx.looped),
+                ("rx_drop_error_status", rx.error_status),
+                ("rx_drop_queue_full", rx.queue_full),
+                ("tx_drop_no_route", tx.no_route),
+                ("tx_drop_arp_timeout", tx.arp_timeout),
+                ("tx_drop_queue_full", tx.queue_full),
+                ("tx_drop_path_unreachable", tx.path_unreachable),
+                ("tx_drop_send_error", tx.send_error),
+                ("tx_drop_oversize", tx.oversize),
+                ("tx_drop_link_down", tx.link_down),
+                ("arp_requests_sent", arp.requests_sent),
+                ("arp_replies_sent", arp.replies_sent),
+                ("arp_requests_received", arp.requests_received),
+                ("arp_replies_received", arp.replies_received),
+                ("arp_learned", arp.learned),
+                ("arp_gratuitous_sent", arp.gratuitous_sent),
+                ("arp_failures", arp.failures),
+                ("arp_path_resolutions", arp.path_resolutions),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::String;
+
+    use super::*;
+
+    #[test]
+    fn ipoib_stats_are_key_value_lines() {
+        let mut stats = IpoibStats {
+            rx_packets: 3,
+            tx_bytes: 99,
+            ..IpoibStats::default()
+        };
+        stats.arp.learned = 2;
+        let mut out = String::new();
+        stats.write_status(&mut out).unwrap();
+        assert!(out.starts_with("rx_packets 3\nrx_bytes 0\ntx_packets 0\ntx_bytes 99\n"));
+        assert!(out.contains("\narp_learned 2\n"));
+        for line in out.lines() {
+            let (key, value) = line.split_once(' ').unwrap();
+            assert!(!key.is_empty() && !key.contains(char::is_whitespace));
+            value.parse::<u64>().unwrap();
+        }
+        assert_eq!(out.lines().count(), 24);
+    }
+
+    #[test]
+    fn slices_chain_sources() {
+        let a = IpoibStats::default();
+        let both: [&dyn StatusSource; 2] = [&a, &()];
+        let mut out = String::new();
+        both[..].write_status(&mut out).unwrap();
+        assert_eq!(out.lines().count(), 24);
+    }
+}

@@ -1,0 +1,211 @@
+//! The client state machines from guest 0 against a `ServiceHost` on
+//! guest 1: ping, bulk sends to discard and echo, HTTP GET.
+
+mod common;
+
+use common::{Setup, CLIENT, LIMIT, SERVER};
+use ibguest_testkit::BoxError;
+use netcore::clients::{
+    ClientError, HttpGet, HttpGetConfig, LocalPorts, PingConfig, Pinger, SendReport, TcpSender,
+    TcpSenderConfig,
+};
+use netcore::pattern::Payload;
+use netcore::services::{DISCARD_PORT, ECHO_PORT, HTTP_PORT, LISTENERS};
+use smoltcp::time::Duration;
+use smoltcp::wire::Ipv4Address;
+
+const MIB: u64 = 1024 * 1024;
+
+fn send(
+    s: &mut Setup,
+    config: TcpSenderConfig,
+) -> Result<Result<SendReport, ClientError>, BoxError> {
+    let g = &mut s.net.guests[CLIENT];
+    let mut sender = TcpSender::new(g.iface.context(), &mut g.sockets, config)?;
+    let result = s.run_client(LIMIT, |net| {
+        sender.poll(&mut net.guests[CLIENT].sockets, net.now)
+    })?;
+    sender.release(&mut s.net.guests[CLIENT].sockets);
+    Ok(result)
+}
+
+#[test]
+fn pinger_counts_replies_and_losses() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    let target = s.net.guests[SERVER].spec.ipv4();
+    let mut config = PingConfig::new(target);
+    config.count = 4;
+    config.interval = Duration::from_millis(50);
+    let mut pinger = Pinger::new(&mut s.net.guests[CLIENT].sockets, config)?;
+    let report = s.run_client(LIMIT, |net| {
+        pinger.poll(&mut net.guests[CLIENT].sockets, net.now)
+    })??;
+    pinger.release(&mut s.net.guests[CLIENT].sockets);
+    assert_eq!(
+        (report.transmitted(), report.received(), report.lost()),
+        (4, 4, 0),
+        "{report}"
+    );
+    let max = report.max_rtt().unwrap();
+    assert!(
+        max > Duration::ZERO && max < Duration::from_millis(50),
+        "{report}"
+    );
+    assert!(report
+        .to_string()
+        .starts_with("ping 10.77.0.2: 4 sent, 4 received, 0 lost; rtt"));
+
+    // Nobody has 10.77.0.99: ARP fails and every request is lost.
+    let mut config = PingConfig::new(Ipv4Address::new(10, 77, 0, 99));
+    config.count = 2;
+    config.ident = 7;
+    let mut pinger = Pinger::new(&mut s.net.guests[CLIENT].sockets, config)?;
+    let report = s.run_client(LIMIT, |net| {
+        pinger.poll(&mut net.guests[CLIENT].sockets, net.now)
+    })??;
+    assert_eq!((report.transmitted(), report.received()), (2, 0));
+    assert_eq!(
+        report.to_string(),
+        "ping 10.77.0.99: 2 sent, 0 received, 2 lost"
+    );
+    assert_eq!(pinger.poll_at(), None);
+    Ok(())
+}
+
+#[test]
+fn discard_hash_matches_the_senders() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    let mut config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 51000, MIB);
+    config.payload = Payload::Seeded(42);
+    let report = send(&mut s, config)??;
+    assert_eq!(report.sent, MIB);
+    assert_eq!(report.received, 0);
+    let discard = s.host.pop_discard_report().expect("a discard report");
+    assert_eq!(discard.bytes, MIB);
+    assert_eq!(discard.sha256, report.sent_sha256);
+    assert!(discard
+        .to_string()
+        .starts_with("discard from 10.77.0.1:51000: 1048576 bytes sha256 "));
+    assert_eq!(s.host.pop_discard_report(), None);
+    assert_eq!(s.host.stats().discard_bytes, MIB);
+    Ok(())
+}
+
+#[test]
+fn echo_returns_what_the_sender_sent() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    let config = TcpSenderConfig::new(s.server_endpoint(ECHO_PORT), 51001, 200_000);
+    let report = send(&mut s, config)??;
+    assert_eq!(report.received, 200_000);
+    assert_eq!(report.received_sha256, report.sent_sha256);
+    Ok(())
+}
+
+#[test]
+fn several_clients_at_once_then_more() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    let mut ports = LocalPorts::new(100);
+    for round in 0..2u64 {
+        let mut senders = Vec::new();
+        for i in 0..LISTENERS as u64 {
+            let mut config =
+                TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), ports.next(), 256 * 1024);
+            config.payload = Payload::Seeded(round * 10 + i);
+            let g = &mut s.net.guests[CLIENT];
+            senders.push(TcpSender::new(g.iface.context(), &mut g.sockets, config)?);
+        }
+        let mut reports = vec![None; senders.len()];
+        s.run_until(LIMIT, |net| {
+            for (sender, report) in senders.iter_mut().zip(&mut reports) {
+                if let std::task::Poll::Ready(r) =
+                    sender.poll(&mut net.guests[CLIENT].sockets, net.now)
+                {
+                    *report = Some(r);
+                }
+            }
+            reports.iter().all(Option::is_some)
+        })?;
+        let mut sent: Vec<[u8; 32]> = Vec::new();
+        for r in reports.into_iter().flatten() {
+            sent.push(r?.sent_sha256);
+        }
+        let mut got: Vec<[u8; 32]> = std::iter::from_fn(|| s.host.pop_discard_report())
+            .map(|r| r.sha256)
+            .collect();
+        sent.sort();
+        got.sort();
+        assert_eq!(got, sent, "round {round}");
+        for sender in senders {
+            sender.release(&mut s.net.guests[CLIENT].sockets);
+        }
+    }
+    assert_eq!(s.host.stats().discard_connections, 2 * LISTENERS as u64);
+    Ok(())
+}
+
+#[test]
+fn http_get_reads_pages() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    for (i, (path, status)) in [("/stats", 200), ("/", 200), ("/missing", 404)]
+        .into_iter()
+        .enumerate()
+    {
+        let config = HttpGetConfig::new(s.server_endpoint(HTTP_PORT), 52000 + i as u16, path);
+        let g = &mut s.net.guests[CLIENT];
+        let mut get = HttpGet::new(g.iface.context(), &mut g.sockets, config)?;
+        let response = s.run_client(LIMIT, |net| {
+            get.poll(&mut net.guests[CLIENT].sockets, net.now)
+        })??;
+        get.release(&mut s.net.guests[CLIENT].sockets);
+        assert_eq!(response.status, status, "{path}");
+        if path == "/stats" {
+            let text = response.text().unwrap();
+            assert!(text.contains("\nhttp_requests 1\n"), "{text}");
+        }
+    }
+    assert_eq!(s.host.stats().http_requests, 3);
+    Ok(())
+}
+
+#[test]
+fn client_errors() -> Result<(), BoxError> {
+    // Nothing listens: the SYN is answered with a reset.
+    let mut s = Setup::with_config("ip=10.77.0.2/24 services=http")?;
+    let config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 53000, 10);
+    assert_eq!(send(&mut s, config)?, Err(ClientError::Refused));
+
+    // Nobody at that address: the time limit.
+    let mut config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 53001, 10);
+    config.remote.addr = Ipv4Address::new(10, 77, 0, 99).into();
+    config.timeout = Duration::from_secs(2);
+    assert_eq!(
+        send(&mut s, config)?,
+        Err(ClientError::TimedOut(Duration::from_secs(2)))
+    );
+
+    let http = s.server_endpoint(HTTP_PORT);
+    let g = &mut s.net.guests[CLIENT];
+    let bad = HttpGetConfig::new(http, 53002, "no-slash");
+    assert!(matches!(
+        HttpGet::new(g.iface.context(), &mut g.sockets, bad),
+        Err(ClientError::InvalidArgument(_))
+    ));
+    let zero = TcpSenderConfig::new(http, 0, 1);
+    assert!(matches!(
+        TcpSender::new(g.iface.context(), &mut g.sockets, zero),
+        Err(ClientError::InvalidArgument(_))
+    ));
+    let mut big = PingConfig::new(Ipv4Address::new(10, 77, 0, 2));
+    big.payload_len = 5000;
+    assert!(Pinger::new(&mut g.sockets, big).is_err());
+
+    // A response larger than allowed.
+    let mut small = HttpGetConfig::new(http, 53003, "/");
+    small.max_response = 100;
+    let mut get = HttpGet::new(g.iface.context(), &mut g.sockets, small)?;
+    let result = s.run_client(LIMIT, |net| {
+        get.poll(&mut net.guests[CLIENT].sockets, net.now)
+    })?;
+    assert_eq!(result, Err(ClientError::ResponseTooLarge(100)));
+    Ok(())
+}
