@@ -4,12 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ibguest_hosted::{HostedError, Runtime};
-use smoltcp::socket::icmp;
-use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address, Ipv4Cidr};
+use netcore::clients::{HttpGetConfig, LocalPorts, PingConfig, TcpSenderConfig};
+use netcore::pattern::Payload;
+use netcore::{HttpGet, NetConfig, Pinger, TcpSender};
+use smoltcp::socket::udp;
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
 #[derive(Parser)]
 #[command(
@@ -21,12 +25,13 @@ struct Cli {
     /// The back end's socket for this guest (what QEMU's -chardev socket,path= names).
     #[arg(long)]
     socket: PathBuf,
-    /// This guest's address, e.g. 10.77.0.2/24.
-    #[arg(long, value_parser = parse_cidr)]
-    ip: Ipv4Cidr,
-    /// Default gateway.
+    /// The guest configuration, in the unikernel's command-line syntax:
+    /// "ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http,discard,chargen".
     #[arg(long)]
-    gw: Option<Ipv4Address>,
+    net: Option<String>,
+    /// Shorthand for --net "ip=ADDR/PREFIX".
+    #[arg(long)]
+    ip: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -40,108 +45,274 @@ enum Command {
         target: Ipv4Address,
         #[arg(long, default_value_t = 3)]
         count: u16,
-        /// Seconds to wait for each reply.
+        /// Seconds each request waits for its reply.
         #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Send BYTES of seeded data over TCP to ADDR:PORT (e.g. a discard
+    /// service on port 9) and print their SHA-256.
+    Send {
+        to: String,
+        bytes: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Fetch http://ADDR[:PORT]/PATH and print the status and body.
+    Fetch {
+        url: String,
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Send COUNT datagrams to a UDP echo service at ADDR:PORT and check
+    /// that each comes back intact.
+    UdpEcho {
+        to: String,
+        #[arg(long, default_value_t = 10)]
+        count: u16,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
 }
 
-/// Parses `10.77.0.2/24`.
-fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX (e.g. 10.77.0.2/24)"))?;
-    let addr: Ipv4Address = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| (1..=32).contains(p))
-        .ok_or_else(|| format!("{prefix:?} is not a prefix length (1-32)"))?;
-    Ok(Ipv4Cidr::new(addr, prefix))
-}
-
-fn serve(rt: &mut Runtime, stop: &AtomicBool) -> Result<(), HostedError> {
+/// Runs the loop until `step` says it is done or `stop` is set.
+fn drive<T>(
+    rt: &mut Runtime,
+    stop: &AtomicBool,
+    mut step: impl FnMut(&mut Runtime) -> Poll<T>,
+) -> Result<Option<T>, HostedError> {
     while !stop.load(Ordering::Relaxed) {
-        if !rt.poll()? {
+        let progress = rt.poll()?;
+        while let Some(report) = rt.services.pop_discard_report() {
+            println!("{report}");
+        }
+        if let Poll::Ready(v) = step(rt) {
+            rt.poll()?;
+            return Ok(Some(v));
+        }
+        if !progress {
             rt.idle_wait()?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-fn ping(
-    rt: &mut Runtime,
-    target: Ipv4Address,
-    count: u16,
-    timeout: Duration,
-) -> Result<bool, HostedError> {
-    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let mut socket = icmp::Socket::new(rx, tx);
-    let ident = std::process::id() as u16;
-    socket
-        .bind(icmp::Endpoint::Ident(ident))
-        .map_err(|e| HostedError::Protocol(format!("icmp bind: {e}")))?;
-    let handle = rt.sockets.add(socket);
-    let mut answered = 0;
-    for seq in 1..=count {
-        let payload = [0x5au8; 56];
-        let repr = Icmpv4Repr::EchoRequest {
-            ident,
-            seq_no: seq,
-            data: &payload,
-        };
-        {
-            let s = rt.sockets.get_mut::<icmp::Socket>(handle);
-            let buf = s
-                .send(repr.buffer_len(), IpAddress::Ipv4(target))
-                .map_err(|e| HostedError::Protocol(format!("icmp send: {e}")))?;
-            repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &Default::default());
-        }
-        let sent = Instant::now();
-        let mut got = false;
-        while !got && sent.elapsed() < timeout {
-            if !rt.poll()? {
-                rt.idle_wait()?;
-            }
-            let s = rt.sockets.get_mut::<icmp::Socket>(handle);
-            while let Ok((data, _)) = s.recv() {
-                if let Ok(p) = Icmpv4Packet::new_checked(data) {
-                    if let Ok(Icmpv4Repr::EchoReply { seq_no, .. }) =
-                        Icmpv4Repr::parse(&p, &Default::default())
-                    {
-                        got |= seq_no == seq;
-                    }
-                }
-            }
-        }
-        if got {
-            answered += 1;
-            println!(
-                "reply from {target}: seq={seq} time={:.3} ms",
-                sent.elapsed().as_secs_f64() * 1e3
-            );
-        } else {
-            println!("no reply from {target}: seq={seq}");
-        }
-    }
-    println!("{count} sent, {answered} answered");
-    Ok(answered == count)
+fn endpoint(text: &str) -> Result<IpEndpoint, HostedError> {
+    let (addr, port) = text.rsplit_once(':').ok_or_else(|| {
+        HostedError::Protocol(format!("{text:?} is not ADDR:PORT (e.g. 10.77.0.2:9)"))
+    })?;
+    let addr: Ipv4Address = addr
+        .parse()
+        .map_err(|_| HostedError::Protocol(format!("{addr:?} is not an IPv4 address")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| HostedError::Protocol(format!("{port:?} is not a port")))?;
+    Ok(IpEndpoint::new(IpAddress::Ipv4(addr), port))
+}
+
+fn client_error(e: netcore::ClientError) -> HostedError {
+    HostedError::Protocol(format!("{e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
-    let mut rt = Runtime::start(&cli.socket, cli.ip, cli.gw)?;
-    log::info!("ibguest-hosted: {} up, hw {}", cli.ip, rt.device.hw_addr());
+    let net_text = match (cli.net, cli.ip) {
+        (Some(n), None) => n,
+        (None, Some(ip)) => format!("ip={ip}"),
+        (Some(_), Some(_)) => {
+            return Err(HostedError::Protocol(
+                "give either --net or --ip, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(HostedError::Protocol(
+                "missing --net \"ip=ADDR/PREFIX ...\" (or --ip ADDR/PREFIX)".into(),
+            ))
+        }
+    };
+    let net =
+        NetConfig::parse(&net_text).map_err(|e| HostedError::Protocol(format!("--net: {e}")))?;
+    let mut rt = Runtime::start(&cli.socket, &net)?;
+    log::info!("ibguest-hosted: {} up, hw {}", net.ip, rt.device.hw_addr());
+    let mut ports = LocalPorts::new((std::process::id() % 1000) as u16);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&mut rt, stop).map(|()| true),
+        Command::Serve => {
+            drive::<()>(&mut rt, stop, |_| Poll::Pending)?;
+            Ok(true)
+        }
         Command::Ping {
             target,
             count,
             timeout,
-        } => ping(&mut rt, target, count, Duration::from_secs(timeout)),
+        } => {
+            let mut config = PingConfig::new(target);
+            config.count = count;
+            config.timeout = smoltcp::time::Duration::from_secs(timeout);
+            config.interval = smoltcp::time::Duration::from_millis(200);
+            config.ident = std::process::id() as u16;
+            let mut pinger = Pinger::new(&mut rt.sockets, config).map_err(client_error)?;
+            let report = drive(&mut rt, stop, |rt| {
+                let now = rt.now();
+                pinger.poll(&mut rt.sockets, now)
+            })?;
+            let Some(report) = report else {
+                return Ok(false);
+            };
+            let report = report.map_err(client_error)?;
+            for (i, rtt) in report.rtts.iter().enumerate() {
+                match rtt {
+                    Some(d) => println!(
+                        "reply from {target}: seq={} time={:.3} ms",
+                        i + 1,
+                        d.total_micros() as f64 / 1e3
+                    ),
+                    None => println!("no reply from {target}: seq={}", i + 1),
+                }
+            }
+            println!(
+                "{} sent, {} answered",
+                report.transmitted(),
+                report.received()
+            );
+            Ok(report.lost() == 0)
+        }
+        Command::Send {
+            to,
+            bytes,
+            seed,
+            timeout,
+        } => {
+            let remote = endpoint(&to)?;
+            let mut config = TcpSenderConfig::new(remote, ports.next(), bytes);
+            config.payload = Payload::Seeded(seed);
+            config.timeout = smoltcp::time::Duration::from_secs(timeout);
+            let mut sender = TcpSender::new(&mut rt.iface.context(), &mut rt.sockets, config)
+                .map_err(client_error)?;
+            let started = Instant::now();
+            let report = drive(&mut rt, stop, |rt| {
+                let now = rt.now();
+                sender.poll(&mut rt.sockets, now)
+            })?;
+            let Some(report) = report else {
+                return Ok(false);
+            };
+            let report = report.map_err(client_error)?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "sent {} bytes sha256 {} in {secs:.3} s ({:.1} MB/s)",
+                report.sent,
+                hex(&report.sent_sha256),
+                report.sent as f64 / secs / 1e6
+            );
+            Ok(report.sent == bytes)
+        }
+        Command::Fetch { url, timeout } => {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| HostedError::Protocol(format!("{url:?} is not an http:// URL")))?;
+            let (host, path) = rest
+                .split_once('/')
+                .map(|(h, p)| (h, format!("/{p}")))
+                .unwrap_or((rest, "/".into()));
+            let remote = if host.contains(':') {
+                endpoint(host)?
+            } else {
+                endpoint(&format!("{host}:80"))?
+            };
+            let mut config = HttpGetConfig::new(remote, ports.next(), &path);
+            config.timeout = smoltcp::time::Duration::from_secs(timeout);
+            let mut get = HttpGet::new(&mut rt.iface.context(), &mut rt.sockets, config)
+                .map_err(client_error)?;
+            let response = drive(&mut rt, stop, |rt| {
+                let now = rt.now();
+                get.poll(&mut rt.sockets, now)
+            })?;
+            let Some(response) = response else {
+                return Ok(false);
+            };
+            let response = response.map_err(client_error)?;
+            println!("HTTP {} {}", response.status, response.reason);
+            println!("{}", String::from_utf8_lossy(&response.body));
+            Ok(response.status == 200)
+        }
+        Command::UdpEcho {
+            to,
+            count,
+            size,
+            timeout,
+        } => udp_echo(
+            &mut rt,
+            stop,
+            endpoint(&to)?,
+            count,
+            size,
+            Duration::from_secs(timeout),
+            ports.next(),
+        ),
     }
+}
+
+/// Datagrams in flight at once.
+const UDP_WINDOW: u16 = 8;
+
+fn udp_echo(
+    rt: &mut Runtime,
+    stop: &AtomicBool,
+    to: IpEndpoint,
+    count: u16,
+    size: usize,
+    timeout: Duration,
+    port: u16,
+) -> Result<bool, HostedError> {
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 128 * 1024]);
+    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 128 * 1024]);
+    let mut socket = udp::Socket::new(rx, tx);
+    socket
+        .bind(port)
+        .map_err(|e| HostedError::Protocol(format!("udp bind: {e}")))?;
+    let handle = rt.sockets.add(socket);
+    let payload = |i: u16| -> Vec<u8> {
+        (0..size)
+            .map(|j| (j as u16).wrapping_mul(31).wrapping_add(i) as u8)
+            .collect()
+    };
+    let mut sent = 0u16;
+    let mut good = 0u16;
+    let mut bad = 0u16;
+    let deadline = Instant::now() + timeout;
+    drive(rt, stop, |rt| {
+        let s = rt.sockets.get_mut::<udp::Socket>(handle);
+        // A window of datagrams in flight, so the echo server's buffers are
+        // not simply overrun.
+        while sent < count && s.can_send() && sent - good - bad < UDP_WINDOW {
+            sent += 1;
+            if s.send_slice(&payload(sent), to).is_err() {
+                break;
+            }
+        }
+        let mut buf = vec![0u8; size.max(1) + 64];
+        while let Ok((n, _)) = s.recv_slice(&mut buf) {
+            let seq_ok = (1..=sent).any(|i| buf[..n] == payload(i)[..]);
+            if seq_ok {
+                good += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        if good + bad >= count || Instant::now() >= deadline {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })?;
+    println!("udp echo: {sent} sent, {good} echoed intact, {bad} corrupted");
+    Ok(good == count && bad == 0)
 }
 
 fn main() -> ExitCode {

@@ -5,10 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ipoib::{IpoibConfig, IpoibDevice, IpoibError};
+use ipoib::{IpoibDevice, IpoibError};
+use netcore::{NetConfig, ServiceHost};
 use ring::LayoutParams;
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::HardwareAddress;
 use verbs_shim::front::FrontHca;
 use verbs_shim::HcaError;
 
@@ -38,6 +39,7 @@ pub struct Runtime {
     pub device: Device,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
+    pub services: ServiceHost,
     origin: std::time::Instant,
     /// Times the guest moved to a new back end (restart or new epoch).
     pub reattaches: u64,
@@ -46,36 +48,28 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Connects to the back end's socket, attaches, and brings IPoIB up.
-    pub fn start(
-        socket: &Path,
-        address: Ipv4Cidr,
-        gateway: Option<Ipv4Address>,
-    ) -> Result<Runtime, HostedError> {
+    /// Connects to the back end's socket, attaches, brings IPoIB up and
+    /// starts the configured services.
+    pub fn start(socket: &Path, net: &NetConfig) -> Result<Runtime, HostedError> {
         let mut transport = Transport::connect(socket, ATTACH_TIMEOUT)?;
         let front = transport.attach(PARAMS, ATTACH_TIMEOUT)?;
-        let mut config = IpoibConfig::new(address);
-        config.gateway = gateway;
-        let mut device = IpoibDevice::new(front, config).map_err(HostedError::Ipoib)?;
+        let address = net.ip;
+        let mut device = IpoibDevice::new(front, net.ipoib_config()).map_err(HostedError::Ipoib)?;
         let origin = std::time::Instant::now();
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed =
             u64::from(u32::from(address.address())) ^ origin.elapsed().as_nanos() as u64;
         let mut iface = Interface::new(iface_config, &mut device, smoltcp::time::Instant::ZERO);
-        iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::Ipv4(address));
-        });
-        if let Some(gw) = gateway {
-            iface
-                .routes_mut()
-                .add_default_ipv4_route(gw)
-                .map_err(|_| HostedError::Protocol("cannot add the default route".into()))?;
-        }
+        net.apply(&mut iface)
+            .map_err(|_| HostedError::Protocol("cannot add the default route".into()))?;
+        let mut sockets = SocketSet::new(Vec::new());
+        let services = ServiceHost::new(net, &mut sockets);
         Ok(Runtime {
             transport,
             device,
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets,
+            services,
             origin,
             reattaches: 0,
             sleeps: 0,
@@ -117,6 +111,12 @@ impl Runtime {
         let now = self.now();
         progress |= self.iface.poll(now, &mut self.device, &mut self.sockets)
             != smoltcp::iface::PollResult::None;
+        let stats = self.device.stats();
+        if self.services.poll(&mut self.sockets, &stats) {
+            // What the services wrote goes out in this pass.
+            progress = true;
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+        }
         progress |= self.service()?;
         Ok(progress)
     }

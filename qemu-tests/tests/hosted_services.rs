@@ -1,0 +1,69 @@
+//! Issue 3, must-show 1: ARP, ping, UDP echo, HTTP and a 64 MiB TCP
+//! transfer between two hosted guests through the back end.
+
+use std::time::Duration;
+
+use qemu_tests::backend::Seat;
+use qemu_tests::{scratch_dir, Backend, Hosted, Result};
+
+const MIB: u64 = 1024 * 1024;
+
+fn sha_of(line_prefix: &str, text: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.contains(line_prefix))
+        .and_then(|l| l.split("sha256 ").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_owned())
+}
+
+#[test]
+fn udp_echo_http_and_64_mib_tcp() -> Result<()> {
+    let dir = scratch_dir("services")?;
+    let be = Backend::start(&dir, &[Seat::new(&dir, "g1"), Seat::new(&dir, "g2")], &[])?;
+    let mut g2 = Hosted::serve(&dir, "g2", &be.socket("g2"), "10.77.0.2/24")?;
+    let g1 = |name: &str, args: &[&str], secs: u64| {
+        Hosted::run(
+            &dir,
+            name,
+            &be.socket("g1"),
+            "10.77.0.1/24",
+            args,
+            Duration::from_secs(secs),
+        )
+    };
+
+    let out = g1(
+        "g1-udp",
+        &["udp-echo", "10.77.0.2:7", "--count", "50", "--size", "1400"],
+        60,
+    )?;
+    assert!(
+        out.contains("udp echo: 50 sent, 50 echoed intact, 0 corrupted"),
+        "{out}"
+    );
+
+    let out = g1("g1-http", &["fetch", "http://10.77.0.2/stats"], 60)?;
+    assert!(out.contains("HTTP 200"), "{out}");
+    assert!(out.contains("ip 10.77.0.2/24"), "{out}");
+    assert!(out.contains("rx_packets"), "{out}");
+    let out = g1("g1-http-404", &["fetch", "http://10.77.0.2/nope"], 60);
+    assert!(out.is_err(), "a missing page must not count as success");
+
+    let bytes = (64 * MIB).to_string();
+    let out = g1(
+        "g1-send",
+        &["send", "10.77.0.2:9", &bytes, "--seed", "42"],
+        600,
+    )?;
+    let sent = sha_of(&format!("sent {bytes} bytes"), &out)
+        .ok_or_else(|| qemu_tests::HarnessError(format!("no sha in {out}")))?;
+    let line = g2.wait_for(&format!(": {bytes} bytes sha256"), Duration::from_secs(30))?;
+    let received = sha_of("discard from", &line).unwrap_or_default();
+    assert_eq!(sent, received, "sender {out}\nreceiver {line}");
+    assert!(out.contains("MB/s"), "{out}");
+    println!(
+        "{}",
+        out.lines().find(|l| l.starts_with("sent ")).unwrap_or("")
+    );
+    assert_eq!(be.counter("total", "violations")?, 0);
+    Ok(())
+}
