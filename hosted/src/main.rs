@@ -192,7 +192,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             let mut config = TcpSenderConfig::new(remote, ports.next(), bytes);
             config.payload = Payload::Seeded(seed);
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
-            let mut sender = TcpSender::new(&mut rt.iface.context(), &mut rt.sockets, config)
+            let mut sender = TcpSender::new(rt.iface.context(), &mut rt.sockets, config)
                 .map_err(client_error)?;
             let started = Instant::now();
             let report = drive(&mut rt, stop, |rt| {
@@ -227,7 +227,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             };
             let mut config = HttpGetConfig::new(remote, ports.next(), &path);
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
-            let mut get = HttpGet::new(&mut rt.iface.context(), &mut rt.sockets, config)
+            let mut get = HttpGet::new(rt.iface.context(), &mut rt.sockets, config)
                 .map_err(client_error)?;
             let response = drive(&mut rt, stop, |rt| {
                 let now = rt.now();
