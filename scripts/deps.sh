@@ -10,7 +10,10 @@ fi
 
 need_pkgs=()
 command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
-command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+# rdma-sys (bindgen) needs the verbs headers, librdmacm and libclang.
+for pkg in pkg-config libibverbs-dev librdmacm-dev libclang-dev clang; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "deps: installing ${need_pkgs[*]}"

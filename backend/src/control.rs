@@ -12,7 +12,7 @@ use crate::worker::Snapshots;
 pub struct Control {
     listener: UnixListener,
     provider: &'static str,
-    epoch: u32,
+    epoch: std::sync::atomic::AtomicU32,
     snapshots: Snapshots,
 }
 
@@ -45,9 +45,18 @@ impl Control {
         Ok(Control {
             listener,
             provider,
-            epoch,
+            epoch: std::sync::atomic::AtomicU32::new(epoch),
             snapshots,
         })
+    }
+
+    pub fn set_epoch(&self, epoch: u32) {
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn snapshots(&self) -> Snapshots {
+        self.snapshots.clone()
     }
 
     /// Answers every waiting request. Never blocks for long.
@@ -81,7 +90,14 @@ impl Control {
                     let all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
                     all.iter().flatten().cloned().collect()
                 };
-                stream.write_all(stats::render(self.provider, self.epoch, &seats).as_bytes())
+                stream.write_all(
+                    stats::render(
+                        self.provider,
+                        self.epoch.load(std::sync::atomic::Ordering::Relaxed),
+                        &seats,
+                    )
+                    .as_bytes(),
+                )
             }
             other => writeln!(stream, "error: unknown command {other:?} (known: stats)"),
         }

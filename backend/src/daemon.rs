@@ -35,18 +35,40 @@ struct Route {
     bell: Arc<EventFd>,
 }
 
+/// Why the worker stopped.
+pub enum WorkerError {
+    /// It could not start (no device, a socket in use...): restarting it
+    /// would not help.
+    Startup(Box<dyn std::error::Error>),
+    Running(Box<dyn std::error::Error>),
+}
+
 /// Runs until SIGTERM, or until the supervisor goes away.
-pub fn run_worker(
+pub fn run_worker(config: Config, supervisor: UnixStream) -> Result<(), WorkerError> {
+    let (fabric, control) = start(&config).map_err(WorkerError::Startup)?;
+    serve(config, supervisor, fabric, control).map_err(WorkerError::Running)
+}
+
+/// What must work before the worker serves anyone.
+fn start(config: &Config) -> Result<(Fabric, Control), Box<dyn std::error::Error>> {
+    let fabric = Fabric::open(config)?;
+    let snapshots: Snapshots = Arc::new(Mutex::new(vec![None; config.guests.len()]));
+    let control = Control::bind(&config.control, fabric.name(), 0, snapshots)?;
+    Ok((fabric, control))
+}
+
+fn serve(
     config: Config,
     supervisor: UnixStream,
+    fabric: Fabric,
+    control: Control,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let fabric = Fabric::open(&config)?;
     let epoch = new_epoch();
     let mtu = ib_mtu(config.mtu);
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    let snapshots: Snapshots = Arc::new(Mutex::new(vec![None; config.guests.len()]));
+    let snapshots = control.snapshots();
     let capture = match &config.pcap {
         Some(path) => {
             log::info!("capturing fabric traffic to {}", path.display());
@@ -65,7 +87,7 @@ pub fn run_worker(
     for (i, g) in config.guests.iter().enumerate() {
         shares[i % workers].push(Seat::new(i, g.clone(), epoch, capture.clone()));
     }
-    let control = Control::bind(&config.control, fabric.name(), epoch, snapshots.clone())?;
+    control.set_epoch(epoch);
     log::info!(
         "ib-backend: provider {}, epoch {epoch:#x}, {} guests on {workers} worker thread(s), control {}",
         fabric.name(),

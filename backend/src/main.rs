@@ -135,7 +135,11 @@ fn main() -> ExitCode {
             };
             match daemon::run_worker(config, link) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
+                Err(daemon::WorkerError::Startup(e)) => {
+                    eprintln!("ib-backend: {e}");
+                    ExitCode::from(supervisor::EXIT_FATAL)
+                }
+                Err(daemon::WorkerError::Running(e)) => {
                     eprintln!("ib-backend worker: {e}");
                     ExitCode::FAILURE
                 }

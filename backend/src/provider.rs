@@ -6,7 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use ivshmem::EventFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
 use verbs_shim::back::GuestSetup;
+use verbs_shim::rdma::{RdmaConfig, RdmaContext, RdmaPort};
 use verbs_shim::sim::{FaultConfig, PortConfig, SimFabric, SimPort};
 use verbs_shim::{
     Completion, DestHandle, Gid, HcaError, IbMtu, PKey, PortAttr, PostError, RxSlot, RxSlots,
@@ -31,27 +34,83 @@ impl std::error::Error for ProviderError {}
 #[derive(Clone)]
 pub enum Fabric {
     Sim(SimFabric),
+    Rdma(RdmaContext),
 }
 
 /// One guest's port.
 pub enum Port {
     Sim(SimPort),
+    Rdma(RdmaPort),
+}
+
+impl Port {
+    /// A descriptor that becomes readable when the port has completions,
+    /// for ports that have one (rdma's completion channel). Sim ports wake
+    /// their seat through the notifier instead.
+    pub fn event_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Port::Sim(_) => None,
+            // SAFETY: the completion channel's descriptor lives as long as
+            // the port, and the borrow cannot outlive `self`.
+            Port::Rdma(p) => Some(unsafe { BorrowedFd::borrow_raw(p.as_raw_fd()) }),
+        }
+    }
+
+    /// Acknowledges the events that woke us (rdma), so the channel does not
+    /// stay readable.
+    pub fn ack_events(&mut self) {
+        if let Port::Rdma(p) = self {
+            if let Err(e) = p.ack_events() {
+                log::warn!("rdma: cannot acknowledge CQ events: {e}");
+            }
+        }
+    }
+
+    /// Moves the QP to the error state so posted work is flushed (rdma).
+    pub fn close(&mut self) {
+        if let Port::Rdma(p) = self {
+            if let Err(e) = p.close() {
+                log::warn!("rdma: closing the port failed: {e}");
+            }
+        }
+    }
 }
 
 impl Fabric {
     pub fn open(config: &Config) -> Result<Fabric, ProviderError> {
         match &config.provider {
             ProviderConfig::Sim => Ok(Fabric::Sim(SimFabric::new(FaultConfig::NONE))),
-            ProviderConfig::Rdma { .. } => Err(ProviderError(
-                "the rdma provider is not built into this ib-backend yet; use --provider sim"
-                    .into(),
-            )),
+            ProviderConfig::Rdma {
+                device,
+                port,
+                gid_index,
+            } => {
+                let rdma = RdmaConfig {
+                    device: device.clone(),
+                    port: *port,
+                    gid_index: *gid_index,
+                    ..RdmaConfig::default()
+                };
+                let ctx = RdmaContext::open(&rdma)
+                    .map_err(|e| ProviderError(format!("rdma provider: {e}")))?;
+                log::info!(
+                    "rdma: {} port {} gid[{}] {} lid {} mtu {}",
+                    ctx.device_name(),
+                    ctx.port_num(),
+                    ctx.gid_index(),
+                    ctx.gid(),
+                    ctx.lid().0,
+                    ctx.mtu().bytes()
+                );
+                Ok(Fabric::Rdma(ctx))
+            }
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Fabric::Sim(_) => "sim",
+            Fabric::Rdma(_) => "rdma",
         }
     }
 
@@ -81,6 +140,18 @@ impl Fabric {
                 })));
                 Ok(Port::Sim(port))
             }
+            Fabric::Rdma(ctx) => {
+                let _ = (wake, mtu);
+                let port = ctx
+                    .open_port(setup.region.clone(), setup.slots)
+                    .map_err(|e| {
+                        ProviderError(format!(
+                            "guest {}: cannot open an rdma port: {e}",
+                            guest.name
+                        ))
+                    })?;
+                Ok(Port::Rdma(port))
+            }
         }
     }
 }
@@ -89,6 +160,7 @@ macro_rules! forward {
     ($self:ident, $p:ident => $e:expr) => {
         match $self {
             Port::Sim($p) => $e,
+            Port::Rdma($p) => $e,
         }
     };
 }

@@ -49,6 +49,8 @@ pub struct Session {
     back: BackHalf<Port, Interrupt>,
     /// The port's attributes once connected.
     port: Option<PortAttr>,
+    /// The port's event descriptor has been handed to the worker's epoll.
+    port_events_watched: bool,
 }
 
 /// One configured guest.
@@ -69,6 +71,8 @@ pub enum Source {
     Client,
     Doorbell,
     Wake,
+    /// The provider's own completion descriptor (rdma).
+    PortEvents,
 }
 
 impl Seat {
@@ -95,7 +99,22 @@ impl Seat {
             Source::Client => self.session.as_ref().map(|s| s.client.as_fd()),
             Source::Doorbell => self.session.as_ref().map(|s| s.doorbell.as_fd()),
             Source::Wake => self.session.as_ref().map(|s| s.wake.as_fd()),
+            Source::PortEvents => self
+                .session
+                .as_ref()
+                .and_then(|s| s.back.provider()?.event_fd()),
         }
+    }
+
+    /// The port's event descriptor, once, when a new port has one to watch.
+    pub fn new_port_events(&mut self) -> Option<BorrowedFd<'_>> {
+        let s = self.session.as_mut()?;
+        if s.port_events_watched {
+            return None;
+        }
+        let fd = s.back.provider()?.event_fd()?;
+        s.port_events_watched = true;
+        Some(fd)
     }
 
     /// The supervisor refused a second connection to this seat.
@@ -175,6 +194,7 @@ impl Seat {
             wake: Arc::new(EventFd::new()?),
             back,
             port: None,
+            port_events_watched: false,
         })
     }
 
@@ -210,14 +230,20 @@ impl Seat {
         let Some(s) = &mut self.session else {
             return false;
         };
-        let fd = if source == Source::Doorbell {
-            &s.doorbell
-        } else {
-            &*s.wake
-        };
-        match fd.drain() {
-            Ok(n) if source == Source::Doorbell => self.counters.doorbells += n,
-            _ => {}
+        match source {
+            Source::Doorbell => {
+                if let Ok(n) = s.doorbell.drain() {
+                    self.counters.doorbells += n;
+                }
+            }
+            Source::PortEvents => {
+                if let Some(p) = s.back.provider_mut() {
+                    p.ack_events();
+                }
+            }
+            _ => {
+                let _ = s.wake.drain();
+            }
         }
         self.run(fabric, mtu)
     }
@@ -294,6 +320,7 @@ impl Seat {
                 }
                 s.back = b;
                 s.port = None;
+                s.port_events_watched = false;
                 self.counters.reclaims += 1;
             }
             Err(e) => log::error!("guest {}: cannot reset the window: {e}", self.config.name),
@@ -303,7 +330,10 @@ impl Seat {
     /// Drops the session: window, eventfds, port. The guest's socket is
     /// closed.
     pub fn end_session(&mut self) {
-        if let Some(s) = self.session.take() {
+        if let Some(mut s) = self.session.take() {
+            if let Some(p) = s.back.provider_mut() {
+                p.close();
+            }
             add_stats(&mut self.past, s.back.stats());
             if let (Some(c), Some(p)) = (&self.capture, s.port) {
                 c.remove_local(&p.gid);

@@ -30,6 +30,9 @@ pub const GUEST_PEER: u16 = 1;
 /// One notification vector each way is all the channel needs; QEMU guests
 /// use `vectors=1` (or more).
 pub const VECTORS: usize = 1;
+/// A worker that exits with this code could not start (no device, a
+/// socket in use): restarting it would not help.
+pub const EXIT_FATAL: u8 = 78;
 /// Most worker restarts in `RESTART_WINDOW` before the supervisor gives up.
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(30);
@@ -79,12 +82,25 @@ fn new_session(
     })
 }
 
+/// Removes the guests' socket files however the supervisor ends.
+struct SocketFiles(Vec<std::path::PathBuf>);
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Runs until SIGTERM/SIGINT. `worker_args` are the `run` arguments, passed
 /// on to each worker.
 pub fn run(config: Config, worker_args: Vec<OsString>) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    // Only sockets this supervisor bound are removed when it ends.
+    let mut files = SocketFiles(Vec::new());
     let mut listeners: Vec<UnixListener> = Vec::new();
     for g in &config.guests {
         let l = ivshmem::server::bind(&g.socket).map_err(|e| {
@@ -94,6 +110,7 @@ pub fn run(config: Config, worker_args: Vec<OsString>) -> Result<(), Box<dyn std
                 g.socket.display()
             )
         })?;
+        files.0.push(g.socket.clone());
         l.set_nonblocking(true)?;
         log::info!("guest {}: listening on {}", g.name, g.socket.display());
         listeners.push(l);
@@ -181,6 +198,9 @@ pub fn run(config: Config, worker_args: Vec<OsString>) -> Result<(), Box<dyn std
             if stop.load(Ordering::Relaxed) {
                 break;
             }
+            if status.code() == Some(i32::from(EXIT_FATAL)) {
+                return Err("the worker could not start (see above); not restarting it".into());
+            }
             log::error!(
                 "supervisor: worker {} died ({status}); restarting it",
                 worker.child.id()
@@ -229,9 +249,6 @@ pub fn run(config: Config, worker_args: Vec<OsString>) -> Result<(), Box<dyn std
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
-    }
-    for g in &config.guests {
-        let _ = std::fs::remove_file(&g.socket);
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ fn token(local: usize, source: Source) -> u64 {
             Source::Client => 0,
             Source::Doorbell => 1,
             Source::Wake => 2,
+            Source::PortEvents => 3,
         }
 }
 
@@ -46,7 +47,8 @@ fn untoken(token: u64) -> (usize, Source) {
     let source = match token & 3 {
         0 => Source::Client,
         1 => Source::Doorbell,
-        _ => Source::Wake,
+        2 => Source::Wake,
+        _ => Source::PortEvents,
     };
     ((token >> 2) as usize, source)
 }
@@ -62,6 +64,18 @@ impl Worker {
         }
         if let Err(e) = epoll.add(fd, EpollEvent::new(flags, token(local, source))) {
             log::error!("epoll add failed: {e}");
+        }
+    }
+
+    /// Adds a freshly opened port's event descriptor (rdma) to the loop.
+    fn watch_port_events(&mut self, epoll: &Epoll, local: usize) {
+        if let Some(fd) = self.seats[local].new_port_events() {
+            if let Err(e) = epoll.add(
+                fd,
+                EpollEvent::new(EpollFlags::EPOLLIN, token(local, Source::PortEvents)),
+            ) {
+                log::error!("epoll add failed: {e}");
+            }
         }
     }
 
@@ -92,6 +106,7 @@ impl Worker {
                         // Serve whatever the guest already queued.
                         let (fabric, mtu) = (&self.fabric, self.mtu);
                         self.seats[local].kick(Source::Doorbell, fabric, mtu);
+                        self.watch_port_events(epoll, local);
                     }
                 }
                 Handoff::Refused { .. } => self.seats[local].refused(),
@@ -141,9 +156,10 @@ impl Worker {
                     Source::Client => {
                         self.seats[local].client_event();
                     }
-                    Source::Doorbell | Source::Wake => {
+                    Source::Doorbell | Source::Wake | Source::PortEvents => {
                         let (fabric, mtu) = (&self.fabric, self.mtu);
                         self.seats[local].kick(source, fabric, mtu);
+                        self.watch_port_events(&epoll, local);
                     }
                 }
                 self.publish(local);

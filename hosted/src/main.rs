@@ -227,8 +227,8 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             };
             let mut config = HttpGetConfig::new(remote, ports.next(), &path);
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
-            let mut get = HttpGet::new(rt.iface.context(), &mut rt.sockets, config)
-                .map_err(client_error)?;
+            let mut get =
+                HttpGet::new(rt.iface.context(), &mut rt.sockets, config).map_err(client_error)?;
             let response = drive(&mut rt, stop, |rt| {
                 let now = rt.now();
                 get.poll(&mut rt.sockets, now)

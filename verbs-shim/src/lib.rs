@@ -21,6 +21,9 @@ pub mod types;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+#[cfg(feature = "rdma")]
+pub mod rdma;
+
 pub use hca::{
     Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
     Verbs, WcStatus,

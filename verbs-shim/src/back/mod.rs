@@ -192,6 +192,15 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         }
     }
 
+    /// The provider, while connected, for provider-specific upkeep (for
+    /// example acknowledging completion events).
+    pub fn provider_mut(&mut self) -> Option<&mut V> {
+        match &mut self.phase {
+            Phase::Connected(s) => Some(&mut s.provider),
+            _ => None,
+        }
+    }
+
     /// Checks whether the guest has written its parameters (CHANNEL.md step
     /// 2). Returns what the provider must be built over, once.
     pub fn poll_guest_init(&mut self) -> Result<Option<GuestSetup>, BackError> {

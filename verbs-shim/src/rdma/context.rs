@@ -1,0 +1,318 @@
+//! An opened device port, shared by the guests' [`RdmaPort`]s.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use ring::Window;
+
+use super::config::{mtu_for_slot, port_state, usable_mtu, LinkLayer, RdmaConfig};
+use super::error::RdmaError;
+use super::ffi::{Device, DeviceCaps, DeviceList, QueueSpec, Queues};
+use super::ipmc;
+use super::port::RdmaPort;
+use crate::slot::SlotLayout;
+use crate::types::{Gid, IbMtu, Lid, PKey, PortState, QKey, GRH_LEN};
+
+/// What every port opened on a context shares.
+pub(super) struct Shared {
+    pub dev: Arc<Device>,
+    pub name: String,
+    pub port: u8,
+    pub link_layer: LinkLayer,
+    pub gid: Gid,
+    pub gid_index: u8,
+    pub lid: Lid,
+    pub pkey: PKey,
+    pub pkey_index: u16,
+    pub qkey: QKey,
+    pub mtu: IbMtu,
+    pub state: PortState,
+    pub caps: DeviceCaps,
+    /// RoCE: the network device behind the GID (name, interface index).
+    pub netdev: Option<(String, u32)>,
+}
+
+/// One port of one RDMA device, with a protection domain. Cheap to clone;
+/// clones share the device. Each guest gets its own [`RdmaPort`] (memory
+/// region, CQ, UD QP) from [`RdmaContext::open_port`].
+///
+/// The port attributes are read once, at open; link changes are not
+/// followed (no async event handling).
+#[derive(Clone)]
+pub struct RdmaContext {
+    shared: Arc<Shared>,
+}
+
+impl RdmaContext {
+    /// The names of the devices libibverbs sees (empty when there are none).
+    pub fn devices() -> Result<Vec<String>, RdmaError> {
+        Ok(DeviceList::get()?.map(|l| l.names()).unwrap_or_default())
+    }
+
+    /// Opens the configured device (or the first one), reads the port, its
+    /// GID and P_Key, and allocates a protection domain.
+    pub fn open(config: &RdmaConfig) -> Result<RdmaContext, RdmaError> {
+        config.validate()?;
+        let list = DeviceList::get()?.ok_or(RdmaError::NoDevice)?;
+        let names = list.names();
+        let index = match &config.device {
+            None => 0,
+            Some(want) => {
+                names
+                    .iter()
+                    .position(|n| n == want)
+                    .ok_or_else(|| RdmaError::NotFound {
+                        name: want.clone(),
+                        available: names.clone(),
+                    })?
+            }
+        };
+        let name = names.get(index).cloned().unwrap_or_default();
+        let dev = list.open(index)?;
+        drop(list);
+        let caps = dev.query_device()?;
+        let port = config.port;
+        if port > caps.phys_port_cnt {
+            return Err(RdmaError::BadPort {
+                device: name,
+                port,
+                ports: caps.phys_port_cnt,
+            });
+        }
+        let info = dev.query_port(port)?;
+        let gid_index = config.gid_index;
+        if u32::from(gid_index) >= info.gid_tbl_len {
+            return Err(RdmaError::BadGidIndex {
+                device: name,
+                port,
+                index: gid_index,
+                table_len: info.gid_tbl_len,
+            });
+        }
+        let gid = Gid(dev.query_gid(port, gid_index)?);
+        if gid == Gid::ZERO {
+            return Err(RdmaError::EmptyGid {
+                device: name,
+                port,
+                index: gid_index,
+            });
+        }
+        let pkey_index = config.pkey_index;
+        if pkey_index >= info.pkey_tbl_len {
+            return Err(RdmaError::BadPkeyIndex {
+                device: name,
+                port,
+                index: pkey_index,
+                table_len: info.pkey_tbl_len,
+            });
+        }
+        let pkey = PKey(dev.query_pkey(port, pkey_index)?);
+        if pkey.partition() == 0 {
+            return Err(RdmaError::EmptyPkey {
+                device: name,
+                port,
+                index: pkey_index,
+            });
+        }
+        let link_layer = LinkLayer::from_code(info.link_layer);
+        let netdev = match link_layer {
+            LinkLayer::Ethernet => ipmc::netdev_of(&name, port, gid_index),
+            LinkLayer::InfiniBand => None,
+        };
+        if link_layer == LinkLayer::Ethernet && netdev.is_none() {
+            log::warn!(
+                "rdma: {name} port {port}: no network device found for GID index {gid_index}; \
+                 multicast groups will not be joined at the IP level"
+            );
+        }
+        let shared = Shared {
+            dev: Arc::new(dev),
+            netdev,
+            port,
+            link_layer,
+            gid,
+            gid_index,
+            lid: Lid(info.lid),
+            pkey,
+            pkey_index,
+            qkey: config.qkey,
+            mtu: usable_mtu(info.active_mtu, config.max_mtu),
+            state: port_state(info.state),
+            caps,
+            name,
+        };
+        log::info!(
+            "rdma: {} port {} {:?} {:?}: gid[{}] {} lid {:#x} pkey {:#06x} mtu {}",
+            shared.name,
+            port,
+            shared.link_layer,
+            shared.state,
+            gid_index,
+            gid,
+            info.lid,
+            pkey.0,
+            shared.mtu.bytes()
+        );
+        if shared.state != PortState::Active {
+            log::warn!(
+                "rdma: {} port {port} is {:?}, not active; nothing will be sent or received",
+                shared.name,
+                shared.state
+            );
+        }
+        Ok(RdmaContext {
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn port_num(&self) -> u8 {
+        self.shared.port
+    }
+
+    pub fn link_layer(&self) -> LinkLayer {
+        self.shared.link_layer
+    }
+
+    /// The GID at the configured index.
+    pub fn gid(&self) -> Gid {
+        self.shared.gid
+    }
+
+    pub fn gid_index(&self) -> u8 {
+        self.shared.gid_index
+    }
+
+    /// The port's LID (0 on RoCE).
+    pub fn lid(&self) -> Lid {
+        self.shared.lid
+    }
+
+    /// The P_Key at the configured index.
+    pub fn pkey(&self) -> PKey {
+        self.shared.pkey
+    }
+
+    /// The active MTU, capped by the configuration. A port may use less (it
+    /// must fit the slots).
+    pub fn mtu(&self) -> IbMtu {
+        self.shared.mtu
+    }
+
+    /// RoCE: the network device behind the GID.
+    pub fn netdev(&self) -> Option<&str> {
+        self.shared.netdev.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// The port state when the context was opened.
+    pub fn state(&self) -> PortState {
+        self.shared.state
+    }
+
+    /// Registers `region` (one memory region, local write), creates a
+    /// completion channel, a CQ of `tx_count + rx_count` entries and a UD QP
+    /// (`tx_count` send and `rx_count` receive work requests, one SGE each),
+    /// and moves the QP to RTS. The port's MTU is the context's, lowered
+    /// until a packet fits a slot behind the 40-byte GRH area.
+    pub fn open_port(&self, region: Window, layout: SlotLayout) -> Result<RdmaPort, RdmaError> {
+        let s = &self.shared;
+        if layout.tx_count == 0 || layout.rx_count == 0 {
+            return Err(RdmaError::EmptyLayout);
+        }
+        let needed = layout.region_len();
+        if region.len() < needed {
+            return Err(RdmaError::RegionTooSmall {
+                needed,
+                actual: region.len(),
+            });
+        }
+        let mtu =
+            mtu_for_slot(s.mtu, layout.slot_size as usize).ok_or(RdmaError::SlotTooSmall {
+                slot_size: layout.slot_size,
+                needed: GRH_LEN + IbMtu::Mtu256.bytes(),
+            })?;
+        let (tx, rx) = (usize::from(layout.tx_count), usize::from(layout.rx_count));
+        check_limit("send work requests", tx, s.caps.max_qp_wr)?;
+        check_limit("receive work requests", rx, s.caps.max_qp_wr)?;
+        check_limit("completion queue entries", tx + rx, s.caps.max_cqe)?;
+        let spec = QueueSpec {
+            cqe: u32::from(layout.tx_count) + u32::from(layout.rx_count),
+            send_wr: u32::from(layout.tx_count),
+            recv_wr: u32::from(layout.rx_count),
+            port: s.port,
+            pkey_index: s.pkey_index,
+            qkey: s.qkey.0,
+        };
+        let queues = Queues::create(Arc::clone(&s.dev), region.clone(), &spec)?;
+        log::debug!(
+            "rdma: {} port {}: UD QP {:#x} up, {} TX + {} RX slots of {} bytes, mtu {}",
+            s.name,
+            s.port,
+            queues.qpn(),
+            tx,
+            rx,
+            layout.slot_size,
+            mtu.bytes()
+        );
+        Ok(RdmaPort::new(
+            Arc::clone(&self.shared),
+            queues,
+            region,
+            layout,
+            mtu,
+        ))
+    }
+}
+
+/// `requested` must not exceed the device's `max` (0: the device did not
+/// say).
+fn check_limit(what: &'static str, requested: usize, max: usize) -> Result<(), RdmaError> {
+    if max != 0 && requested > max {
+        return Err(RdmaError::LayoutTooLarge {
+            what,
+            requested,
+            max,
+        });
+    }
+    Ok(())
+}
+
+impl core::fmt::Debug for RdmaContext {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("RdmaContext")
+            .field("device", &s.name)
+            .field("port", &s.port)
+            .field("link_layer", &s.link_layer)
+            .field("gid", &s.gid)
+            .field("gid_index", &s.gid_index)
+            .field("lid", &s.lid)
+            .field("pkey", &s.pkey)
+            .field("mtu", &s.mtu)
+            .field("state", &s.state)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        assert_eq!(check_limit("x", 10, 0), Ok(()));
+        assert_eq!(check_limit("x", 10, 10), Ok(()));
+        assert_eq!(
+            check_limit("x", 11, 10),
+            Err(RdmaError::LayoutTooLarge {
+                what: "x",
+                requested: 11,
+                max: 10
+            })
+        );
+    }
+}

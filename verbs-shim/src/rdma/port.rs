@@ -1,0 +1,670 @@
+//! One guest's UD QP on a device port, seen through the verbs contract.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+
+use ring::Window;
+
+use super::config::LinkLayer;
+use super::context::Shared;
+use super::dests::{Dests, MAX_HANDLES};
+use super::error::RdmaError;
+use super::ffi::{Ah, AhSpec, Queues, POLL_BATCH};
+use super::ipmc;
+use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
+use crate::hca::{
+    Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
+    Verbs, WcStatus,
+};
+use crate::mem::SlotBuffers;
+use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
+use crate::types::{Gid, IbMtu, Lid, PKey, PortAttr, PortState, Qpn, GRH_LEN};
+
+/// The hop limit of address handles (the GRH / IPv6 hop limit, the IPv4 TTL
+/// on RoCEv2).
+pub const HOP_LIMIT: u8 = 64;
+
+/// The `info` of a receive that carried nothing (flushed or failed).
+const EMPTY_INFO: RecvInfo = RecvInfo {
+    byte_len: 0,
+    src_qpn: Qpn::new_truncated(0),
+    src_lid: Lid(0),
+    pkey: PKey(0),
+    grh_present: false,
+    multicast: false,
+};
+
+/// Counters of one port.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+pub struct RdmaStats {
+    pub tx_posted: u64,
+    pub rx_posted: u64,
+    pub tx_completions: u64,
+    pub rx_completions: u64,
+    /// Bytes received, GRH areas included.
+    pub rx_bytes: u64,
+    /// Work completions with an error status (flushes included).
+    pub wc_errors: u64,
+    /// Sends longer than the MTU, completed with `LocalLength` unposted.
+    pub oversize: u64,
+    /// Sends through an unknown handle or longer than a slot, completed with
+    /// `LocalProtection` unposted.
+    pub bad_send: u64,
+    /// `ibv_post_send`/`ibv_post_recv` failures.
+    pub post_errors: u64,
+    /// Completions whose work request id names no outstanding request.
+    pub bogus_wc: u64,
+    /// Completion channel events acknowledged.
+    pub events: u64,
+}
+
+/// One guest's port: a registered buffer region, a CQ with a completion
+/// channel, a UD QP and a table of address handles. Implements
+/// [`Verbs`] and [`Hca`].
+///
+/// Semantics, next to the sim fabric's:
+/// - `post_send` posts one signaled `IBV_WR_SEND` whose single SGE points
+///   straight into the slot (zero copy). A send longer than the port MTU
+///   completes with `LocalLength`, and one through an unknown handle or
+///   longer than a slot with `LocalProtection`, without being posted.
+/// - `post_recv` posts the whole RX slot; the HCA writes the 40-byte GRH
+///   area first. On RoCEv2 over IPv4 that area holds 20 undefined bytes and
+///   then the IPv4 header.
+/// - `flush` does nothing: every post rings the doorbell itself. The QP has
+///   a send and a receive queue entry for every slot, and the CQ an entry
+///   for every slot, so neither posting nor completing can overflow.
+/// - `poll_cq` reaps the CQ in batches of 32. Received P_Key: the HCA drops
+///   packets outside the QP's partition and a UD `ibv_wc` does not say which
+///   key matched, so `RecvInfo::pkey` is the port's own. `multicast` is read
+///   from the GRH area's destination (`ibv_wc` has no flag for it); without
+///   a GRH it is false.
+/// - on RoCE, `attach_mcast` also joins the group's IPv6 address on the
+///   GID's network device (as `rdma_cm` does; see the `ipmc` module), which
+///   soft-RoCE needs to deliver group traffic at all, even between two QPs
+///   of one device. A multicast GID is an IPv6 group, so multicast needs an
+///   IPv6 (not IPv4-mapped) GID index on RoCEv2.
+/// - `resolve` and `attach_mcast`/`detach_mcast` act at once (creating an
+///   AH may wait for neighbour resolution on RoCE) and queue their
+///   `Path`/`Mcast` completion before returning. A multicast GID resolves
+///   whether or not anyone has joined (there is no subnet manager to ask),
+///   but, like joins, only inside the port's partition (RFC 4391 MGID
+///   bytes 4..6).
+/// - native InfiniBand: only the port's own GID resolves (DLID = own LID);
+///   any other path needs a subnet administrator PathRecord query, and a
+///   multicast join an SA MCMemberRecord join (for the MLID), both out of
+///   scope: they fail with `Unreachable` and `NoResources`.
+/// - [`RdmaPort::close`] moves the QP to the error state, so every posted
+///   work request comes back from `poll_cq` as `Flushed`; later posts
+///   complete at once as `Flushed` and the control verbs fail with
+///   `Disconnected`.
+/// - `PortChanged` is never reported (no async event handling).
+pub struct RdmaPort {
+    /// QP, CQ, channel and MR (with the window and device behind them): first,
+    /// so they are destroyed first.
+    queues: Queues,
+    /// Address handles: destroyed after the QP, before the PD (each holds the
+    /// device).
+    dests: Dests<Ah>,
+    shared: Arc<Shared>,
+    region: Window,
+    layout: SlotLayout,
+    attr: PortAttr,
+    slots: Option<(TxSlots, RxSlots)>,
+    /// Posted sends by slot index, with the handle they use.
+    tx_flight: Vec<Option<(TxSlot, DestHandle)>>,
+    /// Posted receives by slot index.
+    rx_flight: Vec<Option<RxSlot>>,
+    in_flight: usize,
+    cq: VecDeque<Completion>,
+    wcs: Vec<Wc>,
+    /// RoCE: the IP-level membership of each attached group.
+    ip_groups: BTreeMap<Gid, UdpSocket>,
+    closed: bool,
+    stats: RdmaStats,
+}
+
+impl RdmaPort {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        queues: Queues,
+        region: Window,
+        layout: SlotLayout,
+        mtu: IbMtu,
+    ) -> RdmaPort {
+        let attr = PortAttr {
+            gid: shared.gid,
+            lid: shared.lid,
+            qpn: Qpn::new_truncated(queues.qpn()),
+            pkey: shared.pkey,
+            qkey: shared.qkey,
+            mtu,
+            state: shared.state,
+        };
+        let limit = match shared.caps.max_ah {
+            0 => MAX_HANDLES,
+            max => max.min(MAX_HANDLES),
+        };
+        RdmaPort {
+            queues,
+            dests: Dests::new(limit),
+            attr,
+            region,
+            layout,
+            slots: Some((TxSlots::all(&layout), RxSlots::all(&layout))),
+            tx_flight: (0..layout.tx_count).map(|_| None).collect(),
+            rx_flight: (0..layout.rx_count).map(|_| None).collect(),
+            in_flight: 0,
+            cq: VecDeque::new(),
+            wcs: Vec::with_capacity(POLL_BATCH),
+            ip_groups: BTreeMap::new(),
+            closed: false,
+            stats: RdmaStats::default(),
+            shared,
+        }
+    }
+
+    /// The completion channel's file descriptor, non-blocking. It becomes
+    /// readable after [`Verbs::arm_cq`] when a completion arrives; then call
+    /// [`RdmaPort::ack_events`], poll, and arm again.
+    pub fn event_fd(&self) -> RawFd {
+        self.queues.event_fd()
+    }
+
+    /// Takes and acknowledges every pending completion channel event
+    /// (`ibv_get_cq_event` until `EAGAIN`, then `ibv_ack_cq_events`).
+    /// Returns how many there were.
+    pub fn ack_events(&mut self) -> io::Result<usize> {
+        let n = self.queues.ack_events()?;
+        self.stats.events += n as u64;
+        Ok(n)
+    }
+
+    /// Moves the QP to the error state, so every posted send and receive
+    /// comes back from `poll_cq` as `Flushed`, and leaves its multicast
+    /// groups. Afterwards posts complete at once as `Flushed`, and the
+    /// control verbs fail with `Disconnected`. Closing twice does nothing.
+    pub fn close(&mut self) -> Result<(), RdmaError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.attr.state = PortState::Down;
+        let result = self.queues.set_error();
+        // A failed detach is retried when the port is dropped.
+        self.queues.detach_all();
+        self.ip_groups.clear();
+        result
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn stats(&self) -> RdmaStats {
+        self.stats
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn link_layer(&self) -> LinkLayer {
+        self.shared.link_layer
+    }
+
+    /// Sends and receives posted and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Address handles held, including released ones that wait for their
+    /// sends.
+    pub fn handles(&self) -> usize {
+        self.dests.held()
+    }
+
+    /// Moves whatever the CQ holds into the internal queue.
+    fn reap(&mut self) -> Result<(), HcaError> {
+        self.wcs.clear();
+        let mut wcs = core::mem::take(&mut self.wcs);
+        let polled = self.queues.poll(&mut wcs);
+        for wc in &wcs {
+            self.complete(wc);
+        }
+        self.wcs = wcs;
+        polled.map(|_| ()).map_err(|errno| {
+            log::error!(
+                "rdma: {}: ibv_poll_cq failed: {}",
+                self.shared.name,
+                io::Error::from_raw_os_error(errno)
+            );
+            HcaError::Disconnected
+        })
+    }
+
+    /// Turns one work completion into a [`Completion`] with its token.
+    fn complete(&mut self, wc: &Wc) {
+        let status = wc_status(wc.status);
+        if status != WcStatus::Success {
+            self.stats.wc_errors += 1;
+            if status != WcStatus::Flushed {
+                log::debug!(
+                    "rdma: {}: completion {:#x} status {} vendor error {:#x}",
+                    self.shared.name,
+                    wc.wr_id,
+                    wc.status,
+                    wc.vendor_err
+                );
+            }
+        }
+        let completion = match WrId::decode(wc.wr_id) {
+            Some(WrId::Send(index)) => self.tx_done(index, status),
+            Some(WrId::Recv(index)) => self.rx_done(index, status, wc),
+            None => None,
+        };
+        match completion {
+            Some(c) => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.cq.push_back(c);
+            }
+            None => {
+                self.stats.bogus_wc += 1;
+                log::error!(
+                    "rdma: {}: completion for unknown work request {:#x}",
+                    self.shared.name,
+                    wc.wr_id
+                );
+            }
+        }
+    }
+
+    fn tx_done(&mut self, index: u16, status: WcStatus) -> Option<Completion> {
+        let (slot, handle) = self.tx_flight.get_mut(usize::from(index))?.take()?;
+        self.dests.send_done(handle);
+        self.stats.tx_completions += 1;
+        Some(Completion::Send { slot, status })
+    }
+
+    fn rx_done(&mut self, index: u16, status: WcStatus, wc: &Wc) -> Option<Completion> {
+        let slot = self.rx_flight.get_mut(usize::from(index))?.take()?;
+        self.stats.rx_completions += 1;
+        let info = if status == WcStatus::Success {
+            self.stats.rx_bytes += u64::from(wc.byte_len);
+            let grh_present = wc.wc_flags & WC_GRH != 0;
+            RecvInfo {
+                byte_len: wc.byte_len,
+                src_qpn: Qpn::new_truncated(wc.src_qp),
+                src_lid: Lid(wc.slid),
+                pkey: self.attr.pkey,
+                grh_present,
+                multicast: grh_present && self.grh_multicast(index),
+            }
+        } else {
+            EMPTY_INFO
+        };
+        Some(Completion::Recv { slot, status, info })
+    }
+
+    /// Reads the GRH area of a just-completed RX slot.
+    fn grh_multicast(&self, index: u16) -> bool {
+        let mut grh = [0u8; GRH_LEN];
+        self.layout
+            .rx_offset(index)
+            .is_some_and(|off| self.region.read_bytes(off, &mut grh).is_ok())
+            && grh_says_multicast(&grh)
+    }
+
+    /// Completes a send at once, unposted.
+    fn fail_send(&mut self, slot: TxSlot, status: WcStatus) {
+        self.cq.push_back(Completion::Send { slot, status });
+    }
+
+    fn post_errno(errno: i32) -> HcaError {
+        match errno {
+            libc::ENOMEM => HcaError::QueueFull,
+            _ => HcaError::InvalidArgument,
+        }
+    }
+
+    /// The address handle for `dgid`.
+    fn make_ah(&self, dgid: Gid) -> Result<Ah, PathError> {
+        let s = &self.shared;
+        if dgid == Gid::ZERO {
+            return Err(PathError::Unreachable);
+        }
+        if dgid.is_multicast() && mgid_pkey(dgid).partition() != self.attr.pkey.partition() {
+            return Err(PathError::Unreachable);
+        }
+        if !self.dests.has_room() {
+            return Err(PathError::NoResources);
+        }
+        let spec = match s.link_layer {
+            LinkLayer::Ethernet => AhSpec {
+                port: s.port,
+                dlid: 0,
+                grh: Some((dgid.0, s.gid_index, HOP_LIMIT)),
+            },
+            LinkLayer::InfiniBand if dgid == self.attr.gid && self.attr.lid.0 != 0 => AhSpec {
+                port: s.port,
+                dlid: self.attr.lid.0,
+                grh: None,
+            },
+            LinkLayer::InfiniBand => {
+                log::warn!(
+                    "rdma: {}: {dgid} needs an SA path record on native InfiniBand, \
+                     which this provider does not query",
+                    s.name
+                );
+                return Err(PathError::Unreachable);
+            }
+        };
+        Ah::create(&s.dev, &spec).map_err(|errno| {
+            log::info!(
+                "rdma: {}: ibv_create_ah for {dgid} failed: {}",
+                s.name,
+                io::Error::from_raw_os_error(errno)
+            );
+            match errno {
+                libc::ENOMEM => PathError::NoResources,
+                _ => PathError::Unreachable,
+            }
+        })
+    }
+
+    fn attach(&mut self, mgid: Gid) -> Result<(), McastError> {
+        if !mgid.is_multicast() {
+            return Err(McastError::NotMulticast);
+        }
+        if mgid_pkey(mgid).partition() != self.attr.pkey.partition() {
+            return Err(McastError::PartitionMismatch);
+        }
+        if self.queues.is_attached(&mgid.0) {
+            return Ok(());
+        }
+        if self.shared.link_layer == LinkLayer::InfiniBand {
+            log::warn!(
+                "rdma: {}: joining {mgid} needs an SA MCMember join on native InfiniBand, \
+                 which this provider does not do",
+                self.shared.name
+            );
+            return Err(McastError::NoResources);
+        }
+        self.queues.attach_mcast(mgid.0, 0).map_err(|errno| {
+            log::warn!(
+                "rdma: {}: ibv_attach_mcast {mgid} failed: {}",
+                self.shared.name,
+                io::Error::from_raw_os_error(errno)
+            );
+            McastError::NoResources
+        })?;
+        if let Some((netdev, ifindex)) = &self.shared.netdev {
+            match ipmc::join(mgid, *ifindex) {
+                Ok(socket) => {
+                    self.ip_groups.insert(mgid, socket);
+                }
+                Err(e) => log::warn!(
+                    "rdma: {}: joining {mgid} on {netdev} failed ({e}); group traffic may \
+                     not arrive",
+                    self.shared.name
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self, mgid: Gid) -> Result<(), McastError> {
+        if !mgid.is_multicast() {
+            return Err(McastError::NotMulticast);
+        }
+        if !self.queues.is_attached(&mgid.0) {
+            return Err(McastError::NotAttached);
+        }
+        self.queues.detach_mcast(mgid.0, 0).map_err(|errno| {
+            log::warn!(
+                "rdma: {}: ibv_detach_mcast {mgid} failed: {}",
+                self.shared.name,
+                io::Error::from_raw_os_error(errno)
+            );
+            McastError::NoResources
+        })?;
+        // Dropping the socket leaves the IP group.
+        self.ip_groups.remove(&mgid);
+        Ok(())
+    }
+}
+
+impl Verbs for RdmaPort {
+    fn port_attr(&self) -> PortAttr {
+        self.attr
+    }
+
+    fn layout(&self) -> SlotLayout {
+        self.layout
+    }
+
+    fn take_slots(&mut self) -> Option<(TxSlots, RxSlots)> {
+        self.slots.take()
+    }
+
+    fn post_send(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+    ) -> Result<(), PostError<TxSlot>> {
+        if self.closed {
+            self.fail_send(slot, WcStatus::Flushed);
+            return Ok(());
+        }
+        let index = slot.index();
+        let offset = self.layout.tx_offset(index);
+        let (Some(offset), Some(ah)) = (offset, self.dests.get(dest.handle)) else {
+            self.stats.bad_send += 1;
+            self.fail_send(slot, WcStatus::LocalProtection);
+            return Ok(());
+        };
+        if len > self.attr.mtu.bytes() {
+            self.stats.oversize += 1;
+            self.fail_send(slot, WcStatus::LocalLength);
+            return Ok(());
+        }
+        let Some(len32) = u32::try_from(len)
+            .ok()
+            .filter(|_| len <= self.layout.slot_size as usize)
+        else {
+            self.stats.bad_send += 1;
+            self.fail_send(slot, WcStatus::LocalProtection);
+            return Ok(());
+        };
+        let wr_id = WrId::Send(index).encode();
+        let posted = self
+            .queues
+            .post_send(wr_id, offset, len32, ah, dest.qpn.get(), dest.qkey.0);
+        match posted {
+            Ok(()) => {
+                self.dests.send_started(dest.handle);
+                self.stats.tx_posted += 1;
+                self.in_flight += 1;
+                if let Some(t) = self.tx_flight.get_mut(usize::from(index)) {
+                    *t = Some((slot, dest.handle));
+                }
+                Ok(())
+            }
+            Err(errno) => {
+                self.stats.post_errors += 1;
+                log::warn!(
+                    "rdma: {}: ibv_post_send failed: {}",
+                    self.shared.name,
+                    io::Error::from_raw_os_error(errno)
+                );
+                Err(PostError {
+                    slot,
+                    error: Self::post_errno(errno),
+                })
+            }
+        }
+    }
+
+    fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
+        if self.closed {
+            self.cq.push_back(Completion::Recv {
+                slot,
+                status: WcStatus::Flushed,
+                info: EMPTY_INFO,
+            });
+            return Ok(());
+        }
+        let index = slot.index();
+        let Some(offset) = self.layout.rx_offset(index) else {
+            return Err(PostError {
+                slot,
+                error: HcaError::InvalidArgument,
+            });
+        };
+        let wr_id = WrId::Recv(index).encode();
+        match self.queues.post_recv(wr_id, offset, self.layout.slot_size) {
+            Ok(()) => {
+                self.stats.rx_posted += 1;
+                self.in_flight += 1;
+                if let Some(r) = self.rx_flight.get_mut(usize::from(index)) {
+                    *r = Some(slot);
+                }
+                Ok(())
+            }
+            Err(errno) => {
+                self.stats.post_errors += 1;
+                log::warn!(
+                    "rdma: {}: ibv_post_recv failed: {}",
+                    self.shared.name,
+                    io::Error::from_raw_os_error(errno)
+                );
+                Err(PostError {
+                    slot,
+                    error: Self::post_errno(errno),
+                })
+            }
+        }
+    }
+
+    /// Nothing to do: each post has already rung the doorbell.
+    fn flush(&mut self) -> Result<(), HcaError> {
+        Ok(())
+    }
+
+    fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        if let Some(c) = self.cq.pop_front() {
+            return Ok(Some(c));
+        }
+        if self.in_flight > 0 {
+            self.reap()?;
+        }
+        Ok(self.cq.pop_front())
+    }
+
+    /// `ibv_req_notify_cq(cq, 0)`, then one more poll of the CQ (the final
+    /// check). Completions queued by `resolve`, the multicast verbs or
+    /// unposted sends count as waiting too.
+    fn arm_cq(&mut self) -> Result<bool, HcaError> {
+        if !self.cq.is_empty() {
+            return Ok(true);
+        }
+        if self.closed && self.in_flight == 0 {
+            // Nothing will ever arrive.
+            return Err(HcaError::Disconnected);
+        }
+        self.queues.req_notify().map_err(|errno| {
+            log::error!(
+                "rdma: {}: ibv_req_notify_cq failed: {}",
+                self.shared.name,
+                io::Error::from_raw_os_error(errno)
+            );
+            HcaError::Disconnected
+        })?;
+        self.reap()?;
+        Ok(!self.cq.is_empty())
+    }
+
+    fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        if self.closed {
+            return Err(HcaError::Disconnected);
+        }
+        let result = self.attach(mgid);
+        self.cq.push_back(Completion::Mcast {
+            mgid,
+            attach: true,
+            result,
+        });
+        Ok(())
+    }
+
+    fn detach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
+        if self.closed {
+            return Err(HcaError::Disconnected);
+        }
+        let result = self.detach(mgid);
+        self.cq.push_back(Completion::Mcast {
+            mgid,
+            attach: false,
+            result,
+        });
+        Ok(())
+    }
+
+    fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError> {
+        if self.closed {
+            return Err(HcaError::Disconnected);
+        }
+        let result = self.make_ah(dgid).and_then(|ah| self.dests.insert(ah));
+        self.cq.push_back(Completion::Path { dgid, result });
+        Ok(())
+    }
+
+    fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
+        if self.closed {
+            return Err(HcaError::Disconnected);
+        }
+        if self.dests.release(handle) {
+            Ok(())
+        } else {
+            Err(HcaError::InvalidArgument)
+        }
+    }
+}
+
+impl Hca for RdmaPort {
+    fn buffers(&mut self) -> SlotBuffers<'_> {
+        // `open_port` checked the region holds the layout, so `new` succeeds.
+        SlotBuffers::new(&self.region, self.layout)
+            .unwrap_or_else(|| SlotBuffers::empty(&self.region))
+    }
+}
+
+impl AsRawFd for RdmaPort {
+    fn as_raw_fd(&self) -> RawFd {
+        self.event_fd()
+    }
+}
+
+// The back end moves ports and contexts between threads.
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn send_sync<T: Send + Sync>() {}
+    send::<RdmaPort>();
+    send_sync::<super::RdmaContext>();
+};
+
+impl core::fmt::Debug for RdmaPort {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RdmaPort")
+            .field("device", &self.shared.name)
+            .field("attr", &self.attr)
+            .field("layout", &self.layout)
+            .field("in_flight", &self.in_flight)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,575 @@
+//! The `rdma` provider on real libibverbs.
+//!
+//! Without a device only the "no device" path can be checked; the tests that
+//! need one print `SKIPPED: no RDMA device ...` and return. With a device
+//! (soft-RoCE: `rdma link add rxe0 type rxe netdev eth0`) they run a real
+//! loopback between two ports of one context. `IBGUEST_RDMA_DEVICE`,
+//! `IBGUEST_RDMA_PORT` and `IBGUEST_RDMA_GID_INDEX` pick the device, port
+//! and GID (defaults: the first device, port 1, GID index 0).
+#![cfg(feature = "rdma")]
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ring::Window;
+use verbs_shim::rdma::{LinkLayer, RdmaConfig, RdmaContext, RdmaError, RdmaPort};
+use verbs_shim::{
+    Completion, DestHandle, Gid, Hca, HcaError, McastError, PathError, QKey, Qpn, RecvInfo,
+    SlotLayout, TxSlot, UdDest, Verbs, WcStatus, GRH_LEN,
+};
+
+const LAYOUT: SlotLayout = SlotLayout {
+    tx_count: 32,
+    rx_count: 32,
+    slot_size: 4096,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prints a line that `cargo test` shows even for a passing test: libtest
+/// captures `eprintln!`, not writes to the stderr handle.
+fn notice(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Shows the provider's log lines (warnings, or everything from `debug` with
+/// `IBGUEST_RDMA_LOG` set), for diagnosing a real device, and counts its
+/// errors: the provider logs every failed destroy (a leak) as one.
+struct StderrLog;
+
+static ERRORS: AtomicUsize = AtomicUsize::new(0);
+
+/// No test so far made the provider log an error.
+fn assert_no_errors_logged() {
+    assert_eq!(
+        ERRORS.load(Ordering::SeqCst),
+        0,
+        "the provider logged errors"
+    );
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        meta.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() == log::Level::Error {
+            ERRORS.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.enabled(record.metadata()) {
+            notice(&format!("{}: {}", record.level(), record.args()));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    static LOGGER: StderrLog = StderrLog;
+    if log::set_logger(&LOGGER).is_ok() {
+        let verbose = std::env::var_os("IBGUEST_RDMA_LOG").is_some();
+        log::set_max_level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        });
+    }
+}
+
+fn env_config() -> RdmaConfig {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut config = RdmaConfig {
+        device: var("IBGUEST_RDMA_DEVICE"),
+        ..RdmaConfig::default()
+    };
+    if let Some(port) = var("IBGUEST_RDMA_PORT") {
+        config.port = port.parse().expect("IBGUEST_RDMA_PORT is a port number");
+    }
+    if let Some(index) = var("IBGUEST_RDMA_GID_INDEX") {
+        config.gid_index = index.parse().expect("IBGUEST_RDMA_GID_INDEX is a number");
+    }
+    config
+}
+
+/// The context for a device test, or `None` after a visible notice when
+/// this machine has no RDMA device.
+fn context_or_skip(test: &str) -> Option<RdmaContext> {
+    init_log();
+    let devices = RdmaContext::devices().unwrap_or_else(|e| panic!("{e}"));
+    if devices.is_empty() {
+        notice(&format!(
+            "SKIPPED: no RDMA device, so `{test}` did not run (load one, e.g. \
+             `rdma link add rxe0 type rxe netdev eth0`)"
+        ));
+        return None;
+    }
+    Some(RdmaContext::open(&env_config()).unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+fn open_reports_no_device_or_names_the_devices() {
+    let devices = RdmaContext::devices().unwrap_or_else(|e| panic!("{e}"));
+    if devices.is_empty() {
+        for device in [None, Some("rxe0".to_string())] {
+            let config = RdmaConfig {
+                device,
+                ..RdmaConfig::default()
+            };
+            let err = RdmaContext::open(&config).unwrap_err();
+            assert_eq!(err, RdmaError::NoDevice);
+            let msg = err.to_string();
+            assert!(msg.contains("no RDMA device"), "{msg}");
+            assert!(msg.contains("rdma link add"), "{msg}");
+        }
+        return;
+    }
+    let config = RdmaConfig {
+        device: Some("no-such-device9".into()),
+        ..RdmaConfig::default()
+    };
+    match RdmaContext::open(&config) {
+        Err(RdmaError::NotFound { name, available }) => {
+            assert_eq!(name, "no-such-device9");
+            assert_eq!(available, devices);
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_config_is_refused_before_any_device_is_touched() {
+    let config = RdmaConfig {
+        port: 0,
+        ..RdmaConfig::default()
+    };
+    let err = RdmaContext::open(&config).unwrap_err();
+    assert!(
+        matches!(err, RdmaError::InvalidConfig { field: "port", .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("port numbers start at 1"));
+}
+
+/// A port plus the bookkeeping a consumer does.
+struct Node {
+    port: RdmaPort,
+    tx: Vec<TxSlot>,
+    sends: VecDeque<WcStatus>,
+    /// Successful receives: the info and the bytes written (GRH area first).
+    recvs: VecDeque<(RecvInfo, Vec<u8>)>,
+    flushed: usize,
+    events: VecDeque<Completion>,
+}
+
+impl Node {
+    fn new(ctx: &RdmaContext) -> Node {
+        let region = Window::new_heap(LAYOUT.region_len());
+        let mut port = ctx
+            .open_port(region, LAYOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = port.take_slots().expect("slots");
+        assert!(port.take_slots().is_none(), "slots are handed out once");
+        for slot in rx {
+            port.post_recv(slot).expect("post_recv");
+        }
+        Node {
+            port,
+            tx: tx.collect(),
+            sends: VecDeque::new(),
+            recvs: VecDeque::new(),
+            flushed: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    fn attr(&self) -> verbs_shim::PortAttr {
+        self.port.port_attr()
+    }
+
+    /// Reaps every completion; receive slots are copied out and reposted.
+    fn poll(&mut self) {
+        while let Some(c) = self.port.poll_cq().expect("poll_cq") {
+            match c {
+                Completion::Send { slot, status } => {
+                    self.tx.push(slot);
+                    self.sends.push_back(status);
+                }
+                Completion::Recv { slot, status, info } => {
+                    if status == WcStatus::Flushed {
+                        self.flushed += 1;
+                        continue;
+                    }
+                    assert_eq!(status, WcStatus::Success, "{info:?}");
+                    let len = info.byte_len as usize;
+                    let bytes = self.port.buffers().rx.slot(&slot)[..len].to_vec();
+                    self.recvs.push_back((info, bytes));
+                    self.port.post_recv(slot).expect("repost");
+                }
+                other => self.events.push_back(other),
+            }
+        }
+    }
+
+    /// Polls until `done` holds, or panics after [`TIMEOUT`].
+    fn wait(&mut self, what: &str, mut done: impl FnMut(&Node) -> bool) {
+        let start = Instant::now();
+        loop {
+            self.poll();
+            if done(self) {
+                return;
+            }
+            assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn event(&mut self) -> Completion {
+        self.wait("a control completion", |n| !n.events.is_empty());
+        self.events.pop_front().expect("event")
+    }
+
+    fn resolve(&mut self, gid: Gid) -> Result<DestHandle, PathError> {
+        self.port.resolve(gid).expect("resolve");
+        match self.event() {
+            Completion::Path { dgid, result } => {
+                assert_eq!(dgid, gid);
+                result
+            }
+            other => panic!("expected a path completion, got {other:?}"),
+        }
+    }
+
+    fn mcast(&mut self, mgid: Gid, attach: bool) -> Result<(), McastError> {
+        if attach {
+            self.port.attach_mcast(mgid).expect("attach");
+        } else {
+            self.port.detach_mcast(mgid).expect("detach");
+        }
+        match self.event() {
+            Completion::Mcast {
+                mgid: g,
+                attach: a,
+                result,
+            } => {
+                assert_eq!((g, a), (mgid, attach));
+                result
+            }
+            other => panic!("expected a multicast completion, got {other:?}"),
+        }
+    }
+
+    /// Sends `payload` from a free TX slot.
+    fn send(&mut self, payload: &[u8], dest: &UdDest) {
+        if self.tx.is_empty() {
+            self.wait("a free TX slot", |n| !n.tx.is_empty());
+        }
+        let slot = self.tx.pop().expect("free TX slot");
+        self.port.buffers().tx.slot_mut(&slot)[..payload.len()].copy_from_slice(payload);
+        self.port
+            .post_send(slot, payload.len(), dest)
+            .expect("post_send");
+        self.port.flush().expect("flush");
+    }
+}
+
+fn payload(seq: u32, len: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len)
+        .map(|i| (i as u32 ^ seq.wrapping_mul(131)) as u8)
+        .collect();
+    p[..4].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// True for an IPv4-mapped GID (`::ffff:a.b.c.d`), RoCEv2 over IPv4.
+fn is_ipv4_mapped(gid: Gid) -> bool {
+    gid.0[..10] == [0; 10] && gid.0[10..12] == [0xff, 0xff]
+}
+
+/// Checks the GRH area of a received buffer: an IPv6-style GRH with both
+/// GIDs, or (RoCEv2 over IPv4) an IPv4 header at bytes 20..40.
+fn check_grh(grh: &[u8], sgid: Gid, dgid: Gid) {
+    if grh[0] >> 4 == 6 {
+        assert_eq!(Gid::from_slice(&grh[8..24]), Some(sgid), "GRH source GID");
+        assert_eq!(
+            Gid::from_slice(&grh[24..40]),
+            Some(dgid),
+            "GRH destination GID"
+        );
+    } else {
+        assert_eq!(
+            grh[20] >> 4,
+            4,
+            "neither a GRH nor an IPv4 header: {grh:02x?}"
+        );
+        assert_eq!(&grh[32..36], &sgid.0[12..], "IPv4 source address");
+        assert_eq!(&grh[36..40], &dgid.0[12..], "IPv4 destination address");
+    }
+}
+
+/// An IPoIB-style MGID in the port's partition (RFC 4391 layout).
+fn mgid(pkey: u16, last: u8) -> Gid {
+    let p = pkey.to_be_bytes();
+    Gid([
+        0xff, 0x12, 0x40, 0x1b, p[0], p[1], 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, last,
+    ])
+}
+
+#[test]
+fn loopback_100_unicast_packets_with_grh() {
+    let Some(ctx) = context_or_skip("loopback_100_unicast_packets_with_grh") else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let mut b = Node::new(&ctx);
+    let (aa, ba) = (a.attr(), b.attr());
+    assert_ne!(aa.qpn, ba.qpn);
+    assert_eq!(aa.gid, ctx.gid());
+    assert!(aa.mtu <= ctx.mtu());
+    let handle = a.resolve(ba.gid).expect("B's GID resolves");
+    let dest = UdDest {
+        handle,
+        qpn: ba.qpn,
+        qkey: ba.qkey,
+    };
+    let len = 200;
+    // UD drops what finds no posted receive: keep at most half of B's slots
+    // in flight.
+    let window = usize::from(LAYOUT.rx_count) / 2;
+    let mut sent = 0u32;
+    while sent < 100 {
+        let batch = (100 - sent).min(window as u32);
+        for seq in sent..sent + batch {
+            a.send(&payload(seq, len), &dest);
+        }
+        sent += batch;
+        b.wait("the batch to arrive", |n| n.recvs.len() == sent as usize);
+    }
+    a.wait("100 send completions", |n| n.sends.len() == 100);
+    assert!(
+        a.sends.iter().all(|s| *s == WcStatus::Success),
+        "{:?}",
+        a.sends
+    );
+    let mut seen = [false; 100];
+    for (info, bytes) in &b.recvs {
+        assert_eq!(info.byte_len as usize, GRH_LEN + len);
+        assert_eq!(info.src_qpn, aa.qpn);
+        assert_eq!(info.pkey, ba.pkey);
+        assert!(info.grh_present);
+        assert!(!info.multicast);
+        if ctx.link_layer() == LinkLayer::Ethernet {
+            assert_eq!(info.src_lid.0, 0);
+        }
+        check_grh(&bytes[..GRH_LEN], aa.gid, ba.gid);
+        let seq = u32::from_be_bytes(bytes[GRH_LEN..GRH_LEN + 4].try_into().unwrap());
+        assert_eq!(&bytes[GRH_LEN..], &payload(seq, len)[..], "packet {seq}");
+        assert!(
+            !std::mem::replace(&mut seen[seq as usize], true),
+            "dup {seq}"
+        );
+    }
+    assert!(seen.iter().all(|s| *s));
+    let stats = b.port.stats();
+    assert_eq!(stats.rx_completions, 100);
+    assert_eq!(stats.bogus_wc, 0);
+    drop((a, b, ctx));
+    assert_no_errors_logged();
+}
+
+#[test]
+fn mtu_sized_send_arrives_and_oversize_completes_with_local_length() {
+    let Some(ctx) =
+        context_or_skip("mtu_sized_send_arrives_and_oversize_completes_with_local_length")
+    else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let mut b = Node::new(&ctx);
+    let mtu = a.attr().mtu.bytes();
+    let handle = a.resolve(b.attr().gid).expect("resolve");
+    let dest = UdDest {
+        handle,
+        qpn: b.attr().qpn,
+        qkey: b.attr().qkey,
+    };
+    a.send(&payload(1, mtu + 1), &dest);
+    a.wait("the oversize send", |n| !n.sends.is_empty());
+    assert_eq!(a.sends.pop_front(), Some(WcStatus::LocalLength));
+    assert_eq!(a.port.stats().oversize, 1);
+    a.send(&payload(2, mtu), &dest);
+    b.wait("the MTU-sized packet", |n| !n.recvs.is_empty());
+    let (info, bytes) = b.recvs.pop_front().expect("packet");
+    assert_eq!(info.byte_len as usize, GRH_LEN + mtu);
+    assert_eq!(&bytes[GRH_LEN..], &payload(2, mtu)[..]);
+    a.wait("its send completion", |n| !n.sends.is_empty());
+    assert_eq!(a.sends.pop_front(), Some(WcStatus::Success));
+    assert!(b.recvs.is_empty(), "the oversize send never left");
+    drop((a, b, ctx));
+    assert_no_errors_logged();
+}
+
+#[test]
+fn completion_channel_wakes_an_armed_port() {
+    let Some(ctx) = context_or_skip("completion_channel_wakes_an_armed_port") else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let mut b = Node::new(&ctx);
+    let handle = a.resolve(b.attr().gid).expect("resolve");
+    b.poll();
+    b.port.ack_events().expect("ack");
+    assert!(!b.port.arm_cq().expect("arm"), "nothing is waiting yet");
+    let dest = UdDest {
+        handle,
+        qpn: b.attr().qpn,
+        qkey: b.attr().qkey,
+    };
+    a.send(&payload(9, 64), &dest);
+    let mut fds = [libc::pollfd {
+        fd: b.port.event_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is a valid array of one pollfd for the call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, TIMEOUT.as_millis() as libc::c_int) };
+    assert_eq!(ready, 1, "the event fd became readable");
+    assert!(b.port.ack_events().expect("ack") >= 1);
+    b.wait("the packet", |n| n.recvs.len() == 1);
+    assert!(b.port.ack_events().expect("ack") <= 1);
+    drop((a, b, ctx));
+    assert_no_errors_logged();
+}
+
+#[test]
+fn multicast_attach_detach_and_group_send() {
+    let Some(ctx) = context_or_skip("multicast_attach_detach_and_group_send") else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let mut b = Node::new(&ctx);
+    let pkey = b.attr().pkey.0;
+    let group = mgid(pkey, 1);
+    let foreign = mgid(pkey.wrapping_add(1) | 0x8000, 1);
+    assert_eq!(b.mcast(b.attr().gid, true), Err(McastError::NotMulticast));
+    assert_eq!(b.mcast(foreign, true), Err(McastError::PartitionMismatch));
+    assert_eq!(b.mcast(group, false), Err(McastError::NotAttached));
+    assert_eq!(a.resolve(foreign), Err(PathError::Unreachable));
+    if ctx.link_layer() == LinkLayer::InfiniBand {
+        assert_eq!(b.mcast(group, true), Err(McastError::NoResources));
+        notice("NOTE: native InfiniBand: multicast needs an SA join; group send not tested");
+        return;
+    }
+    assert_eq!(b.mcast(group, true), Ok(()));
+    assert_eq!(b.mcast(group, true), Ok(()), "joining twice is fine");
+    let handle = a.resolve(group).expect("the group resolves");
+    let dest = UdDest {
+        handle,
+        qpn: Qpn::MULTICAST,
+        qkey: b.attr().qkey,
+    };
+    a.send(&payload(77, 128), &dest);
+    a.wait("the group send", |n| !n.sends.is_empty());
+    assert_eq!(a.sends.pop_front(), Some(WcStatus::Success));
+    if is_ipv4_mapped(ctx.gid()) {
+        notice(&format!(
+            "NOTE: GID {} is IPv4-mapped; an IPv6 MGID is not routable from it, \
+             group delivery not checked",
+            ctx.gid()
+        ));
+    } else {
+        // The provider joined the group's IPv6 address on the netdev, so
+        // even soft-RoCE loops the packet back to a member on this device.
+        assert!(ctx.netdev().is_some(), "RoCE GID without a netdev");
+        b.wait("the group packet", |n| !n.recvs.is_empty());
+        let (info, bytes) = b.recvs.pop_front().expect("packet");
+        assert!(info.multicast, "{info:?}");
+        assert!(info.grh_present);
+        assert_eq!(info.src_qpn, a.attr().qpn);
+        assert_eq!(info.byte_len as usize, GRH_LEN + 128);
+        assert_eq!(&bytes[GRH_LEN..], &payload(77, 128)[..]);
+        check_grh(&bytes[..GRH_LEN], a.attr().gid, group);
+        assert!(a.recvs.is_empty(), "the sender is not a member");
+    }
+    assert_eq!(b.mcast(group, false), Ok(()));
+    assert_eq!(b.mcast(group, false), Err(McastError::NotAttached));
+
+    // A port dropped while attached, and one closed while attached, leave
+    // their groups: otherwise the kernel refuses to destroy the QP (EBUSY)
+    // and everything under it leaks, which the provider logs as errors.
+    let mut c = Node::new(&ctx);
+    assert_eq!(c.mcast(group, true), Ok(()));
+    drop(c);
+    let mut d = Node::new(&ctx);
+    assert_eq!(d.mcast(group, true), Ok(()));
+    d.port.close().expect("close");
+    d.wait("the flushes", |n| n.port.in_flight() == 0);
+    drop((a, b, d, ctx));
+    assert_no_errors_logged();
+}
+
+#[test]
+fn released_handles_and_close_flush_everything() {
+    let Some(ctx) = context_or_skip("released_handles_and_close_flush_everything") else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let b_attr = Node::new(&ctx).attr();
+    let handle = a.resolve(b_attr.gid).expect("resolve");
+    assert_eq!(a.resolve(Gid::ZERO), Err(PathError::Unreachable));
+    a.port.release_dest(handle).expect("release");
+    assert_eq!(
+        a.port.release_dest(handle),
+        Err(HcaError::InvalidArgument),
+        "a handle is released once"
+    );
+    assert_eq!(a.port.handles(), 0);
+    let dest = UdDest {
+        handle,
+        qpn: b_attr.qpn,
+        qkey: QKey::IPOIB_DEFAULT,
+    };
+    a.send(&payload(3, 64), &dest);
+    a.wait("the send through a released handle", |n| {
+        !n.sends.is_empty()
+    });
+    assert_eq!(a.sends.pop_front(), Some(WcStatus::LocalProtection));
+
+    // Released with a send outstanding: the AH lives until it completes.
+    let held = a.resolve(b_attr.gid).expect("resolve");
+    let dest_held = UdDest {
+        handle: held,
+        ..dest
+    };
+    a.send(&payload(5, 64), &dest_held);
+    a.port.release_dest(held).expect("release");
+    assert_eq!(a.port.handles(), 1, "kept for the outstanding send");
+    a.wait("the send", |n| !n.sends.is_empty());
+    assert_eq!(a.sends.pop_front(), Some(WcStatus::Success));
+    assert_eq!(a.port.handles(), 0, "destroyed with its last send");
+
+    let posted = usize::from(LAYOUT.rx_count);
+    assert_eq!(a.port.in_flight(), posted);
+    a.port.close().expect("close");
+    a.port.close().expect("closing twice does nothing");
+    assert!(a.port.is_closed());
+    a.wait("every receive to come back flushed", |n| {
+        n.flushed == posted
+    });
+    assert_eq!(a.port.in_flight(), 0);
+    assert_eq!(a.port.arm_cq(), Err(HcaError::Disconnected));
+    assert_eq!(a.port.resolve(b_attr.gid), Err(HcaError::Disconnected));
+    assert_eq!(
+        a.port.attach_mcast(mgid(0xffff, 2)),
+        Err(HcaError::Disconnected)
+    );
+    // Posts after close complete at once.
+    a.send(&payload(4, 64), &dest);
+    a.poll();
+    assert_eq!(a.sends.pop_front(), Some(WcStatus::Flushed));
+    assert_eq!(a.port.port_attr().state, verbs_shim::PortState::Down);
+    drop((a, ctx));
+    assert_no_errors_logged();
+}
