@@ -6,10 +6,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::gateway::SharedGatewayStats;
 use crate::stats;
 use crate::worker::Snapshots;
+use std::sync::Mutex;
 
 pub struct Control {
+    gateway: Mutex<Option<(SharedGatewayStats, String)>>,
     listener: UnixListener,
     provider: &'static str,
     epoch: std::sync::atomic::AtomicU32,
@@ -43,11 +46,16 @@ impl Control {
         })?;
         listener.set_nonblocking(true)?;
         Ok(Control {
+            gateway: Mutex::new(None),
             listener,
             provider,
             epoch: std::sync::atomic::AtomicU32::new(epoch),
             snapshots,
         })
+    }
+
+    pub fn set_gateway(&self, stats: SharedGatewayStats, tap: String) {
+        *self.gateway.lock().unwrap_or_else(|e| e.into_inner()) = Some((stats, tap));
     }
 
     pub fn set_epoch(&self, epoch: u32) {
@@ -90,6 +98,20 @@ impl Control {
                     let all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
                     all.iter().flatten().cloned().collect()
                 };
+                if let Some((stats, tap)) = &*self.gateway.lock().unwrap_or_else(|e| e.into_inner())
+                {
+                    let g = *stats.lock().unwrap_or_else(|e| e.into_inner());
+                    writeln!(
+                        stream,
+                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={}",
+                        u8::from(g.up),
+                        g.to_fabric,
+                        g.to_linux,
+                        g.arp_proxied,
+                        g.dropped_from_linux,
+                        g.dropped_to_linux
+                    )?;
+                }
                 stream.write_all(
                     stats::render(
                         self.provider,

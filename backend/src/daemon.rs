@@ -14,6 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::capture::FabricCapture;
 use crate::config::Config;
 use crate::control::Control;
+use crate::gateway::Gateway;
 use crate::handoff::{self, Handoff};
 use crate::provider::{ib_mtu, Fabric};
 use crate::seat::Seat;
@@ -45,16 +46,28 @@ pub enum WorkerError {
 
 /// Runs until SIGTERM, or until the supervisor goes away.
 pub fn run_worker(config: Config, supervisor: UnixStream) -> Result<(), WorkerError> {
-    let (fabric, control) = start(&config).map_err(WorkerError::Startup)?;
-    serve(config, supervisor, fabric, control).map_err(WorkerError::Running)
+    let (fabric, control, gateway) = start(&config).map_err(WorkerError::Startup)?;
+    serve(config, supervisor, fabric, control, gateway).map_err(WorkerError::Running)
 }
 
 /// What must work before the worker serves anyone.
-fn start(config: &Config) -> Result<(Fabric, Control), Box<dyn std::error::Error>> {
+fn start(
+    config: &Config,
+) -> Result<(Fabric, Control, Option<Gateway>), Box<dyn std::error::Error>> {
     let fabric = Fabric::open(config)?;
     let snapshots: Snapshots = Arc::new(Mutex::new(vec![None; config.guests.len()]));
     let control = Control::bind(&config.control, fabric.name(), 0, snapshots)?;
-    Ok((fabric, control))
+    let gateway = match &config.gateway {
+        Some(g) => {
+            let number = u16::try_from(config.guests.len() + 1).map_err(|_| "too many guests")?;
+            let gw = Gateway::start(g, &fabric, number, ib_mtu(config.mtu))
+                .map_err(|e| format!("gateway: {e}"))?;
+            control.set_gateway(gw.stats(), g.tap.clone());
+            Some(gw)
+        }
+        None => None,
+    };
+    Ok((fabric, control, gateway))
 }
 
 fn serve(
@@ -62,6 +75,7 @@ fn serve(
     supervisor: UnixStream,
     fabric: Fabric,
     control: Control,
+    gateway: Option<Gateway>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let epoch = new_epoch();
     let mtu = ib_mtu(config.mtu);
@@ -94,6 +108,17 @@ fn serve(
         config.guests.len(),
         config.control.display()
     );
+    let gateway_thread = match gateway {
+        Some(gw) => {
+            let stop = stop.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("gateway".into())
+                    .spawn(move || gw.run(stop))?,
+            )
+        }
+        None => None,
+    };
     let mut routes = Vec::new();
     let mut handles = Vec::new();
     for (i, share) in shares.into_iter().enumerate() {
@@ -156,6 +181,9 @@ fn serve(
     }
     log::info!("ib-backend worker: shutting down");
     for h in handles {
+        let _ = h.join();
+    }
+    if let Some(h) = gateway_thread {
         let _ = h.join();
     }
     if let Some(c) = &capture {

@@ -5,6 +5,7 @@ mod capture;
 mod config;
 mod control;
 mod daemon;
+mod gateway;
 mod handoff;
 mod provider;
 mod seat;

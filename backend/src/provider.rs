@@ -12,8 +12,8 @@ use verbs_shim::back::GuestSetup;
 use verbs_shim::rdma::{RdmaConfig, RdmaContext, RdmaPort};
 use verbs_shim::sim::{FaultConfig, PortConfig, SimFabric, SimPort};
 use verbs_shim::{
-    Completion, DestHandle, Gid, HcaError, IbMtu, PKey, PortAttr, PostError, RxSlot, RxSlots,
-    SlotLayout, TxSlot, TxSlots, UdDest, Verbs,
+    Completion, DestHandle, Gid, Hca, HcaError, IbMtu, PKey, PortAttr, PostError, RxSlot, RxSlots,
+    SlotBuffers, SlotLayout, TxSlot, TxSlots, UdDest, Verbs,
 };
 
 use crate::config::{Config, GuestConfig, ProviderConfig};
@@ -114,6 +114,41 @@ impl Fabric {
         }
     }
 
+    /// Opens the gateway's own port: an ordinary endpoint on the fabric
+    /// with buffers in this process.
+    pub fn open_gateway_port(
+        &self,
+        number: u16,
+        pkey: PKey,
+        mtu: IbMtu,
+        wake: Arc<EventFd>,
+    ) -> Result<Port, ProviderError> {
+        let slots = SlotLayout {
+            tx_count: 256,
+            rx_count: 256,
+            slot_size: 4096,
+        };
+        let region = ring::Window::new_heap(slots.region_len());
+        match self {
+            Fabric::Sim(fabric) => {
+                let mut config = PortConfig::with_layout(number, pkey, slots);
+                config.mtu = mtu;
+                config.region = region;
+                let mut port = fabric
+                    .add_port(config)
+                    .map_err(|e| ProviderError(format!("gateway: cannot add a sim port: {e}")))?;
+                port.set_notifier(Some(Arc::new(move || {
+                    let _ = wake.notify();
+                })));
+                Ok(Port::Sim(port))
+            }
+            Fabric::Rdma(ctx) => ctx
+                .open_port(region, slots)
+                .map(Port::Rdma)
+                .map_err(|e| ProviderError(format!("gateway: cannot open an rdma port: {e}"))),
+        }
+    }
+
     /// Opens the port for seat `seat` over the guest's buffer area. `wake`
     /// is written when completions arrive and the port was armed.
     pub fn open_port(
@@ -163,6 +198,12 @@ macro_rules! forward {
             Port::Rdma($p) => $e,
         }
     };
+}
+
+impl Hca for Port {
+    fn buffers(&mut self) -> SlotBuffers<'_> {
+        forward!(self, p => p.buffers())
+    }
 }
 
 impl Verbs for Port {

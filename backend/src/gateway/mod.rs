@@ -1,0 +1,289 @@
+//! The gateway: makes the fabric a routed IPv4 subnet for Linux.
+//!
+//! On the fabric it is an ordinary IPoIB endpoint (its own port, ARP, the
+//! `ipoib` device) with the Linux host's address, so guests reach Linux as a
+//! neighbour and everything beyond it through `gw=`. On the Linux side it is
+//! a TAP interface carrying that address; the gateway answers ARP there for
+//! every other address of the subnet (proxy ARP), so Linux reaches each guest
+//! directly. Linux `ping`, `curl` and `iperf3` then talk to guests.
+
+mod tap;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipoib::{IpoibConfig, IpoibDevice, LinkState};
+use ivshmem::EventFd;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use smoltcp::phy::{Device, RxToken, TxToken};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Ipv4Address, Ipv4Cidr,
+};
+use verbs_shim::PKey;
+
+use crate::config::GatewayConfig;
+use crate::provider::{Fabric, Port, ProviderError};
+use tap::Tap;
+
+/// The MAC the gateway answers with on the TAP (locally administered).
+const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x1b, 0x0b, 0x1b, 0x00, 0x01]);
+const MAX_FRAME: usize = 14 + 4096;
+
+/// Counters, readable by the control socket.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct GatewayStats {
+    pub up: bool,
+    pub to_fabric: u64,
+    pub to_linux: u64,
+    pub arp_proxied: u64,
+    /// Frames from Linux that could not be sent (no TX slot, not IPv4/ARP).
+    pub dropped_from_linux: u64,
+    /// Packets for Linux before Linux had said who it is.
+    pub dropped_to_linux: u64,
+}
+
+pub type SharedGatewayStats = Arc<Mutex<GatewayStats>>;
+
+pub struct Gateway {
+    config: GatewayConfig,
+    tap: Tap,
+    device: IpoibDevice<Port>,
+    wake: Arc<EventFd>,
+    linux_mac: Option<EthernetAddress>,
+    stats: SharedGatewayStats,
+    origin: std::time::Instant,
+}
+
+/// Why the gateway could not start.
+pub type GatewayError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Gateway {
+    /// Creates the TAP and the gateway's port. Needs CAP_NET_ADMIN.
+    pub fn start(
+        config: &GatewayConfig,
+        fabric: &Fabric,
+        port_number: u16,
+        mtu: verbs_shim::IbMtu,
+    ) -> Result<Gateway, GatewayError> {
+        let tap = Tap::create(&config.tap)?;
+        let wake = Arc::new(EventFd::new()?);
+        let port = fabric
+            .open_gateway_port(port_number, PKey::DEFAULT, mtu, wake.clone())
+            .map_err(|ProviderError(e)| e)?;
+        let cidr = Ipv4Cidr::new(config.address, config.prefix);
+        let device =
+            IpoibDevice::new(port, IpoibConfig::new(cidr)).map_err(|e| format!("gateway: {e}"))?;
+        tap.configure(config.address, config.prefix, device.mtu())?;
+        log::info!(
+            "gateway: {} is {}/{} on the fabric and on Linux (mtu {})",
+            config.tap,
+            config.address,
+            config.prefix,
+            device.mtu()
+        );
+        Ok(Gateway {
+            config: config.clone(),
+            tap,
+            device,
+            wake,
+            linux_mac: None,
+            stats: Arc::new(Mutex::new(GatewayStats::default())),
+            origin: std::time::Instant::now(),
+        })
+    }
+
+    pub fn stats(&self) -> SharedGatewayStats {
+        self.stats.clone()
+    }
+
+    fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.origin.elapsed().as_micros() as i64)
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut GatewayStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Runs until `stop` is set or the fabric fails.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        let mut frame = vec![0u8; MAX_FRAME];
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            if let Err(e) = self.device.service(now) {
+                log::error!("gateway: the fabric port failed: {e}");
+                break;
+            }
+            self.bump(|s| s.up = self.device.link() == LinkState::Up);
+            let mut busy = self.fabric_to_linux(now);
+            busy |= self.linux_to_fabric(now, &mut frame);
+            if let Err(e) = self.device.service(now) {
+                log::error!("gateway: the fabric port failed: {e}");
+                break;
+            }
+            if busy {
+                continue;
+            }
+            match self.device.arm() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    log::error!("gateway: {e}");
+                    break;
+                }
+            }
+            let timeout = self
+                .device
+                .poll_at()
+                .map(|at| Duration::from((at - now).max(smoltcp::time::Duration::ZERO)))
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            self.sleep(timeout);
+        }
+        log::info!("gateway: stopped");
+    }
+
+    fn sleep(&mut self, timeout: Duration) {
+        let port_fd = self.device.hca().event_fd();
+        {
+            let mut fds = vec![
+                PollFd::new(self.tap.fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(fd) = port_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            let _ = poll(
+                &mut fds,
+                PollTimeout::from(timeout.as_millis().min(1000) as u16),
+            );
+        }
+        let _ = self.wake.drain();
+        self.device.hca_mut().ack_events();
+    }
+
+    /// IP packets the fabric sent to the gateway go to Linux.
+    fn fabric_to_linux(&mut self, now: smoltcp::time::Instant) -> bool {
+        let mut moved = false;
+        for _ in 0..256 {
+            let Some((rx, tx)) = self.device.receive(now) else {
+                break;
+            };
+            // Nothing is sent back on the fabric from here.
+            drop(tx);
+            moved = true;
+            let Some(dst) = self.linux_mac else {
+                rx.consume(|_| ());
+                self.bump(|s| s.dropped_to_linux += 1);
+                continue;
+            };
+            let tap = &mut self.tap;
+            let ok = rx.consume(|ip| {
+                let mut out = vec![0u8; 14 + ip.len()];
+                let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+                EthernetRepr {
+                    src_addr: GATEWAY_MAC,
+                    dst_addr: dst,
+                    ethertype: EthernetProtocol::Ipv4,
+                }
+                .emit(&mut eth);
+                eth.payload_mut().copy_from_slice(ip);
+                tap.write(&out).is_ok()
+            });
+            if ok {
+                self.bump(|s| s.to_linux += 1);
+            }
+        }
+        moved
+    }
+
+    /// Frames Linux sent on the TAP: ARP is answered here, IPv4 goes onto
+    /// the fabric.
+    fn linux_to_fabric(&mut self, now: smoltcp::time::Instant, frame: &mut [u8]) -> bool {
+        let mut moved = false;
+        for _ in 0..256 {
+            let n = match self.tap.read(frame) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("gateway: reading {}: {e}", self.tap.name);
+                    break;
+                }
+            };
+            moved = true;
+            let Ok(eth) = EthernetFrame::new_checked(&frame[..n]) else {
+                self.bump(|s| s.dropped_from_linux += 1);
+                continue;
+            };
+            match eth.ethertype() {
+                EthernetProtocol::Arp => self.answer_arp(eth.src_addr(), eth.payload()),
+                EthernetProtocol::Ipv4 => {
+                    self.linux_mac = Some(eth.src_addr());
+                    let payload = eth.payload();
+                    let sent = match self.device.transmit(now) {
+                        Some(tx) => {
+                            tx.consume(payload.len(), |buf| buf.copy_from_slice(payload));
+                            true
+                        }
+                        None => false,
+                    };
+                    self.bump(|s| {
+                        if sent {
+                            s.to_fabric += 1
+                        } else {
+                            s.dropped_from_linux += 1
+                        }
+                    });
+                }
+                _ => self.bump(|s| s.dropped_from_linux += 1),
+            }
+        }
+        moved
+    }
+
+    /// Proxy ARP: every address of the subnet but Linux's own is behind us.
+    fn answer_arp(&mut self, from: EthernetAddress, payload: &[u8]) {
+        let Ok(packet) = ArpPacket::new_checked(payload) else {
+            return;
+        };
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        }) = ArpRepr::parse(&packet)
+        else {
+            return;
+        };
+        self.linux_mac = Some(from);
+        let subnet = Ipv4Cidr::new(self.config.address, self.config.prefix);
+        let ours = target_protocol_addr != self.config.address
+            && subnet.contains_addr(&target_protocol_addr)
+            && Some(target_protocol_addr) != subnet.broadcast()
+            && target_protocol_addr != Ipv4Address::UNSPECIFIED;
+        if operation != ArpOperation::Request || !ours {
+            return;
+        }
+        let reply = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: GATEWAY_MAC,
+            source_protocol_addr: target_protocol_addr,
+            target_hardware_addr: source_hardware_addr,
+            target_protocol_addr: source_protocol_addr,
+        };
+        let mut out = vec![0u8; 14 + reply.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+        EthernetRepr {
+            src_addr: GATEWAY_MAC,
+            dst_addr: source_hardware_addr,
+            ethertype: EthernetProtocol::Arp,
+        }
+        .emit(&mut eth);
+        reply.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        if self.tap.write(&out).is_ok() {
+            self.bump(|s| s.arp_proxied += 1);
+        }
+    }
+}
