@@ -140,6 +140,20 @@ impl Backend {
         )))
     }
 
+    /// The worker process's pid, from `stats`.
+    pub fn worker_pid(&self) -> crate::Result<u32> {
+        let stats = self.stats()?;
+        stats
+            .lines()
+            .next()
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("worker_pid="))
+            })
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| HarnessError(format!("no worker_pid in {stats}")))
+    }
+
     pub fn socket(&self, name: &str) -> PathBuf {
         self.seats
             .iter()

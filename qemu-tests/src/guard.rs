@@ -140,7 +140,14 @@ impl Guard {
 
     /// CPU time (user + system) the process has used, in clock ticks.
     pub fn cpu_ticks(&self) -> crate::Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        cpu_ticks_of(self.pid())
+    }
+}
+
+/// CPU time (user + system) process `pid` has used, in clock ticks.
+pub fn cpu_ticks_of(pid: u32) -> crate::Result<u64> {
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the command name, which is in parentheses.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -8,19 +8,6 @@ use std::time::{Duration, Instant};
 use qemu_tests::backend::Seat;
 use qemu_tests::{bin, scratch_dir, Backend, HarnessError, Hosted, Result};
 
-fn worker_pid(be: &Backend) -> Result<u32> {
-    let stats = be.stats()?;
-    stats
-        .lines()
-        .next()
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|kv| kv.strip_prefix("worker_pid="))
-        })
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| HarnessError(format!("no worker_pid in {stats}")))
-}
-
 #[test]
 fn tcp_between_guests_survives_a_worker_kill() -> Result<()> {
     let dir = scratch_dir("restart")?;
@@ -41,7 +28,7 @@ fn tcp_between_guests_survives_a_worker_kill() -> Result<()> {
     be.wait_until("traffic flowing", Duration::from_secs(30), |b| {
         b.counter("g1", "tx_bytes").is_ok_and(|n| n > 20 << 20)
     })?;
-    let old = worker_pid(&be)?;
+    let old = be.worker_pid()?;
     let status = Command::new("kill")
         .arg("-9")
         .arg(old.to_string())
@@ -49,7 +36,7 @@ fn tcp_between_guests_survives_a_worker_kill() -> Result<()> {
     assert!(status.success());
     // The supervisor starts a new worker and hands it both guests.
     be.wait_until("a new worker", Duration::from_secs(20), |b| {
-        worker_pid(b).is_ok_and(|p| p != old)
+        b.worker_pid().is_ok_and(|p| p != old)
     })?;
     let out = sender
         .join()
