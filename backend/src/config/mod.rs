@@ -315,6 +315,12 @@ fn check_window(field: &str, window: usize) -> Result<usize, ConfigError> {
             ),
         ));
     }
+    if !window.is_power_of_two() {
+        return Err(ConfigError::new(
+            field,
+            format!("{window} bytes is not a power of two (QEMU maps the window as a PCI BAR; e.g. \"8M\")"),
+        ));
+    }
     Ok(window)
 }
 

@@ -63,6 +63,11 @@ fn mistakes_name_the_field() {
         e.starts_with("guest[0].window: 4096 bytes is outside"),
         "{e}"
     );
+    let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nwindow = \"3M\"\n");
+    assert!(
+        e.starts_with("guest[0].window: 3145728 bytes is not a power of two"),
+        "{e}"
+    );
     let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\npkeys = [\"0x8000\"]\n");
     assert!(e.starts_with("guest[0].pkeys"), "{e}");
     let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nip = \"10.1.2\"\n");
@@ -155,4 +160,12 @@ fn sizes_and_pkeys() {
     assert_eq!(parse_pkey("0x8000"), None);
     assert_eq!(parse_pkey("0"), None);
     assert_eq!(parse_pkey("70000"), None);
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let text = include_str!("../../ib-backend.example.toml");
+    let c = Config::from_toml(text).expect("the example configuration must parse");
+    assert_eq!(c.guests.len(), 2);
+    assert_eq!(c.provider, ProviderConfig::Sim);
 }
