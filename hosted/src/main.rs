@@ -1,5 +1,7 @@
 //! `ibguest-hosted`: a guest's network core as a Linux process.
 
+mod latency;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +78,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// UDP request/response latency: send one datagram to a UDP echo
+    /// service at ADDR:PORT, wait for its echo, repeat COUNT times (after
+    /// a few warm-up exchanges); print the median and p99 round trip.
+    UdpRr {
+        to: String,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 /// Runs the loop until `step` says it is done or `stop` is set.
@@ -86,7 +100,7 @@ fn drive<T>(
 ) -> Result<Option<T>, HostedError> {
     while !stop.load(Ordering::Relaxed) {
         let progress = rt.poll()?;
-        while let Some(report) = rt.services.pop_discard_report() {
+        while let Some(report) = rt.stack.services.pop_discard_report() {
             println!("{report}");
         }
         if let Poll::Ready(v) = step(rt) {
@@ -139,7 +153,11 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
     let net =
         NetConfig::parse(&net_text).map_err(|e| HostedError::Protocol(format!("--net: {e}")))?;
     let mut rt = Runtime::start(&cli.socket, &net)?;
-    log::info!("ibguest-hosted: {} up, hw {}", net.ip, rt.device.hw_addr());
+    log::info!(
+        "ibguest-hosted: {} up, hw {}",
+        net.ip,
+        rt.stack.device.hw_addr()
+    );
     let mut ports = LocalPorts::new((std::process::id() % 1000) as u16);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -156,10 +174,10 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
             config.interval = smoltcp::time::Duration::from_millis(200);
             config.ident = std::process::id() as u16;
-            let mut pinger = Pinger::new(&mut rt.sockets, config).map_err(client_error)?;
+            let mut pinger = Pinger::new(&mut rt.stack.sockets, config).map_err(client_error)?;
             let report = drive(&mut rt, stop, |rt| {
                 let now = rt.now();
-                pinger.poll(&mut rt.sockets, now)
+                pinger.poll(&mut rt.stack.sockets, now)
             })?;
             let Some(report) = report else {
                 return Ok(false);
@@ -192,12 +210,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             let mut config = TcpSenderConfig::new(remote, ports.next(), bytes);
             config.payload = Payload::Seeded(seed);
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
-            let mut sender = TcpSender::new(rt.iface.context(), &mut rt.sockets, config)
-                .map_err(client_error)?;
+            let mut sender =
+                TcpSender::new(rt.stack.iface.context(), &mut rt.stack.sockets, config)
+                    .map_err(client_error)?;
             let started = Instant::now();
             let report = drive(&mut rt, stop, |rt| {
                 let now = rt.now();
-                sender.poll(&mut rt.sockets, now)
+                sender.poll(&mut rt.stack.sockets, now)
             })?;
             let Some(report) = report else {
                 return Ok(false);
@@ -227,11 +246,11 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             };
             let mut config = HttpGetConfig::new(remote, ports.next(), &path);
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
-            let mut get =
-                HttpGet::new(rt.iface.context(), &mut rt.sockets, config).map_err(client_error)?;
+            let mut get = HttpGet::new(rt.stack.iface.context(), &mut rt.stack.sockets, config)
+                .map_err(client_error)?;
             let response = drive(&mut rt, stop, |rt| {
                 let now = rt.now();
-                get.poll(&mut rt.sockets, now)
+                get.poll(&mut rt.stack.sockets, now)
             })?;
             let Some(response) = response else {
                 return Ok(false);
@@ -255,6 +274,32 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             Duration::from_secs(timeout),
             ports.next(),
         ),
+        Command::UdpRr {
+            to,
+            count,
+            size,
+            timeout,
+        } => {
+            let config = latency::RrConfig {
+                to: endpoint(&to)?,
+                local_port: ports.next(),
+                count,
+                size,
+                timeout: Duration::from_secs(timeout),
+            };
+            let Some(report) = latency::udp_rr(&mut rt, stop, config)? else {
+                return Ok(false);
+            };
+            println!("{}", report.line());
+            if report.lost > 0 {
+                println!(
+                    "udp-rr: {} exchanges lost (no echo within {:?})",
+                    report.lost,
+                    latency::EXCHANGE_TIMEOUT
+                );
+            }
+            Ok(true)
+        }
     }
 }
 
@@ -276,7 +321,7 @@ fn udp_echo(
     socket
         .bind(port)
         .map_err(|e| HostedError::Protocol(format!("udp bind: {e}")))?;
-    let handle = rt.sockets.add(socket);
+    let handle = rt.stack.sockets.add(socket);
     let payload = |i: u16| -> Vec<u8> {
         (0..size)
             .map(|j| (j as u16).wrapping_mul(31).wrapping_add(i) as u8)
@@ -287,7 +332,7 @@ fn udp_echo(
     let mut bad = 0u16;
     let deadline = Instant::now() + timeout;
     drive(rt, stop, |rt| {
-        let s = rt.sockets.get_mut::<udp::Socket>(handle);
+        let s = rt.stack.sockets.get_mut::<udp::Socket>(handle);
         // A window of datagrams in flight, so the echo server's buffers are
         // not simply overrun.
         while sent < count && s.can_send() && sent - good - bad < UDP_WINDOW {

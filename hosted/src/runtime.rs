@@ -1,15 +1,13 @@
-//! The hosted guest's main loop: the same network core a unikernel runs
-//! (`ipoib` on the `front` provider, smoltcp, the services), driven by
-//! interrupts from the back end and smoltcp's timers.
+//! The hosted guest's main loop: netcore's `NetStack` (the same network core
+//! the unikernel runs) on the `front` provider, driven by interrupts from the
+//! back end and smoltcp's timers.
 
 use std::path::Path;
 use std::time::Duration;
 
-use ipoib::{IpoibDevice, IpoibError};
-use netcore::{NetConfig, ServiceHost};
+use ipoib::IpoibError;
+use netcore::{NetConfig, NetStack};
 use ring::LayoutParams;
-use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::wire::HardwareAddress;
 use verbs_shim::front::FrontHca;
 use verbs_shim::HcaError;
 
@@ -32,14 +30,11 @@ pub const PARAMS: LayoutParams = LayoutParams {
     slot_size: 4096,
 };
 
-pub type Device = IpoibDevice<FrontHca<Doorbell>>;
+pub type Stack = NetStack<FrontHca<Doorbell>>;
 
 pub struct Runtime {
     pub transport: Transport,
-    pub device: Device,
-    pub iface: Interface,
-    pub sockets: SocketSet<'static>,
-    pub services: ServiceHost,
+    pub stack: Stack,
     origin: std::time::Instant,
     /// Times the guest moved to a new back end (restart or new epoch).
     pub reattaches: u64,
@@ -53,23 +48,13 @@ impl Runtime {
     pub fn start(socket: &Path, net: &NetConfig) -> Result<Runtime, HostedError> {
         let mut transport = Transport::connect(socket, ATTACH_TIMEOUT)?;
         let front = transport.attach(PARAMS, ATTACH_TIMEOUT)?;
-        let address = net.ip;
-        let mut device = IpoibDevice::new(front, net.ipoib_config()).map_err(HostedError::Ipoib)?;
         let origin = std::time::Instant::now();
-        let mut iface_config = Config::new(HardwareAddress::Ip);
-        iface_config.random_seed =
-            u64::from(u32::from(address.address())) ^ origin.elapsed().as_nanos() as u64;
-        let mut iface = Interface::new(iface_config, &mut device, smoltcp::time::Instant::ZERO);
-        net.apply(&mut iface)
-            .map_err(|_| HostedError::Protocol("cannot add the default route".into()))?;
-        let mut sockets = SocketSet::new(Vec::new());
-        let services = ServiceHost::new(net, &mut sockets);
+        let seed = u64::from(u32::from(net.ip.address())) ^ u64::from(std::process::id()) << 32;
+        let stack = NetStack::new(front, net, smoltcp::time::Instant::ZERO, seed)
+            .map_err(|e| HostedError::Protocol(format!("network stack: {e}")))?;
         Ok(Runtime {
             transport,
-            device,
-            iface,
-            sockets,
-            services,
+            stack,
             origin,
             reattaches: 0,
             sleeps: 0,
@@ -80,10 +65,23 @@ impl Runtime {
         smoltcp::time::Instant::from_micros(self.origin.elapsed().as_micros() as i64)
     }
 
-    fn service(&mut self) -> Result<bool, HostedError> {
+    fn reattach(&mut self, reconnect: bool) -> Result<(), HostedError> {
+        if reconnect {
+            self.transport.reconnect(ATTACH_TIMEOUT)?;
+        }
+        let front = self.transport.attach(PARAMS, ATTACH_TIMEOUT)?;
+        self.stack
+            .replace_device(front)
+            .map_err(HostedError::Ipoib)?;
+        self.reattaches += 1;
+        Ok(())
+    }
+
+    /// One pass of the network core. Returns true if anything moved.
+    pub fn poll(&mut self) -> Result<bool, HostedError> {
         let now = self.now();
-        match self.device.service(now) {
-            Ok(p) => Ok(p),
+        match self.stack.poll(now) {
+            Ok(busy) => Ok(busy),
             Err(IpoibError::Device(HcaError::Disconnected)) => {
                 log::warn!("the back end went away (new epoch or closed); re-attaching");
                 self.reattach(false)?;
@@ -93,54 +91,21 @@ impl Runtime {
         }
     }
 
-    fn reattach(&mut self, reconnect: bool) -> Result<(), HostedError> {
-        if reconnect {
-            self.transport.reconnect(ATTACH_TIMEOUT)?;
-        }
-        let front = self.transport.attach(PARAMS, ATTACH_TIMEOUT)?;
-        self.device
-            .replace_device(front)
-            .map_err(HostedError::Ipoib)?;
-        self.reattaches += 1;
-        Ok(())
-    }
-
-    /// One pass: completions and timers, smoltcp, then post what it queued.
-    pub fn poll(&mut self) -> Result<bool, HostedError> {
-        let mut progress = self.service()?;
-        let now = self.now();
-        progress |= self.iface.poll(now, &mut self.device, &mut self.sockets)
-            != smoltcp::iface::PollResult::None;
-        let stats = self.device.stats();
-        if self.services.poll(&mut self.sockets, &stats) {
-            // What the services wrote goes out in this pass.
-            progress = true;
-            self.iface.poll(now, &mut self.device, &mut self.sockets);
-        }
-        progress |= self.service()?;
-        Ok(progress)
-    }
-
     /// Arms the interrupt and sleeps until it fires or the next timer is
     /// due. Returns at once if work is already waiting.
     pub fn idle_wait(&mut self) -> Result<(), HostedError> {
-        match self.device.arm() {
+        match self.stack.arm() {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(IpoibError::Device(HcaError::Disconnected)) => return self.reattach(false),
             Err(e) => return Err(HostedError::Ipoib(e)),
         }
         let now = self.now();
-        let mut delay = self
-            .iface
-            .poll_delay(now, &self.sockets)
-            .map(Duration::from)
+        let delay = self
+            .stack
+            .next_deadline(now)
+            .map(|at| Duration::from((at - now).max(smoltcp::time::Duration::ZERO)))
             .unwrap_or(MAX_SLEEP);
-        if let Some(at) = self.device.poll_at() {
-            delay = delay.min(Duration::from(
-                (at - now).max(smoltcp::time::Duration::ZERO),
-            ));
-        }
         self.sleeps += 1;
         match self.transport.wait(Some(delay.min(MAX_SLEEP)))? {
             Wake::Interrupt | Wake::Timeout => Ok(()),

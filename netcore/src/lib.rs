@@ -28,9 +28,11 @@ pub mod config;
 pub mod http;
 pub mod pattern;
 pub mod services;
+pub mod stack;
 pub mod status;
 
 pub use clients::{ClientError, HttpGet, Pinger, TcpSender};
 pub use config::{ConfigError, NetConfig, Services};
 pub use services::{DiscardReport, ServiceHost, ServiceStats};
+pub use stack::{NetStack, StackError};
 pub use status::StatusSource;

@@ -1,0 +1,121 @@
+//! The guest's whole network core in one value: the IPoIB device over any
+//! `Hca`, the smoltcp interface, the sockets and the services. A platform
+//! (the hosted guest, the unikernel) only supplies the device, the time and
+//! a way to sleep until an interrupt:
+//!
+//! ```text
+//! loop {
+//!     let busy = stack.poll(now())?;
+//!     if !busy && !stack.arm()? {
+//!         sleep_until_interrupt_or(stack.next_deadline(now()));
+//!     }
+//! }
+//! ```
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
+use smoltcp::time::Instant;
+use smoltcp::wire::HardwareAddress;
+
+use ipoib::{IpoibDevice, IpoibError};
+use verbs_shim::Hca;
+
+use crate::config::NetConfig;
+use crate::services::ServiceHost;
+use crate::status::StatusSource;
+
+/// Why the stack could not start.
+#[derive(Debug)]
+pub enum StackError {
+    Ipoib(IpoibError),
+    /// The routing table had no room for the default route.
+    Routes,
+}
+
+impl core::fmt::Display for StackError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StackError::Ipoib(e) => write!(f, "{e}"),
+            StackError::Routes => f.write_str("no room for the default route"),
+        }
+    }
+}
+
+impl core::error::Error for StackError {}
+
+pub struct NetStack<H: Hca> {
+    pub device: IpoibDevice<H>,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub services: ServiceHost,
+    config: NetConfig,
+}
+
+impl<H: Hca> NetStack<H> {
+    /// Brings IPoIB up on `hca` (already connected) and starts the services
+    /// `config` names. `seed` seeds smoltcp's initial sequence numbers.
+    pub fn new(
+        hca: H,
+        config: &NetConfig,
+        now: Instant,
+        seed: u64,
+    ) -> Result<NetStack<H>, StackError> {
+        let mut device = IpoibDevice::new(hca, config.ipoib_config()).map_err(StackError::Ipoib)?;
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = seed;
+        let mut iface = Interface::new(iface_config, &mut device, now);
+        config.apply(&mut iface).map_err(|_| StackError::Routes)?;
+        let mut sockets = SocketSet::new(alloc::vec::Vec::new());
+        let services = ServiceHost::new(config, &mut sockets);
+        Ok(NetStack {
+            device,
+            iface,
+            sockets,
+            services,
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// One pass: completions and timers, smoltcp, the services, then post
+    /// what they queued with one doorbell. Returns true if anything moved.
+    pub fn poll(&mut self, now: Instant) -> Result<bool, IpoibError> {
+        let mut busy = self.device.service(now)?;
+        busy |= self.iface.poll(now, &mut self.device, &mut self.sockets) != PollResult::None;
+        let device_stats = self.device.stats();
+        let service_stats = self.services.stats();
+        let sources: [&dyn StatusSource; 2] = [&device_stats, &service_stats];
+        let status: &[&dyn StatusSource] = &sources;
+        if self.services.poll(&mut self.sockets, &status) {
+            busy = true;
+            // What the services wrote goes out in this pass.
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+        }
+        busy |= self.device.service(now)?;
+        Ok(busy)
+    }
+
+    /// Asks for an interrupt on the next completion; true if work is already
+    /// waiting and the caller must not sleep.
+    pub fn arm(&mut self) -> Result<bool, IpoibError> {
+        self.device.arm()
+    }
+
+    /// The latest time the caller may sleep until.
+    pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let a = self.iface.poll_at(now, &self.sockets);
+        let b = self.device.poll_at();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves onto a new device after the back end restarted; sockets,
+    /// connections and the neighbour cache carry on.
+    pub fn replace_device(&mut self, hca: H) -> Result<H, IpoibError> {
+        self.device.replace_device(hca)
+    }
+}
