@@ -1,13 +1,20 @@
 //! `make bench`: ibguest's ring, UDP and TCP paths against peers measured in
-//! the same run on the same machine. Prints a Markdown table on stdout and
-//! progress (with every timed value) on stderr.
+//! the same run on the same machine. Prints Markdown tables on stdout and
+//! progress (with every timed value) on stderr: first the in-process
+//! benchmarks, then the system ones (real processes: hosted guests and
+//! `ib-backend` against Linux over a veth pair).
 //!
-//! Usage: `ibguest-bench [--quick]`.
+//! Usage: `ibguest-bench [--quick] [--only in-process|system]`.
 
 mod about;
+mod cleanup;
+mod hosted_net;
+mod linux_peer;
 mod loopback;
 mod measure;
+mod netns;
 mod ring_bench;
+mod system;
 mod table;
 mod tcp_bench;
 mod udp_bench;
@@ -20,34 +27,71 @@ use ibguest_testkit::BoxError;
 use measure::{compare, median, Plan};
 use table::Row;
 
-const USAGE: &str = "usage: ibguest-bench [--quick]
+const USAGE: &str = "usage: ibguest-bench [--quick] [--only in-process|system]
 
-Measures ibguest against peers in the same run and prints a Markdown table:
+Measures ibguest against peers in the same run and prints Markdown tables.
+In-process (one process, virtual clock):
   ring descriptors/s  (FrontRing/BackRing vs two rtrb rings)
   UDP packets/s       (two guests on the sim fabric vs smoltcp Loopback)
   TCP MB/s            (apps::tcp_transfer vs the same loop on smoltcp Loopback)
+System (release ib-backend and ibguest-hosted processes vs Linux between two
+network namespaces over veth; the Linux side needs root and ethtool):
+  UDP RR latency      (median and p99 of one-at-a-time round trips)
+  TCP MB/s            (veth MTU 2044, TSO/GSO/GRO off and on)
+  interrupts and doorbells per packet under TCP load
 
 options:
   --quick     less work and one timed run instead of three
+  --only X    run only the in-process or only the system benchmarks
   -h, --help  this message";
+
+/// Which tables to produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Parts {
+    in_process: bool,
+    system: bool,
+}
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq)]
 enum Args {
-    Run(Plan),
+    Run(Plan, Parts),
     Help,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut plan = Plan::FULL;
-    for arg in args {
+    let mut parts = Parts {
+        in_process: true,
+        system: true,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => plan = Plan::QUICK,
+            "--only" => {
+                let which = args.next().unwrap_or_default();
+                parts = match which.as_str() {
+                    "in-process" => Parts {
+                        in_process: true,
+                        system: false,
+                    },
+                    "system" => Parts {
+                        in_process: false,
+                        system: true,
+                    },
+                    other => {
+                        return Err(format!(
+                            "--only takes `in-process` or `system`, not `{other}`"
+                        ))
+                    }
+                };
+            }
             "-h" | "--help" => return Ok(Args::Help),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(Args::Run(plan))
+    Ok(Args::Run(plan, parts))
 }
 
 /// The table and the lines printed under it.
@@ -56,7 +100,7 @@ struct Report {
     notes: Vec<String>,
 }
 
-fn progress(what: &str, started: Instant) {
+pub(crate) fn progress(what: &str, started: Instant) {
     eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
 }
 
@@ -187,9 +231,21 @@ fn run(plan: Plan) -> Result<Report, BoxError> {
     })
 }
 
+fn print_report(rows: &[Row], notes: &[String]) {
+    println!("{}", table::render(rows));
+    for note in notes {
+        println!("- {note}");
+    }
+}
+
 fn main() -> ExitCode {
-    let plan = match parse_args(std::env::args().skip(1)) {
-        Ok(Args::Run(plan)) => plan,
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // The Linux peer's programs: this binary re-executed in a namespace.
+    if argv.first().map(String::as_str) == Some("__peer") {
+        return linux_peer::main(&argv[1..]);
+    }
+    let (plan, parts) = match parse_args(argv) {
+        Ok(Args::Run(plan, parts)) => (plan, parts),
         Ok(Args::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -199,19 +255,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(plan) {
-        Ok(report) => {
-            println!("{}", table::render(&report.rows));
-            for note in &report.notes {
-                println!("- {note}");
+    if parts.in_process {
+        match run(plan) {
+            Ok(report) => print_report(&report.rows, &report.notes),
+            Err(e) => {
+                eprintln!("ibguest-bench: {e}");
+                return ExitCode::FAILURE;
             }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("ibguest-bench: {e}");
-            ExitCode::FAILURE
         }
     }
+    if parts.system {
+        match system::run(&plan, Instant::now()) {
+            Ok(report) => {
+                if parts.in_process {
+                    println!();
+                }
+                if let Some(line) = &report.skipped {
+                    println!("{line}\n");
+                }
+                print_report(&report.rows, &report.notes);
+            }
+            Err(e) => {
+                eprintln!("ibguest-bench: system benchmarks: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
@@ -222,10 +292,26 @@ mod tests {
         parse_args(list.iter().map(|s| s.to_string()))
     }
 
+    const ALL: Parts = Parts {
+        in_process: true,
+        system: true,
+    };
+
     #[test]
     fn parses_flags() {
-        assert_eq!(args(&[]), Ok(Args::Run(Plan::FULL)));
-        assert_eq!(args(&["--quick"]), Ok(Args::Run(Plan::QUICK)));
+        assert_eq!(args(&[]), Ok(Args::Run(Plan::FULL, ALL)));
+        assert_eq!(args(&["--quick"]), Ok(Args::Run(Plan::QUICK, ALL)));
+        assert_eq!(
+            args(&["--only", "system", "--quick"]),
+            Ok(Args::Run(
+                Plan::QUICK,
+                Parts {
+                    in_process: false,
+                    system: true
+                }
+            ))
+        );
+        assert!(args(&["--only", "x"]).unwrap_err().contains("`x`"));
         assert_eq!(args(&["--help"]), Ok(Args::Help));
         assert_eq!(args(&["-h"]), Ok(Args::Help));
         assert!(args(&["--fast"]).unwrap_err().contains("--fast"));

@@ -12,8 +12,10 @@ pub struct Plan {
     pub ring_descriptors: u64,
     /// UDP datagrams per run.
     pub udp_datagrams: usize,
-    /// TCP bytes per run.
+    /// TCP bytes per run (in-process and system).
     pub tcp_bytes: usize,
+    /// Timed UDP request/response exchanges per system run.
+    pub rr_exchanges: u32,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -25,6 +27,7 @@ impl Plan {
         ring_descriptors: 20_000_000,
         udp_datagrams: 1_000_000,
         tcp_bytes: 256 * MIB,
+        rr_exchanges: 20_000,
     };
 
     /// `--quick`: a tenth of the work, one timed run.
@@ -33,6 +36,7 @@ impl Plan {
         ring_descriptors: 2_000_000,
         udp_datagrams: 100_000,
         tcp_bytes: 32 * MIB,
+        rr_exchanges: 2_000,
     };
 }
 

@@ -28,23 +28,29 @@ fn figure(v: f64) -> String {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
-    } else {
+    } else if a >= 1.0 {
         format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
     }
 }
 
-/// Renders the rows as a Markdown table.
+/// Renders the rows as a Markdown table. A peer that was not measured
+/// (NaN) shows as "skipped".
 pub fn render(rows: &[Row]) -> String {
     let mut out = String::from(
         "| benchmark | ours | peer | ratio ours/peer | unit |\n|---|---:|---:|---:|---|\n",
     );
     for r in rows {
+        let (peer, ratio) = if r.peer.is_nan() {
+            ("skipped".to_owned(), "–".to_owned())
+        } else {
+            (figure(r.peer), format!("{:.2}", r.ratio()))
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} |\n",
+            "| {} | {} | {peer} | {ratio} | {} |\n",
             r.benchmark,
             figure(r.ours),
-            figure(r.peer),
-            r.ratio(),
             r.unit
         ));
     }
@@ -66,6 +72,17 @@ mod tests {
         let t = render(&rows);
         assert!(t.starts_with("| benchmark | ours | peer | ratio ours/peer | unit |\n"));
         assert!(t.contains("| x | 50.0 | 100 | 0.50 | MB/s |"), "{t}");
+    }
+
+    #[test]
+    fn unmeasured_peer_is_skipped() {
+        let rows = [Row {
+            benchmark: "y".into(),
+            ours: 0.123,
+            peer: f64::NAN,
+            unit: "µs",
+        }];
+        assert!(render(&rows).contains("| y | 0.123 | skipped | – | µs |"));
     }
 
     #[test]
