@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod guard;
 pub mod hosted;
+pub mod qemu;
 pub mod workspace;
 
 pub use backend::Backend;
