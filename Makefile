@@ -6,7 +6,7 @@ NOSTD_TARGET := x86_64-unknown-none
 NOSTD_CRATES := -p ring -p verbs-shim -p ipoib
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build nostd test unit loom lint fmt bench fuzz example clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example clean
 
 all: build
 
@@ -17,9 +17,19 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) --no-print-directory nostd
 
+# The bootable PVH image: target/x86_64-unknown-none/release/guest
+image: deps
+	$(CARGO) build -p guest --target $(NOSTD_TARGET) --release
+	@echo "image: target/$(NOSTD_TARGET)/release/guest"
+
+# The back end and two guests under QEMU (and a gateway to Linux as root).
+run: deps
+	scripts/run.sh
+
 # The no_std crates must build for bare metal (cfg(test) hides mistakes).
 nostd: deps
-	$(CARGO) build $(NOSTD_CRATES) --target $(NOSTD_TARGET)
+	$(CARGO) build $(NOSTD_CRATES) -p netcore --target $(NOSTD_TARGET)
+	$(CARGO) build -p guest --target $(NOSTD_TARGET) --release
 
 test: deps lint nostd unit loom
 	@echo "make test: all checks passed"
@@ -36,6 +46,7 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p verbs-shim --no-default-features --all-targets -- -D warnings
+	$(CARGO) clippy -p guest --target $(NOSTD_TARGET) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

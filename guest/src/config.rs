@@ -1,0 +1,336 @@
+//! The guest's configuration, from the kernel command line.
+//!
+//! The command line is `netcore`'s network options plus the guest's own:
+//!
+//! | key | value | meaning |
+//! |---|---|---|
+//! | `ip`, `gw`, `services`, `log`, `name` | see `netcore::NetConfig` | the network and its services |
+//! | `send` | `ADDR:PORT:BYTES` | once the network is up, send BYTES of seeded data over TCP (e.g. to a discard service on port 9) and print their SHA-256 |
+//! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
+//! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
+//! | `crash` | `ud2`, `pagefault`, `overflow`, `panic` | fail on purpose right after parsing: an invalid opcode, a read of an unmapped page, a stack overflow (a page fault on the stack's guard page, delivered as a double fault on its own stack) or a Rust panic. For testing the failure paths. |
+//!
+//! The guest's keys are taken out first and the rest goes to
+//! [`netcore::NetConfig::parse`], which rejects anything it does not know.
+//! Example: `ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http log=info`.
+
+use alloc::string::String;
+use core::fmt;
+
+use netcore::{ConfigError, NetConfig};
+
+/// The guest's own keys, as error messages list them.
+pub const GUEST_OPTIONS: &str = "peer, send, exit-after, crash";
+const CRASH_VALUES: &str = "ud2, pagefault, overflow, panic";
+
+/// A failure to provoke on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// Execute `ud2`: invalid opcode (#UD, vector 6).
+    InvalidOpcode,
+    /// Read an unmapped address: page fault (#PF, vector 14) with CR2.
+    PageFault,
+    /// Recurse until the stack's guard page: the page fault cannot be
+    /// delivered on the overflowed stack, so a double fault (#DF, vector 8)
+    /// arrives on its own stack.
+    StackOverflow,
+    /// `panic!()`.
+    Panic,
+}
+
+impl Crash {
+    fn parse(v: &str) -> Option<Crash> {
+        Some(match v {
+            "ud2" => Crash::InvalidOpcode,
+            "pagefault" => Crash::PageFault,
+            "overflow" => Crash::StackOverflow,
+            "panic" => Crash::Panic,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Crash::InvalidOpcode => "ud2",
+            Crash::PageFault => "pagefault",
+            Crash::StackOverflow => "overflow",
+            Crash::Panic => "panic",
+        }
+    }
+}
+
+/// Options only the guest understands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestOptions {
+    pub crash: Option<Crash>,
+    /// An address to ping once the network is up.
+    pub peer: Option<core::net::Ipv4Addr>,
+    /// Serve for this many seconds, then exit with success.
+    pub exit_after: Option<u32>,
+    /// Send this many bytes over TCP to this address and port.
+    pub send: Option<(core::net::Ipv4Addr, u16, u64)>,
+}
+
+/// The whole command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    pub net: NetConfig,
+    pub guest: GuestOptions,
+}
+
+/// A command line the guest cannot run with. `Display` says what to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootConfigError {
+    /// A network option is wrong (or unknown).
+    Net(ConfigError),
+    BadCrash {
+        value: String,
+    },
+    BadPeer {
+        value: String,
+    },
+    BadExitAfter {
+        value: String,
+    },
+    BadSend {
+        value: String,
+    },
+    Duplicate {
+        first: String,
+        second: String,
+    },
+}
+
+impl fmt::Display for BootConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootConfigError::Net(ConfigError::UnknownOption { token }) => write!(
+                f,
+                "unknown option \"{token}\" (known: {}; guest: {GUEST_OPTIONS})",
+                netcore::config::KNOWN_OPTIONS
+            ),
+            BootConfigError::Net(ConfigError::NotKeyValue { token }) => write!(
+                f,
+                "\"{token}\" is not key=value (known: {}; guest: {GUEST_OPTIONS})",
+                netcore::config::KNOWN_OPTIONS
+            ),
+            BootConfigError::Net(e) => e.fmt(f),
+            BootConfigError::BadCrash { value } => {
+                write!(f, "crash={value}: not a crash kind (known: {CRASH_VALUES})")
+            }
+            BootConfigError::BadPeer { value } => {
+                write!(
+                    f,
+                    "peer={value}: not an IPv4 address (example: peer=10.77.0.2)"
+                )
+            }
+            BootConfigError::BadExitAfter { value } => {
+                write!(
+                    f,
+                    "exit-after={value}: not a number of seconds (example: exit-after=5)"
+                )
+            }
+            BootConfigError::BadSend { value } => write!(
+                f,
+                "send={value}: not ADDR:PORT:BYTES (example: send=10.77.0.2:9:16777216)"
+            ),
+            BootConfigError::Duplicate { first, second } => write!(
+                f,
+                "\"{first}\" and \"{second}\": the same option twice; give each option once"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for BootConfigError {}
+
+impl From<ConfigError> for BootConfigError {
+    fn from(e: ConfigError) -> Self {
+        BootConfigError::Net(e)
+    }
+}
+
+impl BootConfig {
+    /// Parses a whole command line; see the module documentation.
+    pub fn parse(cmdline: &str) -> Result<BootConfig, BootConfigError> {
+        let (guest, net) = split(cmdline)?;
+        Ok(BootConfig {
+            net: NetConfig::parse(&net)?,
+            guest,
+        })
+    }
+}
+
+/// Takes the guest's own options out of `cmdline`; returns them and the
+/// rest, for `netcore`.
+pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
+    let mut guest = GuestOptions::default();
+    let mut crash_token: Option<&str> = None;
+    let mut peer_token: Option<&str> = None;
+    let mut exit_token: Option<&str> = None;
+    let mut send_token: Option<&str> = None;
+    let mut rest = String::new();
+    for token in cmdline.split_whitespace() {
+        match token.split_once('=') {
+            Some(("send", value)) => {
+                if let Some(first) = send_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                send_token = Some(token);
+                let bad = || BootConfigError::BadSend {
+                    value: value.into(),
+                };
+                let mut parts = value.split(':');
+                let (Some(a), Some(p), Some(b), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(bad());
+                };
+                guest.send = Some((
+                    a.parse().map_err(|_| bad())?,
+                    p.parse().map_err(|_| bad())?,
+                    b.parse().map_err(|_| bad())?,
+                ));
+            }
+            Some(("exit-after", value)) => {
+                if let Some(first) = exit_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                exit_token = Some(token);
+                guest.exit_after =
+                    Some(value.parse().map_err(|_| BootConfigError::BadExitAfter {
+                        value: value.into(),
+                    })?);
+            }
+            Some(("peer", value)) => {
+                if let Some(first) = peer_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                peer_token = Some(token);
+                guest.peer = Some(value.parse().map_err(|_| BootConfigError::BadPeer {
+                    value: value.into(),
+                })?);
+            }
+            Some(("crash", value)) => {
+                if let Some(first) = crash_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                crash_token = Some(token);
+                guest.crash =
+                    Some(
+                        Crash::parse(value).ok_or_else(|| BootConfigError::BadCrash {
+                            value: value.into(),
+                        })?,
+                    );
+            }
+            _ => {
+                if !rest.is_empty() {
+                    rest.push(' ');
+                }
+                rest.push_str(token);
+            }
+        }
+    }
+    Ok((guest, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn send_and_exit_after() {
+        let c = BootConfig::parse("ip=10.77.0.3/24 send=10.77.0.2:9:1024 exit-after=5").unwrap();
+        assert_eq!(
+            c.guest.send,
+            Some((core::net::Ipv4Addr::new(10, 77, 0, 2), 9, 1024))
+        );
+        assert_eq!(c.guest.exit_after, Some(5));
+        assert!(BootConfig::parse("ip=10.77.0.3/24 send=10.77.0.2:9").is_err());
+        assert!(BootConfig::parse("ip=10.77.0.3/24 exit-after=soon").is_err());
+    }
+
+    #[test]
+    fn peer_is_an_address() {
+        let c = BootConfig::parse("ip=10.77.0.3/24 peer=10.77.0.2").unwrap();
+        assert_eq!(c.guest.peer, Some(core::net::Ipv4Addr::new(10, 77, 0, 2)));
+        let e = BootConfig::parse("ip=10.77.0.3/24 peer=nowhere").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "peer=nowhere: not an IPv4 address (example: peer=10.77.0.2)"
+        );
+    }
+
+    #[test]
+    fn network_options_go_to_netcore() {
+        let c =
+            BootConfig::parse("ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http log=info").unwrap();
+        assert_eq!(
+            c.net.to_string(),
+            "ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http log=info name=ibguest"
+        );
+        assert_eq!(c.guest, GuestOptions::default());
+    }
+
+    #[test]
+    fn crash_is_split_off_anywhere() {
+        let (g, rest) = split("  ip=10.0.0.2/24   crash=ud2 log=debug ").unwrap();
+        assert_eq!(g.crash, Some(Crash::InvalidOpcode));
+        assert_eq!(rest, "ip=10.0.0.2/24 log=debug");
+        for (v, c) in [
+            ("ud2", Crash::InvalidOpcode),
+            ("pagefault", Crash::PageFault),
+            ("overflow", Crash::StackOverflow),
+            ("panic", Crash::Panic),
+        ] {
+            let cfg = BootConfig::parse(&std::format!("crash={v} ip=10.0.0.2/24")).unwrap();
+            assert_eq!(cfg.guest.crash, Some(c));
+            assert_eq!(c.name(), v);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_token() {
+        let e = BootConfig::parse("ip=10.0.0.2/24 crash=boom").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "crash=boom: not a crash kind (known: ud2, pagefault, overflow, panic)"
+        );
+        let e = BootConfig::parse("crash=ud2 ip=10.0.0.2/24 crash=panic").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"crash=ud2\" and \"crash=panic\": the same option twice; give each option once"
+        );
+        let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, exit-after, crash)"
+        );
+        let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, exit-after, crash)"
+        );
+        let e = BootConfig::parse("").unwrap_err();
+        assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));
+        assert_eq!(
+            e.to_string(),
+            "missing required option ip= (example: ip=10.77.0.2/24)"
+        );
+        let e = BootConfig::parse("ip=10.0.0.300/24").unwrap_err();
+        assert!(e.to_string().starts_with("ip=10.0.0.300/24: "), "{e}");
+    }
+}

@@ -1,0 +1,111 @@
+//! The guest image's main. On the host this binary only says how to build
+//! the real thing.
+//!
+//! Boot: print the start info, parse the command line, probe ivshmem,
+//! print its BARs and IVPosition and the channel magic, then run the
+//! network (`netloop`) until `exit-after` expires, or forever.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "guest: this is the ibguest unikernel; build the bootable image with\n  \
+         cargo build -p guest --target x86_64-unknown-none --release\n\
+         and boot target/x86_64-unknown-none/release/guest with qemu-system-x86_64 -kernel"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+guest::entry_point!(demo::main);
+
+#[cfg(target_os = "none")]
+mod netloop;
+
+#[cfg(target_os = "none")]
+mod demo {
+    use guest::arch::crash;
+    use guest::config::{BootConfig, Crash};
+    use guest::exit::{exit, fail, ExitCode};
+    use guest::{println, BootInfo, Ivshmem, IvshmemError};
+
+    pub fn main(boot: &'static BootInfo) -> ! {
+        let si = boot.start_info;
+        println!(
+            "ibguest: booted (hvm_start_info v{} at {:#x}, {} KiB RAM, heap {:#x}-{:#x})",
+            si.version,
+            si.paddr,
+            si.ram_bytes() / 1024,
+            boot.heap.start,
+            boot.heap.end
+        );
+        println!("ibguest: command line: \"{}\"", si.cmdline);
+        for r in &si.memmap {
+            println!("ibguest:   memory {r}");
+        }
+        if let Some(rsdp) = si.rsdp {
+            println!("ibguest: ACPI RSDP at {rsdp:#x}");
+        }
+        let cal = boot.calibration;
+        println!(
+            "ibguest: clock: TSC {} kHz, APIC timer {} kHz (from the {}); APIC {} at {:#x}",
+            cal.tsc_hz / 1000,
+            cal.lapic_hz / 1000,
+            cal.source,
+            boot.lapic_id,
+            boot.lapic_base
+        );
+
+        let config = BootConfig::parse(&si.cmdline).unwrap_or_else(|e| {
+            fail(
+                ExitCode::BadCommandLine,
+                format_args!("bad command line: {e}"),
+            )
+        });
+        log::set_max_level(config.net.log);
+        log::info!("config: {}", config.net);
+        log::debug!("random seed {:#x}", guest::arch::cpu::random_seed());
+
+        if let Some(c) = config.guest.crash {
+            println!("ibguest: crash={} requested", c.name());
+            match c {
+                Crash::InvalidOpcode => crash::invalid_opcode(),
+                Crash::PageFault => crash::page_fault(),
+                Crash::StackOverflow => crash::stack_overflow(),
+                Crash::Panic => panic!("crash=panic requested on the command line"),
+            }
+        }
+
+        let dev = Ivshmem::probe().unwrap_or_else(|e| match e {
+            IvshmemError::NotFound => fail(ExitCode::NoIvshmem, format_args!("{e}")),
+            e => fail(ExitCode::IvshmemUnusable, format_args!("{e}")),
+        });
+        println!(
+            "ibguest: ivshmem at {} IVPosition {} MSI-X {} vector(s), table in BAR{}",
+            dev.location(),
+            dev.my_id(),
+            dev.vectors(),
+            dev.msix().table_bar
+        );
+        for (i, bar) in dev.bars().iter().enumerate() {
+            println!("ibguest:   BAR{i}: {bar}");
+        }
+        let window = dev.window();
+        let magic = window.load_u32(0, core::sync::atomic::Ordering::Acquire);
+        match magic {
+            Ok(m) => println!(
+                "ibguest: channel magic {m:#010x}{}",
+                if m == ring::header::MAGIC {
+                    " (IBGC)"
+                } else {
+                    " (not the back end's: not initialised?)"
+                }
+            ),
+            Err(e) => println!("ibguest: cannot read the channel magic: {e:?}"),
+        }
+
+        crate::netloop::run(&config, &dev);
+        exit(ExitCode::Success)
+    }
+}

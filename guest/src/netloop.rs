@@ -1,0 +1,225 @@
+//! The guest's network: netcore's `NetStack` (the same core the hosted guest
+//! runs) on `FrontHca` over the ivshmem window. Interrupts from the back end
+//! wake the CPU from HLT; smoltcp's timers set the deadline.
+
+use core::task::Poll;
+
+use guest::config::BootConfig;
+use guest::exit::{fail, ExitCode};
+use guest::{println, Ivshmem};
+use ipoib::IpoibError;
+use netcore::clients::PingConfig;
+use netcore::clients::TcpSenderConfig;
+use netcore::pattern::Payload;
+use netcore::{NetStack, Pinger, TcpSender};
+use ring::LayoutParams;
+use smoltcp::time::{Duration, Instant};
+use verbs_shim::front::{AttachError, FrontHca};
+use verbs_shim::HcaError;
+
+/// 256 TX and 256 RX slots of 4 KiB: 2 MiB of the window, rings to match.
+const PARAMS: LayoutParams = LayoutParams {
+    ctrl_order: 4,
+    tx_order: 8,
+    rx_order: 8,
+    tx_slots: 256,
+    rx_slots: 256,
+    slot_size: 4096,
+};
+/// How long to wait for the back end when attaching.
+const ATTACH_MICROS: u64 = 30_000_000;
+/// Longest sleep without a timer.
+const MAX_SLEEP_MICROS: u64 = 1_000_000;
+
+fn now() -> Instant {
+    Instant::from_micros(guest::now_micros() as i64)
+}
+
+/// Attaches to the channel and waits until the back end has connected it.
+fn attach(dev: &Ivshmem) -> FrontHca<impl Fn()> {
+    let start = guest::now_micros();
+    let deadline = start + ATTACH_MICROS;
+    loop {
+        let bell = dev.backend_doorbell();
+        match FrontHca::attach(dev.window(), PARAMS, move || bell.ring()) {
+            Ok(mut front) => loop {
+                match front.poll_connected() {
+                    Ok(true) => {
+                        println!(
+                            "ibguest: channel connected after {} us",
+                            guest::now_micros() - start
+                        );
+                        return front;
+                    }
+                    Ok(false) if guest::now_micros() < deadline => {
+                        guest::wait_for_interrupt(Some(guest::now_micros() + 50_000))
+                    }
+                    Ok(false) => fail(
+                        ExitCode::NetworkFailure,
+                        format_args!("the back end did not connect the channel"),
+                    ),
+                    Err(e) => fail(
+                        ExitCode::NetworkFailure,
+                        format_args!("channel failed: {e}"),
+                    ),
+                }
+            },
+            Err(AttachError::NotReady) if guest::now_micros() < deadline => {
+                guest::wait_for_interrupt(Some(guest::now_micros() + 50_000));
+            }
+            Err(e) => fail(
+                ExitCode::NetworkFailure,
+                format_args!("cannot attach to the channel: {e}"),
+            ),
+        }
+    }
+}
+
+/// Runs the network until `exit-after` (if given) expires.
+pub fn run(config: &BootConfig, dev: &Ivshmem) {
+    let front = attach(dev);
+    let seed = guest::arch::cpu::random_seed();
+    let mut stack = NetStack::new(front, &config.net, now(), seed)
+        .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("network stack: {e}")));
+    println!(
+        "ibguest: network up: {} hw {} mtu {}",
+        config.net.ip,
+        stack.device.hw_addr(),
+        stack.device.mtu()
+    );
+    let mut pinger = config.guest.peer.map(|peer| {
+        let mut ping = PingConfig::new(peer);
+        ping.count = 3;
+        ping.interval = Duration::from_millis(200);
+        ping.timeout = Duration::from_secs(5);
+        Pinger::new(&mut stack.sockets, ping)
+            .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("ping {peer}: {e}")))
+    });
+    let mut sender = config.guest.send.map(|(addr, port, bytes)| {
+        let remote = smoltcp::wire::IpEndpoint::new(smoltcp::wire::IpAddress::Ipv4(addr), port);
+        let mut cfg = TcpSenderConfig::new(remote, 49152 + (seed % 1000) as u16, bytes);
+        cfg.payload = Payload::Seeded(1);
+        cfg.timeout = Duration::from_secs(600);
+        TcpSender::new(stack.iface.context(), &mut stack.sockets, cfg)
+            .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("send: {e}")))
+    });
+    let mut send_started = 0u64;
+    let end = config
+        .guest
+        .exit_after
+        .map(|s| guest::now_micros() + u64::from(s) * 1_000_000);
+    let mut interrupts = 0;
+    let mut reattaches = 0u32;
+    loop {
+        let t = now();
+        let busy = match stack.poll(t) {
+            Ok(b) => b,
+            Err(IpoibError::Device(HcaError::Disconnected)) => {
+                println!("ibguest: the back end went away (new epoch); re-attaching");
+                let front = attach(dev);
+                if let Err(e) = stack.replace_device(front) {
+                    fail(
+                        ExitCode::NetworkFailure,
+                        format_args!("re-attach failed: {e}"),
+                    );
+                }
+                reattaches += 1;
+                true
+            }
+            Err(e) => fail(
+                ExitCode::NetworkFailure,
+                format_args!("network failed: {e}"),
+            ),
+        };
+        if let Some(p) = &mut pinger {
+            if let Poll::Ready(result) = p.poll(&mut stack.sockets, t) {
+                match result {
+                    Ok(report) if report.received() > 0 => println!(
+                        "ibguest: peer {} answered {}/{} pings, first in {} us",
+                        report.target,
+                        report.received(),
+                        report.transmitted(),
+                        report
+                            .rtts
+                            .iter()
+                            .flatten()
+                            .next()
+                            .map(|d| d.total_micros())
+                            .unwrap_or(0)
+                    ),
+                    Ok(report) => println!("ibguest: peer {} did not answer", report.target),
+                    Err(e) => println!("ibguest: ping failed: {e}"),
+                }
+                pinger = None;
+            }
+        }
+        if let Some(s) = &mut sender {
+            if send_started == 0 {
+                send_started = guest::now_micros();
+            }
+            if let Poll::Ready(result) = s.poll(&mut stack.sockets, t) {
+                match result {
+                    Ok(r) => {
+                        let micros = (guest::now_micros() - send_started).max(1);
+                        println!(
+                            "ibguest: sent {} bytes sha256 {} in {} ms ({} KB/s)",
+                            r.sent,
+                            Hex(&r.sent_sha256),
+                            micros / 1000,
+                            r.sent * 1000 / micros
+                        );
+                    }
+                    Err(e) => println!("ibguest: send failed: {e}"),
+                }
+                sender = None;
+            }
+        }
+        while let Some(report) = stack.services.pop_discard_report() {
+            println!("ibguest: {report}");
+        }
+        interrupts += dev.take_interrupts();
+        if let Some(end) = end {
+            if guest::now_micros() >= end {
+                let s = stack.device.stats();
+                println!(
+                    "ibguest: {interrupts} interrupt(s) from the back end; rx {} tx {} packets; {reattaches} re-attach(es)",
+                    s.rx_packets, s.tx_packets
+                );
+                return;
+            }
+        }
+        if busy {
+            continue;
+        }
+        match stack.arm() {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(IpoibError::Device(HcaError::Disconnected)) => continue,
+            Err(e) => fail(
+                ExitCode::NetworkFailure,
+                format_args!("network failed: {e}"),
+            ),
+        }
+        let t = now();
+        let mut deadline = guest::now_micros() + MAX_SLEEP_MICROS;
+        if let Some(at) = stack.next_deadline(t) {
+            deadline = deadline.min(at.total_micros().max(0) as u64);
+        }
+        if let Some(at) = pinger.as_ref().and_then(|p| p.poll_at()) {
+            deadline = deadline.min(at.total_micros().max(0) as u64);
+        }
+        if let Some(end) = end {
+            deadline = deadline.min(end);
+        }
+        guest::wait_for_interrupt(Some(deadline));
+    }
+}
+
+/// Lower-case hex, for digests.
+struct Hex<'a>(&'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
