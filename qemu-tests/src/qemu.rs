@@ -20,15 +20,28 @@ pub fn image() -> crate::Result<PathBuf> {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "guest", "--target", "x86_64-unknown-none", "--release"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "guest",
+                    "--target",
+                    "x86_64-unknown-none",
+                    "--release",
+                ])
                 .current_dir(workspace())
                 .status()
                 .map_err(|e| format!("cannot run cargo build for the image: {e}"))?;
             if !status.success() {
                 return Err(format!("building the guest image failed: {status}"));
             }
-            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
-            Ok(target.join("x86_64-unknown-none").join("release").join("guest"))
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| workspace().join("target"));
+            Ok(target
+                .join("x86_64-unknown-none")
+                .join("release")
+                .join("guest"))
         })
         .clone()
         .map_err(HarnessError)
@@ -38,13 +51,25 @@ pub fn image() -> crate::Result<PathBuf> {
 /// device served by ib-backend.
 pub fn command(socket: Option<&Path>, cmdline: &str) -> crate::Result<Command> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-machine", "q35", "-m", "128M", "-smp", "1"])
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-nic", "none"])
-        .args(["-device", DEBUG_EXIT])
-        .arg("-kernel")
-        .arg(image()?)
-        .arg("-append")
-        .arg(cmdline);
+    cmd.args([
+        "-accel", "tcg", "-machine", "q35", "-m", "128M", "-smp", "1",
+    ])
+    .args([
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ])
+    .args(["-device", DEBUG_EXIT])
+    .arg("-kernel")
+    .arg(image()?)
+    .arg("-append")
+    .arg(cmdline);
     if let Some(s) = socket {
         cmd.arg("-chardev")
             .arg(format!("socket,path={},id=ib", s.display()))

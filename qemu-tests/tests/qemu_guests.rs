@@ -1,0 +1,181 @@
+//! Issue 4, must-show 1-4: the PVH image under QEMU (TCG) on the channel,
+//! talking to hosted guests, to another QEMU guest and to Linux, and
+//! sleeping in HLT when idle.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use qemu_tests::backend::Seat;
+use qemu_tests::{qemu, scratch_dir, Backend, Guard, HarnessError, Hosted, Result};
+
+fn booted(guard: &mut Guard) -> Result<()> {
+    guard.wait_for("ibguest: network up", Duration::from_secs(60))?;
+    Ok(())
+}
+
+#[test]
+fn image_answers_ping_from_a_hosted_guest() -> Result<()> {
+    let dir = scratch_dir("qemu-ping")?;
+    let be = Backend::start(&dir, &[Seat::new(&dir, "q1"), Seat::new(&dir, "h1")], &[])?;
+    let started = Instant::now();
+    let mut q1 = qemu::boot(&dir, "q1", Some(&be.socket("q1")), "ip=10.77.0.2/24")?;
+    // Ping until the first reply: the time from QEMU start to it is the
+    // boot-to-network time.
+    let mut answered = None;
+    for attempt in 0..20 {
+        let out = Hosted::run(
+            &dir,
+            &format!("h1-ping-{attempt}"),
+            &be.socket("h1"),
+            "10.77.0.9/24",
+            &["ping", "10.77.0.2", "--count", "1", "--timeout", "2"],
+            Duration::from_secs(30),
+        );
+        if let Ok(out) = out {
+            answered = Some(out);
+            break;
+        }
+    }
+    let out = answered
+        .ok_or_else(|| HarnessError(format!("the QEMU guest never answered\n{}", q1.tail(20))))?;
+    let elapsed = started.elapsed();
+    println!(
+        "QEMU start to first ping reply: {:.3} s",
+        elapsed.as_secs_f64()
+    );
+    assert!(out.contains("1 sent, 1 answered"), "{out}");
+    booted(&mut q1)?;
+    assert!(be.counter("q1", "interrupts")? > 0);
+    Ok(())
+}
+
+#[test]
+fn two_qemu_guests_ping_move_16_mib_and_serve_http() -> Result<()> {
+    let dir = scratch_dir("qemu-pair")?;
+    let be = Backend::start(
+        &dir,
+        &[
+            Seat::new(&dir, "q1"),
+            Seat::new(&dir, "q2"),
+            Seat::new(&dir, "h1"),
+        ],
+        &[],
+    )?;
+    let mut q1 = qemu::boot(&dir, "q1", Some(&be.socket("q1")), "ip=10.77.0.2/24")?;
+    booted(&mut q1)?;
+    let mut q2 = qemu::boot(
+        &dir,
+        "q2",
+        Some(&be.socket("q2")),
+        "ip=10.77.0.3/24 peer=10.77.0.2 send=10.77.0.2:9:16777216",
+    )?;
+    q2.wait_for(
+        "ibguest: peer 10.77.0.2 answered 3/3",
+        Duration::from_secs(60),
+    )?;
+    let sent = q2.wait_for(
+        "ibguest: sent 16777216 bytes sha256 ",
+        Duration::from_secs(300),
+    )?;
+    let received = q1.wait_for("ibguest: discard from 10.77.0.3:", Duration::from_secs(30))?;
+    let sha = |line: &str| {
+        line.split("sha256 ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(sha(&sent), sha(&received), "{sent}\n{received}");
+    assert!(received.contains("16777216 bytes"), "{received}");
+    println!("{}", sent.trim());
+    // A hosted guest fetches the QEMU guest's status page.
+    let page = Hosted::run(
+        &dir,
+        "h1",
+        &be.socket("h1"),
+        "10.77.0.9/24",
+        &["fetch", "http://10.77.0.3/stats"],
+        Duration::from_secs(60),
+    )?;
+    assert!(
+        page.contains("HTTP 200") && page.contains("ip 10.77.0.3/24"),
+        "{page}"
+    );
+    assert_eq!(be.counter("total", "violations")?, 0);
+    Ok(())
+}
+
+#[test]
+fn idle_qemu_guest_sleeps_in_hlt() -> Result<()> {
+    let dir = scratch_dir("qemu-idle")?;
+    let be = Backend::start(&dir, &[Seat::new(&dir, "q1")], &[])?;
+    let mut q1 = qemu::boot(&dir, "q1", Some(&be.socket("q1")), "ip=10.77.0.2/24")?;
+    booted(&mut q1)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = q1.cpu_ticks()?;
+    std::thread::sleep(Duration::from_secs(10));
+    let t1 = q1.cpu_ticks()?;
+    println!("idle QEMU guest: {} clock ticks in 10 s", t1 - t0);
+    // Under 5% of one core over 10 s is under 50 ticks (100 Hz).
+    assert!(t1 - t0 < 50, "idle QEMU used {} ticks in 10 s", t1 - t0);
+    Ok(())
+}
+
+#[test]
+fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
+    let dir = scratch_dir("qemu-gateway")?;
+    let ns = format!("ibqgw-{}", std::process::id());
+    let out = Command::new("ip").args(["netns", "add", &ns]).output()?;
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: cannot create a network namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return Ok(());
+    }
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let seat = Seat::new(&dir, "q1");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns])
+        .arg(qemu_tests::bin("ib-backend")?)
+        .args(["run", "--gateway", "ibgw0=10.77.0.1/24", "--control"])
+        .arg(dir.join("control.sock"))
+        .arg("--guest")
+        .arg(format!("name=q1,socket={}", seat.socket.display()));
+    let mut be = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
+    be.wait_for("ib-backend: provider", Duration::from_secs(20))?;
+    let mut q1 = qemu::boot(
+        &dir,
+        "q1",
+        Some(&seat.socket),
+        "ip=10.77.0.2/24 gw=10.77.0.1",
+    )?;
+    booted(&mut q1)?;
+    let curl = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "-m",
+            "20",
+            "--retry",
+            "3",
+            "http://10.77.0.2/stats",
+        ])
+        .output()?;
+    let page = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success() && page.contains("ip 10.77.0.2/24"),
+        "{page}{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    Ok(())
+}
