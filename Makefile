@@ -6,7 +6,7 @@ NOSTD_TARGET := x86_64-unknown-none
 NOSTD_CRATES := -p ring -p verbs-shim -p ipoib
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce clean
 
 all: build
 
@@ -61,6 +61,11 @@ fuzz: deps
 example: deps
 	$(CARGO) run --release -p ibguest-testkit --example two_stacks -- two-stacks.pcap
 	tshark -r two-stacks.pcap | head -20
+
+# The rdma provider, ib-backend, hosted guests and the unikernel on soft-RoCE
+# (rxe0) inside QEMU VMs built from Debian packages; see softroce/README.md.
+softroce: deps
+	softroce/softroce.sh
 
 clean:
 	$(CARGO) clean

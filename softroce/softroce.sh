@@ -1,0 +1,481 @@
+#!/usr/bin/env bash
+# make softroce: the rdma provider, ib-backend, hosted guests and the
+# unikernel on a real libibverbs device, soft-RoCE (rxe0), inside QEMU (TCG)
+# VMs built from Debian packages. See softroce/README.md.
+#
+# Steps (each prints `SOFTROCE-STEP <id> PASS|FAIL ...`, on a VM's console or
+# here on the host):
+#   rxe  soft-RoCE comes up in each VM; the device list shows rxe0
+#   a    the rdma provider's own tests (verbs-shim/tests/rdma_provider.rs) on rxe0
+#   b    ib-backend --provider rdma on rxe0 with two hosted guests: ARP, ping,
+#        4 MiB TCP with matching SHA-256
+#   c    two VMs joined by -netdev socket, a back end + hosted guest in each,
+#        ping and TCP across real RoCEv2; the filter-dump capture must show
+#        UD SEND only (BTH opcode 100) with a DETH Q_Key carrying ARP and IPv4
+#   d    the PVH unikernel under QEMU inside the VM, its back end on rxe0
+#
+# SOFTROCE_STEPS picks steps (default abcd). Downloads, unpacked packages and
+# the initramfs images are cached under target/softroce/; logs and the
+# capture land there too. Exits non-zero if any step failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=target/softroce
+DL=$OUT/dl
+LOGS=$OUT/logs
+STEPS=${SOFTROCE_STEPS:-abcd}
+case "$STEPS" in
+    "" | *[!abcd]*)
+        echo "softroce: SOFTROCE_STEPS=$STEPS: give letters from abcd" >&2
+        exit 2
+        ;;
+esac
+has() { case "$STEPS" in *"$1"*) return 0 ;; *) return 1 ;; esac }
+T_START=$(date +%s)
+
+say() { echo "softroce: $*"; }
+die() {
+    echo "softroce: error: $*" >&2
+    exit 1
+}
+elapsed() { echo $(($(date +%s) - $1)); }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- host packages -------------------------------------------------------------
+# qemu and tshark run here; ibverbs-providers, libibverbs1 and iproute2 hold
+# the files copied into the VM (the rxe provider, libibverbs, `rdma`); qemu's
+# files also go into the VM for step d.
+need=()
+for pkg in qemu-system-x86 tshark ibverbs-providers libibverbs1 iproute2 binutils gzip; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+APT_UPDATED=0
+apt_update() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        $SUDO apt-get update -qq
+        APT_UPDATED=1
+    fi
+}
+if [ "${#need[@]}" -gt 0 ]; then
+    say "installing ${need[*]}"
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+    apt_update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo not found (install Rust first)"
+
+# --- Debian packages for the VM (downloaded with apt-get download, not installed)
+mkdir -p "$DL" "$LOGS"
+# fetch NAME: the cached .deb of package NAME, downloaded if missing.
+fetch() {
+    local f
+    f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
+    if [ -z "$f" ]; then
+        say "downloading $1 (apt-get download)" >&2
+        if ! (cd "$DL" && apt-get download -qq "$1" >/dev/null 2>&1); then
+            apt_update >&2
+            (cd "$DL" && apt-get download -qq "$1" >/dev/null) || die "apt-get download $1 failed"
+        fi
+        f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
+        [ -n "$f" ] || die "apt-get download $1 left no $DL/$1_*_amd64.deb"
+    fi
+    echo "$f"
+}
+# unpack DEB DIR [MEMBER-PATTERNS...]: extracts once (the .deb's name is the
+# cache key), everything or only the members matching the patterns.
+unpack() {
+    local deb=$1 dir=$2
+    shift 2
+    if [ -f "$dir/.from" ] && [ "$(cat "$dir/.from")" = "$(basename "$deb")" ]; then
+        return
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if [ $# -eq 0 ]; then
+        dpkg-deb -x "$deb" "$dir"
+    else
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards --wildcards-match-slash "$@"
+    fi
+    basename "$deb" >"$dir/.from"
+}
+
+# The modules rdma_rxe needs, in load order; crc32_generic is a hidden
+# dependency (without it: "rdma_rxe: failed to add eth0").
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover
+net_failover virtio_net crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe"
+
+# The kernel: the newest cached linux-image-*-amd64, else the one Debian's
+# linux-image-amd64 depends on. Only vmlinuz and the modules are unpacked.
+KDEB=$(find "$DL" -maxdepth 1 -name 'linux-image-[0-9]*-amd64_*_amd64.deb' | sort | tail -1)
+if [ -z "$KDEB" ]; then
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
+    if [ -z "$kpkg" ]; then
+        apt_update
+        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
+    fi
+    [ -n "$kpkg" ] || die "cannot tell which linux-image-*-amd64 package linux-image-amd64 depends on"
+    KDEB=$(fetch "$kpkg")
+fi
+patterns=('./boot/vmlinuz-*')
+for m in $MODULES; do patterns+=("*/$m.ko*"); done
+unpack "$KDEB" "$OUT/pkg/kernel" "${patterns[@]}"
+unpack "$(fetch busybox-static)" "$OUT/pkg/busybox"
+unpack "$(fetch ibverbs-utils)" "$OUT/pkg/ibverbs-utils"
+KVER=$(basename "$(find "$OUT/pkg/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")
+VMLINUZ=$OUT/pkg/kernel/boot/vmlinuz-$KVER
+BUSYBOX=$OUT/pkg/busybox/bin/busybox
+UTILS=$OUT/pkg/ibverbs-utils/usr/bin
+[ -f "$VMLINUZ" ] || die "no vmlinuz-$KVER in $(basename "$KDEB")"
+[ -x "$BUSYBOX" ] || die "no busybox in the busybox-static package"
+[ -x "$UTILS/ibv_devinfo" ] || die "no ibv_devinfo in the ibverbs-utils package"
+say "VM: kernel $KVER ($(basename "$KDEB")), busybox-static, ibverbs-utils"
+
+# --- the project's binaries -------------------------------------------------------
+say "building ib-backend, ibguest-hosted and the rdma provider tests (release)"
+cargo build --release --quiet -p ib-backend -p ibguest-hosted
+TESTBIN=$(cargo test --release --quiet -p verbs-shim --features rdma --test rdma_provider --no-run \
+    --message-format=json | sed -n 's/.*"executable":"\([^"]*rdma_provider-[^"]*\)".*/\1/p' | tail -1)
+[ -x "$TESTBIN" ] || die "cannot find the rdma_provider test executable"
+GUEST_IMAGE=target/x86_64-unknown-none/release/guest
+if has d; then
+    say "building the unikernel image (release)"
+    cargo build --release --quiet -p guest --target x86_64-unknown-none
+fi
+
+# --- the initramfs -----------------------------------------------------------------
+RXE_PROVIDER=$(find /usr/lib/x86_64-linux-gnu/libibverbs -name 'librxe-rdmav*.so' 2>/dev/null | head -1)
+RXE_DRIVER=/etc/libibverbs.d/rxe.driver
+if [ -z "$RXE_PROVIDER" ] || [ ! -f "$RXE_DRIVER" ]; then
+    die "no rxe provider (/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav*.so, $RXE_DRIVER): is ibverbs-providers installed?"
+fi
+# Step d runs qemu-system-x86_64 inside the VM: the binary, its TCG module
+# and the firmware a PVH boot on q35 reads.
+QEMU_FILES=(/usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
+    /usr/share/seabios/bios-256k.bin /usr/share/qemu/pvh.bin /usr/share/qemu/linuxboot_dma.bin
+    /usr/share/qemu/kvmvapic.bin)
+
+# copy_with_libs DEST FILE...: the shared libraries ldd names for each FILE,
+# at their paths under DEST.
+copy_with_libs() {
+    local dest=$1 f lib
+    shift
+    for f in "$@"; do
+        { ldd "$f" 2>/dev/null || true; } | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' |
+            while read -r lib; do
+                [ -f "$lib" ] || continue
+                mkdir -p "$dest$(dirname "$lib")"
+                [ -f "$dest$lib" ] || cp -L "$lib" "$dest$lib"
+            done
+    done
+}
+# build_initrd NAME EXTRA_FILES...: $OUT/NAME.cpio.gz, rebuilt only when one
+# of its inputs changed (size or mtime). EXTRA_FILES keep their paths, except
+# the guest image, which becomes /guest.elf.
+build_initrd() {
+    local name=$1 stamp root out sum m ko f
+    shift
+    out=$OUT/$name.cpio.gz
+    stamp=$OUT/$name.stamp
+    sum=$(printf '%s\n' "$BUSYBOX" softroce/vm-init.sh softroce/softroce.sh target/release/ib-backend \
+        target/release/ibguest-hosted "$TESTBIN" /usr/bin/rdma "$UTILS/ibv_devices" \
+        "$UTILS/ibv_devinfo" "$RXE_PROVIDER" "$RXE_DRIVER" "$KDEB" "$@" |
+        xargs stat -L -c '%n %s %Y' | sha256sum | cut -d' ' -f1)
+    if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+        say "initramfs $out is up to date ($(du -h "$out" | cut -f1))"
+        return
+    fi
+    say "packing $out"
+    root=$OUT/root-$name
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/mod,etc/libibverbs.d,usr/lib/x86_64-linux-gnu/libibverbs}
+    cp "$BUSYBOX" "$root/bin/busybox"
+    cp softroce/vm-init.sh "$root/init"
+    chmod 755 "$root/init"
+    strip --strip-debug -o "$root/bin/ib-backend" target/release/ib-backend
+    strip --strip-debug -o "$root/bin/ibguest-hosted" target/release/ibguest-hosted
+    strip --strip-debug -o "$root/bin/rdma_provider" "$TESTBIN"
+    cp /usr/bin/rdma "$UTILS/ibv_devices" "$UTILS/ibv_devinfo" "$root/bin/"
+    cp "$RXE_PROVIDER" "$root$RXE_PROVIDER"
+    cp "$RXE_DRIVER" "$root$RXE_DRIVER"
+    copy_with_libs "$root" target/release/ib-backend target/release/ibguest-hosted "$TESTBIN" \
+        /usr/bin/rdma "$UTILS/ibv_devices" "$UTILS/ibv_devinfo" "$RXE_PROVIDER" "$@"
+    for f in "$@"; do
+        case "$f" in
+            "$GUEST_IMAGE") cp "$f" "$root/guest.elf" ;;
+            *) mkdir -p "$root$(dirname "$f")" && cp -L "$f" "$root$f" ;;
+        esac
+    done
+    : >"$root/lib/modules.order"
+    for m in $MODULES; do
+        ko=$(find "$OUT/pkg/kernel/lib/modules/$KVER" -name "$m.ko*" | head -1)
+        [ -n "$ko" ] || die "module $m not in $(basename "$KDEB")"
+        # busybox insmod wants plain .ko files (newer kernels ship .ko.xz).
+        case "$ko" in
+            *.ko) cp "$ko" "$root/lib/mod/$m.ko" ;;
+            *.ko.xz) xz -dc "$ko" >"$root/lib/mod/$m.ko" ;;
+            *.ko.zst) zstd -qdc "$ko" >"$root/lib/mod/$m.ko" ;;
+            *) die "module $ko: unknown compression" ;;
+        esac
+        echo "$m" >>"$root/lib/modules.order"
+    done
+    # The host has no cpio; busybox's writes newc.
+    (cd "$root" && find . | "$OLDPWD/$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "$sum" >"$stamp"
+    rm -rf "$root"
+    say "initramfs $out: $(du -h "$out" | cut -f1)"
+}
+build_initrd softroce
+if has d; then
+    build_initrd softroce-reach "$GUEST_IMAGE" "${QEMU_FILES[@]}"
+fi
+say "ready to boot after $(elapsed "$T_START") s"
+
+# --- running VMs -------------------------------------------------------------------
+# Every QEMU (and console tail) started here is in PIDS and is killed when this
+# script exits, however it exits.
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+}
+trap cleanup EXIT
+trap 'say "interrupted; stopping the VMs"; exit 130' INT TERM
+
+# start_vm NAME MODE INITRD QEMU_ARGS...: boots a VM in the background with
+# `softroce=MODE` (and $VM_APPEND) on its command line; its console goes to
+# $LOGS/NAME.console and, prefixed with [NAME], to our output.
+start_vm() {
+    local name=$1 mode=$2 initrd=$3 pid con
+    shift 3
+    con=$LOGS/$name.console
+    : >"$con"
+    qemu-system-x86_64 -accel tcg -machine q35 -smp 2 -m 1G \
+        -kernel "$VMLINUZ" -initrd "$initrd" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init softroce=$mode ${VM_APPEND:-}" \
+        -display none -vga none -monitor none -serial "file:$con" -no-reboot "$@" \
+        </dev/null >"$LOGS/$name.qemu.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    tail -n +1 -F -s 0.2 --pid="$pid" "$con" 2>/dev/null | sed -u "s/\r\$//; s/^/  [$name] /" &
+    PIDS+=("$!")
+    eval "PID_$name=$pid TAIL_$name=$!"
+}
+console() { tr -d '\r' <"$LOGS/$1.console"; }
+# console_has NAME PATTERN: grep on the file itself, not `console | grep -q`,
+# which under pipefail fails when grep quits before tr has written everything.
+console_has() { grep -q -- "$2" "$LOGS/$1.console"; }
+last_lines() {
+    echo "  last console lines of VM $1 ($LOGS/$1.console):"
+    console "$1" | tail -15 | sed 's/^/    /'
+    if [ -s "$LOGS/$1.qemu.log" ]; then
+        echo "  qemu said:"
+        tail -5 "$LOGS/$1.qemu.log" | sed 's/^/    /'
+    fi
+}
+# wait_vm NAME SECONDS: waits for the VM to power off, killing it at the
+# deadline. Fails on a timeout or when the VM stopped without SOFTROCE-DONE.
+wait_vm() {
+    local name=$1 pid deadline
+    pid=$(eval "echo \$PID_$name")
+    deadline=$(($(date +%s) + $2))
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            say "VM $name did not finish within $2 s; killing it"
+            kill "$pid" 2>/dev/null || true
+            sleep 1
+            kill -9 "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            last_lines "$name"
+            return 1
+        fi
+        sleep 0.5
+    done
+    wait "$pid" 2>/dev/null || true
+    # The console tail ends shortly after QEMU; let it print everything.
+    wait "$(eval "echo \$TAIL_$name")" 2>/dev/null || true
+    if ! console_has "$name" '^SOFTROCE-DONE'; then
+        say "VM $name stopped before it finished"
+        last_lines "$name"
+        return 1
+    fi
+}
+# wait_console NAME PATTERN SECONDS: waits until the VM's console shows PATTERN.
+wait_console() {
+    local name=$1 pid deadline
+    pid=$(eval "echo \$PID_$name")
+    deadline=$(($(date +%s) + $3))
+    while ! console_has "$name" "$2"; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+            say "VM $name did not print '$2' within $3 s"
+            last_lines "$name"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+RESULTS=$OUT/results.txt
+: >"$RESULTS"
+record() { # ID PASS|FAIL DETAIL: a result decided here on the host
+    echo "SOFTROCE-STEP $*" | tee -a "$RESULTS"
+}
+# collect NAME IDS...: the VM's results (as ID@NAME), and a FAIL for each
+# expected ID it did not report.
+collect() {
+    local name=$1 id
+    shift
+    console "$name" | grep '^SOFTROCE-STEP ' |
+        sed "s/^SOFTROCE-STEP \([^ ]*\)/SOFTROCE-STEP \1@$name/" >>"$RESULTS" || true
+    for id in "$@"; do
+        console_has "$name" "^SOFTROCE-STEP $id " ||
+            echo "SOFTROCE-STEP $id@$name FAIL no result on the console (the VM stopped or timed out first; see $LOGS/$name.console)" >>"$RESULTS"
+    done
+}
+free_port() {
+    local p
+    for _ in $(seq 50); do
+        p=$((20000 + RANDOM % 20000))
+        if [ -z "$(ss -Htln "sport = :$p")" ]; then
+            echo "$p"
+            return
+        fi
+    done
+    die "no free TCP port on 127.0.0.1"
+}
+
+# --- steps a and b: one VM -------------------------------------------------------------
+if has a || has b; then
+    ids=(rxe)
+    has a && ids+=(a)
+    has b && ids+=(b)
+    echo
+    say "=== VM 'single': soft-RoCE, then steps ${ids[*]:1}"
+    t=$(date +%s)
+    # eth0 gets slirp's IPv4 address too, so rxe0 also has an IPv4-mapped
+    # GID for step a. restrict=on: nothing leaves the VM.
+    VM_APPEND="softroce.steps=$STEPS softroce.ip=10.0.2.15/24" start_vm single single "$OUT/softroce.cpio.gz" \
+        -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
+    wait_vm single 300 || true
+    collect single "${ids[@]}"
+    say "VM 'single' took $(elapsed "$t") s"
+fi
+
+# --- step c: two VMs joined by -netdev socket; 'serve' listens and captures ----------
+if has c; then
+    C_BYTES=262144
+    PCAP=$OUT/roce.pcap
+    rm -f "$PCAP"
+    port=$(free_port)
+    echo
+    say "=== VMs 'serve' + 'client': step c, RoCEv2 between two VMs over -netdev socket (127.0.0.1:$port)"
+    t=$(date +%s)
+    VM_APPEND="softroce.bytes=$C_BYTES" start_vm serve serve "$OUT/softroce.cpio.gz" \
+        -netdev "socket,id=n0,listen=127.0.0.1:$port" \
+        -device virtio-net-pci,netdev=n0,mac=52:54:00:52:0c:01 \
+        -object "filter-dump,id=d0,netdev=n0,file=$PCAP"
+    : >"$LOGS/client.console"
+    serve_wait=0
+    if wait_console serve '^SOFTROCE-READY' 180; then
+        VM_APPEND="softroce.bytes=$C_BYTES" start_vm client client "$OUT/softroce.cpio.gz" \
+            -netdev "socket,id=n0,connect=127.0.0.1:$port" \
+            -device virtio-net-pci,netdev=n0,mac=52:54:00:52:0c:02
+        wait_vm client 240 || true
+        # The server has its data once the client is done; it only has to
+        # report and power off.
+        serve_wait=60
+    fi
+    collect client rxe c-client
+    wait_vm serve "$serve_wait" || true
+    collect serve rxe c-serve
+
+    # The bytes the client sent are the bytes the server's discard service got.
+    sent=$(console client | sed -n "s/.*sent $C_BYTES bytes sha256 \([0-9a-f]*\) .*/\1/p" | tail -1)
+    got=$(console serve | sed -n "s/.*discard from .*: $C_BYTES bytes sha256 \([0-9a-f]*\).*/\1/p" | tail -1)
+    if [ -n "$sent" ] && [ "$sent" = "$got" ]; then
+        record c-sha256@host PASS "VM client sent $C_BYTES bytes, VM serve received them, SHA-256 $sent on both"
+    else
+        record c-sha256@host FAIL "SHA-256 sent '${sent:-none}' != received '${got:-none}'"
+    fi
+
+    # The capture: UD SEND only (BTH opcode 100) with a DETH Q_Key, carrying
+    # IPoIB ARP and IPv4.
+    UD='infiniband.bth.opcode == 100 && infiniband.deth.q_key'
+    ts() { tshark -r "$PCAP" "$@" 2>/dev/null || true; }
+    count() { ts -Y "$1" -T fields -e frame.number | wc -l; }
+    echo
+    say "tshark summary of the RoCEv2 capture ($PCAP):"
+    if [ -s "$PCAP" ]; then
+        echo "  frame  time  RoCEv2 (UDP 4791) IPv6 src -> dst  BTH opcode  dest QP  DETH Q_Key  src QP | IPoIB payload"
+        ts -Y "$UD" -T fields -E separator=/t -e frame.number -e frame.time_relative -e ipv6.src -e ipv6.dst \
+            -e infiniband.bth.opcode -e infiniband.bth.destqp -e infiniband.deth.q_key \
+            -e infiniband.deth.srcqp -e _ws.col.Protocol -e _ws.col.Info |
+            awk -F'\t' '{ printf "  %5s %7.3f  %s -> %s  %s (UD SEND only)  %s  %s  %s | %s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' \
+                >"$OUT/roce-summary.txt"
+        head -24 "$OUT/roce-summary.txt"
+        more=$(($(wc -l <"$OUT/roce-summary.txt") - 24))
+        [ "$more" -le 0 ] || echo "  ... and $more more UD SEND frames (all in $OUT/roce-summary.txt)"
+        first_arp=$(ts -Y "$UD && arp" -T fields -e frame.number | head -1)
+        if [ -n "$first_arp" ]; then
+            echo "  frame $first_arp decoded (tshark -O infiniband,arp):"
+            ts -Y "frame.number == $first_arp" -O infiniband,arp |
+                grep -E "^(Ethernet|Internet|User)|Opcode|Partition Key|Destination Queue Pair|Queue Key|Source Queue Pair|Ethertype|Hardware type|Sender (hardware|IP)|Target IP" |
+                sed 's/^ */    /' || true
+        fi
+        n_all=$(ts -T fields -e frame.number | wc -l)
+        n_ud=$(count "$UD")
+        n_arp=$(count "$UD && arp")
+        n_ip=$(count "$UD && ip")
+        n_icmp=$(count "$UD && icmp")
+        n_tcp=$(count "$UD && tcp")
+        qkeys=$(ts -Y "$UD" -T fields -e infiniband.deth.q_key | sort -u | tr '\n' ' ')
+        detail="$n_all frames; $n_ud UD SEND only (BTH opcode 100) with DETH Q_Key ${qkeys% }: $n_arp IPoIB ARP, $n_ip IPv4 ($n_icmp ICMP, $n_tcp TCP)"
+        if [ "$n_ud" -gt 0 ] && [ "$n_arp" -gt 0 ] && [ "$n_ip" -gt 0 ] && [ "$n_icmp" -gt 0 ] && [ "$n_tcp" -gt 0 ]; then
+            record c-capture@host PASS "$detail"
+        else
+            record c-capture@host FAIL "$detail (want UD SEND only frames with ARP, ICMP and TCP)"
+        fi
+    else
+        record c-capture@host FAIL "no capture at $PCAP"
+    fi
+    say "step c took $(elapsed "$t") s"
+fi
+
+# --- step d: the unikernel under QEMU inside the soft-RoCE VM ---------------------------
+if has d; then
+    echo
+    say "=== VM 'unikernel': step d, the PVH guest under QEMU (TCG) inside the VM, its back end on rxe0"
+    t=$(date +%s)
+    start_vm unikernel unikernel "$OUT/softroce-reach.cpio.gz" \
+        -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
+    wait_vm unikernel 300 || true
+    collect unikernel rxe d
+    say "step d took $(elapsed "$t") s"
+fi
+cleanup
+
+# --- summary -----------------------------------------------------------------------------
+echo
+say "summary (device list and step output above; consoles in $LOGS/)"
+pass=0
+fail=0
+failed=()
+while read -r _ id verdict detail; do
+    printf '  %-18s %s  %s\n' "$id" "$verdict" "$detail"
+    if [ "$verdict" = PASS ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        failed+=("$id")
+    fi
+done <"$RESULTS"
+say "$pass passed, $fail failed"
+say "took $(elapsed "$T_START") s"
+if [ "$fail" -gt 0 ] || [ "$pass" -eq 0 ]; then
+    say "FAILED: ${failed[*]:-no step ran}"
+    exit 1
+fi

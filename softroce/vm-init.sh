@@ -1,0 +1,370 @@
+#!/bin/busybox sh
+# /init of the soft-RoCE VM (packed by softroce/softroce.sh).
+#
+# Brings up soft-RoCE (rxe0 on eth0), prints the device list, then runs the
+# steps that the kernel command line's `softroce=MODE` asks for:
+#   single  step a (the rdma provider's tests on rxe0) and step b (ib-backend
+#           on rxe0 with two hosted guests: ARP, ping, 4 MiB TCP + SHA-256)
+#   serve   step c, first VM: back end + hosted guest 10.77.0.1 serving, until
+#           the other VM's TCP data arrived
+#   client  step c, second VM: back end + hosted guest 10.77.0.2 pinging and
+#           sending to 10.77.0.1 across the wire
+#   unikernel  step d: the PVH guest image under QEMU (TCG) inside this VM,
+#           its back end on rxe0, talking to a hosted guest
+# Every result is one console line `SOFTROCE-STEP <id> PASS|FAIL <detail>`;
+# the host parses them. The VM powers off at the end (or on a fatal error).
+#
+# No `set -e`/`set -u` here, on purpose: this is PID 1, and a shell that exits
+# panics the kernel. Every command that matters is checked and turns into a
+# FAIL line instead; each wait and each client has its own timeout.
+
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin
+export HOME=/tmp
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp /dev/shm
+mount -t tmpfs tmp /tmp
+mount -t tmpfs shm /dev/shm
+
+arg() { # the value of NAME=... on the kernel command line
+    # shellcheck disable=SC2013 # the command line is words
+    for w in $(cat /proc/cmdline); do
+        case "$w" in "$1"=*) echo "${w#*=}"; return;; esac
+    done
+}
+MODE=$(arg softroce)
+result() { # id PASS|FAIL detail...
+    echo "SOFTROCE-STEP $*"
+}
+finish() {
+    echo "SOFTROCE-DONE"
+    sync
+    poweroff -f
+}
+fatal() {
+    result "$1" FAIL "$2"
+    finish
+}
+# wait_for FILE PATTERN TENTHS: grep -q PATTERN FILE within TENTHS * 0.1 s
+wait_for() {
+    i=0
+    while [ "$i" -lt "$3" ]; do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+wait_sock() {
+    i=0
+    while [ "$i" -lt "$2" ]; do
+        [ -S "$1" ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+show() { # file: the file's lines, indented
+    sed 's/^/    | /' "$1"
+}
+
+# --- soft-RoCE ---------------------------------------------------------------
+# shellcheck disable=SC2013 # one module name a line
+for m in $(cat /lib/modules.order); do
+    insmod "/lib/mod/$m.ko" || fatal rxe "insmod $m failed"
+done
+ip link set lo up
+ip link set eth0 up
+V4=$(arg softroce.ip)
+[ -n "$V4" ] && ip addr add "$V4" dev eth0
+rdma link add rxe0 type rxe netdev eth0 || fatal rxe "rdma link add rxe0 type rxe netdev eth0 failed"
+
+# The IPv6 link-local GID shows up once eth0 has its address; the IP stack
+# must have finished duplicate address detection (IFA_F_TENTATIVE, 0x40,
+# cleared) before rxe can send from it.
+i=0
+while [ "$i" -lt 200 ]; do
+    l=$(grep "^fe80.* eth0$" /proc/net/if_inet6)
+    if [ -n "$l" ]; then
+        f=$(echo "$l" | awk '{print $5}')
+        [ $((0x$f & 0x40)) -eq 0 ] && break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+GIDS=/sys/class/infiniband/rxe0/ports/1/gids
+TYPES=/sys/class/infiniband/rxe0/ports/1/gid_attrs/types
+V6_GID=""
+V4_GID=""
+n=0
+while [ "$n" -lt 16 ]; do
+    g=$(cat "$GIDS/$n" 2>/dev/null)
+    t=$(cat "$TYPES/$n" 2>/dev/null)
+    case "$g:$t" in
+        fe80:*"RoCE v2") [ -z "$V6_GID" ] && V6_GID=$n ;;
+        0000:0000:0000:0000:0000:ffff:*"RoCE v2") [ -z "$V4_GID" ] && V4_GID=$n ;;
+    esac
+    n=$((n + 1))
+done
+
+echo "=== device list"
+echo "\$ rdma link"
+rdma link
+echo "\$ ibv_devices"
+ibv_devices
+echo "\$ ibv_devinfo -d rxe0"
+ibv_devinfo -d rxe0 | grep -E "hca_id|transport|port:|state|max_mtu|active_mtu|link_layer"
+echo "GID table (port 1):"
+n=0
+while [ "$n" -lt 16 ]; do
+    g=$(cat "$GIDS/$n" 2>/dev/null)
+    case "$g" in ""|0000:0000:0000:0000:0000:0000:0000:0000) ;; *) echo "  gid[$n] $g $(cat "$TYPES/$n")" ;; esac
+    n=$((n + 1))
+done
+if rdma link show rxe0/1 | grep -q "state ACTIVE" && [ -n "$V6_GID" ]; then
+    result rxe PASS "rxe0 port 1 ACTIVE on eth0, IPv6 link-local GID index $V6_GID (RoCE v2)"
+else
+    fatal rxe "rxe0 port 1 not ACTIVE or no IPv6 link-local RoCE v2 GID"
+fi
+
+# --- the steps ---------------------------------------------------------------
+
+# step a: the rdma provider's own tests on rxe0, on the IPv6 GID (where
+# multicast delivery is checked) and on the IPv4-mapped GID.
+step_a() {
+    ok=1
+    for g in $V6_GID $V4_GID; do
+        echo "=== step a: rdma_provider tests, IBGUEST_RDMA_DEVICE=rxe0 IBGUEST_RDMA_PORT=1 IBGUEST_RDMA_GID_INDEX=$g"
+        if ! IBGUEST_RDMA_DEVICE=rxe0 IBGUEST_RDMA_PORT=1 IBGUEST_RDMA_GID_INDEX=$g \
+            timeout 120 /bin/rdma_provider --test-threads=1 >/tmp/a.log 2>&1; then
+            ok=0
+        fi
+        show /tmp/a.log
+        grep -q "SKIPPED" /tmp/a.log && ok=0
+        grep -q "test result: ok. 7 passed" /tmp/a.log || ok=0
+    done
+    if [ "$ok" = 1 ]; then
+        result a PASS "rdma provider tests on rxe0: all passed on GID index $V6_GID (IPv6) and ${V4_GID:-none} (IPv4)"
+    else
+        result a FAIL "rdma provider tests on rxe0 (see the test output above)"
+    fi
+}
+
+# Starts ib-backend on rxe0 with the given guests (name:socket ...) in DIR.
+BACKEND_PID=""
+start_backend() { # dir guest...
+    d=$1
+    shift
+    set --
+    for s in $GUESTS; do set -- "$@" --guest "name=$s,socket=$d/$s.sock"; done
+    ib-backend run --provider rdma --rdma-device rxe0 --rdma-port 1 \
+        --rdma-gid-index "$V6_GID" --control "$d/control.sock" "$@" \
+        >"$d/backend.log" 2>&1 &
+    BACKEND_PID=$!
+    for s in $GUESTS; do wait_sock "$d/$s.sock" 100 || return 1; done
+    wait_sock "$d/control.sock" 100
+}
+stop_backend() {
+    [ -n "$BACKEND_PID" ] && kill "$BACKEND_PID" 2>/dev/null
+    wait "$BACKEND_PID" 2>/dev/null
+    BACKEND_PID=""
+}
+hosted() { # socket ip args...: a hosted guest
+    s=$1
+    a=$2
+    shift 2
+    ibguest-hosted --socket "$s" --ip "$a" "$@"
+}
+# check_transfer SENDLOG RECVLOG BYTES TENTHS: the discard service saw the
+# bytes that were sent, with the same SHA-256.
+check_transfer() {
+    sum=$(sed -n "s/^sent $3 bytes sha256 \([0-9a-f]*\) .*/\1/p" "$1")
+    [ -n "$sum" ] || return 1
+    wait_for "$2" "discard from .*: $3 bytes sha256 $sum" "$4" || return 1
+    grep "discard from" "$2"
+}
+
+# step b: one back end on rxe0, two hosted guests.
+step_b() {
+    d=/tmp/b
+    mkdir -p "$d"
+    GUESTS="g1 g2"
+    echo "=== step b: ib-backend --provider rdma --rdma-device rxe0 --rdma-port 1 --rdma-gid-index $V6_GID, guests g1 (10.77.0.1) and g2 (10.77.0.2)"
+    if ! start_backend "$d"; then
+        show "$d/backend.log"
+        result b FAIL "ib-backend did not come up"
+        stop_backend
+        return
+    fi
+    hosted "$d/g2.sock" 10.77.0.2/24 serve >"$d/g2.log" 2>&1 &
+    g2=$!
+    fail=""
+    wait_for "$d/g2.log" "up, hw" 100 || fail="guest g2 did not come up"
+    if [ -z "$fail" ]; then
+        echo "\$ ibguest-hosted --socket g1 --ip 10.77.0.1/24 ping 10.77.0.2"
+        timeout 60 ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 ping 10.77.0.2 >"$d/ping.log" 2>&1 ||
+            fail="ping 10.77.0.2 failed"
+        show "$d/ping.log"
+    fi
+    if [ -z "$fail" ]; then
+        echo "\$ ibguest-hosted --socket g1 --ip 10.77.0.1/24 send 10.77.0.2:9 4194304"
+        timeout 300 ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 send 10.77.0.2:9 4194304 >"$d/send.log" 2>&1 ||
+            fail="send of 4 MiB failed"
+        show "$d/send.log"
+    fi
+    if [ -z "$fail" ]; then
+        echo "g2 (discard service on port 9):"
+        check_transfer "$d/send.log" "$d/g2.log" 4194304 100 | sed 's/^/    | /' ||
+            fail="g2's discard service did not report the 4 MiB with the sent SHA-256"
+    fi
+    echo "\$ ib-backend stats"
+    ib-backend stats --control "$d/control.sock" >"$d/stats.txt" 2>&1
+    show "$d/stats.txt"
+    if [ -z "$fail" ] && ! grep -q "^total .* tx_errors=0 .* violations=0 " "$d/stats.txt"; then
+        fail="ib-backend stats show tx errors or violations"
+    fi
+    kill $g2 2>/dev/null
+    wait $g2 2>/dev/null
+    stop_backend
+    echo "back end log:"
+    show "$d/backend.log"
+    if [ -n "$fail" ]; then
+        echo "g2 log:"
+        show "$d/g2.log"
+        result b FAIL "$fail"
+    else
+        result b PASS "ib-backend on rxe0 (GID $V6_GID): ARP + ping 10.77.0.1 -> 10.77.0.2, 4 MiB TCP with matching SHA-256, no tx errors or violations"
+    fi
+}
+
+# step c, first VM: serve until the other VM's data has arrived.
+step_c_serve() {
+    d=/tmp/c
+    mkdir -p "$d"
+    GUESTS="s1"
+    echo "=== step c (serve): ib-backend on rxe0 (GID $V6_GID), hosted guest 10.77.0.1 serving"
+    start_backend "$d" || { show "$d/backend.log"; fatal c-serve "ib-backend did not come up"; }
+    hosted "$d/s1.sock" 10.77.0.1/24 serve >"$d/s1.log" 2>&1 &
+    s1=$!
+    wait_for "$d/s1.log" "up, hw" 100 || { show "$d/s1.log"; fatal c-serve "the hosted guest did not come up"; }
+    echo "SOFTROCE-READY"
+    fail=""
+    wait_for "$d/s1.log" "discard from .*: $C_BYTES bytes sha256" 2400 ||
+        fail="no TCP data from the other VM within 240 s"
+    echo "s1 (discard service on port 9):"
+    grep "discard from" "$d/s1.log" | sed 's/^/    | /'
+    echo "\$ ib-backend stats"
+    ib-backend stats --control "$d/control.sock" 2>&1 | sed 's/^/    | /'
+    kill $s1 2>/dev/null
+    wait $s1 2>/dev/null
+    stop_backend
+    echo "back end log:"
+    show "$d/backend.log"
+    if [ -n "$fail" ]; then
+        show "$d/s1.log"
+        result c-serve FAIL "$fail"
+    else
+        result c-serve PASS "$(grep -m1 "discard from" "$d/s1.log")"
+    fi
+}
+
+# step c, second VM: ping and send across the wire.
+step_c_client() {
+    d=/tmp/c
+    mkdir -p "$d"
+    GUESTS="c1"
+    echo "=== step c (client): ib-backend on rxe0 (GID $V6_GID), hosted guest 10.77.0.2 -> 10.77.0.1 in the other VM"
+    start_backend "$d" || { show "$d/backend.log"; fatal c-client "ib-backend did not come up"; }
+    fail=""
+    echo "\$ ibguest-hosted --socket c1 --ip 10.77.0.2/24 ping 10.77.0.1"
+    timeout 60 ibguest-hosted --socket "$d/c1.sock" --ip 10.77.0.2/24 ping 10.77.0.1 >"$d/ping.log" 2>&1 || fail="ping 10.77.0.1 failed"
+    show "$d/ping.log"
+    if [ -z "$fail" ]; then
+        echo "\$ ibguest-hosted --socket c1 --ip 10.77.0.2/24 send 10.77.0.1:9 $C_BYTES"
+        timeout 120 ibguest-hosted --socket "$d/c1.sock" --ip 10.77.0.2/24 send 10.77.0.1:9 "$C_BYTES" >"$d/send.log" 2>&1 ||
+            fail="send to 10.77.0.1:9 failed"
+        show "$d/send.log"
+    fi
+    echo "\$ ib-backend stats"
+    ib-backend stats --control "$d/control.sock" 2>&1 | sed 's/^/    | /'
+    stop_backend
+    echo "back end log:"
+    show "$d/backend.log"
+    if [ -n "$fail" ]; then
+        result c-client FAIL "$fail"
+    else
+        result c-client PASS "$(grep -m1 "^sent" "$d/send.log")"
+    fi
+}
+
+# step d (reach): the PVH unikernel under QEMU inside this VM, attached to
+# ib-backend on rxe0; a hosted guest serves it.
+step_d() {
+    d=/tmp/d
+    mkdir -p "$d"
+    GUESTS="u1 h2"
+    echo "=== step d: the unikernel (QEMU TCG inside this VM) on ib-backend over rxe0 (GID $V6_GID)"
+    start_backend "$d" || { show "$d/backend.log"; fatal d "ib-backend did not come up"; }
+    hosted "$d/h2.sock" 10.77.0.2/24 serve >"$d/h2.log" 2>&1 &
+    h2=$!
+    fail=""
+    wait_for "$d/h2.log" "up, hw" 100 || fail="the hosted guest did not come up"
+    if [ -z "$fail" ]; then
+        t0=$(date +%s)
+        timeout 600 qemu-system-x86_64 -accel tcg -machine q35 -m 64M -smp 1 \
+            -display none -vga none -serial stdio -monitor none -no-reboot -nic none \
+            -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+            -chardev "socket,path=$d/u1.sock,id=ib" -device ivshmem-doorbell,chardev=ib,vectors=1 \
+            -kernel /guest.elf \
+            -append "ip=10.77.0.3/24 name=u1 peer=10.77.0.2 send=10.77.0.2:9:$D_BYTES exit-after=$D_SECONDS" \
+            </dev/null >"$d/u1.log" 2>&1
+        rc=$?
+        t1=$(date +%s)
+        show "$d/u1.log"
+        echo "unikernel QEMU exited with $rc after $((t1 - t0)) s"
+        grep -q "peer 10.77.0.2 answered" "$d/u1.log" || fail="the unikernel's ping of 10.77.0.2 was not answered"
+        # isa-debug-exit: the guest's success code 0x10 is QEMU status 33.
+        [ -z "$fail" ] && [ "$rc" != 33 ] && fail="the unikernel did not exit with success (QEMU status $rc, want 33)"
+        if [ -z "$fail" ]; then
+            sum=$(sed -n "s/.*sent $D_BYTES bytes sha256 \([0-9a-f]*\) .*/\1/p" "$d/u1.log")
+            if [ -z "$sum" ] || ! wait_for "$d/h2.log" "discard from .*: $D_BYTES bytes sha256 $sum" 100; then
+                fail="the unikernel's TCP data did not arrive with the sent SHA-256"
+            fi
+        fi
+    fi
+    echo "h2 (discard service on port 9):"
+    grep "discard from" "$d/h2.log" | sed 's/^/    | /'
+    echo "\$ ib-backend stats"
+    ib-backend stats --control "$d/control.sock" 2>&1 | sed 's/^/    | /'
+    kill $h2 2>/dev/null
+    wait $h2 2>/dev/null
+    stop_backend
+    echo "back end log:"
+    show "$d/backend.log"
+    if [ -n "$fail" ]; then
+        result d FAIL "$fail"
+    else
+        result d PASS "unikernel (QEMU TCG in the VM) on ib-backend over rxe0: ARP, ping, $D_BYTES bytes TCP to a hosted guest with matching SHA-256; $((t1 - t0)) s incl. exit-after=$D_SECONDS"
+    fi
+}
+
+C_BYTES=$(arg softroce.bytes)
+C_BYTES=${C_BYTES:-262144}
+D_BYTES=$(arg softroce.dbytes)
+D_BYTES=${D_BYTES:-1048576}
+D_SECONDS=$(arg softroce.dseconds)
+D_SECONDS=${D_SECONDS:-20}
+case "$MODE" in
+    single)
+        STEPS=$(arg softroce.steps)
+        case "${STEPS:-ab}" in *a*) step_a ;; esac
+        case "${STEPS:-ab}" in *b*) step_b ;; esac
+        ;;
+    serve) step_c_serve ;;
+    client) step_c_client ;;
+    unikernel) step_d ;;
+    *) fatal mode "unknown softroce=$MODE on the kernel command line" ;;
+esac
+finish
