@@ -31,7 +31,7 @@ nostd: deps
 	$(CARGO) build $(NOSTD_CRATES) -p netcore --target $(NOSTD_TARGET)
 	$(CARGO) build -p guest --target $(NOSTD_TARGET) --release
 
-test: deps lint nostd unit loom
+test: deps lint nostd unit loom softroce
 	@echo "make test: all checks passed"
 
 unit: deps
