@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use ibguest_testkit::apps::{tcp_socket, tcp_transfer};
+use ibguest_testkit::apps::{tcp_socket, tcp_transfer, BulkReceiver, BulkSender};
 use ibguest_testkit::BoxError;
 use rand::RngCore;
 use rand_chacha::rand_core::SeedableRng;
@@ -85,49 +85,13 @@ pub fn loopback(bytes: usize, caps: Option<&DeviceCapabilities>) -> Result<f64, 
 
     // From here on, the loop of `apps::tcp_transfer`, on one interface.
     let start = Instant::now();
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut chunk_len = 0;
-    let mut chunk_off = 0;
-    let mut sent = 0usize;
-    let mut received = 0usize;
-    let mut tx_hash = Sha256::new();
-    let mut rx_hash = Sha256::new();
-    let mut closed = false;
+    let mut sender = BulkSender::new(bytes, SEED);
+    let mut receiver = BulkReceiver::default();
     let deadline = lo.now + LIMIT;
     loop {
-        let socket = lo.sockets.get_mut::<tcp::Socket>(client);
-        while socket.can_send() && sent < bytes {
-            if chunk_off == chunk_len {
-                chunk_len = chunk.len().min(bytes - sent);
-                rng.fill_bytes(&mut chunk[..chunk_len]);
-                tx_hash.update(&chunk[..chunk_len]);
-                chunk_off = 0;
-            }
-            match socket.send_slice(&chunk[chunk_off..chunk_len]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    chunk_off += n;
-                    sent += n;
-                }
-            }
-        }
-        if sent == bytes && chunk_off == chunk_len && !closed {
-            socket.close();
-            closed = true;
-        }
-        let socket = lo.sockets.get_mut::<tcp::Socket>(server);
-        while socket.can_recv() {
-            let got = socket.recv(|data| {
-                rx_hash.update(&*data);
-                (data.len(), data.len())
-            });
-            match got {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received += n,
-            }
-        }
-        if received >= bytes {
+        sender.pump(lo.sockets.get_mut::<tcp::Socket>(client));
+        receiver.drain(lo.sockets.get_mut::<tcp::Socket>(server));
+        if receiver.received >= bytes {
             break;
         }
         if lo.now > deadline {
@@ -139,12 +103,8 @@ pub fn loopback(bytes: usize, caps: Option<&DeviceCapabilities>) -> Result<f64, 
         lo.advance(busy);
     }
     let mbps = rate(bytes, start);
-    check(
-        bytes,
-        received,
-        tx_hash.finalize().into(),
-        rx_hash.finalize().into(),
-    )?;
+    let received = receiver.received;
+    check(bytes, received, sender.sha256(), receiver.sha256())?;
     Ok(mbps)
 }
 

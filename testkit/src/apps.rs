@@ -95,6 +95,89 @@ pub fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
     socket
 }
 
+/// The sending end of a bulk transfer: `bytes` of seeded ChaCha8 data,
+/// hashed as they are handed to the socket, then a close.
+pub struct BulkSender {
+    rng: ChaCha8Rng,
+    chunk: Vec<u8>,
+    chunk_len: usize,
+    chunk_off: usize,
+    sent: usize,
+    bytes: usize,
+    hash: Sha256,
+    closed: bool,
+}
+
+impl BulkSender {
+    pub fn new(bytes: usize, seed: u64) -> BulkSender {
+        BulkSender {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            chunk: vec![0u8; 64 * 1024],
+            chunk_len: 0,
+            chunk_off: 0,
+            sent: 0,
+            bytes,
+            hash: Sha256::new(),
+            closed: false,
+        }
+    }
+
+    /// Keeps the socket's send buffer full; closes once everything is in.
+    pub fn pump(&mut self, socket: &mut tcp::Socket<'_>) {
+        while socket.can_send() && self.sent < self.bytes {
+            if self.chunk_off == self.chunk_len {
+                self.chunk_len = self.chunk.len().min(self.bytes - self.sent);
+                self.rng.fill_bytes(&mut self.chunk[..self.chunk_len]);
+                self.hash.update(&self.chunk[..self.chunk_len]);
+                self.chunk_off = 0;
+            }
+            match socket.send_slice(&self.chunk[self.chunk_off..self.chunk_len]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.chunk_off += n;
+                    self.sent += n;
+                }
+            }
+        }
+        if self.sent == self.bytes && self.chunk_off == self.chunk_len && !self.closed {
+            socket.close();
+            self.closed = true;
+        }
+    }
+
+    pub fn sha256(self) -> [u8; 32] {
+        self.hash.finalize().into()
+    }
+}
+
+/// The receiving end: hashes whatever arrives.
+#[derive(Default)]
+pub struct BulkReceiver {
+    pub received: usize,
+    hash: Sha256,
+}
+
+impl BulkReceiver {
+    /// Drains the socket's receive buffer.
+    pub fn drain(&mut self, socket: &mut tcp::Socket<'_>) {
+        while socket.can_recv() {
+            let hash = &mut self.hash;
+            let got = socket.recv(|data| {
+                hash.update(&*data);
+                (data.len(), data.len())
+            });
+            match got {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.received += n,
+            }
+        }
+    }
+
+    pub fn sha256(self) -> [u8; 32] {
+        self.hash.finalize().into()
+    }
+}
+
 /// Outcome of a bulk transfer.
 #[derive(Debug)]
 pub struct TransferReport {
@@ -144,57 +227,19 @@ pub fn tcp_transfer_with(
             49152,
         )?;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut chunk_len = 0;
-    let mut chunk_off = 0;
-    let mut sent = 0usize;
-    let mut received = 0usize;
-    let mut tx_hash = Sha256::new();
-    let mut rx_hash = Sha256::new();
+    let mut sender = BulkSender::new(bytes, seed);
+    let mut receiver = BulkReceiver::default();
     let start_time = net.now;
     let start_rounds = net.rounds;
-    let mut closed = false;
     let mut hook_error = None;
     let result = net.run_until(limit, |net| {
-        if let Err(e) = each_round(net, received) {
+        if let Err(e) = each_round(net, receiver.received) {
             hook_error = Some(e);
             return true;
         }
-        // Sender: keep the socket's buffer full.
-        let socket = net.guests[from].sockets.get_mut::<tcp::Socket>(client);
-        while socket.can_send() && sent < bytes {
-            if chunk_off == chunk_len {
-                chunk_len = chunk.len().min(bytes - sent);
-                rng.fill_bytes(&mut chunk[..chunk_len]);
-                tx_hash.update(&chunk[..chunk_len]);
-                chunk_off = 0;
-            }
-            match socket.send_slice(&chunk[chunk_off..chunk_len]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    chunk_off += n;
-                    sent += n;
-                }
-            }
-        }
-        if sent == bytes && chunk_off == chunk_len && !closed {
-            socket.close();
-            closed = true;
-        }
-        // Receiver: drain.
-        let socket = net.guests[to].sockets.get_mut::<tcp::Socket>(server);
-        while socket.can_recv() {
-            let got = socket.recv(|data| {
-                rx_hash.update(&*data);
-                (data.len(), data.len())
-            });
-            match got {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received += n,
-            }
-        }
-        received >= bytes
+        sender.pump(net.guests[from].sockets.get_mut::<tcp::Socket>(client));
+        receiver.drain(net.guests[to].sockets.get_mut::<tcp::Socket>(server));
+        receiver.received >= bytes
     });
     if let Some(e) = hook_error {
         return Err(e);
@@ -203,9 +248,9 @@ pub fn tcp_transfer_with(
     net.guests[from].sockets.remove(client);
     net.guests[to].sockets.remove(server);
     Ok(TransferReport {
-        bytes: received,
-        sent_sha256: tx_hash.finalize().into(),
-        received_sha256: rx_hash.finalize().into(),
+        bytes: receiver.received,
+        sent_sha256: sender.sha256(),
+        received_sha256: receiver.sha256(),
         virtual_time: net.now - start_time,
         rounds: net.rounds - start_rounds,
     })
