@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 NOSTD_TARGET := x86_64-unknown-none
-NOSTD_CRATES := -p ring -p verbs-shim -p ipoib
+NOSTD_CRATES := -p ring -p verbs-shim -p ipoib -p xen-proto
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce clean
