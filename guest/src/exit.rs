@@ -4,8 +4,10 @@
 //! guest writes a code `v` to port 0xf4 and QEMU exits with status
 //! `(v << 1) | 1`, so a guest can never exit with status 0: success is
 //! [`ExitCode::Success`], status 33. Without the device (Xen, or QEMU
-//! without it) the guest halts with interrupts off, which under Xen powers
-//! the domain off.
+//! without it) the guest halts with interrupts off. Under Xen it shuts
+//! the domain down with `SCHEDOP_shutdown`: poweroff for success, crash
+//! for every other code (the code is on the console first), so `xl list
+//! -v` and `on_crash=` tell them apart.
 //!
 //! | code | QEMU status | meaning |
 //! |---|---|---|
@@ -17,6 +19,7 @@
 //! | 0x15 | 43 | Rust panic |
 //! | 0x16 | 45 | boot failure: bad start info, memory map, page tables, heap or clock |
 //! | 0x17 | 47 | the ivshmem device is there but unusable (BARs, MSI-X) |
+//! | 0x18 | 49 | under Xen: the channel could not be set up (no back end in xenstore, grants, event channel) |
 
 use core::fmt;
 
@@ -35,11 +38,12 @@ pub enum ExitCode {
     Panic = 0x15,
     BootFailure = 0x16,
     IvshmemUnusable = 0x17,
+    XenChannel = 0x18,
 }
 
 impl ExitCode {
     /// Every code, in numeric order.
-    pub const ALL: [ExitCode; 8] = [
+    pub const ALL: [ExitCode; 9] = [
         ExitCode::Success,
         ExitCode::BadCommandLine,
         ExitCode::NoIvshmem,
@@ -48,6 +52,7 @@ impl ExitCode {
         ExitCode::Panic,
         ExitCode::BootFailure,
         ExitCode::IvshmemUnusable,
+        ExitCode::XenChannel,
     ];
 
     /// The value written to the isa-debug-exit port.
@@ -78,6 +83,7 @@ impl ExitCode {
             ExitCode::Panic => "panic",
             ExitCode::BootFailure => "boot failure",
             ExitCode::IvshmemUnusable => "ivshmem device unusable",
+            ExitCode::XenChannel => "no Xen channel",
         }
     }
 }
@@ -100,6 +106,17 @@ impl fmt::Display for ExitCode {
 pub fn exit(code: ExitCode) -> ! {
     crate::println!("ibguest: exit: {code}");
     crate::arch::cpu::debug_exit(code.code());
+    if crate::xen::is_up() {
+        crate::println!(
+            "ibguest: xen: SCHEDOP_shutdown {}",
+            if code == ExitCode::Success {
+                "poweroff"
+            } else {
+                "crash"
+            }
+        );
+        crate::xen::shutdown(code)
+    }
     crate::arch::cpu::halt_forever()
 }
 
@@ -124,6 +141,7 @@ mod tests {
         assert_eq!(ExitCode::Panic.qemu_status(), 43);
         assert_eq!(ExitCode::BootFailure.qemu_status(), 45);
         assert_eq!(ExitCode::IvshmemUnusable.qemu_status(), 47);
+        assert_eq!(ExitCode::XenChannel.qemu_status(), 49);
     }
 
     #[test]

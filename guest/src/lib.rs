@@ -14,9 +14,13 @@
 //! - `arch`: GDT, IDT and interrupt stubs, exception reports, local APIC,
 //!   8259 and PIT, page tables, device memory, COM1;
 //! - `serial`: console and `log` logger; `timer`: `now_micros`,
-//!   `wait_for_interrupt`; `ivshmem`: the `Ivshmem` transport.
+//!   `wait_for_interrupt`; `ivshmem`: the `Ivshmem` transport;
+//! - `xen`: the Xen platform (hypercalls, event channels, PV console and
+//!   clock, grant table, xenstore) and the channel's Xen transport;
+//!   `transport`: the choice between ivshmem and Xen at boot.
 //!
-//! `unsafe` is confined to `arch`, `boot` and `pci`.
+//! `unsafe` is confined to `arch`, `boot`, `pci` and two rooms of `xen`
+//! (`xen::hypercall`, `xen::events`).
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -42,6 +46,10 @@ pub mod boot;
 pub mod ivshmem;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod transport;
+#[cfg(target_os = "none")]
+pub mod xen;
 
 #[cfg(target_os = "none")]
 pub use boot::BootInfo;

@@ -1,9 +1,10 @@
 //! The guest image's main. On the host this binary only says how to build
 //! the real thing.
 //!
-//! Boot: print the start info, parse the command line, probe ivshmem,
-//! print its BARs and IVPosition and the channel magic, then run the
-//! network (`netloop`) until `exit-after` expires, or forever.
+//! Boot: print the start info, parse the command line, open the channel's
+//! transport (Xen grants and event channels under Xen, else ivshmem), print
+//! what it found and the channel magic, then run the network (`netloop`)
+//! until `exit-after` expires, or forever.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -21,6 +22,9 @@ fn main() {
 guest::entry_point!(demo::main);
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod netloop;
 
 #[cfg(target_os = "none")]
@@ -28,7 +32,8 @@ mod demo {
     use guest::arch::crash;
     use guest::config::{BootConfig, Crash};
     use guest::exit::{exit, fail, ExitCode};
-    use guest::{println, BootInfo, Ivshmem, IvshmemError};
+    use guest::transport::Transport;
+    use guest::{println, BootInfo};
 
     pub fn main(boot: &'static BootInfo) -> ! {
         let si = boot.start_info;
@@ -43,6 +48,20 @@ mod demo {
         println!("ibguest: command line: \"{}\"", si.cmdline);
         for r in &si.memmap {
             println!("ibguest:   memory {r}");
+        }
+        if let Some(x) = &boot.xen {
+            println!(
+                "ibguest: xen {}.{} (CPUID base {:#x}): event channels on vector {:#x}, PV console {}, PV clock {}",
+                x.version.0,
+                x.version.1,
+                x.cpuid_base,
+                guest::arch::vector::XEN_UPCALL,
+                if x.console { "up" } else { "absent" },
+                match x.pv_clock_ns {
+                    Some(ns) => alloc::format!("at {} ms of system time", ns / 1_000_000),
+                    None => alloc::string::String::from("unreadable"),
+                }
+            );
         }
         if let Some(rsdp) = si.rsdp {
             println!("ibguest: ACPI RSDP at {rsdp:#x}");
@@ -77,19 +96,33 @@ mod demo {
             }
         }
 
-        let dev = Ivshmem::probe().unwrap_or_else(|e| match e {
-            IvshmemError::NotFound => fail(ExitCode::NoIvshmem, format_args!("{e}")),
-            e => fail(ExitCode::IvshmemUnusable, format_args!("{e}")),
+        let window_len = ring::Layout::window_len_for(crate::netloop::PARAMS).unwrap_or_else(|e| {
+            fail(
+                ExitCode::NetworkFailure,
+                format_args!("channel layout: {e:?}"),
+            )
         });
-        println!(
-            "ibguest: ivshmem at {} IVPosition {} MSI-X {} vector(s), table in BAR{}",
-            dev.location(),
-            dev.my_id(),
-            dev.vectors(),
-            dev.msix().table_bar
-        );
-        for (i, bar) in dev.bars().iter().enumerate() {
-            println!("ibguest:   BAR{i}: {bar}");
+        let mut dev = Transport::open(window_len)
+            .unwrap_or_else(|e| fail(e.exit_code(), format_args!("{e}")));
+        match &dev {
+            Transport::Ivshmem(dev) => {
+                println!(
+                    "ibguest: ivshmem at {} IVPosition {} MSI-X {} vector(s), table in BAR{}",
+                    dev.location(),
+                    dev.my_id(),
+                    dev.vectors(),
+                    dev.msix().table_bar
+                );
+                for (i, bar) in dev.bars().iter().enumerate() {
+                    println!("ibguest:   BAR{i}: {bar}");
+                }
+            }
+            Transport::Xen(x) => println!(
+                "ibguest: xen: channel connected to domain {}: {} pages granted, event channel {}",
+                x.backend_id(),
+                x.pages(),
+                x.port()
+            ),
         }
         let window = dev.window();
         let magic = window.load_u32(0, core::sync::atomic::Ordering::Acquire);
@@ -106,6 +139,7 @@ mod demo {
         }
 
         crate::netloop::run(&config, &dev);
+        dev.close();
         exit(ExitCode::Success)
     }
 }

@@ -1,12 +1,13 @@
 //! The guest's network: netcore's `NetStack` (the same core the hosted guest
-//! runs) on `FrontHca` over the ivshmem window. Interrupts from the back end
+//! runs) on `FrontHca` over the transport's window (ivshmem or Xen). Interrupts from the back end
 //! wake the CPU from HLT; smoltcp's timers set the deadline.
 
 use core::task::Poll;
 
 use guest::config::BootConfig;
 use guest::exit::{fail, ExitCode};
-use guest::{println, Ivshmem};
+use guest::println;
+use guest::transport::Transport;
 use ipoib::IpoibError;
 use netcore::clients::PingConfig;
 use netcore::clients::TcpSenderConfig;
@@ -18,7 +19,7 @@ use verbs_shim::front::{AttachError, FrontHca};
 use verbs_shim::HcaError;
 
 /// 256 TX and 256 RX slots of 4 KiB: 2 MiB of the window, rings to match.
-const PARAMS: LayoutParams = LayoutParams {
+pub const PARAMS: LayoutParams = LayoutParams {
     ctrl_order: 4,
     tx_order: 8,
     rx_order: 8,
@@ -36,11 +37,11 @@ fn now() -> Instant {
 }
 
 /// Attaches to the channel and waits until the back end has connected it.
-fn attach(dev: &Ivshmem) -> FrontHca<impl Fn()> {
+fn attach(dev: &Transport) -> FrontHca<impl Fn()> {
     let start = guest::now_micros();
     let deadline = start + ATTACH_MICROS;
     loop {
-        let bell = dev.backend_doorbell();
+        let bell = dev.bell();
         match FrontHca::attach(dev.window(), PARAMS, move || bell.ring()) {
             Ok(mut front) => loop {
                 match front.poll_connected() {
@@ -76,7 +77,7 @@ fn attach(dev: &Ivshmem) -> FrontHca<impl Fn()> {
 }
 
 /// Runs the network until `exit-after` (if given) expires.
-pub fn run(config: &BootConfig, dev: &Ivshmem) {
+pub fn run(config: &BootConfig, dev: &Transport) {
     let front = attach(dev);
     let seed = guest::arch::cpu::random_seed();
     let mut stack = NetStack::new(front, &config.net, now(), seed)

@@ -2,7 +2,8 @@
 //!
 //! Output goes to COM1 (QEMU's `-serial stdio`) and, when running on Xen,
 //! also to port 0xe9 (Xen's debug console, shown by `xl dmesg`), since a
-//! PVH domain has no COM1. Lines are `[seconds.micros] LEVEL target: text`.
+//! PVH domain has no COM1, and once the Xen platform is up, to the PV
+//! console ring (`xl console`, xenconsoled's log). Lines are `[seconds.micros] LEVEL target: text`.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,17 @@ impl Write for Console {
             }
             if self.debugcon {
                 cpu::debugcon_write(b);
+            }
+        }
+        if self.debugcon && crate::xen::is_up() {
+            // The PV console is a terminal for `xl console`: CR LF.
+            let mut lines = s.split('\n');
+            if let Some(first) = lines.next() {
+                crate::xen::console::write(first.as_bytes());
+            }
+            for line in lines {
+                crate::xen::console::write(b"\r\n");
+                crate::xen::console::write(line.as_bytes());
             }
         }
         Ok(())

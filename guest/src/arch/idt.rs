@@ -127,6 +127,8 @@ static MSIX_COUNTS: [AtomicU64; vector::MSIX_COUNT as usize] =
 static TIMER_COUNT: AtomicU64 = AtomicU64::new(0);
 static SPURIOUS_COUNT: AtomicU64 = AtomicU64::new(0);
 static UNEXPECTED_COUNT: AtomicU64 = AtomicU64::new(0);
+/// The Xen upcall handler, once the event channels are set up.
+static XEN_UPCALL: Once<fn()> = Once::new();
 /// Set by every device or timer interrupt; cleared by whoever waits.
 static WAKE: AtomicBool = AtomicBool::new(false);
 
@@ -202,6 +204,12 @@ extern "sysv64" fn dispatch(frame: &mut InterruptFrame) {
             WAKE.store(true, Ordering::Release);
             super::lapic::eoi();
         }
+        vector::XEN_UPCALL => {
+            if let Some(handler) = XEN_UPCALL.get() {
+                handler();
+            }
+            WAKE.store(true, Ordering::Release);
+        }
         // The PICs are masked: only their spurious IRQ 7 and 15 get here,
         // and those take no EOI.
         v if (vector::PIC_BASE..vector::PIC_BASE + 16).contains(&v) => {
@@ -216,6 +224,11 @@ extern "sysv64" fn dispatch(frame: &mut InterruptFrame) {
             super::lapic::eoi();
         }
     }
+}
+
+/// Installs the handler for [`vector::XEN_UPCALL`] (once).
+pub fn set_xen_upcall(handler: fn()) {
+    XEN_UPCALL.call_once(|| handler);
 }
 
 /// Takes (returns and zeroes) the count of interrupts on MSI-X vector

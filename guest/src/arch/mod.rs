@@ -25,6 +25,9 @@ pub mod vector {
     pub const MSIX_BASE: u8 = 0x40;
     /// How many MSI-X vectors are reserved.
     pub const MSIX_COUNT: u8 = 8;
+    /// Xen's event-channel upcall (HVM_PARAM_CALLBACK_IRQ, type vector):
+    /// injected by Xen directly, so it takes no local APIC EOI.
+    pub const XEN_UPCALL: u8 = 0xf3;
     /// The local APIC's spurious-interrupt vector (no EOI).
     pub const SPURIOUS: u8 = 0xff;
 }

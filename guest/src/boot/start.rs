@@ -26,6 +26,8 @@ pub struct BootInfo {
     pub lapic_id: u8,
     /// Identity-mapped bytes of RAM and image.
     pub mapped: paging::MapStats,
+    /// What the Xen platform set up, when running on Xen.
+    pub xen: Option<crate::xen::XenInfo>,
 }
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
@@ -101,6 +103,9 @@ pub(super) extern "sysv64" fn boot_main(start_info_paddr: u64) -> ! {
     // for nothing else.
     unsafe { super::heap::init(heap.clone()) };
     serial::init_logger(log::LevelFilter::Info);
+    // Under Xen: hypercall page, shared_info and upcalls, the PV console
+    // (from here on the log goes there too).
+    let xen = crate::xen::init();
 
     arch::pic::disable();
     let lapic_base = arch::lapic::init()
@@ -118,6 +123,7 @@ pub(super) extern "sysv64" fn boot_main(start_info_paddr: u64) -> ! {
         lapic_base,
         lapic_id,
         mapped,
+        xen,
     });
     // SAFETY: `entry_point!` defines `__ibguest_main` with exactly this
     // signature; a binary without it does not link.

@@ -1,0 +1,306 @@
+//! The channel's Xen transport: the guest's window lives in its own RAM,
+//! granted page by page to the back-end domain; an event channel carries
+//! notifications both ways; xenstore carries the grant references and the
+//! port, with the XenbusState handshake. See `xen_proto::ibchan` for the
+//! nodes and docs/CHANNEL.md for the protocol.
+//!
+//! 1. The back end (ib-backend in dom0) writes `device/ibchan/0/backend`
+//!    and `backend-id` when it adopts this domain, and its own `state`
+//!    InitWait.
+//! 2. We allocate the window, grant its pages read-write and a directory
+//!    of their references read-only, allocate an unbound event channel for
+//!    the back end, publish it all in one transaction, and go Initialised.
+//! 3. The back end maps the window, binds the port, writes the channel
+//!    header, and goes Connected; we go Connected, and the ring handshake
+//!    (`FrontHca::attach`) runs exactly as under ivshmem.
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+
+use ring::Window;
+use xen_proto::ibchan::{self, node};
+use xen_proto::xenbus::parse_u32;
+use xen_proto::XenbusState;
+
+use crate::timer::{now_micros, wait_for_interrupt};
+
+use super::events;
+use super::grant::{self, GrantError};
+use super::hypercall::{self, XenError};
+use super::xenstore::{XenStore, XenStoreError};
+
+/// Why the Xen channel could not be set up.
+#[derive(Debug)]
+pub enum XenChannelError {
+    XenStore(XenStoreError),
+    /// No back end adopted this domain within the wait.
+    NoDevice {
+        waited_ms: u64,
+    },
+    /// The back end did not reach `want` within the wait.
+    BackendState {
+        want: XenbusState,
+        seen: XenbusState,
+    },
+    BadNode {
+        node: &'static str,
+    },
+    TooLarge {
+        pages: u32,
+        max: u32,
+    },
+    Grant(GrantError),
+    EventChannel(XenError),
+}
+
+impl fmt::Display for XenChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            XenChannelError::XenStore(e) => write!(f, "xenstore: {e}"),
+            XenChannelError::NoDevice { waited_ms } => write!(
+                f,
+                "no ibchan device in xenstore after {waited_ms} ms: start ib-backend in dom0 \
+                 with a seat for this domain (--guest name=NAME,xen-domain=DOMAIN-NAME)"
+            ),
+            XenChannelError::BackendState { want, seen } => {
+                write!(f, "the back end is {seen}, not {want}")
+            }
+            XenChannelError::BadNode { node } => {
+                write!(f, "the back end's {node} node is missing or malformed")
+            }
+            XenChannelError::TooLarge { pages, max } => write!(
+                f,
+                "the channel needs {pages} pages; the back end maps at most {max} (raise the seat's window=)"
+            ),
+            XenChannelError::Grant(e) => write!(f, "{e}"),
+            XenChannelError::EventChannel(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<XenStoreError> for XenChannelError {
+    fn from(e: XenStoreError) -> Self {
+        XenChannelError::XenStore(e)
+    }
+}
+
+/// A connected Xen channel.
+pub struct XenChannel {
+    xs: XenStore,
+    window: Window,
+    /// Kept so the directory pages stay allocated while granted.
+    _dir: Window,
+    port: u32,
+    backend_id: u16,
+    backend: String,
+    frontend: String,
+    pages: u32,
+}
+
+/// Notifies the back end through the channel's event channel.
+#[derive(Clone, Copy, Debug)]
+pub struct XenBell(u32);
+
+impl XenBell {
+    pub fn ring(&self) {
+        events::notify(self.0);
+    }
+}
+
+const TOKEN_FRONT: &str = "ibchan-fe";
+const TOKEN_BACK: &str = "ibchan-be";
+
+fn state_of(xs: &mut XenStore, dir: &str) -> Result<XenbusState, XenStoreError> {
+    Ok(xs
+        .read(&format!("{dir}/{}", node::STATE))?
+        .map_or(XenbusState::Unknown, |v| XenbusState::parse(&v)))
+}
+
+/// Waits for a watch event (or 100 ms), with interrupts doing the waking.
+fn wait_a_little(xs: &mut XenStore) -> Result<(), XenStoreError> {
+    if xs.take_watch_event()?.is_none() {
+        wait_for_interrupt(Some(now_micros() + 100_000));
+    }
+    Ok(())
+}
+
+impl XenChannel {
+    /// Finds the back end, publishes a window of `window_len` bytes and
+    /// waits until the back end has connected it. `wait_micros` bounds
+    /// each wait for the back end.
+    pub fn connect(window_len: usize, wait_micros: u64) -> Result<XenChannel, XenChannelError> {
+        let mut xs = XenStore::open()?;
+        let frontend = ibchan::frontend_relative();
+        let start = now_micros();
+        xs.watch(&frontend, TOKEN_FRONT)?;
+        // 1. Wait for the back end to adopt us.
+        let (backend_id, backend) = loop {
+            let id = xs.read(&format!("{frontend}/{}", node::BACKEND_ID))?;
+            let path = xs.read(&format!("{frontend}/{}", node::BACKEND))?;
+            if let (Some(id), Some(path)) = (id, path) {
+                let id = parse_u32(&id).and_then(|v| u16::try_from(v).ok()).ok_or(
+                    XenChannelError::BadNode {
+                        node: node::BACKEND_ID,
+                    },
+                )?;
+                let path = String::from_utf8(path).map_err(|_| XenChannelError::BadNode {
+                    node: node::BACKEND,
+                })?;
+                break (id, path);
+            }
+            if now_micros() - start > wait_micros {
+                return Err(XenChannelError::NoDevice {
+                    waited_ms: (now_micros() - start) / 1000,
+                });
+            }
+            wait_a_little(&mut xs)?;
+        };
+        xs.watch(&format!("{backend}/{}", node::STATE), TOKEN_BACK)?;
+        let fe_state = format!("{frontend}/{}", node::STATE);
+        xs.write(&fe_state, b"1")?;
+        crate::println!(
+            "ibguest: xen: back end is domain {backend_id} ({backend}); waiting for InitWait"
+        );
+        Self::wait_backend(&mut xs, &backend, XenbusState::InitWait, wait_micros)?;
+
+        // 2. The window, its grants, the directory, the port.
+        let max = xs
+            .read(&format!("{backend}/{}", node::MAX_WINDOW_PAGES))?
+            .and_then(|v| parse_u32(&v))
+            .ok_or(XenChannelError::BadNode {
+                node: node::MAX_WINDOW_PAGES,
+            })?;
+        let pages = window_len.div_ceil(ibchan::PAGE_SIZE) as u32;
+        if pages > max {
+            return Err(XenChannelError::TooLarge { pages, max });
+        }
+        let window = Window::new_heap(pages as usize * ibchan::PAGE_SIZE);
+        let dir_pages = ibchan::dir_pages_for(pages);
+        let dir = Window::new_heap(dir_pages as usize * ibchan::PAGE_SIZE);
+        let base = window.as_ptr() as u64;
+        let mut refs = alloc::vec::Vec::with_capacity(pages as usize);
+        for i in 0..u64::from(pages) {
+            let gref = grant::grant(backend_id, (base >> 12) + i, false)
+                .map_err(XenChannelError::Grant)?;
+            refs.push(gref);
+        }
+        let mut dir_refs = alloc::vec::Vec::new();
+        for (d, chunk) in refs.chunks(ibchan::REFS_PER_DIR_PAGE as usize).enumerate() {
+            let mut page = [0u8; ibchan::PAGE_SIZE];
+            ibchan::encode_dir_page(chunk, &mut page);
+            let at = d * ibchan::PAGE_SIZE;
+            dir.write_bytes(at, &page)
+                .map_err(|_| XenChannelError::Grant(GrantError::Map))?;
+            let gfn = (dir.as_ptr() as u64 + at as u64) >> 12;
+            dir_refs.push(grant::grant(backend_id, gfn, true).map_err(XenChannelError::Grant)?);
+        }
+        let port =
+            hypercall::evtchn_alloc_unbound(backend_id).map_err(XenChannelError::EventChannel)?;
+        let _ = events::unmask(port);
+
+        // 3. Publish, atomically.
+        loop {
+            let tx = xs.transaction_start()?;
+            let w = |xs: &mut XenStore, name: &str, value: &str| {
+                xs.write_tx(tx, &format!("{frontend}/{name}"), value.as_bytes())
+            };
+            w(&mut xs, node::PROTOCOL, ibchan::PROTOCOL)?;
+            w(&mut xs, node::WINDOW_PAGES, &format!("{pages}"))?;
+            w(&mut xs, node::DIR_PAGES, &format!("{dir_pages}"))?;
+            for (i, r) in dir_refs.iter().enumerate() {
+                w(&mut xs, &ibchan::dir_ref_node(i as u32), &format!("{r}"))?;
+            }
+            w(&mut xs, node::EVENT_CHANNEL, &format!("{port}"))?;
+            w(&mut xs, node::STATE, "3")?;
+            if xs.transaction_end(tx, true)? {
+                break;
+            }
+        }
+        let (used, frames) = grant::usage();
+        crate::println!(
+            "ibguest: xen: published {pages} window pages ({} KiB, {dir_pages} directory page(s), {used} grants in {frames} table frame(s)) and event channel {port}",
+            pages * 4
+        );
+        Self::wait_backend(&mut xs, &backend, XenbusState::Connected, wait_micros)?;
+        xs.write(&fe_state, b"4")?;
+        Ok(XenChannel {
+            xs,
+            window,
+            _dir: dir,
+            port,
+            backend_id,
+            backend,
+            frontend,
+            pages,
+        })
+    }
+
+    fn wait_backend(
+        xs: &mut XenStore,
+        backend: &str,
+        want: XenbusState,
+        wait_micros: u64,
+    ) -> Result<(), XenChannelError> {
+        let start = now_micros();
+        loop {
+            let seen = state_of(xs, backend)?;
+            if seen == want {
+                return Ok(());
+            }
+            // A back end that gives up says Closed.
+            if matches!(seen, XenbusState::Closed | XenbusState::Closing)
+                && want == XenbusState::Connected
+            {
+                return Err(XenChannelError::BackendState { want, seen });
+            }
+            if now_micros() - start > wait_micros {
+                return Err(XenChannelError::BackendState { want, seen });
+            }
+            wait_a_little(xs)?;
+        }
+    }
+
+    /// The channel window (the guest's own granted RAM).
+    pub fn window(&self) -> Window {
+        self.window.clone()
+    }
+
+    /// The back end's doorbell: a notification on our event channel.
+    pub fn bell(&self) -> XenBell {
+        XenBell(self.port)
+    }
+
+    /// Notifications from the back end since the last call.
+    pub fn take_interrupts(&self) -> u64 {
+        events::take_count(self.port)
+    }
+
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    pub fn backend_id(&self) -> u16 {
+        self.backend_id
+    }
+
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// Whether the back end left Connected (it closed the device, or a
+    /// new back end re-created it); watch events are consumed.
+    pub fn backend_state(&mut self) -> Option<XenbusState> {
+        match self.xs.take_watch_event() {
+            Ok(Some(_)) => state_of(&mut self.xs, &self.backend).ok(),
+            _ => None,
+        }
+    }
+
+    /// Tells the back end we are going (Closing, then Closed).
+    pub fn close(&mut self) {
+        let st = format!("{}/{}", self.frontend, node::STATE);
+        let _ = self.xs.write(&st, b"5");
+        let _ = self.xs.write(&st, b"6");
+    }
+}
