@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `ip`, `gw`, `services`, `log`, `name` | see `netcore::NetConfig` | the network and its services |
 //! | `send` | `ADDR:PORT:BYTES` | once the network is up, send BYTES of seeded data over TCP (e.g. to a discard service on port 9) and print their SHA-256 |
+//! | `fetch` | `http://ADDR[:PORT]/PATH` | once the network is up, GET this URL (retrying for up to a minute while the server is not up yet) and print the status line and length |
 //! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
 //! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
 //! | `crash` | `ud2`, `pagefault`, `overflow`, `panic` | fail on purpose right after parsing: an invalid opcode, a read of an unmapped page, a stack overflow (a page fault on the stack's guard page, delivered as a double fault on its own stack) or a Rust panic. For testing the failure paths. |
@@ -20,7 +21,7 @@ use core::fmt;
 use netcore::{ConfigError, NetConfig};
 
 /// The guest's own keys, as error messages list them.
-pub const GUEST_OPTIONS: &str = "peer, send, exit-after, crash";
+pub const GUEST_OPTIONS: &str = "peer, send, fetch, exit-after, crash";
 const CRASH_VALUES: &str = "ud2, pagefault, overflow, panic";
 
 /// A failure to provoke on purpose.
@@ -59,8 +60,44 @@ impl Crash {
     }
 }
 
+/// An `http://ADDR[:PORT]/PATH` URL for `fetch=`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchUrl {
+    pub addr: core::net::Ipv4Addr,
+    pub port: u16,
+    pub path: String,
+}
+
+impl FetchUrl {
+    pub fn parse(url: &str) -> Option<FetchUrl> {
+        let rest = url.strip_prefix("http://")?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (addr, port) = match host.split_once(':') {
+            Some((a, p)) => (a.parse().ok()?, p.parse().ok().filter(|&p| p != 0)?),
+            None => (host.parse().ok()?, 80),
+        };
+        if !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        Some(FetchUrl {
+            addr,
+            port,
+            path: path.into(),
+        })
+    }
+}
+
+impl fmt::Display for FetchUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}{}", self.addr, self.port, self.path)
+    }
+}
+
 /// Options only the guest understands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GuestOptions {
     pub crash: Option<Crash>,
     /// An address to ping once the network is up.
@@ -69,6 +106,8 @@ pub struct GuestOptions {
     pub exit_after: Option<u32>,
     /// Send this many bytes over TCP to this address and port.
     pub send: Option<(core::net::Ipv4Addr, u16, u64)>,
+    /// A URL to GET once the network is up.
+    pub fetch: Option<FetchUrl>,
 }
 
 /// The whole command line.
@@ -93,6 +132,9 @@ pub enum BootConfigError {
         value: String,
     },
     BadSend {
+        value: String,
+    },
+    BadFetch {
         value: String,
     },
     Duplicate {
@@ -134,6 +176,10 @@ impl fmt::Display for BootConfigError {
                 f,
                 "send={value}: not ADDR:PORT:BYTES (example: send=10.77.0.2:9:16777216)"
             ),
+            BootConfigError::BadFetch { value } => write!(
+                f,
+                "fetch={value}: not http://ADDR[:PORT]/PATH with an IPv4 address (example: fetch=http://10.77.0.3/)"
+            ),
             BootConfigError::Duplicate { first, second } => write!(
                 f,
                 "\"{first}\" and \"{second}\": the same option twice; give each option once"
@@ -169,6 +215,7 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
     let mut peer_token: Option<&str> = None;
     let mut exit_token: Option<&str> = None;
     let mut send_token: Option<&str> = None;
+    let mut fetch_token: Option<&str> = None;
     let mut rest = String::new();
     for token in cmdline.split_whitespace() {
         match token.split_once('=') {
@@ -194,6 +241,21 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
                     p.parse().map_err(|_| bad())?,
                     b.parse().map_err(|_| bad())?,
                 ));
+            }
+            Some(("fetch", value)) => {
+                if let Some(first) = fetch_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                fetch_token = Some(token);
+                guest.fetch =
+                    Some(
+                        FetchUrl::parse(value).ok_or_else(|| BootConfigError::BadFetch {
+                            value: value.into(),
+                        })?,
+                    );
             }
             Some(("exit-after", value)) => {
                 if let Some(first) = exit_token {
@@ -264,6 +326,32 @@ mod tests {
     }
 
     #[test]
+    fn fetch_takes_an_http_url() {
+        let c = BootConfig::parse("ip=10.77.0.3/24 fetch=http://10.77.0.2/stats").unwrap();
+        let u = c.guest.fetch.unwrap();
+        assert_eq!(
+            (u.addr, u.port, u.path.as_str()),
+            (core::net::Ipv4Addr::new(10, 77, 0, 2), 80, "/stats")
+        );
+        let u = FetchUrl::parse("http://10.0.0.1:8080").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (8080, "/"));
+        assert_eq!(u.to_string(), "http://10.0.0.1:8080/");
+        for bad in [
+            "https://10.0.0.1/",
+            "http://host/",
+            "http://10.0.0.1:0/",
+            "http://10.0.0.1:x/",
+        ] {
+            assert!(FetchUrl::parse(bad).is_none(), "{bad}");
+        }
+        let e = BootConfig::parse("ip=10.77.0.3/24 fetch=ftp://x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "fetch=ftp://x: not http://ADDR[:PORT]/PATH with an IPv4 address (example: fetch=http://10.77.0.3/)"
+        );
+    }
+
+    #[test]
     fn peer_is_an_address() {
         let c = BootConfig::parse("ip=10.77.0.3/24 peer=10.77.0.2").unwrap();
         assert_eq!(c.guest.peer, Some(core::net::Ipv4Addr::new(10, 77, 0, 2)));
@@ -317,12 +405,12 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, exit-after, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, exit-after, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));

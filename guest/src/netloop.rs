@@ -9,10 +9,11 @@ use guest::exit::{fail, ExitCode};
 use guest::println;
 use guest::transport::Transport;
 use ipoib::IpoibError;
+use netcore::clients::HttpGetConfig;
 use netcore::clients::PingConfig;
 use netcore::clients::TcpSenderConfig;
 use netcore::pattern::Payload;
-use netcore::{NetStack, Pinger, TcpSender};
+use netcore::{HttpGet, NetStack, Pinger, TcpSender};
 use ring::LayoutParams;
 use smoltcp::time::{Duration, Instant};
 use verbs_shim::front::{AttachError, FrontHca};
@@ -31,6 +32,9 @@ pub const PARAMS: LayoutParams = LayoutParams {
 const ATTACH_MICROS: u64 = 30_000_000;
 /// Longest sleep without a timer.
 const MAX_SLEEP_MICROS: u64 = 1_000_000;
+/// `peer=` and `fetch=` try this many times (a second apart) while the
+/// other guest is not up yet.
+const CLIENT_ATTEMPTS: u32 = 60;
 
 fn now() -> Instant {
     Instant::from_micros(guest::now_micros() as i64)
@@ -88,14 +92,31 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         stack.device.hw_addr(),
         stack.device.mtu()
     );
-    let mut pinger = config.guest.peer.map(|peer| {
+    let new_pinger = |stack: &mut NetStack<FrontHca<_>>, peer| {
         let mut ping = PingConfig::new(peer);
         ping.count = 3;
         ping.interval = Duration::from_millis(200);
-        ping.timeout = Duration::from_secs(5);
+        ping.timeout = Duration::from_secs(2);
         Pinger::new(&mut stack.sockets, ping)
             .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("ping {peer}: {e}")))
-    });
+    };
+    let mut pinger = config.guest.peer.map(|peer| new_pinger(&mut stack, peer));
+    let mut ping_attempts = 1u32;
+    let new_fetch = |stack: &mut NetStack<FrontHca<_>>, port_offset: u32| {
+        let url = config.guest.fetch.as_ref()?;
+        let remote =
+            smoltcp::wire::IpEndpoint::new(smoltcp::wire::IpAddress::Ipv4(url.addr), url.port);
+        let local = 40000 + ((seed as u32).wrapping_add(port_offset) % 9000) as u16;
+        let mut cfg = HttpGetConfig::new(remote, local, &url.path);
+        cfg.timeout = Duration::from_secs(10);
+        match HttpGet::new(stack.iface.context(), &mut stack.sockets, cfg) {
+            Ok(g) => Some(g),
+            Err(e) => fail(ExitCode::NetworkFailure, format_args!("fetch {url}: {e}")),
+        }
+    };
+    let mut fetch = new_fetch(&mut stack, 0);
+    let mut fetch_attempts = 1u32;
+    let mut retry_at: (Option<u64>, Option<u64>) = (None, None);
     let mut sender = config.guest.send.map(|(addr, port, bytes)| {
         let remote = smoltcp::wire::IpEndpoint::new(smoltcp::wire::IpAddress::Ipv4(addr), port);
         let mut cfg = TcpSenderConfig::new(remote, 49152 + (seed % 1000) as u16, bytes);
@@ -134,6 +155,7 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         };
         if let Some(p) = &mut pinger {
             if let Poll::Ready(result) = p.poll(&mut stack.sockets, t) {
+                let mut retry = false;
                 match result {
                     Ok(report) if report.received() > 0 => println!(
                         "ibguest: peer {} answered {}/{} pings, first in {} us",
@@ -148,11 +170,55 @@ pub fn run(config: &BootConfig, dev: &Transport) {
                             .map(|d| d.total_micros())
                             .unwrap_or(0)
                     ),
-                    Ok(report) => println!("ibguest: peer {} did not answer", report.target),
+                    Ok(_) if ping_attempts < CLIENT_ATTEMPTS => retry = true,
+                    Ok(report) => println!(
+                        "ibguest: peer {} did not answer ({ping_attempts} attempts)",
+                        report.target
+                    ),
                     Err(e) => println!("ibguest: ping failed: {e}"),
                 }
-                pinger = None;
+                if let Some(p) = pinger.take() {
+                    p.release(&mut stack.sockets);
+                }
+                if retry {
+                    retry_at.0 = Some(guest::now_micros() + 1_000_000);
+                }
             }
+        }
+        if retry_at.0.is_some_and(|at| guest::now_micros() >= at) {
+            retry_at.0 = None;
+            ping_attempts += 1;
+            pinger = config.guest.peer.map(|peer| new_pinger(&mut stack, peer));
+        }
+        if let Some(g) = &mut fetch {
+            if let Poll::Ready(result) = g.poll(&mut stack.sockets, t) {
+                let url = config.guest.fetch.as_ref();
+                let mut retry = false;
+                match result {
+                    Ok(r) => println!(
+                        "ibguest: fetch {}: HTTP {} {}, {} bytes",
+                        url.map_or(alloc::string::String::new(), |u| alloc::format!("{u}")),
+                        r.status,
+                        r.reason,
+                        r.body.len()
+                    ),
+                    Err(_) if fetch_attempts < CLIENT_ATTEMPTS => retry = true,
+                    Err(e) => {
+                        println!("ibguest: fetch failed after {fetch_attempts} attempts: {e}")
+                    }
+                }
+                if let Some(g) = fetch.take() {
+                    g.release(&mut stack.sockets);
+                }
+                if retry {
+                    retry_at.1 = Some(guest::now_micros() + 1_000_000);
+                }
+            }
+        }
+        if retry_at.1.is_some_and(|at| guest::now_micros() >= at) {
+            retry_at.1 = None;
+            fetch = new_fetch(&mut stack, fetch_attempts);
+            fetch_attempts += 1;
         }
         if let Some(s) = &mut sender {
             if send_started == 0 {
@@ -208,6 +274,9 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         }
         if let Some(at) = pinger.as_ref().and_then(|p| p.poll_at()) {
             deadline = deadline.min(at.total_micros().max(0) as u64);
+        }
+        for at in [retry_at.0, retry_at.1].into_iter().flatten() {
+            deadline = deadline.min(at);
         }
         if let Some(end) = end {
             deadline = deadline.min(end);
