@@ -51,7 +51,7 @@ mod demo {
         }
         if let Some(x) = &boot.xen {
             println!(
-                "ibguest: xen {}.{} (CPUID base {:#x}): event channels on vector {:#x}, PV console {}, PV clock {}",
+                "ibguest: xen {}.{} (CPUID base {:#x}): event channels on vector {:#x}, PV console {}, PV clock {} (TSC {} kHz by its scale)",
                 x.version.0,
                 x.version.1,
                 x.cpuid_base,
@@ -60,7 +60,8 @@ mod demo {
                 match x.pv_clock_ns {
                     Some(ns) => alloc::format!("at {} ms of system time", ns / 1_000_000),
                     None => alloc::string::String::from("unreadable"),
-                }
+                },
+                x.pv_clock_tsc_hz.unwrap_or(0) / 1000
             );
         }
         if let Some(rsdp) = si.rsdp {

@@ -121,7 +121,7 @@ impl Calibration {
 }
 
 #[cfg(target_os = "none")]
-pub use platform::{calibration, init, now_micros, wait_for_interrupt};
+pub use platform::{calibration, init, now_micros, on_pv_clock, use_pv_clock, wait_for_interrupt};
 
 #[cfg(target_os = "none")]
 mod platform {
@@ -136,6 +136,30 @@ mod platform {
     }
 
     static CLOCK: Once<Clock> = Once::new();
+
+    /// Under Xen: the PV clock (nanoseconds of system time) and its value
+    /// when it was installed.
+    struct PvClock {
+        read_ns: fn() -> Option<u64>,
+        ns0: u64,
+    }
+
+    static PV_CLOCK: Once<PvClock> = Once::new();
+
+    /// Makes [`now_micros`] count from the Xen PV clock from here on
+    /// (Xen's system time, extrapolated with Xen's own TSC scale).
+    pub fn use_pv_clock(read_ns: fn() -> Option<u64>) -> bool {
+        let Some(ns0) = read_ns() else {
+            return false;
+        };
+        PV_CLOCK.call_once(|| PvClock { read_ns, ns0 });
+        true
+    }
+
+    /// Whether [`now_micros`] runs on the Xen PV clock.
+    pub fn on_pv_clock() -> bool {
+        PV_CLOCK.get().is_some()
+    }
 
     /// PIT ticks in the calibration window (20 ms).
     const PIT_WINDOW: u16 = 23_864;
@@ -227,6 +251,11 @@ mod platform {
     /// Microseconds since the clock was calibrated (early in boot);
     /// monotonic. 0 before that.
     pub fn now_micros() -> u64 {
+        if let Some(pv) = PV_CLOCK.get() {
+            if let Some(ns) = (pv.read_ns)() {
+                return ns.saturating_sub(pv.ns0) / 1000;
+            }
+        }
         match CLOCK.get() {
             Some(c) => ticks_to_micros(cpu::rdtsc().saturating_sub(c.tsc0), c.cal.tsc_hz),
             None => 0,

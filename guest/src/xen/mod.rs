@@ -42,6 +42,8 @@ pub struct XenInfo {
     pub version: (u16, u16),
     pub console: bool,
     pub pv_clock_ns: Option<u64>,
+    /// TSC frequency by the PV clock's scale factor.
+    pub pv_clock_tsc_hz: Option<u64>,
 }
 
 /// Brings up the Xen platform if we run on Xen: the hypercall page,
@@ -57,6 +59,7 @@ pub fn init() -> Option<XenInfo> {
         return None;
     }
     UP.store(true, Ordering::Release);
+    crate::timer::use_pv_clock(clock::now_nanos);
     let console = match console::init() {
         Ok(()) => true,
         Err(e) => {
@@ -69,6 +72,7 @@ pub fn init() -> Option<XenInfo> {
         version,
         console,
         pv_clock_ns: clock::now_nanos(),
+        pv_clock_tsc_hz: clock::info().map(|i| i.tsc_hz()),
     })
 }
 
