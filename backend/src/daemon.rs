@@ -15,7 +15,7 @@ use crate::capture::FabricCapture;
 use crate::config::Config;
 use crate::control::Control;
 use crate::gateway::Gateway;
-use crate::handoff::{self, Handoff};
+use crate::handoff::{self, Handoff, Reporter};
 use crate::provider::{ib_mtu, Fabric};
 use crate::seat::Seat;
 use crate::worker::{Snapshots, Worker};
@@ -97,9 +97,16 @@ fn serve(
         .workers
         .unwrap_or(cores)
         .clamp(1, config.guests.len().max(1));
+    let reporter = Reporter::new(supervisor.try_clone()?);
     let mut shares: Vec<Vec<Seat>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, g) in config.guests.iter().enumerate() {
-        shares[i % workers].push(Seat::new(i, g.clone(), epoch, capture.clone()));
+        shares[i % workers].push(Seat::new(
+            i,
+            g.clone(),
+            epoch,
+            capture.clone(),
+            reporter.clone(),
+        ));
     }
     control.set_epoch(epoch);
     log::info!(
@@ -155,9 +162,7 @@ fn serve(
         if readable {
             match handoff::recv(&supervisor) {
                 Ok(Some(message)) => {
-                    let seat = match &message {
-                        Handoff::Session { seat, .. } | Handoff::Refused { seat } => *seat as usize,
-                    };
+                    let seat = message.seat() as usize;
                     let route = &routes[seat % routes.len()];
                     if route.inbox.send(message).is_ok() {
                         let _ = route.bell.notify();

@@ -1,17 +1,27 @@
 //! `ib-backend`: serves guests' shared-memory channels over ivshmem-doorbell
-//! on a sim or rdma fabric.
+//! (QEMU) or Xen grants and event channels (dom0), on a sim or rdma fabric.
+//!
+//! `unsafe` code is denied except in the modules that need it: descriptor
+//! passing (`handoff`), the rdma completion descriptor (`provider`), the
+//! TAP ioctl (`gateway::tap`) and the gntdev/evtchn ioctls and mappings
+//! (`transport::xen::sys`).
+#![deny(unsafe_code)]
 
 mod capture;
 mod config;
 mod control;
 mod daemon;
 mod gateway;
+#[allow(unsafe_code)]
 mod handoff;
+#[allow(unsafe_code)]
 mod provider;
 mod seat;
 mod stats;
 mod supervisor;
+mod transport;
 mod worker;
+mod xen;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +34,7 @@ use config::{Config, Overrides};
 #[command(
     name = "ib-backend",
     version,
-    about = "Serves ibguest guests over ivshmem-doorbell on a sim or rdma fabric"
+    about = "Serves ibguest guests over ivshmem-doorbell or Xen on a sim or rdma fabric"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -85,9 +95,13 @@ struct RunArgs {
     /// TAP=ADDRESS/PREFIX: route the fabric to Linux through a TAP.
     #[arg(long)]
     gateway: Option<String>,
-    /// A guest: name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]. Repeat for more.
+    /// A guest: name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2] (QEMU), or
+    /// name=g1,xen-domain=NAME[,...] (the Xen domain called NAME). Repeat for more.
     #[arg(long = "guest")]
     guests: Vec<String>,
+    /// Xen seats: the xenstore to use (default /run/xenstored/socket, else /dev/xen/xenbus).
+    #[arg(long)]
+    xenstore: Option<PathBuf>,
 }
 
 /// Builds the configuration from `run`'s arguments, or exits with code 2 and
@@ -103,6 +117,7 @@ fn load_config(args: RunArgs) -> Result<Config, ExitCode> {
         rdma_port: args.rdma_port,
         rdma_gid_index: args.rdma_gid_index,
         gateway: args.gateway,
+        xenstore: args.xenstore,
         guests: args.guests,
     };
     let config = Config::load(args.config.as_deref(), &overrides).map_err(|e| {
@@ -111,7 +126,7 @@ fn load_config(args: RunArgs) -> Result<Config, ExitCode> {
     })?;
     if config.guests.is_empty() {
         eprintln!(
-            "ib-backend: configuration error: no guests (add [[guest]] to the file or --guest name=g1,socket=/tmp/g1.sock)"
+            "ib-backend: configuration error: no guests (add [[guest]] to the file or --guest name=g1,socket=/tmp/g1.sock or --guest name=g1,xen-domain=NAME)"
         );
         return Err(ExitCode::from(2));
     }
@@ -155,6 +170,10 @@ fn main() -> ExitCode {
             };
             match supervisor::run(config, worker_args) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(supervisor::SupervisorError::Fatal(e)) => {
+                    eprintln!("ib-backend: {e}");
+                    ExitCode::from(supervisor::EXIT_FATAL)
+                }
                 Err(e) => {
                     eprintln!("ib-backend: {e}");
                     ExitCode::FAILURE

@@ -1,50 +1,37 @@
 //! One guest seat in the worker: while a guest is attached, its session
-//! (shared window, doorbell and interrupt eventfds, back half and provider
-//! port). The supervisor accepts guests and hands their descriptors over.
+//! (the transport — shared window and notifications — plus the back half and
+//! the provider port). The supervisor accepts ivshmem guests and finds Xen
+//! domains, and hands them over; the seat does not care which transport a
+//! session has.
 //!
 //! Everything a guest could have touched belongs to the session and is
 //! dropped with it: when a guest leaves or is disconnected, its port (QP,
-//! buffers, handles) goes away, and the next guest gets fresh resources.
+//! buffers, handles) goes away, its window is unmapped, and the next guest
+//! gets fresh resources.
 
-use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-use ivshmem::{EventFd, SharedMemory};
+use ivshmem::EventFd;
 use ring::Window;
 use verbs_shim::back::{BackConfig, BackError, BackHalf, BackStats, ViolationKind};
-use verbs_shim::notify::Notify;
 use verbs_shim::{IbMtu, PortAttr, Verbs};
 
 use crate::capture::FabricCapture;
 use crate::config::GuestConfig;
-use crate::handoff::SessionFds;
+use crate::handoff::{EndReason, Report, Reporter};
 use crate::provider::{Fabric, Port};
 use crate::stats::{SeatCounters, SeatSnapshot};
+use crate::transport::{GuestNotifier, Interrupt, Transport};
 
 /// Service rounds per wake-up before other guests get their turn.
 const BUSY_ROUNDS: usize = 64;
 
-/// Raises the guest's interrupt: writes its vector's eventfd.
-pub struct Interrupt(Arc<EventFd>);
-
-impl Notify for Interrupt {
-    fn notify(&self) {
-        if let Err(e) = self.0.notify() {
-            log::warn!("cannot raise guest interrupt: {e}");
-        }
-    }
-}
-
 /// A guest attached to the seat.
 pub struct Session {
-    client: UnixStream,
-    /// Kept so the mapping and memfd live as long as the session.
-    _shm: Arc<SharedMemory>,
+    transport: Box<dyn Transport>,
     window: Window,
-    doorbell: EventFd,
-    interrupt: Arc<EventFd>,
+    notifier: GuestNotifier,
     wake: Arc<EventFd>,
     back: BackHalf<Port, Interrupt>,
     /// The port's attributes once connected.
@@ -63,13 +50,17 @@ pub struct Seat {
     /// Back-half counters of sessions that have ended.
     past: BackStats,
     capture: Option<FabricCapture>,
+    /// Tells the supervisor how Xen sessions go.
+    reporter: Reporter,
 }
 
 /// Which of a seat's descriptors an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    Client,
-    Doorbell,
+    /// The transport's hang-up descriptor (ivshmem's client socket).
+    Hangup,
+    /// The guest's notifications (doorbell eventfd, event channel).
+    Guest,
     Wake,
     /// The provider's own completion descriptor (rdma).
     PortEvents,
@@ -81,6 +72,7 @@ impl Seat {
         config: GuestConfig,
         epoch: u32,
         capture: Option<FabricCapture>,
+        reporter: Reporter,
     ) -> Seat {
         Seat {
             index,
@@ -90,19 +82,18 @@ impl Seat {
             counters: SeatCounters::default(),
             past: BackStats::default(),
             capture,
+            reporter,
         }
     }
 
     /// The descriptor to watch for `source`, if it exists now.
     pub fn fd(&self, source: Source) -> Option<BorrowedFd<'_>> {
+        let s = self.session.as_ref()?;
         match source {
-            Source::Client => self.session.as_ref().map(|s| s.client.as_fd()),
-            Source::Doorbell => self.session.as_ref().map(|s| s.doorbell.as_fd()),
-            Source::Wake => self.session.as_ref().map(|s| s.wake.as_fd()),
-            Source::PortEvents => self
-                .session
-                .as_ref()
-                .and_then(|s| s.back.provider()?.event_fd()),
+            Source::Hangup => s.transport.hangup_fd(),
+            Source::Guest => Some(s.transport.event_fd()),
+            Source::Wake => Some(std::os::fd::AsFd::as_fd(&*s.wake)),
+            Source::PortEvents => s.back.provider()?.event_fd(),
         }
     }
 
@@ -126,11 +117,37 @@ impl Seat {
         self.counters.refused += 1;
     }
 
-    /// Takes over a guest the supervisor accepted. `restart` means a worker
-    /// before us served it: its window is in use, so the epoch changes and
-    /// the guest re-attaches. Returns true if the session started (the
-    /// caller registers its descriptors).
-    pub fn adopt(&mut self, fds: SessionFds, restart: bool) -> bool {
+    /// The supervisor refused what Xen domain `domid` published (it logged
+    /// why).
+    pub fn xen_refused(&mut self, domid: u16) {
+        log::warn!(
+            "guest {}: domain {domid}'s channel was refused by the supervisor",
+            self.config.name
+        );
+        self.counters.xen_refused += 1;
+    }
+
+    /// Setting up domain `domid`'s transport failed: count it and tell the
+    /// supervisor, which closes the device.
+    pub fn xen_failed(&mut self, domid: u16, reason: String) {
+        log::warn!(
+            "guest {}: domain {domid}: {reason}; disconnecting it",
+            self.config.name
+        );
+        self.counters.xen_failures += 1;
+        self.reporter.send(&Report::XenFailed {
+            seat: self.index as u32,
+            domid,
+            reason,
+        });
+    }
+
+    /// Takes over a guest's transport. `restart` means a worker before us
+    /// served it: its window is in use, so the epoch changes and the guest
+    /// re-attaches. Returns true if the session started (the caller
+    /// registers its descriptors). Xen sessions are reported to the
+    /// supervisor either way.
+    pub fn adopt(&mut self, transport: Box<dyn Transport>, restart: bool) -> bool {
         if self.session.is_some() {
             log::warn!(
                 "guest {}: replacing a session the supervisor says is gone",
@@ -138,34 +155,46 @@ impl Seat {
             );
             self.end_session();
         }
-        match self.build_session(fds, restart) {
+        let domid = transport.xen_domid();
+        let what = transport.describe();
+        match self.build_session(transport, restart) {
             Ok(session) => {
                 self.session = Some(session);
                 if restart {
                     self.counters.restarts += 1;
                     log::info!(
-                        "guest {}: taken over after a back-end restart",
+                        "guest {}: taken over after a back-end restart ({what})",
                         self.config.name
                     );
                 } else {
                     self.counters.connects += 1;
-                    log::info!("guest {}: attached", self.config.name);
+                    log::info!("guest {}: attached ({what})", self.config.name);
+                }
+                if let Some(domid) = domid {
+                    self.reporter.send(&Report::XenConnected {
+                        seat: self.index as u32,
+                        domid,
+                    });
                 }
                 true
             }
             Err(e) => {
-                log::warn!(
-                    "guest {}: cannot take over the session: {e}",
-                    self.config.name
-                );
+                let reason = format!("cannot take over the session: {e}");
+                match domid {
+                    Some(domid) => self.xen_failed(domid, reason),
+                    None => log::warn!("guest {}: {reason}", self.config.name),
+                }
                 false
             }
         }
     }
 
-    fn build_session(&self, fds: SessionFds, restart: bool) -> io::Result<Session> {
-        let shm = Arc::new(SharedMemory::from_fd(fds.memory)?);
-        let window = shm.window();
+    fn build_session(
+        &self,
+        transport: Box<dyn Transport>,
+        restart: bool,
+    ) -> Result<Session, String> {
+        let window = transport.window();
         let mut epoch = self.epoch;
         if restart {
             // The guest must see a different epoch to know to re-attach.
@@ -174,68 +203,57 @@ impl Seat {
                 epoch = epoch.wrapping_add(2) | 1;
             }
         }
-        let interrupt = Arc::new(EventFd::from_fd(fds.interrupt));
+        let notifier = transport.notifier();
         let config = BackConfig {
             epoch,
             ..BackConfig::default()
         };
-        let mut back = BackHalf::new(window.clone(), config, Interrupt(interrupt.clone()))
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut back = BackHalf::new(window.clone(), config, Interrupt(notifier.clone()))
+            .map_err(|e| e.to_string())?;
         if let Some(c) = &self.capture {
             back.set_tap(Some(c.tap()));
         }
-        fds.client.set_nonblocking(true)?;
         Ok(Session {
-            client: fds.client,
-            _shm: shm,
+            transport,
             window,
-            doorbell: EventFd::from_fd(fds.doorbell),
-            interrupt,
-            wake: Arc::new(EventFd::new()?),
+            notifier,
+            wake: Arc::new(EventFd::new().map_err(|e| e.to_string())?),
             back,
             port: None,
             port_events_watched: false,
         })
     }
 
-    /// Data or hang-up on the guest's socket. Returns true if the session
-    /// ended (the caller unregisters its descriptors first).
-    pub fn client_event(&mut self) -> bool {
+    /// The transport's hang-up descriptor fired. Returns true if the
+    /// session ended (the caller unregisters its descriptors first).
+    pub fn hangup_event(&mut self) -> bool {
         let Some(s) = &mut self.session else {
             return false;
         };
-        let mut buf = [0u8; 64];
-        loop {
-            match s.client.read(&mut buf) {
-                Ok(0) => {
-                    log::info!("guest {}: disconnected", self.config.name);
-                    self.end_session();
-                    return true;
-                }
-                // Clients have nothing to say in this protocol; ignore it.
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) => {
-                    log::info!("guest {}: connection error: {e}", self.config.name);
-                    self.end_session();
-                    return true;
-                }
-            }
+        let Some(why) = s.transport.hangup_event() else {
+            return false;
+        };
+        log::info!("guest {}: {why}", self.config.name);
+        if let Some(note) = self.end_session() {
+            log::debug!("guest {}: {note}", self.config.name);
         }
+        true
     }
 
-    /// The guest rang its doorbell, or the provider has completions.
+    /// The guest notified us, or the provider has completions.
     /// Returns true if the session ended.
     pub fn kick(&mut self, source: Source, fabric: &Fabric, mtu: IbMtu) -> bool {
         let Some(s) = &mut self.session else {
             return false;
         };
         match source {
-            Source::Doorbell => {
-                if let Ok(n) = s.doorbell.drain() {
-                    self.counters.doorbells += n;
-                }
-            }
+            Source::Guest => match s.transport.drain_events() {
+                Ok(n) => self.counters.doorbells += n,
+                Err(e) => log::warn!(
+                    "guest {}: cannot read its notifications: {e}",
+                    self.config.name
+                ),
+            },
             Source::PortEvents => {
                 if let Some(p) = s.back.provider_mut() {
                     p.ack_events();
@@ -245,7 +263,11 @@ impl Seat {
                 let _ = s.wake.drain();
             }
         }
-        self.run(fabric, mtu)
+        let ended = self.run(fabric, mtu);
+        if let Some(s) = &mut self.session {
+            s.transport.rearm();
+        }
+        ended
     }
 
     /// Serves the session: finishes the handshake, then services while busy
@@ -294,8 +316,18 @@ impl Seat {
                 if let BackError::Violation(_) = e {
                     self.counters.violation_disconnects += 1;
                 }
+                let domid = s.transport.xen_domid();
                 log::warn!("guest {}: {e}; disconnecting it", self.config.name);
-                self.end_session();
+                if let Some(note) = self.end_session() {
+                    log::info!("guest {}: {note}", self.config.name);
+                }
+                if let Some(domid) = domid {
+                    self.reporter.send(&Report::XenFailed {
+                        seat: self.index as u32,
+                        domid,
+                        reason: e.to_string(),
+                    });
+                }
                 true
             }
         }
@@ -310,7 +342,7 @@ impl Seat {
             epoch: self.epoch,
             ..BackConfig::default()
         };
-        match BackHalf::new(s.window.clone(), config, Interrupt(s.interrupt.clone())) {
+        match BackHalf::new(s.window.clone(), config, Interrupt(s.notifier.clone())) {
             Ok(mut b) => {
                 if let Some(c) = &self.capture {
                     b.set_tap(Some(c.tap()));
@@ -327,21 +359,65 @@ impl Seat {
         }
     }
 
-    /// Drops the session: window, eventfds, port. The guest's socket is
-    /// closed.
-    pub fn end_session(&mut self) {
-        if let Some(mut s) = self.session.take() {
-            if let Some(p) = s.back.provider_mut() {
-                p.close();
-            }
-            add_stats(&mut self.past, s.back.stats());
-            if let (Some(c), Some(p)) = (&self.capture, s.port) {
-                c.remove_local(&p.gid);
-            }
-            let _ = s.client.shutdown(std::net::Shutdown::Both);
-            self.counters.disconnects += 1;
-            self.counters.reclaims += 1;
+    /// The supervisor ends the Xen session with `domid`: the domain went
+    /// away or its frontend closed.
+    pub fn end_xen(&mut self, domid: u16, reason: EndReason) {
+        let ours = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.transport.xen_domid() == Some(domid));
+        if !ours {
+            log::debug!(
+                "guest {}: no session with domain {domid} to end",
+                self.config.name
+            );
+            return;
         }
+        let note = self.end_session().unwrap_or_default();
+        match reason {
+            EndReason::DomainGone => {
+                self.counters.domain_releases += 1;
+                log::info!(
+                    "guest {}: domain {domid} destroyed; reclaimed its port, {note}",
+                    self.config.name
+                );
+            }
+            EndReason::FrontendClosed => {
+                self.counters.guest_closes += 1;
+                log::info!(
+                    "guest {}: domain {domid} closed its frontend; reclaimed its port, {note}",
+                    self.config.name
+                );
+            }
+        }
+    }
+
+    /// Drops the session: back half and port, then the transport (window
+    /// unmapped, notifications unbound, socket closed). Returns what the
+    /// transport released.
+    pub fn end_session(&mut self) -> Option<String> {
+        let mut s = self.session.take()?;
+        if let Some(p) = s.back.provider_mut() {
+            p.close();
+        }
+        add_stats(&mut self.past, s.back.stats());
+        if let (Some(c), Some(p)) = (&self.capture, s.port) {
+            c.remove_local(&p.gid);
+        }
+        self.counters.disconnects += 1;
+        self.counters.reclaims += 1;
+        let Session {
+            transport,
+            window,
+            notifier,
+            wake,
+            back,
+            ..
+        } = s;
+        // Everything that holds the window or the notifier goes first, so
+        // the transport can release them for real.
+        drop((back, window, notifier, wake));
+        Some(transport.release())
     }
 
     /// The back end is going away: tell the guest (state Closed, an
@@ -350,7 +426,9 @@ impl Seat {
         if let Some(s) = &mut self.session {
             s.back.shutdown();
         }
-        self.end_session();
+        if let Some(note) = self.end_session() {
+            log::info!("guest {}: {note}", self.config.name);
+        }
     }
 
     pub fn snapshot(&self) -> SeatSnapshot {
@@ -393,3 +471,6 @@ fn add_stats(total: &mut BackStats, s: &BackStats) {
         total.violations[k as usize] += s.violations_of(k);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,29 @@ pub struct SeatCounters {
     pub doorbells: u64,
     /// Sessions taken over from a worker that died.
     pub restarts: u64,
+    /// Xen: a domain's window or event channel could not be set up (a bad
+    /// grant ref or port), so it was disconnected.
+    pub xen_failures: u64,
+    /// Xen: the supervisor refused what a domain published in xenstore.
+    pub xen_refused: u64,
+    /// Xen: sessions ended because their domain was destroyed.
+    pub domain_releases: u64,
+}
+
+impl SeatCounters {
+    fn add(&mut self, c: &SeatCounters) {
+        self.connects += c.connects;
+        self.disconnects += c.disconnects;
+        self.reclaims += c.reclaims;
+        self.violation_disconnects += c.violation_disconnects;
+        self.guest_closes += c.guest_closes;
+        self.refused += c.refused;
+        self.doorbells += c.doorbells;
+        self.restarts += c.restarts;
+        self.xen_failures += c.xen_failures;
+        self.xen_refused += c.xen_refused;
+        self.domain_releases += c.domain_releases;
+    }
 }
 
 /// What `stats` reports for one guest.
@@ -39,7 +62,8 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
         out,
         "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} ctrl_requests={} \
          interrupts={} doorbells={} violations={} connects={} disconnects={} reclaims={} \
-         violation_disconnects={} refused={} restarts={}",
+         violation_disconnects={} refused={} restarts={} xen_failures={} xen_refused={} \
+         domain_releases={}",
         b.tx_requests,
         b.tx_bytes,
         b.rx_completions,
@@ -55,6 +79,9 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
         c.violation_disconnects,
         c.refused,
         c.restarts,
+        c.xen_failures,
+        c.xen_refused,
+        c.domain_releases,
     );
     for k in ViolationKind::ALL {
         let n = b.violations_of(k);
@@ -93,15 +120,7 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
             &s.counters,
             &s.back,
         );
-        let c = &s.counters;
-        total_c.connects += c.connects;
-        total_c.disconnects += c.disconnects;
-        total_c.reclaims += c.reclaims;
-        total_c.violation_disconnects += c.violation_disconnects;
-        total_c.guest_closes += c.guest_closes;
-        total_c.refused += c.refused;
-        total_c.doorbells += c.doorbells;
-        total_c.restarts += c.restarts;
+        total_c.add(&s.counters);
         let b = &s.back;
         total_b.tx_requests += b.tx_requests;
         total_b.tx_bytes += b.tx_bytes;

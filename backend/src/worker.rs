@@ -1,6 +1,7 @@
 //! A worker thread: one epoll loop over its share of the seats. Events are
 //! handled in batches; busy guests are serviced while busy and re-armed when
-//! idle. New guests arrive through the inbox from the supervisor link.
+//! idle. New guests (and the end of Xen sessions) arrive through the inbox
+//! from the supervisor link; the worker builds each guest's transport here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -14,6 +15,9 @@ use crate::handoff::Handoff;
 use crate::provider::Fabric;
 use crate::seat::{Seat, Source};
 use crate::stats::SeatSnapshot;
+use crate::transport::ivshmem::IvshmemTransport;
+use crate::transport::xen::XenTransport;
+use crate::transport::Transport;
 
 /// Snapshots of every seat, indexed by seat, for the control socket.
 pub type Snapshots = Arc<Mutex<Vec<Option<SeatSnapshot>>>>;
@@ -36,8 +40,8 @@ pub struct Worker {
 fn token(local: usize, source: Source) -> u64 {
     (local as u64) << 2
         | match source {
-            Source::Client => 0,
-            Source::Doorbell => 1,
+            Source::Hangup => 0,
+            Source::Guest => 1,
             Source::Wake => 2,
             Source::PortEvents => 3,
         }
@@ -45,8 +49,8 @@ fn token(local: usize, source: Source) -> u64 {
 
 fn untoken(token: u64) -> (usize, Source) {
     let source = match token & 3 {
-        0 => Source::Client,
-        1 => Source::Doorbell,
+        0 => Source::Hangup,
+        1 => Source::Guest,
         2 => Source::Wake,
         _ => Source::PortEvents,
     };
@@ -59,7 +63,7 @@ impl Worker {
             return;
         };
         let mut flags = EpollFlags::EPOLLIN;
-        if source == Source::Client {
+        if source == Source::Hangup {
             flags |= EpollFlags::EPOLLRDHUP;
         }
         if let Err(e) = epoll.add(fd, EpollEvent::new(flags, token(local, source))) {
@@ -87,29 +91,54 @@ impl Worker {
         }
     }
 
+    /// Starts a session on seat `local` over `transport` and watches its
+    /// descriptors.
+    fn start_session(
+        &mut self,
+        epoll: &Epoll,
+        local: usize,
+        transport: Box<dyn Transport>,
+        restart: bool,
+    ) {
+        if self.seats[local].adopt(transport, restart) {
+            for s in [Source::Hangup, Source::Guest, Source::Wake] {
+                self.register(epoll, local, s);
+            }
+            // Serve whatever the guest already queued.
+            let (fabric, mtu) = (&self.fabric, self.mtu);
+            self.seats[local].kick(Source::Guest, fabric, mtu);
+            self.watch_port_events(epoll, local);
+        }
+    }
+
     fn take_inbox(&mut self, epoll: &Epoll) {
         let _ = self.bell.drain();
         while let Ok(message) = self.inbox.try_recv() {
-            let seat = match &message {
-                Handoff::Session { seat, .. } | Handoff::Refused { seat } => *seat as usize,
-            };
+            let seat = message.seat() as usize;
             let Some(local) = self.seats.iter().position(|s| s.index == seat) else {
                 log::error!("handoff for seat {seat}, which this worker does not serve");
                 continue;
             };
             match message {
-                Handoff::Session { restart, fds, .. } => {
-                    if self.seats[local].adopt(fds, restart) {
-                        for s in [Source::Client, Source::Doorbell, Source::Wake] {
-                            self.register(epoll, local, s);
-                        }
-                        // Serve whatever the guest already queued.
-                        let (fabric, mtu) = (&self.fabric, self.mtu);
-                        self.seats[local].kick(Source::Doorbell, fabric, mtu);
-                        self.watch_port_events(epoll, local);
-                    }
-                }
+                Handoff::Session { restart, fds, .. } => match IvshmemTransport::new(fds) {
+                    Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
+                    Err(e) => log::warn!(
+                        "guest {}: cannot take over the session: {e}",
+                        self.seats[local].config.name
+                    ),
+                },
+                Handoff::Xen {
+                    restart,
+                    domid,
+                    publication,
+                    ..
+                } => match XenTransport::connect(domid, &publication) {
+                    Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
+                    Err(e) => self.seats[local].xen_failed(domid, e.to_string()),
+                },
+                Handoff::End { domid, reason, .. } => self.seats[local].end_xen(domid, reason),
                 Handoff::Refused { .. } => self.seats[local].refused(),
+                Handoff::XenRefused { domid, .. } => self.seats[local].xen_refused(domid),
             }
             self.publish(local);
         }
@@ -153,10 +182,10 @@ impl Worker {
                     continue;
                 }
                 match source {
-                    Source::Client => {
-                        self.seats[local].client_event();
+                    Source::Hangup => {
+                        self.seats[local].hangup_event();
                     }
-                    Source::Doorbell | Source::Wake | Source::PortEvents => {
+                    Source::Guest | Source::Wake | Source::PortEvents => {
                         let (fabric, mtu) = (&self.fabric, self.mtu);
                         self.seats[local].kick(source, fabric, mtu);
                         self.watch_port_events(&epoll, local);

@@ -197,8 +197,16 @@ impl FrontendPublication {
     }
 
     /// The window's grant references from the directory pages (copied out
-    /// of shared memory by the caller, once). Every reference is checked.
+    /// of shared memory by the caller, once). Every reference is checked;
+    /// too few pages for the window is [`FrontendError::DirPages`].
     pub fn window_refs(&self, dir: &[[u8; PAGE_SIZE]]) -> Result<Vec<u32>, FrontendError> {
+        let want = dir_pages_for(self.window_pages);
+        if dir.len() < want as usize {
+            return Err(FrontendError::DirPages {
+                dir_pages: dir.len() as u32,
+                want,
+            });
+        }
         let mut refs = Vec::with_capacity(self.window_pages as usize);
         for i in 0..self.window_pages {
             let page = &dir[(i / REFS_PER_DIR_PAGE) as usize];
@@ -262,6 +270,13 @@ mod tests {
         encode_dir_page(&refs[..1024], &mut pages[0]);
         encode_dir_page(&refs[1024..], &mut pages[1]);
         assert_eq!(p.window_refs(&pages).unwrap(), refs);
+        assert_eq!(
+            p.window_refs(&pages[..1]),
+            Err(FrontendError::DirPages {
+                dir_pages: 1,
+                want: 2
+            })
+        );
         pages[1][4] = 1;
         pages[1][5] = 0;
         pages[1][6] = 0;

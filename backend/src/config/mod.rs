@@ -26,13 +26,48 @@ pub enum ProviderConfig {
     },
 }
 
+/// How a seat's guest reaches the back end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// ivshmem-doorbell: the UNIX socket QEMU's `-chardev socket,path=`
+    /// (or a hosted guest) connects to.
+    Socket(PathBuf),
+    /// Xen: the name of the domain (as `xl list` shows it) whose `ibchan`
+    /// device this seat serves.
+    ///
+    /// A seat names a domain rather than a domid, and the back end writes
+    /// the device's xenstore nodes itself (the backend directory and the
+    /// frontend's `backend`/`backend-id`) as soon as a domain of that name
+    /// appears. So attaching a domain needs nothing in its xl
+    /// configuration, a rebooted domain (new domid, same name) finds its
+    /// seat again, and no toolstack hotplug script is involved.
+    XenDomain(String),
+}
+
+impl Attach {
+    /// The socket, for ivshmem seats.
+    pub fn socket(&self) -> Option<&Path> {
+        match self {
+            Attach::Socket(p) => Some(p),
+            Attach::XenDomain(_) => None,
+        }
+    }
+
+    /// The domain name, for Xen seats.
+    pub fn xen_domain(&self) -> Option<&str> {
+        match self {
+            Attach::Socket(_) => None,
+            Attach::XenDomain(d) => Some(d),
+        }
+    }
+}
+
 /// One guest's seat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestConfig {
     pub name: String,
-    /// The UNIX socket QEMU's `-chardev socket,path=` (or a hosted guest)
-    /// connects to.
-    pub socket: PathBuf,
+    /// Where the guest comes from: a socket (QEMU) or a Xen domain.
+    pub attach: Attach,
     /// Size of the shared window in bytes.
     pub window: usize,
     /// P_Keys this guest may use; the first is its port's.
@@ -59,7 +94,18 @@ pub struct Config {
     pub pcap: Option<PathBuf>,
     pub workers: Option<usize>,
     pub gateway: Option<GatewayConfig>,
+    /// The xenstore to use instead of the default (`/run/xenstored/socket`,
+    /// else `/dev/xen/xenbus`). Only used when a seat has a Xen domain.
+    pub xenstore: Option<PathBuf>,
     pub guests: Vec<GuestConfig>,
+}
+
+impl Config {
+    /// Whether any seat serves a Xen domain (the supervisor then opens
+    /// xenstore).
+    pub fn has_xen_seats(&self) -> bool {
+        self.guests.iter().any(|g| g.attach.xen_domain().is_some())
+    }
 }
 
 /// A configuration mistake, naming the field.
@@ -111,6 +157,7 @@ struct FileBackend {
     control: Option<PathBuf>,
     pcap: Option<PathBuf>,
     workers: Option<usize>,
+    xenstore: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -132,7 +179,8 @@ struct FileGateway {
 #[serde(deny_unknown_fields)]
 struct FileGuest {
     name: String,
-    socket: PathBuf,
+    socket: Option<PathBuf>,
+    xen_domain: Option<String>,
     window: Option<toml::Value>,
     pkeys: Option<Vec<toml::Value>>,
     ip: Option<String>,
@@ -151,7 +199,10 @@ pub struct Overrides {
     pub rdma_gid_index: Option<u8>,
     /// `--gateway TAP=ADDR/PREFIX`
     pub gateway: Option<String>,
+    /// `--xenstore PATH`
+    pub xenstore: Option<PathBuf>,
     /// `--guest name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]`
+    /// or `--guest name=g1,xen-domain=NAME[,...]`
     pub guests: Vec<String>,
 }
 
@@ -249,6 +300,7 @@ impl Config {
             pcap: o.pcap.clone().or(file.backend.pcap),
             workers,
             gateway,
+            xenstore: o.xenstore.clone().or(file.backend.xenstore),
             guests,
         })
     }
@@ -257,6 +309,7 @@ impl Config {
 fn check_unique(guests: &[GuestConfig]) -> Result<(), ConfigError> {
     let mut names = HashSet::new();
     let mut sockets = HashSet::new();
+    let mut domains = HashSet::new();
     let mut ips = HashSet::new();
     for (i, g) in guests.iter().enumerate() {
         if !names.insert(&g.name) {
@@ -265,11 +318,23 @@ fn check_unique(guests: &[GuestConfig]) -> Result<(), ConfigError> {
                 format!("{:?} is used twice", g.name),
             ));
         }
-        if !sockets.insert(&g.socket) {
-            return Err(ConfigError::new(
-                format!("guest[{i}].socket"),
-                format!("{} is used by two guests", g.socket.display()),
-            ));
+        match &g.attach {
+            Attach::Socket(socket) => {
+                if !sockets.insert(socket.clone()) {
+                    return Err(ConfigError::new(
+                        format!("guest[{i}].socket"),
+                        format!("{} is used by two guests", socket.display()),
+                    ));
+                }
+            }
+            Attach::XenDomain(domain) => {
+                if !domains.insert(domain.clone()) {
+                    return Err(ConfigError::new(
+                        format!("guest[{i}].xen_domain"),
+                        format!("{domain:?} is served by two guests"),
+                    ));
+                }
+            }
         }
         if let Some(ip) = g.ip {
             if !ips.insert(ip) {
@@ -377,9 +442,28 @@ fn guest_from_file(i: usize, g: &FileGuest) -> Result<GuestConfig, ConfigError> 
                 ConfigError::new(field("ip"), format!("{s:?} is not an IPv4 address"))
             })?),
         };
+    let attach = match (&g.socket, &g.xen_domain) {
+        (Some(socket), None) => Attach::Socket(socket.clone()),
+        (None, Some(domain)) => {
+            check_domain(&field("xen_domain"), domain)?;
+            Attach::XenDomain(domain.clone())
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                field("xen_domain"),
+                "give either socket (a QEMU guest) or xen_domain (a Xen domain), not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                field("socket"),
+                "missing (socket = \"/tmp/g1.sock\" for a QEMU guest, or xen_domain = \"NAME\" for a Xen domain)",
+            ))
+        }
+    };
     Ok(GuestConfig {
         name: g.name.clone(),
-        socket: g.socket.clone(),
+        attach,
         window,
         pkeys,
         ip,
@@ -401,10 +485,28 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A Xen domain name as `xl create` accepts it and xenstore stores it; the
+/// back end only compares it with `/local/domain/<id>/name`.
+fn check_domain(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != ',' && c != '/')
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} is not a domain name (1-64 printable characters, no ',' or '/')"),
+        ));
+    }
+    Ok(())
+}
+
 fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
     let field = |f: &str| format!("--guest #{} {f}", i + 1);
     let mut name = None;
     let mut socket = None;
+    let mut domain = None;
     let mut window = 8 << 20;
     let mut pkeys = Vec::new();
     let mut ip = None;
@@ -418,6 +520,10 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
         match k {
             "name" => name = Some(v.to_owned()),
             "socket" => socket = Some(PathBuf::from(v)),
+            "xen-domain" => {
+                check_domain(&field("xen-domain"), v)?;
+                domain = Some(v.to_owned());
+            }
             "window" => {
                 let size = parse_size(v).ok_or_else(|| {
                     ConfigError::new(field("window"), format!("{v:?} is not a size (e.g. 8M)"))
@@ -435,21 +541,37 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
             other => {
                 return Err(ConfigError::new(
                     field(""),
-                    format!("unknown key {other:?} (known: name, socket, window, pkey, ip)"),
+                    format!(
+                        "unknown key {other:?} (known: name, socket, xen-domain, window, pkey, ip)"
+                    ),
                 ))
             }
         }
     }
     let name = name.ok_or_else(|| ConfigError::new(field("name"), "missing (e.g. name=g1)"))?;
     check_name(&field("name"), &name)?;
-    let socket = socket
-        .ok_or_else(|| ConfigError::new(field("socket"), "missing (e.g. socket=/tmp/g1.sock)"))?;
+    let attach = match (socket, domain) {
+        (Some(socket), None) => Attach::Socket(socket),
+        (None, Some(domain)) => Attach::XenDomain(domain),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                field(""),
+                "give socket= (a QEMU guest) or xen-domain= (a Xen domain), not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                field("socket"),
+                "missing (e.g. socket=/tmp/g1.sock, or xen-domain=NAME for a Xen domain)",
+            ))
+        }
+    };
     if pkeys.is_empty() {
         pkeys.push(0xffff);
     }
     Ok(GuestConfig {
         name,
-        socket,
+        attach,
         window,
         pkeys,
         ip,

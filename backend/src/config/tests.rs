@@ -34,6 +34,12 @@ fn good_file_parses() {
     assert_eq!(c.guests[1].pkeys, [0x8001, 0x8002]);
     assert_eq!(c.guests[0].ip, Some(Ipv4Addr::new(10, 77, 0, 2)));
     assert_eq!(
+        c.guests[0].attach,
+        Attach::Socket(PathBuf::from("/tmp/g1.sock"))
+    );
+    assert!(!c.has_xen_seats());
+    assert_eq!(c.xenstore, None);
+    assert_eq!(
         c.gateway,
         Some(GatewayConfig {
             tap: "ibgw0".into(),
@@ -168,4 +174,88 @@ fn the_example_file_is_valid() {
     let c = Config::from_toml(text).expect("the example configuration must parse");
     assert_eq!(c.guests.len(), 2);
     assert_eq!(c.provider, ProviderConfig::Sim);
+    // Its commented-out Xen seat is valid too once uncommented.
+    let xen: String = text
+        .lines()
+        .map(|l| l.strip_prefix("# xen: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::from_toml(&xen).expect("the example's Xen seat must parse");
+    assert_eq!(c.guests.len(), 3);
+    assert_eq!(c.guests[2].attach, Attach::XenDomain("ibguest-g3".into()));
+    assert!(c.has_xen_seats());
+}
+
+#[test]
+fn xen_seats_parse_from_file_and_flags() {
+    let c = Config::from_toml(
+        "[backend]\nxenstore = \"/dev/xen/xenbus\"\n\
+         [[guest]]\nname = \"g1\"\nxen_domain = \"ibguest-g1\"\nwindow = \"4M\"\n\
+         [[guest]]\nname = \"g2\"\nsocket = \"/tmp/g2.sock\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.guests[0].attach, Attach::XenDomain("ibguest-g1".into()));
+    assert_eq!(c.guests[0].attach.socket(), None);
+    assert_eq!(c.guests[1].attach.xen_domain(), None);
+    assert_eq!(c.guests[0].window, 4 << 20);
+    assert_eq!(c.xenstore, Some(PathBuf::from("/dev/xen/xenbus")));
+    assert!(c.has_xen_seats());
+    let o = Overrides {
+        guests: vec!["name=g1,xen-domain=ibguest-g1,ip=10.77.0.2,pkey=0x8001,window=2M".into()],
+        xenstore: Some(PathBuf::from("/tmp/xs.sock")),
+        ..Overrides::default()
+    };
+    let c = Config::load(None, &o).expect("valid");
+    assert_eq!(c.guests[0].attach, Attach::XenDomain("ibguest-g1".into()));
+    assert_eq!(c.guests[0].pkeys, [0x8001]);
+    assert_eq!(c.xenstore, Some(PathBuf::from("/tmp/xs.sock")));
+}
+
+#[test]
+fn xen_seat_mistakes_say_what_to_fix() {
+    let e = err("[[guest]]\nname = \"g1\"\n");
+    assert!(
+        e.starts_with("guest[0].socket: missing") && e.contains("xen_domain"),
+        "{e}"
+    );
+    let e = err("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nxen_domain = \"d\"\n");
+    assert!(
+        e.starts_with("guest[0].xen_domain: give either socket"),
+        "{e}"
+    );
+    let e = err("[[guest]]\nname = \"g1\"\nxen_domain = \"a/b\"\n");
+    assert!(
+        e.starts_with("guest[0].xen_domain: \"a/b\" is not a domain name"),
+        "{e}"
+    );
+    let e = err("[[guest]]\nname = \"g1\"\nxen_domain = \"\"\n");
+    assert!(e.starts_with("guest[0].xen_domain"), "{e}");
+    let e = err(
+        "[[guest]]\nname = \"a\"\nxen_domain = \"d\"\n[[guest]]\nname = \"b\"\nxen_domain = \"d\"\n",
+    );
+    assert!(
+        e.starts_with("guest[1].xen_domain: \"d\" is served by two guests"),
+        "{e}"
+    );
+    let bad = |g: &str| {
+        let o = Overrides {
+            guests: vec![g.into()],
+            ..Overrides::default()
+        };
+        Config::load(None, &o).expect_err("should fail").to_string()
+    };
+    let e = bad("name=x,socket=/s,xen-domain=d");
+    assert!(e.contains("not both"), "{e}");
+    let e = bad("name=x,xen-domain=");
+    assert!(e.contains("xen-domain: \"\" is not a domain name"), "{e}");
+    let e = bad("name=x");
+    assert!(
+        e.contains("socket: missing") && e.contains("xen-domain=NAME"),
+        "{e}"
+    );
+    let e = bad("name=x,xen_domain=d");
+    assert!(
+        e.contains("unknown key \"xen_domain\"") && e.contains("xen-domain"),
+        "{e}"
+    );
 }

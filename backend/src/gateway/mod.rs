@@ -7,6 +7,7 @@
 //! every other address of the subnet (proxy ARP), so Linux reaches each guest
 //! directly. Linux `ping`, `curl` and `iperf3` then talk to guests.
 
+#[allow(unsafe_code)]
 mod tap;
 
 use std::sync::atomic::{AtomicBool, Ordering};

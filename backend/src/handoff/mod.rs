@@ -1,16 +1,37 @@
-//! Handing a guest's descriptors from the supervisor to the worker over a
-//! UNIX socket with SCM_RIGHTS: the client's socket, its shared memory, and
-//! the doorbell and interrupt eventfds. The supervisor keeps its own copies,
-//! so a worker that dies takes none of them with it.
+//! The supervisor ⇄ worker link, a UNIX stream socket.
+//!
+//! Supervisor → worker ([`Handoff`]): an ivshmem guest's descriptors by
+//! SCM_RIGHTS (the client's socket, its shared memory, the doorbell and
+//! interrupt eventfds; the supervisor keeps its own copies, so a worker that
+//! dies takes none of them with it), and a Xen guest's validated xenstore
+//! publication (no descriptors: the worker maps the grants itself).
+//! Worker → supervisor ([`Report`]): how a Xen session went, so the
+//! supervisor can set the backend's XenbusState.
+//!
+//! Every message is a 20-byte header `{magic, kind, seat, flags, body_len}`
+//! (u32 each, native order: both ends are the same binary) and `body_len`
+//! bytes of body, at most [`MAX_BODY`].
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use xen_proto::ibchan::{FrontendPublication, MAX_DIR_PAGES};
+
+mod body;
+#[cfg(test)]
+mod tests;
+
+use body::{Body, BodyReader};
 
 const MAGIC: u32 = 0x4942_4846; // "IBHF"
-const HEADER: usize = 16;
+const HEADER: usize = 20;
+/// The longest body either side sends.
+pub const MAX_BODY: usize = 4096;
+/// The longest failure reason a report carries (longer ones are cut).
+const MAX_REASON: usize = 1024;
 
 /// A guest's descriptors.
 pub struct SessionFds {
@@ -31,10 +52,38 @@ impl SessionFds {
     }
 }
 
+/// Why the supervisor ends a Xen session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The domain was destroyed (or renamed away from the seat).
+    DomainGone,
+    /// The frontend went to Closing/Closed, reset itself, or removed its
+    /// device directory.
+    FrontendClosed,
+}
+
+impl EndReason {
+    fn code(self) -> u32 {
+        match self {
+            EndReason::DomainGone => 1,
+            EndReason::FrontendClosed => 2,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<EndReason> {
+        match code {
+            1 => Some(EndReason::DomainGone),
+            2 => Some(EndReason::FrontendClosed),
+            _ => None,
+        }
+    }
+}
+
 /// What the supervisor tells the worker.
 pub enum Handoff {
-    /// A guest for `seat`. `restart` is set when a previous worker served it
-    /// and died: the window holds its state and the epoch must change.
+    /// An ivshmem guest for `seat`. `restart` is set when a previous worker
+    /// served it and died: the window holds its state and the epoch must
+    /// change.
     Session {
         seat: u32,
         restart: bool,
@@ -42,24 +91,96 @@ pub enum Handoff {
     },
     /// A connection to `seat` was refused because a guest is attached.
     Refused { seat: u32 },
+    /// A Xen guest for `seat`: domain `domid` published `publication`
+    /// (already parsed and checked). `restart` as for `Session`.
+    Xen {
+        seat: u32,
+        restart: bool,
+        domid: u16,
+        publication: FrontendPublication,
+    },
+    /// End `seat`'s Xen session with `domid`.
+    End {
+        seat: u32,
+        domid: u16,
+        reason: EndReason,
+    },
+    /// The supervisor refused what `domid` published for `seat` (it logged
+    /// why); the worker counts it.
+    XenRefused { seat: u32, domid: u16 },
+}
+
+impl Handoff {
+    /// The seat the message is for.
+    pub fn seat(&self) -> u32 {
+        match self {
+            Handoff::Session { seat, .. }
+            | Handoff::Refused { seat }
+            | Handoff::Xen { seat, .. }
+            | Handoff::End { seat, .. }
+            | Handoff::XenRefused { seat, .. } => *seat,
+        }
+    }
+}
+
+/// What the worker tells the supervisor about a Xen session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The window is mapped and the event channel bound: the back end
+    /// serves it (backend state Connected).
+    XenConnected { seat: u32, domid: u16 },
+    /// Mapping or binding failed, or the guest was disconnected for a
+    /// protocol violation (backend state Closed).
+    XenFailed {
+        seat: u32,
+        domid: u16,
+        reason: String,
+    },
 }
 
 const KIND_SESSION: u32 = 1;
 const KIND_REFUSED: u32 = 2;
+const KIND_XEN: u32 = 3;
+const KIND_END: u32 = 4;
+const KIND_XEN_REFUSED: u32 = 5;
+const KIND_XEN_CONNECTED: u32 = 16;
+const KIND_XEN_FAILED: u32 = 17;
 
-fn header(kind: u32, seat: u32, flags: u32) -> [u8; HEADER] {
-    let mut h = [0u8; HEADER];
-    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    h[4..8].copy_from_slice(&kind.to_le_bytes());
-    h[8..12].copy_from_slice(&seat.to_le_bytes());
-    h[12..16].copy_from_slice(&flags.to_le_bytes());
-    h
+fn frame(kind: u32, seat: u32, flags: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER + body.len());
+    for w in [MAGIC, kind, seat, flags, body.len() as u32] {
+        m.extend_from_slice(&w.to_ne_bytes());
+    }
+    m.extend_from_slice(body);
+    m
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn send_frame(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let iov = [IoSlice::new(bytes)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsgs };
+    let sent = sendmsg::<()>(
+        sock.as_fd().as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent < bytes.len() {
+        // The descriptors went with the first part; the rest is plain data.
+        io::Write::write_all(&mut &*sock, &bytes[sent..])?;
+    }
+    Ok(())
 }
 
 pub fn send(sock: &UnixStream, message: &Handoff) -> io::Result<()> {
-    let (bytes, fds): ([u8; HEADER], Vec<RawFd>) = match message {
+    let (bytes, fds): (Vec<u8>, Vec<RawFd>) = match message {
         Handoff::Session { seat, restart, fds } => (
-            header(KIND_SESSION, *seat, u32::from(*restart)),
+            frame(KIND_SESSION, *seat, u32::from(*restart), &[]),
             vec![
                 fds.client.as_raw_fd(),
                 fds.memory.as_raw_fd(),
@@ -67,19 +188,87 @@ pub fn send(sock: &UnixStream, message: &Handoff) -> io::Result<()> {
                 fds.interrupt.as_raw_fd(),
             ],
         ),
-        Handoff::Refused { seat } => (header(KIND_REFUSED, *seat, 0), Vec::new()),
+        Handoff::Refused { seat } => (frame(KIND_REFUSED, *seat, 0, &[]), Vec::new()),
+        Handoff::Xen {
+            seat,
+            restart,
+            domid,
+            publication,
+        } => {
+            let mut b = Body::new();
+            b.u32(u32::from(*domid))
+                .u32(publication.window_pages)
+                .u32(publication.event_channel)
+                .u32(publication.dir_refs.len() as u32);
+            for r in &publication.dir_refs {
+                b.u32(*r);
+            }
+            (
+                frame(KIND_XEN, *seat, u32::from(*restart), b.bytes()),
+                Vec::new(),
+            )
+        }
+        Handoff::End {
+            seat,
+            domid,
+            reason,
+        } => {
+            let mut b = Body::new();
+            b.u32(u32::from(*domid)).u32(reason.code());
+            (frame(KIND_END, *seat, 0, b.bytes()), Vec::new())
+        }
+        Handoff::XenRefused { seat, domid } => {
+            let mut b = Body::new();
+            b.u32(u32::from(*domid));
+            (frame(KIND_XEN_REFUSED, *seat, 0, b.bytes()), Vec::new())
+        }
     };
-    let iov = [IoSlice::new(&bytes)];
-    let cmsgs = [ControlMessage::ScmRights(&fds)];
-    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsgs };
-    sendmsg::<()>(
-        sock.as_fd().as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(())
+    send_frame(sock, &bytes, &fds)
+}
+
+/// Sends a report to the supervisor.
+pub fn send_report(sock: &UnixStream, report: &Report) -> io::Result<()> {
+    let bytes = match report {
+        Report::XenConnected { seat, domid } => {
+            let mut b = Body::new();
+            b.u32(u32::from(*domid));
+            frame(KIND_XEN_CONNECTED, *seat, 0, b.bytes())
+        }
+        Report::XenFailed {
+            seat,
+            domid,
+            reason,
+        } => {
+            let mut cut = reason.len().min(MAX_REASON);
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let mut b = Body::new();
+            b.u32(u32::from(*domid)).raw(&reason.as_bytes()[..cut]);
+            frame(KIND_XEN_FAILED, *seat, 0, b.bytes())
+        }
+    };
+    send_frame(sock, &bytes, &[])
+}
+
+/// The worker's sending end for reports, shared by its threads. A report
+/// that cannot be sent is logged and dropped: the supervisor is gone or
+/// restarting the worker, and will resend the sessions anyway.
+#[derive(Clone, Default)]
+pub struct Reporter(Option<Arc<Mutex<UnixStream>>>);
+
+impl Reporter {
+    pub fn new(link: UnixStream) -> Reporter {
+        Reporter(Some(Arc::new(Mutex::new(link))))
+    }
+
+    pub fn send(&self, report: &Report) {
+        let Some(link) = &self.0 else { return };
+        let link = link.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = send_report(&link, report) {
+            log::warn!("cannot report to the supervisor: {e}");
+        }
+    }
 }
 
 /// The worker's end of the link, inherited from the supervisor as
@@ -117,8 +306,11 @@ fn own(raw: Vec<RawFd>) -> Vec<OwnedFd> {
         .collect()
 }
 
-/// Reads one message. `Ok(None)` means the supervisor has gone.
-pub fn recv(sock: &UnixStream) -> io::Result<Option<Handoff>> {
+/// One frame off the link: `(kind, seat, flags, body, descriptors)`, or
+/// `None` at end of stream.
+type Frame = (u32, u32, u32, Vec<u8>, Vec<OwnedFd>);
+
+fn recv_frame(sock: &UnixStream) -> io::Result<Option<Frame>> {
     let mut bytes = [0u8; HEADER];
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let (len, fds) = {
@@ -140,87 +332,116 @@ pub fn recv(sock: &UnixStream) -> io::Result<Option<Handoff>> {
     if len == 0 {
         return Ok(None);
     }
-    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    if len != HEADER || word(0) != MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "malformed handoff message",
-        ));
+    if len < HEADER {
+        (&*sock).read_exact(&mut bytes[len..])?;
     }
-    match word(4) {
+    let word = |i: usize| {
+        u32::from_ne_bytes([
+            bytes[i * 4],
+            bytes[i * 4 + 1],
+            bytes[i * 4 + 2],
+            bytes[i * 4 + 3],
+        ])
+    };
+    if word(0) != MAGIC {
+        return Err(invalid("malformed handoff message"));
+    }
+    let body_len = word(4) as usize;
+    if body_len > MAX_BODY {
+        return Err(invalid(format!(
+            "handoff body of {body_len} bytes exceeds {MAX_BODY}"
+        )));
+    }
+    let mut body = vec![0u8; body_len];
+    (&*sock).read_exact(&mut body)?;
+    Ok(Some((word(1), word(2), word(3), body, fds)))
+}
+
+/// Reads one message. `Ok(None)` means the supervisor has gone.
+pub fn recv(sock: &UnixStream) -> io::Result<Option<Handoff>> {
+    let Some((kind, seat, flags, body, fds)) = recv_frame(sock)? else {
+        return Ok(None);
+    };
+    let mut b = BodyReader::new(&body);
+    let message = match kind {
         KIND_SESSION => {
             let mut it = fds.into_iter();
             let (Some(client), Some(memory), Some(doorbell), Some(interrupt)) =
                 (it.next(), it.next(), it.next(), it.next())
             else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "session handoff without its descriptors",
-                ));
+                return Err(invalid("session handoff without its descriptors"));
             };
-            Ok(Some(Handoff::Session {
-                seat: word(8),
-                restart: word(12) != 0,
+            Handoff::Session {
+                seat,
+                restart: flags != 0,
                 fds: SessionFds {
                     client: UnixStream::from(client),
                     memory,
                     doorbell,
                     interrupt,
                 },
-            }))
+            }
         }
-        KIND_REFUSED => Ok(Some(Handoff::Refused { seat: word(8) })),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unknown handoff kind {other}"),
-        )),
-    }
+        KIND_REFUSED => Handoff::Refused { seat },
+        KIND_XEN => {
+            let domid = b.domid()?;
+            let window_pages = b.u32()?;
+            let event_channel = b.u32()?;
+            let count = b.u32()?;
+            if count > MAX_DIR_PAGES {
+                return Err(invalid(format!("{count} directory pages in a handoff")));
+            }
+            let dir_refs = (0..count).map(|_| b.u32()).collect::<io::Result<_>>()?;
+            Handoff::Xen {
+                seat,
+                restart: flags != 0,
+                domid,
+                publication: FrontendPublication {
+                    window_pages,
+                    dir_refs,
+                    event_channel,
+                },
+            }
+        }
+        KIND_END => {
+            let domid = b.domid()?;
+            let code = b.u32()?;
+            let reason = EndReason::from_code(code)
+                .ok_or_else(|| invalid(format!("unknown end reason {code}")))?;
+            Handoff::End {
+                seat,
+                domid,
+                reason,
+            }
+        }
+        KIND_XEN_REFUSED => Handoff::XenRefused {
+            seat,
+            domid: b.domid()?,
+        },
+        other => return Err(invalid(format!("unknown handoff kind {other}"))),
+    };
+    b.finish()?;
+    Ok(Some(message))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-
-    #[test]
-    fn session_descriptors_arrive_and_work() -> io::Result<()> {
-        let (a, b) = UnixStream::pair()?;
-        let (mut client_far, client_near) = UnixStream::pair()?;
-        let memory = ivshmem::SharedMemory::create("handoff-test", 4096)?;
-        let doorbell = ivshmem::EventFd::new()?;
-        let interrupt = ivshmem::EventFd::new()?;
-        let fds = SessionFds {
-            client: client_near,
-            memory: memory.try_clone_fd()?,
-            doorbell: doorbell.try_clone()?.into(),
-            interrupt: interrupt.try_clone()?.into(),
-        };
-        send(
-            &a,
-            &Handoff::Session {
-                seat: 7,
-                restart: true,
-                fds,
-            },
-        )?;
-        send(&a, &Handoff::Refused { seat: 3 })?;
-        let Some(Handoff::Session { seat, restart, fds }) = recv(&b)? else {
-            panic!("expected a session");
-        };
-        assert_eq!((seat, restart), (7, true));
-        // The descriptors are the same objects.
-        let mem = std::sync::Arc::new(ivshmem::SharedMemory::from_fd(fds.memory)?);
-        assert_eq!(mem.len(), 4096);
-        ivshmem::EventFd::from_fd(fds.doorbell).notify()?;
-        assert_eq!(doorbell.drain()?, 1);
-        let mut c = fds.client;
-        c.write_all(b"hi")?;
-        let mut buf = [0u8; 2];
-        client_far.read_exact(&mut buf)?;
-        assert_eq!(&buf, b"hi");
-        assert!(matches!(recv(&b)?, Some(Handoff::Refused { seat: 3 })));
-        drop(a);
-        assert!(recv(&b)?.is_none());
-        Ok(())
-    }
+/// Reads one report. `Ok(None)` means the worker has gone.
+pub fn recv_report(sock: &UnixStream) -> io::Result<Option<Report>> {
+    let Some((kind, seat, _, body, _)) = recv_frame(sock)? else {
+        return Ok(None);
+    };
+    let mut b = BodyReader::new(&body);
+    let report = match kind {
+        KIND_XEN_CONNECTED => Report::XenConnected {
+            seat,
+            domid: b.domid()?,
+        },
+        KIND_XEN_FAILED => Report::XenFailed {
+            seat,
+            domid: b.domid()?,
+            reason: String::from_utf8_lossy(b.rest()).into_owned(),
+        },
+        other => return Err(invalid(format!("unknown report kind {other}"))),
+    };
+    b.finish()?;
+    Ok(Some(report))
 }
