@@ -6,7 +6,7 @@ NOSTD_TARGET := x86_64-unknown-none
 NOSTD_CRATES := -p ring -p verbs-shim -p ipoib -p xen-proto
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce xen-test clean
 
 all: build
 
@@ -31,7 +31,7 @@ nostd: deps
 	$(CARGO) build $(NOSTD_CRATES) -p netcore --target $(NOSTD_TARGET)
 	$(CARGO) build -p guest --target $(NOSTD_TARGET) --release
 
-test: deps lint nostd unit loom softroce
+test: deps lint nostd unit loom softroce xen-test
 	@echo "make test: all checks passed"
 
 unit: deps
@@ -66,6 +66,11 @@ example: deps
 # (rxe0) inside QEMU VMs built from Debian packages; see softroce/README.md.
 softroce: deps
 	softroce/softroce.sh
+
+# Xen 4.17 inside QEMU (TCG) with a Debian dom0: ib-backend and two ibguest
+# PVH domains on the Xen transport; see xentest/README.md.
+xen-test: deps
+	xentest/xen-test.sh
 
 clean:
 	$(CARGO) clean

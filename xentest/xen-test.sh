@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# make xen-test: Xen 4.17 inside QEMU (TCG), a Debian dom0 booted from an
+# initramfs, and inside dom0 ib-backend with two ibguest PVH domains. See
+# xentest/README.md.
+#
+# This script is the host side and knows nothing about the steps: it builds
+# the back end and the guest image, packs the dom0 initramfs from Debian
+# packages (apt-get download + dpkg-deb -x, nothing installed), boots
+# Xen + dom0 in QEMU and collects the `XEN-STEP <id> PASS|FAIL <detail>`
+# lines that xentest/scenario.sh prints on the dom0 console (hvc0, which Xen
+# forwards to COM1). The scenario announces its steps first
+# (`XEN-PLAN id...`); a planned step that never reports is a FAIL. The last
+# line is `N passed, M failed`; the exit status is non-zero if any step
+# failed or the run timed out.
+#
+# Environment:
+#   XEN_TEST_TIMEOUT   seconds for the whole VM run (default 480)
+#   XEN_TEST_VERBOSE=1 also show Xen's own console lines ((XEN) ...)
+#   XEN_TEST_SHELL=1   interactive: QEMU on this terminal, a dom0 shell after
+#                      the scenario (exit it, or Ctrl-A X, to stop)
+#   XEN_DOM0_VCPUS     dom0_max_vcpus (default 2)
+#   XEN_TEST_CPU       QEMU's -cpu (default max,-smap)
+#   XEN_TEST_XEN_ARGS  more Xen command-line options
+#   XEN_TEST_SCENARIO  another scenario file instead of xentest/scenario.sh
+#   XEN_TEST_NO_BUILD=1  skip the cargo builds, use target/release/ib-backend
+#                      and target/x86_64-unknown-none/release/guest as they are
+#
+# Downloads, unpacked packages, the Xen ELF and the initramfs are cached under
+# target/xen-test/; the console and the logs the scenario dumps at the end
+# land in target/xen-test/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=target/xen-test
+DL=$OUT/dl
+LOGS=$OUT/logs
+TIMEOUT=${XEN_TEST_TIMEOUT:-480}
+DOM0_VCPUS=${XEN_DOM0_VCPUS:-2}
+CPU=${XEN_TEST_CPU:-max,-smap}
+T_START=$(date +%s)
+
+say() { echo "xen-test: $*"; }
+die() {
+    echo "xen-test: error: $*" >&2
+    exit 1
+}
+elapsed() { echo $(($(date +%s) - $1)); }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- host packages ----------------------------------------------------------------
+# qemu runs here; binutils (readelf, strip) and gzip pack the initramfs; the
+# ib-backend's shared libraries (libibverbs, libnl) are copied from the host.
+need=()
+for pkg in qemu-system-x86 binutils gzip xz-utils libibverbs1; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+APT_UPDATED=0
+apt_update() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        $SUDO apt-get update -qq
+        APT_UPDATED=1
+    fi
+}
+if [ "${#need[@]}" -gt 0 ]; then
+    say "installing ${need[*]}"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo not found (install Rust first)"
+
+# --- Debian packages for dom0 (downloaded with apt-get download, not installed) ----
+mkdir -p "$DL" "$LOGS"
+# fetch NAME: the cached .deb of package NAME, downloaded if missing.
+fetch() {
+    local f
+    f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
+    if [ -z "$f" ]; then
+        say "downloading $1 (apt-get download)" >&2
+        if ! (cd "$DL" && apt-get download -qq "$1" >/dev/null 2>&1); then
+            apt_update >&2
+            (cd "$DL" && apt-get download -qq "$1" >/dev/null 2>&1) || die "apt-get download $1 failed"
+        fi
+        f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
+        [ -n "$f" ] || die "apt-get download $1 left no $DL/$1_*_amd64.deb"
+    fi
+    echo "$f"
+}
+# unpack DEB DIR [MEMBER-PATTERNS...]: extracts once (the .deb's name is the
+# cache key), everything or only the members matching the patterns.
+unpack() {
+    local deb=$1 dir=$2
+    shift 2
+    if [ -f "$dir/.from" ] && [ "$(cat "$dir/.from")" = "$(basename "$deb")" ]; then
+        return
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if [ $# -eq 0 ]; then
+        dpkg-deb -x "$deb" "$dir"
+    else
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards --wildcards-match-slash "$@"
+    fi
+    basename "$deb" >"$dir/.from"
+}
+
+# The hypervisor, the toolstack and its libraries. libxenmisc4.17 holds
+# libxenctrl, libxenguest, libxenlight and libxlutil.
+XEN_PKGS="xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxenmisc4.17
+libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
+libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 busybox-static"
+DEBS=()
+for p in $XEN_PKGS; do
+    deb=$(fetch "$p")
+    DEBS+=("$deb")
+    case "$p" in
+        xen-hypervisor-*) unpack "$deb" "$OUT/pkg/$p" './boot/xen-*.gz' ;;
+        *) unpack "$deb" "$OUT/pkg/$p" ;;
+    esac
+done
+PKG=$OUT/pkg
+XEN_GZ=$(find "$PKG/xen-hypervisor-4.17-amd64/boot" -name 'xen-4.17-amd64.gz' | head -1)
+[ -n "$XEN_GZ" ] || die "no /boot/xen-4.17-amd64.gz in xen-hypervisor-4.17-amd64"
+# QEMU's -kernel takes Xen's 32-bit multiboot ELF as it is, once unzipped.
+XEN_ELF=${XEN_GZ%.gz}
+[ -s "$XEN_ELF" ] || zcat "$XEN_GZ" >"$XEN_ELF"
+XEN_BIN=$PKG/xen-utils-4.17/usr/lib/xen-4.17/bin
+BUSYBOX=$PKG/busybox-static/bin/busybox
+[ -x "$XEN_BIN/xl" ] || die "no xl in xen-utils-4.17"
+[ -x "$BUSYBOX" ] || die "no busybox in busybox-static"
+
+# dom0's modules, in load order; xenfs needs xen-privcmd, tun is for
+# ib-backend's gateway TAP. (In Debian's 6.1 kernel all six are modules;
+# xenbus, the backend/frontend core, is built in.)
+MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun"
+
+# The kernel: the newest cached linux-image-*-amd64 (make softroce's download
+# too), else the one Debian's linux-image-amd64 depends on. Only vmlinuz, the
+# module lists and our modules are unpacked.
+kdirs=("$DL")
+[ -d target/softroce/dl ] && kdirs+=(target/softroce/dl)
+KDEB=$(find "${kdirs[@]}" -maxdepth 1 -name 'linux-image-[0-9]*-amd64_*_amd64.deb' |
+    awk -F/ '{print $NF "\t" $0}' | sort | tail -1 | cut -f2)
+if [ -z "$KDEB" ]; then
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
+    if [ -z "$kpkg" ]; then
+        apt_update
+        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
+    fi
+    [ -n "$kpkg" ] || die "cannot tell which linux-image-*-amd64 package linux-image-amd64 depends on"
+    KDEB=$(fetch "$kpkg")
+fi
+patterns=('./boot/vmlinuz-*' './lib/modules/*/modules.builtin')
+for m in $MODULES; do patterns+=("*/$m.ko*"); done
+unpack "$KDEB" "$PKG/kernel" "${patterns[@]}"
+KVER=$(basename "$(find "$PKG/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")
+VMLINUZ=$PKG/kernel/boot/vmlinuz-$KVER
+[ -f "$VMLINUZ" ] || die "no vmlinuz-$KVER in $(basename "$KDEB")"
+say "dom0: Xen $(basename "${DEBS[0]}" | cut -d_ -f2), kernel $KVER ($(basename "$KDEB")), busybox-static"
+
+# --- the project's binaries -----------------------------------------------------------
+if [ "${XEN_TEST_NO_BUILD:-0}" = 1 ]; then
+    say "XEN_TEST_NO_BUILD=1: using the ib-backend and guest image already built"
+else
+    say "building ib-backend and the guest image (release)"
+    cargo build --release --quiet -p ib-backend
+    cargo build --release --quiet -p guest --target x86_64-unknown-none
+fi
+BACKEND=target/release/ib-backend
+GUEST_IMAGE=target/x86_64-unknown-none/release/guest
+[ -x "$BACKEND" ] || die "no $BACKEND after the build"
+[ -f "$GUEST_IMAGE" ] || die "no $GUEST_IMAGE after the build"
+
+# --- the initramfs -----------------------------------------------------------------------
+# Shared libraries are looked up in the unpacked packages first (the Xen
+# libraries are not on the host), then on the host (libc, libuuid, libz,
+# liblzma, libzstd, libgcc_s, libibverbs, ...); both are Debian 12.
+LIB_DIRS=()
+for d in "$PKG"/*/usr/lib/x86_64-linux-gnu "$PKG"/*/usr/lib/xen-4.17/lib/x86_64-linux-gnu \
+    /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && LIB_DIRS+=("$d")
+done
+find_lib() {
+    local d
+    for d in "${LIB_DIRS[@]}"; do
+        if [ -e "$d/$1" ]; then
+            echo "$d/$1"
+            return
+        fi
+    done
+}
+# copy_libs ROOT FILE...: every library FILE needs, and what those need, into
+# ROOT/lib/x86_64-linux-gnu (which the dynamic loader searches).
+copy_libs() {
+    local root=$1 f lib name path
+    shift
+    local todo=("$@")
+    while [ "${#todo[@]}" -gt 0 ]; do
+        f=${todo[0]}
+        todo=("${todo[@]:1}")
+        for name in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+            lib=$root/lib/x86_64-linux-gnu/$name
+            [ -e "$lib" ] && continue
+            path=$(find_lib "$name")
+            [ -n "$path" ] || die "$f needs $name, which is neither in the packages nor on the host"
+            cp -L "$path" "$lib"
+            todo+=("$lib")
+        done
+    done
+}
+
+# XEN_TEST_SCENARIO: another scenario file (it defines PLAN and scenario()).
+SCENARIO=${XEN_TEST_SCENARIO:-xentest/scenario.sh}
+[ -f "$SCENARIO" ] || die "no scenario file $SCENARIO"
+XENTEST_FILES=(xentest/dom0-init.sh "$SCENARIO" xentest/xen-test.sh)
+build_initrd() {
+    local out=$OUT/dom0.cpio.gz stamp=$OUT/dom0.stamp sum root m ko t
+    sum=$({
+        printf '%s\n' "$BUSYBOX" "$BACKEND" "$GUEST_IMAGE" "${XENTEST_FILES[@]}" | xargs stat -L -c '%n %s %Y'
+        printf '%s\n' "${DEBS[@]}" "$KDEB" "$MODULES"
+    } | sha256sum | cut -d' ' -f1)
+    if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+        say "initramfs $out is up to date ($(du -h "$out" | cut -f1))"
+        return
+    fi
+    t=$(date +%s)
+    say "packing $out"
+    root=$OUT/root
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,lib/mod,lib/x86_64-linux-gnu,lib64}
+    mkdir -p "$root"/{etc/xen,var/lib/xen,var/log/xen,var/lock,usr/lib/xen-4.17/bin}
+    ln -s ../run "$root/var/run"
+    cp "$BUSYBOX" "$root/bin/busybox"
+    cp xentest/dom0-init.sh "$root/init"
+    cp "$SCENARIO" "$root/scenario.sh"
+    chmod 755 "$root/init"
+    # The toolstack: xl, the C xenstored, xenconsoled, xen-init-dom0, and the
+    # xenstore-* commands (one binary that looks at its name).
+    for b in xl xenstored xenconsoled xen-init-dom0 xenstore-control; do
+        cp "$XEN_BIN/$b" "$root/usr/lib/xen-4.17/bin/$b"
+        ln -s "/usr/lib/xen-4.17/bin/$b" "$root/usr/sbin/$b"
+    done
+    cp "$PKG/xenstore-utils/usr/bin/xenstore" "$root/usr/bin/xenstore"
+    for b in read write ls list rm exists chmod watch; do ln -s xenstore "$root/usr/bin/xenstore-$b"; done
+    cp "$PKG/xen-utils-common/etc/xen/xl.conf" "$root/etc/xen/xl.conf"
+    strip --strip-debug -o "$root/bin/ib-backend" "$BACKEND"
+    strip --strip-debug -o "$root/guest.elf" "$GUEST_IMAGE"
+    cp /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+    copy_libs "$root" "$root/usr/lib/xen-4.17/bin/"* "$root/usr/bin/xenstore" "$root/bin/ib-backend"
+    # glibc loads libgcc_s.so.1 at run time (thread cancellation and exit);
+    # without it xl aborts (rc 134) after it has created a domain.
+    cp -L "$(find_lib libgcc_s.so.1)" "$root/lib/x86_64-linux-gnu/"
+    : >"$root/lib/modules.order"
+    for m in $MODULES; do
+        if grep -q "/$m.ko\$" "$PKG/kernel/lib/modules/$KVER/modules.builtin"; then
+            continue # built in: nothing to load
+        fi
+        ko=$(find "$PKG/kernel/lib/modules/$KVER" -name "$m.ko*" | head -1)
+        [ -n "$ko" ] || die "module $m neither built in nor in $(basename "$KDEB")"
+        # busybox insmod wants plain .ko files.
+        case "$ko" in
+            *.ko) cp "$ko" "$root/lib/mod/$m.ko" ;;
+            *.ko.xz) xz -dc "$ko" >"$root/lib/mod/$m.ko" ;;
+            *.ko.zst) zstd -qdc "$ko" >"$root/lib/mod/$m.ko" ;;
+            *) die "module $ko: unknown compression" ;;
+        esac
+        echo "$m" >>"$root/lib/modules.order"
+    done
+    # The host has no cpio; busybox's writes newc.
+    (cd "$root" && find . | "$OLDPWD/$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "$sum" >"$stamp"
+    rm -rf "$root"
+    say "initramfs $out: $(du -h "$out" | cut -f1) in $(elapsed "$t") s"
+}
+build_initrd
+say "ready to boot after $(elapsed "$T_START") s"
+
+# --- the run -------------------------------------------------------------------------------
+# Xen: its console on COM1, everything logged (a 1 MiB console ring, a big
+# serial buffer so the dumps at the end come through), dom0 512 MiB. The dom0
+# kernel and the initramfs are multiboot modules; Xen drops the first word of
+# each module string and splits modules on commas, so dom0's arguments have
+# no commas.
+# spec-ctrl=eager-fpu: on this (AMD-flavoured) TCG CPU Xen would switch FPU
+# state lazily (CR0.TS and #NM), and under QEMU's TCG that corrupts the vector
+# registers of dom0's processes while HVM domains run: busybox grep/awk and
+# xl died of SIGSEGV (and xl's monitoring child of "corrupted double-linked
+# list") several times a minute. Eager switching: none seen.
+XEN_APPEND="console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=$DOM0_VCPUS spec-ctrl=eager-fpu loglvl=all guest_loglvl=all conring_size=1m serial_tx_buffer=256k noreboot${XEN_TEST_XEN_ARGS:+ $XEN_TEST_XEN_ARGS}"
+DOM0_APPEND="console=hvc0 earlyprintk=xen quiet loglevel=3 rdinit=/init"
+[ "${XEN_TEST_SHELL:-0}" = 1 ] && DOM0_APPEND="$DOM0_APPEND xentest.shell=1"
+QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu "$CPU" -smp 2 -m 2G
+    -display none -vga none -no-reboot -nic none
+    -kernel "$XEN_ELF" -append "$XEN_APPEND"
+    -initrd "$VMLINUZ $DOM0_APPEND,$OUT/dom0.cpio.gz")
+
+if [ "${XEN_TEST_SHELL:-0}" = 1 ]; then
+    say "interactive: Ctrl-A X stops QEMU"
+    exec "${QEMU[@]}" -serial mon:stdio
+fi
+
+CON=$LOGS/console.log
+RESULTS=$OUT/results.txt
+: >"$CON"
+: >"$RESULTS"
+rm -f "$LOGS"/dom0-*
+
+QEMU_PID=""
+TAIL_PID=""
+cleanup() {
+    local p
+    for p in $QEMU_PID $TAIL_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $QEMU_PID $TAIL_PID; do wait "$p" 2>/dev/null || true; done
+    QEMU_PID=""
+    TAIL_PID=""
+}
+trap cleanup EXIT
+trap 'say "interrupted; stopping QEMU"; exit 130' INT TERM
+
+echo
+say "=== booting Xen 4.17 + dom0 in QEMU (TCG, -cpu $CPU -smp 2 -m 2G); console in $CON"
+T_QEMU=$(date +%s)
+"${QEMU[@]}" -monitor none -serial "file:$CON" </dev/null >"$LOGS/qemu.log" 2>&1 &
+QEMU_PID=$!
+# The console as it comes: the dom0 side's lines; Xen's own ((XEN) ...) and
+# the guests' port 0xe9 lines ((d1) ...) only with XEN_TEST_VERBOSE=1 (they
+# are all in $CON; the scenario shows the guests' lines when a step fails).
+if [ "${XEN_TEST_VERBOSE:-0}" = 1 ]; then
+    tail -n +1 -F -s 0.2 --pid="$QEMU_PID" "$CON" 2>/dev/null | sed -u 's/\r$//; s/^/  | /' &
+else
+    tail -n +1 -F -s 0.2 --pid="$QEMU_PID" "$CON" 2>/dev/null |
+        sed -u -n 's/\r$//; /^(XEN)/d; /^(d[0-9]*) /d; /^XEN-FILE/,/^XEN-END-FILE/d; s/^/  | /p' &
+fi
+TAIL_PID=$!
+
+# grep on the file itself: `tr | grep -q` fails under pipefail when grep
+# quits before tr has written everything.
+con_has() { grep -q -- "$1" "$CON"; }
+# Waits for the scenario's XEN-DONE (then gives dom0 a few seconds to power
+# off), for QEMU to stop, or for the deadline. Notes when each step arrived.
+TIMED_OUT=0
+declare -A SEEN_AT=()
+note_steps() {
+    local id
+    for id in $(tr -d '\r' <"$CON" | sed -n 's/.*XEN-STEP \([^ ]*\) .*/\1/p'); do
+        [ -n "${SEEN_AT[$id]:-}" ] || SEEN_AT[$id]=$(elapsed "$T_QEMU")
+    done
+}
+deadline=$((T_QEMU + TIMEOUT))
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+    note_steps
+    if con_has 'XEN-DONE'; then
+        for _ in $(seq 20); do
+            kill -0 "$QEMU_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        TIMED_OUT=1
+        say "the run did not finish within $TIMEOUT s (XEN_TEST_TIMEOUT); stopping QEMU"
+        break
+    fi
+    sleep 0.5
+done
+note_steps
+T_VM=$(elapsed "$T_QEMU")
+# Let the console tail print the rest, then stop QEMU if it still runs (Xen
+# with noreboot halts but does not always leave QEMU).
+sleep 0.5
+cleanup
+note_steps
+if [ -s "$LOGS/qemu.log" ]; then
+    say "qemu said:"
+    sed 's/^/    /' "$LOGS/qemu.log" | tail -5
+fi
+
+# The files the scenario dumped at the end (XEN-FILE name lines, the lines
+# prefixed with XF|, XEN-END-FILE); Xen's or the guests' own console lines
+# may come in between.
+tr -d '\r' <"$CON" | awk -v dir="$LOGS" '
+    /^XEN-FILE / { f = dir "/dom0-" $2; want = $3; n = 0; printf "" > f; next }
+    /^XEN-END-FILE/ {
+        if (f) close(f)
+        if (f && n != want) printf "xen-test: %s: %d of %d lines came through the console\n", f, n, want
+        f = ""
+        next
+    }
+    f && /^XF\|/ { print substr($0, 4) >> f; n++ }'
+
+# --- results ---------------------------------------------------------------------------------
+# A step line may come after a fragment of Xen's own output on the same line.
+tr -d '\r' <"$CON" | grep -o 'XEN-STEP .*' >>"$RESULTS" || true
+PLAN=$(tr -d '\r' <"$CON" | sed -n 's/.*XEN-PLAN //p' | tail -1)
+[ -n "$PLAN" ] || PLAN=boot
+for id in $PLAN; do
+    grep -q "^XEN-STEP $id " "$RESULTS" || {
+        why="no result on the console"
+        [ "$TIMED_OUT" = 1 ] && why="$why (the run timed out after $TIMEOUT s)"
+        con_has 'XEN-DONE' || why="$why; dom0 did not finish: see $CON"
+        echo "XEN-STEP $id FAIL $why" >>"$RESULTS"
+    }
+done
+if ! con_has 'XEN-DONE'; then
+    say "last console lines ($CON):"
+    tr -d '\r' <"$CON" | tail -25 | sed 's/^/    /'
+fi
+
+echo
+say "summary (step output above; console and dom0 logs in $LOGS/)"
+pass=0
+fail=0
+failed=()
+while read -r _ id verdict detail; do
+    at=${SEEN_AT[$id]:-}
+    [ -n "$at" ] && at="+${at}s" || at="-"
+    printf '  %-10s %s %6s  %s\n' "$id" "$verdict" "$at" "$detail"
+    if [ "$verdict" = PASS ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        failed+=("$id")
+    fi
+done <"$RESULTS"
+say "VM ran $T_VM s; whole run $(elapsed "$T_START") s"
+[ "$TIMED_OUT" = 1 ] && say "timed out after $TIMEOUT s"
+[ "$fail" -gt 0 ] && say "failed: ${failed[*]}"
+echo "$pass passed, $fail failed"
+if [ "$fail" -gt 0 ] || [ "$pass" -eq 0 ] || [ "$TIMED_OUT" = 1 ]; then
+    exit 1
+fi
