@@ -9,6 +9,7 @@
 //! | `fetch` | `http://ADDR[:PORT]/PATH` | once the network is up, GET this URL (retrying for up to a minute while the server is not up yet) and print the status line and length |
 //! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
 //! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
+//! | `xen-fault` | `bad-ref`, `bad-port`, `huge-window`, `read-only` | under Xen, publish a broken channel on purpose: a grant reference that was never granted, an event channel that was never allocated, a window larger than the back end allows, or window pages granted read-only. The back end must refuse this guest alone. For testing the back end's checks. |
 //! | `crash` | `ud2`, `pagefault`, `overflow`, `panic` | fail on purpose right after parsing: an invalid opcode, a read of an unmapped page, a stack overflow (a page fault on the stack's guard page, delivered as a double fault on its own stack) or a Rust panic. For testing the failure paths. |
 //!
 //! The guest's keys are taken out first and the rest goes to
@@ -21,8 +22,43 @@ use core::fmt;
 use netcore::{ConfigError, NetConfig};
 
 /// The guest's own keys, as error messages list them.
-pub const GUEST_OPTIONS: &str = "peer, send, fetch, exit-after, crash";
+pub const GUEST_OPTIONS: &str = "peer, send, fetch, exit-after, xen-fault, crash";
 const CRASH_VALUES: &str = "ud2, pagefault, overflow, panic";
+const XEN_FAULT_VALUES: &str = "bad-ref, bad-port, huge-window, read-only";
+
+/// A broken Xen channel to publish on purpose (`xen-fault=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenFault {
+    /// A directory grant reference that was never granted.
+    BadRef,
+    /// An event-channel port that was never allocated.
+    BadPort,
+    /// More window pages than the back end's `max-window-pages`.
+    HugeWindow,
+    /// The window's pages granted read-only.
+    ReadOnly,
+}
+
+impl XenFault {
+    fn parse(v: &str) -> Option<XenFault> {
+        Some(match v {
+            "bad-ref" => XenFault::BadRef,
+            "bad-port" => XenFault::BadPort,
+            "huge-window" => XenFault::HugeWindow,
+            "read-only" => XenFault::ReadOnly,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            XenFault::BadRef => "bad-ref",
+            XenFault::BadPort => "bad-port",
+            XenFault::HugeWindow => "huge-window",
+            XenFault::ReadOnly => "read-only",
+        }
+    }
+}
 
 /// A failure to provoke on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +144,8 @@ pub struct GuestOptions {
     pub send: Option<(core::net::Ipv4Addr, u16, u64)>,
     /// A URL to GET once the network is up.
     pub fetch: Option<FetchUrl>,
+    /// Under Xen, a broken channel to publish on purpose.
+    pub xen_fault: Option<XenFault>,
 }
 
 /// The whole command line.
@@ -135,6 +173,9 @@ pub enum BootConfigError {
         value: String,
     },
     BadFetch {
+        value: String,
+    },
+    BadXenFault {
         value: String,
     },
     Duplicate {
@@ -180,6 +221,10 @@ impl fmt::Display for BootConfigError {
                 f,
                 "fetch={value}: not http://ADDR[:PORT]/PATH with an IPv4 address (example: fetch=http://10.77.0.3/)"
             ),
+            BootConfigError::BadXenFault { value } => write!(
+                f,
+                "xen-fault={value}: not a fault kind (known: {XEN_FAULT_VALUES})"
+            ),
             BootConfigError::Duplicate { first, second } => write!(
                 f,
                 "\"{first}\" and \"{second}\": the same option twice; give each option once"
@@ -216,6 +261,7 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
     let mut exit_token: Option<&str> = None;
     let mut send_token: Option<&str> = None;
     let mut fetch_token: Option<&str> = None;
+    let mut xen_fault_token: Option<&str> = None;
     let mut rest = String::new();
     for token in cmdline.split_whitespace() {
         match token.split_once('=') {
@@ -253,6 +299,21 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
                 guest.fetch =
                     Some(
                         FetchUrl::parse(value).ok_or_else(|| BootConfigError::BadFetch {
+                            value: value.into(),
+                        })?,
+                    );
+            }
+            Some(("xen-fault", value)) => {
+                if let Some(first) = xen_fault_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                xen_fault_token = Some(token);
+                guest.xen_fault =
+                    Some(
+                        XenFault::parse(value).ok_or_else(|| BootConfigError::BadXenFault {
                             value: value.into(),
                         })?,
                     );
@@ -352,6 +413,25 @@ mod tests {
     }
 
     #[test]
+    fn xen_faults_parse() {
+        for f in [
+            XenFault::BadRef,
+            XenFault::BadPort,
+            XenFault::HugeWindow,
+            XenFault::ReadOnly,
+        ] {
+            let c =
+                BootConfig::parse(&std::format!("ip=10.0.0.2/24 xen-fault={}", f.name())).unwrap();
+            assert_eq!(c.guest.xen_fault, Some(f));
+        }
+        let e = BootConfig::parse("ip=10.0.0.2/24 xen-fault=nope").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "xen-fault=nope: not a fault kind (known: bad-ref, bad-port, huge-window, read-only)"
+        );
+    }
+
+    #[test]
     fn peer_is_an_address() {
         let c = BootConfig::parse("ip=10.77.0.3/24 peer=10.77.0.2").unwrap();
         assert_eq!(c.guest.peer, Some(core::net::Ipv4Addr::new(10, 77, 0, 2)));
@@ -405,12 +485,12 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, xen-fault, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, xen-fault, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));

@@ -103,7 +103,7 @@ mod demo {
                 format_args!("channel layout: {e:?}"),
             )
         });
-        let mut dev = Transport::open(window_len)
+        let mut dev = Transport::open(window_len, config.guest.xen_fault)
             .unwrap_or_else(|e| fail(e.exit_code(), format_args!("{e}")));
         match &dev {
             Transport::Ivshmem(dev) => {

@@ -8,6 +8,7 @@ use core::fmt;
 
 use ring::Window;
 
+use crate::config::XenFault;
 use crate::exit::ExitCode;
 use crate::ivshmem::{Doorbell, Ivshmem, IvshmemError};
 use crate::xen::channel::XenBell;
@@ -67,10 +68,11 @@ impl fmt::Display for TransportError {
 impl Transport {
     /// Xen if the Xen platform is up, else ivshmem. `window_len` is what
     /// the channel layout needs (the Xen transport allocates that much;
-    /// ivshmem's BAR has its own size).
-    pub fn open(window_len: usize) -> Result<Transport, TransportError> {
+    /// ivshmem's BAR has its own size). `fault` (tests only) makes the Xen
+    /// transport publish a broken channel on purpose.
+    pub fn open(window_len: usize, fault: Option<XenFault>) -> Result<Transport, TransportError> {
         if crate::xen::is_up() {
-            XenChannel::connect(window_len, XEN_WAIT_MICROS)
+            XenChannel::connect(window_len, XEN_WAIT_MICROS, fault)
                 .map(Transport::Xen)
                 .map_err(TransportError::Xen)
         } else {

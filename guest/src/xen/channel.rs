@@ -23,6 +23,7 @@ use xen_proto::ibchan::{self, node};
 use xen_proto::xenbus::parse_u32;
 use xen_proto::XenbusState;
 
+use crate::config::XenFault;
 use crate::timer::{now_micros, wait_for_interrupt};
 
 use super::events;
@@ -129,7 +130,14 @@ impl XenChannel {
     /// Finds the back end, publishes a window of `window_len` bytes and
     /// waits until the back end has connected it. `wait_micros` bounds
     /// each wait for the back end.
-    pub fn connect(window_len: usize, wait_micros: u64) -> Result<XenChannel, XenChannelError> {
+    ///
+    /// `fault` (`xen-fault=`, for tests) publishes a broken channel on
+    /// purpose, which the back end must refuse.
+    pub fn connect(
+        window_len: usize,
+        wait_micros: u64,
+        fault: Option<XenFault>,
+    ) -> Result<XenChannel, XenChannelError> {
         let mut xs = XenStore::open()?;
         let frontend = ibchan::frontend_relative();
         let start = now_micros();
@@ -181,7 +189,8 @@ impl XenChannel {
         let base = window.as_ptr() as u64;
         let mut refs = alloc::vec::Vec::with_capacity(pages as usize);
         for i in 0..u64::from(pages) {
-            let gref = grant::grant(backend_id, (base >> 12) + i, false)
+            let read_only = fault == Some(XenFault::ReadOnly);
+            let gref = grant::grant(backend_id, (base >> 12) + i, read_only)
                 .map_err(XenChannelError::Grant)?;
             refs.push(gref);
         }
@@ -198,6 +207,20 @@ impl XenChannel {
         let port =
             hypercall::evtchn_alloc_unbound(backend_id).map_err(XenChannelError::EventChannel)?;
         let _ = events::unmask(port);
+        let (mut pub_pages, mut pub_port) = (pages, port);
+        if let Some(f) = fault {
+            match f {
+                // A reference past every one granted so far.
+                XenFault::BadRef => dir_refs[0] = grant::usage().0 + grant::FIRST_REF + 1000,
+                XenFault::BadPort => pub_port = port + 1000,
+                XenFault::HugeWindow => pub_pages = max + 1,
+                XenFault::ReadOnly => {}
+            }
+            crate::println!(
+                "ibguest: xen: xen-fault={}: publishing a broken channel on purpose",
+                f.name()
+            );
+        }
 
         // 3. Publish, atomically.
         loop {
@@ -206,12 +229,16 @@ impl XenChannel {
                 xs.write_tx(tx, &format!("{frontend}/{name}"), value.as_bytes())
             };
             w(&mut xs, node::PROTOCOL, ibchan::PROTOCOL)?;
-            w(&mut xs, node::WINDOW_PAGES, &format!("{pages}"))?;
-            w(&mut xs, node::DIR_PAGES, &format!("{dir_pages}"))?;
+            w(&mut xs, node::WINDOW_PAGES, &format!("{pub_pages}"))?;
+            w(
+                &mut xs,
+                node::DIR_PAGES,
+                &format!("{}", ibchan::dir_pages_for(pub_pages)),
+            )?;
             for (i, r) in dir_refs.iter().enumerate() {
                 w(&mut xs, &ibchan::dir_ref_node(i as u32), &format!("{r}"))?;
             }
-            w(&mut xs, node::EVENT_CHANNEL, &format!("{port}"))?;
+            w(&mut xs, node::EVENT_CHANNEL, &format!("{pub_port}"))?;
             w(&mut xs, node::STATE, "3")?;
             if xs.transaction_end(tx, true)? {
                 break;
