@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `ip`, `gw`, `services`, `log`, `name` | see `netcore::NetConfig` | the network and its services |
 //! | `send` | `ADDR:PORT:BYTES` | once the network is up, send BYTES of seeded data over TCP (e.g. to a discard service on port 9) and print their SHA-256 |
-//! | `fetch` | `http://ADDR[:PORT]/PATH` | once the network is up, GET this URL (retrying for up to a minute while the server is not up yet) and print the status line and length |
+//! | `fetch` | `http://ADDR[:PORT]/PATH` | once the network is up, GET this URL (retrying for 20 s while the server is not up yet) and print the status line and length |
 //! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
 //! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
 //! | `xen-fault` | `bad-ref`, `bad-port`, `huge-window`, `read-only` | under Xen, publish a broken channel on purpose: a grant reference that was never granted, an event channel that was never allocated, a window larger than the back end allows, or window pages granted read-only. The back end must refuse this guest alone. For testing the back end's checks. |

@@ -32,9 +32,9 @@ pub const PARAMS: LayoutParams = LayoutParams {
 const ATTACH_MICROS: u64 = 30_000_000;
 /// Longest sleep without a timer.
 const MAX_SLEEP_MICROS: u64 = 1_000_000;
-/// `peer=` and `fetch=` try this many times (a second apart) while the
-/// other guest is not up yet.
-const CLIENT_ATTEMPTS: u32 = 60;
+/// `peer=` and `fetch=` try again (a second apart) for this long while the
+/// other guest is not up yet; then they report the failure.
+const CLIENT_RETRY_MICROS: u64 = 20_000_000;
 
 fn now() -> Instant {
     Instant::from_micros(guest::now_micros() as i64)
@@ -117,6 +117,7 @@ pub fn run(config: &BootConfig, dev: &Transport) {
     let mut fetch = new_fetch(&mut stack, 0);
     let mut fetch_attempts = 1u32;
     let mut retry_at: (Option<u64>, Option<u64>) = (None, None);
+    let clients_started = guest::now_micros();
     let mut sender = config.guest.send.map(|(addr, port, bytes)| {
         let remote = smoltcp::wire::IpEndpoint::new(smoltcp::wire::IpAddress::Ipv4(addr), port);
         let mut cfg = TcpSenderConfig::new(remote, 49152 + (seed % 1000) as u16, bytes);
@@ -170,7 +171,9 @@ pub fn run(config: &BootConfig, dev: &Transport) {
                             .map(|d| d.total_micros())
                             .unwrap_or(0)
                     ),
-                    Ok(_) if ping_attempts < CLIENT_ATTEMPTS => retry = true,
+                    Ok(_) if guest::now_micros() < clients_started + CLIENT_RETRY_MICROS => {
+                        retry = true
+                    }
                     Ok(report) => println!(
                         "ibguest: peer {} did not answer ({ping_attempts} attempts)",
                         report.target
@@ -202,7 +205,9 @@ pub fn run(config: &BootConfig, dev: &Transport) {
                         r.reason,
                         r.body.len()
                     ),
-                    Err(_) if fetch_attempts < CLIENT_ATTEMPTS => retry = true,
+                    Err(_) if guest::now_micros() < clients_started + CLIENT_RETRY_MICROS => {
+                        retry = true
+                    }
                     Err(e) => {
                         println!("ibguest: fetch failed after {fetch_attempts} attempts: {e}")
                     }
