@@ -14,6 +14,11 @@
 #   http       g1 fetched g2's page (fetch=); FAIL if the image lacks fetch=
 #   dom0-ping  dom0 pings g1 through the gateway TAP
 #   dom0-http  dom0 fetches g2's status page (busybox wget)
+#   linux-domu an IB-unaware Linux domU (Debian's kernel, xen-netfront, a
+#              busybox initramfs) on a routed vif (10.78.0.2; dom0 is
+#              10.78.0.1 on it, hotplug script vif-ibgw) pings g1 and fetches
+#              g2's page through dom0 and the back end's gateway; then it is
+#              destroyed
 #   destroy    `xl destroy ibguest-g2` under traffic: the back end reclaims
 #              it, no zombie domain, g1 still answers
 #   recreate   g2 again: fresh domid, network up, it pings g1, dom0 pings it
@@ -23,7 +28,7 @@
 # the image writes.
 
 # shellcheck disable=SC2034 # /init prints it
-PLAN="boot backend create up ping tcp http dom0-ping dom0-http destroy recreate"
+PLAN="boot backend create up ping tcp http dom0-ping dom0-http linux-domu destroy recreate"
 
 GW=10.77.0.1
 IP_g1=10.77.0.2
@@ -395,6 +400,164 @@ step_dom0_http() {
     fi
 }
 
+# --- step linux-domu: "Solution I", a stock Linux domU through the gateway ----------
+DOMU=linux-domu
+DOMU_IP=10.78.0.2
+DOMU_GW=10.78.0.1
+DOMU_MEM=128 # MiB
+DOMU_WAIT=120 # seconds from xl create to the domU's LINUX-DOMU-DONE
+DOMU_CON=/var/log/xen/console/guest-$DOMU.log
+DOMU_ID=""
+# domu_state: xl list's state of the domU ("-b----"), empty when it is gone.
+domu_state() { xl list "$DOMU" 2>/dev/null | awk 'NR == 2 { print $5 }'; }
+# domu_between BEGIN END: the lines of /run/domu-con.txt after the one that
+# starts with BEGIN and before the one that starts with END.
+domu_between() { awk -v b="$1" -v e="$2" 'index($0, e) == 1 { f = 0 } f { print } index($0, b) == 1 { f = 1 }' /run/domu-con.txt; }
+domu_diag() {
+    echo "  the domU's console ($DOMU_CON), last lines:"
+    tr -d '\r' <"$DOMU_CON" 2>/dev/null | tail -25 | indent
+    echo "  /run/vif-ibgw.log (the vif hotplug script):"
+    indent </run/vif-ibgw.log 2>/dev/null
+    echo "  dom0: ip_forward=$(cat /proc/sys/net/ipv4/ip_forward); addresses, routes, counters:"
+    {
+        ip -o -4 addr
+        ip route
+        ip -s link show ibgw0
+        [ -n "$DOMU_ID" ] && ip -s link show "vif$DOMU_ID.0"
+    } 2>&1 | indent
+    echo "  ib-backend stats:"
+    ib-backend stats --control "$CONTROL" 2>&1 | indent
+    echo "  xl list:"
+    xl list 2>&1 | indent
+    pull_dmesg
+    echo "  xl dmesg, last Xen lines:"
+    grep -v '(d[0-9]*) ' "$DMESG" | tail -10 | indent
+}
+# domu_gone: destroys the domU if it is still there and waits (30 s) until
+# xl list shows neither it nor a (null) zombie; 0 when it is gone.
+domu_gone() {
+    [ -n "$(domu_state)" ] && xl destroy "$DOMU" >"/run/xl-destroy-$DOMU.log" 2>&1
+    _i=0
+    while [ "$_i" -lt 30 ]; do
+        xl list >/run/xl-list.txt 2>&1
+        grep -q "$DOMU\|(null)" /run/xl-list.txt || return 0
+        sleep 1
+        _i=$((_i + 1))
+    done
+    return 1
+}
+
+step_linux_domu() {
+    if [ ! -f /domu/vmlinuz ] || [ ! -f /domu/initrd.gz ] || [ ! -x /etc/xen/scripts/vif-ibgw ]; then
+        step linux-domu FAIL "the initramfs lacks /domu/vmlinuz, /domu/initrd.gz or /etc/xen/scripts/vif-ibgw"
+        return
+    fi
+    if [ ! -d /sys/module/xen_netback ]; then
+        step linux-domu FAIL "xen-netback is not loaded in dom0"
+        return
+    fi
+    # dom0 routes between the vif (10.78.0.0/24) and ibgw0 (10.77.0.0/24).
+    echo 1 >/proc/sys/net/ipv4/ip_forward
+    cat >"/etc/xen/$DOMU.cfg" <<EOF
+name = "$DOMU"
+type = "pvh"
+kernel = "/domu/vmlinuz"
+ramdisk = "/domu/initrd.gz"
+cmdline = "console=hvc0 quiet loglevel=3 rdinit=/init xentest.ip=$DOMU_IP/24 xentest.gw=$DOMU_GW xentest.ping=$IP_g1 xentest.url=http://$IP_g2/"
+memory = $DOMU_MEM
+vcpus = 1
+tsc_mode = "native"
+vif = ["script=/etc/xen/scripts/vif-ibgw,ip=$DOMU_IP"]
+on_poweroff = "destroy"
+on_crash = "preserve"
+on_reboot = "preserve"
+EOF
+    echo "xen-test: /etc/xen/$DOMU.cfg:"
+    indent <"/etc/xen/$DOMU.cfg"
+    _off=0
+    [ -f "$DOMU_CON" ] && _off=$(wc -c <"$DOMU_CON")
+    _t=$(now)
+    xl create "/etc/xen/$DOMU.cfg" >"/run/xl-create-$DOMU.log" 2>&1
+    _rc=$?
+    _took=$(since "$_t")
+    DOMU_ID=$(xl domid "$DOMU" 2>/dev/null)
+    if [ "$_rc" != 0 ]; then
+        step linux-domu FAIL "xl create $DOMU exited with $_rc: $(grep -v '^Parsing config' "/run/xl-create-$DOMU.log" | tail -2 | tr '\n' ' ')"
+        indent <"/run/xl-create-$DOMU.log"
+        domu_diag
+        domu_gone
+        return
+    fi
+    echo "xen-test: $DOMU is domid $DOMU_ID (xl create took $_took s); vif-ibgw: $(tail -1 /run/vif-ibgw.log 2>/dev/null)"
+    # Its results, or its end.
+    _end=$(($(secs) + DOMU_WAIT))
+    _n=0
+    _why=""
+    while ! tail -c +$((_off + 1)) "$DOMU_CON" 2>/dev/null | grep -q '^LINUX-DOMU-DONE'; do
+        if [ $((_n % 4)) = 0 ]; then
+            _st=$(domu_state)
+            case "$_st" in "" | *[scd]*)
+                sleep 1
+                tail -c +$((_off + 1)) "$DOMU_CON" 2>/dev/null | grep -q '^LINUX-DOMU-DONE' && break
+                _why="the domU stopped (${_st:-gone}) before LINUX-DOMU-DONE"
+                break
+                ;;
+            esac
+        fi
+        if [ "$(secs)" -ge "$_end" ]; then
+            _why="no LINUX-DOMU-DONE within $DOMU_WAIT s of xl create"
+            break
+        fi
+        _n=$((_n + 1))
+        sleep 0.5
+    done
+    _ran=$(since "$_t")
+    # This run's console lines, for the checks below.
+    tail -c +$((_off + 1)) "$DOMU_CON" 2>/dev/null | tr -d '\r' >/run/domu-con.txt
+    echo "xen-test: the domU's console ($DOMU_CON; the page's first lines only):"
+    awk '/^LINUX-DOMU-PAGE\|/ && ++n > 3 { next } { print }' /run/domu-con.txt | indent
+    _fail=""
+    [ -n "$_why" ] && _fail="$_why;"
+    _boot=$(sed -n 's/^LINUX-DOMU: kernel .*\/init at \([0-9.]*\) s.*/\1/p' /run/domu-con.txt)
+    _eth=$(sed -n 's/^LINUX-DOMU: \(eth0 .*\), at [0-9.]* s$/\1/p' /run/domu-con.txt)
+    [ -n "$_eth" ] || _fail="$_fail no eth0 configured (xen-netfront);"
+    # The ping to g1.
+    _prc=$(sed -n 's/^LINUX-DOMU-PING-END rc=//p' /run/domu-con.txt)
+    _psum=$(domu_between LINUX-DOMU-PING-BEGIN LINUX-DOMU-PING-END | grep 'packets transmitted')
+    _prtt=$(domu_between LINUX-DOMU-PING-BEGIN LINUX-DOMU-PING-END | sed -n 's/.*min\/avg\/max = //p')
+    _ping="${_psum:-no summary}${_prtt:+, rtt min/avg/max $_prtt}"
+    if [ "$_prc" != 0 ] || ! echo "$_psum" | grep -q ' [1-9][0-9]* packets received'; then
+        _fail="$_fail ping $IP_g1 from the domU (rc ${_prc:-none}): $_ping;"
+    fi
+    # The page from g2.
+    _wend=$(grep '^LINUX-DOMU-WGET-END' /run/domu-con.txt)
+    _wrc=$(echo "$_wend" | sed -n 's/.* rc=\([0-9]*\).*/\1/p')
+    _wbytes=$(echo "$_wend" | sed -n 's/.* bytes=\([0-9]*\).*/\1/p')
+    # The page's <title>, else its first two lines.
+    _page=$(sed -n 's/^LINUX-DOMU-PAGE| .*<title>\(.*\)<\/title>.*/title "\1"/p' /run/domu-con.txt | head -1)
+    [ -n "$_page" ] || _page=$(sed -n 's/^LINUX-DOMU-PAGE| //p' /run/domu-con.txt | head -2 | tr '\n' ';' | sed 's/;$//; s/;/; /g')
+    if [ "$_wrc" != 0 ] || [ "${_wbytes:-0}" -eq 0 ]; then
+        _fail="$_fail wget http://$IP_g2/ from the domU (rc ${_wrc:-none}, ${_wbytes:-0} bytes): $(sed -n 's/^LINUX-DOMU-WGET-ERR| //p' /run/domu-con.txt | tail -1);"
+    fi
+    [ -n "$_fail" ] && domu_diag
+    # Gone, vif and all, before the next steps (destroy looks for zombies).
+    _t2=$(now)
+    _gone=""
+    if domu_gone; then
+        _gone="gone from xl list $(since "$_t2") s after xl destroy"
+    else
+        _fail="$_fail xl list still shows $DOMU or a zombie 30 s after xl destroy: $(awk 'NR > 1 { printf "%s(%s,%s) ", $1, $2, $5 }' /run/xl-list.txt);"
+    fi
+    if [ -n "$DOMU_ID" ] && ip link show "vif$DOMU_ID.0" >/dev/null 2>&1; then
+        _fail="$_fail dom0 still has vif$DOMU_ID.0;"
+    fi
+    if [ -z "$_fail" ]; then
+        step linux-domu PASS "$DOMU (PVH, kernel $(uname -r), domid $DOMU_ID, xl create $_took s, its /init at ${_boot:-?} s of its uptime, done $_ran s after xl create; $_eth): ping $IP_g1: $_ping; wget http://$IP_g2/: $_wbytes bytes: $_page; $_gone"
+    else
+        step linux-domu FAIL "${_fail# }"
+    fi
+}
+
 step_destroy() {
     eval "_old=\$DOMID_g2"
     # Traffic through the back end while g2 goes: dom0 pings both guests.
@@ -501,6 +664,7 @@ scenario() {
     step_http
     step_dom0_ping
     step_dom0_http
+    step_linux_domu
     step_destroy
     step_recreate
 
@@ -523,4 +687,7 @@ scenario() {
     for _g in g1 g2; do dump "guest-$_g.log" "$(conlog "$_g")"; done
     dump xl-create-g1.log /run/xl-create-g1.log
     dump xl-create-g2.log /run/xl-create-g2.log
+    dump "guest-$DOMU.log" "$DOMU_CON"
+    dump "xl-create-$DOMU.log" "/run/xl-create-$DOMU.log"
+    dump vif-ibgw.log /run/vif-ibgw.log
 }

@@ -22,6 +22,8 @@
 #   XEN_TEST_CPU       QEMU's -cpu (default max,-smap)
 #   XEN_TEST_XEN_ARGS  more Xen command-line options
 #   XEN_TEST_SCENARIO  another scenario file instead of xentest/scenario.sh
+#   XEN_TEST_RDMA=1    the rdma provider on soft-RoCE in dom0 instead of the
+#                      sim fabric (make xen-rdma-test; xentest/scenario-rdma.sh)
 #   XEN_TEST_NO_BUILD=1  skip the cargo builds, use target/release/ib-backend
 #                      and target/x86_64-unknown-none/release/guest as they are
 #
@@ -87,12 +89,14 @@ fetch() {
     fi
     echo "$f"
 }
-# unpack DEB DIR [MEMBER-PATTERNS...]: extracts once (the .deb's name is the
-# cache key), everything or only the members matching the patterns.
+# unpack DEB DIR [MEMBER-PATTERNS...]: extracts once (the .deb's name and
+# the patterns are the cache key), everything or only the members matching
+# the patterns.
 unpack() {
-    local deb=$1 dir=$2
+    local deb=$1 dir=$2 key
     shift 2
-    if [ -f "$dir/.from" ] && [ "$(cat "$dir/.from")" = "$(basename "$deb")" ]; then
+    key="$(basename "$deb")${*:+ $*}"
+    if [ -f "$dir/.from" ] && [ "$(cat "$dir/.from")" = "$key" ]; then
         return
     fi
     rm -rf "$dir"
@@ -102,7 +106,7 @@ unpack() {
     else
         dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards --wildcards-match-slash "$@"
     fi
-    basename "$deb" >"$dir/.from"
+    echo "$key" >"$dir/.from"
 }
 
 # The hypervisor, the toolstack and its libraries. libxenmisc4.17 holds
@@ -131,9 +135,12 @@ BUSYBOX=$PKG/busybox-static/bin/busybox
 [ -x "$BUSYBOX" ] || die "no busybox in busybox-static"
 
 # dom0's modules, in load order; xenfs needs xen-privcmd, tun is for
-# ib-backend's gateway TAP. (In Debian's 6.1 kernel all six are modules;
-# xenbus, the backend/frontend core, is built in.)
-MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun"
+# ib-backend's gateway TAP, xen-netback for the Linux domU's vif (step
+# linux-domu). (In Debian's 6.1 kernel all seven are modules; xenbus, the
+# backend/frontend core, is built in.)
+MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun xen-netback"
+# The Linux domU's modules (step linux-domu): the standard Xen network frontend.
+DOMU_MODULES="xen-netfront"
 
 # The kernel: the newest cached linux-image-*-amd64 (make softroce's download
 # too), else the one Debian's linux-image-amd64 depends on. Only vmlinuz, the
@@ -152,7 +159,7 @@ if [ -z "$KDEB" ]; then
     KDEB=$(fetch "$kpkg")
 fi
 patterns=('./boot/vmlinuz-*' './lib/modules/*/modules.builtin')
-for m in $MODULES; do patterns+=("*/$m.ko*"); done
+for m in $MODULES $DOMU_MODULES; do patterns+=("*/$m.ko*"); done
 unpack "$KDEB" "$PKG/kernel" "${patterns[@]}"
 KVER=$(basename "$(find "$PKG/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")
 VMLINUZ=$PKG/kernel/boot/vmlinuz-$KVER
@@ -210,15 +217,39 @@ copy_libs() {
     done
 }
 
+# XEN_TEST_RDMA=1: the soft-RoCE scenario, unless XEN_TEST_SCENARIO names one.
+# Its initramfs, console, logs and results go to target/xen-test/rdma/ (the
+# downloads and unpacked packages are shared), so it and make xen-test do not
+# repack or overwrite each other's.
+if [ "${XEN_TEST_RDMA:-0}" = 1 ]; then
+    XEN_TEST_SCENARIO=${XEN_TEST_SCENARIO:-xentest/scenario-rdma.sh}
+    OUT=$OUT/rdma
+    LOGS=$OUT/logs
+    mkdir -p "$LOGS"
+fi
 # XEN_TEST_SCENARIO: another scenario file (it defines PLAN and scenario()).
 SCENARIO=${XEN_TEST_SCENARIO:-xentest/scenario.sh}
 [ -f "$SCENARIO" ] || die "no scenario file $SCENARIO"
-XENTEST_FILES=(xentest/dom0-init.sh "$SCENARIO" xentest/xen-test.sh)
+XENTEST_FILES=(xentest/dom0-init.sh "$SCENARIO" xentest/xen-test.sh xentest/domu-init.sh xentest/vif-ibgw)
+# put_module NAME DIR: the kernel's module NAME as a plain DIR/NAME.ko
+# (busybox insmod wants them uncompressed); nothing if it is built in.
+put_module() {
+    local ko
+    grep -q "/$1.ko\$" "$PKG/kernel/lib/modules/$KVER/modules.builtin" && return 0
+    ko=$(find "$PKG/kernel/lib/modules/$KVER" -name "$1.ko*" | head -1)
+    [ -n "$ko" ] || die "module $1 neither built in nor in $(basename "$KDEB")"
+    case "$ko" in
+        *.ko) cp "$ko" "$2/$1.ko" ;;
+        *.ko.xz) xz -dc "$ko" >"$2/$1.ko" ;;
+        *.ko.zst) zstd -qdc "$ko" >"$2/$1.ko" ;;
+        *) die "module $ko: unknown compression" ;;
+    esac
+}
 build_initrd() {
-    local out=$OUT/dom0.cpio.gz stamp=$OUT/dom0.stamp sum root m ko t
+    local out=$OUT/dom0.cpio.gz stamp=$OUT/dom0.stamp sum root m ko t droot
     sum=$({
         printf '%s\n' "$BUSYBOX" "$BACKEND" "$GUEST_IMAGE" "${XENTEST_FILES[@]}" | xargs stat -L -c '%n %s %Y'
-        printf '%s\n' "${DEBS[@]}" "$KDEB" "$MODULES"
+        printf '%s\n' "${DEBS[@]}" "$KDEB" "$MODULES" "$DOMU_MODULES"
     } | sha256sum | cut -d' ' -f1)
     if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
         say "initramfs $out is up to date ($(du -h "$out" | cut -f1))"
@@ -267,6 +298,22 @@ build_initrd() {
         esac
         echo "$m" >>"$root/lib/modules.order"
     done
+    # Step linux-domu: its vif hotplug script, and the IB-unaware Linux domU:
+    # dom0's own kernel and a tiny initramfs (busybox, xen-netfront,
+    # xentest/domu-init.sh as /init).
+    mkdir -p "$root/etc/xen/scripts" "$root/domu"
+    cp xentest/vif-ibgw "$root/etc/xen/scripts/vif-ibgw"
+    chmod 755 "$root/etc/xen/scripts/vif-ibgw"
+    cp "$VMLINUZ" "$root/domu/vmlinuz"
+    droot=$OUT/domu-root
+    rm -rf "$droot"
+    mkdir -p "$droot"/{bin,dev,proc,sys,tmp,lib/mod}
+    cp "$BUSYBOX" "$droot/bin/busybox"
+    cp xentest/domu-init.sh "$droot/init"
+    chmod 755 "$droot/init"
+    for m in $DOMU_MODULES; do put_module "$m" "$droot/lib/mod"; done
+    (cd "$droot" && find . | "$OLDPWD/$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -9 >"$root/domu/initrd.gz"
+    rm -rf "$droot"
     # The host has no cpio; busybox's writes newc.
     (cd "$root" && find . | "$OLDPWD/$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out.tmp"
     mv "$out.tmp" "$out"
@@ -295,6 +342,89 @@ QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu "$CPU" -smp 2 -m 2G
     -display none -vga none -no-reboot -nic none
     -kernel "$XEN_ELF" -append "$XEN_APPEND"
     -initrd "$VMLINUZ $DOM0_APPEND,$OUT/dom0.cpio.gz")
+
+# --- XEN_TEST_RDMA=1: soft-RoCE in dom0 (make xen-rdma-test) ---------------------------------
+# dom0 gets a virtio-net NIC (user networking with restrict=on: nothing
+# leaves the VM) and a second initramfs archive appended to the first (the
+# kernel unpacks concatenated archives in order; a later file replaces an
+# earlier one). It holds the NIC's and rdma_rxe's modules with a
+# /lib/modules.order that loads them after the Xen ones (the order
+# softroce/softroce.sh uses; crc32_generic is a hidden dependency of
+# rdma_rxe), libibverbs' rxe provider with /etc/libibverbs.d/rxe.driver, the
+# `rdma` tool, and the libraries of these that the first archive lacks.
+# ib-backend itself already links libibverbs.
+if [ "${XEN_TEST_RDMA:-0}" = 1 ]; then
+    RDMA_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover
+net_failover virtio_net crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe"
+    rdma_need=()
+    for pkg in ibverbs-providers iproute2; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || rdma_need+=("$pkg")
+    done
+    if [ "${#rdma_need[@]}" -gt 0 ]; then
+        say "installing ${rdma_need[*]}"
+        apt_update
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${rdma_need[@]}" >/dev/null
+    fi
+    RXE_PROVIDER=$(find /usr/lib/x86_64-linux-gnu/libibverbs -name 'librxe-rdmav*.so' 2>/dev/null | head -1)
+    RXE_DRIVER=/etc/libibverbs.d/rxe.driver
+    if [ -z "$RXE_PROVIDER" ] || [ ! -f "$RXE_DRIVER" ]; then
+        die "no rxe provider (/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav*.so, $RXE_DRIVER): is ibverbs-providers installed?"
+    fi
+    rdma_patterns=()
+    for m in $RDMA_MODULES; do rdma_patterns+=("*/$m.ko*"); done
+    unpack "$KDEB" "$PKG/kernel-rdma" "${rdma_patterns[@]}"
+    rdma_extra=$OUT/dom0-rdma-extra.cpio.gz
+    rdma_sum=$({
+        printf '%s\n' "$BUSYBOX" "$OUT/dom0.cpio.gz" "$RXE_PROVIDER" "$RXE_DRIVER" /usr/bin/rdma \
+            xentest/xen-test.sh | xargs stat -L -c '%n %s %Y'
+        printf '%s\n' "$KDEB" "$MODULES" "$RDMA_MODULES"
+    } | sha256sum | cut -d' ' -f1)
+    if [ -f "$rdma_extra" ] && [ "$(cat "$OUT/dom0-rdma-extra.stamp" 2>/dev/null)" = "$rdma_sum" ]; then
+        say "initramfs $rdma_extra is up to date ($(du -h "$rdma_extra" | cut -f1))"
+    else
+        say "packing $rdma_extra (soft-RoCE: modules, libibverbs' rxe provider, rdma)"
+        rdma_root=$OUT/root-rdma
+        rm -rf "$rdma_root"
+        mkdir -p "$rdma_root"/{bin,lib/mod,lib/x86_64-linux-gnu,etc/libibverbs.d}
+        mkdir -p "$rdma_root$(dirname "$RXE_PROVIDER")"
+        cp /usr/bin/rdma "$rdma_root/bin/rdma"
+        cp "$RXE_PROVIDER" "$rdma_root$RXE_PROVIDER"
+        cp "$RXE_DRIVER" "$rdma_root$RXE_DRIVER"
+        # The first archive's libraries stand in as empty files, so copy_libs
+        # skips them (and what they need, which that archive has too); then
+        # they go.
+        rdma_have=$(gzip -dc "$OUT/dom0.cpio.gz" | "$BUSYBOX" cpio -t 2>/dev/null |
+            sed -n 's|^\(\./\)\{0,1\}lib/x86_64-linux-gnu/\([^/]*\)$|\2|p')
+        for lib in $rdma_have; do : >"$rdma_root/lib/x86_64-linux-gnu/$lib"; done
+        copy_libs "$rdma_root" "$rdma_root/bin/rdma" "$rdma_root$RXE_PROVIDER"
+        for lib in $rdma_have; do rm -f "$rdma_root/lib/x86_64-linux-gnu/$lib"; done
+        builtin=$PKG/kernel/lib/modules/$KVER/modules.builtin
+        : >"$rdma_root/lib/modules.order"
+        for m in $MODULES $RDMA_MODULES; do
+            grep -q "/$m.ko\$" "$builtin" && continue
+            echo "$m" >>"$rdma_root/lib/modules.order"
+            case " $MODULES " in *" $m "*) continue ;; esac # in the first archive
+            ko=$(find "$PKG/kernel-rdma/lib/modules/$KVER" -name "$m.ko*" | head -1)
+            [ -n "$ko" ] || die "module $m neither built in nor in $(basename "$KDEB")"
+            case "$ko" in
+                *.ko) cp "$ko" "$rdma_root/lib/mod/$m.ko" ;;
+                *.ko.xz) xz -dc "$ko" >"$rdma_root/lib/mod/$m.ko" ;;
+                *.ko.zst) zstd -qdc "$ko" >"$rdma_root/lib/mod/$m.ko" ;;
+                *) die "module $ko: unknown compression" ;;
+            esac
+        done
+        (cd "$rdma_root" && find . | "$OLDPWD/$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -1 >"$rdma_extra.tmp"
+        mv "$rdma_extra.tmp" "$rdma_extra"
+        echo "$rdma_sum" >"$OUT/dom0-rdma-extra.stamp"
+        rm -rf "$rdma_root"
+        say "initramfs $rdma_extra: $(du -h "$rdma_extra" | cut -f1)"
+    fi
+    cat "$OUT/dom0.cpio.gz" "$rdma_extra" >"$OUT/dom0-rdma.cpio.gz"
+    for i in "${!QEMU[@]}"; do
+        case "${QEMU[$i]}" in *",$OUT/dom0.cpio.gz") QEMU[i]="${QEMU[$i]%,*},$OUT/dom0-rdma.cpio.gz" ;; esac
+    done
+    QEMU+=(-netdev "user,id=n0,restrict=on" -device "virtio-net-pci,netdev=n0")
+fi
 
 if [ "${XEN_TEST_SHELL:-0}" = 1 ]; then
     say "interactive: Ctrl-A X stops QEMU"
