@@ -268,7 +268,7 @@ build_initrd() {
     chmod 755 "$root/init"
     # The toolstack: xl, the C xenstored, xenconsoled, xen-init-dom0, and the
     # xenstore-* commands (one binary that looks at its name).
-    for b in xl xenstored xenconsoled xen-init-dom0 xenstore-control; do
+    for b in xl xenstored xenconsoled xen-init-dom0 xenstore-control xen-hvmctx xenctx; do
         cp "$XEN_BIN/$b" "$root/usr/lib/xen-4.17/bin/$b"
         ln -s "/usr/lib/xen-4.17/bin/$b" "$root/usr/sbin/$b"
     done
