@@ -6,7 +6,7 @@ NOSTD_TARGET := x86_64-unknown-none
 NOSTD_CRATES := -p ring -p verbs-shim -p ipoib -p xen-proto
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce xen-test clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce xen-test xen-rdma-test clean
 
 all: build
 
@@ -71,6 +71,11 @@ softroce: deps
 # PVH domains on the Xen transport; see xentest/README.md.
 xen-test: deps
 	xentest/xen-test.sh
+
+# The same with ib-backend on the rdma provider: soft-RoCE (rxe0) on a
+# virtio-net NIC in dom0; see xentest/scenario-rdma.sh.
+xen-rdma-test: deps
+	XEN_TEST_RDMA=1 xentest/xen-test.sh
 
 clean:
 	$(CARGO) clean

@@ -248,6 +248,14 @@ impl RdmaContext {
             qkey: s.qkey.0,
         };
         let queues = Queues::create(Arc::clone(&s.dev), region.clone(), &spec)?;
+        log::info!(
+            "rdma: {}: {} bytes at {:#x} registered as one memory region (lkey {:#x}); \
+             sends and receives use the slots in place (zero copy)",
+            s.name,
+            region.len(),
+            region.as_ptr() as usize,
+            queues.lkey()
+        );
         log::debug!(
             "rdma: {} port {}: UD QP {:#x} up, {} TX + {} RX slots of {} bytes, mtu {}",
             s.name,

@@ -159,6 +159,11 @@ impl Queues {
         self.qpn
     }
 
+    /// The memory region's local key.
+    pub(in crate::rdma) fn lkey(&self) -> u32 {
+        self.lkey
+    }
+
     /// The completion channel's file descriptor (non-blocking).
     pub(in crate::rdma) fn event_fd(&self) -> RawFd {
         self.fd
