@@ -54,12 +54,12 @@ say "kernel $(uname -r), /init at $(up) s, $(awk '/MemTotal/ {print int($2 / 102
 
 insmod /lib/mod/xen-netfront.ko || say "insmod xen-netfront failed"
 i=0
-while [ ! -e /sys/class/net/eth0 ] && [ "$i" -lt 100 ]; do
+while [ ! -e /sys/class/net/eth0 ] && [ "$i" -lt 600 ]; do
     sleep 0.1
     i=$((i + 1))
 done
 if [ ! -e /sys/class/net/eth0 ]; then
-    say "no eth0 10 s after loading xen-netfront; interfaces: $(echo /sys/class/net/*)"
+    say "no eth0 60 s after loading xen-netfront; interfaces: $(echo /sys/class/net/*)"
     done_
 fi
 ip link set lo up
