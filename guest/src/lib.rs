@@ -33,6 +33,7 @@ pub mod exit;
 pub mod memory;
 #[allow(unsafe_code)]
 pub mod pci;
+pub mod pvclock;
 pub mod start_info;
 pub mod timer;
 
