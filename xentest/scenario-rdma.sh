@@ -45,6 +45,10 @@
 # long-term pin keeps them, and gntdev has also grant-mapped each one at its
 # kernel address, which is where rxe copies to and from (page_address).
 
+# The helpers shared with the other scenario (xentest/guests.sh).
+# shellcheck source=xentest/guests.sh
+. /guests.sh
+
 # shellcheck disable=SC2034 # /init prints it
 PLAN="boot rxe backend create up ping tcp http dom0-ping mr stats reclaim"
 
@@ -70,74 +74,6 @@ BACKEND_PID=""
 RXE_GID=""
 RXE_OK=0
 
-# --- guests' consoles ------------------------------------------------------------
-pull_dmesg() { xl dmesg -c >>"$DMESG" 2>/dev/null; }
-conlog() { echo "/var/log/xen/console/guest-ibguest-$1.log"; }
-pvcon() {
-    eval "_off=\${OFF_$1:-0}"
-    [ -f "$(conlog "$1")" ] && tail -c +$((_off + 1)) "$(conlog "$1")" | tr -d '\r'
-}
-e9log() {
-    eval "_id=\${DOMID_$1:-none}"
-    grep "(d$_id) " "$DMESG" 2>/dev/null | sed 's/^.*(d[0-9]*) //' | tr -d '\r'
-}
-glog() {
-    pvcon "$1"
-    e9log "$1"
-}
-gshow() {
-    if [ -n "$(pvcon "$1" | head -1)" ]; then
-        echo "(PV console, $(conlog "$1"))"
-        pvcon "$1"
-    else
-        echo "(xl dmesg lines (d$(eval "echo \${DOMID_$1:-?}")), no PV console output)"
-        e9log "$1"
-    fi
-}
-alive() {
-    _st=$(xl list "ibguest-$1" 2>/dev/null | awk 'NR == 2 { print $5 }')
-    [ -n "$_st" ] && ! echo "$_st" | grep -q '[scd]'
-}
-# wait_guest NAME PATTERN SECONDS [EXCLUDE]: 0 when the guest printed a line
-# matching PATTERN (and not EXCLUDE), 1 on timeout, 2 if the domain stopped.
-wait_guest() {
-    _end=$(($(secs) + $3))
-    _ex=${4:-^\$^}
-    _n=0
-    while :; do
-        pull_dmesg
-        glog "$1" | grep -v -- "$_ex" | grep -q -- "$2" && return 0
-        if [ $((_n % 4)) = 0 ] && ! alive "$1"; then
-            sleep 1
-            pull_dmesg
-            glog "$1" | grep -v -- "$_ex" | grep -q -- "$2" && return 0
-            return 2
-        fi
-        [ "$(secs)" -ge "$_end" ] && return 1
-        _n=$((_n + 1))
-        sleep 0.5
-    done
-}
-gline() { glog "$1" | grep -- "$2" | tail -1; }
-state() {
-    _l=$(xl list "ibguest-$1" 2>/dev/null | awk 'NR == 2 { print "domid " $2 ", state " $5 }')
-    echo "${_l:-no such domain}"
-}
-why_not() {
-    case "$2" in
-        2) echo "ibguest-$1 stopped before $3 ($(state "$1")); its last line: $(gshow "$1" | tail -1)" ;;
-        *) echo "no $3 from ibguest-$1 within the wait; its last line: $(gshow "$1" | tail -1)" ;;
-    esac
-}
-wait_file() {
-    _i=0
-    while [ "$_i" -lt $(($3 * 5)) ]; do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.2
-        _i=$((_i + 1))
-    done
-    return 1
-}
 
 # --- diagnostics --------------------------------------------------------------------
 diag() {
@@ -153,33 +89,10 @@ diag() {
     echo "  xl list:"
     xl list 2>&1 | indent
 }
-dump() {
-    [ -f "$2" ] || return 0
-    echo "XEN-FILE $1 $(tr -d '\r' <"$2" | wc -l)"
-    tr -d '\r' <"$2" | sed 's/^/XF|/'
-    echo "XEN-END-FILE"
-}
 
-# --- soft-RoCE, the back end, the domains ---------------------------------------------
-backend_alive() { [ -n "$BACKEND_PID" ] && kill -0 "$BACKEND_PID" 2>/dev/null; }
-bline() { grep -- "$1" "$BLOG" | tail -1 | sed 's/^\[[^]]*\] *//'; }
 stats() { ib-backend stats --control "$CONTROL" 2>&1; }
 stat_of() { stats | grep "^guest $1 " | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
-write_cfg() {
-    eval "_ip=\$IP_$1"
-    cat >"/etc/xen/ibguest-$1.cfg" <<EOF
-name = "ibguest-$1"
-type = "pvh"
-kernel = "/guest.elf"
-memory = $MEM
-vcpus = 1
-on_poweroff = "destroy"
-on_crash = "preserve"
-on_reboot = "preserve"
-cmdline = "ip=$_ip/24 gw=$GW services=echo,http,discard log=info name=$1${2:+ $2}"
-EOF
-}
 # create NAME: xl create; sets DOMID_NAME, OFF_NAME and CREATED.
 create() {
     _f=$(conlog "$1")

@@ -230,7 +230,7 @@ fi
 # XEN_TEST_SCENARIO: another scenario file (it defines PLAN and scenario()).
 SCENARIO=${XEN_TEST_SCENARIO:-xentest/scenario.sh}
 [ -f "$SCENARIO" ] || die "no scenario file $SCENARIO"
-XENTEST_FILES=(xentest/dom0-init.sh "$SCENARIO" xentest/xen-test.sh xentest/domu-init.sh xentest/vif-ibgw)
+XENTEST_FILES=(xentest/dom0-init.sh "$SCENARIO" xentest/guests.sh xentest/xen-test.sh xentest/domu-init.sh xentest/vif-ibgw)
 # put_module NAME DIR: the kernel's module NAME as a plain DIR/NAME.ko
 # (busybox insmod wants them uncompressed); nothing if it is built in.
 put_module() {
@@ -265,6 +265,7 @@ build_initrd() {
     cp "$BUSYBOX" "$root/bin/busybox"
     cp xentest/dom0-init.sh "$root/init"
     cp "$SCENARIO" "$root/scenario.sh"
+    cp xentest/guests.sh "$root/guests.sh"
     chmod 755 "$root/init"
     # The toolstack: xl, the C xenstored, xenconsoled, xen-init-dom0, and the
     # xenstore-* commands (one binary that looks at its name).

@@ -105,7 +105,9 @@ impl fmt::Display for ExitCode {
 #[cfg(target_os = "none")]
 pub fn exit(code: ExitCode) -> ! {
     crate::println!("ibguest: exit: {code}");
-    crate::arch::cpu::debug_exit(code.code());
+    if !crate::serial::on_xen() {
+        crate::arch::cpu::debug_exit(code.code());
+    }
     if crate::xen::is_up() {
         crate::println!(
             "ibguest: xen: SCHEDOP_shutdown {}",

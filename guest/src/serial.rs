@@ -1,9 +1,10 @@
 //! The console and the `log` logger.
 //!
-//! Output goes to COM1 (QEMU's `-serial stdio`) and, when running on Xen,
-//! also to port 0xe9 (Xen's debug console, shown by `xl dmesg`), since a
-//! PVH domain has no COM1, and once the Xen platform is up, to the PV
-//! console ring (`xl console`, xenconsoled's log). Lines are `[seconds.micros] LEVEL target: text`.
+//! Output goes to COM1 (QEMU's `-serial stdio`). Under Xen, where a PVH
+//! domain has no COM1, it goes to port 0xe9 (Xen's debug console, shown by
+//! `xl dmesg`) until the PV console ring is up (`xl console`,
+//! xenconsoled's log), and to the ring from then on; exception and panic
+//! reports go to both. Lines are `[seconds.micros] LEVEL target: text`.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ impl Write for Console {
                 cpu::debugcon_write(b);
             }
         }
-        if self.debugcon && crate::xen::is_up() {
+        if crate::xen::console::is_up_fast() {
             // The PV console is a terminal for `xl console`: CR LF.
             let mut lines = s.split('\n');
             if let Some(first) = lines.next() {
@@ -56,7 +57,8 @@ static HAVE_COM1: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     let xen = cpu::xen_cpuid_base().is_some();
     ON_XEN.store(xen, Ordering::Relaxed);
-    let com1 = Com1::init();
+    // A PVH domain has no COM1 (reads 0xff, writes vanish): do not probe it.
+    let com1 = if xen { None } else { Com1::init() };
     HAVE_COM1.store(com1.is_some(), Ordering::Relaxed);
     *CONSOLE.lock() = Some(Console {
         com1,
@@ -82,6 +84,9 @@ pub fn print(args: fmt::Arguments<'_>) {
     cpu::without_interrupts(|| match CONSOLE.try_lock() {
         Some(mut guard) => {
             if let Some(c) = guard.as_mut() {
+                // Port 0xe9 is the early and fallback output under Xen:
+                // once the PV console is up, lines go there instead.
+                c.debugcon = on_xen() && !crate::xen::console::is_up_fast();
                 let _ = c.write_fmt(args);
             }
         }
@@ -93,7 +98,7 @@ pub fn print(args: fmt::Arguments<'_>) {
 /// may interrupt a half-written line).
 pub fn emergency(args: fmt::Arguments<'_>) {
     let mut c = Console {
-        com1: Some(Com1::steal()),
+        com1: (!on_xen()).then(Com1::steal),
         debugcon: on_xen(),
     };
     let _ = c.write_fmt(args);

@@ -169,7 +169,13 @@ mod platform {
     /// Calibrates the TSC and the APIC timer. Needs the local APIC; call
     /// with interrupts off.
     pub fn init() -> Result<Calibration, ClockError> {
-        let cal = match calibrate_pit() {
+        // Xen PVH has no PIT: go straight to Xen's CPUID leaf there.
+        let pit = if cpu::xen_cpuid_base().is_some() {
+            None
+        } else {
+            calibrate_pit()
+        };
+        let cal = match pit {
             Some(cal) => cal,
             None => calibrate_cpuid()?,
         }

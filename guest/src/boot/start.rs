@@ -75,9 +75,11 @@ fn fatal(code: ExitCode, what: &str, e: &dyn fmt::Display) -> ! {
 /// Called by the entry code on the boot stack, in long mode, interrupts
 /// off, with the start info's physical address.
 pub(super) extern "sysv64" fn boot_main(start_info_paddr: u64) -> ! {
-    serial::init();
+    // The IDT first: under Xen every port access is emulated, and a fault
+    // there must be reported, not become a triple fault.
     arch::gdt::init();
     arch::idt::init();
+    serial::init();
 
     let start_info = StartInfo::parse(&EarlyPhys, start_info_paddr)
         .unwrap_or_else(|e| fatal(ExitCode::BootFailure, "cannot read hvm_start_info", &e));
@@ -107,7 +109,10 @@ pub(super) extern "sysv64" fn boot_main(start_info_paddr: u64) -> ! {
     // (from here on the log goes there too).
     let xen = crate::xen::init();
 
-    arch::pic::disable();
+    // A PVH domain has no 8259s (nor PIT, nor COM1): no port I/O for them.
+    if !serial::on_xen() {
+        arch::pic::disable();
+    }
     let lapic_base = arch::lapic::init()
         .unwrap_or_else(|e| fatal(ExitCode::BootFailure, "cannot map the local APIC", &e));
     let calibration =

@@ -6,7 +6,7 @@
 //! writer notifies and spins for a bounded time (xenconsoled drains it),
 //! then drops the rest rather than hang the guest.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use ring::Window;
 use spin::Mutex;
@@ -33,6 +33,8 @@ struct PvConsole {
 }
 
 static CONSOLE: Mutex<Option<PvConsole>> = Mutex::new(None);
+/// Set once the ring is mapped (read without the lock on every print).
+static UP: AtomicBool = AtomicBool::new(false);
 
 /// Why the PV console is not available.
 #[derive(Clone, Copy, Debug)]
@@ -66,7 +68,13 @@ pub fn init() -> Result<(), ConsoleError> {
         port,
         dropped: 0,
     });
+    UP.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Whether the PV console is up, without taking its lock.
+pub fn is_up_fast() -> bool {
+    UP.load(Ordering::Acquire)
 }
 
 /// Whether the PV console is up.

@@ -1,0 +1,119 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # _ip, _off, _id and friends are set by eval
+# Helpers both xen-test scenarios use (sourced by scenario.sh and
+# scenario-rdma.sh, from /guests.sh in dom0): the guests' consoles (both
+# xenconsoled's log, the PV console, and the `(dN)` lines of `xl dmesg`, port
+# 0xe9), waiting for a guest's line, the back end's log and stats, and the
+# domains' xl configs. They use the scenario's $DMESG, $BLOG, $CONTROL,
+# $MEM, $GW and IP_<name>, and dom0-init.sh's indent/secs/now/since.
+# --- guests' consoles ------------------------------------------------------------
+# Xen's console ring, drained into one file (so it never wraps).
+pull_dmesg() { xl dmesg -c >>"$DMESG" 2>/dev/null; }
+conlog() { echo "/var/log/xen/console/guest-ibguest-$1.log"; }
+# pvcon NAME: this incarnation's PV console (xenconsoled's log, from where
+# it was when the domain was created); e9log NAME: its (dN) lines in xl dmesg
+# (port 0xe9); glog NAME: both, which is what the waits look at.
+pvcon() {
+    eval "_off=\${OFF_$1:-0}"
+    # shellcheck disable=SC2154 # set by the eval
+    [ -f "$(conlog "$1")" ] && tail -c +$((_off + 1)) "$(conlog "$1")" | tr -d '\r'
+}
+e9log() {
+    eval "_id=\${DOMID_$1:-none}"
+    grep "(d$_id) " "$DMESG" 2>/dev/null | sed 's/^.*(d[0-9]*) //' | tr -d '\r'
+}
+glog() {
+    pvcon "$1"
+    e9log "$1"
+}
+# gshow NAME: the guest's lines once: the PV console if it has any, else the
+# xl dmesg lines.
+gshow() {
+    if [ -n "$(pvcon "$1" | head -1)" ]; then
+        echo "(PV console, $(conlog "$1"))"
+        pvcon "$1"
+    else
+        echo "(xl dmesg lines (d$(eval "echo \${DOMID_$1:-?}")), no PV console output)"
+        e9log "$1"
+    fi
+}
+# alive NAME: the domain exists and has not shut down, crashed or died.
+alive() {
+    _st=$(xl list "ibguest-$1" 2>/dev/null | awk 'NR == 2 { print $5 }')
+    [ -n "$_st" ] && ! echo "$_st" | grep -q '[scd]'
+}
+# wait_guest NAME PATTERN SECONDS [EXCLUDE]: 0 when the guest printed a line
+# matching PATTERN (and not EXCLUDE), 1 on timeout, 2 if the domain stopped
+# first.
+wait_guest() {
+    _end=$(($(secs) + $3))
+    _ex=${4:-^\$^}
+    _n=0
+    while :; do
+        pull_dmesg
+        glog "$1" | grep -v -- "$_ex" | grep -q -- "$2" && return 0
+        # xl is not free under TCG: look at the domain's state every 2 s.
+        if [ $((_n % 4)) = 0 ] && ! alive "$1"; then
+            sleep 1
+            pull_dmesg
+            glog "$1" | grep -v -- "$_ex" | grep -q -- "$2" && return 0
+            return 2
+        fi
+        [ "$(secs)" -ge "$_end" ] && return 1
+        _n=$((_n + 1))
+        sleep 0.5
+    done
+}
+# gline NAME PATTERN: the guest's last line matching PATTERN.
+gline() { glog "$1" | grep -- "$2" | tail -1; }
+# why_not NAME RC WHAT: a reason for a failed wait_guest.
+why_not() {
+    case "$2" in
+        2) echo "ibguest-$1 stopped before $3 ($(state "$1")); its last line: $(gshow "$1" | tail -1)" ;;
+        *) echo "no $3 from ibguest-$1 within $WAIT s; its last line: $(gshow "$1" | tail -1)" ;;
+    esac
+}
+state() {
+    _l=$(xl list "ibguest-$1" 2>/dev/null | awk 'NR == 2 { print "domid " $2 ", state " $5 }')
+    echo "${_l:-no such domain}"
+}
+# wait_file FILE PATTERN SECONDS
+wait_file() {
+    _i=0
+    while [ "$_i" -lt $(($3 * 5)) ]; do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.2
+        _i=$((_i + 1))
+    done
+    return 1
+}
+# dump NAME FILE: the whole file, for the host to save as logs/dom0-NAME.
+# Each line is prefixed with XF| (Xen's own console lines may come in
+# between); the line count lets the host see whether the console dropped any.
+dump() {
+    [ -f "$2" ] || return 0
+    echo "XEN-FILE $1 $(tr -d '\r' <"$2" | wc -l)"
+    tr -d '\r' <"$2" | sed 's/^/XF|/'
+    echo "XEN-END-FILE"
+}
+backend_alive() { [ -n "$BACKEND_PID" ] && kill -0 "$BACKEND_PID" 2>/dev/null; }
+# bline PATTERN: the back end's last log line matching PATTERN, without
+# env_logger's "[time LEVEL target] " prefix.
+bline() { grep -- "$1" "$BLOG" | tail -1 | sed 's/^\[[^]]*\] *//'; }
+# write_cfg NAME EXTRA-ARGS: /etc/xen/ibguest-NAME.cfg. The guest's command
+# line may have commas (only Xen's module strings may not). A crash, and a
+# triple fault (a reboot to Xen), leave the domain in `xl list` for a look.
+write_cfg() {
+    eval "_ip=\$IP_$1"
+    cat >"/etc/xen/ibguest-$1.cfg" <<EOF
+name = "ibguest-$1"
+type = "pvh"
+kernel = "/guest.elf"
+memory = $MEM
+vcpus = 1
+on_poweroff = "destroy"
+on_crash = "preserve"
+on_reboot = "preserve"
+cmdline = "ip=$_ip/24 gw=$GW services=echo,http,discard log=info name=$1${2:+ $2}"
+EOF
+}
