@@ -20,6 +20,7 @@
 #                      the scenario (exit it, or Ctrl-A X, to stop)
 #   XEN_DOM0_VCPUS     dom0_max_vcpus (default 2)
 #   XEN_TEST_CPU       QEMU's -cpu (default max,-smap)
+#   XEN_TEST_SMP       QEMU's -smp (default 2)
 #   XEN_TEST_XEN_ARGS  more Xen command-line options
 #   XEN_TEST_SCENARIO  another scenario file instead of xentest/scenario.sh
 #   XEN_TEST_RDMA=1    the rdma provider on soft-RoCE in dom0 instead of the
@@ -39,6 +40,7 @@ LOGS=$OUT/logs
 TIMEOUT=${XEN_TEST_TIMEOUT:-480}
 DOM0_VCPUS=${XEN_DOM0_VCPUS:-2}
 CPU=${XEN_TEST_CPU:-max,-smap}
+SMP=${XEN_TEST_SMP:-2}
 T_START=$(date +%s)
 
 say() { echo "xen-test: $*"; }
@@ -339,7 +341,7 @@ say "ready to boot after $(elapsed "$T_START") s"
 XEN_APPEND="console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=$DOM0_VCPUS spec-ctrl=eager-fpu loglvl=all guest_loglvl=all conring_size=1m serial_tx_buffer=256k noreboot${XEN_TEST_XEN_ARGS:+ $XEN_TEST_XEN_ARGS}"
 DOM0_APPEND="console=hvc0 earlyprintk=xen quiet loglevel=3 rdinit=/init"
 [ "${XEN_TEST_SHELL:-0}" = 1 ] && DOM0_APPEND="$DOM0_APPEND xentest.shell=1"
-QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu "$CPU" -smp 2 -m 2G
+QEMU=(qemu-system-x86_64 -accel tcg -M pc -cpu "$CPU" -smp "$SMP" -m 2G
     -display none -vga none -no-reboot -nic none
     -kernel "$XEN_ELF" -append "$XEN_APPEND"
     -initrd "$VMLINUZ $DOM0_APPEND,$OUT/dom0.cpio.gz")
@@ -451,7 +453,7 @@ trap cleanup EXIT
 trap 'say "interrupted; stopping QEMU"; exit 130' INT TERM
 
 echo
-say "=== booting Xen 4.17 + dom0 in QEMU (TCG, -cpu $CPU -smp 2 -m 2G); console in $CON"
+say "=== booting Xen 4.17 + dom0 in QEMU (TCG, -cpu $CPU -smp $SMP -m 2G); console in $CON"
 T_QEMU=$(date +%s)
 "${QEMU[@]}" -monitor none -serial "file:$CON" </dev/null >"$LOGS/qemu.log" 2>&1 &
 QEMU_PID=$!
