@@ -93,27 +93,6 @@ diag() {
 stats() { ib-backend stats --control "$CONTROL" 2>&1; }
 stat_of() { stats | grep "^guest $1 " | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
-# create NAME: xl create; sets DOMID_NAME, OFF_NAME and CREATED.
-create() {
-    _f=$(conlog "$1")
-    if [ -f "$_f" ]; then eval "OFF_$1=$(wc -c <"$_f")"; else eval "OFF_$1=0"; fi
-    eval "DOMID_$1=none"
-    pull_dmesg
-    _t=$(now)
-    xl create "/etc/xen/ibguest-$1.cfg" >"/run/xl-create-$1.log" 2>&1
-    _rc=$?
-    _took=$(since "$_t")
-    _id=$(xl domid "ibguest-$1" 2>/dev/null)
-    eval "DOMID_$1=${_id:-none}"
-    if [ "$_rc" = 0 ] || { [ -n "$_id" ] && grep -q 'monitoring daemonizing child' "/run/xl-create-$1.log"; }; then
-        CREATED="ibguest-$1 domid $_id in $_took s"
-        [ "$_rc" = 0 ] || CREATED="$CREATED (xl create rc $_rc: its monitoring child died; the domain runs)"
-        return 0
-    fi
-    indent <"/run/xl-create-$1.log"
-    CREATED="xl create ibguest-$1 failed (rc $_rc): $(grep -v '^Parsing config' "/run/xl-create-$1.log" | tail -2 | tr '\n' ' ')"
-    return 1
-}
 
 # --- the steps ------------------------------------------------------------------------
 step_rxe() {

@@ -90,64 +90,6 @@ gstat() { ib-backend stats --control "$CONTROL" 2>/dev/null | grep "^guest $1 ";
 # stat_of NAME KEY: one counter (or state) of guest NAME.
 stat_of() { gstat "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
-# create NAME: xl create, then wait for the guest's first line; sets
-# DOMID_NAME, OFF_NAME and CREATED (what it did). A domain that dies before
-# its first line (a triple fault in early boot under nested TCG: seen about
-# once in a hundred creates, with nothing on its console) is shown with
-# xen-hvmctx, destroyed and created once more; CREATED says so.
-create() {
-    create_once "$1" || return 1
-    wait_guest "$1" 'ibguest: booted' 20
-    _brc=$?
-    [ "$_brc" = 0 ] && return 0
-    eval "_bid=\$DOMID_$1"
-    _bst=$(state "$1")
-    echo "xen-test: ibguest-$1 (domid $_bid) died before its first line ($_bst); Xen said: $(grep "d${_bid}v0\|(d$_bid)" "$DMESG" | tail -3 | tr '\n' ' ')"
-    xen-hvmctx "$_bid" 2>&1 | grep -i 'rip\|rsp\|cr[0234]\|efer\|cs ' | head -12 | indent
-    xl destroy "ibguest-$1" >/dev/null 2>&1
-    _first="domid $_bid died before its first line ($_bst)"
-    create_once "$1" || return 1
-    CREATED="$CREATED (retried: $_first)"
-    wait_guest "$1" 'ibguest: booted' 20
-}
-create_once() {
-    _f=$(conlog "$1")
-    if [ -f "$_f" ]; then eval "OFF_$1=$(wc -c <"$_f")"; else eval "OFF_$1=0"; fi
-    eval "DOMID_$1=none"
-    pull_dmesg
-    _t=$(now)
-    xl create "/etc/xen/ibguest-$1.cfg" >"/run/xl-create-$1.log" 2>&1
-    _rc=$?
-    _took=$(since "$_t")
-    _id=$(xl domid "ibguest-$1" 2>/dev/null)
-    eval "DOMID_$1=${_id:-none}"
-    if [ "$_rc" = 0 ]; then
-        CREATED="ibguest-$1 domid $_id in $_took s"
-        return 0
-    fi
-    echo "xen-test: xl create ibguest-$1 exited with $_rc:"
-    indent <"/run/xl-create-$1.log"
-    tail -5 "/var/log/xen/xl-ibguest-$1.log" 2>/dev/null | indent
-    # xl's daemonized child that watches the domain (for on_poweroff and
-    # on_crash) died (SIGSEGV, SIGABRT) twice in about 45 creates before Xen
-    # ran with spec-ctrl=eager-fpu (see README.md); the domain itself was
-    # there and ran.
-    if [ -n "$_id" ] && grep -q 'monitoring daemonizing child' "/run/xl-create-$1.log"; then
-        CREATED="ibguest-$1 domid $_id in $_took s (xl create rc $_rc: its domain-monitoring child died; the domain runs)"
-        return 0
-    fi
-    CREATED="xl create ibguest-$1 failed (rc $_rc): $(grep -v '^Parsing config' "/run/xl-create-$1.log" | tail -2 | tr '\n' ' ')"
-    return 1
-}
-# ping_from_dom0 ADDR: busybox ping, 3 echoes; prints a summary; 0 if any came back.
-ping_from_dom0() {
-    ping -c 3 -w 20 "$1" >/run/ping.log 2>&1
-    _rc=$?
-    _sum=$(grep 'packets transmitted' /run/ping.log)
-    _rtt=$(sed -n 's/.*min\/avg\/max = //p' /run/ping.log)
-    echo "${_sum:-$(tail -1 /run/ping.log)}${_rtt:+, rtt min/avg/max $_rtt}"
-    return $_rc
-}
 
 # --- the steps ------------------------------------------------------------------------
 step_backend() {
