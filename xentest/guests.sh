@@ -7,8 +7,47 @@
 # domains' xl configs. They use the scenario's $DMESG, $BLOG, $CONTROL,
 # $MEM, $GW and IP_<name>, and dom0-init.sh's indent/secs/now/since.
 # --- guests' consoles ------------------------------------------------------------
-# Xen's console ring, drained into one file (so it never wraps).
-pull_dmesg() { xl dmesg -c >>"$DMESG" 2>/dev/null; }
+# Xen's console ring, drained into one file (so it never wraps); every new
+# triple fault in it is looked at (triple_faults).
+pull_dmesg() {
+    xl dmesg -c >>"$DMESG" 2>/dev/null
+    triple_faults
+}
+# triple_faults: for each domain Xen reported a triple fault for
+# (`(XEN) dNv0 Triple fault - invoking HVM shutdown action ...`) that has not
+# been looked at yet, one `XEN-TRIPLE` line on the console with the dead
+# vCPU's RIP and CS as `xen-hvmctx` shows them, and a verdict:
+#  - `qemu`: the RIP is in Xen's own text (0xffff82d04xxxxxxx, the instruction
+#    after Xen's VMRUN) or the CS is Xen's hypervisor selector 0xe008. No
+#    guest runs there: QEMU's emulation of nested SVM wrote Xen's state into
+#    the guest's VMCB (xentest/README.md, "A domain that dies of a triple
+#    fault"). xen-test.sh runs the VM again when a failed run has one.
+#  - `guest`: anything else, a fault of the guest's own; never retried.
+# The domains keep their state for this: on_reboot = "preserve".
+# vcpu_rip_cs DOMID: "RIP CS" of the domain's vCPU 0 as xen-hvmctx shows
+# them ("? ?" if it cannot).
+vcpu_rip_cs() {
+    _ctx=$(xen-hvmctx "$1" 2>&1)
+    _rip=$(echo "$_ctx" | grep -o 'rip 0x[0-9a-f]*' | head -1 | cut -d' ' -f2)
+    _cs=$(echo "$_ctx" | grep -o '[[:space:]]cs 0x[0-9a-f]*' | head -1 | sed 's/.*cs //')
+    echo "${_rip:-?} ${_cs:-?}"
+}
+TRIPLE_SEEN=" "
+triple_faults() {
+    for _td in $(sed -n 's/.* d\([0-9]*\)v[0-9]* Triple fault.*/\1/p' "$DMESG" 2>/dev/null | sort -un); do
+        case "$TRIPLE_SEEN" in *" $_td "*) continue ;; esac
+        TRIPLE_SEEN="$TRIPLE_SEEN$_td "
+        set -- $(vcpu_rip_cs "$_td")
+        _trip=$1
+        _tcs=$2
+        _tname=$(xl list 2>/dev/null | awk -v id="$_td" '$2 == id { print $1 }')
+        case "$_trip:$_tcs" in
+            0xffff82d04*:* | *:0x0000e008 | *:0xe008) _tv=qemu ;;
+            *) _tv=guest ;;
+        esac
+        echo "XEN-TRIPLE domid $_td name ${_tname:-?} rip ${_trip:-?} cs ${_tcs:-?} verdict $_tv"
+    done
+}
 conlog() { echo "/var/log/xen/console/guest-ibguest-$1.log"; }
 # pvcon NAME: this incarnation's PV console (xenconsoled's log, from where
 # it was when the domain was created); e9log NAME: its (dN) lines in xl dmesg
@@ -169,12 +208,14 @@ create_once() {
     return 1
 }
 
-# ping_from_dom0 ADDR: busybox ping, 3 echoes; prints a summary; 0 if any came back.
+# ping_from_dom0 ADDR: 3 pings; 0 if any was answered. busybox ping exits 1
+# with -w when fewer than -c came back, but under TCG on a loaded machine
+# (round trips of half a second were seen) one ping in three can be lost on
+# the way while the path is fine: the summary line shows the loss.
 ping_from_dom0() {
     ping -c 3 -w 20 "$1" >/run/ping.log 2>&1
-    _rc=$?
     _sum=$(grep 'packets transmitted' /run/ping.log)
     _rtt=$(sed -n 's/.*min\/avg\/max = //p' /run/ping.log)
     echo "${_sum:-$(tail -1 /run/ping.log)}${_rtt:+, rtt min/avg/max $_rtt}"
-    return $_rc
+    echo "$_sum" | grep -q ' [1-9][0-9]* packets received'
 }

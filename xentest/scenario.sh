@@ -405,7 +405,9 @@ EOF
     _psum=$(domu_between LINUX-DOMU-PING-BEGIN LINUX-DOMU-PING-END | grep 'packets transmitted')
     _prtt=$(domu_between LINUX-DOMU-PING-BEGIN LINUX-DOMU-PING-END | sed -n 's/.*min\/avg\/max = //p')
     _ping="${_psum:-no summary}${_prtt:+, rtt min/avg/max $_prtt}"
-    if [ "$_prc" != 0 ] || ! echo "$_psum" | grep -q ' [1-9][0-9]* packets received'; then
+    # Any answer will do (ping_from_dom0 in guests.sh says why); the
+    # summary shows the loss.
+    if ! echo "$_psum" | grep -q ' [1-9][0-9]* packets received'; then
         _fail="$_fail ping $IP_g1 from the domU (rc ${_prc:-none}): $_ping;"
     fi
     # The page from g2.
