@@ -6,7 +6,7 @@ NOSTD_TARGET := x86_64-unknown-none
 NOSTD_CRATES := -p ring -p verbs-shim -p ipoib -p xen-proto
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz example softroce xen-test xen-rdma-test clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz soak example softroce xen-test xen-rdma-test clean
 
 all: build
 
@@ -56,6 +56,16 @@ bench: deps
 
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# The long reliability runs (docs/RELIABILITY.md): guests killed and
+# reconnected SOAK_CYCLES times with the back end's descriptors and memory
+# flat, and SOAK_TCP_MIB MiB of TCP through 10% of every wire fault.
+SOAK_CYCLES ?= 1000
+SOAK_TCP_MIB ?= 1024
+soak: deps
+	$(CARGO) build --workspace --bins
+	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test -p qemu-tests --test reconnect_soak -- --ignored --nocapture
+	SOAK_TCP_MIB=$(SOAK_TCP_MIB) $(CARGO) test --release -p ibguest-testkit --test lossy_soak -- --ignored --nocapture
 
 # Two stacks (ARP, ping, TCP) on the sim fabric, writing two-stacks.pcap.
 example: deps
