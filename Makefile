@@ -57,13 +57,16 @@ bench: deps
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
-# The long reliability runs (docs/RELIABILITY.md): guests killed and
-# reconnected SOAK_CYCLES times with the back end's descriptors and memory
-# flat, and SOAK_TCP_MIB MiB of TCP through 10% of every wire fault.
+# The long reliability runs (docs/RELIABILITY.md): SOAK_ROUNDS hostile
+# guests while an honest pair moves TCP data; guests killed and reconnected
+# SOAK_CYCLES times with the back end's descriptors and memory flat; and
+# SOAK_TCP_MIB MiB of TCP through 10% of every wire fault.
+SOAK_ROUNDS ?= 100000
 SOAK_CYCLES ?= 1000
 SOAK_TCP_MIB ?= 1024
 soak: deps
 	$(CARGO) build --workspace --bins
+	SOAK_ROUNDS=$(SOAK_ROUNDS) $(CARGO) test --release -p ibguest-testkit --test hostile_soak -- --ignored --nocapture
 	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test -p qemu-tests --test reconnect_soak -- --ignored --nocapture
 	SOAK_TCP_MIB=$(SOAK_TCP_MIB) $(CARGO) test --release -p ibguest-testkit --test lossy_soak -- --ignored --nocapture
 
