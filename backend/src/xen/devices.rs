@@ -226,7 +226,11 @@ impl Devices {
             log::debug!("xen: stale report for seat {seat}, domain {domid}: {report:?}");
             return None;
         };
-        let publication = match self.binding(i).phase.clone() {
+        let Some(binding) = self.seats[i].binding.as_ref() else {
+            self.unbound(i);
+            return None;
+        };
+        let publication = match binding.phase.clone() {
             Phase::Mapping(p) | Phase::Connected(p) => p,
             phase => {
                 log::debug!("xen: report for seat {seat} in phase {phase:?} ignored: {report:?}");
@@ -236,13 +240,13 @@ impl Devices {
         match report {
             Report::XenConnected { .. } => {
                 self.counters.connected += 1;
-                self.binding_mut(i).phase = Phase::Connected(publication);
+                self.set_phase(i, Phase::Connected(publication));
                 Some((i, XenbusState::Connected))
             }
             Report::XenFailed { reason, .. } => {
                 log::warn!("{}: the worker disconnected it: {reason}", self.who(i));
                 self.counters.failed += 1;
-                self.binding_mut(i).phase = Phase::Closed;
+                self.set_phase(i, Phase::Closed);
                 Some((i, XenbusState::Closed))
             }
         }
@@ -289,13 +293,36 @@ impl Devices {
         }
     }
 
-    /// Seat `i`'s binding; callers only ask for bound seats.
-    fn binding(&self, i: usize) -> &Binding {
-        self.seats[i].binding.as_ref().expect("the seat is bound")
+    /// The domain seat `i` serves. Callers only ask for bound seats; should
+    /// one ever ask for an unbound seat, that is logged as an internal error
+    /// and the caller skips its work, rather than the supervisor panicking.
+    fn domid_of(&self, i: usize) -> Option<u16> {
+        let domid = self.seats[i].binding.as_ref().map(|b| b.domid);
+        if domid.is_none() {
+            self.unbound(i);
+        }
+        domid
     }
 
-    fn binding_mut(&mut self, i: usize) -> &mut Binding {
-        self.seats[i].binding.as_mut().expect("the seat is bound")
+    /// Seat `i`'s binding, mutable (see [`Devices::domid_of`]).
+    fn binding_mut(&mut self, i: usize) -> Option<&mut Binding> {
+        if self.seats[i].binding.is_none() {
+            self.unbound(i);
+        }
+        self.seats[i].binding.as_mut()
+    }
+
+    fn set_phase(&mut self, i: usize, phase: Phase) {
+        if let Some(b) = self.binding_mut(i) {
+            b.phase = phase;
+        }
+    }
+
+    fn unbound(&self, i: usize) {
+        log::error!(
+            "xen: internal error: seat {} is not bound to a domain here; skipped",
+            self.seats[i].spec.name
+        );
     }
 }
 

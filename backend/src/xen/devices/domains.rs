@@ -100,7 +100,9 @@ impl Devices {
     /// loses `/local/domain/<id>` and its introduction; a renamed one keeps
     /// the first and no longer matches.)
     pub(super) fn alive(&mut self, xs: &mut impl Store, i: usize) -> Result<bool, StoreError> {
-        let domid = self.binding(i).domid;
+        let Some(domid) = self.domid_of(i) else {
+            return Ok(false);
+        };
         if self.domain_name(xs, domid)?.as_deref() != Some(self.seats[i].spec.domain.as_str()) {
             return Ok(false);
         }

@@ -19,7 +19,9 @@ impl Devices {
         i: usize,
         frontend_state: bool,
     ) -> Result<(), StoreError> {
-        let domid = self.binding(i).domid;
+        let Some(domid) = self.domid_of(i) else {
+            return Ok(());
+        };
         let spec = &self.seats[i].spec;
         let fe = ibchan::frontend_path(domid);
         let be = ibchan::backend_path(self.own, domid);
@@ -75,7 +77,7 @@ impl Devices {
                     }
                     if !e.is(ErrorName::Again) {
                         log::error!("{}: cannot write its device nodes: {e}", self.who(i));
-                        self.binding_mut(i).phase = Phase::Closed;
+                        self.set_phase(i, Phase::Closed);
                         return Ok(());
                     }
                 }
@@ -86,7 +88,7 @@ impl Devices {
                 "{}: writing its device nodes conflicted {TX_RETRIES} times; giving up",
                 self.who(i)
             );
-            self.binding_mut(i).phase = Phase::Closed;
+            self.set_phase(i, Phase::Closed);
             return Ok(());
         }
         log::info!(
@@ -94,7 +96,7 @@ impl Devices {
             self.who(i),
             self.seats[i].spec.max_pages
         );
-        self.binding_mut(i).phase = Phase::WaitFrontend;
+        self.set_phase(i, Phase::WaitFrontend);
         self.set_backend_state(xs, i, XenbusState::InitWait)
     }
 
@@ -105,7 +107,9 @@ impl Devices {
         i: usize,
         out: &mut Vec<Handoff>,
     ) -> Result<(), StoreError> {
-        let domid = self.binding(i).domid;
+        let Some(domid) = self.domid_of(i) else {
+            return Ok(());
+        };
         let path = format!("{}/{}", ibchan::frontend_path(domid), node::STATE);
         let Some(value) = tolerate(&format!("reading {path}"), xs.read(NO_TX, &path))? else {
             return Ok(());
@@ -122,7 +126,9 @@ impl Devices {
             return self.set_up(xs, i, true);
         };
         let state = XenbusState::parse(&value);
-        let b = self.binding_mut(i);
+        let Some(b) = self.binding_mut(i) else {
+            return Ok(());
+        };
         let changed = b.frontend != Some(state);
         b.frontend = Some(state);
         let phase = b.phase.clone();
@@ -169,7 +175,9 @@ impl Devices {
         restart: bool,
         out: &mut Vec<Handoff>,
     ) -> Result<(), StoreError> {
-        let domid = self.binding(i).domid;
+        let Some(domid) = self.domid_of(i) else {
+            return Ok(());
+        };
         let fe = ibchan::frontend_path(domid);
         let tx = xs.transaction_start()?;
         let mut failure: Option<StoreError> = None;
@@ -205,7 +213,7 @@ impl Devices {
                     domid,
                     publication: publication.clone(),
                 });
-                self.binding_mut(i).phase = Phase::Mapping(publication);
+                self.set_phase(i, Phase::Mapping(publication));
                 Ok(())
             }
             Err(reason) => {
@@ -223,7 +231,9 @@ impl Devices {
     /// Tells the worker to end seat `i`'s session, if it has one.
     pub(super) fn end_session(&mut self, i: usize, out: &mut Vec<Handoff>) {
         let seat = self.seats[i].spec.seat;
-        let b = self.binding_mut(i);
+        let Some(b) = self.binding_mut(i) else {
+            return;
+        };
         if matches!(b.phase, Phase::Mapping(_) | Phase::Connected(_)) {
             out.push(Handoff::End {
                 seat,
@@ -236,13 +246,13 @@ impl Devices {
 
     /// Backend Closed until the frontend resets.
     pub(super) fn close(&mut self, xs: &mut impl Store, i: usize) -> Result<(), StoreError> {
-        self.binding_mut(i).phase = Phase::Closed;
+        self.set_phase(i, Phase::Closed);
         self.set_backend_state(xs, i, XenbusState::Closed)
     }
 
     /// Backend InitWait: the frontend may connect again.
     pub(super) fn reopen(&mut self, xs: &mut impl Store, i: usize) -> Result<(), StoreError> {
-        self.binding_mut(i).phase = Phase::WaitFrontend;
+        self.set_phase(i, Phase::WaitFrontend);
         self.set_backend_state(xs, i, XenbusState::InitWait)
     }
 
@@ -252,7 +262,9 @@ impl Devices {
         i: usize,
         state: XenbusState,
     ) -> Result<(), StoreError> {
-        let domid = self.binding(i).domid;
+        let Some(domid) = self.domid_of(i) else {
+            return Ok(());
+        };
         let path = format!("{}/{}", ibchan::backend_path(self.own, domid), node::STATE);
         let value = state.as_u32().to_string();
         if tolerate(
