@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use verbs_shim::back::{BackStats, ViolationKind};
+use verbs_shim::back::{BackStats, Refusal, ViolationKind};
 use verbs_shim::PortAttr;
 
 /// Seat-level events.
@@ -55,9 +55,20 @@ pub struct SeatSnapshot {
     pub port: Option<PortAttr>,
     pub counters: SeatCounters,
     pub back: BackStats,
+    /// QPs the seat has open now.
+    pub qps_open: usize,
+    /// New QPs refused by the seat's `max_qps`.
+    pub qp_refusals: u64,
 }
 
-fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
+/// Resources held and requests refused by per-guest limits.
+#[derive(Clone, Copy, Default)]
+struct Limited {
+    qps_open: usize,
+    qp_refusals: u64,
+}
+
+fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limited) {
     let _ = write!(
         out,
         "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} ctrl_requests={} \
@@ -89,6 +100,14 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
             let _ = write!(out, " violation.{}={n}", k.name());
         }
     }
+    let _ = write!(
+        out,
+        " qps_open={} refused.qps={}",
+        l.qps_open, l.qp_refusals
+    );
+    for k in Refusal::ALL {
+        let _ = write!(out, " refused.{}={}", k.name(), b.refusals_of(k));
+    }
     out.push('\n');
 }
 
@@ -104,6 +123,7 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
     );
     let mut total_c = SeatCounters::default();
     let mut total_b = BackStats::default();
+    let mut total_l = Limited::default();
     for s in seats {
         let state = match (s.attached, s.connected) {
             (false, _) => "waiting",
@@ -114,12 +134,19 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
             .port
             .map(|p| format!(" qpn={:#x} pkey={:#06x}", p.qpn.get(), p.pkey.0))
             .unwrap_or_default();
+        let limited = Limited {
+            qps_open: s.qps_open,
+            qp_refusals: s.qp_refusals,
+        };
         line(
             &mut out,
             &format!("guest {} state={state}{port}", s.name),
             &s.counters,
             &s.back,
+            limited,
         );
+        total_l.qps_open += limited.qps_open;
+        total_l.qp_refusals += limited.qp_refusals;
         total_c.add(&s.counters);
         let b = &s.back;
         total_b.tx_requests += b.tx_requests;
@@ -132,7 +159,10 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
         for k in ViolationKind::ALL {
             total_b.violations[k as usize] += b.violations_of(k);
         }
+        for k in Refusal::ALL {
+            total_b.refusals[k as usize] += b.refusals_of(k);
+        }
     }
-    line(&mut out, "total", &total_c, &total_b);
+    line(&mut out, "total", &total_c, &total_b, total_l);
     out
 }
