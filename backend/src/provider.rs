@@ -308,3 +308,6 @@ pub fn guest_pkey(guest: &GuestConfig) -> PKey {
 pub fn ib_mtu(bytes: usize) -> IbMtu {
     IbMtu::from_bytes(bytes).unwrap_or(IbMtu::Mtu2048)
 }
+
+#[cfg(test)]
+mod tests;

@@ -119,3 +119,64 @@ mod tests {
         assert!(l.set("max-mcast-groups", None, "f").is_err());
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use super::super::{Config, Overrides};
+    use super::GuestLimits;
+
+    #[test]
+    fn limits_come_from_the_guest_table_and_the_guest_flag() {
+        let c = Config::from_toml(
+            r#"
+            [[guest]]
+            name = "g1"
+            socket = "/tmp/g1.sock"
+            max_mcast_groups = 8
+            max_pending_resolves = 4
+
+            [[guest]]
+            name = "g2"
+            socket = "/tmp/g2.sock"
+            "#,
+        )
+        .map_err(|e| e.to_string());
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let l = c.guests[0].limits;
+        assert_eq!((l.max_mcast_groups, l.max_pending_resolves), (8, 4));
+        assert_eq!(l.max_dests, GuestLimits::default().max_dests);
+        assert_eq!(c.guests[1].limits, GuestLimits::default());
+
+        let o = Overrides {
+            guests: vec!["name=g3,socket=/tmp/g3.sock,max-dests=32,max-qps=1".into()],
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &o).map_err(|e| e.to_string());
+        let l = match c {
+            Ok(c) => c.guests[0].limits,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!((l.max_dests, l.max_qps), (32, 1));
+    }
+
+    #[test]
+    fn bad_limits_name_their_field() {
+        let e = Config::from_toml("[[guest]]\nname = \"g1\"\nsocket = \"/s\"\nmax_qps = 0\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("guest[0].max_qps: must be"), "{e}");
+        let o = Overrides {
+            guests: vec!["name=g1,socket=/s,max-dests=lots".into()],
+            ..Overrides::default()
+        };
+        let e = Config::load(None, &o)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("max-dests: must be"), "{e}");
+    }
+}
