@@ -143,7 +143,7 @@ step_a() {
         fi
         show /tmp/a.log
         grep -q "SKIPPED" /tmp/a.log && ok=0
-        grep -q "test result: ok. 7 passed" /tmp/a.log || ok=0
+        grep -q "test result: ok. 8 passed" /tmp/a.log || ok=0
     done
     if [ "$ok" = 1 ]; then
         result a PASS "rdma provider tests on rxe0: all passed on GID index $V6_GID (IPv6) and ${V4_GID:-none} (IPv4)"

@@ -166,3 +166,41 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
     line(&mut out, "total", &total_c, &total_b, total_l);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_and_open_qps_are_shown_per_guest_and_in_total() {
+        let mut back = BackStats::default();
+        back.refusals[Refusal::McastGroups as usize] = 3;
+        back.refusals[Refusal::PendingResolves as usize] = 1;
+        let seat = SeatSnapshot {
+            name: "g1".into(),
+            attached: true,
+            connected: true,
+            port: None,
+            counters: SeatCounters::default(),
+            back,
+            qps_open: 1,
+            qp_refusals: 2,
+        };
+        let text = render("sim", 1, &[seat.clone(), seat]);
+        let guest = text.lines().nth(1).unwrap_or_default();
+        for want in [
+            " qps_open=1 refused.qps=2 ",
+            " refused.mcast_groups=3 ",
+            " refused.dests=0 ",
+            " refused.pending_resolves=1",
+        ] {
+            assert!(guest.contains(want), "{want:?} in {guest}");
+        }
+        let total = text.lines().last().unwrap_or_default();
+        assert!(total.starts_with("total "), "{total}");
+        assert!(
+            total.contains(" qps_open=2 refused.qps=4 refused.mcast_groups=6 "),
+            "{total}"
+        );
+    }
+}
