@@ -45,9 +45,10 @@ pub struct Port {
     _lease: Option<QpLease>,
 }
 
+/// Boxed: the two differ in size, and a port is made once per connection.
 enum PortKind {
-    Sim(SimPort),
-    Rdma(RdmaPort),
+    Sim(Box<SimPort>),
+    Rdma(Box<RdmaPort>),
 }
 
 impl Port {
@@ -154,12 +155,18 @@ impl Fabric {
                 port.set_notifier(Some(Arc::new(move || {
                     let _ = wake.notify();
                 })));
-                Ok(Port::new(PortKind::Sim(port), None))
+                Ok(Port::new(PortKind::Sim(Box::new(port)), None))
             }
-            Fabric::Rdma(ctx) => ctx
-                .open_port(region, slots)
-                .map(|p| Port::new(PortKind::Rdma(p), None))
-                .map_err(|e| ProviderError(format!("gateway: cannot open an rdma port: {e}"))),
+            Fabric::Rdma(ctx) => {
+                let port = ctx.open_port_in(region, slots, pkey).map_err(|e| {
+                    ProviderError(format!("gateway: cannot open an rdma port: {e}"))
+                })?;
+                // Finished address resolutions wake the gateway.
+                port.set_notifier(Some(Arc::new(move || {
+                    let _ = wake.notify();
+                })));
+                Ok(Port::new(PortKind::Rdma(Box::new(port)), None))
+            }
         }
     }
 
@@ -211,7 +218,7 @@ impl Fabric {
                 port.set_notifier(Some(Arc::new(move || {
                     let _ = wake.notify();
                 })));
-                Ok(PortKind::Sim(port))
+                Ok(PortKind::Sim(Box::new(port)))
             }
             Fabric::Rdma(ctx) => {
                 let _ = mtu;
@@ -227,7 +234,7 @@ impl Fabric {
                 port.set_notifier(Some(Arc::new(move || {
                     let _ = wake.notify();
                 })));
-                Ok(PortKind::Rdma(port))
+                Ok(PortKind::Rdma(Box::new(port)))
             }
         }
     }

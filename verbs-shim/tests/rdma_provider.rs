@@ -611,8 +611,7 @@ fn each_port_gets_its_own_pkey_index_or_is_refused() {
             LAYOUT,
             verbs_shim::PKey(missing),
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(err, RdmaError::PkeyNotInTable { pkey, .. } if pkey == missing),
         "{err:?}"

@@ -15,7 +15,7 @@ use super::dests::{Dests, MAX_HANDLES};
 use super::error::RdmaError;
 use super::ffi::{Ah, AhSpec, Queues, POLL_BATCH};
 use super::ipmc;
-use super::resolver::{Inbox, Job, ResolveNotifier};
+use super::resolver::{Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
 use crate::hca::{
     Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
@@ -128,10 +128,8 @@ pub struct RdmaPort {
     wcs: Vec<Wc>,
     /// RoCE: the IP-level membership of each attached group.
     ip_groups: BTreeMap<Gid, UdpSocket>,
-    /// Finished address resolutions, filled by the resolver threads.
-    inbox: Arc<Inbox>,
-    /// Resolutions submitted and not yet collected from the inbox.
-    resolving: usize,
+    /// Address resolutions in progress (on the context's resolver threads).
+    resolutions: Resolutions,
     closed: bool,
     stats: RdmaStats,
 }
@@ -171,8 +169,7 @@ impl RdmaPort {
             cq: VecDeque::new(),
             wcs: Vec::with_capacity(POLL_BATCH),
             ip_groups: BTreeMap::new(),
-            inbox: Arc::new(Inbox::default()),
-            resolving: 0,
+            resolutions: Resolutions::new(),
             closed: false,
             stats: RdmaStats::default(),
             shared,
@@ -232,12 +229,12 @@ impl RdmaPort {
     /// finishes. It runs on a resolver thread; it should only wake the
     /// thread that polls this port.
     pub fn set_notifier(&self, notifier: Option<ResolveNotifier>) {
-        self.inbox.set_notifier(notifier);
+        self.resolutions.set_notifier(notifier);
     }
 
     /// Address resolutions in progress.
     pub fn resolving(&self) -> usize {
-        self.resolving
+        self.resolutions.in_progress()
     }
 
     /// Sends and receives posted and not yet reaped.
@@ -365,7 +362,7 @@ impl RdmaPort {
         if dgid.is_multicast() && mgid_pkey(dgid).partition() != self.attr.pkey.partition() {
             return Err(PathError::Unreachable);
         }
-        if !self.dests.has_room_for(self.resolving + 1) {
+        if !self.dests.has_room_for(self.resolutions.in_progress() + 1) {
             return Err(PathError::NoResources);
         }
         match s.link_layer {
@@ -390,37 +387,12 @@ impl RdmaPort {
         }
     }
 
-    /// Hands the creation of `dgid`'s address handle to the resolver.
-    fn submit_resolve(&mut self, dgid: Gid, spec: AhSpec) -> Result<(), PathError> {
-        let job = Job {
-            dev: Arc::clone(&self.shared.dev),
-            name: Arc::from(self.shared.name.as_str()),
-            spec,
-            dgid,
-            inbox: Arc::clone(&self.inbox),
-        };
-        match self.shared.resolver.submit(job) {
-            Ok(()) => {
-                self.resolving += 1;
-                Ok(())
-            }
-            Err(_) => {
-                log::error!(
-                    "rdma: {}: the address resolution threads are gone",
-                    self.shared.name
-                );
-                Err(PathError::NoResources)
-            }
-        }
-    }
-
     /// Turns finished resolutions into `Path` completions.
     fn collect_resolved(&mut self) {
-        if self.resolving == 0 {
+        if self.resolutions.in_progress() == 0 {
             return;
         }
-        for (dgid, ah) in self.inbox.take() {
-            self.resolving = self.resolving.saturating_sub(1);
+        for (dgid, ah) in self.resolutions.collect(&self.shared) {
             let result = ah.and_then(|ah| self.dests.insert(ah));
             self.cq.push_back(Completion::Path { dgid, result });
         }
@@ -640,7 +612,7 @@ impl Verbs for RdmaPort {
         self.reap()?;
         // A resolution that finished after the collection above has called
         // (or will call) the notifier; saying so here saves a wake-up.
-        Ok(!self.cq.is_empty() || (self.resolving > 0 && !self.inbox.is_empty()))
+        Ok(!self.cq.is_empty() || self.resolutions.has_finished())
     }
 
     fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
@@ -673,14 +645,12 @@ impl Verbs for RdmaPort {
         if self.closed {
             return Err(HcaError::Disconnected);
         }
-        let submitted = self
-            .ah_spec(dgid)
-            .and_then(|spec| self.submit_resolve(dgid, spec));
-        if let Err(e) = submitted {
-            self.cq.push_back(Completion::Path {
+        match self.ah_spec(dgid) {
+            Ok(spec) => self.resolutions.start(&self.shared, dgid, spec),
+            Err(e) => self.cq.push_back(Completion::Path {
                 dgid,
                 result: Err(e),
-            });
+            }),
         }
         Ok(())
     }

@@ -9,10 +9,12 @@
 //! called, and the port turns it into a `Path` completion at its next
 //! `poll_cq`/`arm_cq`.
 //!
-//! A slow resolution occupies one pool thread; with [`RESOLVER_THREADS`] of
-//! them, other guests' resolutions keep going meanwhile. How many
-//! resolutions one guest may have queued is bounded by the caller (the back
-//! half's `max_pending_resolves`, and the port's handle limit).
+//! Each port has at most one resolution in the pool at a time (the rest
+//! wait in its [`Resolutions`]), so a guest whose resolutions are slow holds
+//! one of the [`RESOLVER_THREADS`] at most, and the other guests' keep
+//! going. How many resolutions one guest may have queued is bounded by the
+//! caller (the back half's `max_pending_resolves`, and the port's handle
+//! limit).
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -20,6 +22,7 @@ use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, PoisonError};
 
+use super::context::Shared;
 use super::ffi::{Ah, AhSpec, Device};
 use crate::hca::PathError;
 use crate::types::Gid;
@@ -147,4 +150,87 @@ fn create(job: &Job) -> Result<Ah, PathError> {
             _ => PathError::Unreachable,
         }
     })
+}
+
+/// One port's address resolutions: at most one in the pool at a time, the
+/// rest waiting here in order. So a guest whose resolutions are slow holds
+/// one pool thread at most, and the other guests' go on.
+pub(super) struct Resolutions {
+    inbox: Arc<Inbox>,
+    waiting: VecDeque<(Gid, AhSpec)>,
+    in_pool: bool,
+    /// Resolutions the pool refused (it is gone), to report as failed.
+    refused: VecDeque<Resolved>,
+}
+
+impl Resolutions {
+    pub(super) fn new() -> Resolutions {
+        Resolutions {
+            inbox: Arc::new(Inbox::default()),
+            waiting: VecDeque::new(),
+            in_pool: false,
+            refused: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn set_notifier(&self, notifier: Option<ResolveNotifier>) {
+        self.inbox.set_notifier(notifier);
+    }
+
+    /// Resolutions started and not yet collected.
+    pub(super) fn in_progress(&self) -> usize {
+        self.waiting.len() + usize::from(self.in_pool) + self.refused.len()
+    }
+
+    /// Whether [`Resolutions::collect`] has something now.
+    pub(super) fn has_finished(&self) -> bool {
+        !self.refused.is_empty() || (self.in_pool && !self.inbox.is_empty())
+    }
+
+    /// Queues the creation of `dgid`'s address handle.
+    pub(super) fn start(&mut self, shared: &Shared, dgid: Gid, spec: AhSpec) {
+        self.waiting.push_back((dgid, spec));
+        self.feed(shared);
+    }
+
+    /// Takes what has finished, oldest first, and hands the pool the next
+    /// waiting resolution.
+    pub(super) fn collect(&mut self, shared: &Shared) -> VecDeque<Resolved> {
+        let mut done = core::mem::take(&mut self.refused);
+        if self.in_pool {
+            let finished = self.inbox.take();
+            if !finished.is_empty() {
+                self.in_pool = false;
+            }
+            done.extend(finished);
+        }
+        self.feed(shared);
+        done
+    }
+
+    /// Gives the pool the next waiting resolution, if none of ours is there.
+    fn feed(&mut self, shared: &Shared) {
+        while !self.in_pool {
+            let Some((dgid, spec)) = self.waiting.pop_front() else {
+                return;
+            };
+            let job = Job {
+                dev: Arc::clone(&shared.dev),
+                name: Arc::from(shared.name.as_str()),
+                spec,
+                dgid,
+                inbox: Arc::clone(&self.inbox),
+            };
+            match shared.resolver.submit(job) {
+                Ok(()) => self.in_pool = true,
+                Err(_) => {
+                    log::error!(
+                        "rdma: {}: the address resolution threads are gone",
+                        shared.name
+                    );
+                    self.refused.push_back((dgid, Err(PathError::NoResources)));
+                }
+            }
+        }
+    }
 }
