@@ -17,6 +17,8 @@ mod handoff;
 mod limits;
 #[allow(unsafe_code)]
 mod provider;
+#[cfg(test)]
+mod resolve_tests;
 mod seat;
 mod stats;
 mod supervisor;
