@@ -336,6 +336,12 @@ fn loopback_100_unicast_packets_with_grh() {
         counter.fetch_add(1, Ordering::Relaxed);
     })));
     let handle = a.resolve(ba.gid).expect("B's GID resolves");
+    // The thread delivers the handle, then calls the notifier: the handle
+    // may be polled first.
+    let start = Instant::now();
+    while finished.load(Ordering::Relaxed) == 0 && start.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(
         finished.load(Ordering::Relaxed) >= 1,
         "the notifier was called"
