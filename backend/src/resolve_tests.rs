@@ -3,7 +3,7 @@
 //! the resolution is done, and what the guest held is released with it.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
