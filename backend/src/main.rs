@@ -14,11 +14,11 @@ mod daemon;
 mod gateway;
 #[allow(unsafe_code)]
 mod handoff;
+#[cfg(test)]
+mod hardening_tests;
 mod limits;
 #[allow(unsafe_code)]
 mod provider;
-#[cfg(test)]
-mod resolve_tests;
 mod seat;
 mod stats;
 mod supervisor;

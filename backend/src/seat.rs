@@ -291,7 +291,8 @@ impl Seat {
                     }
                     Err(e) => {
                         log::error!("{e}");
-                        return Err(BackError::NotReady);
+                        self.counters.port_refusals += 1;
+                        return Err(BackError::PortRefused);
                     }
                 }
             }

@@ -28,6 +28,10 @@ pub struct SeatCounters {
     pub xen_refused: u64,
     /// Xen: sessions ended because their domain was destroyed.
     pub domain_releases: u64,
+    /// Guests whose port could not be opened (a P_Key not in the port's
+    /// table, the QP limit, the device out of resources), so they were
+    /// disconnected.
+    pub port_refusals: u64,
 }
 
 impl SeatCounters {
@@ -43,6 +47,7 @@ impl SeatCounters {
         self.xen_failures += c.xen_failures;
         self.xen_refused += c.xen_refused;
         self.domain_releases += c.domain_releases;
+        self.port_refusals += c.port_refusals;
     }
 }
 
@@ -102,8 +107,8 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limit
     }
     let _ = write!(
         out,
-        " qps_open={} refused.qps={}",
-        l.qps_open, l.qp_refusals
+        " port_refusals={} qps_open={} refused.qps={}",
+        c.port_refusals, l.qps_open, l.qp_refusals
     );
     for k in Refusal::ALL {
         let _ = write!(out, " refused.{}={}", k.name(), b.refusals_of(k));

@@ -78,6 +78,10 @@ pub enum BackError {
     ProviderMismatch,
     /// The provider failed.
     Provider(HcaError),
+    /// The back end could not open a port for the guest (a P_Key not in
+    /// the port's table, the guest's QP limit, a device out of resources);
+    /// the reason is logged where it was found.
+    PortRefused,
     /// The back end is shutting down.
     Shutdown,
 }
@@ -93,6 +97,7 @@ impl fmt::Display for BackError {
                 f.write_str("provider layout does not match the guest's")
             }
             BackError::Provider(e) => write!(f, "provider failed: {e}"),
+            BackError::PortRefused => f.write_str("no port could be opened for the guest"),
             BackError::Shutdown => f.write_str("back end shutting down"),
         }
     }

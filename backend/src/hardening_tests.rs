@@ -1,6 +1,7 @@
-//! A seat whose guest waits for a slow address resolution: the worker's
-//! service round returns at once, the seat's `Wake` descriptor fires when
-//! the resolution is done, and what the guest held is released with it.
+//! A seat against a guest that asks too much: a slow address resolution
+//! does not hold up the worker's service round (the seat's `Wake`
+//! descriptor fires when it is done) and what the guest held is released
+//! with it; a port that cannot be opened disconnects the guest, counted.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -69,17 +70,7 @@ fn readable(fd: BorrowedFd<'_>, within: Duration) -> bool {
     matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
-#[test]
-fn a_slow_resolution_wakes_the_seat_when_done_and_never_blocks_it() {
-    let sim = SimFabric::new(FaultConfig::NONE);
-    let fabric = Fabric::Sim(sim.clone());
-    let peer = sim
-        .add_port(PortConfig::local(9, PKey::DEFAULT))
-        .expect("peer port");
-    let delay = Duration::from_secs(1);
-    sim.set_path_delay(peer.gid(), Some(delay));
-
-    let window = Window::new_heap(1 << 20);
+fn seat_and_guest(window: &Window) -> Seat {
     let config = GuestConfig {
         name: "g1".into(),
         attach: Attach::Socket("/tmp/g1.sock".into()),
@@ -94,6 +85,39 @@ fn a_slow_resolution_wakes_the_seat_when_done_and_never_blocks_it() {
         events: EventFd::new().expect("eventfd"),
     };
     assert!(seat.adopt(Box::new(transport), false));
+    seat
+}
+
+#[test]
+fn a_port_that_cannot_be_opened_disconnects_the_guest_and_is_counted() {
+    let sim = SimFabric::new(FaultConfig::NONE);
+    let fabric = Fabric::Sim(sim.clone());
+    // Seat 0's port would be fe80::1, which is taken.
+    let _squatter = sim
+        .add_port(PortConfig::local(1, PKey::DEFAULT))
+        .expect("port");
+    let window = Window::new_heap(1 << 20);
+    let mut seat = seat_and_guest(&window);
+    let _front = FrontHca::attach(window, PARAMS, NoNotify).expect("front");
+    assert!(seat.kick(Source::Guest, &fabric, IbMtu::Mtu2048), "ended");
+    let snap = seat.snapshot();
+    assert!(!snap.attached);
+    assert_eq!(snap.counters.port_refusals, 1);
+    assert_eq!(snap.qps_open, 0, "the QP's place was given back");
+}
+
+#[test]
+fn a_slow_resolution_wakes_the_seat_when_done_and_never_blocks_it() {
+    let sim = SimFabric::new(FaultConfig::NONE);
+    let fabric = Fabric::Sim(sim.clone());
+    let peer = sim
+        .add_port(PortConfig::local(9, PKey::DEFAULT))
+        .expect("peer port");
+    let delay = Duration::from_secs(1);
+    sim.set_path_delay(peer.gid(), Some(delay));
+
+    let window = Window::new_heap(1 << 20);
+    let mut seat = seat_and_guest(&window);
     let mut front = FrontHca::attach(window, PARAMS, NoNotify).expect("front");
     assert!(!seat.kick(Source::Guest, &fabric, IbMtu::Mtu2048));
     assert!(front.poll_connected().expect("connected"));
