@@ -352,7 +352,7 @@ free_port() {
 if has a || has b; then
     ids=(rxe)
     has a && ids+=(a)
-    has b && ids+=(b)
+    has b && ids+=(b b-pkey)
     echo
     say "=== VM 'single': soft-RoCE, then steps ${ids[*]:1}"
     t=$(date +%s)

@@ -143,7 +143,7 @@ step_a() {
         fi
         show /tmp/a.log
         grep -q "SKIPPED" /tmp/a.log && ok=0
-        grep -q "test result: ok. 7 passed" /tmp/a.log || ok=0
+        grep -q "test result: ok. 8 passed" /tmp/a.log || ok=0
     done
     if [ "$ok" = 1 ]; then
         result a PASS "rdma provider tests on rxe0: all passed on GID index $V6_GID (IPv6) and ${V4_GID:-none} (IPv4)"
@@ -152,18 +152,19 @@ step_a() {
     fi
 }
 
-# Starts ib-backend on rxe0 with the given guests (name:socket ...) in DIR.
+# Starts ib-backend on rxe0 with the seats in $GUESTS, sockets in DIR. A
+# seat is NAME or NAME,OPTIONS (more --guest keys, e.g. g3,pkey=0x8001).
 BACKEND_PID=""
-start_backend() { # dir guest...
+start_backend() { # dir
     d=$1
     shift
     set --
-    for s in $GUESTS; do set -- "$@" --guest "name=$s,socket=$d/$s.sock"; done
+    for s in $GUESTS; do set -- "$@" --guest "name=${s%%,*},socket=$d/${s%%,*}.sock${s#"${s%%,*}"}"; done
     ib-backend run --provider rdma --rdma-device rxe0 --rdma-port 1 \
         --rdma-gid-index "$V6_GID" --control "$d/control.sock" "$@" \
         >"$d/backend.log" 2>&1 &
     BACKEND_PID=$!
-    for s in $GUESTS; do wait_sock "$d/$s.sock" 100 || return 1; done
+    for s in $GUESTS; do wait_sock "$d/${s%%,*}.sock" 100 || return 1; done
     wait_sock "$d/control.sock" 100
 }
 stop_backend() {
@@ -186,11 +187,31 @@ check_transfer() {
     grep "discard from" "$2"
 }
 
-# step b: one back end on rxe0, two hosted guests.
+# step b-pkey (inside step b): seat g3 has P_Key 0x8001, which rxe0's P_Key
+# table (only 0xffff) does not hold. A guest attaching there must be refused
+# with a message naming the P_Key and the port, never put in another
+# partition; g1 and g2 go on working (the rest of step b runs after it).
+step_b_pkey() {
+    d=$1
+    echo "\$ ibguest-hosted --socket g3 --ip 10.77.0.3/24 ping 10.77.0.2   (seat g3: pkey=0x8001)"
+    timeout 15 ibguest-hosted --socket "$d/g3.sock" --ip 10.77.0.3/24 ping 10.77.0.2 >"$d/g3.log" 2>&1 &&
+        echo "    | (g3's ping succeeded)"
+    show "$d/g3.log"
+    want="P_Key 0x8001 is not in the P_Key table of rxe0 port 1"
+    if wait_for "$d/backend.log" "guest g3: cannot open an rdma port: $want" 50; then
+        line=$(grep -m1 "$want" "$d/backend.log" | sed 's/.*\(guest g3: cannot open\)/\1/' | cut -c1-120)
+        result b-pkey PASS "seat g3 (P_Key 0x8001, not in rxe0's table) refused: $line..."
+    else
+        show "$d/backend.log"
+        result b-pkey FAIL "seat g3 (P_Key 0x8001) was not refused with a message naming the P_Key and rxe0 port 1"
+    fi
+}
+
+# step b: one back end on rxe0, two hosted guests (and the refused seat g3).
 step_b() {
     d=/tmp/b
     mkdir -p "$d"
-    GUESTS="g1 g2"
+    GUESTS="g1 g2 g3,pkey=0x8001"
     echo "=== step b: ib-backend --provider rdma --rdma-device rxe0 --rdma-port 1 --rdma-gid-index $V6_GID, guests g1 (10.77.0.1) and g2 (10.77.0.2)"
     if ! start_backend "$d"; then
         show "$d/backend.log"
@@ -202,6 +223,7 @@ step_b() {
     g2=$!
     fail=""
     wait_for "$d/g2.log" "up, hw" 100 || fail="guest g2 did not come up"
+    [ -n "$fail" ] || step_b_pkey "$d"
     if [ -z "$fail" ]; then
         echo "\$ ibguest-hosted --socket g1 --ip 10.77.0.1/24 ping 10.77.0.2"
         timeout 60 ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 ping 10.77.0.2 >"$d/ping.log" 2>&1 ||

@@ -14,6 +14,9 @@ mod daemon;
 mod gateway;
 #[allow(unsafe_code)]
 mod handoff;
+#[cfg(test)]
+mod hardening_tests;
+mod limits;
 #[allow(unsafe_code)]
 mod provider;
 mod seat;

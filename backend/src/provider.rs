@@ -17,6 +17,7 @@ use verbs_shim::{
 };
 
 use crate::config::{Config, GuestConfig, ProviderConfig};
+use crate::limits::{QpGauge, QpLease};
 
 /// Why the fabric or a port could not be opened.
 #[derive(Debug)]
@@ -37,29 +38,43 @@ pub enum Fabric {
     Rdma(RdmaContext),
 }
 
-/// One guest's port.
-pub enum Port {
-    Sim(SimPort),
-    Rdma(RdmaPort),
+/// One guest's (or the gateway's) port on the fabric.
+pub struct Port {
+    kind: PortKind,
+    /// A guest's place in its seat's QP count, given back with the port.
+    _lease: Option<QpLease>,
+}
+
+/// Boxed: the two differ in size, and a port is made once per connection.
+enum PortKind {
+    Sim(Box<SimPort>),
+    Rdma(Box<RdmaPort>),
 }
 
 impl Port {
+    fn new(kind: PortKind, lease: Option<QpLease>) -> Port {
+        Port {
+            kind,
+            _lease: lease,
+        }
+    }
+
     /// A descriptor that becomes readable when the port has completions,
     /// for ports that have one (rdma's completion channel). Sim ports wake
     /// their seat through the notifier instead.
     pub fn event_fd(&self) -> Option<BorrowedFd<'_>> {
-        match self {
-            Port::Sim(_) => None,
+        match &self.kind {
+            PortKind::Sim(_) => None,
             // SAFETY: the completion channel's descriptor lives as long as
             // the port, and the borrow cannot outlive `self`.
-            Port::Rdma(p) => Some(unsafe { BorrowedFd::borrow_raw(p.as_raw_fd()) }),
+            PortKind::Rdma(p) => Some(unsafe { BorrowedFd::borrow_raw(p.as_raw_fd()) }),
         }
     }
 
     /// Acknowledges the events that woke us (rdma), so the channel does not
     /// stay readable.
     pub fn ack_events(&mut self) {
-        if let Port::Rdma(p) = self {
+        if let PortKind::Rdma(p) = &mut self.kind {
             if let Err(e) = p.ack_events() {
                 log::warn!("rdma: cannot acknowledge CQ events: {e}");
             }
@@ -68,7 +83,7 @@ impl Port {
 
     /// Moves the QP to the error state so posted work is flushed (rdma).
     pub fn close(&mut self) {
-        if let Port::Rdma(p) = self {
+        if let PortKind::Rdma(p) = &mut self.kind {
             if let Err(e) = p.close() {
                 log::warn!("rdma: closing the port failed: {e}");
             }
@@ -140,17 +155,26 @@ impl Fabric {
                 port.set_notifier(Some(Arc::new(move || {
                     let _ = wake.notify();
                 })));
-                Ok(Port::Sim(port))
+                Ok(Port::new(PortKind::Sim(Box::new(port)), None))
             }
-            Fabric::Rdma(ctx) => ctx
-                .open_port(region, slots)
-                .map(Port::Rdma)
-                .map_err(|e| ProviderError(format!("gateway: cannot open an rdma port: {e}"))),
+            Fabric::Rdma(ctx) => {
+                let port = ctx.open_port_in(region, slots, pkey).map_err(|e| {
+                    ProviderError(format!("gateway: cannot open an rdma port: {e}"))
+                })?;
+                // Finished address resolutions wake the gateway.
+                port.set_notifier(Some(Arc::new(move || {
+                    let _ = wake.notify();
+                })));
+                Ok(Port::new(PortKind::Rdma(Box::new(port)), None))
+            }
         }
     }
 
-    /// Opens the port for seat `seat` over the guest's buffer area. `wake`
-    /// is written when completions arrive and the port was armed.
+    /// Opens the port for seat `seat` over the guest's buffer area, in the
+    /// guest's partition (its first P_Key). `wake` is written when
+    /// completions arrive and the port was armed, and (rdma) when an
+    /// address resolution finishes. Refused when the seat already has
+    /// `max_qps` QPs open (`qps` counts them and the refusals).
     pub fn open_port(
         &self,
         seat: usize,
@@ -158,13 +182,34 @@ impl Fabric {
         setup: &GuestSetup,
         mtu: IbMtu,
         wake: Arc<EventFd>,
+        qps: &QpGauge,
     ) -> Result<Port, ProviderError> {
+        let max = guest.limits.max_qps;
+        let lease = qps.lease(max).ok_or_else(|| {
+            ProviderError(format!(
+                "guest {}: refused a new QP: {} open, max_qps {max} ({} refused so far)",
+                guest.name,
+                qps.open(),
+                qps.refused()
+            ))
+        })?;
+        let kind = self.open_port_kind(seat, guest, setup, mtu, wake)?;
+        Ok(Port::new(kind, Some(lease)))
+    }
+
+    fn open_port_kind(
+        &self,
+        seat: usize,
+        guest: &GuestConfig,
+        setup: &GuestSetup,
+        mtu: IbMtu,
+        wake: Arc<EventFd>,
+    ) -> Result<PortKind, ProviderError> {
         match self {
             Fabric::Sim(fabric) => {
                 let n =
                     u16::try_from(seat + 1).map_err(|_| ProviderError("too many guests".into()))?;
-                let pkey = PKey(guest.pkeys.first().copied().unwrap_or(0xffff));
-                let mut config = PortConfig::with_layout(n, pkey, setup.slots);
+                let mut config = PortConfig::with_layout(n, guest_pkey(guest), setup.slots);
                 config.mtu = mtu;
                 config.region = setup.region.clone();
                 let mut port = fabric.add_port(config).map_err(|e| {
@@ -173,29 +218,39 @@ impl Fabric {
                 port.set_notifier(Some(Arc::new(move || {
                     let _ = wake.notify();
                 })));
-                Ok(Port::Sim(port))
+                Ok(PortKind::Sim(Box::new(port)))
             }
             Fabric::Rdma(ctx) => {
-                let _ = (wake, mtu);
+                let _ = mtu;
                 let port = ctx
-                    .open_port(setup.region.clone(), setup.slots)
+                    .open_port_in(setup.region.clone(), setup.slots, guest_pkey(guest))
                     .map_err(|e| {
                         ProviderError(format!(
                             "guest {}: cannot open an rdma port: {e}",
                             guest.name
                         ))
                     })?;
-                Ok(Port::Rdma(port))
+                // Finished address resolutions wake the seat.
+                port.set_notifier(Some(Arc::new(move || {
+                    let _ = wake.notify();
+                })));
+                Ok(PortKind::Rdma(Box::new(port)))
             }
         }
     }
 }
 
 macro_rules! forward {
+    (&$self:ident, $p:ident => $e:expr) => {
+        match &$self.kind {
+            PortKind::Sim($p) => $e,
+            PortKind::Rdma($p) => $e,
+        }
+    };
     ($self:ident, $p:ident => $e:expr) => {
-        match $self {
-            Port::Sim($p) => $e,
-            Port::Rdma($p) => $e,
+        match &mut $self.kind {
+            PortKind::Sim($p) => $e,
+            PortKind::Rdma($p) => $e,
         }
     };
 }
@@ -208,10 +263,10 @@ impl Hca for Port {
 
 impl Verbs for Port {
     fn port_attr(&self) -> PortAttr {
-        forward!(self, p => p.port_attr())
+        forward!(&self, p => p.port_attr())
     }
     fn layout(&self) -> SlotLayout {
-        forward!(self, p => p.layout())
+        forward!(&self, p => p.layout())
     }
     fn take_slots(&mut self) -> Option<(TxSlots, RxSlots)> {
         forward!(self, p => p.take_slots())
@@ -250,7 +305,16 @@ impl Verbs for Port {
     }
 }
 
+/// The P_Key of a guest's port: the first of its configured keys (the
+/// configuration always has one; the default partition otherwise).
+pub fn guest_pkey(guest: &GuestConfig) -> PKey {
+    guest.pkeys.first().map_or(PKey::DEFAULT, |&k| PKey(k))
+}
+
 /// The IB MTU enum for a byte count the configuration already checked.
 pub fn ib_mtu(bytes: usize) -> IbMtu {
     IbMtu::from_bytes(bytes).unwrap_or(IbMtu::Mtu2048)
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use ivshmem::EventFd;
 use ring::Window;
-use verbs_shim::back::{BackConfig, BackError, BackHalf, BackStats, ViolationKind};
+use verbs_shim::back::{BackError, BackHalf, BackStats, Refusal, ViolationKind};
 use verbs_shim::{IbMtu, PortAttr, Verbs};
 
 use crate::capture::FabricCapture;
 use crate::config::GuestConfig;
 use crate::handoff::{EndReason, Report, Reporter};
+use crate::limits::{back_config, QpGauge};
 use crate::provider::{Fabric, Port};
 use crate::stats::{SeatCounters, SeatSnapshot};
 use crate::transport::{GuestNotifier, Interrupt, Transport};
@@ -52,6 +53,8 @@ pub struct Seat {
     capture: Option<FabricCapture>,
     /// Tells the supervisor how Xen sessions go.
     reporter: Reporter,
+    /// QPs open for this seat (bounded by `config.limits.max_qps`).
+    qps: QpGauge,
 }
 
 /// Which of a seat's descriptors an event is for.
@@ -83,6 +86,7 @@ impl Seat {
             past: BackStats::default(),
             capture,
             reporter,
+            qps: QpGauge::default(),
         }
     }
 
@@ -204,10 +208,7 @@ impl Seat {
             }
         }
         let notifier = transport.notifier();
-        let config = BackConfig {
-            epoch,
-            ..BackConfig::default()
-        };
+        let config = back_config(epoch, &self.config.limits);
         let mut back = BackHalf::new(window.clone(), config, Interrupt(notifier.clone()))
             .map_err(|e| e.to_string())?;
         if let Some(c) = &self.capture {
@@ -278,7 +279,8 @@ impl Seat {
         };
         let result = (|| -> Result<(), BackError> {
             if let Some(setup) = s.back.poll_guest_init()? {
-                match fabric.open_port(self.index, &self.config, &setup, mtu, s.wake.clone()) {
+                let wake = s.wake.clone();
+                match fabric.open_port(self.index, &self.config, &setup, mtu, wake, &self.qps) {
                     Ok(port) => {
                         s.port = Some(port.port_attr());
                         if let Some(c) = &self.capture {
@@ -289,7 +291,8 @@ impl Seat {
                     }
                     Err(e) => {
                         log::error!("{e}");
-                        return Err(BackError::NotReady);
+                        self.counters.port_refusals += 1;
+                        return Err(BackError::PortRefused);
                     }
                 }
             }
@@ -338,10 +341,7 @@ impl Seat {
             return;
         };
         add_stats(&mut self.past, s.back.stats());
-        let config = BackConfig {
-            epoch: self.epoch,
-            ..BackConfig::default()
-        };
+        let config = back_config(self.epoch, &self.config.limits);
         match BackHalf::new(s.window.clone(), config, Interrupt(s.notifier.clone())) {
             Ok(mut b) => {
                 if let Some(c) = &self.capture {
@@ -447,6 +447,8 @@ impl Seat {
             port,
             counters: self.counters,
             back,
+            qps_open: self.qps.open(),
+            qp_refusals: self.qps.refused(),
         }
     }
 }
@@ -469,6 +471,9 @@ fn add_stats(total: &mut BackStats, s: &BackStats) {
     total.interrupts += s.interrupts;
     for k in ViolationKind::ALL {
         total.violations[k as usize] += s.violations_of(k);
+    }
+    for k in Refusal::ALL {
+        total.refusals[k as usize] += s.refusals_of(k);
     }
 }
 

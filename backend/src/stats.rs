@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use verbs_shim::back::{BackStats, ViolationKind};
+use verbs_shim::back::{BackStats, Refusal, ViolationKind};
 use verbs_shim::PortAttr;
 
 /// Seat-level events.
@@ -28,6 +28,10 @@ pub struct SeatCounters {
     pub xen_refused: u64,
     /// Xen: sessions ended because their domain was destroyed.
     pub domain_releases: u64,
+    /// Guests whose port could not be opened (a P_Key not in the port's
+    /// table, the QP limit, the device out of resources), so they were
+    /// disconnected.
+    pub port_refusals: u64,
 }
 
 impl SeatCounters {
@@ -43,6 +47,7 @@ impl SeatCounters {
         self.xen_failures += c.xen_failures;
         self.xen_refused += c.xen_refused;
         self.domain_releases += c.domain_releases;
+        self.port_refusals += c.port_refusals;
     }
 }
 
@@ -55,9 +60,20 @@ pub struct SeatSnapshot {
     pub port: Option<PortAttr>,
     pub counters: SeatCounters,
     pub back: BackStats,
+    /// QPs the seat has open now.
+    pub qps_open: usize,
+    /// New QPs refused by the seat's `max_qps`.
+    pub qp_refusals: u64,
 }
 
-fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
+/// Resources held and requests refused by per-guest limits.
+#[derive(Clone, Copy, Default)]
+struct Limited {
+    qps_open: usize,
+    qp_refusals: u64,
+}
+
+fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limited) {
     let _ = write!(
         out,
         "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} ctrl_requests={} \
@@ -89,6 +105,14 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
             let _ = write!(out, " violation.{}={n}", k.name());
         }
     }
+    let _ = write!(
+        out,
+        " port_refusals={} qps_open={} refused.qps={}",
+        c.port_refusals, l.qps_open, l.qp_refusals
+    );
+    for k in Refusal::ALL {
+        let _ = write!(out, " refused.{}={}", k.name(), b.refusals_of(k));
+    }
     out.push('\n');
 }
 
@@ -104,6 +128,7 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
     );
     let mut total_c = SeatCounters::default();
     let mut total_b = BackStats::default();
+    let mut total_l = Limited::default();
     for s in seats {
         let state = match (s.attached, s.connected) {
             (false, _) => "waiting",
@@ -114,12 +139,19 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
             .port
             .map(|p| format!(" qpn={:#x} pkey={:#06x}", p.qpn.get(), p.pkey.0))
             .unwrap_or_default();
+        let limited = Limited {
+            qps_open: s.qps_open,
+            qp_refusals: s.qp_refusals,
+        };
         line(
             &mut out,
             &format!("guest {} state={state}{port}", s.name),
             &s.counters,
             &s.back,
+            limited,
         );
+        total_l.qps_open += limited.qps_open;
+        total_l.qp_refusals += limited.qp_refusals;
         total_c.add(&s.counters);
         let b = &s.back;
         total_b.tx_requests += b.tx_requests;
@@ -132,7 +164,48 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
         for k in ViolationKind::ALL {
             total_b.violations[k as usize] += b.violations_of(k);
         }
+        for k in Refusal::ALL {
+            total_b.refusals[k as usize] += b.refusals_of(k);
+        }
     }
-    line(&mut out, "total", &total_c, &total_b);
+    line(&mut out, "total", &total_c, &total_b, total_l);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_and_open_qps_are_shown_per_guest_and_in_total() {
+        let mut back = BackStats::default();
+        back.refusals[Refusal::McastGroups as usize] = 3;
+        back.refusals[Refusal::PendingResolves as usize] = 1;
+        let seat = SeatSnapshot {
+            name: "g1".into(),
+            attached: true,
+            connected: true,
+            port: None,
+            counters: SeatCounters::default(),
+            back,
+            qps_open: 1,
+            qp_refusals: 2,
+        };
+        let text = render("sim", 1, &[seat.clone(), seat]);
+        let guest = text.lines().nth(1).unwrap_or_default();
+        for want in [
+            " qps_open=1 refused.qps=2 ",
+            " refused.mcast_groups=3 ",
+            " refused.dests=0 ",
+            " refused.pending_resolves=1",
+        ] {
+            assert!(guest.contains(want), "{want:?} in {guest}");
+        }
+        let total = text.lines().last().unwrap_or_default();
+        assert!(total.starts_with("total "), "{total}");
+        assert!(
+            total.contains(" qps_open=2 refused.qps=4 refused.mcast_groups=6 "),
+            "{total}"
+        );
+    }
 }

@@ -568,6 +568,7 @@ fn run(data: &[u8]) {
         epoch: EPOCH,
         max_dests: 1 + usize::from(config & 3),
         batch: 1 + usize::from((config >> 2) & 15),
+        ..BackConfig::default()
     };
 
     let fabric = SimFabric::new(faults);

@@ -328,7 +328,25 @@ fn loopback_100_unicast_packets_with_grh() {
     assert_ne!(aa.qpn, ba.qpn);
     assert_eq!(aa.gid, ctx.gid());
     assert!(aa.mtu <= ctx.mtu());
+    // The address handle is made on a resolver thread, which calls the
+    // port's notifier when it is done.
+    let finished = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&finished);
+    a.port.set_notifier(Some(std::sync::Arc::new(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+    })));
     let handle = a.resolve(ba.gid).expect("B's GID resolves");
+    // The thread delivers the handle, then calls the notifier: the handle
+    // may be polled first.
+    let start = Instant::now();
+    while finished.load(Ordering::Relaxed) == 0 && start.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        finished.load(Ordering::Relaxed) >= 1,
+        "the notifier was called"
+    );
+    assert_eq!(a.port.resolving(), 0);
     let dest = UdDest {
         handle,
         qpn: ba.qpn,
@@ -571,5 +589,46 @@ fn released_handles_and_close_flush_everything() {
     assert_eq!(a.sends.pop_front(), Some(WcStatus::Flushed));
     assert_eq!(a.port.port_attr().state, verbs_shim::PortState::Down);
     drop((a, ctx));
+    assert_no_errors_logged();
+}
+
+#[test]
+fn each_port_gets_its_own_pkey_index_or_is_refused() {
+    let Some(ctx) = context_or_skip("each_port_gets_its_own_pkey_index_or_is_refused") else {
+        return;
+    };
+    let table = ctx.pkey_table().unwrap_or_else(|e| panic!("{e}"));
+    // The context's own key is in the table: a port in it opens.
+    let own = ctx.pkey();
+    let port = ctx
+        .open_port_in(Window::new_heap(LAYOUT.region_len()), LAYOUT, own)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(port.port_attr().pkey, own);
+    drop(port);
+    // A full-member key whose partition the table lacks is refused, naming
+    // the key and the port; there is no fallback to another index.
+    let missing = (1..0x7fffu16)
+        .map(|p| p | 0x8000)
+        .find(|k| !table.iter().any(|t| t & 0x7fff == k & 0x7fff))
+        .expect("a partition the table does not hold");
+    let err = ctx
+        .open_port_in(
+            Window::new_heap(LAYOUT.region_len()),
+            LAYOUT,
+            verbs_shim::PKey(missing),
+        )
+        .expect_err("refused");
+    assert!(
+        matches!(err, RdmaError::PkeyNotInTable { pkey, .. } if pkey == missing),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    let named = format!(
+        "P_Key {missing:#06x} is not in the P_Key table of {} port {}",
+        ctx.device_name(),
+        ctx.port_num()
+    );
+    assert!(text.contains(&named), "{text}");
+    drop(ctx);
     assert_no_errors_logged();
 }

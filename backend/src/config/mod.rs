@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod limits;
+pub use limits::GuestLimits;
+
 /// Smallest window: header, rings and a handful of slots.
 pub const MIN_WINDOW: usize = 1 << 20;
 /// Largest window one guest may have.
@@ -74,6 +77,8 @@ pub struct GuestConfig {
     pub pkeys: Vec<u16>,
     /// A fixed IPv4 address, if the guest has one (the gateway uses it).
     pub ip: Option<Ipv4Addr>,
+    /// What this guest may hold in the back end.
+    pub limits: GuestLimits,
 }
 
 /// The gateway between the fabric and a Linux TAP interface.
@@ -184,6 +189,10 @@ struct FileGuest {
     window: Option<toml::Value>,
     pkeys: Option<Vec<toml::Value>>,
     ip: Option<String>,
+    max_mcast_groups: Option<toml::Value>,
+    max_dests: Option<toml::Value>,
+    max_qps: Option<toml::Value>,
+    max_pending_resolves: Option<toml::Value>,
 }
 
 /// Command-line overrides and additions, as parsed by clap.
@@ -202,7 +211,8 @@ pub struct Overrides {
     /// `--xenstore PATH`
     pub xenstore: Option<PathBuf>,
     /// `--guest name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]`
-    /// or `--guest name=g1,xen-domain=NAME[,...]`
+    /// or `--guest name=g1,xen-domain=NAME[,...]`, with the limits of
+    /// [`GuestLimits`] as further keys (`max-dests=64`, ...)
     pub guests: Vec<String>,
 }
 
@@ -461,12 +471,22 @@ fn guest_from_file(i: usize, g: &FileGuest) -> Result<GuestConfig, ConfigError> 
             ))
         }
     };
+    let limits = GuestLimits::from_file(
+        &[
+            ("max_mcast_groups", g.max_mcast_groups.as_ref()),
+            ("max_dests", g.max_dests.as_ref()),
+            ("max_qps", g.max_qps.as_ref()),
+            ("max_pending_resolves", g.max_pending_resolves.as_ref()),
+        ],
+        field,
+    )?;
     Ok(GuestConfig {
         name: g.name.clone(),
         attach,
         window,
         pkeys,
         ip,
+        limits,
     })
 }
 
@@ -510,6 +530,7 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
     let mut window = 8 << 20;
     let mut pkeys = Vec::new();
     let mut ip = None;
+    let mut limits = GuestLimits::default();
     for part in flag.split(',') {
         let Some((k, v)) = part.split_once('=') else {
             return Err(ConfigError::new(
@@ -539,12 +560,16 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
                 })?)
             }
             other => {
-                return Err(ConfigError::new(
-                    field(""),
-                    format!(
-                        "unknown key {other:?} (known: name, socket, xen-domain, window, pkey, ip)"
-                    ),
-                ))
+                if !limits.set(other, v.parse::<u64>().ok(), &field(other))? {
+                    return Err(ConfigError::new(
+                        field(""),
+                        format!(
+                            "unknown key {other:?} (known: name, socket, xen-domain, window, \
+                             pkey, ip, {})",
+                            limits::FLAG_KEYS
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -575,6 +600,7 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
         window,
         pkeys,
         ip,
+        limits,
     })
 }
 

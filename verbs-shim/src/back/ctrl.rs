@@ -3,6 +3,7 @@
 
 use ring::desc::{ctrl_op, ctrl_status, CtrlRequest, CtrlResponse};
 
+use super::limits::{refuse, Refusal};
 use super::{BackStats, CtrlPending, Served, Violation};
 use crate::hca::{DestHandle, McastError, PathError, Verbs};
 use crate::types::Gid;
@@ -35,6 +36,23 @@ impl<V: Verbs> Served<V> {
             gid: req.gid,
             response: None,
         };
+        let refusal = match req.op {
+            ctrl_op::RESOLVE => self.resolve_refusal(),
+            ctrl_op::MCAST_ATTACH => self.attach_refusal(gid),
+            _ => None,
+        };
+        if let Some((kind, limit)) = refusal {
+            refuse(&mut stats.refusals, kind, limit);
+            pending.response = Some(response(
+                req.op,
+                req.cookie,
+                req.gid,
+                ctrl_status::NO_RESOURCES,
+                0,
+            ));
+            self.ctrl_pending.push_back(pending);
+            return Ok(());
+        }
         let started = match req.op {
             ctrl_op::RESOLVE => self.provider.resolve(gid),
             ctrl_op::MCAST_ATTACH => self.provider.attach_mcast(gid),
@@ -67,7 +85,47 @@ impl<V: Verbs> Served<V> {
         Ok(())
     }
 
-    pub(super) fn path_done(&mut self, dgid: Gid, result: Result<DestHandle, PathError>) {
+    /// `RESOLVE`s sent to the provider and not answered yet.
+    pub(super) fn resolves_in_progress(&self) -> usize {
+        self.ctrl_pending
+            .iter()
+            .filter(|p| p.op == ctrl_op::RESOLVE && p.response.is_none())
+            .count()
+    }
+
+    /// The limit a new `RESOLVE` would break, if any.
+    fn resolve_refusal(&self) -> Option<(Refusal, usize)> {
+        let in_progress = self.resolves_in_progress();
+        if in_progress >= self.max_pending_resolves {
+            return Some((Refusal::PendingResolves, self.max_pending_resolves));
+        }
+        if self.dests.held() + in_progress >= self.dests.limit() {
+            return Some((Refusal::Dests, self.dests.limit()));
+        }
+        None
+    }
+
+    /// The limit attaching to `mgid` would break, if any. Attaching to a
+    /// group again costs nothing.
+    fn attach_refusal(&self, mgid: Gid) -> Option<(Refusal, usize)> {
+        if self.mcast_groups.contains(&mgid) {
+            return None;
+        }
+        let in_progress = self
+            .ctrl_pending
+            .iter()
+            .filter(|p| p.op == ctrl_op::MCAST_ATTACH && p.response.is_none())
+            .count();
+        (self.mcast_groups.len() + in_progress >= self.max_mcast_groups)
+            .then_some((Refusal::McastGroups, self.max_mcast_groups))
+    }
+
+    pub(super) fn path_done(
+        &mut self,
+        dgid: Gid,
+        result: Result<DestHandle, PathError>,
+        stats: &mut BackStats,
+    ) {
         let Some(p) = self
             .ctrl_pending
             .iter_mut()
@@ -84,6 +142,7 @@ impl<V: Verbs> Served<V> {
                 Some(index) => (ctrl_status::OK, index),
                 None => {
                     let _ = self.provider.release_dest(h);
+                    refuse(&mut stats.refusals, Refusal::Dests, self.dests.limit());
                     (ctrl_status::NO_RESOURCES, 0)
                 }
             },
@@ -106,6 +165,13 @@ impl<V: Verbs> Served<V> {
         else {
             return;
         };
+        if result.is_ok() {
+            if attach {
+                self.mcast_groups.insert(mgid);
+            } else {
+                self.mcast_groups.remove(&mgid);
+            }
+        }
         let status = match result {
             Ok(()) => ctrl_status::OK,
             Err(McastError::NotMulticast) => ctrl_status::NOT_MULTICAST,

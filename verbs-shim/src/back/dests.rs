@@ -33,6 +33,16 @@ impl DestTable {
         u32::try_from(self.entries.len() - 1).ok()
     }
 
+    /// Handles held.
+    pub(super) fn held(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_some()).count()
+    }
+
+    /// The most handles the table holds.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// The provider handle and the GID it resolves to.
     pub(super) fn get(&self, guest: u32) -> Option<(DestHandle, Gid)> {
         *self.entries.get(usize::try_from(guest).ok()?)?

@@ -12,24 +12,27 @@
 
 mod ctrl;
 mod dests;
+mod limits;
 mod serve;
 mod tap;
 mod violation;
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::fmt;
 
 use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
 use ring::{BackRing, Header, Layout, PortBlock, RingError, State, Window};
 
+pub use limits::Refusal;
 pub use tap::{Tap, TapEvent};
 pub use violation::{BackStats, Violation, ViolationKind};
 
 use crate::hca::{HcaError, Verbs};
 use crate::notify::Notify;
 use crate::slot::{RxSlot, SlotLayout, TxSlot};
+use crate::types::Gid;
 
 /// Limits the back end applies to every guest.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +43,12 @@ pub struct BackConfig {
     pub max_dests: usize,
     /// Most requests taken from each ring in one service pass.
     pub batch: usize,
+    /// Most multicast groups one guest may be attached to (each costs a
+    /// fabric group, and on RoCE a socket, in the back end).
+    pub max_mcast_groups: usize,
+    /// Most `RESOLVE`s of one guest in progress at once; the rest are
+    /// refused until answers come back.
+    pub max_pending_resolves: usize,
 }
 
 impl Default for BackConfig {
@@ -48,6 +57,8 @@ impl Default for BackConfig {
             epoch: 1,
             max_dests: 1024,
             batch: 64,
+            max_mcast_groups: 64,
+            max_pending_resolves: 16,
         }
     }
 }
@@ -67,6 +78,10 @@ pub enum BackError {
     ProviderMismatch,
     /// The provider failed.
     Provider(HcaError),
+    /// The back end could not open a port for the guest (a P_Key not in
+    /// the port's table, the guest's QP limit, a device out of resources);
+    /// the reason is logged where it was found.
+    PortRefused,
     /// The back end is shutting down.
     Shutdown,
 }
@@ -82,6 +97,7 @@ impl fmt::Display for BackError {
                 f.write_str("provider layout does not match the guest's")
             }
             BackError::Provider(e) => write!(f, "provider failed: {e}"),
+            BackError::PortRefused => f.write_str("no port could be opened for the guest"),
             BackError::Shutdown => f.write_str("back end shutting down"),
         }
     }
@@ -96,6 +112,14 @@ pub struct GuestSetup {
     pub region: Window,
     pub slots: SlotLayout,
     pub layout: Layout,
+}
+
+/// What one guest holds in the back half ([`BackHalf::held`]).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub dests: usize,
+    pub mcast_groups: usize,
+    pub pending_resolves: usize,
 }
 
 /// A pending control request, answered in request order.
@@ -120,6 +144,10 @@ struct Served<V: Verbs> {
     rx_tokens: Vec<Option<RxSlot>>,
     dests: dests::DestTable,
     ctrl_pending: VecDeque<CtrlPending>,
+    /// The groups the provider says this guest is attached to.
+    mcast_groups: BTreeSet<Gid>,
+    max_mcast_groups: usize,
+    max_pending_resolves: usize,
 }
 
 enum Phase<V: Verbs> {
@@ -180,6 +208,19 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
     pub fn closed_reason(&self) -> Option<BackError> {
         match self.phase {
             Phase::Closed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// What this guest holds now, while connected: destination handles,
+    /// multicast groups and address resolutions in progress.
+    pub fn held(&self) -> Option<Held> {
+        match &self.phase {
+            Phase::Connected(s) => Some(Held {
+                dests: s.dests.held(),
+                mcast_groups: s.mcast_groups.len(),
+                pending_resolves: s.resolves_in_progress(),
+            }),
             _ => None,
         }
     }
@@ -304,6 +345,9 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             rx_tokens: rx_slots.map(Some).collect(),
             dests: dests::DestTable::new(self.config.max_dests),
             ctrl_pending: VecDeque::new(),
+            mcast_groups: BTreeSet::new(),
+            max_mcast_groups: self.config.max_mcast_groups,
+            max_pending_resolves: self.config.max_pending_resolves,
         }));
         self.header.set_backend_state(State::Connected);
         self.stats.interrupts += 1;

@@ -281,7 +281,7 @@ impl<V: Verbs> Served<V> {
                     log::error!("rx response lost: {e}");
                 }
             }
-            Completion::Path { dgid, result } => self.path_done(dgid, result),
+            Completion::Path { dgid, result } => self.path_done(dgid, result, stats),
             Completion::Mcast {
                 mgid,
                 attach,

@@ -4,6 +4,8 @@ use core::fmt;
 
 use ring::LayoutError;
 
+use super::limits::Refusal;
+
 /// One protocol violation by the guest. Any of these disconnects it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Violation {
@@ -166,6 +168,8 @@ pub struct BackStats {
     /// Notifications (interrupts) sent to the guest.
     pub interrupts: u64,
     pub violations: [u64; ViolationKind::COUNT],
+    /// Requests refused by a per-guest limit, by [`Refusal`] kind.
+    pub refusals: [u64; Refusal::COUNT],
 }
 
 impl BackStats {
@@ -175,5 +179,13 @@ impl BackStats {
 
     pub fn violations_of(&self, kind: ViolationKind) -> u64 {
         self.violations[kind as usize]
+    }
+
+    pub fn refusals_of(&self, kind: Refusal) -> u64 {
+        self.refusals[kind as usize]
+    }
+
+    pub fn total_refusals(&self) -> u64 {
+        self.refusals.iter().sum()
     }
 }

@@ -10,7 +10,9 @@ use super::config::{mtu_for_slot, port_state, usable_mtu, LinkLayer, RdmaConfig}
 use super::error::RdmaError;
 use super::ffi::{Device, DeviceCaps, DeviceList, QueueSpec, Queues};
 use super::ipmc;
+use super::pkeys;
 use super::port::RdmaPort;
+use super::resolver::Resolver;
 use crate::slot::SlotLayout;
 use crate::types::{Gid, IbMtu, Lid, PKey, PortState, QKey, GRH_LEN};
 
@@ -31,6 +33,8 @@ pub(super) struct Shared {
     pub caps: DeviceCaps,
     /// RoCE: the network device behind the GID (name, interface index).
     pub netdev: Option<(String, u32)>,
+    /// Creates the ports' address handles off the caller's thread.
+    pub resolver: Resolver,
 }
 
 /// One port of one RDMA device, with a protection domain. Cheap to clone;
@@ -126,7 +130,11 @@ impl RdmaContext {
                  multicast groups will not be joined at the IP level"
             );
         }
+        let resolver = Resolver::start().map_err(|e| RdmaError::ResolverThreads {
+            errno: e.raw_os_error().unwrap_or(0),
+        })?;
         let shared = Shared {
+            resolver,
             dev: Arc::new(dev),
             netdev,
             port,
@@ -217,8 +225,49 @@ impl RdmaContext {
     /// completion channel, a CQ of `tx_count + rx_count` entries and a UD QP
     /// (`tx_count` send and `rx_count` receive work requests, one SGE each),
     /// and moves the QP to RTS. The port's MTU is the context's, lowered
-    /// until a packet fits a slot behind the 40-byte GRH area.
+    /// until a packet fits a slot behind the 40-byte GRH area. The QP is in
+    /// the context's partition (the configured `pkey_index`); a guest's QP
+    /// is opened with [`RdmaContext::open_port_in`] instead.
     pub fn open_port(&self, region: Window, layout: SlotLayout) -> Result<RdmaPort, RdmaError> {
+        let default = pkeys::PkeySlot {
+            index: self.shared.pkey_index,
+            pkey: self.shared.pkey,
+        };
+        self.open_port_at(region, layout, default)
+    }
+
+    /// Like [`RdmaContext::open_port`], with the QP in partition `pkey`: its
+    /// index in the port's P_Key table, read now with `ibv_query_pkey` (the
+    /// `pkeys` module has the membership rule). A key the table does not
+    /// hold is refused with [`RdmaError::PkeyNotInTable`]; there is no
+    /// fallback to another index.
+    pub fn open_port_in(
+        &self,
+        region: Window,
+        layout: SlotLayout,
+        pkey: PKey,
+    ) -> Result<RdmaPort, RdmaError> {
+        let s = &self.shared;
+        let info = s.dev.query_port(s.port)?;
+        let table = pkeys::read_table(&s.dev, s.port, info.pkey_tbl_len);
+        let slot = pkeys::lookup(&table, pkey, &s.name, s.port)?;
+        self.open_port_at(region, layout, slot)
+    }
+
+    /// The P_Key table of the port, as `ibv_query_pkey` reads it now
+    /// (unreadable entries as 0).
+    pub fn pkey_table(&self) -> Result<Vec<u16>, RdmaError> {
+        let s = &self.shared;
+        let info = s.dev.query_port(s.port)?;
+        Ok(pkeys::read_table(&s.dev, s.port, info.pkey_tbl_len))
+    }
+
+    fn open_port_at(
+        &self,
+        region: Window,
+        layout: SlotLayout,
+        pkey: pkeys::PkeySlot,
+    ) -> Result<RdmaPort, RdmaError> {
         let s = &self.shared;
         if layout.tx_count == 0 || layout.rx_count == 0 {
             return Err(RdmaError::EmptyLayout);
@@ -244,7 +293,7 @@ impl RdmaContext {
             send_wr: u32::from(layout.tx_count),
             recv_wr: u32::from(layout.rx_count),
             port: s.port,
-            pkey_index: s.pkey_index,
+            pkey_index: pkey.index,
             qkey: s.qkey.0,
         };
         let queues = Queues::create(Arc::clone(&s.dev), region.clone(), &spec)?;
@@ -257,10 +306,13 @@ impl RdmaContext {
             queues.lkey()
         );
         log::debug!(
-            "rdma: {} port {}: UD QP {:#x} up, {} TX + {} RX slots of {} bytes, mtu {}",
+            "rdma: {} port {}: UD QP {:#x} up in P_Key {:#06x} (index {}), {} TX + {} RX slots \
+             of {} bytes, mtu {}",
             s.name,
             s.port,
             queues.qpn(),
+            pkey.pkey.0,
+            pkey.index,
             tx,
             rx,
             layout.slot_size,
@@ -272,6 +324,7 @@ impl RdmaContext {
             region,
             layout,
             mtu,
+            pkey.pkey,
         ))
     }
 }

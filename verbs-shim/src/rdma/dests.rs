@@ -41,7 +41,14 @@ impl<T> Dests<T> {
         }
     }
 
+    /// Whether `n` more handles fit.
+    pub(super) fn has_room_for(&self, n: usize) -> bool {
+        let free = self.entries.iter().filter(|e| e.is_none()).count();
+        free + self.limit.saturating_sub(self.entries.len()) >= n
+    }
+
     /// Whether [`Dests::insert`] would succeed.
+    #[cfg(test)]
     pub(super) fn has_room(&self) -> bool {
         self.free_index().is_some()
     }

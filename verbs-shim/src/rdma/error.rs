@@ -39,6 +39,15 @@ pub enum RdmaError {
         port: u8,
         index: u16,
     },
+    /// A guest's P_Key is not in the port's P_Key table (see the `pkeys`
+    /// module for how membership is matched).
+    PkeyNotInTable {
+        device: String,
+        port: u8,
+        pkey: u16,
+        /// The table's non-empty entries.
+        table: Vec<u16>,
+    },
     /// A configuration field is out of range.
     InvalidConfig {
         field: &'static str,
@@ -58,6 +67,8 @@ pub enum RdmaError {
     },
     /// A verbs call failed.
     Verbs { call: &'static str, errno: i32 },
+    /// No address resolution thread could be started.
+    ResolverThreads { errno: i32 },
 }
 
 impl RdmaError {
@@ -147,6 +158,32 @@ impl fmt::Display for RdmaError {
                 f,
                 "P_Key index {index} of {device} port {port} holds no partition; pick another \
                  `pkey_index` (/sys/class/infiniband/{device}/ports/{port}/pkeys/)"
+            ),
+            RdmaError::PkeyNotInTable {
+                device,
+                port,
+                pkey,
+                table,
+            } => {
+                write!(
+                    f,
+                    "P_Key {pkey:#06x} is not in the P_Key table of {device} port {port} \
+                     (it holds"
+                )?;
+                for key in table {
+                    write!(f, " {key:#06x}")?;
+                }
+                write!(
+                    f,
+                    "); the subnet manager must add the partition to the port \
+                     (/sys/class/infiniband/{device}/ports/{port}/pkeys/), or the guest's \
+                     P_Key must change"
+                )
+            }
+            RdmaError::ResolverThreads { errno } => write!(
+                f,
+                "cannot start the address resolution threads: {}",
+                std::io::Error::from_raw_os_error(*errno)
             ),
             RdmaError::InvalidConfig { field, reason } => {
                 write!(f, "invalid RDMA configuration `{field}`: {reason}")

@@ -26,10 +26,13 @@ mod dests;
 mod error;
 mod ffi;
 mod ipmc;
+mod pkeys;
 mod port;
+mod resolver;
 mod wr;
 
 pub use config::{LinkLayer, RdmaConfig};
 pub use context::RdmaContext;
 pub use error::RdmaError;
 pub use port::{RdmaPort, RdmaStats, HOP_LIMIT};
+pub use resolver::{ResolveNotifier, RESOLVER_THREADS};

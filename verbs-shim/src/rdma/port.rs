@@ -15,6 +15,7 @@ use super::dests::{Dests, MAX_HANDLES};
 use super::error::RdmaError;
 use super::ffi::{Ah, AhSpec, Queues, POLL_BATCH};
 use super::ipmc;
+use super::resolver::{Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
 use crate::hca::{
     Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
@@ -87,9 +88,13 @@ pub struct RdmaStats {
 ///   soft-RoCE needs to deliver group traffic at all, even between two QPs
 ///   of one device. A multicast GID is an IPv6 group, so multicast needs an
 ///   IPv6 (not IPv4-mapped) GID index on RoCEv2.
-/// - `resolve` and `attach_mcast`/`detach_mcast` act at once (creating an
-///   AH may wait for neighbour resolution on RoCE) and queue their
-///   `Path`/`Mcast` completion before returning. A multicast GID resolves
+/// - `resolve` returns at once: the address handle is created on the
+///   context's resolver threads (on RoCE `ibv_create_ah` may wait for
+///   neighbour resolution), and the `Path` completion comes from `poll_cq`
+///   once it is done; the notifier ([`RdmaPort::set_notifier`]) is called
+///   then. Checks that need no device (zero GID, partition, handle room)
+///   complete at once. `attach_mcast`/`detach_mcast` act at once and queue
+///   their `Mcast` completion before returning. A multicast GID resolves
 ///   whether or not anyone has joined (there is no subnet manager to ask),
 ///   but, like joins, only inside the port's partition (RFC 4391 MGID
 ///   bytes 4..6).
@@ -123,6 +128,8 @@ pub struct RdmaPort {
     wcs: Vec<Wc>,
     /// RoCE: the IP-level membership of each attached group.
     ip_groups: BTreeMap<Gid, UdpSocket>,
+    /// Address resolutions in progress (on the context's resolver threads).
+    resolutions: Resolutions,
     closed: bool,
     stats: RdmaStats,
 }
@@ -134,12 +141,13 @@ impl RdmaPort {
         region: Window,
         layout: SlotLayout,
         mtu: IbMtu,
+        pkey: PKey,
     ) -> RdmaPort {
         let attr = PortAttr {
             gid: shared.gid,
             lid: shared.lid,
             qpn: Qpn::new_truncated(queues.qpn()),
-            pkey: shared.pkey,
+            pkey,
             qkey: shared.qkey,
             mtu,
             state: shared.state,
@@ -161,6 +169,7 @@ impl RdmaPort {
             cq: VecDeque::new(),
             wcs: Vec::with_capacity(POLL_BATCH),
             ip_groups: BTreeMap::new(),
+            resolutions: Resolutions::new(),
             closed: false,
             stats: RdmaStats::default(),
             shared,
@@ -214,6 +223,18 @@ impl RdmaPort {
 
     pub fn link_layer(&self) -> LinkLayer {
         self.shared.link_layer
+    }
+
+    /// Sets (or clears) the function called when an address resolution
+    /// finishes. It runs on a resolver thread; it should only wake the
+    /// thread that polls this port.
+    pub fn set_notifier(&self, notifier: Option<ResolveNotifier>) {
+        self.resolutions.set_notifier(notifier);
+    }
+
+    /// Address resolutions in progress.
+    pub fn resolving(&self) -> usize {
+        self.resolutions.in_progress()
     }
 
     /// Sends and receives posted and not yet reaped.
@@ -330,8 +351,10 @@ impl RdmaPort {
         }
     }
 
-    /// The address handle for `dgid`.
-    fn make_ah(&self, dgid: Gid) -> Result<Ah, PathError> {
+    /// What the address handle for `dgid` must say, after the checks that
+    /// need no device (and room for one more handle, counting those in
+    /// progress).
+    fn ah_spec(&self, dgid: Gid) -> Result<AhSpec, PathError> {
         let s = &self.shared;
         if dgid == Gid::ZERO {
             return Err(PathError::Unreachable);
@@ -339,40 +362,40 @@ impl RdmaPort {
         if dgid.is_multicast() && mgid_pkey(dgid).partition() != self.attr.pkey.partition() {
             return Err(PathError::Unreachable);
         }
-        if !self.dests.has_room() {
+        if !self.dests.has_room_for(self.resolutions.in_progress() + 1) {
             return Err(PathError::NoResources);
         }
-        let spec = match s.link_layer {
-            LinkLayer::Ethernet => AhSpec {
+        match s.link_layer {
+            LinkLayer::Ethernet => Ok(AhSpec {
                 port: s.port,
                 dlid: 0,
                 grh: Some((dgid.0, s.gid_index, HOP_LIMIT)),
-            },
-            LinkLayer::InfiniBand if dgid == self.attr.gid && self.attr.lid.0 != 0 => AhSpec {
+            }),
+            LinkLayer::InfiniBand if dgid == self.attr.gid && self.attr.lid.0 != 0 => Ok(AhSpec {
                 port: s.port,
                 dlid: self.attr.lid.0,
                 grh: None,
-            },
+            }),
             LinkLayer::InfiniBand => {
                 log::warn!(
                     "rdma: {}: {dgid} needs an SA path record on native InfiniBand, \
                      which this provider does not query",
                     s.name
                 );
-                return Err(PathError::Unreachable);
+                Err(PathError::Unreachable)
             }
-        };
-        Ah::create(&s.dev, &spec).map_err(|errno| {
-            log::info!(
-                "rdma: {}: ibv_create_ah for {dgid} failed: {}",
-                s.name,
-                io::Error::from_raw_os_error(errno)
-            );
-            match errno {
-                libc::ENOMEM => PathError::NoResources,
-                _ => PathError::Unreachable,
-            }
-        })
+        }
+    }
+
+    /// Turns finished resolutions into `Path` completions.
+    fn collect_resolved(&mut self) {
+        if self.resolutions.in_progress() == 0 {
+            return;
+        }
+        for (dgid, ah) in self.resolutions.collect(&self.shared) {
+            let result = ah.and_then(|ah| self.dests.insert(ah));
+            self.cq.push_back(Completion::Path { dgid, result });
+        }
     }
 
     fn attach(&mut self, mgid: Gid) -> Result<(), McastError> {
@@ -556,6 +579,7 @@ impl Verbs for RdmaPort {
     }
 
     fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        self.collect_resolved();
         if let Some(c) = self.cq.pop_front() {
             return Ok(Some(c));
         }
@@ -569,6 +593,7 @@ impl Verbs for RdmaPort {
     /// check). Completions queued by `resolve`, the multicast verbs or
     /// unposted sends count as waiting too.
     fn arm_cq(&mut self) -> Result<bool, HcaError> {
+        self.collect_resolved();
         if !self.cq.is_empty() {
             return Ok(true);
         }
@@ -585,7 +610,9 @@ impl Verbs for RdmaPort {
             HcaError::Disconnected
         })?;
         self.reap()?;
-        Ok(!self.cq.is_empty())
+        // A resolution that finished after the collection above has called
+        // (or will call) the notifier; saying so here saves a wake-up.
+        Ok(!self.cq.is_empty() || self.resolutions.has_finished())
     }
 
     fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
@@ -618,8 +645,13 @@ impl Verbs for RdmaPort {
         if self.closed {
             return Err(HcaError::Disconnected);
         }
-        let result = self.make_ah(dgid).and_then(|ah| self.dests.insert(ah));
-        self.cq.push_back(Completion::Path { dgid, result });
+        match self.ah_spec(dgid) {
+            Ok(spec) => self.resolutions.start(&self.shared, dgid, spec),
+            Err(e) => self.cq.push_back(Completion::Path {
+                dgid,
+                result: Err(e),
+            }),
+        }
         Ok(())
     }
 

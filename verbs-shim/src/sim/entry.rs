@@ -21,7 +21,7 @@ pub(super) const MAX_HANDLES: usize = 1024;
 
 /// The fabric-wide name of an attached port. Never reused.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub(super) struct PortId(pub u32);
+pub(super) struct PortId(pub u64);
 
 /// What an address handle points at. Resolved by GID at send time, like an
 /// address handle that names a destination LID.

@@ -3,19 +3,25 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use super::config::PortConfig;
 use super::entry::{Entry, Notifier, PortId};
 use super::error::SimError;
 use super::fault::{FaultConfig, Faults};
 use super::port::SimPort;
+use super::qpn::QpnPool;
 use super::stats::{FabricStats, PortStats};
 use super::wire::Held;
 use crate::slot::{RxSlots, TxSlots};
-use crate::types::{Gid, PortAttr, PortState, Qpn};
+use crate::types::{Gid, PortAttr, PortState};
 
-/// The QPN of port number `n` is `QPN_BASE + n`.
+/// The first QPN the fabric hands out is `QPN_BASE + 1`.
 pub const QPN_BASE: u32 = 0x48;
+
+/// QPNs a fabric hands out by default: every one from `QPN_BASE + 1` up to
+/// (not including) the multicast QPN.
+pub const QPN_SPACE: u32 = 0x00ff_ffff - QPN_BASE - 1;
 
 /// A software InfiniBand fabric: one subnet, one switch, any number of ports.
 ///
@@ -36,13 +42,24 @@ pub(super) struct Inner {
     /// Packets held back by the reorder fault, oldest first.
     pub held: VecDeque<Held>,
     pub held_orphaned: u64,
-    next_port: u32,
+    /// Port ids are never reused (64 bits do not run out); QPNs are.
+    next_port: u64,
+    qpns: QpnPool,
     /// Counters of ports that have left.
     departed: PortStats,
+    /// Destinations whose path resolution is slow (fault injection).
+    pub slow_paths: BTreeMap<Gid, Duration>,
 }
 
 impl SimFabric {
     pub fn new(faults: FaultConfig) -> SimFabric {
+        SimFabric::with_qpn_space(faults, QPN_SPACE)
+    }
+
+    /// A fabric that hands out only `count` QPNs (from `QPN_BASE + 1`),
+    /// reusing them round robin as ports leave; `add_port` fails with
+    /// [`SimError::TooManyPorts`] while all of them are in use.
+    pub fn with_qpn_space(faults: FaultConfig, count: u32) -> SimFabric {
         SimFabric {
             inner: Arc::new(Mutex::new(Inner {
                 faults: Faults::new(faults),
@@ -52,7 +69,9 @@ impl SimFabric {
                 held: VecDeque::new(),
                 held_orphaned: 0,
                 next_port: 1,
+                qpns: QpnPool::new(QPN_BASE + 1, count),
                 departed: PortStats::default(),
+                slow_paths: BTreeMap::new(),
             })),
         }
     }
@@ -68,8 +87,9 @@ impl SimFabric {
         self.lock().faults.config()
     }
 
-    /// Plugs a port in. The fabric assigns its QPN (`QPN_BASE` + port
-    /// number; port numbers start at 1 and are never reused).
+    /// Plugs a port in. The fabric assigns its QPN: the next free one,
+    /// round robin (a QPN freed by a port that left comes back only after
+    /// the others have had their turn).
     pub fn add_port(&self, config: PortConfig) -> Result<SimPort, SimError> {
         let PortConfig {
             gid,
@@ -101,11 +121,7 @@ impl SimFabric {
             return Err(SimError::DuplicateLid(lid));
         }
         let number = inner.next_port;
-        let qpn = QPN_BASE
-            .checked_add(number)
-            .and_then(Qpn::new)
-            .filter(|&q| q != Qpn::MULTICAST)
-            .ok_or(SimError::TooManyPorts)?;
+        let qpn = inner.qpns.alloc().ok_or(SimError::TooManyPorts)?;
         inner.next_port += 1;
         let attr = PortAttr {
             gid,
@@ -137,6 +153,19 @@ impl SimFabric {
         ))
     }
 
+    /// Fault injection: resolving `dgid` takes `delay` (`None`: answered
+    /// at once again), as a RoCE address handle waits for neighbour
+    /// resolution. The answer is queued on the asking port's CQ from
+    /// another thread when the delay is over; `resolve` itself returns at
+    /// once.
+    pub fn set_path_delay(&self, dgid: Gid, delay: Option<Duration>) {
+        let mut inner = self.lock();
+        match delay {
+            Some(d) => inner.slow_paths.insert(dgid, d),
+            None => inner.slow_paths.remove(&dgid),
+        };
+    }
+
     /// Totals over every port that was ever attached.
     pub fn stats(&self) -> FabricStats {
         let inner = self.lock();
@@ -147,6 +176,7 @@ impl SimFabric {
         FabricStats {
             ports: inner.ports.len(),
             groups: inner.groups.len(),
+            qpns_in_use: inner.qpns.in_use(),
             held: inner.held.len(),
             held_orphaned: inner.held_orphaned,
             totals,
@@ -186,6 +216,7 @@ impl Inner {
     pub(super) fn unplug(&mut self, id: PortId) -> Option<Entry> {
         let entry = self.ports.remove(&id)?;
         self.by_gid.remove(&entry.attr.gid);
+        self.qpns.free(entry.attr.qpn);
         for mgid in &entry.groups {
             self.leave_group(*mgid, id);
         }

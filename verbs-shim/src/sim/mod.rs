@@ -8,7 +8,8 @@
 //! would do it.
 //!
 //! What is modelled:
-//! - GIDs, LIDs, fabric-assigned QPNs, the port MTU (oversize sends complete
+//! - GIDs, LIDs, fabric-assigned QPNs (reused round robin, see
+//!   [`SimFabric::with_qpn_space`]), the port MTU (oversize sends complete
 //!   with `LocalLength`);
 //! - P_Key checks (IBA 10.9.3: same partition, at least one full member) and
 //!   Q_Key checks at the receiver; the destination QPN for unicast;
@@ -32,13 +33,14 @@ mod fault;
 mod grh;
 mod mcast;
 mod port;
+mod qpn;
 mod stats;
 mod wire;
 
 pub use config::{PortConfig, LINK_LOCAL_PREFIX};
 pub use entry::Notifier;
 pub use error::SimError;
-pub use fabric::{SimFabric, QPN_BASE};
+pub use fabric::{SimFabric, QPN_BASE, QPN_SPACE};
 pub use fault::FaultConfig;
 pub use grh::{GrhError, GrhRepr, HOP_LIMIT, NEXT_HEADER_BTH};
 pub use mcast::mgid_pkey;

@@ -273,8 +273,26 @@ impl Verbs for SimPort {
         self.control(|inner, id, fire| inner.mcast_detach(id, mgid, fire))
     }
 
+    /// Answered at once, unless the fabric was told this path is slow
+    /// ([`SimFabric::set_path_delay`]): then a thread answers later.
     fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError> {
-        self.control(|inner, id, fire| inner.resolve(id, dgid, fire))
+        let delay = self.fabric.lock().slow_paths.get(&dgid).copied();
+        match delay {
+            None => self.control(|inner, id, fire| inner.resolve(id, dgid, fire)),
+            Some(delay) => {
+                if self.closed.is_some() {
+                    return Err(HcaError::Disconnected);
+                }
+                let (fabric, id) = (self.fabric.clone(), self.id);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    // The port may have gone meanwhile (ids are never
+                    // reused): then nobody is waiting for the answer.
+                    let _ = fabric.with(|inner, fire| inner.resolve(id, dgid, fire));
+                });
+                Ok(())
+            }
+        }
     }
 
     fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {

@@ -109,6 +109,8 @@ pub struct FabricStats {
     pub ports: usize,
     /// Multicast groups with at least one member.
     pub groups: usize,
+    /// QPNs held by attached ports.
+    pub qpns_in_use: usize,
     /// Packets held back for reordering, not yet delivered.
     pub held: usize,
     /// Held packets whose receiver left before they were released.
