@@ -11,5 +11,7 @@ pub mod guest;
 pub mod net;
 
 pub use capture::SharedCapture;
-pub use guest::{connect_channel, connect_channel_in, BoxError, Guest, GuestSpec};
+pub use guest::{
+    connect_channel, connect_channel_in, BoxError, Guest, GuestSpec, SimBack, SimFront,
+};
 pub use net::Net;

@@ -11,7 +11,7 @@ use smoltcp::wire::Ipv4Packet;
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
-use super::{IpoibDevice, LinkState, MAX_SLOTS, RX_PAYLOAD};
+use super::{DatagramSource, IpoibDevice, LinkState, MAX_SLOTS, RX_PAYLOAD};
 use crate::capture::Capture;
 use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 
@@ -19,6 +19,7 @@ use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 pub struct RxToken<'a> {
     slot: Option<RxSlot>,
     end: usize,
+    source: DatagramSource,
     area: RxArea<'a>,
     repost: &'a mut heapless::Vec<RxSlot, MAX_SLOTS>,
 }
@@ -28,6 +29,13 @@ pub struct TxToken<'a> {
     slot: Option<TxSlot>,
     area: TxArea<'a>,
     tx: &'a mut TxSide,
+}
+
+impl RxToken<'_> {
+    /// Where the datagram really came from (for a gateway's source checks).
+    pub fn source(&self) -> DatagramSource {
+        self.source
+    }
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -121,6 +129,7 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
             RxToken {
                 slot: Some(ready.slot),
                 end: usize::from(ready.end),
+                source: ready.source,
                 area: buffers.rx,
                 repost: &mut self.rx.repost,
             },
