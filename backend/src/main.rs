@@ -14,6 +14,7 @@ mod daemon;
 mod gateway;
 #[allow(unsafe_code)]
 mod handoff;
+mod port_security;
 #[allow(unsafe_code)]
 mod provider;
 mod seat;
