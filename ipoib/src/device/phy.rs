@@ -1,6 +1,11 @@
 //! smoltcp's `phy::Device` with zero-copy tokens.
 //!
 //! RX hands smoltcp the slot itself, past the GRH area and the IPoIB header.
+//! Over the guest channel that slot is shared memory the back end could
+//! still write while smoltcp parses it: a torn read only corrupts that
+//! packet (every parser bounds-checks, the length comes from the validated
+//! completion), and the back end is trusted with packet data anyway. See
+//! CHANNEL.md, "Trust model".
 //! TX lets smoltcp write straight into a TX slot after 4 bytes of headroom.
 //! A token is handed out only when its `consume` cannot fail: a TX token
 //! already owns its slot.
