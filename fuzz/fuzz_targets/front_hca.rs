@@ -36,9 +36,7 @@ use ring::State;
 use scripted_backend::{Input, ScriptedBackend, GRH_LEN, PARAMS};
 use verbs_shim::front::FrontHca;
 use verbs_shim::notify::NoNotify;
-use verbs_shim::{
-    Completion, DestHandle, Gid, HcaError, QKey, Qpn, RxSlot, TxSlot, UdDest, Verbs,
-};
+use verbs_shim::{Completion, DestHandle, Gid, HcaError, QKey, Qpn, RxSlot, TxSlot, UdDest, Verbs};
 
 /// What the guest holds and what it has posted.
 struct Guest {
@@ -146,7 +144,9 @@ fn header(back: &mut ScriptedBackend, input: &mut Input<'_>) {
             back.header.write_port(&port);
         }
         _ => {
-            let _ = back.window.write_bytes(usize::from(sel) * 4 % 4096, &value.to_le_bytes());
+            let _ = back
+                .window
+                .write_bytes(usize::from(sel) * 4 % 4096, &value.to_le_bytes());
         }
     }
 }

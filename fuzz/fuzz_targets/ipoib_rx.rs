@@ -102,7 +102,11 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..8 {
         step(&mut device, &mut back, &mut iface, &mut sockets, now);
     }
-    assert_eq!(device.link(), ipoib::LinkState::Up, "the link did not come up");
+    assert_eq!(
+        device.link(),
+        ipoib::LinkState::Up,
+        "the link did not come up"
+    );
 
     let mut input = Input::new(data);
     while !input.is_empty() {
@@ -145,7 +149,10 @@ fuzz_target!(|data: &[u8]| {
             _ => u32::from(sel >> 2) % 41,
         };
         let before = device.stats();
-        if back.deliver(&grh, &payload, src_qpn, flags, Some(byte_len)).is_none() {
+        if back
+            .deliver(&grh, &payload, src_qpn, flags, Some(byte_len))
+            .is_none()
+        {
             break;
         }
         back.publish();

@@ -36,7 +36,8 @@ use nix::sys::socket::{send, sendmsg, ControlMessage, MsgFlags};
 fn listener() -> &'static (UnixListener, PathBuf) {
     static LISTENER: OnceLock<(UnixListener, PathBuf)> = OnceLock::new();
     LISTENER.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("ibguest-fuzz-ivshmem-{}.sock", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ibguest-fuzz-ivshmem-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         match UnixListener::bind(&path) {
             Ok(l) => (l, path),
@@ -94,7 +95,12 @@ fn memfd(sel: u8) -> io::Result<SharedMemory> {
 }
 
 /// Sends 8 bytes with two descriptors attached.
-fn send_two(stream: &UnixStream, value: i64, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<()> {
+fn send_two(
+    stream: &UnixStream,
+    value: i64,
+    a: BorrowedFd<'_>,
+    b: BorrowedFd<'_>,
+) -> io::Result<()> {
     let fds = [a.as_raw_fd(), b.as_raw_fd()];
     let bytes = wire::encode(value);
     let iov = [io::IoSlice::new(&bytes)];
@@ -152,7 +158,6 @@ fuzz_target!(|data: &[u8]| {
     match ivshmem::client::connect(path, vectors, Duration::from_secs(5)) {
         Ok(mut conn) => {
             assert!(conn.vectors.len() >= vectors);
-            assert!(!conn.shm.is_empty() || conn.shm.len() == 0);
             for _ in 0..64 {
                 if conn.poll_messages().is_err() {
                     break;

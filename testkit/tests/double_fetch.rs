@@ -68,7 +68,7 @@ fn guest_owned(
     seed: u64,
 ) -> Vec<std::ops::Range<usize>> {
     let slots = layout.buffers.start..layout.buffers.start + tx_slots * slot_size;
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         return vec![slots];
     }
     vec![
@@ -183,7 +183,7 @@ fn rewriting_descriptors_while_the_back_half_reads_them() -> Result<(), BoxError
                 (None, Ok(_)) => {}
             }
             // The peer keeps receiving, so sends complete.
-            while let Some(slot) = peer_rx.next() {
+            for slot in peer_rx.by_ref() {
                 let _ = peer.post_recv(slot);
             }
             let _ = peer.flush();
@@ -195,7 +195,7 @@ fn rewriting_descriptors_while_the_back_half_reads_them() -> Result<(), BoxError
         assert!(guards_intact(&outer, len)?, "a write outside the window");
         let stats = *back.stats();
         assert!(stats.tx_completions <= stats.tx_requests, "{stats:?}");
-        if seed % 3 == 0 {
+        if seed.is_multiple_of(3) {
             assert!(
                 stats.tx_filtered > 0 && stats.tx_completions > 0,
                 "{stats:?}"
