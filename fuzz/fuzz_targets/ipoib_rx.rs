@@ -12,7 +12,7 @@
 //! - nothing panics;
 //! - a neighbour is learnt only from an ARP whose sender hardware address
 //!   is the datagram's real source (QPN of the completion and, with a GRH,
-//!   its source GID): whenever `arp.learned` goes up, the datagram just
+//!   its source GID, or the IPv4-mapped source of a RoCEv2 IPv4 header): whenever `arp.learned` goes up, the datagram just
 //!   delivered is such an ARP; whenever it is an ARP that disagrees,
 //!   `rx_drops.arp_spoofed` goes up instead.
 //!
@@ -28,7 +28,7 @@
 #[path = "common/scripted_backend.rs"]
 mod scripted_backend;
 
-use ipoib::wire::{ArpPacket, ArpRepr, EncapPacket, EtherType};
+use ipoib::wire::{grh, ArpPacket, ArpRepr, EncapPacket, EtherType};
 use ipoib::{IpoibConfig, IpoibDevice};
 use libfuzzer_sys::fuzz_target;
 use ring::desc::RX_FLAG_GRH;
@@ -136,6 +136,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let grh_flag = sel & 2 != 0;
+        // What the device may take as the source GID (an IBA GRH or a
+        // RoCEv2 IPv4 header), with the GRH flag only.
+        let source_gid = if grh_flag {
+            grh::source_gid(&grh)
+        } else {
+            None
+        };
         let flags = if grh_flag { RX_FLAG_GRH } else { 0 };
         if back.posted_rx.is_empty() {
             step(&mut device, &mut back, &mut iface, &mut sockets, now);
@@ -161,8 +168,8 @@ fuzz_target!(|data: &[u8]| {
         let after = device.stats();
         let from_self = src_qpn == scripted_backend::OWN_QPN;
         if let (true, Some(a), true, false) = (alive, &arp, byte_len == exact, from_self) {
-            let agrees = a.source_hw.qpn.get() == src_qpn
-                && (!grh_flag || a.source_hw.gid.0[..] == grh[8..24]);
+            let agrees =
+                a.source_hw.qpn.get() == src_qpn && source_gid.is_none_or(|g| g == a.source_hw.gid);
             if !agrees {
                 assert_eq!(
                     after.rx_drops.arp_spoofed,
@@ -174,8 +181,8 @@ fuzz_target!(|data: &[u8]| {
         if after.arp.learned > before.arp.learned {
             let arp = arp.expect("learnt from a datagram that is not an ARP");
             assert_eq!(arp.source_hw.qpn.get(), src_qpn & 0x00ff_ffff);
-            if grh_flag {
-                assert_eq!(arp.source_hw.gid.0[..], grh[8..24]);
+            if let Some(gid) = source_gid {
+                assert_eq!(arp.source_hw.gid, gid);
             }
         }
     }

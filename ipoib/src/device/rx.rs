@@ -1,11 +1,11 @@
 //! Received packets: validation, loop filtering, capture, and the split
 //! between ARP (handled here) and IPv4 (queued for smoltcp).
 
-use verbs_shim::{Gid, Hca, RecvInfo, RxSlot, WcStatus, GRH_LEN};
+use verbs_shim::{Hca, RecvInfo, RxSlot, WcStatus, GRH_LEN};
 
 use super::{DatagramSource, IpoibDevice, RxReady, RX_PAYLOAD};
 use crate::capture::Capture;
-use crate::wire::{ArpPacket, ArpRepr, EncapPacket, EtherType};
+use crate::wire::{grh, ArpPacket, ArpRepr, EncapPacket, EtherType};
 
 impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     pub(super) fn on_receive(&mut self, slot: RxSlot, status: WcStatus, info: RecvInfo) {
@@ -66,7 +66,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         let source = DatagramSource {
             qpn: info.src_qpn,
-            gid: info.grh_present.then(|| source_gid(grh)),
+            gid: info.grh_present.then(|| grh::source_gid(grh)).flatten(),
         };
         capture.received(tx.now, grh, packet);
         let Ok(encap) = EncapPacket::new_checked(packet) else {
@@ -101,11 +101,4 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         None
     }
-}
-
-/// The source GID field of a GRH (bytes 8..24).
-fn source_gid(grh: &[u8; GRH_LEN]) -> Gid {
-    let mut gid = [0u8; 16];
-    gid.copy_from_slice(&grh[8..24]);
-    Gid(gid)
 }
