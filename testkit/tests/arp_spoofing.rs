@@ -4,12 +4,12 @@
 //! healthy guest: lies are dropped and counted, the truth is learnt.
 
 use ibguest_testkit::apps::ping;
-use ibguest_testkit::{connect_channel, BoxError, GuestSpec, Net, SimBack, SimFront};
+use ibguest_testkit::{BoxError, Net, RawSender};
 use ipoib::wire::{ArpOperation, ArpPacket, ArpRepr, EncapPacket, EncapRepr, EtherType, HwAddr};
 use smoltcp::time::Duration;
 use smoltcp::wire::Ipv4Address;
 use verbs_shim::sim::FaultConfig;
-use verbs_shim::{Completion, Gid, Hca, QKey, Qpn, TxSlots, UdDest, Verbs};
+use verbs_shim::{Gid, Qpn};
 
 const ARP_FRAME_LEN: usize = 4 + 56;
 
@@ -23,72 +23,16 @@ fn two_guests_up() -> Result<Net, BoxError> {
     Ok(net)
 }
 
-/// A port on the fabric driven by hand, with a path to guest 1.
-struct RawSender {
-    back: SimBack,
-    front: SimFront,
-    tx: TxSlots,
-    dest: UdDest,
-}
-
-impl RawSender {
-    fn new(net: &mut Net, port: u8) -> Result<RawSender, BoxError> {
-        let (_window, mut back, mut front) = connect_channel(&net.fabric, &GuestSpec::new(port))?;
-        let (tx, _) = front.take_slots().ok_or("slots")?;
-        let victim = net.guests[0].device.hw_addr();
-        front.resolve(victim.gid)?;
-        front.flush()?;
-        let mut handle = None;
-        for _ in 0..10 {
-            back.service()?;
-            net.round()?;
-            while let Some(c) = front.poll_cq()? {
-                if let Completion::Path { result, .. } = c {
-                    handle = Some(result.map_err(|e| format!("{e:?}"))?);
-                }
-            }
-        }
-        let dest = UdDest {
-            handle: handle.ok_or("no path to guest 1")?,
-            qpn: victim.qpn,
-            qkey: QKey::IPOIB_DEFAULT,
-        };
-        Ok(RawSender {
-            back,
-            front,
-            tx,
-            dest,
-        })
+/// An IPoIB ARP frame carrying `arp`.
+fn arp_frame(arp: &ArpRepr) -> Result<Vec<u8>, BoxError> {
+    let mut frame = vec![0u8; ARP_FRAME_LEN];
+    let mut packet = EncapPacket::new_unchecked(&mut frame[..]);
+    EncapRepr {
+        ethertype: EtherType::Arp,
     }
-
-    fn own_hw(&self) -> HwAddr {
-        let port = self.front.port_attr();
-        HwAddr::new(port.qpn, port.gid)
-    }
-
-    /// Sends `arp` to guest 1 and lets the net run.
-    fn send(&mut self, net: &mut Net, arp: &ArpRepr) -> Result<(), BoxError> {
-        let slot = self.tx.next().ok_or("out of tx slots")?;
-        {
-            let mut buffers = self.front.buffers();
-            let frame = &mut buffers.tx.slot_mut(&slot)[..ARP_FRAME_LEN];
-            let mut packet = EncapPacket::new_unchecked(&mut *frame);
-            EncapRepr {
-                ethertype: EtherType::Arp,
-            }
-            .emit(&mut packet)?;
-            arp.emit(&mut ArpPacket::new_unchecked(packet.payload_mut()))?;
-        }
-        self.front
-            .post_send(slot, ARP_FRAME_LEN, &self.dest)
-            .map_err(|e| e.error)?;
-        self.front.flush()?;
-        for _ in 0..5 {
-            self.back.service()?;
-            net.round()?;
-        }
-        Ok(())
-    }
+    .emit(&mut packet)?;
+    arp.emit(&mut ArpPacket::new_unchecked(packet.payload_mut()))?;
+    Ok(frame)
 }
 
 fn reply(source_hw: HwAddr, source_ip: Ipv4Address, net: &Net) -> ArpRepr {
@@ -112,11 +56,11 @@ fn spoofed_arp_does_not_poison_the_neighbour_table() -> Result<(), BoxError> {
     // Claims guest 2's address with a QPN the sender does not have.
     let other_qpn = HwAddr::new(Qpn::new_truncated(real.qpn.get() ^ 0x55), real.gid);
     let lie = reply(other_qpn, ip2, &net);
-    raw.send(&mut net, &lie)?;
+    raw.send(&mut net, &arp_frame(&lie)?)?;
     // The sender's own QPN, but another GID.
     let other_gid = HwAddr::new(real.qpn, Gid::from_parts(0xfe80 << 48, 0x77));
     let lie = reply(other_gid, ip2, &net);
-    raw.send(&mut net, &lie)?;
+    raw.send(&mut net, &arp_frame(&lie)?)?;
     let after = net.guests[0].device.stats();
     assert_eq!(after.rx_drops.arp_spoofed, before.rx_drops.arp_spoofed + 2);
     assert_eq!(after.arp.learned, before.arp.learned);
@@ -138,7 +82,7 @@ fn honest_arp_is_learnt_and_answered() -> Result<(), BoxError> {
         target_hw: HwAddr::new(Qpn::new_truncated(0), Gid::ZERO),
         target_ip: net.guests[0].spec.ipv4(),
     };
-    raw.send(&mut net, &request)?;
+    raw.send(&mut net, &arp_frame(&request)?)?;
     let after = net.guests[0].device.stats();
     assert_eq!(after.rx_drops.arp_spoofed, before.rx_drops.arp_spoofed);
     assert_eq!(
