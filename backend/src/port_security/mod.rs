@@ -170,4 +170,6 @@ pub fn filter_for(
 #[cfg(test)]
 mod end_to_end;
 #[cfg(test)]
+mod seat_wiring;
+#[cfg(test)]
 mod tests;
