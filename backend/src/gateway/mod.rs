@@ -325,3 +325,57 @@ fn source_admitted(directory: Option<&SeatDirectory>, ip: &[u8], source: &Datagr
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ipoib::DatagramSource;
+    use verbs_shim::back::SenderPort;
+    use verbs_shim::{Gid, Qpn};
+
+    use super::source_admitted;
+    use crate::config::{Attach, GuestConfig};
+    use crate::port_security::SeatDirectory;
+
+    fn ipv4(source: [u8; 4]) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&source);
+        ip.extend_from_slice(&[10, 77, 0, 1]);
+        ip
+    }
+
+    #[test]
+    fn only_a_seats_own_port_speaks_for_its_address() {
+        let seat_ip = Ipv4Addr::new(10, 77, 0, 2);
+        let directory = SeatDirectory::for_guests(&[GuestConfig {
+            name: "g2".into(),
+            attach: Attach::Socket("/nonexistent".into()),
+            window: 1 << 20,
+            pkeys: vec![0xffff],
+            ip: Some(seat_ip),
+        }]);
+        let port = SenderPort {
+            qpn: Qpn::new_truncated(0x48),
+            gid: Gid::from_parts(0xfe80 << 48, 2),
+        };
+        directory.register(seat_ip, port);
+        let seat = DatagramSource {
+            qpn: port.qpn,
+            gid: Some(port.gid),
+        };
+        let other = DatagramSource {
+            qpn: Qpn::new_truncated(0x49),
+            gid: Some(port.gid),
+        };
+        let d = Some(&*directory);
+        assert!(source_admitted(d, &ipv4([10, 77, 0, 2]), &seat));
+        assert!(!source_admitted(d, &ipv4([10, 77, 0, 2]), &other));
+        assert!(!source_admitted(d, &ipv4([10, 77, 0, 7]), &seat));
+        assert!(source_admitted(d, &ipv4([10, 77, 0, 7]), &other));
+        // Too short to have a source: not believed.
+        assert!(!source_admitted(d, &ipv4([10, 77, 0, 2])[..12], &seat));
+        // Without a directory everything passes, as before.
+        assert!(source_admitted(None, &ipv4([10, 77, 0, 7]), &seat));
+    }
+}
