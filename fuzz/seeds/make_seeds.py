@@ -68,8 +68,8 @@ def flags(preset=0, hostile=False, faults=False, mtu_code=4, peer_joins=True):
     return preset | (4 if hostile else 0) | (8 if faults else 0) | ((mtu_code - 1) << 4) | (0 if peer_joins else 0x80)
 
 
-def config(max_dests=4, batch=8, limited=False):
-    return (max_dests - 1) | ((batch - 1) << 2) | (0x80 if limited else 0)
+def config(max_dests=4, batch=8, limited=False, filtered=False):
+    return (max_dests - 1) | ((batch - 1) << 2) | (0x40 if filtered else 0) | (0x80 if limited else 0)
 
 
 def post_all_rx():
@@ -116,6 +116,7 @@ traffic = (post_all_rx() + [SERVICE]
            + [CLOSE, 0])
 
 write("backend_rings", "traffic", [flags(), config()] + traffic)
+write("backend_rings", "traffic_filtered", [flags(), config(filtered=True)] + traffic)
 write("backend_rings", "traffic_faults",
       [flags(preset=2, faults=True), config(batch=3)] + list(struct.pack("<I", 12345)) + traffic)
 write("backend_rings", "traffic_mtu256", [flags(preset=3, mtu_code=1), config(max_dests=1, batch=16)] + traffic)
