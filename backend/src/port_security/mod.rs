@@ -58,6 +58,8 @@ impl std::fmt::Display for Spoof {
     }
 }
 
+impl std::error::Error for Spoof {}
+
 /// Checks the frame (IPoIB header first) a guest at `own_ip` with port
 /// `sender` sends. `head` may be the frame's first bytes only.
 pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), Spoof> {

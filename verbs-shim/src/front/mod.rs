@@ -3,12 +3,14 @@
 //!
 //! The guest does not trust the back end either: every response is copied
 //! once and checked (slot in range and actually in flight, lengths within the
-//! slot, cookies that match a request). A violation closes the channel and
-//! surfaces as [`HcaError::PeerViolation`].
+//! slot, cookies that match a request). A violation closes the channel,
+//! is counted by kind ([`FrontStats::faults`]) and surfaces as
+//! [`HcaError::PeerViolation`] with a typed [`PeerFault`].
 //!
 //! [`Verbs`]: crate::Verbs
 //! [`Hca`]: crate::Hca
 //! [`HcaError::PeerViolation`]: crate::HcaError::PeerViolation
+//! [`PeerFault`]: crate::PeerFault
 
 mod lifecycle;
 mod verbs;
