@@ -3,9 +3,13 @@
 #
 #   scripts/fuzz.sh                  # every target, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh backend_rings
+#   FUZZ_SECONDS=0 FUZZ_RUNS=10000000 scripts/fuzz.sh   # make fuzz-long
 #
 # Environment:
-#   FUZZ_SECONDS    seconds per target (libFuzzer -max_total_time), default 60
+#   FUZZ_SECONDS    seconds per target (libFuzzer -max_total_time), default 60;
+#                   0 for no time limit
+#   FUZZ_RUNS       executions per target (libFuzzer -runs), default unlimited;
+#                   a target stops at whichever limit comes first
 #   FUZZ_SANITIZER  address (default) or none; see "Stable toolchain" below
 #   FUZZ_TIMEOUT    seconds one input may take before it counts as a hang, default 10
 #   FUZZ_ARGS       extra libFuzzer arguments, e.g. "-jobs=2 -workers=2"
@@ -44,6 +48,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 seconds=${FUZZ_SECONDS:-60}
+run_limit=${FUZZ_RUNS:--1}
 timeout=${FUZZ_TIMEOUT:-10}
 sanitizer=${FUZZ_SANITIZER:-address}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/fuzz/target}
@@ -85,11 +90,11 @@ for target in "${targets[@]}"; do
     dirs=("$corpus")
     [ -d "$seeds" ] && dirs+=("$seeds")
     log=$logs/$target.log
-    echo "== $target: ${seconds}s, sanitizer $sanitizer, log $log"
+    echo "== $target: ${seconds}s (0: no limit), runs $run_limit (-1: no limit), sanitizer $sanitizer, log $log"
     status=0
     # shellcheck disable=SC2086 # FUZZ_ARGS is split on purpose
     cargo fuzz run -O -a --sanitizer "$sanitizer" "$target" "${dirs[@]}" -- \
-        -max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1 ${FUZZ_ARGS:-} \
+        -max_total_time="$seconds" -runs="$run_limit" -timeout="$timeout" -print_final_stats=1 ${FUZZ_ARGS:-} \
         >"$log" 2>&1 || status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)

@@ -103,13 +103,14 @@ impl Control {
                     let g = *stats.lock().unwrap_or_else(|e| e.into_inner());
                     writeln!(
                         stream,
-                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={}",
+                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={} dropped_spoofed={}",
                         u8::from(g.up),
                         g.to_fabric,
                         g.to_linux,
                         g.arp_proxied,
                         g.dropped_from_linux,
-                        g.dropped_to_linux
+                        g.dropped_to_linux,
+                        g.dropped_spoofed
                     )?;
                 }
                 stream.write_all(

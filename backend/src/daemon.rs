@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::gateway::Gateway;
 use crate::handoff::{self, Handoff, Reporter};
+use crate::port_security::SeatDirectory;
 use crate::provider::{ib_mtu, Fabric};
 use crate::seat::Seat;
 use crate::worker::{Snapshots, Worker};
@@ -46,13 +47,15 @@ pub enum WorkerError {
 
 /// Runs until SIGTERM, or until the supervisor goes away.
 pub fn run_worker(config: Config, supervisor: UnixStream) -> Result<(), WorkerError> {
-    let (fabric, control, gateway) = start(&config).map_err(WorkerError::Startup)?;
-    serve(config, supervisor, fabric, control, gateway).map_err(WorkerError::Running)
+    let directory = SeatDirectory::for_guests(&config.guests);
+    let (fabric, control, gateway) = start(&config, &directory).map_err(WorkerError::Startup)?;
+    serve(config, supervisor, fabric, control, gateway, directory).map_err(WorkerError::Running)
 }
 
 /// What must work before the worker serves anyone.
 fn start(
     config: &Config,
+    directory: &Arc<SeatDirectory>,
 ) -> Result<(Fabric, Control, Option<Gateway>), Box<dyn std::error::Error>> {
     let fabric = Fabric::open(config)?;
     let snapshots: Snapshots = Arc::new(Mutex::new(vec![None; config.guests.len()]));
@@ -61,7 +64,8 @@ fn start(
         Some(g) => {
             let number = u16::try_from(config.guests.len() + 1).map_err(|_| "too many guests")?;
             let gw = Gateway::start(g, &fabric, number, ib_mtu(config.mtu))
-                .map_err(|e| format!("gateway: {e}"))?;
+                .map_err(|e| format!("gateway: {e}"))?
+                .with_directory(directory.clone());
             control.set_gateway(gw.stats(), g.tap.clone());
             Some(gw)
         }
@@ -76,6 +80,7 @@ fn serve(
     fabric: Fabric,
     control: Control,
     gateway: Option<Gateway>,
+    directory: Arc<SeatDirectory>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let epoch = new_epoch();
     let mtu = ib_mtu(config.mtu);
@@ -100,13 +105,10 @@ fn serve(
     let reporter = Reporter::new(supervisor.try_clone()?);
     let mut shares: Vec<Vec<Seat>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, g) in config.guests.iter().enumerate() {
-        shares[i % workers].push(Seat::new(
-            i,
-            g.clone(),
-            epoch,
-            capture.clone(),
-            reporter.clone(),
-        ));
+        shares[i % workers].push(
+            Seat::new(i, g.clone(), epoch, capture.clone(), reporter.clone())
+                .with_directory(directory.clone()),
+        );
     }
     control.set_epoch(epoch);
     log::info!(

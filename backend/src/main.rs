@@ -17,6 +17,7 @@ mod handoff;
 #[cfg(test)]
 mod hardening_tests;
 mod limits;
+mod port_security;
 #[allow(unsafe_code)]
 mod provider;
 mod seat;

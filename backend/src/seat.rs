@@ -21,6 +21,7 @@ use crate::capture::FabricCapture;
 use crate::config::GuestConfig;
 use crate::handoff::{EndReason, Report, Reporter};
 use crate::limits::{back_config, QpGauge};
+use crate::port_security::{self, SeatDirectory};
 use crate::provider::{Fabric, Port};
 use crate::stats::{SeatCounters, SeatSnapshot};
 use crate::transport::{GuestNotifier, Interrupt, Transport};
@@ -55,6 +56,8 @@ pub struct Seat {
     reporter: Reporter,
     /// QPs open for this seat (bounded by `config.limits.max_qps`).
     qps: QpGauge,
+    /// Where the port-security filter registers the guest's port.
+    directory: Option<Arc<SeatDirectory>>,
 }
 
 /// Which of a seat's descriptors an event is for.
@@ -87,7 +90,15 @@ impl Seat {
             capture,
             reporter,
             qps: QpGauge::default(),
+            directory: None,
         }
+    }
+
+    /// Registers the guest's port in `directory` (for the gateway) once its
+    /// port-security filter sees it send.
+    pub fn with_directory(mut self, directory: Arc<SeatDirectory>) -> Seat {
+        self.directory = Some(directory);
+        self
     }
 
     /// The descriptor to watch for `source`, if it exists now.
@@ -214,6 +225,10 @@ impl Seat {
         if let Some(c) = &self.capture {
             back.set_tap(Some(c.tap()));
         }
+        back.set_tx_filter(port_security::filter_for(
+            &self.config,
+            self.directory.as_ref(),
+        ));
         Ok(Session {
             transport,
             window,
@@ -344,6 +359,10 @@ impl Seat {
         let config = back_config(self.epoch, &self.config.limits);
         match BackHalf::new(s.window.clone(), config, Interrupt(s.notifier.clone())) {
             Ok(mut b) => {
+                b.set_tx_filter(port_security::filter_for(
+                    &self.config,
+                    self.directory.as_ref(),
+                ));
                 if let Some(c) = &self.capture {
                     b.set_tap(Some(c.tap()));
                     if let Some(p) = s.port {
@@ -465,6 +484,7 @@ fn add_stats(total: &mut BackStats, s: &BackStats) {
     total.rx_requests += s.rx_requests;
     total.tx_completions += s.tx_completions;
     total.tx_errors += s.tx_errors;
+    total.tx_filtered += s.tx_filtered;
     total.rx_completions += s.rx_completions;
     total.rx_bytes += s.rx_bytes;
     total.ctrl_requests += s.ctrl_requests;

@@ -76,7 +76,7 @@ struct Limited {
 fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limited) {
     let _ = write!(
         out,
-        "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} ctrl_requests={} \
+        "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} tx_filtered={} ctrl_requests={} \
          interrupts={} doorbells={} violations={} connects={} disconnects={} reclaims={} \
          violation_disconnects={} refused={} restarts={} xen_failures={} xen_refused={} \
          domain_releases={}",
@@ -85,6 +85,7 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limit
         b.rx_completions,
         b.rx_bytes,
         b.tx_errors,
+        b.tx_filtered,
         b.ctrl_requests,
         b.interrupts,
         c.doorbells,
@@ -159,6 +160,7 @@ pub fn render(provider: &str, epoch: u32, seats: &[SeatSnapshot]) -> String {
         total_b.rx_completions += b.rx_completions;
         total_b.rx_bytes += b.rx_bytes;
         total_b.tx_errors += b.tx_errors;
+        total_b.tx_filtered += b.tx_filtered;
         total_b.ctrl_requests += b.ctrl_requests;
         total_b.interrupts += b.interrupts;
         for k in ViolationKind::ALL {

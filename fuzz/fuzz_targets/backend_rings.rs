@@ -31,7 +31,8 @@
 //! flags u8     bits 0-1 layout preset, 2 guest picks its own parameters,
 //!              3 fabric faults on, 4-6 guest port MTU code - 1 (mod 5),
 //!              7 peer stays out of the broadcast group
-//! config u8    bits 0-1 max_dests - 1, 2-5 batch - 1, 7 guest P_Key 0x7fff
+//! config u8    bits 0-1 max_dests - 1, 2-5 batch - 1, 6 a TX filter (drops
+//!              frames whose first byte is odd), 7 guest P_Key 0x7fff
 //! [seed u32]                                  if flags bit 3
 //! [params 12 bytes, sel u8, [epoch u32 if sel & 1], [state u8 if sel & 2]]
 //!                                             if flags bit 2
@@ -62,12 +63,28 @@ use libfuzzer_sys::fuzz_target;
 use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
 use ring::layout::RING_INDEX_BYTES;
 use ring::{Header, Layout, LayoutParams, State, Window};
-use verbs_shim::back::{BackConfig, BackError, BackHalf};
+use verbs_shim::back::{
+    BackConfig, BackError, BackHalf, SenderPort, TxFilter, TxVerdict, FILTER_HEAD_LEN,
+};
 use verbs_shim::notify::NoNotify;
 use verbs_shim::sim::{FaultConfig, PortConfig, SimFabric, SimPort, LINK_LOCAL_PREFIX};
 use verbs_shim::{
     Completion, DestHandle, Gid, IbMtu, Lid, PKey, QKey, RxSlot, SlotLayout, TxSlot, UdDest, Verbs,
 };
+
+/// A TX filter (config bit 6) that drops frames whose first byte is odd,
+/// so the back half's refuse path runs under the same checks.
+struct OddFirstByteFilter;
+
+impl TxFilter for OddFirstByteFilter {
+    fn check(&mut self, _sender: &SenderPort, head: &[u8], frame_len: usize) -> TxVerdict {
+        assert!(head.len() <= FILTER_HEAD_LEN && head.len() <= frame_len);
+        match head.first() {
+            Some(b) if b & 1 == 1 => TxVerdict::Drop,
+            _ => TxVerdict::Pass,
+        }
+    }
+}
 
 /// The epoch the back half announces.
 const EPOCH: u32 = 7;
@@ -580,6 +597,9 @@ fn run(data: &[u8]) {
     let window = Window::new_heap(window_len);
     let mut back =
         BackHalf::new(window.clone(), back_config, NoNotify).expect("window holds a header");
+    if config & 0x40 != 0 {
+        back.set_tx_filter(Some(Box::new(OddFirstByteFilter)));
+    }
     let header = Header::new(&window).expect("window holds a header");
     assert_eq!(header.backend_state(), State::InitWait);
 

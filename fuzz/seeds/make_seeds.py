@@ -68,8 +68,8 @@ def flags(preset=0, hostile=False, faults=False, mtu_code=4, peer_joins=True):
     return preset | (4 if hostile else 0) | (8 if faults else 0) | ((mtu_code - 1) << 4) | (0 if peer_joins else 0x80)
 
 
-def config(max_dests=4, batch=8, limited=False):
-    return (max_dests - 1) | ((batch - 1) << 2) | (0x80 if limited else 0)
+def config(max_dests=4, batch=8, limited=False, filtered=False):
+    return (max_dests - 1) | ((batch - 1) << 2) | (0x40 if filtered else 0) | (0x80 if limited else 0)
 
 
 def post_all_rx():
@@ -116,6 +116,7 @@ traffic = (post_all_rx() + [SERVICE]
            + [CLOSE, 0])
 
 write("backend_rings", "traffic", [flags(), config()] + traffic)
+write("backend_rings", "traffic_filtered", [flags(), config(filtered=True)] + traffic)
 write("backend_rings", "traffic_faults",
       [flags(preset=2, faults=True), config(batch=3)] + list(struct.pack("<I", 12345)) + traffic)
 write("backend_rings", "traffic_mtu256", [flags(preset=3, mtu_code=1), config(max_dests=1, batch=16)] + traffic)
@@ -151,3 +152,45 @@ hdr += [RAW, 1] + list(struct.pack("<I", 0xFFFFFFF0)) + [64] + [0xAA] * 64
 hdr += [HDR, 1] + list(struct.pack("<I", 99)) + [SERVICE]
 hdr += [HDR, 0] + list(struct.pack("<I", 5)) + [SERVICE, ARM, OOB, 1, 3]
 write("backend_rings", "header_scribble", [flags(), config()] + post_all_rx() + [SERVICE] + hdr)
+
+# --- front_hca --------------------------------------------------------------
+# Ops (see fuzz_targets/front_hca.rs): 0 post RX, 1 post TX (len u16),
+# 3 flush, 4 poll, 6 back end takes requests, 7 complete TX (status u8),
+# 8 deliver (len u16, src_qpn u32, flags u8), 9 forged response.
+POST_RX, POST_TX, FLUSH, POLL, TAKE, COMPLETE, DELIVER, FORGE = 0, 1, 3, 4, 6, 7, 8, 9
+honest = [POST_RX] * 4 + [POST_TX] + list(struct.pack("<H", 100)) + [FLUSH, TAKE]
+honest += [COMPLETE, 0] + [DELIVER] + list(struct.pack("<HIB", 140, 0x99, 1)) + [POLL] * 4
+write("front_hca", "honest", honest)
+# A forged RX response for slot 7, never posted.
+forged = [POST_RX, FLUSH, TAKE, FORGE, 0] + list(struct.pack("<HHIIHHHHI", 7, 0, 100, 0x99, 2, 1, 0xFFFF, 0, 0))
+write("front_hca", "forged_rx", forged + [POLL] * 4)
+
+# --- ipoib_rx ----------------------------------------------------------------
+# One datagram: sel u8, src_qpn u32, len u16, [grh], payload. sel 2 + 4:
+# the harness's own GRH (source fe80::2), GRH flag set, QPN taken from the
+# ARP sender. The honest ARP claims qpn 0x99 at fe80::2.
+SELF_GID = link_local(1)
+PEER_GID = link_local(2)
+def ipoib_arp(op, sender_qpn, sender_gid, sender_ip, target_ip):
+    return (struct.pack(">HH", 0x0806, 0)
+            + struct.pack(">HHBBH", 32, 0x0800, 20, 4, op)
+            + hwaddr(sender_qpn, sender_gid) + bytes(sender_ip)
+            + hwaddr(0, bytes(16)) + bytes(target_ip))
+honest_arp = ipoib_arp(1, 0x99, PEER_GID, [10, 77, 0, 2], [10, 77, 0, 1])
+write("ipoib_rx", "honest_arp",
+      [2 | 4] + list(struct.pack("<IH", 0x99, len(honest_arp))) + list(honest_arp))
+spoofed_arp = ipoib_arp(2, 0x77, link_local(9), [10, 77, 0, 3], [10, 77, 0, 1])
+write("ipoib_rx", "spoofed_arp",
+      [2] + list(struct.pack("<IH", 0x99, len(spoofed_arp))) + list(spoofed_arp))
+ping = (struct.pack(">HH", 0x0800, 0)
+        + bytes([0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 10, 77, 0, 2, 10, 77, 0, 1])
+        + bytes([8, 0, 0xF7, 0xFF, 0, 0, 0, 0]))
+write("ipoib_rx", "ipv4_icmp", [2] + list(struct.pack("<IH", 0x99, len(ping))) + list(ping))
+
+# --- ivshmem_client ------------------------------------------------------------
+# vectors u8, then ops: 0 message (value sel), 1 message + eventfd,
+# 2 message + memfd (size sel first). Value sels: 0 version, 1 id u8,
+# 2 -1, 3 id u16.
+handshake = [1, 0, 0, 0, 1, 1, 2, 0, 2, 1, 1, 1, 1, 3, 5, 0, 0, 3, 5, 0]
+write("ivshmem_client", "handshake_then_peer", handshake)
+write("ivshmem_client", "split_message", [0, 0, 0, 3, 4, 1, 0, 0, 0, 3, 4, 0, 0, 0, 0])

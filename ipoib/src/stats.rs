@@ -13,6 +13,9 @@ pub struct RxDrops {
     pub error_status: u64,
     /// smoltcp's queue of received packets was full.
     pub queue_full: u64,
+    /// An ARP whose sender hardware address (QPN, GID) is not the
+    /// datagram's real source: not learnt, not answered.
+    pub arp_spoofed: u64,
 }
 
 /// Why a packet to send was dropped.

@@ -86,7 +86,8 @@ impl<H: Hca> NetStack<H> {
         busy |= self.iface.poll(now, &mut self.device, &mut self.sockets) != PollResult::None;
         let device_stats = self.device.stats();
         let service_stats = self.services.stats();
-        let sources: [&dyn StatusSource; 2] = [&device_stats, &service_stats];
+        let peer_faults = self.device.hca().peer_faults();
+        let sources: [&dyn StatusSource; 3] = [&device_stats, &peer_faults, &service_stats];
         let status: &[&dyn StatusSource] = &sources;
         if self.services.poll(&mut self.sockets, &status) {
             busy = true;

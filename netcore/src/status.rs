@@ -4,6 +4,7 @@
 use core::fmt::{self, Write};
 
 use ipoib::IpoibStats;
+use verbs_shim::{PeerFaultCounts, PeerFaultKind};
 
 /// Something with counters to show. Each line is `key value\n`: the key has
 /// no whitespace, the value is the rest of the line.
@@ -15,6 +16,13 @@ pub trait StatusSource {
 impl StatusSource for () {
     fn write_status(&self, _out: &mut dyn Write) -> fmt::Result {
         Ok(())
+    }
+}
+
+/// A source that may be absent (a provider without a peer).
+impl<T: StatusSource> StatusSource for Option<T> {
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
+        self.as_ref().map_or(Ok(()), |s| s.write_status(out))
     }
 }
 
@@ -53,6 +61,7 @@ impl StatusSource for IpoibStats {
                 ("rx_drop_looped", rx.looped),
                 ("rx_drop_error_status", rx.error_status),
                 ("rx_drop_queue_full", rx.queue_full),
+                ("rx_drop_arp_spoofed", rx.arp_spoofed),
                 ("tx_drop_no_route", tx.no_route),
                 ("tx_drop_arp_timeout", tx.arp_timeout),
                 ("tx_drop_queue_full", tx.queue_full),
@@ -70,6 +79,15 @@ impl StatusSource for IpoibStats {
                 ("arp_path_resolutions", arp.path_resolutions),
             ],
         )
+    }
+}
+
+/// The back end's protocol faults, one `peer_fault_KIND n` line per kind.
+impl StatusSource for PeerFaultCounts {
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
+        PeerFaultKind::ALL
+            .iter()
+            .try_for_each(|k| writeln!(out, "peer_fault_{} {}", k.name(), self.of(*k)))
     }
 }
 
@@ -96,7 +114,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 24);
+        assert_eq!(out.lines().count(), 25);
     }
 
     #[test]
@@ -105,6 +123,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 24);
+        assert_eq!(out.lines().count(), 25);
     }
 }

@@ -9,7 +9,11 @@ pub mod apps;
 pub mod capture;
 pub mod guest;
 pub mod net;
+pub mod raw;
 
 pub use capture::SharedCapture;
-pub use guest::{connect_channel, connect_channel_in, BoxError, Guest, GuestSpec};
+pub use guest::{
+    connect_channel, connect_channel_in, BoxError, Guest, GuestSpec, SimBack, SimFront,
+};
 pub use net::Net;
+pub use raw::RawSender;

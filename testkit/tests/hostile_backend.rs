@@ -5,7 +5,7 @@ use ibguest_testkit::{connect_channel, BoxError, GuestSpec};
 use ring::desc::{RxRequest, RxResponse};
 use ring::{BackRing, Layout};
 use verbs_shim::sim::{FaultConfig, SimFabric};
-use verbs_shim::{Completion, HcaError, Verbs, WcStatus};
+use verbs_shim::{Completion, HcaError, PeerFaultKind, Verbs, WcStatus};
 
 #[test]
 fn forged_completion_is_a_violation_and_slots_come_back() -> Result<(), BoxError> {
@@ -63,7 +63,7 @@ fn forged_completion_is_a_violation_and_slots_come_back() -> Result<(), BoxError
             })) => flushed.push(slot.index()),
             Ok(other) => panic!("unexpected {other:?}"),
             Err(HcaError::PeerViolation(what)) => {
-                assert!(what.contains("rx length"), "{what}");
+                assert_eq!(what.kind(), PeerFaultKind::BadLength, "{what}");
                 break;
             }
             Err(e) => panic!("unexpected error {e}"),
@@ -72,6 +72,7 @@ fn forged_completion_is_a_violation_and_slots_come_back() -> Result<(), BoxError
     flushed.sort();
     assert_eq!(flushed, [1, 2, 3]);
     assert_eq!(front.stats().violations, 1);
+    assert_eq!(front.stats().faults.of(PeerFaultKind::BadLength), 1);
     assert_eq!(
         ring::Header::new(&window)?.guest_state(),
         ring::State::Closing

@@ -133,7 +133,7 @@ pub enum HcaError {
     /// The peer (back end) is gone or closed the channel.
     Disconnected,
     /// The peer broke the channel protocol; the device disconnected it.
-    PeerViolation(&'static str),
+    PeerViolation(crate::PeerFault),
     /// The request queue is full; poll and retry.
     QueueFull,
     /// An argument was invalid (for example, a handle this device never issued).
@@ -214,4 +214,10 @@ pub trait Hca: Verbs {
     /// CPU access to the slots. Only slots whose token the caller holds can be
     /// reached through it.
     fn buffers(&mut self) -> SlotBuffers<'_>;
+
+    /// Protocol faults seen from the peer, by kind, for a provider that has
+    /// a peer (the guest side of the channel); `None` for the others.
+    fn peer_faults(&self) -> Option<crate::PeerFaultCounts> {
+        None
+    }
 }

@@ -15,6 +15,7 @@ pub mod front;
 mod hca;
 mod mem;
 pub mod notify;
+mod peer_fault;
 mod slot;
 pub mod types;
 
@@ -29,5 +30,6 @@ pub use hca::{
     Verbs, WcStatus,
 };
 pub use mem::{RxArea, SlotBuffers, TxArea};
+pub use peer_fault::{PeerFault, PeerFaultCounts, PeerFaultKind, RingId};
 pub use slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
 pub use types::{Gid, IbMtu, Lid, PKey, PortAttr, PortState, QKey, Qpn, GRH_LEN};

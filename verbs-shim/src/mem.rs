@@ -5,9 +5,11 @@
 //! shared window for the guest-side `front` provider. A slice is only ever
 //! made for a slot whose token is borrowed for the slice's lifetime, so while
 //! it lives the device does not own that slot and, by protocol, does not
-//! touch it. (A hostile back end could still write a slot it does not own:
-//! that is the same trust the guest gives any DMA device, and `ipoib` parses
-//! what it reads with bounds checks.)
+//! touch it. (A hostile back end could still write a slot it does not own,
+//! even while the guest parses it: that is the same trust the guest gives
+//! any DMA device, and `ipoib` parses what it reads with bounds checks, so
+//! a torn read corrupts or drops that packet and nothing else. CHANNEL.md,
+//! "Trust model", records this decision and how it is tested.)
 
 use core::marker::PhantomData;
 

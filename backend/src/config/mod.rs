@@ -75,7 +75,10 @@ pub struct GuestConfig {
     pub window: usize,
     /// P_Keys this guest may use; the first is its port's.
     pub pkeys: Vec<u16>,
-    /// A fixed IPv4 address, if the guest has one (the gateway uses it).
+    /// A fixed IPv4 address, if the guest has one: the back end then lets
+    /// the guest send IPv4 and ARP only as this address (port security,
+    /// `crate::port_security`), and the gateway believes it only from this
+    /// seat.
     pub ip: Option<Ipv4Addr>,
     /// What this guest may hold in the back end.
     pub limits: GuestLimits,

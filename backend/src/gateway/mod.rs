@@ -14,17 +14,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipoib::{IpoibConfig, IpoibDevice, LinkState};
+use ipoib::{DatagramSource, IpoibConfig, IpoibDevice, LinkState};
 use ivshmem::EventFd;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Ipv4Address, Ipv4Cidr,
+    EthernetRepr, Ipv4Address, Ipv4Cidr, Ipv4Packet,
 };
 use verbs_shim::PKey;
 
 use crate::config::GatewayConfig;
+use crate::port_security::SeatDirectory;
 use crate::provider::{Fabric, Port, ProviderError};
 use tap::Tap;
 
@@ -43,6 +44,9 @@ pub struct GatewayStats {
     pub dropped_from_linux: u64,
     /// Packets for Linux before Linux had said who it is.
     pub dropped_to_linux: u64,
+    /// Packets for Linux whose IPv4 source disagrees with the seat they
+    /// came from (port security; see [`SeatDirectory::admits`]).
+    pub dropped_spoofed: u64,
 }
 
 pub type SharedGatewayStats = Arc<Mutex<GatewayStats>>;
@@ -55,6 +59,8 @@ pub struct Gateway {
     linux_mac: Option<EthernetAddress>,
     stats: SharedGatewayStats,
     origin: std::time::Instant,
+    /// Seats' addresses and ports; `None` believes every source.
+    directory: Option<Arc<SeatDirectory>>,
 }
 
 /// Why the gateway could not start.
@@ -92,7 +98,14 @@ impl Gateway {
             linux_mac: None,
             stats: Arc::new(Mutex::new(GatewayStats::default())),
             origin: std::time::Instant::now(),
+            directory: None,
         })
+    }
+
+    /// Passes to Linux only packets whose source agrees with `directory`.
+    pub fn with_directory(mut self, directory: Arc<SeatDirectory>) -> Gateway {
+        self.directory = Some(directory);
+        self
     }
 
     pub fn stats(&self) -> SharedGatewayStats {
@@ -179,8 +192,15 @@ impl Gateway {
                 self.bump(|s| s.dropped_to_linux += 1);
                 continue;
             };
+            let source = rx.source();
+            let directory = self.directory.as_deref();
             let tap = &mut self.tap;
+            let mut spoofed = false;
             let ok = rx.consume(|ip| {
+                if !source_admitted(directory, ip, &source) {
+                    spoofed = true;
+                    return false;
+                }
                 let mut out = vec![0u8; 14 + ip.len()];
                 let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
                 EthernetRepr {
@@ -194,6 +214,9 @@ impl Gateway {
             });
             if ok {
                 self.bump(|s| s.to_linux += 1);
+            }
+            if spoofed {
+                self.bump(|s| s.dropped_spoofed += 1);
             }
         }
         moved
@@ -286,5 +309,74 @@ impl Gateway {
         if self.tap.write(&out).is_ok() {
             self.bump(|s| s.arp_proxied += 1);
         }
+    }
+}
+
+/// True if the IPv4 packet `ip` that came from `source` may go to Linux.
+/// A packet too short to have a source address is not believed either.
+fn source_admitted(directory: Option<&SeatDirectory>, ip: &[u8], source: &DatagramSource) -> bool {
+    let Some(directory) = directory else {
+        return true;
+    };
+    match Ipv4Packet::new_checked(ip) {
+        Ok(packet) => {
+            directory.admits(std::net::Ipv4Addr::from(packet.src_addr().octets()), source)
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ipoib::DatagramSource;
+    use verbs_shim::back::SenderPort;
+    use verbs_shim::{Gid, Qpn};
+
+    use super::source_admitted;
+    use crate::config::{Attach, GuestConfig};
+    use crate::port_security::SeatDirectory;
+
+    fn ipv4(source: [u8; 4]) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&source);
+        ip.extend_from_slice(&[10, 77, 0, 1]);
+        ip
+    }
+
+    #[test]
+    fn only_a_seats_own_port_speaks_for_its_address() {
+        let seat_ip = Ipv4Addr::new(10, 77, 0, 2);
+        let directory = SeatDirectory::for_guests(&[GuestConfig {
+            name: "g2".into(),
+            attach: Attach::Socket("/nonexistent".into()),
+            window: 1 << 20,
+            pkeys: vec![0xffff],
+            ip: Some(seat_ip),
+            limits: Default::default(),
+        }]);
+        let port = SenderPort {
+            qpn: Qpn::new_truncated(0x48),
+            gid: Gid::from_parts(0xfe80 << 48, 2),
+        };
+        directory.register(seat_ip, port);
+        let seat = DatagramSource {
+            qpn: port.qpn,
+            gid: Some(port.gid),
+        };
+        let other = DatagramSource {
+            qpn: Qpn::new_truncated(0x49),
+            gid: Some(port.gid),
+        };
+        let d = Some(&*directory);
+        assert!(source_admitted(d, &ipv4([10, 77, 0, 2]), &seat));
+        assert!(!source_admitted(d, &ipv4([10, 77, 0, 2]), &other));
+        assert!(!source_admitted(d, &ipv4([10, 77, 0, 7]), &seat));
+        assert!(source_admitted(d, &ipv4([10, 77, 0, 7]), &other));
+        // Too short to have a source: not believed.
+        assert!(!source_admitted(d, &ipv4([10, 77, 0, 2])[..12], &seat));
+        // Without a directory everything passes, as before.
+        assert!(source_admitted(None, &ipv4([10, 77, 0, 7]), &seat));
     }
 }

@@ -5,7 +5,7 @@ use smoltcp::wire::Ipv4Address;
 use verbs_shim::{Gid, Hca, Qpn};
 
 use super::tx::Target;
-use super::IpoibDevice;
+use super::{DatagramSource, IpoibDevice};
 use crate::capture::Capture;
 use crate::wire::{
     encap, ArpOperation, ArpPacket, ArpRepr, EncapPacket, EncapRepr, EtherType, HwAddr,
@@ -15,7 +15,20 @@ use crate::wire::{
 const ARP_FRAME_LEN: usize = encap::HEADER_LEN + 56;
 
 impl<H: Hca, C: Capture> IpoibDevice<H, C> {
-    pub(super) fn on_arp(&mut self, arp: &ArpRepr) {
+    /// Acts on a received ARP packet. It is believed only if its sender
+    /// hardware address is the datagram's real `source` (RFC 4391 leaves
+    /// this unchecked; a guest that lies about its QPN or GID could
+    /// otherwise redirect another address's traffic to itself).
+    pub(super) fn on_arp(&mut self, arp: &ArpRepr, source: &DatagramSource) {
+        if !source.agrees_with(&arp.source_hw) {
+            self.tx.stats.rx_drops.arp_spoofed += 1;
+            log::debug!(
+                "ipoib: dropped an ARP from qpn {:#x} claiming {}",
+                source.qpn.get(),
+                arp.source_hw
+            );
+            return;
+        }
         let own_ip = self.ipv4_addr();
         let own_hw = self.tx.local.hw;
         let now = self.tx.now;

@@ -107,11 +107,31 @@ impl From<HcaError> for IpoibError {
     }
 }
 
+/// Where a received datagram really came from: the source QPN of the
+/// receive completion and, when the datagram carried a GRH, its source GID.
+/// Unlike the addresses inside the packet, the sender cannot choose these.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DatagramSource {
+    pub qpn: Qpn,
+    /// `None` when the datagram had no GRH (the fabric then vouches for the
+    /// QPN only).
+    pub gid: Option<Gid>,
+}
+
+impl DatagramSource {
+    /// True if `hw` (an address claimed inside the packet, e.g. an ARP
+    /// sender) is this source: the same QPN and, when known, the same GID.
+    pub fn agrees_with(&self, hw: &HwAddr) -> bool {
+        hw.qpn == self.qpn && self.gid.is_none_or(|gid| gid == hw.gid)
+    }
+}
+
 /// A received IPv4 packet waiting for smoltcp.
 struct RxReady {
     slot: RxSlot,
     /// End of the packet within the slot.
     end: u16,
+    source: DatagramSource,
 }
 
 pub(crate) struct RxSide {

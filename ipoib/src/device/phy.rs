@@ -1,6 +1,11 @@
 //! smoltcp's `phy::Device` with zero-copy tokens.
 //!
 //! RX hands smoltcp the slot itself, past the GRH area and the IPoIB header.
+//! Over the guest channel that slot is shared memory the back end could
+//! still write while smoltcp parses it: a torn read only corrupts that
+//! packet (every parser bounds-checks, the length comes from the validated
+//! completion), and the back end is trusted with packet data anyway. See
+//! CHANNEL.md, "Trust model".
 //! TX lets smoltcp write straight into a TX slot after 4 bytes of headroom.
 //! A token is handed out only when its `consume` cannot fail: a TX token
 //! already owns its slot.
@@ -11,7 +16,7 @@ use smoltcp::wire::Ipv4Packet;
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
-use super::{IpoibDevice, LinkState, MAX_SLOTS, RX_PAYLOAD};
+use super::{DatagramSource, IpoibDevice, LinkState, MAX_SLOTS, RX_PAYLOAD};
 use crate::capture::Capture;
 use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 
@@ -19,6 +24,7 @@ use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 pub struct RxToken<'a> {
     slot: Option<RxSlot>,
     end: usize,
+    source: DatagramSource,
     area: RxArea<'a>,
     repost: &'a mut heapless::Vec<RxSlot, MAX_SLOTS>,
 }
@@ -28,6 +34,13 @@ pub struct TxToken<'a> {
     slot: Option<TxSlot>,
     area: TxArea<'a>,
     tx: &'a mut TxSide,
+}
+
+impl RxToken<'_> {
+    /// Where the datagram really came from (for a gateway's source checks).
+    pub fn source(&self) -> DatagramSource {
+        self.source
+    }
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -121,6 +134,7 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
             RxToken {
                 slot: Some(ready.slot),
                 end: usize::from(ready.end),
+                source: ready.source,
                 area: buffers.rx,
                 repost: &mut self.rx.repost,
             },

@@ -3,20 +3,26 @@
 
 use verbs_shim::{Hca, RecvInfo, RxSlot, WcStatus, GRH_LEN};
 
-use super::{IpoibDevice, RxReady, RX_PAYLOAD};
+use super::{DatagramSource, IpoibDevice, RxReady, RX_PAYLOAD};
 use crate::capture::Capture;
-use crate::wire::{ArpPacket, ArpRepr, EncapPacket, EtherType};
+use crate::wire::{grh, ArpPacket, ArpRepr, EncapPacket, EtherType};
 
 impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     pub(super) fn on_receive(&mut self, slot: RxSlot, status: WcStatus, info: RecvInfo) {
-        if let Some(arp) = self.take_packet(slot, status, info) {
-            self.on_arp(&arp);
+        if let Some((arp, source)) = self.take_packet(slot, status, info) {
+            self.on_arp(&arp, &source);
         }
     }
 
     /// Validates and sorts one packet. Returns a parsed ARP packet for the
-    /// caller to act on once the slot buffers are no longer borrowed.
-    fn take_packet(&mut self, slot: RxSlot, status: WcStatus, info: RecvInfo) -> Option<ArpRepr> {
+    /// caller to act on once the slot buffers are no longer borrowed, with
+    /// the datagram's real source.
+    fn take_packet(
+        &mut self,
+        slot: RxSlot,
+        status: WcStatus,
+        info: RecvInfo,
+    ) -> Option<(ArpRepr, DatagramSource)> {
         let Self {
             hca,
             capture,
@@ -58,6 +64,10 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             let _ = rx.repost.push(slot);
             return None;
         }
+        let source = DatagramSource {
+            qpn: info.src_qpn,
+            gid: info.grh_present.then(|| grh::source_gid(grh)).flatten(),
+        };
         capture.received(tx.now, grh, packet);
         let Ok(encap) = EncapPacket::new_checked(packet) else {
             drops.malformed += 1;
@@ -67,7 +77,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         match encap.ethertype() {
             EtherType::Ipv4 => {
                 let end = len as u16;
-                if rx.ready.push_back(RxReady { slot, end }).is_err() {
+                if rx.ready.push_back(RxReady { slot, end, source }).is_err() {
                     // Cannot happen: the queue holds every slot. Recycle anyway.
                     tx.stats.rx_drops.queue_full += 1;
                 } else {
@@ -80,7 +90,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                     ArpPacket::new_checked(encap.payload()).and_then(|p| ArpRepr::parse(&p));
                 let _ = rx.repost.push(slot);
                 match parsed {
-                    Ok(arp) => return Some(arp),
+                    Ok(arp) => return Some((arp, source)),
                     Err(_) => tx.stats.rx_drops.malformed += 1,
                 }
             }

@@ -103,9 +103,43 @@ pub fn build_grh(sgid: &Gid, dgid: &Gid, payload_len: u16) -> [u8; HEADER_LEN] {
     .to_bytes()
 }
 
+/// The sender's GID from the 40-byte GRH area of a UD receive buffer, or
+/// `None` if the area holds neither form below.
+///
+/// - An IBA GRH (and RoCEv1, RoCEv2 over IPv6): `IPVer` 6, SGID at 8..24.
+/// - RoCEv2 over IPv4: the first 20 bytes are undefined and an IPv4 header
+///   fills 20..40; the sender's GID is its IPv4-mapped source address
+///   (`::ffff:a.b.c.d`, the address at 32..36).
+pub fn source_gid(area: &[u8; HEADER_LEN]) -> Option<Gid> {
+    let mut gid = [0u8; 16];
+    if area[0] >> 4 == VERSION {
+        gid.copy_from_slice(&area[8..24]);
+    } else if area[20] >> 4 == 4 {
+        gid[10] = 0xff;
+        gid[11] = 0xff;
+        gid[12..].copy_from_slice(&area[32..36]);
+    } else {
+        return None;
+    }
+    Some(Gid(gid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_gid_of_a_grh_and_of_a_rocev2_ipv4_header() {
+        let s = Gid::from_parts(0xfe80 << 48, 2);
+        let g = build_grh(&s, &Gid::ZERO, 0);
+        assert_eq!(source_gid(&g), Some(s));
+        let mut v4 = [0u8; HEADER_LEN];
+        v4[20] = 0x45;
+        v4[32..36].copy_from_slice(&[10, 0, 2, 15]);
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 2, 15];
+        assert_eq!(source_gid(&v4), Some(Gid(mapped)));
+        assert_eq!(source_gid(&[0u8; HEADER_LEN]), None);
+    }
 
     #[test]
     fn build_and_parse() {

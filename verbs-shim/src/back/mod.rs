@@ -13,6 +13,7 @@
 mod ctrl;
 mod dests;
 mod limits;
+mod filter;
 mod serve;
 mod tap;
 mod violation;
@@ -26,6 +27,7 @@ use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, Tx
 use ring::{BackRing, Header, Layout, PortBlock, RingError, State, Window};
 
 pub use limits::Refusal;
+pub use filter::{BoxedTxFilter, SenderPort, TxFilter, TxVerdict, FILTER_HEAD_LEN};
 pub use tap::{Tap, TapEvent};
 pub use violation::{BackStats, Violation, ViolationKind};
 
@@ -194,6 +196,12 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
     /// and receives.
     pub fn set_tap(&mut self, tap: Option<Tap>) {
         self.tapper.tap = tap;
+    }
+
+    /// Installs (or removes) a filter that checks every frame this guest
+    /// sends before it is posted (see [`TxFilter`]).
+    pub fn set_tx_filter(&mut self, filter: Option<BoxedTxFilter>) {
+        self.tapper.filter = filter;
     }
 
     pub fn stats(&self) -> &BackStats {

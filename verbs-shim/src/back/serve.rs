@@ -4,6 +4,7 @@
 use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
 use ring::State;
 
+use super::filter::{check_frame, SenderPort, TxVerdict};
 use super::tap::Tapper;
 use super::{BackError, BackHalf, BackStats, Phase, Served, Violation};
 use crate::hca::{Completion, HcaError, PostError, UdDest, Verbs};
@@ -157,6 +158,11 @@ impl<V: Verbs> Served<V> {
             .get(req.dest)
             .ok_or(Violation::BadHandle { handle: req.dest })?;
         let token = take_token(&mut self.tx_tokens, req.slot, "tx")?;
+        if !self.passes_filter(tapper, req.slot, req.len) {
+            stats.tx_filtered += 1;
+            self.refuse_tx(token, crate::WcStatus::LocalProtection);
+            return Ok(());
+        }
         if let Some(offset) = self.slots.tx_offset(req.slot) {
             tapper.sent(&self.region, offset, req.len as usize, qpn, dest_gid);
         }
@@ -172,19 +178,40 @@ impl<V: Verbs> Served<V> {
         {
             log::debug!("post_send failed: {error}");
             stats.tx_errors += 1;
-            let rsp = TxResponse {
-                slot: slot.index(),
-                status: crate::WcStatus::General.to_code(),
-                _reserved: 0,
-            };
-            if let Some(t) = self.tx_tokens.get_mut(usize::from(slot.index())) {
-                *t = Some(slot);
-            }
-            if let Err(e) = self.tx.push_response(&rsp) {
-                log::error!("tx response lost: {e}");
-            }
+            self.refuse_tx(slot, crate::WcStatus::General);
         }
         Ok(())
+    }
+
+    /// Asks the installed TX filter, if any, about the frame in `slot`.
+    fn passes_filter(&self, tapper: &mut Tapper, slot: u16, len: u32) -> bool {
+        let Some(filter) = tapper.filter.as_mut() else {
+            return true;
+        };
+        let Some(offset) = self.slots.tx_offset(slot) else {
+            return false;
+        };
+        let port = self.provider.port_attr();
+        let sender = SenderPort {
+            qpn: port.qpn,
+            gid: port.gid,
+        };
+        check_frame(filter.as_mut(), &sender, &self.region, offset, len as usize) == TxVerdict::Pass
+    }
+
+    /// Hands an unsent TX slot back to the guest with `status`.
+    fn refuse_tx(&mut self, slot: crate::TxSlot, status: crate::WcStatus) {
+        let rsp = TxResponse {
+            slot: slot.index(),
+            status: status.to_code(),
+            _reserved: 0,
+        };
+        if let Some(t) = self.tx_tokens.get_mut(usize::from(slot.index())) {
+            *t = Some(slot);
+        }
+        if let Err(e) = self.tx.push_response(&rsp) {
+            log::error!("tx response lost: {e}");
+        }
     }
 
     fn handle_rx(&mut self, req: RxRequest, stats: &mut BackStats) -> Result<(), Violation> {

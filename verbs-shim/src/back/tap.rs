@@ -1,6 +1,7 @@
 //! A copy of every packet the guest sends and receives, for captures. Only
 //! paid for when a tap is set: the frame is copied out of the window into a
-//! scratch buffer and handed to the tap.
+//! scratch buffer and handed to the tap. The per-guest TX filter
+//! ([`super::filter`]) is held here too, beside the other per-packet hook.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -32,6 +33,7 @@ pub type Tap = Box<dyn FnMut(TapEvent<'_>) + Send>;
 #[derive(Default)]
 pub(super) struct Tapper {
     pub tap: Option<Tap>,
+    pub filter: Option<super::filter::BoxedTxFilter>,
     scratch: Vec<u8>,
 }
 

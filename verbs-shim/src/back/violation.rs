@@ -162,6 +162,8 @@ pub struct BackStats {
     pub rx_requests: u64,
     pub tx_completions: u64,
     pub tx_errors: u64,
+    /// Frames the back end's TX filter dropped (port security).
+    pub tx_filtered: u64,
     pub rx_completions: u64,
     pub rx_bytes: u64,
     pub ctrl_requests: u64,

@@ -6,6 +6,7 @@ use ring::{PortBlock, State};
 use super::{DrainReason, FrontHca, Phase};
 use crate::hca::{Completion, HcaError, RecvInfo, WcStatus};
 use crate::notify::Notify;
+use crate::peer_fault::PeerFault;
 use crate::slot::{RxSlot, TxSlot};
 use crate::types::{Gid, IbMtu, Lid, PKey, PortAttr, PortState, QKey, Qpn};
 
@@ -61,10 +62,8 @@ impl<N: Notify> FrontHca<N> {
             }
         }
         let Some(port) = self.header.read_port().as_ref().and_then(port_from_block) else {
-            self.violation("port block unreadable or out of range");
-            return Err(HcaError::PeerViolation(
-                "port block unreadable or out of range",
-            ));
+            self.violation(PeerFault::BadPortBlock);
+            return Err(HcaError::PeerViolation(PeerFault::BadPortBlock));
         };
         self.port = port;
         self.phase = Phase::Connected;
@@ -91,9 +90,10 @@ impl<N: Notify> FrontHca<N> {
     }
 
     /// Records a protocol violation by the back end and closes the channel.
-    pub(super) fn violation(&mut self, what: &'static str) {
+    pub(super) fn violation(&mut self, what: PeerFault) {
         log::warn!("back end violated the channel protocol: {what}");
         self.stats.violations += 1;
+        self.stats.faults.record(&what);
         self.header.set_guest_state(State::Closing);
         self.notify.notify();
         self.begin_drain(DrainReason::Violation(what));

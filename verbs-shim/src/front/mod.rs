@@ -3,12 +3,14 @@
 //!
 //! The guest does not trust the back end either: every response is copied
 //! once and checked (slot in range and actually in flight, lengths within the
-//! slot, cookies that match a request). A violation closes the channel and
-//! surfaces as [`HcaError::PeerViolation`].
+//! slot, cookies that match a request). A violation closes the channel,
+//! is counted by kind ([`FrontStats::faults`]) and surfaces as
+//! [`HcaError::PeerViolation`] with a typed [`PeerFault`].
 //!
 //! [`Verbs`]: crate::Verbs
 //! [`Hca`]: crate::Hca
 //! [`HcaError::PeerViolation`]: crate::HcaError::PeerViolation
+//! [`PeerFault`]: crate::PeerFault
 
 mod lifecycle;
 mod verbs;
@@ -22,6 +24,7 @@ use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, Tx
 use ring::{FrontRing, Header, Layout, LayoutError, LayoutParams, RingError, State, Window};
 
 use crate::notify::Notify;
+use crate::peer_fault::{PeerFault, PeerFaultCounts};
 use crate::slot::SlotLayout;
 use crate::types::{Gid, PortAttr};
 
@@ -35,8 +38,10 @@ pub struct FrontStats {
     pub ctrl_requests: u64,
     /// Doorbells rung towards the back end.
     pub doorbells: u64,
-    /// Protocol violations seen from the back end.
+    /// Protocol violations seen from the back end (all kinds).
     pub violations: u64,
+    /// The same, by kind.
+    pub faults: PeerFaultCounts,
 }
 
 /// Why attaching to a window failed.
@@ -87,7 +92,7 @@ enum Phase {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum DrainReason {
     Disconnected,
-    Violation(&'static str),
+    Violation(PeerFault),
 }
 
 /// A control request waiting for its response.

@@ -13,6 +13,7 @@ use crate::hca::{
 };
 use crate::mem::SlotBuffers;
 use crate::notify::Notify;
+use crate::peer_fault::{PeerFault, PeerFaultCounts, RingId};
 use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
 use crate::types::{Gid, Lid, PKey, PortAttr, Qpn, GRH_LEN};
 
@@ -46,11 +47,16 @@ impl<N: Notify> FrontHca<N> {
         Ok(())
     }
 
-    fn tx_completion(&mut self, rsp: TxResponse) -> Result<Completion, &'static str> {
+    fn tx_completion(&mut self, rsp: TxResponse) -> Result<Completion, PeerFault> {
         let i = usize::from(rsp.slot);
         match self.tx_in_flight.get_mut(i) {
             Some(f) if *f => *f = false,
-            _ => return Err("tx response for a slot not in flight"),
+            _ => {
+                return Err(PeerFault::SlotNotInFlight {
+                    ring: RingId::Tx,
+                    slot: rsp.slot,
+                })
+            }
         }
         self.stats.tx_completions += 1;
         Ok(Completion::Send {
@@ -59,19 +65,27 @@ impl<N: Notify> FrontHca<N> {
         })
     }
 
-    fn rx_completion(&mut self, rsp: RxResponse) -> Result<Completion, &'static str> {
+    fn rx_completion(&mut self, rsp: RxResponse) -> Result<Completion, PeerFault> {
         let i = usize::from(rsp.slot);
         let status = WcStatus::from_code(rsp.status);
         if rsp.byte_len > self.slots.slot_size {
-            return Err("rx length larger than the slot");
+            return Err(PeerFault::RxTooLong {
+                len: rsp.byte_len,
+                slot_size: self.slots.slot_size,
+            });
         }
         if status == WcStatus::Success && (rsp.byte_len as usize) < GRH_LEN {
-            return Err("rx length shorter than the GRH area");
+            return Err(PeerFault::RxShorterThanGrh { len: rsp.byte_len });
         }
-        let src_qpn = Qpn::new(rsp.src_qpn).ok_or("rx source QPN wider than 24 bits")?;
+        let src_qpn = Qpn::new(rsp.src_qpn).ok_or(PeerFault::BadSourceQpn { qpn: rsp.src_qpn })?;
         match self.rx_in_flight.get_mut(i) {
             Some(f) if *f => *f = false,
-            _ => return Err("rx response for a slot not in flight"),
+            _ => {
+                return Err(PeerFault::SlotNotInFlight {
+                    ring: RingId::Rx,
+                    slot: rsp.slot,
+                })
+            }
         }
         self.stats.rx_completions += 1;
         Ok(Completion::Recv {
@@ -88,10 +102,15 @@ impl<N: Notify> FrontHca<N> {
         })
     }
 
-    fn ctrl_completion(&mut self, rsp: CtrlResponse) -> Result<Completion, &'static str> {
+    fn ctrl_completion(&mut self, rsp: CtrlResponse) -> Result<Completion, PeerFault> {
         let pending = match self.ctrl_pending.front() {
             Some(p) if p.cookie == rsp.cookie && p.op == rsp.op => *p,
-            _ => return Err("control response does not match the oldest request"),
+            _ => {
+                return Err(PeerFault::CtrlMismatch {
+                    cookie: rsp.cookie,
+                    op: rsp.op,
+                })
+            }
         };
         self.ctrl_pending.pop_front();
         let gid = pending.gid;
@@ -121,18 +140,18 @@ impl<N: Notify> FrontHca<N> {
     }
 
     /// Takes the next response from any ring, validated.
-    fn next_response(&mut self) -> Result<Option<Completion>, &'static str> {
+    fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
         loop {
-            if let Some(rsp) = self.rx.pop_response().map_err(|_| "rx ring overflow")? {
+            if let Some(rsp) = self.rx.pop_response().map_err(|_| overflow(RingId::Rx))? {
                 return self.rx_completion(rsp).map(Some);
             }
-            if let Some(rsp) = self.tx.pop_response().map_err(|_| "tx ring overflow")? {
+            if let Some(rsp) = self.tx.pop_response().map_err(|_| overflow(RingId::Tx))? {
                 return self.tx_completion(rsp).map(Some);
             }
             match self
                 .ctrl
                 .pop_response()
-                .map_err(|_| "control ring overflow")?
+                .map_err(|_| overflow(RingId::Ctrl))?
             {
                 Some(rsp) if rsp.op == ctrl_op::RELEASE_DEST => {
                     // Answered but nothing to report: validate and go on.
@@ -277,15 +296,15 @@ impl<N: Notify> Verbs for FrontHca<N> {
         } else {
             Ok(false)
         };
-        for r in [
-            self.ctrl.final_check_responses(),
-            tx,
-            self.rx.final_check_responses(),
+        for (ring, r) in [
+            (RingId::Ctrl, self.ctrl.final_check_responses()),
+            (RingId::Tx, tx),
+            (RingId::Rx, self.rx.final_check_responses()),
         ] {
             match r {
                 Ok(p) => pending |= p,
                 Err(_) => {
-                    self.violation("ring overflow");
+                    self.violation(overflow(ring));
                     return Ok(true);
                 }
             }
@@ -317,4 +336,12 @@ impl<N: Notify> Hca for FrontHca<N> {
         SlotBuffers::new(&self.buffers, self.slots)
             .unwrap_or_else(|| SlotBuffers::empty(&self.buffers))
     }
+
+    fn peer_faults(&self) -> Option<PeerFaultCounts> {
+        Some(self.stats.faults)
+    }
+}
+
+fn overflow(ring: RingId) -> PeerFault {
+    PeerFault::RingOverflow { ring }
 }

@@ -1,0 +1,177 @@
+//! Port security: a guest whose seat has `ip=` may send IPv4 and ARP only
+//! as itself.
+//!
+//! [`SourceFilter`] is the [`TxFilter`] the seat installs in its back half:
+//! it drops (and the back half counts, `tx_filtered`) every frame the guest
+//! sends that is
+//! - IPv4 with a source address other than the seat's `ip=`,
+//! - ARP whose sender protocol address is not the seat's `ip=`, or whose
+//!   sender hardware address is not the guest's own QPN and GID,
+//! - IPv4 or ARP too short or malformed to tell.
+//!
+//! Other EtherTypes pass: the guests speak only IPv4 and ARP today, and a
+//! receiver drops what it does not understand. Drops are logged at most
+//! once per [`LOG_INTERVAL`] per seat, with the number suppressed.
+//!
+//! [`SeatDirectory`] tells the gateway which fabric port each such seat's
+//! address belongs to, so it passes to Linux only what the seat really sent.
+
+mod directory;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipoib::wire::{ArpPacket, ArpRepr, EncapPacket, EtherType, HwAddr};
+use verbs_shim::back::{BoxedTxFilter, SenderPort, TxFilter, TxVerdict};
+
+pub use directory::SeatDirectory;
+
+use crate::config::GuestConfig;
+
+/// Least time between two log lines about one seat's dropped frames.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Length of an IPv4 header without options.
+const IPV4_MIN_HEADER: usize = 20;
+/// Where the source address sits in an IPv4 header.
+const IPV4_SOURCE: std::ops::Range<usize> = 12..16;
+
+/// Why a frame was dropped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Spoof {
+    Ipv4Source(Ipv4Addr),
+    ArpSenderIp(Ipv4Addr),
+    ArpSenderHw(HwAddr),
+    /// An IPv4 or ARP frame too short or malformed to check.
+    Malformed(EtherType),
+}
+
+impl std::fmt::Display for Spoof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spoof::Ipv4Source(a) => write!(f, "IPv4 from source address {a}"),
+            Spoof::ArpSenderIp(a) => write!(f, "ARP with sender address {a}"),
+            Spoof::ArpSenderHw(hw) => write!(f, "ARP with sender hardware address {hw}"),
+            Spoof::Malformed(t) => write!(f, "malformed {t:?} frame"),
+        }
+    }
+}
+
+impl std::error::Error for Spoof {}
+
+/// Checks the frame (IPoIB header first) a guest at `own_ip` with port
+/// `sender` sends. `head` may be the frame's first bytes only.
+pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), Spoof> {
+    let Ok(encap) = EncapPacket::new_checked(head) else {
+        return Ok(());
+    };
+    let payload = encap.payload();
+    match encap.ethertype() {
+        EtherType::Ipv4 => {
+            let source = payload
+                .get(IPV4_SOURCE)
+                .filter(|_| payload.len() >= IPV4_MIN_HEADER)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .ok_or(Spoof::Malformed(EtherType::Ipv4))?;
+            let source = Ipv4Addr::from(source);
+            if source != own_ip {
+                return Err(Spoof::Ipv4Source(source));
+            }
+        }
+        EtherType::Arp => {
+            let arp = ArpPacket::new_checked(payload)
+                .and_then(|p| ArpRepr::parse(&p))
+                .map_err(|_| Spoof::Malformed(EtherType::Arp))?;
+            let sender_ip = Ipv4Addr::from(arp.source_ip.octets());
+            if sender_ip != own_ip {
+                return Err(Spoof::ArpSenderIp(sender_ip));
+            }
+            if arp.source_hw.qpn != sender.qpn || arp.source_hw.gid != sender.gid {
+                return Err(Spoof::ArpSenderHw(arp.source_hw));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The [`TxFilter`] of one seat with `ip=`.
+pub struct SourceFilter {
+    seat: String,
+    ip: Ipv4Addr,
+    directory: Option<Arc<SeatDirectory>>,
+    registered: Option<SenderPort>,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl SourceFilter {
+    pub fn new(seat: &str, ip: Ipv4Addr, directory: Option<Arc<SeatDirectory>>) -> SourceFilter {
+        SourceFilter {
+            seat: seat.to_owned(),
+            ip,
+            directory,
+            registered: None,
+            last_log: None,
+            suppressed: 0,
+        }
+    }
+
+    fn log_drop(&mut self, why: Spoof) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        log::warn!(
+            "guest {}: dropped {why} (seat ip {}); {} more dropped since the last line",
+            self.seat,
+            self.ip,
+            self.suppressed
+        );
+        self.last_log = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+impl TxFilter for SourceFilter {
+    fn check(&mut self, sender: &SenderPort, head: &[u8], _frame_len: usize) -> TxVerdict {
+        if self.registered != Some(*sender) {
+            if let Some(d) = &self.directory {
+                d.register(self.ip, *sender);
+            }
+            self.registered = Some(*sender);
+        }
+        match check(self.ip, sender, head) {
+            Ok(()) => TxVerdict::Pass,
+            Err(why) => {
+                self.log_drop(why);
+                TxVerdict::Drop
+            }
+        }
+    }
+}
+
+/// The filter for `guest`'s seat: `None` (nothing checked) without `ip=`.
+pub fn filter_for(
+    guest: &GuestConfig,
+    directory: Option<&Arc<SeatDirectory>>,
+) -> Option<BoxedTxFilter> {
+    let ip = guest.ip?;
+    Some(Box::new(SourceFilter::new(
+        &guest.name,
+        ip,
+        directory.cloned(),
+    )))
+}
+
+#[cfg(test)]
+mod end_to_end;
+#[cfg(test)]
+mod seat_wiring;
+#[cfg(test)]
+mod tests;

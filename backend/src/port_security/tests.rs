@@ -1,0 +1,158 @@
+//! The port-security filter on hand-made frames.
+
+use std::net::Ipv4Addr;
+
+use ipoib::wire::{ArpOperation, ArpPacket, ArpRepr, HwAddr};
+use ipoib::DatagramSource;
+use smoltcp::wire::Ipv4Address;
+use verbs_shim::back::{SenderPort, TxFilter, TxVerdict, FILTER_HEAD_LEN};
+use verbs_shim::{Gid, Qpn};
+
+use super::{check, filter_for, SeatDirectory, Spoof};
+use crate::config::{Attach, GuestConfig};
+
+pub(super) const OWN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+pub(super) const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+
+fn own_port() -> SenderPort {
+    SenderPort {
+        qpn: Qpn::new_truncated(0x48),
+        gid: Gid::from_parts(0xfe80 << 48, 2),
+    }
+}
+
+pub(super) fn ipv4_frame(source: Ipv4Addr) -> Vec<u8> {
+    let mut frame = vec![0x08, 0x00, 0, 0];
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&84u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 1;
+    ip[12..16].copy_from_slice(&source.octets());
+    ip[16..20].copy_from_slice(&[10, 77, 0, 1]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&[0u8; 64]);
+    frame
+}
+
+fn arp_frame(source_ip: Ipv4Addr, source_hw: HwAddr) -> Vec<u8> {
+    let mut frame = vec![0x08, 0x06, 0, 0];
+    frame.resize(4 + 56, 0);
+    let arp = ArpRepr {
+        operation: ArpOperation::Request,
+        source_hw,
+        source_ip: Ipv4Address::from(source_ip.octets()),
+        target_hw: HwAddr::new(Qpn::new_truncated(0), Gid::ZERO),
+        target_ip: Ipv4Address::new(10, 77, 0, 1),
+    };
+    let ok = arp.emit(&mut ArpPacket::new_unchecked(&mut frame[4..]));
+    assert!(ok.is_ok());
+    frame
+}
+
+fn own_hw() -> HwAddr {
+    HwAddr::new(own_port().qpn, own_port().gid)
+}
+
+pub(super) fn guest(ip: Option<Ipv4Addr>) -> GuestConfig {
+    GuestConfig {
+        name: "g2".into(),
+        attach: Attach::Socket("/nonexistent".into()),
+        window: 1 << 20,
+        pkeys: vec![0xffff],
+        ip,
+        limits: Default::default(),
+    }
+}
+
+/// What the back half hands the filter: at most FILTER_HEAD_LEN bytes.
+fn run(filter: &mut dyn TxFilter, frame: &[u8]) -> TxVerdict {
+    let head = &frame[..frame.len().min(FILTER_HEAD_LEN)];
+    filter.check(&own_port(), head, frame.len())
+}
+
+#[test]
+fn honest_ipv4_and_arp_pass() {
+    assert_eq!(check(OWN_IP, &own_port(), &ipv4_frame(OWN_IP)), Ok(()));
+    assert_eq!(
+        check(OWN_IP, &own_port(), &arp_frame(OWN_IP, own_hw())),
+        Ok(())
+    );
+    let mut filter = filter_for(&guest(Some(OWN_IP)), None).expect("a filter");
+    assert_eq!(run(filter.as_mut(), &ipv4_frame(OWN_IP)), TxVerdict::Pass);
+    assert_eq!(
+        run(filter.as_mut(), &arp_frame(OWN_IP, own_hw())),
+        TxVerdict::Pass
+    );
+}
+
+#[test]
+fn spoofed_ipv4_source_is_dropped() {
+    assert_eq!(
+        check(OWN_IP, &own_port(), &ipv4_frame(OTHER_IP)),
+        Err(Spoof::Ipv4Source(OTHER_IP))
+    );
+    let mut filter = filter_for(&guest(Some(OWN_IP)), None).expect("a filter");
+    assert_eq!(run(filter.as_mut(), &ipv4_frame(OTHER_IP)), TxVerdict::Drop);
+}
+
+#[test]
+fn spoofed_arp_sender_ip_is_dropped() {
+    assert_eq!(
+        check(OWN_IP, &own_port(), &arp_frame(OTHER_IP, own_hw())),
+        Err(Spoof::ArpSenderIp(OTHER_IP))
+    );
+}
+
+#[test]
+fn spoofed_arp_sender_hardware_address_is_dropped() {
+    let other_qpn = HwAddr::new(Qpn::new_truncated(0x49), own_port().gid);
+    assert_eq!(
+        check(OWN_IP, &own_port(), &arp_frame(OWN_IP, other_qpn)),
+        Err(Spoof::ArpSenderHw(other_qpn))
+    );
+    let other_gid = HwAddr::new(own_port().qpn, Gid::from_parts(0xfe80 << 48, 3));
+    assert_eq!(
+        check(OWN_IP, &own_port(), &arp_frame(OWN_IP, other_gid)),
+        Err(Spoof::ArpSenderHw(other_gid))
+    );
+}
+
+#[test]
+fn truncated_ipv4_and_arp_are_dropped_other_ethertypes_pass() {
+    let ipv4 = ipv4_frame(OWN_IP);
+    assert!(check(OWN_IP, &own_port(), &ipv4[..4 + 19]).is_err());
+    let arp = arp_frame(OWN_IP, own_hw());
+    assert!(check(OWN_IP, &own_port(), &arp[..4 + 55]).is_err());
+    // IPv6 and frames too short for an IPoIB header are not ours to judge.
+    let ipv6 = [0x86, 0xdd, 0, 0, 0x60, 0, 0, 0];
+    assert_eq!(check(OWN_IP, &own_port(), &ipv6), Ok(()));
+    assert_eq!(check(OWN_IP, &own_port(), &[0x08]), Ok(()));
+}
+
+#[test]
+fn seats_without_ip_are_not_filtered() {
+    assert!(filter_for(&guest(None), None).is_none());
+}
+
+#[test]
+fn the_directory_admits_a_seat_address_only_from_its_port() {
+    let directory = SeatDirectory::for_guests(&[guest(Some(OWN_IP))]);
+    let from_seat = DatagramSource {
+        qpn: own_port().qpn,
+        gid: Some(own_port().gid),
+    };
+    let from_elsewhere = DatagramSource {
+        qpn: Qpn::new_truncated(0x99),
+        gid: Some(Gid::from_parts(0xfe80 << 48, 9)),
+    };
+    // Not yet registered: the seat's address is believed from no one.
+    assert!(!directory.admits(OWN_IP, &from_seat));
+    let mut filter = filter_for(&guest(Some(OWN_IP)), Some(&directory)).expect("a filter");
+    assert_eq!(run(filter.as_mut(), &ipv4_frame(OWN_IP)), TxVerdict::Pass);
+    assert!(directory.admits(OWN_IP, &from_seat));
+    assert!(!directory.admits(OWN_IP, &from_elsewhere));
+    // The seat's port may not use another address; others may.
+    assert!(!directory.admits(OTHER_IP, &from_seat));
+    assert!(directory.admits(OTHER_IP, &from_elsewhere));
+}
