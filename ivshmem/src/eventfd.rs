@@ -4,6 +4,7 @@
 //! and takes an interrupt by reading (and so resetting) its own
 //! (`docs/specs/ivshmem-spec.rst`, "The ivshmem Client-Client Protocol").
 
+use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -14,7 +15,41 @@ use nix::poll::PollFlags;
 use nix::sys::eventfd::{self, EfdFlags};
 use nix::unistd;
 
-use crate::wait;
+use crate::{stall_guard, wait};
+
+/// How long [`EventFd::notify_peer`] lets a write block before it gives up
+/// on the peer (also the watchdog's period, see `stall_guard`).
+pub const NOTIFY_STALL_LIMIT: Duration = Duration::from_millis(20);
+
+/// Why [`EventFd::notify_peer`] did not ring: each one means the other
+/// holder of the eventfd is not behaving (an honest reader keeps the counter
+/// far from its maximum), except [`NotifyRefused::Io`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyRefused {
+    /// The counter is at its maximum (`EAGAIN`): someone filled it.
+    CounterFull,
+    /// The write blocked (the counter is full and `O_NONBLOCK` was cleared
+    /// on the shared file description) and the watchdog interrupted it.
+    Stalled,
+    /// The write failed otherwise, or wrote other than 8 bytes.
+    Io(Errno),
+}
+
+impl fmt::Display for NotifyRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotifyRefused::CounterFull => {
+                f.write_str("eventfd counter is at its maximum: the peer filled it")
+            }
+            NotifyRefused::Stalled => f.write_str(
+                "eventfd write blocked (counter full, O_NONBLOCK cleared by the peer) and was interrupted",
+            ),
+            NotifyRefused::Io(errno) => write!(f, "eventfd write failed: {errno}"),
+        }
+    }
+}
+
+impl std::error::Error for NotifyRefused {}
 
 /// A nonblocking, close-on-exec eventfd.
 ///
@@ -60,6 +95,47 @@ impl EventFd {
                 Err(Errno::EINTR) => continue,
                 Err(err) => return Err(err.into()),
             }
+        }
+    }
+
+    /// Rings an eventfd that an untrusted peer also holds, without ever
+    /// blocking and without trusting the file's flags.
+    ///
+    /// The peer shares the open file description: it can clear
+    /// `O_NONBLOCK` and fill the counter, and then a plain write blocks
+    /// forever. Checking the flags first leaves a race, so the write runs
+    /// under a per-thread watchdog timer (`stall_guard`): a blocked write is
+    /// interrupted within [`NOTIFY_STALL_LIMIT`] and reported as
+    /// [`NotifyRefused::Stalled`]. A full counter with the flag still set
+    /// is [`NotifyRefused::CounterFull`]. An honest peer (QEMU reads its
+    /// vector's eventfd on every interrupt) causes neither, so both are
+    /// violations to the caller.
+    ///
+    /// If the watchdog cannot be set up on this thread (a resource limit),
+    /// the write goes ahead only if `poll` says it cannot block right now;
+    /// the error is logged.
+    pub fn notify_peer(&self) -> Result<(), NotifyRefused> {
+        let one = 1u64.to_ne_bytes();
+        let result =
+            match stall_guard::guarded(NOTIFY_STALL_LIMIT, || unistd::write(&self.fd, &one)) {
+                Ok(result) => result,
+                Err(unavailable) => {
+                    log::error!("ivshmem: {unavailable}; checking with poll instead");
+                    if !wait::ready_now(self.fd.as_fd(), PollFlags::POLLOUT)
+                        .map_err(NotifyRefused::Io)?
+                    {
+                        return Err(NotifyRefused::CounterFull);
+                    }
+                    unistd::write(&self.fd, &one)
+                }
+            };
+        match result {
+            Ok(8) => Ok(()),
+            Ok(_) => Err(NotifyRefused::Io(Errno::EINVAL)),
+            Err(Errno::EAGAIN) => Err(NotifyRefused::CounterFull),
+            // Only a write that was sleeping (counter full) can see EINTR.
+            Err(Errno::EINTR) => Err(NotifyRefused::Stalled),
+            Err(errno) => Err(NotifyRefused::Io(errno)),
         }
     }
 
