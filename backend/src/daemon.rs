@@ -143,6 +143,7 @@ fn serve(
             snapshots: snapshots.clone(),
             inbox: rx,
             bell,
+            watched: Vec::new(),
         };
         handles.push(
             std::thread::Builder::new()

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use verbs_shim::back::{BackStats, ViolationKind};
 use verbs_shim::PortAttr;
 
+use crate::transport::TransportViolation;
+
 /// Seat-level events.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct SeatCounters {
@@ -28,6 +30,9 @@ pub struct SeatCounters {
     pub xen_refused: u64,
     /// Xen: sessions ended because their domain was destroyed.
     pub domain_releases: u64,
+    /// Transport-level violations (misused descriptors), by
+    /// [`TransportViolation`]; each also counts in `violation_disconnects`.
+    pub transport_violations: [u64; TransportViolation::COUNT],
 }
 
 impl SeatCounters {
@@ -43,6 +48,13 @@ impl SeatCounters {
         self.xen_failures += c.xen_failures;
         self.xen_refused += c.xen_refused;
         self.domain_releases += c.domain_releases;
+        for (total, n) in self
+            .transport_violations
+            .iter_mut()
+            .zip(c.transport_violations)
+        {
+            *total += n;
+        }
     }
 }
 
@@ -87,6 +99,12 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats) {
         let n = b.violations_of(k);
         if n > 0 {
             let _ = write!(out, " violation.{}={n}", k.name());
+        }
+    }
+    for k in TransportViolation::ALL {
+        let n = c.transport_violations[k as usize];
+        if n > 0 {
+            let _ = write!(out, " transport_violation.{}={n}", k.name());
         }
     }
     out.push('\n');
