@@ -284,10 +284,7 @@ impl Seat {
             self.config.name
         );
         self.count_transport_violation(violation);
-        let domid = self
-            .session
-            .as_ref()
-            .and_then(|s| s.transport.xen_domid());
+        let domid = self.session.as_ref().and_then(|s| s.transport.xen_domid());
         if let Some(note) = self.end_session() {
             log::info!("guest {}: {note}", self.config.name);
         }

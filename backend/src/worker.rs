@@ -86,7 +86,10 @@ impl Worker {
         let copy = match fd.try_clone_to_owned() {
             Ok(c) => c,
             Err(e) => {
-                log::error!("guest {}: cannot duplicate a descriptor: {e}", seat.config.name);
+                log::error!(
+                    "guest {}: cannot duplicate a descriptor: {e}",
+                    seat.config.name
+                );
                 return;
             }
         };
@@ -175,16 +178,15 @@ impl Worker {
                 continue;
             };
             match message {
-                Handoff::Session { restart, fds, .. } => match IvshmemTransport::new(
-                    fds,
-                    self.seats[local].config.window,
-                ) {
-                    Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
-                    Err(e) => log::warn!(
-                        "guest {}: cannot take over the session: {e}",
-                        self.seats[local].config.name
-                    ),
-                },
+                Handoff::Session { restart, fds, .. } => {
+                    match IvshmemTransport::new(fds, self.seats[local].config.window) {
+                        Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
+                        Err(e) => log::warn!(
+                            "guest {}: cannot take over the session: {e}",
+                            self.seats[local].config.name
+                        ),
+                    }
+                }
                 Handoff::Xen {
                     restart,
                     domid,
