@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod socket_group;
+pub use socket_group::SocketGroup;
+
 /// Smallest window: header, rings and a handful of slots.
 pub const MIN_WINDOW: usize = 1 << 20;
 /// Largest window one guest may have.
@@ -98,6 +101,9 @@ pub struct Config {
     /// else `/dev/xen/xenbus`). Only used when a seat has a Xen domain.
     pub xenstore: Option<PathBuf>,
     pub guests: Vec<GuestConfig>,
+    /// Who besides the owner may connect to the back end's sockets
+    /// (`None`: nobody, mode 0600).
+    pub socket_group: Option<SocketGroup>,
 }
 
 impl Config {
@@ -158,6 +164,7 @@ struct FileBackend {
     pcap: Option<PathBuf>,
     workers: Option<usize>,
     xenstore: Option<PathBuf>,
+    socket_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +211,8 @@ pub struct Overrides {
     /// `--guest name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]`
     /// or `--guest name=g1,xen-domain=NAME[,...]`
     pub guests: Vec<String>,
+    /// `--socket-group NAME`
+    pub socket_group: Option<String>,
 }
 
 pub const DEFAULT_CONTROL: &str = "/tmp/ib-backend.control";
@@ -289,6 +298,11 @@ impl Config {
             guests.push(guest_from_flag(i, flag)?);
         }
         check_unique(&guests)?;
+        let socket_group = match (&o.socket_group, &file.backend.socket_group) {
+            (Some(name), _) => Some(socket_group::resolve(name, "--socket-group")?),
+            (None, Some(name)) => Some(socket_group::resolve(name, "backend.socket_group")?),
+            (None, None) => None,
+        };
         Ok(Config {
             provider,
             mtu,
@@ -302,6 +316,7 @@ impl Config {
             gateway,
             xenstore: o.xenstore.clone().or(file.backend.xenstore),
             guests,
+            socket_group,
         })
     }
 }

@@ -3,7 +3,6 @@
 //! misuses them.
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Sender};
 use std::thread::JoinHandle;
