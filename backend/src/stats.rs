@@ -19,7 +19,9 @@ pub struct SeatCounters {
     pub guest_closes: u64,
     /// Connections refused because a guest was already attached.
     pub refused: u64,
-    /// Doorbells received from the guest.
+    /// Wake-ups by the guest's notifications. For ivshmem each is one edge
+    /// of the doorbell eventfd, which is never read (rings that arrive
+    /// before the worker looks merge into one); for Xen, the events read.
     pub doorbells: u64,
     /// Sessions taken over from a worker that died.
     pub restarts: u64,

@@ -179,12 +179,20 @@ impl Worker {
             };
             match message {
                 Handoff::Session { restart, fds, .. } => {
+                    let client = fds.client.try_clone();
                     match IvshmemTransport::new(fds, self.seats[local].config.window) {
                         Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
-                        Err(e) => log::warn!(
-                            "guest {}: cannot take over the session: {e}",
-                            self.seats[local].config.name
-                        ),
+                        Err(e) => {
+                            log::warn!(
+                                "guest {}: cannot take over the session: {e}; disconnecting it",
+                                self.seats[local].config.name
+                            );
+                            // Hang up, so the supervisor releases the seat
+                            // too instead of keeping it busy.
+                            if let Ok(c) = client {
+                                let _ = c.shutdown(std::net::Shutdown::Both);
+                            }
+                        }
                     }
                 }
                 Handoff::Xen {

@@ -87,7 +87,9 @@ impl EventFd {
     /// Rings: adds 1 to the counter, waking whoever waits on it.
     ///
     /// A counter at its maximum (`EAGAIN`) is not an error: a notification
-    /// is pending then anyway.
+    /// is pending then anyway. This trusts the descriptor's `O_NONBLOCK`:
+    /// for an eventfd an untrusted peer also holds, use
+    /// [`notify_peer`](EventFd::notify_peer).
     pub fn notify(&self) -> io::Result<()> {
         loop {
             match unistd::write(&self.fd, &1u64.to_ne_bytes()) {
