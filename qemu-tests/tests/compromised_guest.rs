@@ -17,6 +17,7 @@
 //! session's doorbell is still being rung.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -380,6 +381,11 @@ fn a_compromised_guest_cannot_stall_crash_or_spin_the_worker() -> Result<()> {
     let dir = scratch_dir("compromised")?;
     let be = Backend::start(&dir, &seats(&dir), &["--workers", "1"])?;
     let worker = be.worker_pid()?;
+    // Owner-only sockets by default.
+    for socket in [be.socket("g1"), be.control.clone()] {
+        let mode = std::fs::metadata(&socket)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", socket.display());
+    }
     let g2 = Hosted::serve(&dir, "g2", &be.socket("g2"), "10.77.0.2/24")?;
     let traffic_done = Arc::new(AtomicBool::new(false));
     let traffic = honest_traffic(dir.clone(), be.socket("g1"), traffic_done.clone());
@@ -422,7 +428,17 @@ fn a_compromised_guest_cannot_stall_crash_or_spin_the_worker() -> Result<()> {
         .find(|l| l.starts_with("total "))
         .ok_or_else(|| fail("no total line"))?;
     assert!(total.contains(" restarts=0 "), "{total}");
-    assert!(!be.guard.output().contains("died"), "{}", be.guard.tail(20));
+    let log = be.guard.output();
+    assert!(!log.contains("died"), "{}", be.guard.tail(20));
+    // Who connected is on record.
+    assert!(
+        log.contains(&format!(
+            "guest stall: connection from pid={}",
+            std::process::id()
+        )),
+        "{}",
+        be.guard.tail(20)
+    );
     for honest in ["g1", "g2"] {
         assert_eq!(count(&be, honest, "violations")?, 0, "{stats}");
         assert_eq!(count(&be, honest, "violation_disconnects")?, 0, "{stats}");
