@@ -469,3 +469,25 @@ fn a_compromised_guest_cannot_stall_crash_or_spin_the_worker() -> Result<()> {
     drop(g2);
     Ok(())
 }
+
+#[test]
+fn a_socket_group_that_does_not_exist_stops_the_start_with_a_hint() -> Result<()> {
+    let dir = scratch_dir("socket-group")?;
+    let out = std::process::Command::new(qemu_tests::bin("ib-backend")?)
+        .arg("run")
+        .arg("--control")
+        .arg(dir.join("control.sock"))
+        .arg("--guest")
+        .arg(format!("name=g1,socket={}", dir.join("g1.sock").display()))
+        .arg("--socket-group")
+        .arg("no-such-group-x9")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--socket-group") && stderr.contains("no such group"),
+        "{stderr}"
+    );
+    assert!(!dir.join("g1.sock").exists(), "nothing was bound");
+    Ok(())
+}
