@@ -10,7 +10,9 @@
 //! socket), and an epoll registration lives as long as the file does, not
 //! as long as our descriptor. Without the removal, a disconnected guest
 //! ringing its doorbell would wake this loop forever for a seat that has no
-//! session (level-triggered) or at least once per ring.
+//! session (level-triggered) or at least once per ring. (The provider's
+//! own completion descriptor, rdma's, is not shared with anyone: closing it
+//! with the port removes it from the set.)
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};

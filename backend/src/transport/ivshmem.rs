@@ -136,13 +136,7 @@ impl Transport for IvshmemTransport {
     /// an error means the guest has gone, data means it broke the protocol.
     fn hangup_event(&mut self) -> Option<String> {
         let mut buf = [0u8; SOCKET_PROBE];
-        let result = loop {
-            match recv(self.client.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Err(Errno::EINTR) => continue,
-                other => break other,
-            }
-        };
-        match result {
+        match recv(self.client.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
             Ok(0) => Some("disconnected".into()),
             Ok(n) => {
                 self.socket_violation = Some(TransportViolation::SocketData);
@@ -150,7 +144,9 @@ impl Transport for IvshmemTransport {
                     "sent {n} byte(s) on its ivshmem socket, where clients never send anything"
                 ))
             }
-            Err(Errno::EAGAIN) => None,
+            // Nothing after all, or a signal: the socket is watched
+            // level-triggered, so whatever is there is seen next turn.
+            Err(Errno::EAGAIN | Errno::EINTR) => None,
             Err(e) => Some(format!("connection error: {e}")),
         }
     }
