@@ -2,7 +2,7 @@
 //! with the test playing a guest that holds the same descriptors and
 //! misuses them.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Sender};
 use std::thread::JoinHandle;
@@ -255,21 +255,32 @@ fn a_guest_that_drains_its_doorbell_in_blocking_mode_does_not_block_the_worker()
 #[test]
 fn memory_that_is_unsealed_or_of_the_wrong_size_is_refused() {
     let rig = Rig::start();
+    let mut refused = Vec::new();
     for len in [WINDOW / 2, WINDOW * 2] {
-        let (mut fds, _guest) = session();
+        let (mut fds, guest) = session();
         fds.memory = SharedMemory::create("worker-test", len)
             .unwrap()
             .try_clone_fd()
             .unwrap();
         rig.hand_over(fds);
+        refused.push(guest);
     }
-    let (mut fds, _guest) = session();
+    let (mut fds, guest) = session();
     let unsealed =
         nix::sys::memfd::memfd_create("unsealed", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
     nix::unistd::ftruncate(&unsealed, WINDOW as i64).unwrap();
     fds.memory = unsealed;
     rig.hand_over(fds);
-    // None of them attached; a proper one does.
+    refused.push(guest);
+    // None of them attached, and each was hung up on; a proper one attaches.
+    for guest in &mut refused {
+        guest
+            .socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(guest.socket.read(&mut buf).unwrap(), 0, "hung up");
+    }
     let (fds, _guest) = session();
     rig.hand_over(fds);
     let snap = rig.wait_until("attach", |s| s.attached);
