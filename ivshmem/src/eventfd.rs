@@ -105,29 +105,41 @@ impl EventFd {
     ///
     /// The peer shares the open file description: it can clear
     /// `O_NONBLOCK` and fill the counter, and then a plain write blocks
-    /// forever. Checking the flags first leaves a race, so the write runs
-    /// under a per-thread watchdog timer (`stall_guard`): a blocked write is
-    /// interrupted within [`NOTIFY_STALL_LIMIT`] and reported as
-    /// [`NotifyRefused::Stalled`]. A full counter with the flag still set
-    /// is [`NotifyRefused::CounterFull`]. An honest peer (QEMU reads its
-    /// vector's eventfd on every interrupt) causes neither, so both are
-    /// violations to the caller.
+    /// forever. So:
+    ///
+    /// 1. `poll(POLLOUT, 0)` first: a counter already full is
+    ///    [`NotifyRefused::CounterFull`] at once, without writing;
+    /// 2. the write then runs under a per-thread watchdog timer
+    ///    (`stall_guard`), which closes the race left by the check (the
+    ///    peer filling the counter, with `O_NONBLOCK` cleared, between the
+    ///    poll and the write): a blocked write is interrupted within
+    ///    [`NOTIFY_STALL_LIMIT`] and reported as [`NotifyRefused::Stalled`].
+    ///
+    /// `O_NONBLOCK` itself is neither checked nor trusted: QEMU clears it
+    /// on every descriptor it receives, so a cleared flag means nothing.
+    /// An honest peer (QEMU reads its vector's eventfd on every interrupt)
+    /// never has a full counter, so both refusals are violations to the
+    /// caller. Cost: `poll`, two `timer_settime` and the write, on the
+    /// calling thread.
     ///
     /// If the watchdog cannot be set up on this thread (a resource limit),
-    /// the write goes ahead only if `poll` says it cannot block right now;
-    /// the error is logged.
+    /// the write goes ahead after the poll alone, and the error is logged.
     pub fn notify_peer(&self) -> Result<(), NotifyRefused> {
+        if !wait::ready_now(self.fd.as_fd(), PollFlags::POLLOUT).map_err(NotifyRefused::Io)? {
+            return Err(NotifyRefused::CounterFull);
+        }
+        self.write_one_guarded()
+    }
+
+    /// Step 2 of [`notify_peer`](EventFd::notify_peer): the write under the
+    /// watchdog.
+    pub(crate) fn write_one_guarded(&self) -> Result<(), NotifyRefused> {
         let one = 1u64.to_ne_bytes();
         let result =
             match stall_guard::guarded(NOTIFY_STALL_LIMIT, || unistd::write(&self.fd, &one)) {
                 Ok(result) => result,
                 Err(unavailable) => {
-                    log::error!("ivshmem: {unavailable}; checking with poll instead");
-                    if !wait::ready_now(self.fd.as_fd(), PollFlags::POLLOUT)
-                        .map_err(NotifyRefused::Io)?
-                    {
-                        return Err(NotifyRefused::CounterFull);
-                    }
+                    log::error!("ivshmem: {unavailable}; writing after the poll check alone");
                     unistd::write(&self.fd, &one)
                 }
             };
@@ -211,3 +223,6 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
