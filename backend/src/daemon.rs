@@ -59,7 +59,13 @@ fn start(
 ) -> Result<(Fabric, Control, Option<Gateway>), Box<dyn std::error::Error>> {
     let fabric = Fabric::open(config)?;
     let snapshots: Snapshots = Arc::new(Mutex::new(vec![None; config.guests.len()]));
-    let control = Control::bind(&config.control, fabric.name(), 0, snapshots)?;
+    let control = Control::bind(
+        &config.control,
+        config.socket_group.as_ref(),
+        fabric.name(),
+        0,
+        snapshots,
+    )?;
     let gateway = match &config.gateway {
         Some(g) => {
             let number = u16::try_from(config.guests.len() + 1).map_err(|_| "too many guests")?;
@@ -111,6 +117,14 @@ fn serve(
         );
     }
     control.set_epoch(epoch);
+    // Its own thread: a slow control client must not hold up the
+    // supervisor link below.
+    let control_thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || control.run(&stop))?
+    };
     log::info!(
         "ib-backend: provider {}, epoch {epoch:#x}, {} guests on {workers} worker thread(s), control {}",
         fabric.name(),
@@ -145,6 +159,7 @@ fn serve(
             snapshots: snapshots.clone(),
             inbox: rx,
             bell,
+            watched: Vec::new(),
         };
         handles.push(
             std::thread::Builder::new()
@@ -177,7 +192,6 @@ fn serve(
                 Err(e) => log::error!("supervisor link: {e}"),
             }
         }
-        control.serve_pending();
         if let Some(c) = &capture {
             c.flush();
         }
@@ -190,6 +204,7 @@ fn serve(
     for h in handles {
         let _ = h.join();
     }
+    let _ = control_thread.join();
     if let Some(h) = gateway_thread {
         let _ = h.join();
     }

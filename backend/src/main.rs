@@ -18,6 +18,7 @@ mod handoff;
 mod hardening_tests;
 mod limits;
 mod port_security;
+mod listen;
 #[allow(unsafe_code)]
 mod provider;
 mod seat;
@@ -106,6 +107,10 @@ struct RunArgs {
     /// Xen seats: the xenstore to use (default /run/xenstored/socket, else /dev/xen/xenbus).
     #[arg(long)]
     xenstore: Option<PathBuf>,
+    /// The group that may connect to the guest and control sockets (mode
+    /// 0660); without it they are owner-only (0600).
+    #[arg(long)]
+    socket_group: Option<String>,
 }
 
 /// Builds the configuration from `run`'s arguments, or exits with code 2 and
@@ -123,6 +128,7 @@ fn load_config(args: RunArgs) -> Result<Config, ExitCode> {
         gateway: args.gateway,
         xenstore: args.xenstore,
         guests: args.guests,
+        socket_group: args.socket_group,
     };
     let config = Config::load(args.config.as_deref(), &overrides).map_err(|e| {
         eprintln!("ib-backend: configuration error: {e}");

@@ -24,7 +24,7 @@ use crate::limits::{back_config, QpGauge};
 use crate::port_security::{self, SeatDirectory};
 use crate::provider::{Fabric, Port};
 use crate::stats::{SeatCounters, SeatSnapshot};
-use crate::transport::{GuestNotifier, Interrupt, Transport};
+use crate::transport::{GuestNotifier, Interrupt, Transport, TransportViolation};
 
 /// Service rounds per wake-up before other guests get their turn.
 const BUSY_ROUNDS: usize = 64;
@@ -48,6 +48,9 @@ pub struct Seat {
     pub config: GuestConfig,
     session: Option<Session>,
     epoch: u32,
+    /// Counts sessions started, so the worker can tell one session's
+    /// descriptors from the next one's.
+    generation: u64,
     counters: SeatCounters,
     /// Back-half counters of sessions that have ended.
     past: BackStats,
@@ -85,6 +88,7 @@ impl Seat {
             config,
             session: None,
             epoch,
+            generation: 0,
             counters: SeatCounters::default(),
             past: BackStats::default(),
             capture,
@@ -110,6 +114,20 @@ impl Seat {
             Source::Wake => Some(std::os::fd::AsFd::as_fd(&*s.wake)),
             Source::PortEvents => s.back.provider()?.event_fd(),
         }
+    }
+
+    /// Which session is attached (a number that changes with every new
+    /// session), or `None`.
+    pub fn session_generation(&self) -> Option<u64> {
+        self.session.as_ref().map(|_| self.generation)
+    }
+
+    /// Whether the guest's notification descriptor must be watched
+    /// edge-triggered (see [`Transport::events_edge_triggered`]).
+    pub fn events_edge_triggered(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.transport.events_edge_triggered())
     }
 
     /// The port's event descriptor, once, when a new port has one to watch.
@@ -175,6 +193,7 @@ impl Seat {
         match self.build_session(transport, restart) {
             Ok(session) => {
                 self.session = Some(session);
+                self.generation += 1;
                 if restart {
                     self.counters.restarts += 1;
                     log::info!(
@@ -249,9 +268,48 @@ impl Seat {
         let Some(why) = s.transport.hangup_event() else {
             return false;
         };
-        log::info!("guest {}: {why}", self.config.name);
+        match s.transport.violation() {
+            Some(violation) => {
+                log::warn!(
+                    "guest {}: {why}: protocol violation; disconnecting it",
+                    self.config.name
+                );
+                self.count_transport_violation(violation);
+            }
+            None => log::info!("guest {}: {why}", self.config.name),
+        }
         if let Some(note) = self.end_session() {
             log::debug!("guest {}: {note}", self.config.name);
+        }
+        true
+    }
+
+    fn count_transport_violation(&mut self, violation: TransportViolation) {
+        self.counters.violation_disconnects += 1;
+        self.counters.transport_violations[violation as usize] += 1;
+    }
+
+    /// Ends the session if the guest misused its transport's descriptors
+    /// (found while raising its interrupt, say). Returns true if it ended.
+    fn end_on_transport_violation(&mut self) -> bool {
+        let Some(violation) = self.session.as_ref().and_then(|s| s.transport.violation()) else {
+            return false;
+        };
+        log::warn!(
+            "guest {}: transport violation: {violation}; disconnecting it",
+            self.config.name
+        );
+        self.count_transport_violation(violation);
+        let domid = self.session.as_ref().and_then(|s| s.transport.xen_domid());
+        if let Some(note) = self.end_session() {
+            log::info!("guest {}: {note}", self.config.name);
+        }
+        if let Some(domid) = domid {
+            self.reporter.send(&Report::XenFailed {
+                seat: self.index as u32,
+                domid,
+                reason: violation.to_string(),
+            });
         }
         true
     }
@@ -279,7 +337,7 @@ impl Seat {
                 let _ = s.wake.drain();
             }
         }
-        let ended = self.run(fabric, mtu);
+        let ended = self.run(fabric, mtu) || self.end_on_transport_violation();
         if let Some(s) = &mut self.session {
             s.transport.rearm();
         }

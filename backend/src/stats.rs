@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use verbs_shim::back::{BackStats, Refusal, ViolationKind};
 use verbs_shim::PortAttr;
 
+use crate::transport::TransportViolation;
+
 /// Seat-level events.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct SeatCounters {
@@ -17,7 +19,9 @@ pub struct SeatCounters {
     pub guest_closes: u64,
     /// Connections refused because a guest was already attached.
     pub refused: u64,
-    /// Doorbells received from the guest.
+    /// Wake-ups by the guest's notifications. For ivshmem each is one edge
+    /// of the doorbell eventfd, which is never read (rings that arrive
+    /// before the worker looks merge into one); for Xen, the events read.
     pub doorbells: u64,
     /// Sessions taken over from a worker that died.
     pub restarts: u64,
@@ -32,6 +36,9 @@ pub struct SeatCounters {
     /// table, the QP limit, the device out of resources), so they were
     /// disconnected.
     pub port_refusals: u64,
+    /// Transport-level violations (misused descriptors), by
+    /// [`TransportViolation`]; each also counts in `violation_disconnects`.
+    pub transport_violations: [u64; TransportViolation::COUNT],
 }
 
 impl SeatCounters {
@@ -48,6 +55,13 @@ impl SeatCounters {
         self.xen_refused += c.xen_refused;
         self.domain_releases += c.domain_releases;
         self.port_refusals += c.port_refusals;
+        for (total, n) in self
+            .transport_violations
+            .iter_mut()
+            .zip(c.transport_violations)
+        {
+            *total += n;
+        }
     }
 }
 
@@ -113,6 +127,12 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limit
     );
     for k in Refusal::ALL {
         let _ = write!(out, " refused.{}={}", k.name(), b.refusals_of(k));
+    }
+    for k in TransportViolation::ALL {
+        let n = c.transport_violations[k as usize];
+        if n > 0 {
+            let _ = write!(out, " transport_violation.{}={n}", k.name());
+        }
     }
     out.push('\n');
 }

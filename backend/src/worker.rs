@@ -2,7 +2,19 @@
 //! handled in batches; busy guests are serviced while busy and re-armed when
 //! idle. New guests (and the end of Xen sessions) arrive through the inbox
 //! from the supervisor link; the worker builds each guest's transport here.
+//!
+//! A session's descriptors are watched through duplicates the worker owns
+//! ([`Watched`]). When the session ends (however it ends), every one is
+//! removed from the epoll set (`EPOLL_CTL_DEL`) before it is closed: the
+//! guest holds other copies of the same files (its doorbell eventfd, its
+//! socket), and an epoll registration lives as long as the file does, not
+//! as long as our descriptor. Without the removal, a disconnected guest
+//! ringing its doorbell would wake this loop forever for a seat that has no
+//! session (level-triggered) or at least once per ring. (The provider's
+//! own completion descriptor, rdma's, is not shared with anyone: closing it
+//! with the port removes it from the set.)
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -27,6 +39,13 @@ const TICK_MS: u16 = 100;
 /// The token of the inbox bell.
 const INBOX: u64 = u64::MAX;
 
+/// The descriptors of one session that are in the epoll set: the worker's
+/// own duplicates, so it can remove them whenever it likes.
+pub struct Watched {
+    generation: u64,
+    fds: Vec<OwnedFd>,
+}
+
 pub struct Worker {
     pub seats: Vec<Seat>,
     pub fabric: Fabric,
@@ -35,6 +54,8 @@ pub struct Worker {
     pub snapshots: Snapshots,
     pub inbox: Receiver<Handoff>,
     pub bell: Arc<EventFd>,
+    /// Per seat, the descriptors in the epoll set (filled in by `run`).
+    pub watched: Vec<Option<Watched>>,
 }
 
 fn token(local: usize, source: Source) -> u64 {
@@ -58,16 +79,47 @@ fn untoken(token: u64) -> (usize, Source) {
 }
 
 impl Worker {
-    fn register(&self, epoll: &Epoll, local: usize, source: Source) {
-        let Some(fd) = self.seats[local].fd(source) else {
+    /// Watches a duplicate of seat `local`'s descriptor for `source`.
+    fn register(&self, epoll: &Epoll, local: usize, source: Source, into: &mut Vec<OwnedFd>) {
+        let seat = &self.seats[local];
+        let Some(fd) = seat.fd(source) else {
             return;
+        };
+        let copy = match fd.try_clone_to_owned() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "guest {}: cannot duplicate a descriptor: {e}",
+                    seat.config.name
+                );
+                return;
+            }
         };
         let mut flags = EpollFlags::EPOLLIN;
         if source == Source::Hangup {
             flags |= EpollFlags::EPOLLRDHUP;
         }
-        if let Err(e) = epoll.add(fd, EpollEvent::new(flags, token(local, source))) {
-            log::error!("epoll add failed: {e}");
+        if source == Source::Guest && seat.events_edge_triggered() {
+            flags |= EpollFlags::EPOLLET;
+        }
+        match epoll.add(copy.as_fd(), EpollEvent::new(flags, token(local, source))) {
+            Ok(()) => into.push(copy),
+            Err(e) => log::error!("epoll add failed: {e}"),
+        }
+    }
+
+    /// If seat `local`'s session is not the one whose descriptors are
+    /// watched (it ended, or another replaced it), removes the old ones from
+    /// the epoll set, then closes them.
+    fn unwatch_ended(&mut self, epoll: &Epoll, local: usize) {
+        let current = self.seats[local].session_generation();
+        let Some(watched) = self.watched[local].take_if(|w| Some(w.generation) != current) else {
+            return;
+        };
+        for fd in watched.fds {
+            if let Err(e) = epoll.delete(fd.as_fd()) {
+                log::error!("epoll delete failed: {e}");
+            }
         }
     }
 
@@ -100,10 +152,18 @@ impl Worker {
         transport: Box<dyn Transport>,
         restart: bool,
     ) {
-        if self.seats[local].adopt(transport, restart) {
+        let adopted = self.seats[local].adopt(transport, restart);
+        // A session the new one replaced is gone either way.
+        self.unwatch_ended(epoll, local);
+        if adopted {
+            let Some(generation) = self.seats[local].session_generation() else {
+                return;
+            };
+            let mut fds = Vec::new();
             for s in [Source::Hangup, Source::Guest, Source::Wake] {
-                self.register(epoll, local, s);
+                self.register(epoll, local, s, &mut fds);
             }
+            self.watched[local] = Some(Watched { generation, fds });
             // Serve whatever the guest already queued.
             let (fabric, mtu) = (&self.fabric, self.mtu);
             self.seats[local].kick(Source::Guest, fabric, mtu);
@@ -120,13 +180,23 @@ impl Worker {
                 continue;
             };
             match message {
-                Handoff::Session { restart, fds, .. } => match IvshmemTransport::new(fds) {
-                    Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
-                    Err(e) => log::warn!(
-                        "guest {}: cannot take over the session: {e}",
-                        self.seats[local].config.name
-                    ),
-                },
+                Handoff::Session { restart, fds, .. } => {
+                    let client = fds.client.try_clone();
+                    match IvshmemTransport::new(fds, self.seats[local].config.window) {
+                        Ok(t) => self.start_session(epoll, local, Box::new(t), restart),
+                        Err(e) => {
+                            log::warn!(
+                                "guest {}: cannot take over the session: {e}; disconnecting it",
+                                self.seats[local].config.name
+                            );
+                            // Hang up, so the supervisor releases the seat
+                            // too instead of keeping it busy.
+                            if let Ok(c) = client {
+                                let _ = c.shutdown(std::net::Shutdown::Both);
+                            }
+                        }
+                    }
+                }
                 Handoff::Xen {
                     restart,
                     domid,
@@ -140,11 +210,13 @@ impl Worker {
                 Handoff::Refused { .. } => self.seats[local].refused(),
                 Handoff::XenRefused { domid, .. } => self.seats[local].xen_refused(domid),
             }
+            self.unwatch_ended(epoll, local);
             self.publish(local);
         }
     }
 
     pub fn run(mut self) {
+        self.watched = (0..self.seats.len()).map(|_| None).collect();
         let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
             Ok(e) => e,
             Err(e) => {
@@ -191,6 +263,7 @@ impl Worker {
                         self.watch_port_events(&epoll, local);
                     }
                 }
+                self.unwatch_ended(&epoll, local);
                 self.publish(local);
             }
         }
@@ -200,3 +273,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

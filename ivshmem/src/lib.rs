@@ -53,7 +53,8 @@
 //! ```
 //!
 //! `unsafe` code lives only in the private `sys` module (mmap/munmap, the
-//! window over the mapping, descriptors received by `SCM_RIGHTS`).
+//! window over the mapping, descriptors received by `SCM_RIGHTS`) and in
+//! `stall_guard` (installing its no-op signal handler).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -63,10 +64,12 @@ mod eventfd;
 pub mod server;
 mod shm;
 #[allow(unsafe_code)]
+pub mod stall_guard;
+#[allow(unsafe_code)]
 mod sys;
 mod wait;
 pub mod wire;
 
 pub use client::{ClientError, Connection, PeerEvent};
-pub use eventfd::EventFd;
-pub use shm::SharedMemory;
+pub use eventfd::{EventFd, NotifyRefused, NOTIFY_STALL_LIMIT};
+pub use shm::{SharedMemory, ShmRefused, REQUIRED_SEALS};

@@ -79,12 +79,24 @@ pub fn send_peer_vectors(stream: &UnixStream, peer_id: u16, vectors: &[EventFd])
     send_vectors(stream, peer_id, vectors)
 }
 
-/// Whether the client on `stream` has gone away, checked without blocking.
-///
-/// Clients never send anything, so (as in QEMU's `ivshmem-server`) the end
-/// of the stream, an error, or any data at all means the client is done: the
-/// server should then tell the other clients with [`send_peer_gone`].
-pub fn client_gone(stream: &UnixStream) -> io::Result<bool> {
+/// What a client's socket says, looked at without blocking and without
+/// consuming anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Nothing to read: the client is there and silent, as it should be.
+    Quiet,
+    /// End of stream or a reset: the client has gone.
+    Closed,
+    /// The client sent data. Clients never send anything in this protocol:
+    /// a protocol violation (and the server should treat the client as
+    /// done).
+    Spoke,
+}
+
+/// Looks at the client on `stream` without blocking (`MSG_DONTWAIT |
+/// MSG_PEEK`, whatever the socket's flags), and leaves any data in place
+/// for others who hold the same socket.
+pub fn client_state(stream: &UnixStream) -> io::Result<ClientState> {
     let mut byte = [0u8; 1];
     loop {
         match recv(
@@ -92,13 +104,24 @@ pub fn client_gone(stream: &UnixStream) -> io::Result<bool> {
             &mut byte,
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK,
         ) {
-            Ok(_) => return Ok(true),
-            Err(Errno::EAGAIN) => return Ok(false),
+            Ok(0) => return Ok(ClientState::Closed),
+            Ok(_) => return Ok(ClientState::Spoke),
+            Err(Errno::EAGAIN) => return Ok(ClientState::Quiet),
             Err(Errno::EINTR) => {}
-            Err(Errno::ECONNRESET) => return Ok(true),
+            Err(Errno::ECONNRESET) => return Ok(ClientState::Closed),
             Err(err) => return Err(err.into()),
         }
     }
+}
+
+/// Whether the client on `stream` has gone away, checked without blocking.
+///
+/// Clients never send anything, so (as in QEMU's `ivshmem-server`) the end
+/// of the stream, an error, or any data at all means the client is done: the
+/// server should then tell the other clients with [`send_peer_gone`].
+/// [`client_state`] tells the two apart.
+pub fn client_gone(stream: &UnixStream) -> io::Result<bool> {
+    Ok(client_state(stream)? != ClientState::Quiet)
 }
 
 /// Binds a listening socket at `path` for clients (QEMU) to connect to.

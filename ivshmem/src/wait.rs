@@ -47,3 +47,15 @@ fn millis_rounded_up(left: Duration) -> PollTimeout {
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
+
+/// Whether `fd` reports one of `events` right now (a zero-timeout poll).
+pub(crate) fn ready_now(fd: BorrowedFd<'_>, events: PollFlags) -> Result<bool, Errno> {
+    let mut fds = [PollFd::new(fd, events)];
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) => return Ok(n > 0 && fds[0].revents().is_some_and(|r| r.intersects(events))),
+            Err(Errno::EINTR) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}

@@ -68,9 +68,11 @@ pub struct Message {
 /// Sends one message: `value` as 8 little-endian bytes, with `fd` (if any)
 /// attached by `SCM_RIGHTS` to the first byte sent.
 ///
-/// Partial sends are completed; a full socket buffer (nonblocking socket) is
-/// waited out for at most [`SEND_TIMEOUT`]; `MSG_NOSIGNAL` turns a vanished
-/// client into an `EPIPE` error instead of a `SIGPIPE`.
+/// Partial sends are completed; a full socket buffer is waited out for at
+/// most [`SEND_TIMEOUT`] (every send is `MSG_DONTWAIT`, whatever the
+/// socket's flags, so a client that does not read cannot block us);
+/// `MSG_NOSIGNAL` turns a vanished client into an `EPIPE` error instead of
+/// a `SIGPIPE`.
 pub fn send(stream: &UnixStream, value: i64, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
     let bytes = encode(value);
     let raw = fd.map(|fd| [fd.as_raw_fd()]);
@@ -90,7 +92,7 @@ pub fn send(stream: &UnixStream, value: i64, fd: Option<BorrowedFd<'_>>) -> io::
             stream.as_raw_fd(),
             &iov,
             cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
             None,
         ) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

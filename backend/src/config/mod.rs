@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 mod limits;
 pub use limits::GuestLimits;
+mod socket_group;
+pub use socket_group::SocketGroup;
 
 /// Smallest window: header, rings and a handful of slots.
 pub const MIN_WINDOW: usize = 1 << 20;
@@ -106,6 +108,9 @@ pub struct Config {
     /// else `/dev/xen/xenbus`). Only used when a seat has a Xen domain.
     pub xenstore: Option<PathBuf>,
     pub guests: Vec<GuestConfig>,
+    /// Who besides the owner may connect to the back end's sockets
+    /// (`None`: nobody, mode 0600).
+    pub socket_group: Option<SocketGroup>,
 }
 
 impl Config {
@@ -166,6 +171,7 @@ struct FileBackend {
     pcap: Option<PathBuf>,
     workers: Option<usize>,
     xenstore: Option<PathBuf>,
+    socket_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +223,8 @@ pub struct Overrides {
     /// or `--guest name=g1,xen-domain=NAME[,...]`, with the limits of
     /// [`GuestLimits`] as further keys (`max-dests=64`, ...)
     pub guests: Vec<String>,
+    /// `--socket-group NAME`
+    pub socket_group: Option<String>,
 }
 
 pub const DEFAULT_CONTROL: &str = "/tmp/ib-backend.control";
@@ -302,6 +310,11 @@ impl Config {
             guests.push(guest_from_flag(i, flag)?);
         }
         check_unique(&guests)?;
+        let socket_group = match (&o.socket_group, &file.backend.socket_group) {
+            (Some(name), _) => Some(socket_group::resolve(name, "--socket-group")?),
+            (None, Some(name)) => Some(socket_group::resolve(name, "backend.socket_group")?),
+            (None, None) => None,
+        };
         Ok(Config {
             provider,
             mtu,
@@ -315,6 +328,7 @@ impl Config {
             gateway,
             xenstore: o.xenstore.clone().or(file.backend.xenstore),
             guests,
+            socket_group,
         })
     }
 }

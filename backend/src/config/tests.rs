@@ -259,3 +259,22 @@ fn xen_seat_mistakes_say_what_to_fix() {
         "{e}"
     );
 }
+
+#[test]
+fn socket_group_is_resolved_at_load_and_a_typo_says_what_to_fix() {
+    let c = Config::from_toml(GOOD).expect("valid");
+    assert_eq!(c.socket_group, None, "owner-only sockets by default");
+    let with = GOOD.replace(
+        "control = \"/tmp/ctl.sock\"",
+        "control = \"/tmp/ctl.sock\"\nsocket_group = \"root\"",
+    );
+    let c = Config::from_toml(&with).expect("valid");
+    assert_eq!(c.socket_group.map(|g| g.gid), Some(0));
+    let typo = GOOD.replace(
+        "control = \"/tmp/ctl.sock\"",
+        "control = \"/tmp/ctl.sock\"\nsocket_group = \"no-such-group-x9\"",
+    );
+    let err = Config::from_toml(&typo).unwrap_err();
+    assert_eq!(err.field, "backend.socket_group");
+    assert!(err.to_string().contains("no such group"), "{err}");
+}

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
+use ivshmem::server::ClientState;
 use ivshmem::{EventFd, SharedMemory};
 
 use crate::config::{Config, GuestConfig};
@@ -82,13 +83,12 @@ impl IvshmemSeats {
             let Some(socket) = g.attach.socket() else {
                 continue;
             };
-            let listener = ivshmem::server::bind(socket).map_err(|e| {
-                format!(
-                    "guest {}: cannot listen on {}: {e}",
-                    g.name,
-                    socket.display()
-                )
-            })?;
+            let listener = crate::listen::bind(
+                socket,
+                config.socket_group.as_ref(),
+                &format!("guest {}", g.name),
+            )
+            .map_err(|e| e.to_string())?;
             // Only sockets this supervisor bound are removed when it ends.
             all.files.push(socket.to_path_buf());
             listener
@@ -125,14 +125,26 @@ impl IvshmemSeats {
         for slot in ready {
             if let Slot::Client(k) = *slot {
                 let s = &mut self.seats[k];
-                let gone = s
-                    .session
-                    .as_ref()
-                    .is_some_and(|f| ivshmem::server::client_gone(&f.client).unwrap_or(true));
-                if gone {
-                    log::info!("guest {}: socket closed; releasing its resources", s.name);
-                    s.session = None;
+                let Some(fds) = &s.session else { continue };
+                // The rule (docs/CHANNEL.md): end of stream or an error is a
+                // guest that left; any byte is a protocol violation. The
+                // worker, which sees the same socket, counts the violation
+                // and disconnects the guest; here the copies are released.
+                match ivshmem::server::client_state(&fds.client) {
+                    Ok(ClientState::Quiet) => continue,
+                    Ok(ClientState::Closed) => {
+                        log::info!("guest {}: socket closed; releasing its resources", s.name)
+                    }
+                    Ok(ClientState::Spoke) => log::warn!(
+                        "guest {}: sent data on its ivshmem socket (protocol violation); releasing its resources",
+                        s.name
+                    ),
+                    Err(e) => log::info!(
+                        "guest {}: socket error ({e}); releasing its resources",
+                        s.name
+                    ),
                 }
+                s.session = None;
             }
         }
         for slot in ready {
@@ -141,6 +153,11 @@ impl IvshmemSeats {
             let Ok((client, _)) = s.listener.accept() else {
                 continue;
             };
+            log::info!(
+                "guest {}: connection from {}",
+                s.name,
+                crate::listen::peer_credentials(&client)
+            );
             let seat = s.seat as u32;
             if s.session.is_some() {
                 drop(client);

@@ -19,7 +19,10 @@ use ring::Window;
 use verbs_shim::notify::Notify;
 
 pub mod ivshmem;
+mod violation;
 pub mod xen;
+
+pub use violation::TransportViolation;
 
 /// Raises the guest's interrupt. Never blocks.
 pub type GuestNotifier = Arc<dyn Notify + Send + Sync>;
@@ -44,9 +47,24 @@ pub trait Transport: Send {
     /// Readable when the guest has notified the back end.
     fn event_fd(&self) -> BorrowedFd<'_>;
 
+    /// Whether [`event_fd`](Transport::event_fd) must be watched
+    /// edge-triggered (`EPOLLET`): its readiness is never consumed by a
+    /// read, because reading a descriptor the guest also holds could block
+    /// (ivshmem's doorbell eventfd).
+    fn events_edge_triggered(&self) -> bool {
+        false
+    }
+
     /// Takes the guest's pending notifications without blocking and
-    /// returns how many there were.
+    /// returns how many there were (edge-triggered transports read
+    /// nothing and count the edge as one).
     fn drain_events(&mut self) -> io::Result<u64>;
+
+    /// The first transport-level violation the guest committed, if any
+    /// (sticky): the seat disconnects it.
+    fn violation(&self) -> Option<TransportViolation> {
+        None
+    }
 
     /// Called after each service round: lets further notifications through
     /// (Xen unmasks the port here; an eventfd needs nothing).

@@ -152,3 +152,19 @@ fn client_gone_sees_hang_up_and_data() {
     std::io::Write::write_all(&mut b, b"x").unwrap();
     assert!(client_gone(&a).unwrap(), "clients never talk");
 }
+
+#[test]
+fn client_state_tells_leaving_from_speaking_and_consumes_nothing() {
+    let (a, b) = UnixStream::pair().unwrap();
+    assert_eq!(client_state(&a).unwrap(), ClientState::Quiet);
+    drop(b);
+    assert_eq!(client_state(&a).unwrap(), ClientState::Closed);
+
+    let (a, mut b) = UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut b, b"xy").unwrap();
+    assert_eq!(client_state(&a).unwrap(), ClientState::Spoke);
+    // Peeked, not read: whoever else holds the socket sees the bytes too.
+    a.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(std::io::Read::read(&mut &a, &mut buf).unwrap(), 2);
+}

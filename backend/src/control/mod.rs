@@ -1,10 +1,26 @@
 //! The control socket: `ib-backend stats` connects, sends `stats`, and reads
 //! the report.
+//!
+//! It is served on its own thread ([`Control::run`]), so a slow client
+//! delays only other control clients, never the supervisor link; and each
+//! client gets one request line of at most [`request::MAX_REQUEST`] bytes
+//! within [`request::REQUEST_DEADLINE`], and at most that long again to take
+//! the reply.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::config::SocketGroup;
+
+mod request;
+
+use request::{RequestError, REQUEST_DEADLINE};
 
 use crate::gateway::SharedGatewayStats;
 use crate::stats;
@@ -22,28 +38,12 @@ pub struct Control {
 impl Control {
     pub fn bind(
         path: &Path,
+        group: Option<&SocketGroup>,
         provider: &'static str,
         epoch: u32,
         snapshots: Snapshots,
     ) -> io::Result<Control> {
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "control socket {} is in use by a running back end",
-                        path.display()
-                    ),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on control socket {}: {e}", path.display()),
-            )
-        })?;
+        let listener = crate::listen::bind(path, group, "control socket")?;
         listener.set_nonblocking(true)?;
         Ok(Control {
             gateway: Mutex::new(None),
@@ -67,11 +67,30 @@ impl Control {
         self.snapshots.clone()
     }
 
-    /// Answers every waiting request. Never blocks for long.
+    /// Serves requests until `stop` is set.
+    pub fn run(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => self.serve_pending(),
+                Err(e) => {
+                    log::error!("control socket: poll failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers every waiting request, each within its deadlines.
     pub fn serve_pending(&self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    log::debug!(
+                        "control: connection from {}",
+                        crate::listen::peer_credentials(&stream)
+                    );
                     if let Err(e) = self.answer(stream) {
                         log::debug!("control request failed: {e}");
                     }
@@ -86,12 +105,26 @@ impl Control {
     }
 
     fn answer(&self, stream: UnixStream) -> io::Result<()> {
+        let line = request::read_line(&stream, Instant::now() + REQUEST_DEADLINE);
+        // The reply is small; a client that does not take it within the
+        // timeout loses it.
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-        let mut line = String::new();
-        BufReader::new(&stream).take_line(&mut line)?;
+        stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
         let mut stream = stream;
+        let line = match line {
+            Ok(line) => line,
+            Err(e @ (RequestError::TooLong | RequestError::NotText)) => {
+                log::warn!(
+                    "control: refused a request from {}: {e}",
+                    crate::listen::peer_credentials(&stream)
+                );
+                return writeln!(stream, "error: {e}");
+            }
+            Err(e) => {
+                log::debug!("control: no request: {e}");
+                return Ok(());
+            }
+        };
         match line.trim() {
             "stats" => {
                 let seats: Vec<_> = {
@@ -124,16 +157,6 @@ impl Control {
             }
             other => writeln!(stream, "error: unknown command {other:?} (known: stats)"),
         }
-    }
-}
-
-trait TakeLine {
-    fn take_line(self, out: &mut String) -> io::Result<usize>;
-}
-
-impl<R: io::Read> TakeLine for BufReader<R> {
-    fn take_line(mut self, out: &mut String) -> io::Result<usize> {
-        self.read_line(out)
     }
 }
 
