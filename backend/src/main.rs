@@ -17,8 +17,8 @@ mod handoff;
 #[cfg(test)]
 mod hardening_tests;
 mod limits;
-mod port_security;
 mod listen;
+mod port_security;
 #[allow(unsafe_code)]
 mod provider;
 mod seat;

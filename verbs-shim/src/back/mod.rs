@@ -12,8 +12,8 @@
 
 mod ctrl;
 mod dests;
-mod limits;
 mod filter;
+mod limits;
 mod serve;
 mod tap;
 mod violation;
@@ -26,8 +26,8 @@ use core::fmt;
 use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
 use ring::{BackRing, Header, Layout, PortBlock, RingError, State, Window};
 
-pub use limits::Refusal;
 pub use filter::{BoxedTxFilter, SenderPort, TxFilter, TxVerdict, FILTER_HEAD_LEN};
+pub use limits::Refusal;
 pub use tap::{Tap, TapEvent};
 pub use violation::{BackStats, Violation, ViolationKind};
 
