@@ -6,10 +6,10 @@
 //! made for a slot whose token is borrowed for the slice's lifetime, so while
 //! it lives the device does not own that slot and, by protocol, does not
 //! touch it. (A hostile back end could still write a slot it does not own,
-//! even while the guest parses it: that is the same trust the guest gives
-//! any DMA device, and `ipoib` parses what it reads with bounds checks, so
-//! a torn read corrupts or drops that packet and nothing else. CHANNEL.md,
-//! "Trust model", records this decision and how it is tested.)
+//! even while the guest reads it. `ipoib` reads the GRH area and its own
+//! headers field by field with bounds checks, and hands smoltcp a private
+//! copy made with [`RxArea::copy_out`]: smoltcp reads some fields twice.
+//! CHANNEL.md, "Trust model", records this decision and how it is tested.)
 
 use core::marker::PhantomData;
 
@@ -34,6 +34,8 @@ pub struct TxArea<'a> {
 #[derive(Clone, Copy)]
 pub struct RxArea<'a> {
     base: *const u8,
+    /// The same memory as `base`, for copies out with volatile reads.
+    region: &'a Window,
     layout: SlotLayout,
     _region: PhantomData<&'a [u8]>,
 }
@@ -57,6 +59,7 @@ impl<'a> SlotBuffers<'a> {
             },
             rx: RxArea {
                 base,
+                region,
                 layout,
                 _region: PhantomData,
             },
@@ -81,6 +84,7 @@ impl<'a> SlotBuffers<'a> {
             },
             rx: RxArea {
                 base,
+                region,
                 layout,
                 _region: PhantomData,
             },
@@ -129,5 +133,24 @@ impl<'a> RxArea<'a> {
 
     pub fn slot_size(&self) -> usize {
         self.layout.slot_size as usize
+    }
+
+    /// Copies `dst.len()` bytes of the slot, starting `offset` bytes into
+    /// it, into private memory (volatile reads, once each), so that what the
+    /// caller then parses cannot change under it, whoever else can write
+    /// the memory. Returns false, copying nothing, if the range leaves the
+    /// slot.
+    ///
+    /// This is how packets are handed to a parser that reads a field more
+    /// than once (smoltcp checks a length and then slices by it): over the
+    /// guest channel a hostile back end could change the field in between.
+    pub fn copy_out(&self, slot: &RxSlot, offset: usize, dst: &mut [u8]) -> bool {
+        let Some(start) = self.layout.rx_offset(slot.index()) else {
+            return false;
+        };
+        let fits = offset
+            .checked_add(dst.len())
+            .is_some_and(|end| end <= self.layout.slot_size as usize);
+        fits && self.region.read_bytes(start + offset, dst).is_ok()
     }
 }

@@ -44,6 +44,9 @@ pub const ARP_RESERVE: usize = 2;
 const POLL_BUDGET: usize = 256;
 /// Where the IP packet starts in an RX slot.
 const RX_PAYLOAD: usize = GRH_LEN + crate::wire::encap::HEADER_LEN;
+/// The largest IP packet the device receives: the largest IB MTU (4096)
+/// less the IPoIB header.
+const RX_COPY: usize = 4096 - crate::wire::encap::HEADER_LEN;
 
 /// Where the link stands.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -140,6 +143,8 @@ pub(crate) struct RxSide {
     repost: Vec<RxSlot, MAX_SLOTS>,
     /// Slots the device flushed back (channel closing); not reposted.
     idle: Vec<RxSlot, MAX_SLOTS>,
+    /// The private copy smoltcp parses (phy.rs says why).
+    copy: [u8; RX_COPY],
 }
 
 /// An IPoIB interface over `H`.
@@ -190,6 +195,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 ready: Deque::new(),
                 repost: Vec::new(),
                 idle: Vec::new(),
+                copy: [0; RX_COPY],
             },
             tx: TxSide::new(config, local),
         };

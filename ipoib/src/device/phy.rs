@@ -1,11 +1,13 @@
 //! smoltcp's `phy::Device` with zero-copy tokens.
 //!
-//! RX hands smoltcp the slot itself, past the GRH area and the IPoIB header.
-//! Over the guest channel that slot is shared memory the back end could
-//! still write while smoltcp parses it: a torn read only corrupts that
-//! packet (every parser bounds-checks, the length comes from the validated
-//! completion), and the back end is trusted with packet data anyway. See
-//! CHANNEL.md, "Trust model".
+//! RX copies the packet (past the GRH area and the IPoIB header) out of its
+//! slot into the device's private buffer, once, and hands smoltcp that copy.
+//! Over the guest channel the slot is shared memory the back end can still
+//! write, and smoltcp's parsers read a length field more than once (check,
+//! then slice): a back end rewriting the slot in between made smoltcp panic
+//! (`testkit/tests/rx_slot_rewrites.rs` found it). With the copy, a hostile
+//! back end can only change what the packet says, which it is trusted with
+//! anyway. See CHANNEL.md, "Trust model".
 //! TX lets smoltcp write straight into a TX slot after 4 bytes of headroom.
 //! A token is handed out only when its `consume` cannot fail: a TX token
 //! already owns its slot.
@@ -16,7 +18,7 @@ use smoltcp::wire::Ipv4Packet;
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
-use super::{DatagramSource, IpoibDevice, LinkState, MAX_SLOTS, RX_PAYLOAD};
+use super::{DatagramSource, IpoibDevice, LinkState, MAX_SLOTS, RX_COPY, RX_PAYLOAD};
 use crate::capture::Capture;
 use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 
@@ -27,6 +29,8 @@ pub struct RxToken<'a> {
     source: DatagramSource,
     area: RxArea<'a>,
     repost: &'a mut heapless::Vec<RxSlot, MAX_SLOTS>,
+    /// Where the packet is copied before smoltcp sees it.
+    copy: &'a mut [u8; RX_COPY],
 }
 
 /// A TX slot smoltcp may fill.
@@ -51,11 +55,20 @@ impl phy::RxToken for RxToken<'_> {
         let Some(slot) = self.slot.take() else {
             return f(&[]);
         };
-        let packet = self
-            .area
-            .slot(&slot)
-            .get(RX_PAYLOAD..self.end)
-            .unwrap_or(&[]);
+        // `end` was checked against the slot when the completion came in; a
+        // packet that does not fit the copy (or the slot) is handed over
+        // empty, which smoltcp drops.
+        let len = self.end.saturating_sub(RX_PAYLOAD);
+        let packet: &[u8] = match self.copy.get_mut(..len) {
+            Some(copy) => {
+                if self.area.copy_out(&slot, RX_PAYLOAD, copy) {
+                    copy
+                } else {
+                    &[]
+                }
+            }
+            None => &[],
+        };
         let result = f(packet);
         let _ = self.repost.push(slot);
         result
@@ -137,6 +150,7 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
                 source: ready.source,
                 area: buffers.rx,
                 repost: &mut self.rx.repost,
+                copy: &mut self.rx.copy,
             },
             TxToken {
                 slot: Some(tx_slot),
