@@ -25,6 +25,7 @@ mod context;
 mod dests;
 mod error;
 mod ffi;
+mod gather;
 mod ipmc;
 mod pkeys;
 mod port;
