@@ -501,14 +501,15 @@ fn verbs(call: &'static str) -> impl FnOnce() -> RdmaError {
     }
 }
 
-/// Registers the whole region for local write.
+/// Registers the whole region (the guest's slots, or the header arena) for
+/// local write.
 fn register(dev: &Device, region: &Window) -> Result<Mr, RdmaError> {
     let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as c_int;
     // SAFETY: the PD is alive. The region's memory stays mapped while the
     // window (which `Queues` keeps after the MR) exists, and it is only ever
     // accessed through volatile/atomic operations or through slices of slots
-    // whose token the CPU side holds, so device writes race with no Rust
-    // reference.
+    // whose token the CPU side holds (the arena: only through the window's
+    // volatile writes), so device accesses race with no Rust reference.
     let mr = unsafe { ibv_reg_mr(dev.pd(), region.as_ptr().cast(), region.len(), access) };
     NonNull::new(mr).map(Mr).ok_or_else(verbs("ibv_reg_mr"))
 }
