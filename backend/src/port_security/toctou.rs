@@ -360,3 +360,21 @@ fn a_guest_thread_flipping_the_source_never_gets_a_spoof_out() -> Result<(), Box
     );
     Ok(())
 }
+
+#[test]
+fn the_guests_front_does_not_offer_sends_with_a_head() -> Result<(), BoxError> {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = guest_on(&fabric, 2, |p, _, _| p)?;
+    let mut b = guest_on(&fabric, 3, |p, _, _| p)?;
+    let dest = path_to(&mut a, &mut b)?;
+    let (mut tx, _) = a.front.take_slots().ok_or("slots")?;
+    let slot = tx.next().ok_or("tx slot")?;
+    let err = a
+        .front
+        .post_send_with_head(slot, 100, &dest, &[0; 64])
+        .err()
+        .ok_or("the front accepted a send with a head")?;
+    assert_eq!(err.error, HcaError::Unsupported);
+    assert_eq!(err.slot.index(), 0, "the slot comes back");
+    Ok(())
+}
