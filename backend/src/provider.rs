@@ -279,6 +279,15 @@ impl Verbs for Port {
     ) -> Result<(), PostError<TxSlot>> {
         forward!(self, p => p.post_send(slot, len, dest))
     }
+    fn post_send_with_head(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+        head: &[u8],
+    ) -> Result<(), PostError<TxSlot>> {
+        forward!(self, p => p.post_send_with_head(slot, len, dest, head))
+    }
     fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
         forward!(self, p => p.post_recv(slot))
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ivshmem::EventFd;
 use ring::Window;
-use verbs_shim::back::{BackError, BackHalf, BackStats, Refusal, ViolationKind};
+use verbs_shim::back::{BackError, BackHalf, BackStats, Refusal, SenderPort, ViolationKind};
 use verbs_shim::{IbMtu, PortAttr, Verbs};
 
 use crate::capture::FabricCapture;
@@ -356,6 +356,7 @@ impl Seat {
                 match fabric.open_port(self.index, &self.config, &setup, mtu, wake, &self.qps) {
                     Ok(port) => {
                         s.port = Some(port.port_attr());
+                        register_port(&self.config, self.directory.as_deref(), s.port);
                         if let Some(c) = &self.capture {
                             c.add_local(port.port_attr().gid);
                         }
@@ -428,7 +429,7 @@ impl Seat {
                     }
                 }
                 s.back = b;
-                s.port = None;
+                unregister_port(&self.config, self.directory.as_deref(), s.port.take());
                 s.port_events_watched = false;
                 self.counters.reclaims += 1;
             }
@@ -478,6 +479,7 @@ impl Seat {
             p.close();
         }
         add_stats(&mut self.past, s.back.stats());
+        unregister_port(&self.config, self.directory.as_deref(), s.port);
         if let (Some(c), Some(p)) = (&self.capture, s.port) {
             c.remove_local(&p.gid);
         }
@@ -533,6 +535,38 @@ impl Seat {
 impl Drop for Seat {
     fn drop(&mut self) {
         self.end_session();
+    }
+}
+
+/// A new port for a seat with `ip=`: the gateway believes the seat's
+/// address from it at once (and no longer from any earlier port).
+fn register_port(config: &GuestConfig, directory: Option<&SeatDirectory>, port: Option<PortAttr>) {
+    if let (Some(ip), Some(d), Some(p)) = (config.ip, directory, port) {
+        d.register(
+            ip,
+            SenderPort {
+                qpn: p.qpn,
+                gid: p.gid,
+            },
+        );
+    }
+}
+
+/// The seat's port is gone: the gateway stops believing its address from
+/// it (unless a newer port has taken the entry over already).
+fn unregister_port(
+    config: &GuestConfig,
+    directory: Option<&SeatDirectory>,
+    port: Option<PortAttr>,
+) {
+    if let (Some(ip), Some(d), Some(p)) = (config.ip, directory, port) {
+        d.unregister(
+            ip,
+            SenderPort {
+                qpn: p.qpn,
+                gid: p.gid,
+            },
+        );
     }
 }
 

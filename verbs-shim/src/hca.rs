@@ -138,6 +138,8 @@ pub enum HcaError {
     QueueFull,
     /// An argument was invalid (for example, a handle this device never issued).
     InvalidArgument,
+    /// The provider does not offer this operation.
+    Unsupported,
 }
 
 impl fmt::Display for HcaError {
@@ -149,11 +151,16 @@ impl fmt::Display for HcaError {
             }
             HcaError::QueueFull => f.write_str("request queue full"),
             HcaError::InvalidArgument => f.write_str("invalid argument"),
+            HcaError::Unsupported => f.write_str("operation not supported by this provider"),
         }
     }
 }
 
 impl core::error::Error for HcaError {}
+
+/// The most bytes [`Verbs::post_send_with_head`] takes from the caller's
+/// copy rather than from the slot.
+pub const MAX_SEND_HEAD: usize = 64;
 
 /// A post that did not happen; the slot comes back to the caller.
 #[derive(Debug)]
@@ -179,6 +186,33 @@ pub trait Verbs {
         len: usize,
         dest: &UdDest,
     ) -> Result<(), PostError<TxSlot>>;
+
+    /// Queues a UD send of `len` bytes whose first `head.len()` bytes are
+    /// taken from `head`, not from the slot, and the rest from the slot at
+    /// the same offsets (`head.len()..len`). The caller owns `head` (a copy
+    /// it has checked); the provider copies it into memory of its own before
+    /// returning, so what the caller checked is what goes on the wire, even
+    /// if the slot's owner rewrites the slot meanwhile.
+    ///
+    /// `head` is at most [`MAX_SEND_HEAD`] bytes and no longer than `len`;
+    /// otherwise the post fails with `InvalidArgument`. Completions and the
+    /// other rules are those of [`Verbs::post_send`].
+    ///
+    /// Providers that cannot (the guest's side of the channel, which never
+    /// needs to) fail with [`HcaError::Unsupported`].
+    fn post_send_with_head(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+        head: &[u8],
+    ) -> Result<(), PostError<TxSlot>> {
+        let _ = (len, dest, head);
+        Err(PostError {
+            slot,
+            error: HcaError::Unsupported,
+        })
+    }
 
     /// Queues a receive buffer. The HCA writes a 40-byte GRH area and then the
     /// payload.

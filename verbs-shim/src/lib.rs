@@ -27,7 +27,7 @@ pub mod rdma;
 
 pub use hca::{
     Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
-    Verbs, WcStatus,
+    Verbs, WcStatus, MAX_SEND_HEAD,
 };
 pub use mem::{RxArea, SlotBuffers, TxArea};
 pub use peer_fault::{PeerFault, PeerFaultCounts, PeerFaultKind, RingId};

@@ -398,6 +398,68 @@ fn loopback_100_unicast_packets_with_grh() {
 }
 
 #[test]
+fn a_send_with_a_head_takes_the_head_from_the_arena_not_the_slot() {
+    let Some(ctx) =
+        context_or_skip("a_send_with_a_head_takes_the_head_from_the_arena_not_the_slot")
+    else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let mut b = Node::new(&ctx);
+    let (aa, ba) = (a.attr(), b.attr());
+    let handle = a.resolve(ba.gid).expect("B's GID resolves");
+    let dest = UdDest {
+        handle,
+        qpn: ba.qpn,
+        qkey: ba.qkey,
+    };
+    // (frame length, head length): a head and a tail, a frame that is all
+    // head, and an empty head.
+    let cases = [(300usize, 64usize), (40, 40), (200, 0), (1000, 17)];
+    for (seq, &(len, head_len)) in cases.iter().enumerate() {
+        let frame = payload(seq as u32, len);
+        let head: Vec<u8> = frame[..head_len].iter().map(|b| !b).collect();
+        a.wait("a free TX slot", |n| !n.tx.is_empty());
+        let slot = a.tx.pop().expect("free TX slot");
+        // The slot holds the frame; the head passed in differs from the
+        // slot's first bytes, and only it may arrive.
+        a.port.buffers().tx.slot_mut(&slot)[..len].copy_from_slice(&frame);
+        a.port
+            .post_send_with_head(slot, len, &dest, &head)
+            .expect("post_send_with_head");
+        a.port.flush().expect("flush");
+        b.wait("the frame", |n| n.recvs.len() == seq + 1);
+        let (info, bytes) = b.recvs.back().expect("received");
+        assert_eq!(info.byte_len as usize, GRH_LEN + len);
+        assert_eq!(info.src_qpn, aa.qpn);
+        let got = &bytes[GRH_LEN..];
+        assert_eq!(&got[..head_len], &head[..], "head of case {seq}");
+        assert_eq!(&got[head_len..], &frame[head_len..], "tail of case {seq}");
+    }
+    a.wait("the send completions", |n| n.sends.len() == cases.len());
+    assert!(
+        a.sends.iter().all(|s| *s == WcStatus::Success),
+        "{:?}",
+        a.sends
+    );
+    assert_eq!(a.port.stats().tx_head_posted, cases.len() as u64);
+    // A head longer than 64 bytes or than the frame is refused unposted.
+    let slot = a.tx.pop().expect("free TX slot");
+    let err = a
+        .port
+        .post_send_with_head(slot, 100, &dest, &[0; 65])
+        .expect_err("head too long");
+    assert_eq!(err.error, HcaError::InvalidArgument);
+    let err = a
+        .port
+        .post_send_with_head(err.slot, 10, &dest, &[0; 20])
+        .expect_err("head longer than the frame");
+    assert_eq!(err.error, HcaError::InvalidArgument);
+    drop((a, b, ctx));
+    assert_no_errors_logged();
+}
+
+#[test]
 fn mtu_sized_send_arrives_and_oversize_completes_with_local_length() {
     let Some(ctx) =
         context_or_skip("mtu_sized_send_arrives_and_oversize_completes_with_local_length")

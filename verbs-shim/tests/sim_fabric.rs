@@ -862,3 +862,75 @@ fn handles_cross_threads() {
     send_sync::<SimFabric>();
     send::<SimPort>();
 }
+
+/// Posts `frame` from a slot whose first bytes are `frame`'s, but sends
+/// `head` in their place.
+fn post_with_head(node: &mut Node, dest: &UdDest, frame: &[u8], head: &[u8]) {
+    let slot = node.tx.pop().expect("a free TX slot");
+    node.port.buffers().tx.slot_mut(&slot)[..frame.len()].copy_from_slice(frame);
+    node.port
+        .post_send_with_head(slot, frame.len(), dest, head)
+        .unwrap();
+}
+
+#[test]
+fn a_send_with_a_head_takes_it_from_the_callers_copy() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Node::local(&fabric, 1);
+    let mut b = Node::local(&fabric, 2);
+    let dest = a.dest_to(&b);
+    let frame: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    // A 64-byte head, a short one, an empty one.
+    for head_len in [64usize, 5, 0] {
+        let head: Vec<u8> = frame[..head_len].iter().map(|b| !b).collect();
+        post_with_head(&mut a, &dest, &frame, &head);
+        let got = b.take_payloads();
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0][..head_len], &head[..]);
+        assert_eq!(&got[0][head_len..], &frame[head_len..]);
+    }
+    // A frame that is all head.
+    let head = [0xaa; 40];
+    post_with_head(&mut a, &dest, &frame[..40], &head);
+    assert_eq!(b.take_payloads(), [head.to_vec()]);
+    a.poll();
+    assert_eq!(a.sends.len(), 4);
+    assert!(a.sends.iter().all(|s| *s == WcStatus::Success));
+    // A head over 64 bytes, or longer than the frame, is refused unposted.
+    let slot = a.tx.pop().unwrap();
+    let err = a
+        .port
+        .post_send_with_head(slot, 100, &dest, &[0; 65])
+        .unwrap_err();
+    assert_eq!(err.error, HcaError::InvalidArgument);
+    let err = a
+        .port
+        .post_send_with_head(err.slot, 10, &dest, &[0; 11])
+        .unwrap_err();
+    assert_eq!(err.error, HcaError::InvalidArgument);
+}
+
+#[test]
+fn a_held_send_with_a_head_keeps_the_head() {
+    // The packet is held back (reorder) and copied out at send time: the
+    // copy takes the head from the caller too, and a rewrite of the slot
+    // before the held packet goes out changes nothing.
+    let fabric = SimFabric::new(faults(0.0, 0.0, 1.0, 0.0));
+    let config = PortConfig::local(1, PKey::DEFAULT);
+    let (region, layout) = (config.region.clone(), config.layout);
+    let mut a = Node::new(&fabric, config);
+    let mut b = Node::local(&fabric, 2);
+    let dest = a.dest_to(&b);
+    let frame = [0x11u8; 100];
+    let head = [0x22u8; 64];
+    let index = a.tx.last().expect("a free TX slot").index();
+    post_with_head(&mut a, &dest, &frame, &head);
+    assert_eq!(b.port.stats().fault_reorder, 1, "the packet is held");
+    let offset = layout.tx_offset(index).unwrap();
+    region.write_bytes(offset, &[0x33; 100]).unwrap();
+    fabric.drain_held();
+    let got = b.take_payloads();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0][..64], &head[..]);
+    assert_eq!(&got[0][64..], &frame[64..]);
+}

@@ -136,14 +136,15 @@ impl Control {
                     let g = *stats.lock().unwrap_or_else(|e| e.into_inner());
                     writeln!(
                         stream,
-                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={} dropped_spoofed={}",
+                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={} dropped_spoofed={} dropped_spoofed_arp={}",
                         u8::from(g.up),
                         g.to_fabric,
                         g.to_linux,
                         g.arp_proxied,
                         g.dropped_from_linux,
                         g.dropped_to_linux,
-                        g.dropped_spoofed
+                        g.dropped_spoofed,
+                        g.dropped_spoofed_arp
                     )?;
                 }
                 stream.write_all(

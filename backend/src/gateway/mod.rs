@@ -7,6 +7,7 @@
 //! every other address of the subnet (proxy ARP), so Linux reaches each guest
 //! directly. Linux `ping`, `curl` and `iperf3` then talk to guests.
 
+mod arp_guard;
 #[allow(unsafe_code)]
 mod tap;
 
@@ -27,6 +28,7 @@ use verbs_shim::PKey;
 use crate::config::GatewayConfig;
 use crate::port_security::SeatDirectory;
 use crate::provider::{Fabric, Port, ProviderError};
+use arp_guard::ArpGuard;
 use tap::Tap;
 
 /// The MAC the gateway answers with on the TAP (locally administered).
@@ -47,6 +49,10 @@ pub struct GatewayStats {
     /// Packets for Linux whose IPv4 source disagrees with the seat they
     /// came from (port security; see [`SeatDirectory::admits`]).
     pub dropped_spoofed: u64,
+    /// ARP packets from the fabric whose sender address is a seat's but
+    /// that did not come from that seat's port, dropped before the
+    /// gateway's device could learn from them (see the `arp_guard` module).
+    pub dropped_spoofed_arp: u64,
 }
 
 pub type SharedGatewayStats = Arc<Mutex<GatewayStats>>;
@@ -54,7 +60,7 @@ pub type SharedGatewayStats = Arc<Mutex<GatewayStats>>;
 pub struct Gateway {
     config: GatewayConfig,
     tap: Tap,
-    device: IpoibDevice<Port>,
+    device: IpoibDevice<ArpGuard<Port>>,
     wake: Arc<EventFd>,
     linux_mac: Option<EthernetAddress>,
     stats: SharedGatewayStats,
@@ -80,8 +86,8 @@ impl Gateway {
             .open_gateway_port(port_number, PKey::DEFAULT, mtu, wake.clone())
             .map_err(|ProviderError(e)| e)?;
         let cidr = Ipv4Cidr::new(config.address, config.prefix);
-        let device =
-            IpoibDevice::new(port, IpoibConfig::new(cidr)).map_err(|e| format!("gateway: {e}"))?;
+        let device = IpoibDevice::new(ArpGuard::new(port, None), IpoibConfig::new(cidr))
+            .map_err(|e| format!("gateway: {e}"))?;
         tap.configure(config.address, config.prefix, device.mtu())?;
         log::info!(
             "gateway: {} is {}/{} on the fabric and on Linux (mtu {})",
@@ -102,8 +108,12 @@ impl Gateway {
         })
     }
 
-    /// Passes to Linux only packets whose source agrees with `directory`.
+    /// Passes to Linux only packets whose source agrees with `directory`,
+    /// and lets the gateway's device learn only from ARP that agrees too.
     pub fn with_directory(mut self, directory: Arc<SeatDirectory>) -> Gateway {
+        self.device
+            .hca_mut()
+            .set_directory(Some(Arc::clone(&directory)));
         self.directory = Some(directory);
         self
     }
@@ -129,7 +139,14 @@ impl Gateway {
                 log::error!("gateway: the fabric port failed: {e}");
                 break;
             }
-            self.bump(|s| s.up = self.device.link() == LinkState::Up);
+            let (up, arp) = (
+                self.device.link() == LinkState::Up,
+                self.device.hca().dropped(),
+            );
+            self.bump(|s| {
+                s.up = up;
+                s.dropped_spoofed_arp = arp;
+            });
             let mut busy = self.fabric_to_linux(now);
             busy |= self.linux_to_fabric(now, &mut frame);
             if let Err(e) = self.device.service(now) {
@@ -159,7 +176,7 @@ impl Gateway {
     }
 
     fn sleep(&mut self, timeout: Duration) {
-        let port_fd = self.device.hca().event_fd();
+        let port_fd = self.device.hca().inner().event_fd();
         {
             let mut fds = vec![
                 PollFd::new(self.tap.fd(), PollFlags::POLLIN),
@@ -174,7 +191,7 @@ impl Gateway {
             );
         }
         let _ = self.wake.drain();
-        self.device.hca_mut().ack_events();
+        self.device.hca_mut().inner_mut().ack_events();
     }
 
     /// IP packets the fabric sent to the gateway go to Linux.

@@ -1,7 +1,12 @@
 //! Which fabric port each seat address with `ip=` belongs to, for the
-//! gateway. A seat's [`SourceFilter`](super::SourceFilter) registers its
-//! port when it sees the guest's first frame; the gateway asks
-//! [`SeatDirectory::admits`] about each packet before passing it to Linux.
+//! gateway. A seat registers its guest's port when the port is opened (and
+//! its [`SourceFilter`](super::SourceFilter) again when it sees the guest's
+//! first frame), and removes it when the port goes (the session ends or the
+//! guest resets the channel), so a stale port never speaks for the address
+//! and a reconnected guest is believed from its first packet. The gateway
+//! asks [`SeatDirectory::admits`] about each packet before passing it to
+//! Linux, and [`SeatDirectory::admits_arp`] about each ARP before its
+//! device learns from it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -31,6 +36,24 @@ impl SeatDirectory {
     /// The guest at `ip` now sends from `port`.
     pub fn register(&self, ip: Ipv4Addr, port: SenderPort) {
         self.lock().insert(ip, port);
+    }
+
+    /// The guest at `ip` no longer sends from `port` (its port was closed).
+    /// An entry that names another port (a newer session's) stays. Returns
+    /// true if the entry was removed.
+    pub fn unregister(&self, ip: Ipv4Addr, port: SenderPort) -> bool {
+        let mut ports = self.lock();
+        if ports.get(&ip) == Some(&port) {
+            ports.remove(&ip);
+            return true;
+        }
+        false
+    }
+
+    /// The port now registered for `ip`, if any.
+    #[cfg(test)]
+    pub fn port_of(&self, ip: Ipv4Addr) -> Option<SenderPort> {
+        self.lock().get(&ip).copied()
     }
 
     /// True if an IPv4 packet from `source_ip` that arrived from `source`

@@ -175,3 +175,5 @@ mod end_to_end;
 mod seat_wiring;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod toctou;

@@ -144,3 +144,87 @@ fn a_seat_with_ip_drops_and_counts_spoofed_sends() -> Result<(), Box<dyn std::er
 fn seat_kick(seat: &mut Seat, fabric: &Fabric) -> bool {
     seat.kick(Source::Guest, fabric, IbMtu::Mtu2048)
 }
+
+/// Attaches a fresh guest window to `seat` and kicks until connected.
+fn connect_guest(
+    seat: &mut Seat,
+    fabric: &Fabric,
+) -> Result<FrontHca<NoNotify>, Box<dyn std::error::Error>> {
+    let window = Window::new_heap(Layout::window_len_for(PARAMS)?);
+    let transport = SoftTransport {
+        window: window.clone(),
+        events: Arc::new(EventFd::new()?),
+    };
+    assert!(seat.adopt(Box::new(transport), false));
+    let mut front = FrontHca::attach(window, PARAMS, NoNotify)?;
+    front.flush()?;
+    assert!(!seat_kick(seat, fabric), "the session ended");
+    assert!(front.poll_connected()?);
+    Ok(front)
+}
+
+fn source_of(front: &FrontHca<NoNotify>) -> DatagramSource {
+    let attr = front.port_attr();
+    DatagramSource {
+        qpn: attr.qpn,
+        gid: Some(attr.gid),
+    }
+}
+
+#[test]
+fn the_directory_follows_the_seats_sessions() -> Result<(), Box<dyn std::error::Error>> {
+    let (worker, _supervisor) = UnixStream::pair()?;
+    let directory = SeatDirectory::for_guests(&[guest(Some(OWN_IP))]);
+    let mut seat = Seat::new(0, guest(Some(OWN_IP)), 0x21, None, Reporter::new(worker))
+        .with_directory(directory.clone());
+    let fabric = Fabric::Sim(SimFabric::new(FaultConfig::NONE));
+
+    // Registered when the port opens, before the guest sends anything.
+    let first = connect_guest(&mut seat, &fabric)?;
+    let old = source_of(&first);
+    assert_eq!(directory.port_of(OWN_IP).map(|p| p.qpn), Some(old.qpn));
+    assert!(directory.admits(OWN_IP, &old));
+
+    // The session ends: the old port no longer speaks for the address, and
+    // is no longer a seat's port for other addresses either.
+    assert!(seat.end_session().is_some());
+    drop(first);
+    assert_eq!(directory.port_of(OWN_IP), None);
+    assert!(!directory.admits(OWN_IP, &old));
+    assert!(directory.admits(OTHER_IP, &old));
+
+    // A new session: its port is believed at once, the old one is not.
+    let second = connect_guest(&mut seat, &fabric)?;
+    let new = source_of(&second);
+    assert_ne!(new.qpn, old.qpn, "the sim fabric hands out a new QPN");
+    assert!(directory.admits(OWN_IP, &new));
+    assert!(!directory.admits(OWN_IP, &old));
+
+    // The guest resets the channel on the same connection: the port is
+    // closed, so its entry goes with it until the next port opens.
+    let mut second = second;
+    second.close();
+    assert!(!seat_kick(&mut seat, &fabric), "a reset keeps the session");
+    assert_eq!(directory.port_of(OWN_IP), None);
+    assert!(!directory.admits(OWN_IP, &new));
+    Ok(())
+}
+
+#[test]
+fn an_ended_session_does_not_remove_a_newer_entry() {
+    let directory = SeatDirectory::for_guests(&[guest(Some(OWN_IP))]);
+    let old = verbs_shim::back::SenderPort {
+        qpn: verbs_shim::Qpn::new_truncated(0x49),
+        gid: verbs_shim::Gid::from_parts(0xfe80 << 48, 2),
+    };
+    let new = verbs_shim::back::SenderPort {
+        qpn: verbs_shim::Qpn::new_truncated(0x4a),
+        ..old
+    };
+    directory.register(OWN_IP, old);
+    directory.register(OWN_IP, new);
+    assert!(!directory.unregister(OWN_IP, old));
+    assert_eq!(directory.port_of(OWN_IP), Some(new));
+    assert!(directory.unregister(OWN_IP, new));
+    assert_eq!(directory.port_of(OWN_IP), None);
+}

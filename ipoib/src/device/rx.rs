@@ -1,7 +1,7 @@
 //! Received packets: validation, loop filtering, capture, and the split
 //! between ARP (handled here) and IPv4 (queued for smoltcp).
 
-use verbs_shim::{Hca, RecvInfo, RxSlot, WcStatus, GRH_LEN};
+use verbs_shim::{Gid, Hca, Qpn, RecvInfo, RxSlot, WcStatus, GRH_LEN};
 
 use super::{DatagramSource, IpoibDevice, RxReady, RX_PAYLOAD};
 use crate::capture::Capture;
@@ -58,8 +58,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 return None;
             }
         };
-        let from_self = info.src_qpn == port.qpn && (!info.grh_present || grh[8..24] == port.gid.0);
-        if from_self {
+        if is_own_packet(port.qpn, port.gid, &info, grh) {
             drops.looped += 1;
             let _ = rx.repost.push(slot);
             return None;
@@ -100,5 +99,101 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             }
         }
         None
+    }
+}
+
+/// True if a received packet is one this port sent itself (a multicast
+/// copy looped back): it comes from our QPN and, when the HCA says the GRH
+/// area is valid, from our GID. The source GID is read with
+/// [`grh::source_gid`], which knows both layouts of the 40-byte area (a GRH,
+/// or a RoCEv2 IPv4 header in bytes 20..40); an area it cannot read is not
+/// ours.
+fn is_own_packet(qpn: Qpn, gid: Gid, info: &RecvInfo, grh_area: &[u8; GRH_LEN]) -> bool {
+    info.src_qpn == qpn && (!info.grh_present || grh::source_gid(grh_area) == Some(gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use verbs_shim::{Lid, PKey};
+
+    use super::*;
+
+    const QPN: Qpn = Qpn::new_truncated(0x48);
+
+    fn info(src_qpn: Qpn, grh_present: bool) -> RecvInfo {
+        RecvInfo {
+            byte_len: 100,
+            src_qpn,
+            src_lid: Lid(1),
+            pkey: PKey::DEFAULT,
+            grh_present,
+            multicast: true,
+        }
+    }
+
+    /// A GRH (IP version 6) with source GID `sgid`.
+    fn grh_area(sgid: Gid) -> [u8; GRH_LEN] {
+        let mut area = [0u8; GRH_LEN];
+        area[0] = 0x60;
+        area[8..24].copy_from_slice(&sgid.0);
+        area[24] = 0xff;
+        area
+    }
+
+    /// RoCEv2 over IPv4: 20 undefined bytes, then an IPv4 header from
+    /// `source`. The undefined bytes are filled with what would look like
+    /// a GID at 8..24, to catch a reader of the wrong layout.
+    fn rocev2_ipv4_area(source: [u8; 4], junk: Gid) -> [u8; GRH_LEN] {
+        let mut area = [0u8; GRH_LEN];
+        area[8..24].copy_from_slice(&junk.0);
+        area[20] = 0x45;
+        area[29] = 17;
+        area[32..36].copy_from_slice(&source);
+        area[36..40].copy_from_slice(&[239, 1, 2, 3]);
+        area
+    }
+
+    fn mapped(ip: [u8; 4]) -> Gid {
+        let mut g = [0u8; 16];
+        g[10] = 0xff;
+        g[11] = 0xff;
+        g[12..].copy_from_slice(&ip);
+        Gid(g)
+    }
+
+    #[test]
+    fn loop_check_on_a_grh() {
+        let own = Gid::from_parts(0xfe80 << 48, 2);
+        let other = Gid::from_parts(0xfe80 << 48, 3);
+        assert!(is_own_packet(QPN, own, &info(QPN, true), &grh_area(own)));
+        // Same QPN on another port: not ours.
+        assert!(!is_own_packet(QPN, own, &info(QPN, true), &grh_area(other)));
+        let other_qpn = Qpn::new_truncated(0x49);
+        assert!(!is_own_packet(
+            QPN,
+            own,
+            &info(other_qpn, true),
+            &grh_area(own)
+        ));
+        // Without a GRH only the QPN can tell.
+        assert!(is_own_packet(QPN, own, &info(QPN, false), &[0; GRH_LEN]));
+    }
+
+    #[test]
+    fn loop_check_on_rocev2_over_ipv4() {
+        let own = mapped([10, 0, 2, 15]);
+        let other = mapped([10, 0, 2, 16]);
+        // Our own address in the IPv4 header: ours, whatever bytes 8..24 say.
+        let area = rocev2_ipv4_area([10, 0, 2, 15], other);
+        assert!(is_own_packet(QPN, own, &info(QPN, true), &area));
+        // Another host with the same QPN, even if the undefined bytes happen
+        // to hold our GID: not ours.
+        let area = rocev2_ipv4_area([10, 0, 2, 16], own);
+        assert!(!is_own_packet(QPN, own, &info(QPN, true), &area));
+        assert!(is_own_packet(QPN, other, &info(QPN, true), &area));
+        // An area in neither layout is not ours.
+        let mut junk = [0u8; GRH_LEN];
+        junk[8..24].copy_from_slice(&own.0);
+        assert!(!is_own_packet(QPN, own, &info(QPN, true), &junk));
     }
 }

@@ -9,9 +9,13 @@
 //! rejected frame is policy, not a protocol violation: the guest stays
 //! connected.
 //!
-//! The guest can still rewrite its slot between the check and the
-//! provider's read of it (the send is zero copy). CHANNEL.md ("Port
-//! security") says what that leaves open.
+//! The checked copy is what is sent: a frame that passes goes to the
+//! provider with [`Verbs::post_send_with_head`](crate::Verbs::post_send_with_head),
+//! which takes the first bytes from the copy (memory the guest cannot
+//! reach) and only the rest from the guest's slot. A guest that rewrites
+//! its slot after posting (before or while the HCA reads it) changes only
+//! bytes the filter never judged. Seats without a filter keep the plain
+//! zero-copy `post_send`.
 
 use alloc::boxed::Box;
 
@@ -21,7 +25,10 @@ use crate::types::{Gid, Qpn};
 
 /// How many bytes of a frame a filter sees: the 4-byte IPoIB header and a
 /// whole IPoIB ARP packet (56 bytes), or an IPv4 header without options.
-pub const FILTER_HEAD_LEN: usize = 64;
+/// The back half sends exactly these bytes from its copy
+/// ([`Verbs::post_send_with_head`](crate::Verbs::post_send_with_head)), so
+/// it equals [`MAX_SEND_HEAD`](crate::MAX_SEND_HEAD).
+pub const FILTER_HEAD_LEN: usize = crate::hca::MAX_SEND_HEAD;
 
 /// The guest's own address on the fabric, as its port was opened.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,19 +54,36 @@ pub trait TxFilter: Send {
 /// A filter as the back half holds it.
 pub type BoxedTxFilter = Box<dyn TxFilter>;
 
-/// Copies the head of the frame at `offset` and asks `filter`. A frame that
-/// cannot be read is dropped.
+/// The copy of a frame's head that a filter passed; the back half sends
+/// these bytes, not the slot's.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CheckedHead {
+    bytes: [u8; FILTER_HEAD_LEN],
+    len: usize,
+}
+
+impl CheckedHead {
+    pub(super) fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// Copies the head of the frame at `offset` once and asks `filter` about
+/// the copy. `Some` (the copy, to be sent as the frame's head) if it
+/// passes; `None` if it is dropped, or cannot be read.
 pub(super) fn check_frame(
     filter: &mut dyn TxFilter,
     sender: &SenderPort,
     region: &Window,
     offset: usize,
     len: usize,
-) -> TxVerdict {
-    let mut head = [0u8; FILTER_HEAD_LEN];
-    let head = &mut head[..len.min(FILTER_HEAD_LEN)];
-    if region.read_bytes(offset, head).is_err() {
-        return TxVerdict::Drop;
-    }
-    filter.check(sender, head, len)
+) -> Option<CheckedHead> {
+    let mut head = CheckedHead {
+        bytes: [0u8; FILTER_HEAD_LEN],
+        len: len.min(FILTER_HEAD_LEN),
+    };
+    region
+        .read_bytes(offset, head.bytes.get_mut(..head.len)?)
+        .ok()?;
+    (filter.check(sender, head.as_slice(), len) == TxVerdict::Pass).then_some(head)
 }

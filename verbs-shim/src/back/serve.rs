@@ -4,7 +4,7 @@
 use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
 use ring::State;
 
-use super::filter::{check_frame, SenderPort, TxVerdict};
+use super::filter::{check_frame, CheckedHead, SenderPort};
 use super::tap::Tapper;
 use super::{BackError, BackHalf, BackStats, Phase, Served, Violation};
 use crate::hca::{Completion, HcaError, PostError, UdDest, Verbs};
@@ -89,6 +89,15 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
     }
 }
 
+/// What the TX filter said about one frame.
+enum Filtered {
+    /// No filter is installed: the frame is sent from its slot.
+    Unfiltered,
+    /// Passed: the frame's head is sent from this copy.
+    Pass(CheckedHead),
+    Drop,
+}
+
 enum Outcome {
     Violation(Violation),
     Provider(HcaError),
@@ -158,13 +167,18 @@ impl<V: Verbs> Served<V> {
             .get(req.dest)
             .ok_or(Violation::BadHandle { handle: req.dest })?;
         let token = take_token(&mut self.tx_tokens, req.slot, "tx")?;
-        if !self.passes_filter(tapper, req.slot, req.len) {
-            stats.tx_filtered += 1;
-            self.refuse_tx(token, crate::WcStatus::LocalProtection);
-            return Ok(());
-        }
+        let checked = match self.filter_frame(tapper, req.slot, req.len) {
+            Filtered::Unfiltered => None,
+            Filtered::Pass(head) => Some(head),
+            Filtered::Drop => {
+                stats.tx_filtered += 1;
+                self.refuse_tx(token, crate::WcStatus::LocalProtection);
+                return Ok(());
+            }
+        };
+        let head = checked.as_ref().map(CheckedHead::as_slice);
         if let Some(offset) = self.slots.tx_offset(req.slot) {
-            tapper.sent(&self.region, offset, req.len as usize, qpn, dest_gid);
+            tapper.sent(&self.region, offset, req.len as usize, head, qpn, dest_gid);
         }
         let dest = UdDest {
             handle,
@@ -173,9 +187,15 @@ impl<V: Verbs> Served<V> {
         };
         stats.tx_requests += 1;
         stats.tx_bytes += u64::from(req.len);
-        if let Err(PostError { slot, error }) =
-            self.provider.post_send(token, req.len as usize, &dest)
-        {
+        // A checked frame's head goes from the checked copy, so a rewrite
+        // of the slot after the check cannot change it.
+        let posted = match head {
+            Some(head) => self
+                .provider
+                .post_send_with_head(token, req.len as usize, &dest, head),
+            None => self.provider.post_send(token, req.len as usize, &dest),
+        };
+        if let Err(PostError { slot, error }) = posted {
             log::debug!("post_send failed: {error}");
             stats.tx_errors += 1;
             self.refuse_tx(slot, crate::WcStatus::General);
@@ -184,19 +204,22 @@ impl<V: Verbs> Served<V> {
     }
 
     /// Asks the installed TX filter, if any, about the frame in `slot`.
-    fn passes_filter(&self, tapper: &mut Tapper, slot: u16, len: u32) -> bool {
+    fn filter_frame(&self, tapper: &mut Tapper, slot: u16, len: u32) -> Filtered {
         let Some(filter) = tapper.filter.as_mut() else {
-            return true;
+            return Filtered::Unfiltered;
         };
         let Some(offset) = self.slots.tx_offset(slot) else {
-            return false;
+            return Filtered::Drop;
         };
         let port = self.provider.port_attr();
         let sender = SenderPort {
             qpn: port.qpn,
             gid: port.gid,
         };
-        check_frame(filter.as_mut(), &sender, &self.region, offset, len as usize) == TxVerdict::Pass
+        match check_frame(filter.as_mut(), &sender, &self.region, offset, len as usize) {
+            Some(head) => Filtered::Pass(head),
+            None => Filtered::Drop,
+        }
     }
 
     /// Hands an unsent TX slot back to the guest with `status`.

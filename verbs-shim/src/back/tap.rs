@@ -38,11 +38,14 @@ pub(super) struct Tapper {
 }
 
 impl Tapper {
+    /// `head`, if given, is the checked copy that is sent in place of the
+    /// slot's first bytes; the capture shows it too.
     pub fn sent(
         &mut self,
         region: &Window,
         offset: usize,
         len: usize,
+        head: Option<&[u8]>,
         dest_qpn: Qpn,
         dest_gid: Gid,
     ) {
@@ -51,6 +54,10 @@ impl Tapper {
         };
         self.scratch.resize(len, 0);
         if region.read_bytes(offset, &mut self.scratch).is_ok() {
+            if let Some(head) = head {
+                let n = head.len().min(len);
+                self.scratch[..n].copy_from_slice(&head[..n]);
+            }
             tap(TapEvent::Sent {
                 dest_qpn,
                 dest_gid,

@@ -9,6 +9,7 @@ use ring::Window;
 use super::config::{mtu_for_slot, port_state, usable_mtu, LinkLayer, RdmaConfig};
 use super::error::RdmaError;
 use super::ffi::{Device, DeviceCaps, DeviceList, QueueSpec, Queues};
+use super::gather::HEAD_SEND_SGES;
 use super::ipmc;
 use super::pkeys;
 use super::port::RdmaPort;
@@ -223,7 +224,9 @@ impl RdmaContext {
 
     /// Registers `region` (one memory region, local write), creates a
     /// completion channel, a CQ of `tx_count + rx_count` entries and a UD QP
-    /// (`tx_count` send and `rx_count` receive work requests, one SGE each),
+    /// (`tx_count` send work requests of up to two SGEs and `rx_count`
+    /// receive work requests of one), and a header arena of 64 bytes per TX
+    /// slot (registered too, for sends with a head),
     /// and moves the QP to RTS. The port's MTU is the context's, lowered
     /// until a packet fits a slot behind the 40-byte GRH area. The QP is in
     /// the context's partition (the configured `pkey_index`); a guest's QP
@@ -295,6 +298,7 @@ impl RdmaContext {
             port: s.port,
             pkey_index: pkey.index,
             qkey: s.qkey.0,
+            send_sge: send_sges(s.caps.max_sge),
         };
         let queues = Queues::create(Arc::clone(&s.dev), region.clone(), &spec)?;
         log::info!(
@@ -326,6 +330,16 @@ impl RdmaContext {
             mtu,
             pkey.pkey,
         ))
+    }
+}
+
+/// Scatter/gather entries to ask for per send: two (a head from the arena
+/// and the rest of the slot, see the `gather` module) unless the device says
+/// it takes only one; then sends with a head are refused as unsupported.
+fn send_sges(max_sge: usize) -> u32 {
+    match max_sge {
+        1 => 1,
+        _ => HEAD_SEND_SGES,
     }
 }
 
@@ -362,6 +376,14 @@ impl core::fmt::Debug for RdmaContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_ask_for_two_gather_entries_when_the_device_has_them() {
+        assert_eq!(send_sges(0), 2);
+        assert_eq!(send_sges(1), 1);
+        assert_eq!(send_sges(2), 2);
+        assert_eq!(send_sges(32), 2);
+    }
 
     #[test]
     fn limits() {

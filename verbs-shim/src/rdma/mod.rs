@@ -6,7 +6,8 @@
 //! [`RdmaPort`] from [`RdmaContext::open_port`]: its buffer region
 //! registered once as one memory region, a completion channel and CQ, and a
 //! UD QP in RTS. Sends and receives go straight from and into the guest's
-//! slots (zero copy); the channel's file descriptor
+//! slots (zero copy; a send with a head, `post_send_with_head`, takes its
+//! first bytes from a small registered arena of the port's own instead); the channel's file descriptor
 //! ([`RdmaPort::event_fd`]) can sit in an epoll set.
 //!
 //! See [`RdmaPort`] for how its semantics line up with the sim fabric's.
@@ -25,6 +26,7 @@ mod context;
 mod dests;
 mod error;
 mod ffi;
+mod gather;
 mod ipmc;
 mod pkeys;
 mod port;

@@ -14,12 +14,13 @@ use super::context::Shared;
 use super::dests::{Dests, MAX_HANDLES};
 use super::error::RdmaError;
 use super::ffi::{Ah, AhSpec, Queues, POLL_BATCH};
+use super::gather::head_send_sges;
 use super::ipmc;
 use super::resolver::{Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
 use crate::hca::{
     Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
-    Verbs, WcStatus,
+    Verbs, WcStatus, MAX_SEND_HEAD,
 };
 use crate::mem::SlotBuffers;
 use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
@@ -43,6 +44,9 @@ const EMPTY_INFO: RecvInfo = RecvInfo {
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct RdmaStats {
     pub tx_posted: u64,
+    /// Of those, sends whose head came from the header arena
+    /// (`post_send_with_head`).
+    pub tx_head_posted: u64,
     pub rx_posted: u64,
     pub tx_completions: u64,
     pub rx_completions: u64,
@@ -69,7 +73,10 @@ pub struct RdmaStats {
 ///
 /// Semantics, next to the sim fabric's:
 /// - `post_send` posts one signaled `IBV_WR_SEND` whose single SGE points
-///   straight into the slot (zero copy). A send longer than the port MTU
+///   straight into the slot (zero copy). `post_send_with_head` copies the
+///   head into the slot's 64-byte cell of a header arena the port allocates
+///   and registers itself, and posts two SGEs: the cell, then the rest of
+///   the slot; the HCA never reads the slot's first bytes. A send longer than the port MTU
 ///   completes with `LocalLength`, and one through an unknown handle or
 ///   longer than a slot with `LocalProtection`, without being posted.
 /// - `post_recv` posts the whole RX slot; the HCA writes the 40-byte GRH
@@ -339,6 +346,82 @@ impl RdmaPort {
             && grh_says_multicast(&grh)
     }
 
+    /// A send of `len` bytes from `slot`, the first `head.len()` of them
+    /// from `head` if given (the caller checked its length).
+    fn send(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+        head: Option<&[u8]>,
+    ) -> Result<(), PostError<TxSlot>> {
+        if self.closed {
+            self.fail_send(slot, WcStatus::Flushed);
+            return Ok(());
+        }
+        let index = slot.index();
+        let offset = self.layout.tx_offset(index);
+        let (Some(offset), Some(ah)) = (offset, self.dests.get(dest.handle)) else {
+            self.stats.bad_send += 1;
+            self.fail_send(slot, WcStatus::LocalProtection);
+            return Ok(());
+        };
+        if len > self.attr.mtu.bytes() {
+            self.stats.oversize += 1;
+            self.fail_send(slot, WcStatus::LocalLength);
+            return Ok(());
+        }
+        let Some(len32) = u32::try_from(len)
+            .ok()
+            .filter(|_| len <= self.layout.slot_size as usize)
+        else {
+            self.stats.bad_send += 1;
+            self.fail_send(slot, WcStatus::LocalProtection);
+            return Ok(());
+        };
+        let wr_id = WrId::Send(index).encode();
+        let (qpn, qkey) = (dest.qpn.get(), dest.qkey.0);
+        let posted = match head {
+            None => self.queues.post_send(wr_id, offset, len32, ah, qpn, qkey),
+            Some(head) => {
+                let (region, arena) = (self.queues.region_reg(), self.queues.arena_reg());
+                match head_send_sges(&region, offset, &arena, index, len, head.len()) {
+                    Some((sges, n)) => self.queues.write_head(index, head).and_then(|()| {
+                        let sges = sges.get(..n).ok_or(libc::EINVAL)?;
+                        self.queues.post_send_gather(wr_id, sges, ah, qpn, qkey)
+                    }),
+                    None => Err(libc::EINVAL),
+                }
+            }
+        };
+        match posted {
+            Ok(()) => {
+                self.dests.send_started(dest.handle);
+                self.stats.tx_posted += 1;
+                if head.is_some() {
+                    self.stats.tx_head_posted += 1;
+                }
+                self.in_flight += 1;
+                if let Some(t) = self.tx_flight.get_mut(usize::from(index)) {
+                    *t = Some((slot, dest.handle));
+                }
+                Ok(())
+            }
+            Err(errno) => {
+                self.stats.post_errors += 1;
+                log::warn!(
+                    "rdma: {}: ibv_post_send failed: {}",
+                    self.shared.name,
+                    io::Error::from_raw_os_error(errno)
+                );
+                Err(PostError {
+                    slot,
+                    error: Self::post_errno(errno),
+                })
+            }
+        }
+    }
+
     /// Completes a send at once, unposted.
     fn fail_send(&mut self, slot: TxSlot, status: WcStatus) {
         self.cq.push_back(Completion::Send { slot, status });
@@ -479,57 +562,32 @@ impl Verbs for RdmaPort {
         len: usize,
         dest: &UdDest,
     ) -> Result<(), PostError<TxSlot>> {
-        if self.closed {
-            self.fail_send(slot, WcStatus::Flushed);
-            return Ok(());
+        self.send(slot, len, dest, None)
+    }
+
+    /// Copies `head` into the slot's cell of the port's header arena and
+    /// posts two SGEs: the cell, then the rest of the slot (see the
+    /// `gather` module).
+    fn post_send_with_head(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+        head: &[u8],
+    ) -> Result<(), PostError<TxSlot>> {
+        if head.len() > MAX_SEND_HEAD || head.len() > len {
+            return Err(PostError {
+                slot,
+                error: HcaError::InvalidArgument,
+            });
         }
-        let index = slot.index();
-        let offset = self.layout.tx_offset(index);
-        let (Some(offset), Some(ah)) = (offset, self.dests.get(dest.handle)) else {
-            self.stats.bad_send += 1;
-            self.fail_send(slot, WcStatus::LocalProtection);
-            return Ok(());
-        };
-        if len > self.attr.mtu.bytes() {
-            self.stats.oversize += 1;
-            self.fail_send(slot, WcStatus::LocalLength);
-            return Ok(());
+        if !self.queues.can_gather() {
+            return Err(PostError {
+                slot,
+                error: HcaError::Unsupported,
+            });
         }
-        let Some(len32) = u32::try_from(len)
-            .ok()
-            .filter(|_| len <= self.layout.slot_size as usize)
-        else {
-            self.stats.bad_send += 1;
-            self.fail_send(slot, WcStatus::LocalProtection);
-            return Ok(());
-        };
-        let wr_id = WrId::Send(index).encode();
-        let posted = self
-            .queues
-            .post_send(wr_id, offset, len32, ah, dest.qpn.get(), dest.qkey.0);
-        match posted {
-            Ok(()) => {
-                self.dests.send_started(dest.handle);
-                self.stats.tx_posted += 1;
-                self.in_flight += 1;
-                if let Some(t) = self.tx_flight.get_mut(usize::from(index)) {
-                    *t = Some((slot, dest.handle));
-                }
-                Ok(())
-            }
-            Err(errno) => {
-                self.stats.post_errors += 1;
-                log::warn!(
-                    "rdma: {}: ibv_post_send failed: {}",
-                    self.shared.name,
-                    io::Error::from_raw_os_error(errno)
-                );
-                Err(PostError {
-                    slot,
-                    error: Self::post_errno(errno),
-                })
-            }
-        }
+        self.send(slot, len, dest, Some(head))
     }
 
     fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {

@@ -10,6 +10,7 @@ use super::fabric::{Inner, SimFabric};
 use super::stats::PortStats;
 use crate::hca::{
     Completion, DestHandle, Hca, HcaError, PostError, RecvInfo, UdDest, Verbs, WcStatus,
+    MAX_SEND_HEAD,
 };
 use crate::mem::SlotBuffers;
 use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
@@ -191,7 +192,38 @@ impl Verbs for SimPort {
         }
         let (id, region) = (self.id, &self.region);
         self.fabric
-            .with(|inner, fire| inner.send(id, region, slot, len, dest, fire))
+            .with(|inner, fire| inner.send(id, region, slot, len, &[], dest, fire))
+            .map_err(|slot| PostError {
+                slot,
+                error: HcaError::Disconnected,
+            })
+    }
+
+    /// Like `post_send`; the head comes from `head`, the rest from the slot
+    /// (gathered under the fabric lock, in the same synchronous delivery).
+    fn post_send_with_head(
+        &mut self,
+        slot: TxSlot,
+        len: usize,
+        dest: &UdDest,
+        head: &[u8],
+    ) -> Result<(), PostError<TxSlot>> {
+        if head.len() > MAX_SEND_HEAD || head.len() > len {
+            return Err(PostError {
+                slot,
+                error: HcaError::InvalidArgument,
+            });
+        }
+        if let Some(closed) = &mut self.closed {
+            closed.cq.push_back(Completion::Send {
+                slot,
+                status: WcStatus::Flushed,
+            });
+            return Ok(());
+        }
+        let (id, region) = (self.id, &self.region);
+        self.fabric
+            .with(|inner, fire| inner.send(id, region, slot, len, head, dest, fire))
             .map_err(|slot| PostError {
                 slot,
                 error: HcaError::Disconnected,

@@ -39,8 +39,14 @@ pub(super) struct Header {
 
 /// Where the payload bytes are.
 enum Payload<'a> {
-    /// Still in the sender's TX slot.
-    Slot { region: &'a Window, offset: usize },
+    /// Still in the sender's TX slot, except the first `head.len()` bytes,
+    /// which are the sender's own copy (`post_send_with_head`; empty for a
+    /// plain send).
+    Slot {
+        region: &'a Window,
+        offset: usize,
+        head: &'a [u8],
+    },
     /// Copied out (a held packet).
     Bytes(&'a [u8]),
 }
@@ -54,15 +60,19 @@ pub(super) struct Held {
 }
 
 impl Inner {
-    /// Sends `len` bytes from `slot` and queues the send completion. Held
+    /// Sends `len` bytes from `slot`, the first `head.len()` of them from
+    /// `head` instead (see [`crate::Verbs::post_send_with_head`]; the caller
+    /// checked `head.len() <= len`), and queues the send completion. Held
     /// packets from before this send are delivered after it. `Err` hands the
     /// slot back if the sender is no longer attached.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn send(
         &mut self,
         from: PortId,
         region: &Window,
         slot: TxSlot,
         len: usize,
+        head: &[u8],
         dest: &UdDest,
         fire: &mut Vec<Notifier>,
     ) -> Result<(), TxSlot> {
@@ -70,7 +80,8 @@ impl Inner {
             return Err(slot);
         }
         let earlier = core::mem::take(&mut self.held);
-        let status = self.transmit(from, region, &slot, len, dest, fire);
+        let frame = Frame { region, len, head };
+        let status = self.transmit(from, &frame, &slot, dest, fire);
         if let Some(sender) = self.ports.get_mut(&from) {
             sender.complete(Completion::Send { slot, status }, fire);
         }
@@ -106,12 +117,12 @@ impl Inner {
     fn transmit(
         &mut self,
         from: PortId,
-        region: &Window,
+        frame: &Frame<'_>,
         slot: &TxSlot,
-        len: usize,
         dest: &UdDest,
         fire: &mut Vec<Notifier>,
     ) -> WcStatus {
+        let Frame { region, len, head } = *frame;
         let Some(sender) = self.ports.get_mut(&from) else {
             return WcStatus::General;
         };
@@ -124,7 +135,7 @@ impl Inner {
             sender.stats.oversize += 1;
             return WcStatus::LocalLength;
         }
-        if len > sender.layout.slot_size as usize {
+        if len > sender.layout.slot_size as usize || head.len() > len {
             sender.stats.bad_send += 1;
             return WcStatus::LocalProtection;
         }
@@ -146,7 +157,11 @@ impl Inner {
             multicast,
             len,
         };
-        let payload = Payload::Slot { region, offset };
+        let payload = Payload::Slot {
+            region,
+            offset,
+            head,
+        };
         let Inner {
             faults,
             ports,
@@ -187,6 +202,14 @@ impl Inner {
         }
         WcStatus::Success
     }
+}
+
+/// What one send puts on the wire.
+#[derive(Clone, Copy)]
+struct Frame<'a> {
+    region: &'a Window,
+    len: usize,
+    head: &'a [u8],
 }
 
 /// The parts of the fabric one packet copy touches.
@@ -242,9 +265,16 @@ impl Wire<'_> {
 impl Payload<'_> {
     fn to_vec(&self, len: usize) -> Option<Vec<u8>> {
         match self {
-            Payload::Slot { region, offset } => {
+            Payload::Slot {
+                region,
+                offset,
+                head,
+            } => {
                 let mut bytes = vec![0; len];
-                region.read_bytes(*offset, &mut bytes).ok()?;
+                let h = head.len().min(len);
+                let (first, rest) = bytes.split_at_mut(h);
+                first.copy_from_slice(head.get(..h)?);
+                region.read_bytes(offset.checked_add(h)?, rest).ok()?;
                 Some(bytes)
             }
             Payload::Bytes(bytes) => bytes.get(..len).map(<[u8]>::to_vec),
@@ -254,8 +284,21 @@ impl Payload<'_> {
     /// The "DMA": copies `len` payload bytes into `dst` at `dst_off`.
     fn copy_to(&self, dst: &Window, dst_off: usize, len: usize) -> bool {
         match self {
-            Payload::Slot { region, offset } => {
-                dst.copy_from(dst_off, region, *offset, len).is_ok()
+            Payload::Slot {
+                region,
+                offset,
+                head,
+            } => {
+                // The head from the sender's copy, the rest from its slot:
+                // the slot's first bytes are never read.
+                let h = head.len().min(len);
+                let (Some(first), Some(src), Some(at)) =
+                    (head.get(..h), offset.checked_add(h), dst_off.checked_add(h))
+                else {
+                    return false;
+                };
+                dst.write_bytes(dst_off, first).is_ok()
+                    && dst.copy_from(at, region, src, len - h).is_ok()
             }
             Payload::Bytes(bytes) => bytes
                 .get(..len)

@@ -138,6 +138,8 @@ pub(in crate::rdma) struct DeviceCaps {
     pub max_qp_wr: usize,
     pub max_cqe: usize,
     pub max_ah: usize,
+    /// Scatter/gather entries per work request (0: the device did not say).
+    pub max_sge: usize,
     pub phys_port_cnt: u8,
 }
 
@@ -176,6 +178,7 @@ impl Device {
             max_qp_wr: count(attr.max_qp_wr),
             max_cqe: count(attr.max_cqe),
             max_ah: count(attr.max_ah),
+            max_sge: count(attr.max_sge),
             phys_port_cnt: attr.phys_port_cnt,
         })
     }

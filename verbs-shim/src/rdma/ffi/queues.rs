@@ -22,6 +22,7 @@ use super::ah::Ah;
 use super::device::Device;
 use super::{errno, ret_errno, zeroed};
 use crate::rdma::error::RdmaError;
+use crate::rdma::gather::{arena_len, cell_offset, Registered, Sge};
 use crate::rdma::wr::Wc;
 
 /// Work completions taken from the CQ per `ibv_poll_cq` call.
@@ -36,6 +37,9 @@ pub(in crate::rdma) struct QueueSpec {
     pub port: u8,
     pub pkey_index: u16,
     pub qkey: u32,
+    /// Scatter/gather entries per send work request (2 for sends with a
+    /// head from the arena; 1 if the device cannot).
+    pub send_sge: u32,
 }
 
 /// A registered memory region; deregistered on drop.
@@ -101,15 +105,22 @@ impl Drop for Qp {
 /// One port's verbs objects. `Drop` first detaches the QP from its
 /// multicast groups (the kernel refuses to destroy an attached QP, and then
 /// everything under it, with `EBUSY`); then the fields drop in declaration
-/// order: QP, CQ, channel, MR, then the registered memory, then the device.
+/// order: QP, CQ, channel, MRs, then the registered memory, then the device.
 pub(in crate::rdma) struct Queues {
     qp: Qp,
     cq: Cq,
     channel: Channel,
     /// Held for its `Drop` (the lkey is cached below).
     _mr: Mr,
+    /// The header arena's registration (see the `gather` module).
+    arena_mr: Mr,
     /// The registered memory; outlives its registration.
     region: Window,
+    /// The header arena: one cell per TX slot, back-end memory the guest
+    /// cannot reach; outlives its registration.
+    arena: Window,
+    /// Scatter/gather entries the QP takes per send, as the device granted.
+    send_sge: u32,
     /// Held so the PD and context outlive everything above.
     _dev: Arc<Device>,
     qpn: u32,
@@ -133,10 +144,12 @@ impl Queues {
         spec: &QueueSpec,
     ) -> Result<Queues, RdmaError> {
         let mr = register(&dev, &region)?;
+        let arena = Window::new_heap(arena_len(spec.send_wr as usize));
+        let arena_mr = register(&dev, &arena)?;
         let channel = create_channel(&dev)?;
         set_nonblocking(channel.fd())?;
         let cq = create_cq(&dev, &channel, spec.cqe)?;
-        let qp = create_qp(&dev, &cq, spec)?;
+        let (qp, send_sge) = create_qp(&dev, &cq, spec)?;
         qp.modify_init(spec)?;
         qp.modify_state(ibv_qp_state::IBV_QPS_RTR, "ibv_modify_qp(RTR)")?;
         qp.modify_rts()?;
@@ -146,7 +159,10 @@ impl Queues {
             cq,
             channel,
             _mr: mr,
+            arena_mr,
             region,
+            arena,
+            send_sge,
             _dev: dev,
             qpn,
             lkey,
@@ -172,15 +188,44 @@ impl Queues {
     /// The scatter entry for `len` bytes at `offset` of the region, or
     /// `EINVAL` if that is outside it.
     fn sge(&self, offset: usize, len: u32) -> Result<ibv_sge, i32> {
-        let end = offset.checked_add(len as usize).ok_or(libc::EINVAL)?;
-        if end > self.region.len() {
+        self.region_reg()
+            .sge(offset, len as usize)
+            .map(raw_sge)
+            .ok_or(libc::EINVAL)
+    }
+
+    /// The registered region: address, length and local key.
+    pub(in crate::rdma) fn region_reg(&self) -> Registered {
+        Registered {
+            base: self.region.as_ptr() as u64,
+            len: self.region.len(),
+            lkey: self.lkey,
+        }
+    }
+
+    /// The registered header arena.
+    pub(in crate::rdma) fn arena_reg(&self) -> Registered {
+        Registered {
+            base: self.arena.as_ptr() as u64,
+            len: self.arena.len(),
+            lkey: self.arena_mr.lkey(),
+        }
+    }
+
+    /// Whether the QP takes sends of two scatter/gather entries.
+    pub(in crate::rdma) fn can_gather(&self) -> bool {
+        self.send_sge >= 2
+    }
+
+    /// Copies `head` into TX slot `index`'s arena cell. The caller holds
+    /// the slot's token, so no posted send reads the cell now.
+    pub(in crate::rdma) fn write_head(&self, index: u16, head: &[u8]) -> Result<(), i32> {
+        let tx_count = self.arena.len() / crate::rdma::gather::HEAD_CELL;
+        let at = cell_offset(index, tx_count).ok_or(libc::EINVAL)?;
+        if head.len() > crate::rdma::gather::HEAD_CELL {
             return Err(libc::EINVAL);
         }
-        Ok(ibv_sge {
-            addr: (self.region.as_ptr() as u64).wrapping_add(offset as u64),
-            length: len,
-            lkey: self.lkey,
-        })
+        self.arena.write_bytes(at, head).map_err(|_| libc::EINVAL)
     }
 
     /// Posts one signaled UD send of `len` bytes at `offset`.
@@ -193,11 +238,62 @@ impl Queues {
         remote_qpn: u32,
         remote_qkey: u32,
     ) -> Result<(), i32> {
-        let mut sge = self.sge(offset, len)?;
+        let mut sges = [self.sge(offset, len)?];
+        self.post_send_raw(wr_id, &mut sges, ah, remote_qpn, remote_qkey)
+    }
+
+    /// Posts one signaled UD send gathered from `sges` (entries of the
+    /// region and of the arena, checked by the caller against
+    /// [`Queues::region_reg`] and [`Queues::arena_reg`]).
+    pub(in crate::rdma) fn post_send_gather(
+        &self,
+        wr_id: u64,
+        sges: &[Sge],
+        ah: &Ah,
+        remote_qpn: u32,
+        remote_qkey: u32,
+    ) -> Result<(), i32> {
+        let (region, arena) = (self.region_reg(), self.arena_reg());
+        let inside = |s: &Sge, r: &Registered| {
+            s.lkey == r.lkey
+                && s.addr >= r.base
+                && (s.addr - r.base)
+                    .checked_add(u64::from(s.length))
+                    .is_some_and(|end| end <= r.len as u64)
+        };
+        if sges.len() > self.send_sge as usize
+            || !sges.iter().all(|s| inside(s, &region) || inside(s, &arena))
+        {
+            return Err(libc::EINVAL);
+        }
+        let mut raw = [raw_sge(Sge {
+            addr: 0,
+            length: 0,
+            lkey: 0,
+        }); 2];
+        let Some(raw) = raw.get_mut(..sges.len()) else {
+            return Err(libc::EINVAL);
+        };
+        for (r, s) in raw.iter_mut().zip(sges) {
+            *r = raw_sge(*s);
+        }
+        self.post_send_raw(wr_id, raw, ah, remote_qpn, remote_qkey)
+    }
+
+    /// Posts one signaled UD send over `sges`, which name registered memory.
+    fn post_send_raw(
+        &self,
+        wr_id: u64,
+        sges: &mut [ibv_sge],
+        ah: &Ah,
+        remote_qpn: u32,
+        remote_qkey: u32,
+    ) -> Result<(), i32> {
+        let num_sge = c_int::try_from(sges.len()).map_err(|_| libc::EINVAL)?;
         let mut wr: ibv_send_wr = zeroed();
         wr.wr_id = wr_id;
-        wr.sg_list = &mut sge;
-        wr.num_sge = 1;
+        wr.sg_list = sges.as_mut_ptr();
+        wr.num_sge = num_sge;
         wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
         wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
         wr.wr.ud = ud_t {
@@ -207,10 +303,12 @@ impl Queues {
         };
         let mut bad: *mut ibv_send_wr = ptr::null_mut();
         let qp = self.qp.0.as_ptr();
-        // SAFETY: the QP is alive; `wr` and `sge` are valid for the call
-        // (the provider copies them into its queue before returning); the
-        // SGE names memory inside the registered region, which stays
-        // registered while the WR is outstanding (the MR outlives the QP).
+        // SAFETY: the QP is alive; `wr` and `sges` are valid for the call
+        // (the provider copies them into its queue before returning); each
+        // SGE names memory inside the registered region or the registered
+        // header arena (the callers build them from `sge`/`region_reg` and
+        // `arena_reg`, and `post_send_gather` checks them), which stay
+        // registered while the WR is outstanding (the MRs outlive the QP).
         let f = unsafe { (*(*qp).context).ops.post_send };
         let Some(post) = f else {
             return Err(libc::ENOSYS);
@@ -403,14 +501,15 @@ fn verbs(call: &'static str) -> impl FnOnce() -> RdmaError {
     }
 }
 
-/// Registers the whole region for local write.
+/// Registers the whole region (the guest's slots, or the header arena) for
+/// local write.
 fn register(dev: &Device, region: &Window) -> Result<Mr, RdmaError> {
     let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as c_int;
     // SAFETY: the PD is alive. The region's memory stays mapped while the
     // window (which `Queues` keeps after the MR) exists, and it is only ever
     // accessed through volatile/atomic operations or through slices of slots
-    // whose token the CPU side holds, so device writes race with no Rust
-    // reference.
+    // whose token the CPU side holds (the arena: only through the window's
+    // volatile writes), so device accesses race with no Rust reference.
     let mr = unsafe { ibv_reg_mr(dev.pd(), region.as_ptr().cast(), region.len(), access) };
     NonNull::new(mr).map(Mr).ok_or_else(verbs("ibv_reg_mr"))
 }
@@ -462,14 +561,16 @@ fn create_cq(dev: &Device, channel: &Channel, cqe: u32) -> Result<Cq, RdmaError>
     NonNull::new(cq).map(Cq).ok_or_else(verbs("ibv_create_cq"))
 }
 
-fn create_qp(dev: &Device, cq: &Cq, spec: &QueueSpec) -> Result<Qp, RdmaError> {
+/// Creates the UD QP; also returns how many send scatter/gather entries the
+/// device granted.
+fn create_qp(dev: &Device, cq: &Cq, spec: &QueueSpec) -> Result<(Qp, u32), RdmaError> {
     let mut init: ibv_qp_init_attr = zeroed();
     init.send_cq = cq.0.as_ptr();
     init.recv_cq = cq.0.as_ptr();
     init.cap = ibv_qp_cap {
         max_send_wr: spec.send_wr,
         max_recv_wr: spec.recv_wr,
-        max_send_sge: 1,
+        max_send_sge: spec.send_sge,
         max_recv_sge: 1,
         max_inline_data: 0,
     };
@@ -478,7 +579,19 @@ fn create_qp(dev: &Device, cq: &Cq, spec: &QueueSpec) -> Result<Qp, RdmaError> {
     // SAFETY: the PD and CQ are alive; `init` is valid for the call (the
     // provider writes the actual capacities back into it).
     let qp = unsafe { ibv_create_qp(dev.pd(), &mut init) };
-    NonNull::new(qp).map(Qp).ok_or_else(verbs("ibv_create_qp"))
+    let qp = NonNull::new(qp)
+        .map(Qp)
+        .ok_or_else(verbs("ibv_create_qp"))?;
+    Ok((qp, init.cap.max_send_sge.max(1)))
+}
+
+/// The `ibv_sge` of an entry.
+fn raw_sge(s: Sge) -> ibv_sge {
+    ibv_sge {
+        addr: s.addr,
+        length: s.length,
+        lkey: s.lkey,
+    }
 }
 
 impl Qp {
