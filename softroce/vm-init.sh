@@ -409,6 +409,17 @@ footprint() {
 tenths() {
     awk '{printf "%d\n", $1 * 10}' /proc/uptime
 }
+# wait_disconnects N: until `ib-backend stats` counts N disconnects for g1,
+# at most 20 s (one stats call alone takes about 0.2 s under TCG).
+wait_disconnects() {
+    until=$(($(tenths) + 200))
+    while :; do
+        e_stats
+        [ "$(stat_of "$d/stats.txt" "guest g1" disconnects)" = "$1" ] && return 0
+        [ "$(tenths)" -lt "$until" ] || return 1
+        sleep 0.1
+    done
+}
 
 step_e() {
     d=/tmp/e
@@ -428,7 +439,9 @@ step_e() {
     wp=$(sed -n '1s/.* worker_pid=\([0-9]*\).*/\1/p' "$d/stats.txt")
     [ -n "$wp" ] || fail="no worker_pid in ib-backend stats"
     if [ -z "$fail" ]; then
-        hosted "$d/g2.sock" 10.77.0.2/24 serve >"$d/g2.log" 2>&1 &
+        # Started directly, not through hosted(): $! must be ibguest-hosted
+        # itself, not a subshell, for kill -9 to reach it.
+        ibguest-hosted --socket "$d/g2.sock" --ip 10.77.0.2/24 serve >"$d/g2.log" 2>&1 &
         g2=$!
         wait_for "$d/g2.log" "joined broadcast group" 200 || fail="guest g2 did not join the broadcast group"
     fi
@@ -439,7 +452,7 @@ step_e() {
         c=$((c + 1))
         # A guest on g1 comes up: attached, its port open, and IPoIB has
         # joined the broadcast group (so the back end has attached its QP).
-        hosted "$d/g1.sock" 10.77.0.1/24 serve >"$d/g1.log" 2>&1 &
+        ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 serve >"$d/g1.log" 2>&1 &
         g1=$!
         if ! wait_for "$d/g1.log" "joined broadcast group" 300; then
             fail="cycle $c: the guest on g1 did not join the broadcast group"
@@ -452,17 +465,7 @@ step_e() {
         # socket and count one more disconnect for g1.
         kill -9 "$g1"
         wait "$g1" 2>/dev/null
-        i=0
-        while :; do
-            e_stats
-            [ "$(stat_of "$d/stats.txt" "guest g1" disconnects)" = "$c" ] && break
-            i=$((i + 1))
-            if [ "$i" -ge 200 ]; then
-                fail="cycle $c: the back end did not count g1's disconnect within 20 s"
-                break
-            fi
-            sleep 0.1
-        done
+        wait_disconnects "$c" || fail="cycle $c: the back end did not count g1's disconnect within 20 s"
         # The baseline: after the warm-up, when pools and caches have grown once.
         if [ -z "$fail" ] && [ "$c" -eq "$E_WARM_UP" ]; then
             warm=$(footprint "$wp")
@@ -493,13 +496,7 @@ step_e() {
     if [ -z "$fail" ]; then
         # The end footprint, once the ping's guest has gone too (its
         # disconnect counted: cycles + 1).
-        i=0
-        while [ "$i" -lt 200 ]; do
-            e_stats
-            [ "$(stat_of "$d/stats.txt" "guest g1" disconnects)" = "$((c + 1))" ] && break
-            i=$((i + 1))
-            sleep 0.1
-        done
+        wait_disconnects "$((c + 1))" || fail="the back end did not count the ping guest's disconnect within 20 s"
         end=$(footprint "$wp")
         [ -n "$warm" ] || warm=$end
         echo "after $c cycles and the ping: worker $wp fds RSS(KiB) QPs MRs CQs = $end"
