@@ -393,10 +393,14 @@ e_stats() {
     ib-backend stats --control "$d/control.sock" >"$d/stats.txt" 2>&1
 }
 # rdma_held TYPE PID: how many rdma resources of TYPE (qp, mr, cq) process
-# PID holds. `rdma resource show TYPE` prints one line per object, user
-# objects with `pid N comm NAME`; kernel ones (rxe's own QP1) have no pid.
+# PID holds. `rdma resource show TYPE` prints one line per object; a user
+# object ends in `pid TID comm NAME`, where TID is the thread that created it
+# (the worker's `worker-0` thread, not the process id); kernel objects (rxe's
+# own GSI QP 1) have no pid. So: the lines whose pid is one of PID's threads.
 rdma_held() {
-    rdma resource show "$1" 2>/dev/null | grep -cE " pid $2( |\$)"
+    # shellcheck disable=SC2012 # thread ids are numbers
+    tids=$(ls "/proc/$2/task" 2>/dev/null | tr '\n' '|')
+    rdma resource show "$1" 2>/dev/null | grep -cE " pid (${tids%|})( |\$)"
 }
 # footprint PID: "FDS RSS_KIB QPS MRS CQS" of process PID.
 footprint() {
@@ -404,6 +408,14 @@ footprint() {
     fds=$(ls "/proc/$1/fd" 2>/dev/null | wc -l)
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null)
     echo "$fds ${rss:-0} $(rdma_held qp "$1") $(rdma_held mr "$1") $(rdma_held cq "$1")"
+}
+# rdma_show: the device's resource summary and every QP, MR and CQ.
+rdma_show() {
+    for t in "" qp mr cq; do
+        echo "\$ rdma resource show $t"
+        # shellcheck disable=SC2086 # no type: the summary
+        rdma resource show $t 2>&1 | sed 's/^/    | /'
+    done
 }
 # uptime in tenths of a second (busybox date has no %N)
 tenths() {
@@ -470,8 +482,12 @@ step_e() {
         if [ -z "$fail" ] && [ "$c" -eq "$E_WARM_UP" ]; then
             warm=$(footprint "$wp")
             echo "after $c cycles: worker $wp fds RSS(KiB) QPs MRs CQs = $warm"
-            echo "\$ rdma resource show"
-            rdma resource show 2>&1 | sed 's/^/    | /'
+            rdma_show
+            # g2's session alone holds a QP, so a count of 0 means the
+            # resources were not found (the check would prove nothing).
+            # shellcheck disable=SC2086 # five numbers
+            set -- $warm
+            [ "$3" -ge 1 ] || fail="no QP of the worker (pid $wp) in rdma resource show qp"
         fi
         [ $((c % 100)) -eq 0 ] && echo "step e: $c cycles, $(( ($(tenths) - t0) / 10 )) s"
     done
@@ -500,10 +516,7 @@ step_e() {
         end=$(footprint "$wp")
         [ -n "$warm" ] || warm=$end
         echo "after $c cycles and the ping: worker $wp fds RSS(KiB) QPs MRs CQs = $end"
-        echo "\$ rdma resource show"
-        rdma resource show 2>&1 | sed 's/^/    | /'
-        echo "\$ rdma resource show qp"
-        rdma resource show qp 2>&1 | sed 's/^/    | /'
+        rdma_show
         # shellcheck disable=SC2086 # five numbers
         set -- $warm $end
         # flat: no more fds, QPs, MRs, CQs than after the warm-up; RSS within 4 MiB
@@ -537,7 +550,7 @@ D_BYTES=${D_BYTES:-1048576}
 D_SECONDS=$(arg softroce.dseconds)
 D_SECONDS=${D_SECONDS:-20}
 E_CYCLES=$(arg softroce.cycles)
-E_CYCLES=${E_CYCLES:-30}
+E_CYCLES=${E_CYCLES:-80}
 case "$MODE" in
     single)
         STEPS=$(arg softroce.steps)
