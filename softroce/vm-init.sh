@@ -464,6 +464,10 @@ step_e() {
         c=$((c + 1))
         # A guest on g1 comes up: attached, its port open, and IPoIB has
         # joined the broadcast group (so the back end has attached its QP).
+        # The log is emptied here first: the background shell truncates it
+        # only when it gets to run, and the previous guest's line must not
+        # satisfy the wait.
+        : >"$d/g1.log"
         ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 serve >"$d/g1.log" 2>&1 &
         g1=$!
         if ! wait_for "$d/g1.log" "joined broadcast group" 300; then
