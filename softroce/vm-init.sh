@@ -554,7 +554,7 @@ D_BYTES=${D_BYTES:-1048576}
 D_SECONDS=$(arg softroce.dseconds)
 D_SECONDS=${D_SECONDS:-20}
 E_CYCLES=$(arg softroce.cycles)
-E_CYCLES=${E_CYCLES:-80}
+E_CYCLES=${E_CYCLES:-60}
 case "$MODE" in
     single)
         STEPS=$(arg softroce.steps)
