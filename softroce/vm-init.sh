@@ -3,8 +3,10 @@
 #
 # Brings up soft-RoCE (rxe0 on eth0), prints the device list, then runs the
 # steps that the kernel command line's `softroce=MODE` asks for:
-#   single  step a (the rdma provider's tests on rxe0) and step b (ib-backend
+#   single  step a (the rdma provider's tests on rxe0), step b (ib-backend
 #           on rxe0 with two hosted guests: ARP, ping, 4 MiB TCP + SHA-256)
+#           and step e (softroce.cycles kill/reconnect cycles of a hosted
+#           guest; the worker's fds, QPs, MRs, CQs and RSS stay flat)
 #   serve   step c, first VM: back end + hosted guest 10.77.0.1 serving, until
 #           the other VM's TCP data arrived
 #   client  step c, second VM: back end + hosted guest 10.77.0.2 pinging and
@@ -155,13 +157,13 @@ step_a() {
     fi
 }
 
-# Starts ib-backend on rxe0 with the seats in $GUESTS, sockets in DIR. A
-# seat is NAME or NAME,OPTIONS (more --guest keys, e.g. g3,pkey=0x8001).
+# Starts ib-backend on rxe0 with the seats in $GUESTS, sockets in DIR, and
+# any further `run` options given after DIR (e.g. --workers 1). A seat is
+# NAME or NAME,OPTIONS (more --guest keys, e.g. g3,pkey=0x8001).
 BACKEND_PID=""
-start_backend() { # dir
+start_backend() { # dir [run options...]
     d=$1
     shift
-    set --
     for s in $GUESTS; do set -- "$@" --guest "name=${s%%,*},socket=$d/${s%%,*}.sock${s#"${s%%,*}"}"; done
     ib-backend run --provider rdma --rdma-device rxe0 --rdma-port 1 \
         --rdma-gid-index "$V6_GID" --control "$d/control.sock" "$@" \
@@ -375,17 +377,193 @@ step_d() {
     fi
 }
 
+# --- step e: kill/reconnect cycles on rdma (issue 9's reliability figure) ---
+# The rdma version of qemu-tests/tests/reconnect_soak.rs: one worker process
+# on rxe0 with seats g1 and g2; g2 serves all along while a hosted guest on g1
+# comes up and is killed with SIGKILL (no goodbye), E_CYCLES times. The
+# worker's descriptors, its rdma resources (QPs, MRs, CQs) and its memory
+# must be flat from the warm-up to the end, the worker never replaced, and a
+# fresh guest on g1 must still reach g2.
+E_WARM_UP=5
+
+# stat_of FILE GUEST KEY: KEY's value on GUEST's line (or the `total` line)
+# of `ib-backend stats` output in FILE.
+stat_of() {
+    sed -n "s/^$2 .* $3=\([0-9]*\).*/\1/p" "$1" | head -1
+}
+# e_stats: `ib-backend stats` of step e's back end into $d/stats.txt.
+e_stats() {
+    ib-backend stats --control "$d/control.sock" >"$d/stats.txt" 2>&1
+}
+# rdma_held TYPE PID: how many rdma resources of TYPE (qp, mr, cq) process
+# PID holds. `rdma resource show TYPE` prints one line per object; a user
+# object ends in `pid TID comm NAME`, where TID is the thread that created it
+# (the worker's `worker-0` thread, not the process id); kernel objects (rxe's
+# own GSI QP 1) have no pid. So: the lines whose pid is one of PID's threads.
+rdma_held() {
+    # shellcheck disable=SC2012 # thread ids are numbers
+    tids=$(ls "/proc/$2/task" 2>/dev/null | tr '\n' '|')
+    rdma resource show "$1" 2>/dev/null | grep -cE " pid (${tids%|})( |\$)"
+}
+# footprint PID: "FDS RSS_KIB QPS MRS CQS" of process PID.
+footprint() {
+    # shellcheck disable=SC2012 # counting entries, not parsing names
+    fds=$(ls "/proc/$1/fd" 2>/dev/null | wc -l)
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null)
+    echo "$fds ${rss:-0} $(rdma_held qp "$1") $(rdma_held mr "$1") $(rdma_held cq "$1")"
+}
+# rdma_show: the device's resource summary and every QP, MR and CQ.
+rdma_show() {
+    for t in "" qp mr cq; do
+        echo "\$ rdma resource show $t"
+        # shellcheck disable=SC2086 # no type: the summary
+        rdma resource show $t 2>&1 | sed 's/^/    | /'
+    done
+}
+# uptime in tenths of a second (busybox date has no %N)
+tenths() {
+    awk '{printf "%d\n", $1 * 10}' /proc/uptime
+}
+# wait_disconnects N: until `ib-backend stats` counts N disconnects for g1,
+# at most 20 s (one stats call alone takes about 0.2 s under TCG).
+wait_disconnects() {
+    until=$(($(tenths) + 200))
+    while :; do
+        e_stats
+        [ "$(stat_of "$d/stats.txt" "guest g1" disconnects)" = "$1" ] && return 0
+        [ "$(tenths)" -lt "$until" ] || return 1
+        sleep 0.1
+    done
+}
+
+step_e() {
+    d=/tmp/e
+    mkdir -p "$d"
+    GUESTS="g1 g2"
+    echo "=== step e: $E_CYCLES kill/reconnect cycles of a hosted guest on seat g1, ib-backend on rxe0 (GID $V6_GID) with --workers 1"
+    if ! start_backend "$d" --workers 1; then
+        show "$d/backend.log"
+        result e FAIL "ib-backend did not come up"
+        stop_backend
+        return
+    fi
+    fail=""
+    figures=""
+    e_stats
+    # The first line is `backend provider=rdma epoch=N guests=2 worker_pid=PID`.
+    wp=$(sed -n '1s/.* worker_pid=\([0-9]*\).*/\1/p' "$d/stats.txt")
+    [ -n "$wp" ] || fail="no worker_pid in ib-backend stats"
+    if [ -z "$fail" ]; then
+        # Started directly, not through hosted(): $! must be ibguest-hosted
+        # itself, not a subshell, for kill -9 to reach it.
+        ibguest-hosted --socket "$d/g2.sock" --ip 10.77.0.2/24 serve >"$d/g2.log" 2>&1 &
+        g2=$!
+        wait_for "$d/g2.log" "joined broadcast group" 200 || fail="guest g2 did not join the broadcast group"
+    fi
+    warm=""
+    t0=$(tenths)
+    c=0
+    while [ -z "$fail" ] && [ "$c" -lt "$E_CYCLES" ]; do
+        c=$((c + 1))
+        # A guest on g1 comes up: attached, its port open, and IPoIB has
+        # joined the broadcast group (so the back end has attached its QP).
+        # The log is emptied here first: the background shell truncates it
+        # only when it gets to run, and the previous guest's line must not
+        # satisfy the wait.
+        : >"$d/g1.log"
+        ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 serve >"$d/g1.log" 2>&1 &
+        g1=$!
+        if ! wait_for "$d/g1.log" "joined broadcast group" 300; then
+            fail="cycle $c: the guest on g1 did not join the broadcast group"
+            show "$d/g1.log"
+            kill -9 "$g1" 2>/dev/null
+            wait "$g1" 2>/dev/null
+            break
+        fi
+        # Killed without a goodbye; the back end must notice the closed
+        # socket and count one more disconnect for g1.
+        kill -9 "$g1"
+        wait "$g1" 2>/dev/null
+        wait_disconnects "$c" || fail="cycle $c: the back end did not count g1's disconnect within 20 s"
+        # The baseline: after the warm-up, when pools and caches have grown once.
+        if [ -z "$fail" ] && [ "$c" -eq "$E_WARM_UP" ]; then
+            warm=$(footprint "$wp")
+            echo "after $c cycles: worker $wp fds RSS(KiB) QPs MRs CQs = $warm"
+            rdma_show
+            # g2's session alone holds a QP, so a count of 0 means the
+            # resources were not found (the check would prove nothing).
+            # shellcheck disable=SC2086 # five numbers
+            set -- $warm
+            [ "$3" -ge 1 ] || fail="no QP of the worker (pid $wp) in rdma resource show qp"
+        fi
+        [ $((c % 100)) -eq 0 ] && echo "step e: $c cycles, $(( ($(tenths) - t0) / 10 )) s"
+    done
+    t1=$(tenths)
+    end=""
+    if [ -z "$fail" ]; then
+        # The same worker process all along, and the supervisor restarted
+        # nothing.
+        e_stats
+        now=$(sed -n '1s/.* worker_pid=\([0-9]*\).*/\1/p' "$d/stats.txt")
+        [ "$now" = "$wp" ] || fail="the worker was replaced (pid $wp, now ${now:-none})"
+        r=$(stat_of "$d/stats.txt" total restarts)
+        [ -z "$fail" ] && [ "$r" != 0 ] && fail="ib-backend stats count restarts=$r"
+    fi
+    if [ -z "$fail" ]; then
+        # A fresh guest on g1 still reaches g2, which was up all along.
+        echo "\$ ibguest-hosted --socket g1 --ip 10.77.0.1/24 ping 10.77.0.2 --count 3"
+        timeout 60 ibguest-hosted --socket "$d/g1.sock" --ip 10.77.0.1/24 ping 10.77.0.2 --count 3 >"$d/ping.log" 2>&1
+        show "$d/ping.log"
+        grep -q "3 sent, 3 answered" "$d/ping.log" || fail="after $c cycles, a fresh guest on g1 did not get 3 of 3 pings to g2 answered"
+    fi
+    if [ -z "$fail" ]; then
+        # The end footprint, once the ping's guest has gone too (its
+        # disconnect counted: cycles + 1).
+        wait_disconnects "$((c + 1))" || fail="the back end did not count the ping guest's disconnect within 20 s"
+        end=$(footprint "$wp")
+        [ -n "$warm" ] || warm=$end
+        echo "after $c cycles and the ping: worker $wp fds RSS(KiB) QPs MRs CQs = $end"
+        rdma_show
+        # shellcheck disable=SC2086 # five numbers
+        set -- $warm $end
+        # flat: no more fds, QPs, MRs, CQs than after the warm-up; RSS within 4 MiB
+        if [ "$6" -gt "$1" ] || [ "$8" -gt "$3" ] || [ "$9" -gt "$4" ] || [ "${10}" -gt "$5" ]; then
+            fail="not flat over $c cycles"
+        elif [ "$7" -gt $(($2 + 4096)) ]; then
+            fail="the worker's RSS grew by more than 4 MiB over $c cycles"
+        fi
+        figures="fds $1->$6, QPs $3->$8, MRs $4->$9, CQs $5->${10}, RSS $2->$7 KiB"
+    fi
+    echo "\$ ib-backend stats"
+    e_stats
+    show "$d/stats.txt"
+    kill "$g2" 2>/dev/null
+    wait "$g2" 2>/dev/null
+    stop_backend
+    secs=$(( (t1 - t0) / 10 )).$(( (t1 - t0) % 10 ))
+    if [ -n "$fail" ]; then
+        echo "back end log (last 40 lines):"
+        tail -40 "$d/backend.log" | sed 's/^/    | /'
+        result e FAIL "$fail${figures:+ ($figures)}"
+    else
+        result e PASS "$c kill/reconnect cycles of g1 in $secs s, worker $wp never replaced, fresh g1 pings g2 3/3; worker (warm-up $E_WARM_UP -> end) $figures"
+    fi
+}
+
 C_BYTES=$(arg softroce.bytes)
 C_BYTES=${C_BYTES:-262144}
 D_BYTES=$(arg softroce.dbytes)
 D_BYTES=${D_BYTES:-1048576}
 D_SECONDS=$(arg softroce.dseconds)
 D_SECONDS=${D_SECONDS:-20}
+E_CYCLES=$(arg softroce.cycles)
+E_CYCLES=${E_CYCLES:-60}
 case "$MODE" in
     single)
         STEPS=$(arg softroce.steps)
         case "${STEPS:-ab}" in *a*) step_a ;; esac
         case "${STEPS:-ab}" in *b*) step_b ;; esac
+        case "${STEPS:-ab}" in *e*) step_e ;; esac
         ;;
     serve) step_c_serve ;;
     client) step_c_client ;;
