@@ -216,8 +216,11 @@ step_b_pkey() {
 step_b() {
     d=/tmp/b
     mkdir -p "$d"
-    GUESTS="g1 g2 g3,pkey=0x8001"
-    echo "=== step b: ib-backend --provider rdma --rdma-device rxe0 --rdma-port 1 --rdma-gid-index $V6_GID, guests g1 (10.77.0.1) and g2 (10.77.0.2)"
+    # g1 and g2 have port security on (ip=): each send's first 64 bytes are
+    # checked and posted from the back end's header arena (a 2-entry
+    # gather list on rxe), the rest zero copy from the guest's slot.
+    GUESTS="g1,ip=10.77.0.1 g2,ip=10.77.0.2 g3,pkey=0x8001"
+    echo "=== step b: ib-backend --provider rdma --rdma-device rxe0 --rdma-port 1 --rdma-gid-index $V6_GID, guests g1 (10.77.0.1) and g2 (10.77.0.2), port security on"
     if ! start_backend "$d"; then
         show "$d/backend.log"
         result b FAIL "ib-backend did not come up"
@@ -252,6 +255,10 @@ step_b() {
     if [ -z "$fail" ] && ! grep -q "^total .* tx_errors=0 .* violations=0 " "$d/stats.txt"; then
         fail="ib-backend stats show tx errors or violations"
     fi
+    # Honest guests: nothing filtered.
+    if [ -z "$fail" ] && ! grep -q "^total .* tx_filtered=0" "$d/stats.txt"; then
+        fail="ib-backend filtered an honest guest's packets (tx_filtered)"
+    fi
     kill $g2 2>/dev/null
     wait $g2 2>/dev/null
     stop_backend
@@ -262,7 +269,7 @@ step_b() {
         show "$d/g2.log"
         result b FAIL "$fail"
     else
-        result b PASS "ib-backend on rxe0 (GID $V6_GID): ARP + ping 10.77.0.1 -> 10.77.0.2, 4 MiB TCP with matching SHA-256, no tx errors or violations"
+        result b PASS "ib-backend on rxe0 (GID $V6_GID), port security on: ARP + ping 10.77.0.1 -> 10.77.0.2, 4 MiB TCP with matching SHA-256, no tx errors (a filtered seat's send that cannot go with its checked head is one), violations or filtered packets"
     fi
 }
 
