@@ -301,6 +301,13 @@ impl Seat {
         );
         self.count_transport_violation(violation);
         let domid = self.session.as_ref().and_then(|s| s.transport.xen_domid());
+        self.disconnect(domid, violation.to_string());
+        true
+    }
+
+    /// Ends the session after a failure, and tells the supervisor when the
+    /// guest is a Xen domain (it closes the device).
+    fn disconnect(&mut self, domid: Option<u16>, reason: String) {
         if let Some(note) = self.end_session() {
             log::info!("guest {}: {note}", self.config.name);
         }
@@ -308,10 +315,9 @@ impl Seat {
             self.reporter.send(&Report::XenFailed {
                 seat: self.index as u32,
                 domid,
-                reason: violation.to_string(),
+                reason,
             });
         }
-        true
     }
 
     /// The guest notified us, or the provider has completions.
@@ -395,16 +401,7 @@ impl Seat {
                 }
                 let domid = s.transport.xen_domid();
                 log::warn!("guest {}: {e}; disconnecting it", self.config.name);
-                if let Some(note) = self.end_session() {
-                    log::info!("guest {}: {note}", self.config.name);
-                }
-                if let Some(domid) = domid {
-                    self.reporter.send(&Report::XenFailed {
-                        seat: self.index as u32,
-                        domid,
-                        reason: e.to_string(),
-                    });
-                }
+                self.disconnect(domid, e.to_string());
                 true
             }
         }

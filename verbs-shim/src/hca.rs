@@ -162,6 +162,16 @@ impl core::error::Error for HcaError {}
 /// copy rather than from the slot.
 pub const MAX_SEND_HEAD: usize = 64;
 
+/// The rule of [`Verbs::post_send_with_head`] for a provider to apply: a
+/// head of at most [`MAX_SEND_HEAD`] bytes, no longer than the frame.
+pub fn check_send_head(head: &[u8], len: usize) -> Result<(), HcaError> {
+    if head.len() > MAX_SEND_HEAD || head.len() > len {
+        Err(HcaError::InvalidArgument)
+    } else {
+        Ok(())
+    }
+}
+
 /// A post that did not happen; the slot comes back to the caller.
 #[derive(Debug)]
 pub struct PostError<T> {

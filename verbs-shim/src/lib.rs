@@ -26,8 +26,8 @@ pub mod sim;
 pub mod rdma;
 
 pub use hca::{
-    Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
-    Verbs, WcStatus, MAX_SEND_HEAD,
+    check_send_head, Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError,
+    RecvInfo, UdDest, Verbs, WcStatus, MAX_SEND_HEAD,
 };
 pub use mem::{RxArea, SlotBuffers, TxArea};
 pub use peer_fault::{PeerFault, PeerFaultCounts, PeerFaultKind, RingId};

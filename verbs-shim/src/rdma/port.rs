@@ -19,8 +19,8 @@ use super::ipmc;
 use super::resolver::{Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
 use crate::hca::{
-    Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError, RecvInfo, UdDest,
-    Verbs, WcStatus, MAX_SEND_HEAD,
+    check_send_head, Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError,
+    RecvInfo, UdDest, Verbs, WcStatus,
 };
 use crate::mem::SlotBuffers;
 use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
@@ -575,11 +575,8 @@ impl Verbs for RdmaPort {
         dest: &UdDest,
         head: &[u8],
     ) -> Result<(), PostError<TxSlot>> {
-        if head.len() > MAX_SEND_HEAD || head.len() > len {
-            return Err(PostError {
-                slot,
-                error: HcaError::InvalidArgument,
-            });
+        if let Err(error) = check_send_head(head, len) {
+            return Err(PostError { slot, error });
         }
         if !self.queues.can_gather() {
             return Err(PostError {

@@ -9,8 +9,8 @@ use super::entry::{Notifier, PortId};
 use super::fabric::{Inner, SimFabric};
 use super::stats::PortStats;
 use crate::hca::{
-    Completion, DestHandle, Hca, HcaError, PostError, RecvInfo, UdDest, Verbs, WcStatus,
-    MAX_SEND_HEAD,
+    check_send_head, Completion, DestHandle, Hca, HcaError, PostError, RecvInfo, UdDest, Verbs,
+    WcStatus,
 };
 use crate::mem::SlotBuffers;
 use crate::slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
@@ -208,11 +208,8 @@ impl Verbs for SimPort {
         dest: &UdDest,
         head: &[u8],
     ) -> Result<(), PostError<TxSlot>> {
-        if head.len() > MAX_SEND_HEAD || head.len() > len {
-            return Err(PostError {
-                slot,
-                error: HcaError::InvalidArgument,
-            });
+        if let Err(error) = check_send_head(head, len) {
+            return Err(PostError { slot, error });
         }
         if let Some(closed) = &mut self.closed {
             closed.cq.push_back(Completion::Send {
