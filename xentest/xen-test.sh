@@ -24,7 +24,11 @@
 #   XEN_TEST_ACCEL     QEMU's -accel (default tcg)
 #   XEN_TEST_ATTEMPTS  VM runs at most (default 3): a failed run in which a
 #                      domain died of QEMU's nested-SVM fault (a triple fault
-#                      with Xen's own RIP; xentest/README.md) is run again
+#                      with Xen's own RIP; xentest/README.md), or in which
+#                      dom0 never reached its /init, is run again
+#   XEN_TEST_BOOT_TIMEOUT  seconds from QEMU's start for dom0 to reach its
+#                      /init (default 180); past it the run stops (and is
+#                      run again, as above)
 #   XEN_TEST_XEN_ARGS  more Xen command-line options
 #   XEN_TEST_SCENARIO  another scenario file instead of xentest/scenario.sh
 #   XEN_TEST_RDMA=1    the rdma provider on soft-RoCE in dom0 instead of the
@@ -49,6 +53,7 @@ SMP=${XEN_TEST_SMP:-2}
 ACCEL=${XEN_TEST_ACCEL:-tcg}
 ATTEMPTS=${XEN_TEST_ATTEMPTS:-3}
 ATTEMPT=${XEN_TEST_ATTEMPT:-1}
+BOOT_TIMEOUT=${XEN_TEST_BOOT_TIMEOUT:-180}
 T_START=$(date +%s)
 
 say() { echo "xen-test: $*"; }
@@ -491,8 +496,18 @@ note_steps() {
     done
 }
 deadline=$((T_QEMU + TIMEOUT))
+boot_deadline=$((T_QEMU + BOOT_TIMEOUT))
+BOOT_HUNG=0
 while kill -0 "$QEMU_PID" 2>/dev/null; do
     note_steps
+    # Nothing of ours runs before dom0's /init (XEN-PLAN): a boot that stops
+    # before it is the emulation's (seen once: dom0's kernel went silent
+    # after "Poking KASLR" with QEMU busy on both cores), so stop waiting.
+    if [ "$BOOT_HUNG" = 0 ] && [ "$(date +%s)" -ge "$boot_deadline" ] && ! con_has 'XEN-PLAN'; then
+        BOOT_HUNG=1
+        say "dom0 did not reach its /init within $BOOT_TIMEOUT s of QEMU's start (XEN_TEST_BOOT_TIMEOUT); stopping QEMU"
+        break
+    fi
     if con_has 'XEN-DONE'; then
         for _ in $(seq 20); do
             kill -0 "$QEMU_PID" 2>/dev/null || break
@@ -541,6 +556,7 @@ for id in $PLAN; do
     grep -q "^XEN-STEP $id " "$RESULTS" || {
         why="no result on the console"
         [ "$TIMED_OUT" = 1 ] && why="$why (the run timed out after $TIMEOUT s)"
+        [ "$BOOT_HUNG" = 1 ] && why="$why (dom0 did not reach /init within $BOOT_TIMEOUT s)"
         con_has 'XEN-DONE' || why="$why; dom0 did not finish: see $CON"
         echo "XEN-STEP $id FAIL $why" >>"$RESULTS"
     }
@@ -582,14 +598,19 @@ if [ "$fail" -gt 0 ] || [ "$pass" -eq 0 ] || [ "$TIMED_OUT" = 1 ]; then
     # (verdict qemu; xentest/README.md) says nothing about ibguest: run the
     # VM again, up to XEN_TEST_ATTEMPTS runs in all. A triple fault of the
     # guest's own (verdict guest) is never retried.
-    if [ "$ATTEMPT" -lt "$ATTEMPTS" ] && echo "$TRIPLES" | grep -q 'verdict qemu' &&
-        ! echo "$TRIPLES" | grep -q 'verdict guest'; then
+    spoiled=""
+    if echo "$TRIPLES" | grep -q 'verdict qemu' && ! echo "$TRIPLES" | grep -q 'verdict guest'; then
+        spoiled="QEMU's nested-SVM fault ($(echo "$TRIPLES" | grep -c 'verdict qemu') domain(s) died with Xen's own RIP)"
+    elif [ "$BOOT_HUNG" = 1 ]; then
+        spoiled="a dom0 boot that never reached /init"
+    fi
+    if [ "$ATTEMPT" -lt "$ATTEMPTS" ] && [ -n "$spoiled" ]; then
         kept=$LOGS/attempt-$ATTEMPT
         rm -rf "$kept"
         mkdir -p "$kept"
         find "$LOGS" -maxdepth 1 -type f -exec mv {} "$kept/" \;
         cp "$RESULTS" "$kept/results.txt"
-        say "attempt $ATTEMPT of $ATTEMPTS was spoiled by QEMU's nested-SVM fault ($(echo "$TRIPLES" | grep -c 'verdict qemu') domain(s) died with Xen's own RIP); its logs are in $kept/; running the VM again"
+        say "attempt $ATTEMPT of $ATTEMPTS was spoiled by $spoiled; its logs are in $kept/; running the VM again"
         echo
         XEN_TEST_ATTEMPT=$((ATTEMPT + 1)) XEN_TEST_NO_BUILD=1 exec "$SELF"
     fi
