@@ -93,8 +93,15 @@ fn parse_length(v: &str) -> Option<usize> {
 
 /// Parses everything the server sent.
 pub fn parse_response(data: &[u8]) -> Result<Response, ResponseError> {
-    let head = head_len(data).ok_or(ResponseError::Incomplete)?;
-    let text = core::str::from_utf8(&data[..head]).map_err(|_| ResponseError::NotText)?;
+    parse_response_to(data, false)
+}
+
+/// Parses everything the server sent in answer to a request; `head` says
+/// the request was a HEAD, whose response has no body whatever its
+/// Content-Length says (RFC 9110, section 9.3.2).
+pub fn parse_response_to(data: &[u8], head_request: bool) -> Result<Response, ResponseError> {
+    let head_end = head_len(data).ok_or(ResponseError::Incomplete)?;
+    let text = core::str::from_utf8(&data[..head_end]).map_err(|_| ResponseError::NotText)?;
     let text = text.trim_start_matches(['\r', '\n']);
     let mut lines = lines(text);
     let (status, reason) = parse_status_line(lines.next().unwrap_or(""))?;
@@ -112,7 +119,16 @@ pub fn parse_response(data: &[u8]) -> Result<Response, ResponseError> {
     if response.header("transfer-encoding").is_some() {
         return Err(ResponseError::TransferEncoding);
     }
-    let body = &data[head..];
+    let body = &data[head_end..];
+    if head_request {
+        if !body.is_empty() {
+            return Err(ResponseError::LengthMismatch {
+                declared: 0,
+                received: body.len(),
+            });
+        }
+        return Ok(response);
+    }
     if let Some(v) = response.header("content-length") {
         let declared = parse_length(v).ok_or(ResponseError::BadHeader)?;
         if declared != body.len() {

@@ -10,7 +10,7 @@ pub mod client;
 pub mod request;
 pub mod response;
 
-pub use client::{expected_len, parse_response, Response, ResponseError};
+pub use client::{expected_len, parse_response, parse_response_to, Response, ResponseError};
 pub use request::{head_len, parse_request, Method, Request, RequestError, Version, MAX_HEAD};
 pub use response::{write_response, Status};
 
