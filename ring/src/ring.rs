@@ -149,23 +149,28 @@ impl<Req: Pod, Rsp: Pod> Shared<Req, Rsp> {
 
     /// Loads an index word. `attach` proved the word is in bounds and
     /// aligned, so this cannot fail; it would return 0 if it somehow did.
+    #[inline]
     fn load(&self, offset: usize, order: Ordering) -> u32 {
         self.win.load_u32(offset, order).unwrap_or(0)
     }
 
     /// Stores an index word (infallible, see `load`).
+    #[inline]
     fn store(&self, offset: usize, value: u32, order: Ordering) {
         let _ = self.win.store_u32(offset, value, order);
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> usize {
         (index & (self.entries - 1)) as usize
     }
 
+    #[inline]
     fn req_offset(&self, index: u32) -> usize {
         RING_INDEX_BYTES + self.slot(index) * size_of::<Req>()
     }
 
+    #[inline]
     fn rsp_offset(&self, index: u32) -> usize {
         RING_INDEX_BYTES
             + self.entries as usize * size_of::<Req>()
@@ -176,6 +181,7 @@ impl<Req: Pod, Rsp: Pod> Shared<Req, Rsp> {
     /// entries below it visible), then reads the peer's event index after a
     /// full fence. Returns whether the peer asked to be notified for an index
     /// in `old + 1 ..= new`: `(new - event) < (new - old)`.
+    #[inline]
     fn publish(&self, prod_field: usize, event_field: usize, old: u32, new: u32) -> bool {
         self.store(prod_field, new, Ordering::Release);
         // Pairs with the fence in the peer's final check: either we see its

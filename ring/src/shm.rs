@@ -110,15 +110,17 @@ impl Window {
 
     /// Copies a `T` out of the window at `offset`, once. Any bit pattern is a
     /// valid `T`, so the copy can always be made; validate it afterwards.
+    /// The copy is made in whole volatile words where alignment allows.
+    #[inline]
     pub fn read_pod<T: bytemuck::Pod>(&self, offset: usize) -> Result<T, OutOfBounds> {
-        let mut value = T::zeroed();
-        self.read_bytes(offset, bytemuck::bytes_of_mut(&mut value))?;
-        Ok(value)
+        self.read_pod_volatile(offset)
     }
 
-    /// Copies `value` into the window at `offset`.
+    /// Copies `value` into the window at `offset`, in whole volatile words
+    /// where alignment allows.
+    #[inline]
     pub fn write_pod<T: bytemuck::Pod>(&self, offset: usize, value: &T) -> Result<(), OutOfBounds> {
-        self.write_bytes(offset, bytemuck::bytes_of(value))
+        self.write_pod_volatile(offset, value)
     }
 
     /// Sets `len` bytes at `offset` to `byte`.

@@ -71,17 +71,20 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     }
 
     /// Number of entries.
+    #[inline]
     pub fn entries(&self) -> u32 {
         self.shared.entries
     }
 
     /// Requests consumed but not answered yet: `req_cons - rsp_prod_pvt`.
+    #[inline]
     pub fn unanswered(&self) -> u32 {
         self.req_cons.wrapping_sub(self.rsp_prod_pvt)
     }
 
     /// Loads `req_prod` (`Acquire`) and checks it against both our consumer
     /// index and the responses we owe.
+    #[inline]
     fn refresh(&mut self) -> Result<(), RingError> {
         let prod = self.shared.load(field::REQ_PROD, Ordering::Acquire);
         let entries = self.entries();
@@ -105,6 +108,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
 
     /// Copies out the next request, once, if any. `req_prod` is loaded only
     /// when the previously loaded batch is used up.
+    #[inline]
     pub fn pop_request(&mut self) -> Result<Option<Req>, RingError> {
         if let Some(e) = self.fault {
             return Err(e);
@@ -124,6 +128,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     /// Writes the response to the oldest unanswered request and advances the
     /// private producer index. Nothing is visible to the guest until
     /// [`publish_responses`](Self::publish_responses).
+    #[inline]
     pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
         if self.unanswered() == 0 {
             return Err(RingError::NoRequestToAnswer);
@@ -137,6 +142,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     /// Publishes the pushed responses (`Release` store of `rsp_prod`), then,
     /// after a full fence, reads `rsp_event`. Returns `true` iff the guest
     /// must be notified.
+    #[inline]
     pub fn publish_responses(&mut self) -> bool {
         let old = self.rsp_prod_pub;
         let new = self.rsp_prod_pvt;

@@ -75,16 +75,19 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     }
 
     /// Number of entries.
+    #[inline]
     pub fn entries(&self) -> u32 {
         self.shared.entries
     }
 
     /// Requests that can be pushed now: `entries - (req_prod_pvt - rsp_cons)`.
+    #[inline]
     pub fn free_requests(&self) -> u32 {
         self.entries().saturating_sub(self.outstanding())
     }
 
     /// Requests pushed without a response yet.
+    #[inline]
     pub fn outstanding(&self) -> u32 {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)
     }
@@ -92,6 +95,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     /// Writes `req` into the next entry and advances the private producer
     /// index. Nothing is visible to the back end until
     /// [`publish_requests`](Self::publish_requests).
+    #[inline]
     pub fn push_request(&mut self, req: &Req) -> Result<(), RingFull> {
         if self.free_requests() == 0 {
             return Err(RingFull);
@@ -109,6 +113,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     /// Publishes the pushed requests (`Release` store of `req_prod`), then,
     /// after a full fence, reads `req_event`. Returns `true` iff the back end
     /// must be notified: its event index lies in the newly published range.
+    #[inline]
     pub fn publish_requests(&mut self) -> bool {
         let old = self.req_prod_pub;
         let new = self.req_prod_pvt;
@@ -119,6 +124,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
 
     /// Loads `rsp_prod` (`Acquire`) and checks it: the back end may not have
     /// answered more requests than were published.
+    #[inline]
     fn refresh(&mut self) -> Result<(), RingError> {
         let prod = self.shared.load(field::RSP_PROD, Ordering::Acquire);
         let answered = prod.wrapping_sub(self.rsp_cons);
@@ -138,6 +144,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
 
     /// Copies out the next response, if any. `rsp_prod` is loaded only when
     /// the previously loaded batch is used up.
+    #[inline]
     pub fn pop_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if let Some(e) = self.fault {
             return Err(e);

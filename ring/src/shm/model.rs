@@ -112,6 +112,25 @@ impl Window {
         Ok(())
     }
 
+    /// Byte by byte, so that loom sees each byte access.
+    pub(super) fn read_pod_volatile<T: bytemuck::Pod>(
+        &self,
+        offset: usize,
+    ) -> Result<T, OutOfBounds> {
+        let mut value = T::zeroed();
+        self.read_bytes(offset, bytemuck::bytes_of_mut(&mut value))?;
+        Ok(value)
+    }
+
+    /// Byte by byte, so that loom sees each byte access.
+    pub(super) fn write_pod_volatile<T: bytemuck::Pod>(
+        &self,
+        offset: usize,
+        value: &T,
+    ) -> Result<(), OutOfBounds> {
+        self.write_bytes(offset, bytemuck::bytes_of(value))
+    }
+
     /// (region, address) for overlap checks in `copy_from`.
     pub(super) fn region_addr(&self, offset: usize) -> (usize, usize) {
         (

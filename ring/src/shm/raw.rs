@@ -11,6 +11,7 @@ use alloc::sync::Arc;
 use core::alloc::Layout as AllocLayout;
 use core::any::Any;
 use core::fmt;
+use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -130,12 +131,14 @@ impl Window {
     }
 
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// The start of the memory, for providers that register it with a device
     /// or map it elsewhere. Do not make references from it.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -155,6 +158,7 @@ impl Window {
 
     /// Atomically loads the `u32` at `offset` (which must be 4-byte aligned).
     /// Orderings invalid for a load (`Release`, `AcqRel`) act as `Acquire`.
+    #[inline]
     pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, OutOfBounds> {
         let word = self.word(offset)?;
         // SAFETY: `word` is in bounds and 4-byte aligned (checked by `word`),
@@ -166,6 +170,7 @@ impl Window {
 
     /// Atomically stores `value` at `offset` (which must be 4-byte aligned).
     /// Orderings invalid for a store (`Acquire`, `AcqRel`) act as `Release`.
+    #[inline]
     pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), OutOfBounds> {
         let word = self.word(offset)?;
         // SAFETY: as in `load_u32`.
@@ -176,6 +181,7 @@ impl Window {
 
     /// Copies `dst.len()` bytes at `offset` out of the window with volatile
     /// reads: each byte is read exactly once.
+    #[inline]
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         check(offset, dst.len(), self.len)?;
         // SAFETY: the range `offset..offset + dst.len()` was just checked to
@@ -189,6 +195,7 @@ impl Window {
     }
 
     /// Copies `src` into the window at `offset` with volatile writes.
+    #[inline]
     pub fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         check(offset, src.len(), self.len)?;
         // SAFETY: the range `offset..offset + src.len()` was just checked to
@@ -200,14 +207,93 @@ impl Window {
         Ok(())
     }
 
+    /// Reads a `T` at `offset` in whole 8- or 4-byte volatile words where
+    /// the address and `T`'s size allow it, byte by byte otherwise. Inlined
+    /// and free of calls, so that the value never has to live in memory: a
+    /// descriptor built field by field and then read back in words (or the
+    /// other way round) stalls on store forwarding, which made a 24-byte
+    /// descriptor's copy cost more than the rest of the ring's work.
+    #[inline(always)]
+    pub(super) fn read_pod_volatile<T: bytemuck::Pod>(
+        &self,
+        offset: usize,
+    ) -> Result<T, OutOfBounds> {
+        check(offset, size_of::<T>(), self.len)?;
+        // SAFETY: `offset..offset + size_of::<T>()` was just checked to lie
+        // inside the window, so the pointer stays in bounds.
+        let src = unsafe { self.ptr.as_ptr().add(offset) };
+        let mut value = T::zeroed();
+        let bytes = bytemuck::bytes_of_mut(&mut value);
+        if size_of::<T>().is_multiple_of(8) && src.align_offset(8) == 0 {
+            for (i, word) in bytes.chunks_exact_mut(8).enumerate() {
+                // SAFETY: `src + 8 * i .. + 8` lies inside the checked range
+                // and is 8-byte aligned; any bits are a valid `u64`.
+                let w = unsafe { ptr::read_volatile(src.add(8 * i).cast::<u64>()) };
+                word.copy_from_slice(&w.to_ne_bytes());
+            }
+        } else if size_of::<T>().is_multiple_of(4) && src.align_offset(4) == 0 {
+            for (i, word) in bytes.chunks_exact_mut(4).enumerate() {
+                // SAFETY: as above, for 4-byte words.
+                let w = unsafe { ptr::read_volatile(src.add(4 * i).cast::<u32>()) };
+                word.copy_from_slice(&w.to_ne_bytes());
+            }
+        } else {
+            for (i, byte) in bytes.iter_mut().enumerate() {
+                // SAFETY: `src + i` lies inside the checked range.
+                *byte = unsafe { ptr::read_volatile(src.add(i)) };
+            }
+        }
+        Ok(value)
+    }
+
+    /// Writes `value` at `offset` in whole 8- or 4-byte volatile words where
+    /// the address and `T`'s size allow it, byte by byte otherwise (see
+    /// [`read_pod_volatile`](Self::read_pod_volatile)).
+    #[inline(always)]
+    pub(super) fn write_pod_volatile<T: bytemuck::Pod>(
+        &self,
+        offset: usize,
+        value: &T,
+    ) -> Result<(), OutOfBounds> {
+        check(offset, size_of::<T>(), self.len)?;
+        // SAFETY: `offset..offset + size_of::<T>()` was just checked to lie
+        // inside the window.
+        let dst = unsafe { self.ptr.as_ptr().add(offset) };
+        let bytes = bytemuck::bytes_of(value);
+        if size_of::<T>().is_multiple_of(8) && dst.align_offset(8) == 0 {
+            for (i, word) in bytes.chunks_exact(8).enumerate() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                // SAFETY: `dst + 8 * i .. + 8` lies inside the checked range,
+                // is 8-byte aligned and is not aliased by any reference.
+                unsafe { ptr::write_volatile(dst.add(8 * i).cast::<u64>(), u64::from_ne_bytes(w)) };
+            }
+        } else if size_of::<T>().is_multiple_of(4) && dst.align_offset(4) == 0 {
+            for (i, word) in bytes.chunks_exact(4).enumerate() {
+                let mut w = [0u8; 4];
+                w.copy_from_slice(word);
+                // SAFETY: as above, for 4-byte words.
+                unsafe { ptr::write_volatile(dst.add(4 * i).cast::<u32>(), u32::from_ne_bytes(w)) };
+            }
+        } else {
+            for (i, &byte) in bytes.iter().enumerate() {
+                // SAFETY: `dst + i` lies inside the checked range.
+                unsafe { ptr::write_volatile(dst.add(i), byte) };
+            }
+        }
+        Ok(())
+    }
+
     /// Identifies the memory behind `offset` for overlap checks in
     /// `copy_from`: (region, absolute address). Raw windows share one address
     /// space, so the region is always 0.
+    #[inline]
     pub(super) fn region_addr(&self, offset: usize) -> (usize, usize) {
         (0, (self.ptr.as_ptr() as usize).wrapping_add(offset))
     }
 
     /// The checked, aligned address of the word at `offset`.
+    #[inline]
     fn word(&self, offset: usize) -> Result<*mut u32, OutOfBounds> {
         check_word(offset, self.region_addr(offset).1, self.len)?;
         // SAFETY: `offset + 4 <= self.len`, checked just above.
