@@ -139,8 +139,9 @@ impl Window {
     /// Copies `len` bytes from `src` at `src_offset` into this window at
     /// `dst_offset`: the software stand-in for a DMA between two windows.
     ///
-    /// Both ranges are checked before anything is copied. The bytes go through
-    /// a small stack buffer; if the two ranges overlap in the same memory the
+    /// Both ranges are checked before anything is copied. Disjoint, equally
+    /// aligned ranges are copied word by word; otherwise the bytes go through
+    /// a small stack buffer, and if the two ranges overlap in the same memory the
     /// result is as if the source had been copied out first (like `memmove`).
     pub fn copy_from(
         &self,
@@ -153,6 +154,12 @@ impl Window {
         check(src_offset, len, src.len())?;
         let (dst_region, dst_addr) = self.region_addr(dst_offset);
         let (src_region, src_addr) = src.region_addr(src_offset);
+        let disjoint = dst_region != src_region
+            || dst_addr.saturating_add(len) <= src_addr
+            || src_addr.saturating_add(len) <= dst_addr;
+        if disjoint && self.copy_disjoint_from(dst_offset, src, src_offset, len) {
+            return Ok(());
+        }
         // Copying chunks from the back is only needed when the destination
         // starts above the source inside the same memory.
         let backwards = dst_region == src_region && dst_addr > src_addr;

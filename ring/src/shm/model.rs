@@ -112,6 +112,17 @@ impl Window {
         Ok(())
     }
 
+    /// The model always takes the bounce-buffer path.
+    pub(super) fn copy_disjoint_from(
+        &self,
+        _dst_offset: usize,
+        _src: &Window,
+        _src_offset: usize,
+        _len: usize,
+    ) -> bool {
+        false
+    }
+
     /// Byte by byte, so that loom sees each byte access.
     pub(super) fn read_pod_volatile<T: bytemuck::Pod>(
         &self,
