@@ -69,7 +69,8 @@ dvm_unpack() {
 
 dvm_kernel() {
     local kpkg m patterns
-    DVM_KDEB=$(find "$DVM_DL" -maxdepth 1 -name 'linux-image-[0-9]*-amd64_*_amd64.deb' 2>/dev/null | sort | tail -1)
+    mkdir -p "$DVM_DL" "$DVM_PKG"
+    DVM_KDEB=$(find "$DVM_DL" -maxdepth 1 -name 'linux-image-[0-9]*-amd64_*_amd64.deb' | sort | tail -1)
     if [ -z "$DVM_KDEB" ]; then
         kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
         if [ -z "$kpkg" ]; then
