@@ -8,7 +8,7 @@
 # benchvm/README.md.
 #
 # Settings (environment):
-#   BENCHVM_RUNS   alternating runs of each pair (default 3; medians reported)
+#   BENCHVM_RUNS   alternating runs of each pair (default 5; medians reported)
 #   BENCHVM_BYTES  TCP bytes per run (default 33554432, 32 MiB)
 #   BENCHVM_COUNT  timed UDP round trips per run (default 5000, after 100
 #                  untimed ones)
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 OUT=target/benchvm
 LOGS=$OUT/logs
-RUNS=${BENCHVM_RUNS:-3}
+RUNS=${BENCHVM_RUNS:-5}
 BYTES=${BENCHVM_BYTES:-33554432}
 COUNT=${BENCHVM_COUNT:-5000}
 SIZE=${BENCHVM_SIZE:-64}
