@@ -141,14 +141,16 @@ free_port() {
     done
     die "no free TCP port on 127.0.0.1"
 }
-# wait_line FILE PATTERN SECONDS PID [FAIL-PATTERN]: the first line of FILE
-# matching PATTERN (extended regex), once it is there. Fails (printing FILE's
-# tail) on the deadline, when PID is gone first, or on FAIL-PATTERN.
+# wait_line FILE PATTERN SECONDS PID [FAIL-PATTERN]: sets LINE to the first
+# line of FILE matching PATTERN (extended regex), once it is there. Fails
+# (printing FILE's tail) on the deadline, when PID is gone first, or on
+# FAIL-PATTERN. (Not for a command substitution: a signal's trap runs only
+# after the foreground command, here at most a 0.2 s sleep.)
 wait_line() {
     local file=$1 pat=$2 deadline=$(($(date +%s) + $3)) pid=$4 fail=${5:-}
     while :; do
         if grep -Eq -- "$pat" "$file" 2>/dev/null; then
-            grep -E -m1 -- "$pat" "$file" | tr -d '\r'
+            LINE=$(grep -E -m1 -- "$pat" "$file" | tr -d '\r')
             return 0
         fi
         if [ -n "$fail" ] && grep -Eq -- "$fail" "$file" 2>/dev/null; then
@@ -157,7 +159,10 @@ wait_line() {
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
             sleep 0.3
-            grep -Eq -- "$pat" "$file" 2>/dev/null && { grep -E -m1 -- "$pat" "$file" | tr -d '\r'; return 0; }
+            if grep -Eq -- "$pat" "$file" 2>/dev/null; then
+                LINE=$(grep -E -m1 -- "$pat" "$file" | tr -d '\r')
+                return 0
+            fi
             say "$file: its QEMU stopped before '$pat'"
             break
         fi
@@ -193,7 +198,7 @@ run_linux() {
         </dev/null >"$LOGS/linux-serve-$tag.qemu.log" 2>&1 &
     serve=$!
     PIDS+=("$serve")
-    wait_line "$con_s" '^BENCHVM-READY' 180 "$serve" '^BENCHVM-FAIL' >/dev/null || {
+    wait_line "$con_s" '^BENCHVM-READY' 180 "$serve" '^BENCHVM-FAIL' || {
         stop "$serve"
         return 1
     }
@@ -204,9 +209,9 @@ run_linux() {
         </dev/null >"$LOGS/linux-client-$tag.qemu.log" 2>&1 &
     client=$!
     PIDS+=("$client")
-    if ! sent=$(wait_line "$con_c" '^sent [0-9]+ bytes sha256 ' 600 "$client" '^BENCHVM-FAIL') ||
-        ! rr=$(wait_line "$con_c" '^udp-rr: [0-9]+ round trips' 600 "$client" '^BENCHVM-FAIL') ||
-        ! rx=$(wait_line "$con_s" '^discard from .*: [0-9]+ bytes sha256 ' 30 "$serve"); then
+    if ! wait_line "$con_c" '^sent [0-9]+ bytes sha256 ' 600 "$client" '^BENCHVM-FAIL' || ! sent=$LINE ||
+        ! wait_line "$con_c" '^udp-rr: [0-9]+ round trips' 600 "$client" '^BENCHVM-FAIL' || ! rr=$LINE ||
+        ! wait_line "$con_s" '^discard from .*: [0-9]+ bytes sha256 ' 30 "$serve" || ! rx=$LINE; then
         stop "$client" "$serve"
         return 1
     fi
@@ -254,7 +259,7 @@ run_unikernel() {
     boot_uni "$con1" "$dir/u1.sock" "ip=10.77.0.2/24"
     u1=$!
     PIDS+=("$u1")
-    wait_line "$con1" 'ibguest: network up' 60 "$u1" 'ibguest: fatal' >/dev/null || {
+    wait_line "$con1" 'ibguest: network up' 60 "$u1" 'ibguest: fatal' || {
         stop "$u1" "$be"
         return 1
     }
@@ -262,9 +267,9 @@ run_unikernel() {
     u2=$!
     PIDS+=("$u2")
     local fail='ibguest: (fatal|send failed|udp-rr failed)'
-    if ! sent=$(wait_line "$con2" '^ibguest: sent [0-9]+ bytes sha256 ' 600 "$u2" "$fail") ||
-        ! rr=$(wait_line "$con2" '^ibguest: udp-rr: [0-9]+ round trips' 600 "$u2" "$fail") ||
-        ! rx=$(wait_line "$con1" '^ibguest: discard from .*: [0-9]+ bytes sha256 ' 30 "$u1"); then
+    if ! wait_line "$con2" '^ibguest: sent [0-9]+ bytes sha256 ' 600 "$u2" "$fail" || ! sent=$LINE ||
+        ! wait_line "$con2" '^ibguest: udp-rr: [0-9]+ round trips' 600 "$u2" "$fail" || ! rr=$LINE ||
+        ! wait_line "$con1" '^ibguest: discard from .*: [0-9]+ bytes sha256 ' 30 "$u1" || ! rx=$LINE; then
         stop "$u2" "$u1" "$be"
         return 1
     fi
