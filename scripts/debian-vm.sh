@@ -1,7 +1,6 @@
 # shellcheck shell=bash
 # Linux VMs from Debian packages, for scripts that boot them under QEMU
-# (benchvm/bench-vm.sh; the same steps as softroce/softroce.sh, which keeps
-# its own copy for now). Source it after setting:
+# (softroce/softroce.sh and benchvm/bench-vm.sh). Source it after setting:
 #   DVM_DL    where downloaded .debs are cached (shared: target/softroce/dl)
 #   DVM_PKG   where unpacked packages go
 #   DVM_SAY   a function name that prints progress (optional, default echo)
