@@ -221,6 +221,7 @@ run_linux() {
         say "Linux VMs: the sink did not get what was sent: '$sent' / '$rx'"
         return 1
     fi
+    CLOCK_LINUX=$(tr -d '\r' <"$con_c" | sed -n 's/^benchvm: .*clocksource \([^ ,]*\).*/\1/p' | head -1)
     # "sent N bytes sha256 H in S s (R MB/s)": MB/s from N and S.
     say "  Linux VMs ($tag): $sent; $rr ($(($(date +%s) - t0)) s with the boots)"
     RESULT=$(awk -v b="$BYTES" -v s="$(field "$sent" in)" -v m="$(field "$rr" median)" -v p="$(field "$rr" p99)" \
@@ -279,6 +280,7 @@ run_unikernel() {
         say "unikernels: the discard service did not get what was sent: '$sent' / '$rx'"
         return 1
     fi
+    CLOCK_UNI=$(tr -d '\r' <"$con2" | grep -o 'TSC [0-9]* kHz, APIC timer [0-9]* kHz (from the [^)]*)' | head -1)
     # "ibguest: sent N bytes sha256 H in M ms (K KB/s)": MB/s from N and M.
     say "  unikernels ($tag): ${sent#ibguest: }; ${rr#ibguest: } ($(($(date +%s) - t0)) s with the boots)"
     RESULT=$(awk -v b="$BYTES" -v ms="$(field "$sent" in)" -v m="$(field "$rr" median)" -v p="$(field "$rr" p99)" \
@@ -290,6 +292,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "ready after $(($(date +%s) - T_START)) s; $RUNS alternating runs of each pair: TCP $BYTES bytes, UDP RR $COUNT x $SIZE bytes"
 UNI=()
 LIN=()
+CLOCK_LINUX=unknown
+CLOCK_UNI=unknown
 for i in $(seq "$RUNS"); do
     # Odd runs start with the Linux VMs, even ones with the unikernels.
     if [ $((i % 2)) -eq 1 ]; then order="linux unikernel"; else order="unikernel linux"; fi
@@ -350,7 +354,7 @@ verdict() { # NAME RATIO-NUMERATOR RATIO-DENOMINATOR
     echo "- ratio: unikernel/Linux for MB/s, Linux/unikernel for latency; above 1.00x the unikernel pair is better."
     echo "- verdict: $(verdict TCP "$U_TCP" "$L_TCP"); $(verdict 'the RR median' "$L_MED" "$U_MED"); $(verdict 'the RR p99' "$L_P99" "$U_P99")."
     echo "- medians of $RUNS runs per pair, alternating (odd runs Linux first); per run, unikernel TCP MB/s: $(values_col 1 "${UNI[@]}"); Linux: $(values_col 1 "${LIN[@]}"); RR median us unikernel: $(values_col 2 "${UNI[@]}"); Linux: $(values_col 2 "${LIN[@]}"); RR p99 us unikernel: $(values_col 3 "${UNI[@]}"); Linux: $(values_col 3 "${LIN[@]}")."
-    echo "- each run: TCP sender -> discard sink of $BYTES seeded bytes with the SHA-256 checked at the sink, then UDP RR: 100 untimed + $COUNT timed one-at-a-time $SIZE-byte exchanges with an echo server; nearest-rank median and p99. Times are each guest's own clock."
+    echo "- each run: TCP sender -> discard sink of $BYTES seeded bytes with the SHA-256 checked at the sink, then UDP RR: 100 untimed + $COUNT timed one-at-a-time $SIZE-byte exchanges with an echo server; nearest-rank median and p99. Times are each guest's own clock: the Linux VMs' clocksource $CLOCK_LINUX; the unikernels' $CLOCK_UNI (host: $(awk -F': ' '/^cpu MHz/ {print $2 " MHz"; exit}' /proc/cpuinfo))."
     echo "- every guest: qemu-system-x86_64 ${QEMU_MACHINE[*]} (QEMU $QEMU_VER). Linux VMs: Debian kernel $DVM_KVER, busybox initramfs, ibguest-bench's Linux peer (tcp-send, tcp-sink, udp-rr, udp-echo), virtio-net-pci joined by -netdev socket over 127.0.0.1 (no vnet header, so no TSO/checksum offload to QEMU), eth0 MTU $MTU. Unikernels: the PVH image's send=/rr= clients against its discard/echo services, ivshmem-doorbell to ib-backend --provider sim, IPoIB MTU 2044."
     echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT, $(nproc) CPUs ($CPU), load average $LOAD_BEFORE before and $LOAD_AFTER after; took $ELAPSED s."
 } | tee "$OUT/table.md"

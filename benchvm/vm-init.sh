@@ -53,7 +53,7 @@ ip link set lo up
 ip link set eth0 mtu "${MTU:-1500}" || fatal "ip link set eth0 mtu $MTU"
 ip addr add "$IP/24" dev eth0 || fatal "ip addr add $IP/24 dev eth0"
 ip link set eth0 up || fatal "ip link set eth0 up"
-echo "benchvm: $(uname -r), eth0 $IP/24 mtu $(cat /sys/class/net/eth0/mtu), driver $(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+echo "benchvm: $(uname -r), eth0 $IP/24 mtu $(cat /sys/class/net/eth0/mtu), driver $(basename "$(readlink /sys/class/net/eth0/device/driver)"), clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 
 case "$ROLE" in
     serve)
