@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 # Executions per target for `make fuzz-long`.
 FUZZ_LONG_RUNS ?= 10000000
 
-.PHONY: all deps build nostd image run test unit loom lint fmt bench fuzz fuzz-long soak example softroce xen-test xen-rdma-test clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench bench-vm fuzz fuzz-long soak example softroce xen-test xen-rdma-test clean
 
 all: build
 
@@ -55,6 +55,12 @@ fmt:
 
 bench: deps
 	$(CARGO) run --release -p ibguest-bench
+
+# Two ibguest unikernels on ib-backend (sim) against two Linux VMs with
+# virtio-net, all under QEMU TCG: TCP MB/s and UDP RR median/p99 as ratios
+# (a few minutes; not part of `make test`). See benchvm/README.md.
+bench-vm: deps
+	benchvm/bench-vm.sh
 
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

@@ -81,39 +81,11 @@ fi
 command -v cargo >/dev/null || die "cargo not found (install Rust first)"
 
 # --- Debian packages for the VM (downloaded with apt-get download, not installed)
+# The steps are shared with `make bench-vm`: scripts/debian-vm.sh.
 mkdir -p "$DL" "$LOGS"
-# fetch NAME: the cached .deb of package NAME, downloaded if missing.
-fetch() {
-    local f
-    f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
-    if [ -z "$f" ]; then
-        say "downloading $1 (apt-get download)" >&2
-        if ! (cd "$DL" && apt-get download -qq "$1" >/dev/null 2>&1); then
-            apt_update >&2
-            (cd "$DL" && apt-get download -qq "$1" >/dev/null) || die "apt-get download $1 failed"
-        fi
-        f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
-        [ -n "$f" ] || die "apt-get download $1 left no $DL/$1_*_amd64.deb"
-    fi
-    echo "$f"
-}
-# unpack DEB DIR [MEMBER-PATTERNS...]: extracts once (the .deb's name is the
-# cache key), everything or only the members matching the patterns.
-unpack() {
-    local deb=$1 dir=$2
-    shift 2
-    if [ -f "$dir/.from" ] && [ "$(cat "$dir/.from")" = "$(basename "$deb")" ]; then
-        return
-    fi
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    if [ $# -eq 0 ]; then
-        dpkg-deb -x "$deb" "$dir"
-    else
-        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards --wildcards-match-slash "$@"
-    fi
-    basename "$deb" >"$dir/.from"
-}
+export DVM_DL=$DL DVM_PKG=$OUT/pkg DVM_SAY=say
+# shellcheck source=scripts/debian-vm.sh
+. scripts/debian-vm.sh
 
 # The modules rdma_rxe needs, in load order; crc32_generic is a hidden
 # dependency (without it: "rdma_rxe: failed to add eth0").
@@ -122,27 +94,15 @@ net_failover virtio_net crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverb
 
 # The kernel: the newest cached linux-image-*-amd64, else the one Debian's
 # linux-image-amd64 depends on. Only vmlinuz and the modules are unpacked.
-KDEB=$(find "$DL" -maxdepth 1 -name 'linux-image-[0-9]*-amd64_*_amd64.deb' | sort | tail -1)
-if [ -z "$KDEB" ]; then
-    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
-    if [ -z "$kpkg" ]; then
-        apt_update
-        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
-    fi
-    [ -n "$kpkg" ] || die "cannot tell which linux-image-*-amd64 package linux-image-amd64 depends on"
-    KDEB=$(fetch "$kpkg")
-fi
-patterns=('./boot/vmlinuz-*')
-for m in $MODULES; do patterns+=("*/$m.ko*"); done
-unpack "$KDEB" "$OUT/pkg/kernel" "${patterns[@]}"
-unpack "$(fetch busybox-static)" "$OUT/pkg/busybox"
-unpack "$(fetch ibverbs-utils)" "$OUT/pkg/ibverbs-utils"
-KVER=$(basename "$(find "$OUT/pkg/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")
-VMLINUZ=$OUT/pkg/kernel/boot/vmlinuz-$KVER
-BUSYBOX=$OUT/pkg/busybox/bin/busybox
+# shellcheck disable=SC2086 # a list of names
+dvm_kernel $MODULES
+dvm_busybox
+dvm_unpack "$(dvm_fetch ibverbs-utils)" "$OUT/pkg/ibverbs-utils"
+KDEB=$DVM_KDEB
+KVER=$DVM_KVER
+VMLINUZ=$DVM_VMLINUZ
+BUSYBOX=$DVM_BUSYBOX
 UTILS=$OUT/pkg/ibverbs-utils/usr/bin
-[ -f "$VMLINUZ" ] || die "no vmlinuz-$KVER in $(basename "$KDEB")"
-[ -x "$BUSYBOX" ] || die "no busybox in the busybox-static package"
 [ -x "$UTILS/ibv_devinfo" ] || die "no ibv_devinfo in the ibverbs-utils package"
 say "VM: kernel $KVER ($(basename "$KDEB")), busybox-static, ibverbs-utils"
 
@@ -170,29 +130,15 @@ QEMU_FILES=(/usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/qemu/accel-tcg
     /usr/share/seabios/bios-256k.bin /usr/share/qemu/pvh.bin /usr/share/qemu/linuxboot_dma.bin
     /usr/share/qemu/kvmvapic.bin)
 
-# copy_with_libs DEST FILE...: the shared libraries ldd names for each FILE,
-# at their paths under DEST.
-copy_with_libs() {
-    local dest=$1 f lib
-    shift
-    for f in "$@"; do
-        { ldd "$f" 2>/dev/null || true; } | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' |
-            while read -r lib; do
-                [ -f "$lib" ] || continue
-                mkdir -p "$dest$(dirname "$lib")"
-                [ -f "$dest$lib" ] || cp -L "$lib" "$dest$lib"
-            done
-    done
-}
 # build_initrd NAME EXTRA_FILES...: $OUT/NAME.cpio.gz, rebuilt only when one
 # of its inputs changed (size or mtime). EXTRA_FILES keep their paths, except
 # the guest image, which becomes /guest.elf.
 build_initrd() {
-    local name=$1 stamp root out sum m ko f
+    local name=$1 stamp root out sum f
     shift
     out=$OUT/$name.cpio.gz
     stamp=$OUT/$name.stamp
-    sum=$(printf '%s\n' "$BUSYBOX" softroce/vm-init.sh softroce/softroce.sh target/release/ib-backend \
+    sum=$(printf '%s\n' "$BUSYBOX" softroce/vm-init.sh softroce/softroce.sh scripts/debian-vm.sh target/release/ib-backend \
         target/release/ibguest-hosted "$TESTBIN" /usr/bin/rdma "$UTILS/ibv_devices" \
         "$UTILS/ibv_devinfo" "$RXE_PROVIDER" "$RXE_DRIVER" "$KDEB" "$@" |
         xargs stat -L -c '%n %s %Y' | sha256sum | cut -d' ' -f1)
@@ -213,7 +159,7 @@ build_initrd() {
     cp /usr/bin/rdma "$UTILS/ibv_devices" "$UTILS/ibv_devinfo" "$root/bin/"
     cp "$RXE_PROVIDER" "$root$RXE_PROVIDER"
     cp "$RXE_DRIVER" "$root$RXE_DRIVER"
-    copy_with_libs "$root" target/release/ib-backend target/release/ibguest-hosted "$TESTBIN" \
+    dvm_copy_with_libs "$root" target/release/ib-backend target/release/ibguest-hosted "$TESTBIN" \
         /usr/bin/rdma "$UTILS/ibv_devices" "$UTILS/ibv_devinfo" "$RXE_PROVIDER" "$@"
     for f in "$@"; do
         case "$f" in
@@ -221,22 +167,9 @@ build_initrd() {
             *) mkdir -p "$root$(dirname "$f")" && cp -L "$f" "$root$f" ;;
         esac
     done
-    : >"$root/lib/modules.order"
-    for m in $MODULES; do
-        ko=$(find "$OUT/pkg/kernel/lib/modules/$KVER" -name "$m.ko*" | head -1)
-        [ -n "$ko" ] || die "module $m not in $(basename "$KDEB")"
-        # busybox insmod wants plain .ko files (newer kernels ship .ko.xz).
-        case "$ko" in
-            *.ko) cp "$ko" "$root/lib/mod/$m.ko" ;;
-            *.ko.xz) xz -dc "$ko" >"$root/lib/mod/$m.ko" ;;
-            *.ko.zst) zstd -qdc "$ko" >"$root/lib/mod/$m.ko" ;;
-            *) die "module $ko: unknown compression" ;;
-        esac
-        echo "$m" >>"$root/lib/modules.order"
-    done
-    # The host has no cpio; busybox's writes newc.
-    (cd "$root" && find . | "$OLDPWD/$BUSYBOX" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out.tmp"
-    mv "$out.tmp" "$out"
+    # shellcheck disable=SC2086 # a list of names
+    dvm_add_modules "$root" $MODULES
+    dvm_pack "$root" "$out"
     echo "$sum" >"$stamp"
     rm -rf "$root"
     say "initramfs $out: $(du -h "$out" | cut -f1)"

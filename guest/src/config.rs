@@ -7,6 +7,7 @@
 //! | `ip`, `gw`, `services`, `log`, `name` | see `netcore::NetConfig` | the network and its services |
 //! | `send` | `ADDR:PORT:BYTES` | once the network is up, send BYTES of seeded data over TCP (e.g. to a discard service on port 9) and print their SHA-256 |
 //! | `fetch` | `http://ADDR[:PORT]/PATH` | once the network is up, GET this URL (retrying for 20 s while the server is not up yet) and print the status line and length |
+//! | `rr` | `ADDR:PORT:COUNT:SIZE` | once the network is up (and after `send`, if given), measure UDP request/response latency against the echo service at ADDR:PORT (port 7): 100 untimed exchanges, then COUNT timed ones of SIZE bytes (8..=2016), one at a time; print `udp-rr: N round trips, median X us, p99 Y us` as the hosted guest and the benchmark's Linux peer do (`make bench-vm`) |
 //! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
 //! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
 //! | `xen-fault` | `bad-ref`, `bad-port`, `huge-window`, `read-only` | under Xen, publish a broken channel on purpose: a grant reference that was never granted, an event channel that was never allocated, a window larger than the back end allows, or window pages granted read-only. The back end must refuse this guest alone. For testing the back end's checks. |
@@ -22,7 +23,7 @@ use core::fmt;
 use netcore::{ConfigError, NetConfig};
 
 /// The guest's own keys, as error messages list them.
-pub const GUEST_OPTIONS: &str = "peer, send, fetch, exit-after, xen-fault, crash";
+pub const GUEST_OPTIONS: &str = "peer, send, rr, fetch, exit-after, xen-fault, crash";
 const CRASH_VALUES: &str = "ud2, pagefault, overflow, panic";
 const XEN_FAULT_VALUES: &str = "bad-ref, bad-port, huge-window, read-only";
 
@@ -142,6 +143,9 @@ pub struct GuestOptions {
     pub exit_after: Option<u32>,
     /// Send this many bytes over TCP to this address and port.
     pub send: Option<(core::net::Ipv4Addr, u16, u64)>,
+    /// UDP request/response latency against this echo address and port:
+    /// timed exchanges and payload bytes.
+    pub rr: Option<(core::net::Ipv4Addr, u16, u32, usize)>,
     /// A URL to GET once the network is up.
     pub fetch: Option<FetchUrl>,
     /// Under Xen, a broken channel to publish on purpose.
@@ -173,6 +177,9 @@ pub enum BootConfigError {
         value: String,
     },
     BadFetch {
+        value: String,
+    },
+    BadRr {
         value: String,
     },
     BadXenFault {
@@ -221,6 +228,10 @@ impl fmt::Display for BootConfigError {
                 f,
                 "fetch={value}: not http://ADDR[:PORT]/PATH with an IPv4 address (example: fetch=http://10.77.0.3/)"
             ),
+            BootConfigError::BadRr { value } => write!(
+                f,
+                "rr={value}: not ADDR:PORT:COUNT:SIZE with SIZE 8..=2016 (example: rr=10.77.0.2:7:2000:64)"
+            ),
             BootConfigError::BadXenFault { value } => write!(
                 f,
                 "xen-fault={value}: not a fault kind (known: {XEN_FAULT_VALUES})"
@@ -252,6 +263,27 @@ impl BootConfig {
     }
 }
 
+/// `ADDR:PORT:COUNT:SIZE` for `rr=`.
+fn parse_rr(value: &str) -> Option<(core::net::Ipv4Addr, u16, u32, usize)> {
+    let mut parts = value.split(':');
+    let (Some(a), Some(p), Some(c), Some(s), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let size: usize = s.parse().ok()?;
+    Some((
+        a.parse().ok()?,
+        p.parse().ok().filter(|&p| p != 0)?,
+        c.parse().ok().filter(|&c| c != 0)?,
+        Some(size).filter(|s| (8..=netcore::clients::UDP_RR_MAX_SIZE).contains(s))?,
+    ))
+}
+
 /// Takes the guest's own options out of `cmdline`; returns them and the
 /// rest, for `netcore`.
 pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
@@ -261,6 +293,7 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
     let mut exit_token: Option<&str> = None;
     let mut send_token: Option<&str> = None;
     let mut fetch_token: Option<&str> = None;
+    let mut rr_token: Option<&str> = None;
     let mut xen_fault_token: Option<&str> = None;
     let mut rest = String::new();
     for token in cmdline.split_whitespace() {
@@ -287,6 +320,18 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
                     p.parse().map_err(|_| bad())?,
                     b.parse().map_err(|_| bad())?,
                 ));
+            }
+            Some(("rr", value)) => {
+                if let Some(first) = rr_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                rr_token = Some(token);
+                guest.rr = Some(parse_rr(value).ok_or_else(|| BootConfigError::BadRr {
+                    value: value.into(),
+                })?);
             }
             Some(("fetch", value)) => {
                 if let Some(first) = fetch_token {
@@ -384,6 +429,25 @@ mod tests {
         assert_eq!(c.guest.exit_after, Some(5));
         assert!(BootConfig::parse("ip=10.77.0.3/24 send=10.77.0.2:9").is_err());
         assert!(BootConfig::parse("ip=10.77.0.3/24 exit-after=soon").is_err());
+    }
+
+    #[test]
+    fn rr_takes_address_port_count_size() {
+        let c = BootConfig::parse("ip=10.77.0.3/24 rr=10.77.0.2:7:2000:64").unwrap();
+        assert_eq!(
+            c.guest.rr,
+            Some((core::net::Ipv4Addr::new(10, 77, 0, 2), 7, 2000, 64))
+        );
+        for bad in [
+            "rr=10.77.0.2:7:2000",
+            "rr=10.77.0.2:0:2000:64",
+            "rr=10.77.0.2:7:0:64",
+            "rr=10.77.0.2:7:10:4",
+            "rr=10.77.0.2:7:10:5000",
+        ] {
+            let e = BootConfig::parse(&std::format!("ip=10.77.0.3/24 {bad}")).unwrap_err();
+            assert!(e.to_string().starts_with(bad), "{e}");
+        }
     }
 
     #[test]
@@ -485,12 +549,12 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, xen-fault, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, rr, fetch, exit-after, xen-fault, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, fetch, exit-after, xen-fault, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, rr, fetch, exit-after, xen-fault, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));

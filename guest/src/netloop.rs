@@ -12,6 +12,7 @@ use ipoib::IpoibError;
 use netcore::clients::HttpGetConfig;
 use netcore::clients::PingConfig;
 use netcore::clients::TcpSenderConfig;
+use netcore::clients::{UdpRr, UdpRrConfig};
 use netcore::pattern::Payload;
 use netcore::{HttpGet, NetStack, Pinger, TcpSender};
 use ring::LayoutParams;
@@ -127,6 +128,9 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("send: {e}")))
     });
     let mut send_started = 0u64;
+    // `rr=` starts once `send=` (if any) has finished.
+    let mut rr: Option<UdpRr> = None;
+    let mut rr_pending = config.guest.rr.is_some();
     let end = config
         .guest
         .exit_after
@@ -246,6 +250,41 @@ pub fn run(config: &BootConfig, dev: &Transport) {
                 sender = None;
             }
         }
+        if rr_pending && sender.is_none() {
+            rr_pending = false;
+            rr = config.guest.rr.map(|(addr, port, count, size)| {
+                let to = smoltcp::wire::IpEndpoint::new(smoltcp::wire::IpAddress::Ipv4(addr), port);
+                let cfg = UdpRrConfig::new(to, 51000 + (seed % 1000) as u16, count, size);
+                UdpRr::new(&mut stack.sockets, cfg)
+                    .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("rr: {e}")))
+            });
+        }
+        let mut rr_sent = false;
+        if let Some(c) = &mut rr {
+            match c.poll(&mut stack.sockets, now()) {
+                Poll::Ready(result) => {
+                    match result {
+                        Ok(r) => {
+                            println!("ibguest: {r}");
+                            if r.lost > 0 {
+                                println!(
+                                    "ibguest: udp-rr: {} exchanges lost (no echo within 1 s)",
+                                    r.lost
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            let (done, lost) = c.progress();
+                            println!("ibguest: udp-rr failed after {done} round trips ({lost} lost): {e}");
+                        }
+                    }
+                    if let Some(c) = rr.take() {
+                        c.release(&mut stack.sockets);
+                    }
+                }
+                Poll::Pending => rr_sent = c.wants_poll(),
+            }
+        }
         while let Some(report) = stack.services.pop_discard_report() {
             println!("ibguest: {report}");
         }
@@ -260,7 +299,7 @@ pub fn run(config: &BootConfig, dev: &Transport) {
                 return;
             }
         }
-        if busy {
+        if busy || rr_sent {
             continue;
         }
         match stack.arm() {
@@ -278,6 +317,9 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             deadline = deadline.min(at.total_micros().max(0) as u64);
         }
         if let Some(at) = pinger.as_ref().and_then(|p| p.poll_at()) {
+            deadline = deadline.min(at.total_micros().max(0) as u64);
+        }
+        if let Some(at) = rr.as_ref().and_then(|c| c.poll_at()) {
             deadline = deadline.min(at.total_micros().max(0) as u64);
         }
         for at in [retry_at.0, retry_at.1].into_iter().flatten() {

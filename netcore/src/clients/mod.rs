@@ -25,6 +25,7 @@ mod http_get;
 mod ping;
 mod tcp;
 mod tcp_sender;
+mod udp_rr;
 
 use core::fmt;
 
@@ -36,6 +37,7 @@ use crate::http::ResponseError;
 pub use http_get::{HttpGet, HttpGetConfig, HTTP_GET_MAX_RESPONSE};
 pub use ping::{PingConfig, PingReport, Pinger, PING_MAX_PAYLOAD};
 pub use tcp_sender::{SendReport, TcpSender, TcpSenderConfig};
+pub use udp_rr::{UdpRr, UdpRrConfig, UdpRrReport, UDP_RR_MAX_SIZE, UDP_RR_WARMUP};
 
 /// Why a client gave up.
 #[derive(Clone, Debug, PartialEq, Eq)]
