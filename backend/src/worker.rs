@@ -1,6 +1,16 @@
 //! A worker thread: one epoll loop over its share of the seats. Events are
 //! handled in batches; busy guests are serviced while busy and re-armed when
-//! idle. New guests (and the end of Xen sessions) arrive through the inbox
+//! idle.
+//!
+//! Busy polling ([`Worker::busy_poll`], NAPI busy-poll style): after real
+//! work (requests or completions handled, not mere doorbells), the worker
+//! keeps passing over all its seats without arming any notification and
+//! without sleeping, until `busy_poll` has gone by since the last real
+//! work; then it arms every seat (re-checking each ring) and sleeps in
+//! `epoll_wait` as without it. Each pass serves every seat once, at most
+//! `BUSY_ROUNDS` service rounds each, so seats stay fair; a guest can only
+//! keep the worker spinning by giving it real work, which it would have done
+//! anyway. An idle worker never spins. New guests (and the end of Xen sessions) arrive through the inbox
 //! from the supervisor link; the worker builds each guest's transport here.
 //!
 //! A session's descriptors are watched through duplicates the worker owns
@@ -18,6 +28,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ivshmem::EventFd;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -25,7 +36,7 @@ use verbs_shim::IbMtu;
 
 use crate::handoff::Handoff;
 use crate::provider::Fabric;
-use crate::seat::{Seat, Source};
+use crate::seat::{Arm, Seat, Served, Source};
 use crate::stats::SeatSnapshot;
 use crate::transport::ivshmem::IvshmemTransport;
 use crate::transport::xen::XenTransport;
@@ -56,6 +67,44 @@ pub struct Worker {
     pub bell: Arc<EventFd>,
     /// Per seat, the descriptors in the epoll set (filled in by `run`).
     pub watched: Vec<Option<Watched>>,
+    /// How long to keep polling after the last real work before arming and
+    /// sleeping (zero: never busy-poll).
+    pub busy_poll: Duration,
+}
+
+/// The busy-polling budget: spinning is allowed until `budget` has passed
+/// since the last real work.
+#[derive(Clone, Copy, Debug)]
+pub struct BusyPoll {
+    budget: Duration,
+    last_work: Option<Instant>,
+}
+
+impl BusyPoll {
+    pub fn new(budget: Duration) -> BusyPoll {
+        BusyPoll {
+            budget,
+            last_work: None,
+        }
+    }
+
+    /// Real work was done at `now`.
+    pub fn worked(&mut self, now: Instant) {
+        if !self.budget.is_zero() {
+            self.last_work = Some(now);
+        }
+    }
+
+    /// Whether to keep polling at `now` instead of arming and sleeping.
+    pub fn spinning(&self, now: Instant) -> bool {
+        self.last_work
+            .is_some_and(|t| now.saturating_duration_since(t) < self.budget)
+    }
+
+    /// Gives up spinning (the caller arms and sleeps).
+    pub fn stop(&mut self) {
+        self.last_work = None;
+    }
 }
 
 fn token(local: usize, source: Source) -> u64 {
@@ -215,6 +264,46 @@ impl Worker {
         }
     }
 
+    /// Serves every seat once without a notification and without arming
+    /// it (busy polling); a seat that had work is marked in `unarmed`.
+    /// Returns the work done.
+    fn spin_pass(&mut self, epoll: &Epoll, unarmed: &mut [bool]) -> usize {
+        let mut work = 0;
+        for (local, unarmed) in unarmed.iter_mut().enumerate() {
+            let (fabric, mtu) = (&self.fabric, self.mtu);
+            let Served { ended, work: w } = self.seats[local].poll(fabric, mtu, Arm::Never);
+            work += w;
+            *unarmed |= w > 0;
+            self.after_pass(epoll, local, ended, w);
+        }
+        work
+    }
+
+    /// Serves the seats marked in `unarmed` and arms them once idle, before
+    /// the worker sleeps. Returns the work done.
+    fn arm_pass(&mut self, epoll: &Epoll, unarmed: &mut [bool]) -> usize {
+        let mut work = 0;
+        for (local, unarmed) in unarmed.iter_mut().enumerate() {
+            if !std::mem::take(unarmed) {
+                continue;
+            }
+            let (fabric, mtu) = (&self.fabric, self.mtu);
+            let Served { ended, work: w } = self.seats[local].poll(fabric, mtu, Arm::WhenIdle);
+            work += w;
+            self.after_pass(epoll, local, ended, w);
+        }
+        work
+    }
+
+    fn after_pass(&mut self, epoll: &Epoll, local: usize, ended: bool, work: usize) {
+        if ended {
+            self.unwatch_ended(epoll, local);
+        }
+        if ended || work > 0 {
+            self.publish(local);
+        }
+    }
+
     pub fn run(mut self) {
         self.watched = (0..self.seats.len()).map(|_| None).collect();
         let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
@@ -235,8 +324,33 @@ impl Worker {
             self.publish(local);
         }
         let mut events = vec![EpollEvent::empty(); 64];
+        let mut busy = BusyPoll::new(self.busy_poll);
+        // Busy polling is on: seats are served without arming, and armed
+        // all together when the spinning stops.
+        let arm = if self.busy_poll.is_zero() {
+            Arm::WhenIdle
+        } else {
+            Arm::Never
+        };
+        // The seats served without arming since they were last armed.
+        let mut unarmed = vec![false; self.seats.len()];
         while !self.stop.load(Ordering::Relaxed) {
-            let n = match epoll.wait(&mut events, EpollTimeout::from(TICK_MS)) {
+            let spinning = busy.spinning(Instant::now());
+            if !spinning && unarmed.contains(&true) {
+                // Done spinning: arm those seats before sleeping. One that
+                // had work meanwhile was served (and armed only once idle);
+                // spin again.
+                if self.arm_pass(&epoll, &mut unarmed) > 0 {
+                    busy.worked(Instant::now());
+                    continue;
+                }
+            }
+            let timeout = if spinning {
+                EpollTimeout::ZERO
+            } else {
+                EpollTimeout::from(TICK_MS)
+            };
+            let n = match epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -244,6 +358,7 @@ impl Worker {
                     break;
                 }
             };
+            let mut work = 0;
             for event in &events[..n] {
                 if event.data() == INBOX {
                     self.take_inbox(&epoll);
@@ -259,12 +374,26 @@ impl Worker {
                     }
                     Source::Guest | Source::Wake | Source::PortEvents => {
                         let (fabric, mtu) = (&self.fabric, self.mtu);
-                        self.seats[local].kick(source, fabric, mtu);
+                        work += self.seats[local].kick_with(source, fabric, mtu, arm).work;
+                        unarmed[local] |= arm == Arm::Never;
                         self.watch_port_events(&epoll, local);
                     }
                 }
                 self.unwatch_ended(&epoll, local);
                 self.publish(local);
+            }
+            if spinning {
+                work += self.spin_pass(&epoll, &mut unarmed);
+            }
+            if work > 0 {
+                busy.worked(Instant::now());
+            } else if spinning {
+                // Nothing this pass: let whatever else wants this core run
+                // (a guest or the other worker, on a small machine).
+                std::thread::yield_now();
+            }
+            if !busy.spinning(Instant::now()) {
+                busy.stop();
             }
         }
         for local in 0..self.seats.len() {
