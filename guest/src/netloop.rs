@@ -133,6 +133,11 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         .map(|s| guest::now_micros() + u64::from(s) * 1_000_000);
     let mut interrupts = 0;
     let mut reattaches = 0u32;
+    // Busy polling: after a pass that moved something, keep polling (no
+    // interrupt armed, no HLT) until this long has passed since it. An idle
+    // guest halts at once.
+    let busy_poll = u64::from(config.guest.busy_poll_us());
+    let mut last_busy: Option<u64> = None;
     loop {
         let t = now();
         let busy = match stack.poll(t) {
@@ -261,8 +266,16 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             }
         }
         if busy {
+            if busy_poll > 0 {
+                last_busy = Some(guest::now_micros());
+            }
             continue;
         }
+        if last_busy.is_some_and(|t| guest::now_micros().saturating_sub(t) < busy_poll) {
+            core::hint::spin_loop();
+            continue;
+        }
+        last_busy = None;
         match stack.arm() {
             Ok(true) => continue,
             Ok(false) => {}
