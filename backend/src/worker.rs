@@ -10,7 +10,9 @@
 //! `epoll_wait` as without it. Each pass serves every seat once, at most
 //! `BUSY_ROUNDS` service rounds each, so seats stay fair; a guest can only
 //! keep the worker spinning by giving it real work, which it would have done
-//! anyway. An idle worker never spins. New guests (and the end of Xen sessions) arrive through the inbox
+//! anyway. An idle worker never spins, and one that loses its CPU while
+//! spinning stops spinning for a while (the policy is
+//! [`netcore::BusyPoll`], shared with the guests' loops). New guests (and the end of Xen sessions) arrive through the inbox
 //! from the supervisor link; the worker builds each guest's transport here.
 //!
 //! A session's descriptors are watched through duplicates the worker owns
@@ -29,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use netcore::BusyPoll;
 
 use ivshmem::EventFd;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -70,41 +74,6 @@ pub struct Worker {
     /// How long to keep polling after the last real work before arming and
     /// sleeping (zero: never busy-poll).
     pub busy_poll: Duration,
-}
-
-/// The busy-polling budget: spinning is allowed until `budget` has passed
-/// since the last real work.
-#[derive(Clone, Copy, Debug)]
-pub struct BusyPoll {
-    budget: Duration,
-    last_work: Option<Instant>,
-}
-
-impl BusyPoll {
-    pub fn new(budget: Duration) -> BusyPoll {
-        BusyPoll {
-            budget,
-            last_work: None,
-        }
-    }
-
-    /// Real work was done at `now`.
-    pub fn worked(&mut self, now: Instant) {
-        if !self.budget.is_zero() {
-            self.last_work = Some(now);
-        }
-    }
-
-    /// Whether to keep polling at `now` instead of arming and sleeping.
-    pub fn spinning(&self, now: Instant) -> bool {
-        self.last_work
-            .is_some_and(|t| now.saturating_duration_since(t) < self.budget)
-    }
-
-    /// Gives up spinning (the caller arms and sleeps).
-    pub fn stop(&mut self) {
-        self.last_work = None;
-    }
 }
 
 fn token(local: usize, source: Source) -> u64 {
@@ -324,7 +293,9 @@ impl Worker {
             self.publish(local);
         }
         let mut events = vec![EpollEvent::empty(); 64];
-        let mut busy = BusyPoll::new(self.busy_poll);
+        let origin = Instant::now();
+        let micros = || origin.elapsed().as_micros() as u64;
+        let mut busy = BusyPoll::new(self.busy_poll.as_micros() as u64);
         // Busy polling is on: seats are served without arming, and armed
         // all together when the spinning stops.
         let arm = if self.busy_poll.is_zero() {
@@ -335,13 +306,13 @@ impl Worker {
         // The seats served without arming since they were last armed.
         let mut unarmed = vec![false; self.seats.len()];
         while !self.stop.load(Ordering::Relaxed) {
-            let spinning = busy.spinning(Instant::now());
+            let spinning = busy.spinning(micros());
             if !spinning && unarmed.contains(&true) {
                 // Done spinning: arm those seats before sleeping. One that
                 // had work meanwhile was served (and armed only once idle);
                 // spin again.
                 if self.arm_pass(&epoll, &mut unarmed) > 0 {
-                    busy.worked(Instant::now());
+                    busy.worked(micros());
                     continue;
                 }
             }
@@ -386,14 +357,11 @@ impl Worker {
                 work += self.spin_pass(&epoll, &mut unarmed);
             }
             if work > 0 {
-                busy.worked(Instant::now());
-            } else if spinning {
+                busy.worked(micros());
+            } else if spinning && busy.spin_on(micros()) {
                 // Nothing this pass: let whatever else wants this core run
                 // (a guest or the other worker, on a small machine).
                 std::thread::yield_now();
-            }
-            if !busy.spinning(Instant::now()) {
-                busy.stop();
             }
         }
         for local in 0..self.seats.len() {

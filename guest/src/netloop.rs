@@ -134,10 +134,9 @@ pub fn run(config: &BootConfig, dev: &Transport) {
     let mut interrupts = 0;
     let mut reattaches = 0u32;
     // Busy polling: after a pass that moved something, keep polling (no
-    // interrupt armed, no HLT) until this long has passed since it. An idle
+    // interrupt armed, no HLT) until the budget has passed since it. An idle
     // guest halts at once.
-    let busy_poll = u64::from(config.guest.busy_poll_us());
-    let mut last_busy: Option<u64> = None;
+    let mut busy_poll = netcore::BusyPoll::new(u64::from(config.guest.busy_poll_us()));
     loop {
         let t = now();
         let busy = match stack.poll(t) {
@@ -266,16 +265,13 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             }
         }
         if busy {
-            if busy_poll > 0 {
-                last_busy = Some(guest::now_micros());
-            }
+            busy_poll.worked(guest::now_micros());
             continue;
         }
-        if last_busy.is_some_and(|t| guest::now_micros().saturating_sub(t) < busy_poll) {
+        if busy_poll.spin_on(guest::now_micros()) {
             core::hint::spin_loop();
             continue;
         }
-        last_busy = None;
         match stack.arm() {
             Ok(true) => continue,
             Ok(false) => {}

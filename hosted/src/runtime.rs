@@ -2,17 +2,19 @@
 //! the unikernel runs) on the `front` provider, driven by interrupts from the
 //! back end and smoltcp's timers.
 //!
-//! Busy polling ([`Runtime::set_busy_poll`]): after a pass that moved
-//! something, the loop keeps polling without arming the interrupt or
-//! sleeping until the budget has gone by since the last such pass (yielding
-//! the core each idle pass, so a small machine's other threads run); then
-//! it arms and sleeps as without it. An idle guest never spins.
+//! Busy polling ([`Runtime::set_busy_poll`], the policy is
+//! [`netcore::BusyPoll`]): after a pass that moved something, the loop keeps
+//! polling without arming the interrupt or sleeping until the budget has
+//! gone by since the last such pass (yielding the core each idle pass, so a
+//! small machine's other threads run); then it arms and sleeps as without
+//! it. An idle guest never spins, and one that loses its CPU while spinning
+//! stops spinning for a while.
 
 use std::path::Path;
 use std::time::Duration;
 
 use ipoib::IpoibError;
-use netcore::{NetConfig, NetStack};
+use netcore::{BusyPoll, NetConfig, NetStack};
 use ring::LayoutParams;
 use verbs_shim::front::FrontHca;
 use verbs_shim::HcaError;
@@ -50,12 +52,8 @@ pub struct Runtime {
     pub reattaches: u64,
     /// Times the loop slept waiting for an interrupt or timer.
     pub sleeps: u64,
-    /// Idle passes spent busy polling instead of sleeping.
-    pub spins: u64,
-    /// How long to keep polling after the last pass that moved something.
-    busy_poll: Duration,
-    /// When a pass last moved something (while busy polling is on).
-    last_progress: Option<std::time::Instant>,
+    /// When to keep polling instead of sleeping.
+    pub busy: BusyPoll,
 }
 
 impl Runtime {
@@ -74,9 +72,7 @@ impl Runtime {
             origin,
             reattaches: 0,
             sleeps: 0,
-            spins: 0,
-            busy_poll: DEFAULT_BUSY_POLL,
-            last_progress: None,
+            busy: BusyPoll::new(DEFAULT_BUSY_POLL.as_micros() as u64),
         })
     }
 
@@ -99,15 +95,11 @@ impl Runtime {
     /// Sets the busy-polling budget (zero turns it off); at most
     /// [`MAX_BUSY_POLL`].
     pub fn set_busy_poll(&mut self, budget: Duration) {
-        self.busy_poll = budget.min(MAX_BUSY_POLL);
-        self.last_progress = None;
+        self.busy = BusyPoll::new(budget.min(MAX_BUSY_POLL).as_micros() as u64);
     }
 
-    /// Whether an idle pass should poll again rather than sleep: busy
-    /// polling is on and something moved within its budget.
-    pub fn busy_polling(&self) -> bool {
-        self.last_progress
-            .is_some_and(|t| t.elapsed() < self.busy_poll)
+    fn micros(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
     }
 
     /// One pass of the network core. Returns true if anything moved.
@@ -115,8 +107,9 @@ impl Runtime {
         let now = self.now();
         match self.stack.poll(now) {
             Ok(busy) => {
-                if busy && !self.busy_poll.is_zero() {
-                    self.last_progress = Some(std::time::Instant::now());
+                if busy {
+                    let now = self.micros();
+                    self.busy.worked(now);
                 }
                 Ok(busy)
             }
@@ -133,15 +126,14 @@ impl Runtime {
     /// due. Returns at once if work is already waiting, and, while busy
     /// polling, without arming or sleeping (after yielding the core).
     pub fn idle_wait(&mut self) -> Result<(), HostedError> {
-        if self.busy_polling() {
-            self.spins += 1;
+        let now = self.micros();
+        if self.busy.spin_on(now) {
             // Yield rather than spin on the core: on a small machine the
             // back end's threads need it (spinning without yielding was 4 to
             // 8 times slower on 2 cores; see BENCHMARKS.md).
             std::thread::yield_now();
             return Ok(());
         }
-        self.last_progress = None;
         match self.stack.arm() {
             Ok(true) => return Ok(()),
             Ok(false) => {}

@@ -73,17 +73,22 @@ fn busy_polling_guests_and_back_end_spin_only_within_their_budget() -> Result<()
         "g1",
         &be.socket("g1"),
         "10.77.0.1/24",
-        &[&busy[..], &["udp-rr", "10.77.0.2:7", "--count", "2000"]].concat(),
+        &[&busy[..], &["udp-rr", "10.77.0.2:7", "--count", "20000"]].concat(),
         PING_TIMEOUT,
     )?;
-    assert!(out.contains("udp-rr: 2000 round trips"), "{out}");
+    assert!(out.contains("udp-rr: 20000 round trips"), "{out}");
     // The back end found work by polling, and the serving guest, polling
-    // too, hardly ever asked for an interrupt: far fewer than the 2100
-    // datagrams it received.
+    // too, asked for fewer interrupts than it received datagrams (without
+    // busy polling it takes about one each; with it, next to none, unless
+    // it keeps losing its CPU on a busy machine and backs off).
     assert!(be.counter("g2", "busy_polled")? > 0);
     let irqs = be.counter("g2", "interrupts")? - irq0;
-    assert!(be.counter("g2", "rx_packets")? >= 2100);
-    assert!(irqs < 1000, "{irqs} interrupts for 2100 datagrams");
+    let received = be.counter("g2", "rx_packets")?;
+    assert!(received >= 20100);
+    assert!(
+        irqs < received / 2,
+        "{irqs} interrupts for {received} datagrams"
+    );
     // Then idle: no spinning left.
     std::thread::sleep(Duration::from_millis(100));
     let worker = be.worker_pid()?;
@@ -93,7 +98,7 @@ fn busy_polling_guests_and_back_end_spin_only_within_their_budget() -> Result<()
     assert!(g1 - g0 <= 10, "idle guest used {} ticks in 5 s", g1 - g0);
     assert!(w1 - w0 <= 10, "idle worker used {} ticks in 5 s", w1 - w0);
     println!(
-        "after busy polling, idle over 5 s: guest {} ticks, worker {}; {irqs} interrupts to g2",
+        "after busy polling, idle over 5 s: guest {} ticks, worker {}; {irqs} interrupts to g2 for {received} datagrams",
         g1 - g0,
         w1 - w0
     );
