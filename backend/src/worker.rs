@@ -364,6 +364,14 @@ impl Worker {
                 std::thread::yield_now();
             }
         }
+        if busy.budget_us() > 0 {
+            log::info!(
+                "worker: busy polling {} µs: {} idle passes spun, {} backoffs after losing the CPU",
+                busy.budget_us(),
+                busy.spins,
+                busy.backoffs
+            );
+        }
         for local in 0..self.seats.len() {
             self.seats[local].shutdown();
             self.publish(local);

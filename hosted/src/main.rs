@@ -298,6 +298,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
                 return Ok(false);
             };
             println!("{}", report.line());
+            log::info!(
+                "busy polling {} us: {} idle passes spun, {} backoffs after losing the CPU, {} sleeps",
+                rt.busy.budget_us(),
+                rt.busy.spins,
+                rt.busy.backoffs,
+                rt.sleeps
+            );
             if report.lost > 0 {
                 println!(
                     "udp-rr: {} exchanges lost (no echo within {:?})",
