@@ -12,8 +12,10 @@
 //! keep the worker spinning by giving it real work, which it would have done
 //! anyway. An idle worker never spins, and one that loses its CPU while
 //! spinning stops spinning for a while (the policy is
-//! [`netcore::BusyPoll`], shared with the guests' loops). New guests (and the end of Xen sessions) arrive through the inbox
-//! from the supervisor link; the worker builds each guest's transport here.
+//! [`netcore::BusyPoll`], shared with the guests' loops).
+//!
+//! New guests (and the end of Xen sessions) arrive through the inbox from
+//! the supervisor link; the worker builds each guest's transport here.
 //!
 //! A session's descriptors are watched through duplicates the worker owns
 //! ([`Watched`]). When the session ends (however it ends), every one is
