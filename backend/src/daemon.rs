@@ -106,7 +106,7 @@ fn serve(
         .unwrap_or(1);
     let workers = config
         .workers
-        .unwrap_or(cores)
+        .unwrap_or_else(|| crate::config::default_workers(cores, config.busy_poll_us))
         .clamp(1, config.guests.len().max(1));
     let reporter = Reporter::new(supervisor.try_clone()?);
     let mut shares: Vec<Vec<Seat>> = (0..workers).map(|_| Vec::new()).collect();

@@ -85,7 +85,8 @@ struct RunArgs {
     /// Capture all fabric traffic to this file (LINKTYPE_IPOIB).
     #[arg(long)]
     pcap: Option<PathBuf>,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core; with busy polling on, one per
+    /// two cores).
     #[arg(long)]
     workers: Option<usize>,
     /// Busy polling: microseconds a worker keeps polling its guests' rings

@@ -316,3 +316,14 @@ fn busy_poll_budget() {
         "{e}"
     );
 }
+
+#[test]
+fn busy_polling_workers_leave_half_the_cores_to_the_guests() {
+    assert_eq!(default_workers(2, 0), 2);
+    assert_eq!(default_workers(8, 0), 8);
+    assert_eq!(default_workers(2, 50), 1);
+    assert_eq!(default_workers(3, 50), 2);
+    assert_eq!(default_workers(8, 50), 4);
+    assert_eq!(default_workers(1, 50), 1);
+    assert_eq!(default_workers(0, 0), 1);
+}
