@@ -129,8 +129,8 @@ impl Runtime {
         let now = self.micros();
         if self.busy.spin_on(now) {
             // Yield rather than spin on the core: on a small machine the
-            // back end's threads need it (spinning without yielding was 4 to
-            // 8 times slower on 2 cores; see BENCHMARKS.md).
+            // back end's threads need it (spinning without yielding was 3 to
+            // 8 times slower on 2 cores; see docs/busy-polling.md).
             std::thread::yield_now();
             return Ok(());
         }
