@@ -527,7 +527,7 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         format!("commit: {}", about::git_commit()),
         format!("machine: {}", about::machine()),
         format!(
-            "method: UDP RR: {runs} run(s) per side, ours and peer alternating, each {count} timed round trips after {RR_WARMUP} warm-up ones; the medians of the runs' medians and of their p99s. TCP: one warm-up of {} MiB per side, then the median of {runs} run(s) per side, alternating (ours, Linux off, Linux on){}",
+            "method: UDP RR: {runs} run(s) per side, ours (defaults), the peer, ours with busy polling off and ours with it on and a worker per core alternating, each {count} timed round trips after {RR_WARMUP} warm-up ones; the medians of the runs' medians and of their p99s. TCP: one warm-up of {} MiB per side, then the median of {runs} run(s) per side, alternating (ours, Linux off, Linux on){}",
             mib / 8,
             if *plan == Plan::QUICK { " (--quick)" } else { "" }
         ),
