@@ -12,8 +12,8 @@ need_pkgs=()
 command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
 # rdma-sys (bindgen) needs the verbs headers, librdmacm and libclang.
 # The end-to-end tests use Linux's ping, curl and ip (network namespaces,
-# the gateway's TAP).
-for pkg in pkg-config libibverbs-dev librdmacm-dev libclang-dev clang iputils-ping curl iproute2 ethtool qemu-system-x86 binutils; do
+# the gateway's TAP). make bench cross-checks Linux's UDP RR with sockperf.
+for pkg in pkg-config libibverbs-dev librdmacm-dev libclang-dev clang iputils-ping curl iproute2 ethtool qemu-system-x86 binutils sockperf; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ivshmem::EventFd;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -106,7 +106,7 @@ fn serve(
         .unwrap_or(1);
     let workers = config
         .workers
-        .unwrap_or(cores)
+        .unwrap_or_else(|| crate::config::default_workers(cores, config.busy_poll_us))
         .clamp(1, config.guests.len().max(1));
     let reporter = Reporter::new(supervisor.try_clone()?);
     let mut shares: Vec<Vec<Seat>> = (0..workers).map(|_| Vec::new()).collect();
@@ -126,10 +126,14 @@ fn serve(
             .spawn(move || control.run(&stop))?
     };
     log::info!(
-        "ib-backend: provider {}, epoch {epoch:#x}, {} guests on {workers} worker thread(s), control {}",
+        "ib-backend: provider {}, epoch {epoch:#x}, {} guests on {workers} worker thread(s), control {}, busy polling {}",
         fabric.name(),
         config.guests.len(),
-        config.control.display()
+        config.control.display(),
+        match config.busy_poll_us {
+            0 => "off".to_owned(),
+            us => format!("{us} µs"),
+        }
     );
     let gateway_thread = match gateway {
         Some(gw) => {
@@ -160,6 +164,7 @@ fn serve(
             inbox: rx,
             bell,
             watched: Vec::new(),
+            busy_poll: Duration::from_micros(u64::from(config.busy_poll_us)),
         };
         handles.push(
             std::thread::Builder::new()

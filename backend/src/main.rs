@@ -85,9 +85,15 @@ struct RunArgs {
     /// Capture all fabric traffic to this file (LINKTYPE_IPOIB).
     #[arg(long)]
     pcap: Option<PathBuf>,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core; with busy polling on, one per
+    /// two cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Busy polling: microseconds a worker keeps polling its guests' rings
+    /// after the last real work before it sleeps (0: off, at most 10000;
+    /// default 50). An idle back end does not spin.
+    #[arg(long, allow_negative_numbers = true)]
+    busy_poll_us: Option<i64>,
     /// RDMA device name, e.g. rxe0 or mlx5_0.
     #[arg(long)]
     rdma_device: Option<String>,
@@ -122,6 +128,7 @@ fn load_config(args: RunArgs) -> Result<Config, ExitCode> {
         control: args.control,
         pcap: args.pcap,
         workers: args.workers,
+        busy_poll_us: args.busy_poll_us,
         rdma_device: args.rdma_device,
         rdma_port: args.rdma_port,
         rdma_gid_index: args.rdma_gid_index,

@@ -63,6 +63,25 @@ pub struct Seat {
     directory: Option<Arc<SeatDirectory>>,
 }
 
+/// Whether a service pass arms the guest's and the provider's
+/// notifications once it finds nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arm {
+    /// Arm when idle, so the worker can sleep.
+    WhenIdle,
+    /// Do not arm: the worker is busy polling and will look again.
+    Never,
+}
+
+/// What a service pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// The session ended (the caller unregisters its descriptors).
+    pub ended: bool,
+    /// Requests and completions handled (0: the session was idle).
+    pub work: usize,
+}
+
 /// Which of a seat's descriptors an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -320,11 +339,18 @@ impl Seat {
         }
     }
 
-    /// The guest notified us, or the provider has completions.
-    /// Returns true if the session ended.
+    /// The guest notified us, or the provider has completions: serves the
+    /// session and arms its notifications once it is idle. Returns true if
+    /// the session ended.
     pub fn kick(&mut self, source: Source, fabric: &Fabric, mtu: IbMtu) -> bool {
+        self.kick_with(source, fabric, mtu, Arm::WhenIdle).ended
+    }
+
+    /// [`kick`](Seat::kick), arming the notifications when idle or not
+    /// (while the worker busy-polls).
+    pub fn kick_with(&mut self, source: Source, fabric: &Fabric, mtu: IbMtu, arm: Arm) -> Served {
         let Some(s) = &mut self.session else {
-            return false;
+            return Served::default();
         };
         match source {
             Source::Guest => match s.transport.drain_events() {
@@ -343,19 +369,36 @@ impl Seat {
                 let _ = s.wake.drain();
             }
         }
-        let ended = self.run(fabric, mtu) || self.end_on_transport_violation();
+        let mut served = self.run(fabric, mtu, arm);
+        served.ended |= self.end_on_transport_violation();
         if let Some(s) = &mut self.session {
             s.transport.rearm();
         }
-        ended
+        served
+    }
+
+    /// Serves the session without being notified: one busy-polling pass
+    /// (no notifications armed), or, with [`Arm::WhenIdle`], the last pass
+    /// before the worker sleeps. A seat without a session does nothing.
+    pub fn poll(&mut self, fabric: &Fabric, mtu: IbMtu, arm: Arm) -> Served {
+        if self.session.is_none() {
+            return Served::default();
+        }
+        let mut served = self.run(fabric, mtu, arm);
+        if arm == Arm::Never && served.work > 0 {
+            self.counters.busy_polled += served.work as u64;
+        }
+        served.ended |= self.end_on_transport_violation();
+        served
     }
 
     /// Serves the session: finishes the handshake, then services while busy
-    /// and arms when idle.
-    fn run(&mut self, fabric: &Fabric, mtu: IbMtu) -> bool {
+    /// and, with [`Arm::WhenIdle`], arms when idle.
+    fn run(&mut self, fabric: &Fabric, mtu: IbMtu, arm: Arm) -> Served {
         let Some(s) = &mut self.session else {
-            return false;
+            return Served::default();
         };
+        let mut work = 0;
         let result = (|| -> Result<(), BackError> {
             if let Some(setup) = s.back.poll_guest_init()? {
                 let wake = s.wake.clone();
@@ -368,6 +411,7 @@ impl Seat {
                         }
                         s.back.connect(port)?;
                         log::info!("guest {}: connected, {:?}", self.config.name, setup.slots);
+                        work += 1;
                     }
                     Err(e) => {
                         log::error!("{e}");
@@ -377,7 +421,9 @@ impl Seat {
                 }
             }
             for _ in 0..BUSY_ROUNDS {
-                if s.back.service()? == 0 && !s.back.arm()? {
+                let n = s.back.service()?;
+                work += n;
+                if n == 0 && (arm == Arm::Never || !s.back.arm()?) {
                     return Ok(());
                 }
             }
@@ -385,7 +431,7 @@ impl Seat {
             let _ = s.wake.notify();
             Ok(())
         })();
-        match result {
+        let ended = match result {
             Ok(()) => false,
             Err(BackError::GuestClosed) => {
                 // The guest (a rebooted one, say) asked to start over on the
@@ -404,7 +450,8 @@ impl Seat {
                 self.disconnect(domid, e.to_string());
                 true
             }
-        }
+        };
+        Served { ended, work }
     }
 
     fn reset_back_half(&mut self) {

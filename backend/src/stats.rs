@@ -23,6 +23,9 @@ pub struct SeatCounters {
     /// of the doorbell eventfd, which is never read (rings that arrive
     /// before the worker looks merge into one); for Xen, the events read.
     pub doorbells: u64,
+    /// Requests and completions a busy-polling worker found without being
+    /// notified.
+    pub busy_polled: u64,
     /// Sessions taken over from a worker that died.
     pub restarts: u64,
     /// Xen: a domain's window or event channel could not be set up (a bad
@@ -50,6 +53,7 @@ impl SeatCounters {
         self.guest_closes += c.guest_closes;
         self.refused += c.refused;
         self.doorbells += c.doorbells;
+        self.busy_polled += c.busy_polled;
         self.restarts += c.restarts;
         self.xen_failures += c.xen_failures;
         self.xen_refused += c.xen_refused;
@@ -91,7 +95,7 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limit
     let _ = write!(
         out,
         "{scope} tx_packets={} tx_bytes={} rx_packets={} rx_bytes={} tx_errors={} tx_filtered={} ctrl_requests={} \
-         interrupts={} doorbells={} violations={} connects={} disconnects={} reclaims={} \
+         interrupts={} doorbells={} busy_polled={} violations={} connects={} disconnects={} reclaims={} \
          violation_disconnects={} refused={} restarts={} xen_failures={} xen_refused={} \
          domain_releases={}",
         b.tx_requests,
@@ -103,6 +107,7 @@ fn line(out: &mut String, scope: &str, c: &SeatCounters, b: &BackStats, l: Limit
         b.ctrl_requests,
         b.interrupts,
         c.doorbells,
+        c.busy_polled,
         b.total_violations(),
         c.connects,
         c.disconnects,

@@ -1,7 +1,21 @@
 //! A worker thread: one epoll loop over its share of the seats. Events are
 //! handled in batches; busy guests are serviced while busy and re-armed when
-//! idle. New guests (and the end of Xen sessions) arrive through the inbox
-//! from the supervisor link; the worker builds each guest's transport here.
+//! idle.
+//!
+//! Busy polling ([`Worker::busy_poll`], NAPI busy-poll style): after real
+//! work (requests or completions handled, not mere doorbells), the worker
+//! keeps passing over all its seats without arming any notification and
+//! without sleeping, until `busy_poll` has gone by since the last real
+//! work; then it arms every seat (re-checking each ring) and sleeps in
+//! `epoll_wait` as without it. Each pass serves every seat once, at most
+//! `BUSY_ROUNDS` service rounds each, so seats stay fair; a guest can only
+//! keep the worker spinning by giving it real work, which it would have done
+//! anyway. An idle worker never spins, and one that loses its CPU while
+//! spinning stops spinning for a while (the policy is
+//! [`netcore::BusyPoll`], shared with the guests' loops).
+//!
+//! New guests (and the end of Xen sessions) arrive through the inbox from
+//! the supervisor link; the worker builds each guest's transport here.
 //!
 //! A session's descriptors are watched through duplicates the worker owns
 //! ([`Watched`]). When the session ends (however it ends), every one is
@@ -18,6 +32,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netcore::BusyPoll;
 
 use ivshmem::EventFd;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -25,7 +42,7 @@ use verbs_shim::IbMtu;
 
 use crate::handoff::Handoff;
 use crate::provider::Fabric;
-use crate::seat::{Seat, Source};
+use crate::seat::{Arm, Seat, Served, Source};
 use crate::stats::SeatSnapshot;
 use crate::transport::ivshmem::IvshmemTransport;
 use crate::transport::xen::XenTransport;
@@ -56,6 +73,9 @@ pub struct Worker {
     pub bell: Arc<EventFd>,
     /// Per seat, the descriptors in the epoll set (filled in by `run`).
     pub watched: Vec<Option<Watched>>,
+    /// How long to keep polling after the last real work before arming and
+    /// sleeping (zero: never busy-poll).
+    pub busy_poll: Duration,
 }
 
 fn token(local: usize, source: Source) -> u64 {
@@ -215,6 +235,46 @@ impl Worker {
         }
     }
 
+    /// Serves every seat once without a notification and without arming
+    /// it (busy polling); a seat that had work is marked in `unarmed`.
+    /// Returns the work done.
+    fn spin_pass(&mut self, epoll: &Epoll, unarmed: &mut [bool]) -> usize {
+        let mut work = 0;
+        for (local, unarmed) in unarmed.iter_mut().enumerate() {
+            let (fabric, mtu) = (&self.fabric, self.mtu);
+            let Served { ended, work: w } = self.seats[local].poll(fabric, mtu, Arm::Never);
+            work += w;
+            *unarmed |= w > 0;
+            self.after_pass(epoll, local, ended, w);
+        }
+        work
+    }
+
+    /// Serves the seats marked in `unarmed` and arms them once idle, before
+    /// the worker sleeps. Returns the work done.
+    fn arm_pass(&mut self, epoll: &Epoll, unarmed: &mut [bool]) -> usize {
+        let mut work = 0;
+        for (local, unarmed) in unarmed.iter_mut().enumerate() {
+            if !std::mem::take(unarmed) {
+                continue;
+            }
+            let (fabric, mtu) = (&self.fabric, self.mtu);
+            let Served { ended, work: w } = self.seats[local].poll(fabric, mtu, Arm::WhenIdle);
+            work += w;
+            self.after_pass(epoll, local, ended, w);
+        }
+        work
+    }
+
+    fn after_pass(&mut self, epoll: &Epoll, local: usize, ended: bool, work: usize) {
+        if ended {
+            self.unwatch_ended(epoll, local);
+        }
+        if ended || work > 0 {
+            self.publish(local);
+        }
+    }
+
     pub fn run(mut self) {
         self.watched = (0..self.seats.len()).map(|_| None).collect();
         let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
@@ -235,8 +295,35 @@ impl Worker {
             self.publish(local);
         }
         let mut events = vec![EpollEvent::empty(); 64];
+        let origin = Instant::now();
+        let micros = || origin.elapsed().as_micros() as u64;
+        let mut busy = BusyPoll::new(self.busy_poll.as_micros() as u64);
+        // Busy polling is on: seats are served without arming, and armed
+        // all together when the spinning stops.
+        let arm = if self.busy_poll.is_zero() {
+            Arm::WhenIdle
+        } else {
+            Arm::Never
+        };
+        // The seats served without arming since they were last armed.
+        let mut unarmed = vec![false; self.seats.len()];
         while !self.stop.load(Ordering::Relaxed) {
-            let n = match epoll.wait(&mut events, EpollTimeout::from(TICK_MS)) {
+            let spinning = busy.spinning(micros());
+            if !spinning && unarmed.contains(&true) {
+                // Done spinning: arm those seats before sleeping. One that
+                // had work meanwhile was served (and armed only once idle);
+                // spin again.
+                if self.arm_pass(&epoll, &mut unarmed) > 0 {
+                    busy.worked(micros());
+                    continue;
+                }
+            }
+            let timeout = if spinning {
+                EpollTimeout::ZERO
+            } else {
+                EpollTimeout::from(TICK_MS)
+            };
+            let n = match epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -244,6 +331,7 @@ impl Worker {
                     break;
                 }
             };
+            let mut work = 0;
             for event in &events[..n] {
                 if event.data() == INBOX {
                     self.take_inbox(&epoll);
@@ -259,13 +347,32 @@ impl Worker {
                     }
                     Source::Guest | Source::Wake | Source::PortEvents => {
                         let (fabric, mtu) = (&self.fabric, self.mtu);
-                        self.seats[local].kick(source, fabric, mtu);
+                        work += self.seats[local].kick_with(source, fabric, mtu, arm).work;
+                        unarmed[local] |= arm == Arm::Never;
                         self.watch_port_events(&epoll, local);
                     }
                 }
                 self.unwatch_ended(&epoll, local);
                 self.publish(local);
             }
+            if spinning {
+                work += self.spin_pass(&epoll, &mut unarmed);
+            }
+            if work > 0 {
+                busy.worked(micros());
+            } else if spinning && busy.spin_on(micros()) {
+                // Nothing this pass: let whatever else wants this core run
+                // (a guest or the other worker, on a small machine).
+                std::thread::yield_now();
+            }
+        }
+        if busy.budget_us() > 0 {
+            log::info!(
+                "worker: busy polling {} µs: {} idle passes spun, {} backoffs after losing the CPU",
+                busy.budget_us(),
+                busy.spins,
+                busy.backoffs
+            );
         }
         for local in 0..self.seats.len() {
             self.seats[local].shutdown();

@@ -156,6 +156,8 @@ pub fn stats_since(now: &Stats, earlier: &Stats) -> Stats {
 pub struct HostedNet {
     dir: PathBuf,
     bins: Binaries,
+    /// Options every guest of this net gets (`--busy-poll-us N`).
+    guest_options: Vec<String>,
     control: PathBuf,
     clients: usize,
     /// g2, serving (echo, discard, ...).
@@ -174,9 +176,22 @@ impl HostedNet {
     /// Starts the back end and the serving guest, and waits until the
     /// guest's link is up.
     pub fn start(bins: &Binaries, dir: &Path) -> Result<HostedNet, BoxError> {
+        HostedNet::start_with(bins, dir, &[], &[])
+    }
+
+    /// [`start`](HostedNet::start) with more `ib-backend run` options and
+    /// options for every guest (before the guest's command).
+    pub fn start_with(
+        bins: &Binaries,
+        dir: &Path,
+        backend_options: &[&str],
+        guest_options: &[&str],
+    ) -> Result<HostedNet, BoxError> {
+        std::fs::create_dir_all(dir)?;
         let control = dir.join("control.sock");
         let mut cmd = Command::new(&bins.backend);
         cmd.arg("run").arg("--control").arg(&control);
+        cmd.args(backend_options);
         for g in ["g1", "g2"] {
             cmd.arg("--guest").arg(format!(
                 "name={g},socket={}",
@@ -191,7 +206,9 @@ impl HostedNet {
         let mut cmd = Command::new(&bins.hosted);
         cmd.arg("--socket")
             .arg(dir.join("g2.sock"))
-            .args(["--ip", SERVER_CIDR, "serve"]);
+            .args(["--ip", SERVER_CIDR])
+            .args(guest_options)
+            .arg("serve");
         log_env(&mut cmd);
         die_with_parent(&mut cmd);
         let mut server = Guard::spawn("g2", cmd, &dir.join("g2.log"))?;
@@ -199,6 +216,7 @@ impl HostedNet {
         Ok(HostedNet {
             dir: dir.to_owned(),
             bins: bins.clone(),
+            guest_options: guest_options.iter().map(|o| o.to_string()).collect(),
             control,
             clients: 0,
             server,
@@ -214,6 +232,7 @@ impl HostedNet {
         cmd.arg("--socket")
             .arg(self.dir.join("g1.sock"))
             .args(["--ip", CLIENT_CIDR])
+            .args(&self.guest_options)
             .args(args);
         log_env(&mut cmd);
         die_with_parent(&mut cmd);

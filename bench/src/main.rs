@@ -14,6 +14,7 @@ mod loopback;
 mod measure;
 mod netns;
 mod ring_bench;
+mod sockperf;
 mod system;
 mod table;
 mod tcp_bench;

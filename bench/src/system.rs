@@ -24,6 +24,7 @@ use crate::hosted_net::{self, stats_since, Counters, HostedNet, SERVER_IP};
 use crate::linux_peer::{self, RR_WARMUP};
 use crate::measure::{median, Plan};
 use crate::netns::{self, Side, VethPair, ADDR_B};
+use crate::sockperf;
 use crate::table::Row;
 use crate::{about, progress};
 
@@ -34,6 +35,10 @@ pub const RR_SIZE: usize = 64;
 const ECHO_PORT: u16 = 7;
 const DISCARD_PORT: u16 = 9;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Busy polling off, for the back end and the guests alike.
+const BUSY_POLL_OFF: [&str; 2] = ["--busy-poll-us", "0"];
+/// Busy polling on at the default budget, for the back end and the guests.
+const BUSY_POLL_ON: [&str; 2] = ["--busy-poll-us", "50"];
 
 /// The system table and the lines printed under it.
 pub struct SystemReport {
@@ -307,6 +312,24 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         started,
     );
     let mut net = HostedNet::start(&bins, &dir)?;
+    // The same, with busy polling off (and so a worker per core), and with
+    // it on and a worker per core (the default with it on is one per two).
+    let mut net_off = HostedNet::start_with(
+        &bins,
+        &dir.join("busy-poll-off"),
+        &BUSY_POLL_OFF,
+        &BUSY_POLL_OFF,
+    )?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    let mut net_per_core = HostedNet::start_with(
+        &bins,
+        &dir.join("worker-per-core"),
+        &[&BUSY_POLL_ON[..], &["--workers", &cores]].concat(),
+        &BUSY_POLL_ON,
+    )?;
     let mut skipped = None;
     let mut linux = match LinuxPeers::start(&dir) {
         Ok(l) => Some(l),
@@ -330,7 +353,9 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
     progress("UDP RR: hosted guests vs Linux over veth", started);
     let count = plan.rr_exchanges;
     let (mut om, mut op, mut pm, mut pp) = (vec![], vec![], vec![], vec![]);
+    let (mut off_m, mut off_p, mut pc_m, mut pc_p) = (vec![], vec![], vec![], vec![]);
     let rr_before = net.stats()?;
+    let off_before = net_off.stats()?;
     for _ in 0..runs {
         let (m, p) = ours_rr(&mut net, count)?;
         om.push(m);
@@ -340,15 +365,47 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
             pm.push(m);
             pp.push(p);
         }
+        let (m, p) = ours_rr(&mut net_off, count)?;
+        off_m.push(m);
+        off_p.push(p);
+        let (m, p) = ours_rr(&mut net_per_core, count)?;
+        pc_m.push(m);
+        pc_p.push(p);
     }
     let rr_delta = stats_since(&net.stats()?, &rr_before);
+    let off_delta = stats_since(&net_off.stats()?, &off_before);
+    drop((net_off, net_per_core));
     eprintln!(
-        "           median us: ours {}; peer {}\n           p99 us: ours {}; peer {}",
+        "           median us: ours {}; busy polling off {}; on, a worker per core {}; peer {}\n           p99 us: ours {}; busy polling off {}; on, a worker per core {}; peer {}",
         list(&om),
+        list(&off_m),
+        list(&pc_m),
         list(&pm),
         list(&op),
+        list(&off_p),
+        list(&pc_p),
         list(&pp)
     );
+    let sockperf_note = match &linux {
+        None => None,
+        Some(_) if !sockperf::installed() => Some(
+            "Linux UDP RR cross-check: SKIPPED: sockperf is not installed (make deps installs it)"
+                .to_owned(),
+        ),
+        Some(l) => {
+            let seconds = if *plan == Plan::QUICK { 2 } else { 5 };
+            progress("UDP RR: Linux over veth with sockperf ping-pong", started);
+            Some(match sockperf::ping_pong(&l.pair, &dir, seconds) {
+                Ok(rt) => format!(
+                    "Linux UDP RR cross-check: sockperf ping-pong ({RR_SIZE} B, {seconds} s, same veth pair): median round trip {:.1} µs, p99 {:.1} µs (twice the half round trips it prints); our peer's udp-rr: median {:.1} µs",
+                    rt.median,
+                    rt.p99,
+                    med(&pm)
+                ),
+                Err(e) => format!("Linux UDP RR cross-check: sockperf failed: {e}"),
+            })
+        }
+    };
 
     // TCP throughput.
     progress(
@@ -409,7 +466,7 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
     };
     let mib = bytes / (1024 * 1024);
     let rr_what = format!(
-        "{RR_SIZE} B UDP datagram to the echo service and back, one at a time, {count} timed round trips per run; ours: hosted guest → hosted guest through ib-backend (sim); peer: Linux UDP between two netns over veth"
+        "{RR_SIZE} B UDP datagram to the echo service and back, one at a time, {count} timed round trips per run; ours: hosted guest → hosted guest through ib-backend (sim), defaults (busy polling 50 µs, a worker thread per two cores); peer: Linux UDP between two netns over veth"
     );
     let tcp_what = format!(
         "TCP: {mib} MiB of seeded data (netcore's generator), SHA-256 at both ends, to the discard service; ours: hosted guest → hosted guest through ib-backend (sim); peer: the same data and hashing over Linux TCP, veth MTU {IPOIB_MTU}"
@@ -425,6 +482,18 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
             benchmark: "UDP RR p99 (lower is better): the same".into(),
             ours: med(&op),
             peer: med(&pp),
+            unit: "µs",
+        },
+        Row {
+            benchmark: "UDP RR median, busy polling off (--busy-poll-us 0 for ib-backend and both guests; a worker thread per core): the same".into(),
+            ours: med(&off_m),
+            peer: med(&pm),
+            unit: "µs",
+        },
+        Row {
+            benchmark: format!("UDP RR median, busy polling on (50 µs) with a worker thread per core (--workers {cores}): the same"),
+            ours: med(&pc_m),
+            peer: med(&pm),
             unit: "µs",
         },
         Row {
@@ -458,7 +527,7 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         format!("commit: {}", about::git_commit()),
         format!("machine: {}", about::machine()),
         format!(
-            "method: UDP RR: {runs} run(s) per side, ours and peer alternating, each {count} timed round trips after {RR_WARMUP} warm-up ones; the medians of the runs' medians and of their p99s. TCP: one warm-up of {} MiB per side, then the median of {runs} run(s) per side, alternating (ours, Linux off, Linux on){}",
+            "method: UDP RR: {runs} run(s) per side, ours (defaults), the peer, ours with busy polling off and ours with it on and a worker per core alternating, each {count} timed round trips after {RR_WARMUP} warm-up ones; the medians of the runs' medians and of their p99s. TCP: one warm-up of {} MiB per side, then the median of {runs} run(s) per side, alternating (ours, Linux off, Linux on){}",
             mib / 8,
             if *plan == Plan::QUICK { " (--quick)" } else { "" }
         ),
@@ -472,7 +541,13 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
             fmt3(per(rr_delta["total"].interrupts, rr_delta["total"].tx_packets)),
             fmt3(per(rr_delta["total"].doorbells, rr_delta["total"].tx_packets))
         ),
+        format!(
+            "the same with busy polling off: {} interrupts and {} doorbells per packet",
+            fmt3(per(off_delta["total"].interrupts, off_delta["total"].tx_packets)),
+            fmt3(per(off_delta["total"].doorbells, off_delta["total"].tx_packets))
+        ),
     ];
+    notes.extend(sockperf_note);
     if linux_tcp_on.is_some() {
         notes.push(format!(
             "veth offloads as ethtool -k reported them: off runs: {}; on runs: {}",

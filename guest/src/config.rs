@@ -9,6 +9,7 @@
 //! | `fetch` | `http://ADDR[:PORT]/PATH` | once the network is up, GET this URL (retrying for 20 s while the server is not up yet) and print the status line and length |
 //! | `rr` | `ADDR:PORT:COUNT:SIZE` | once the network is up (and after `send`, if given), measure UDP request/response latency against the echo service at ADDR:PORT (port 7): 100 untimed exchanges, then COUNT timed ones of SIZE bytes (8..=2016), one at a time; print `udp-rr: N round trips, median X us, p99 Y us` as the hosted guest and the benchmark's Linux peer do (`make bench-vm`) |
 //! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
+//! | `busy-poll` (or `busy_poll`) | microseconds, 0 to 10000 (default 50) | after a pass that moved packets, keep polling the channel this long before arming the interrupt and halting; 0 turns busy polling off. An idle guest halts at once. |
 //! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
 //! | `xen-fault` | `bad-ref`, `bad-port`, `huge-window`, `read-only` | under Xen, publish a broken channel on purpose: a grant reference that was never granted, an event channel that was never allocated, a window larger than the back end allows, or window pages granted read-only. The back end must refuse this guest alone. For testing the back end's checks. |
 //! | `crash` | `ud2`, `pagefault`, `overflow`, `panic` | fail on purpose right after parsing: an invalid opcode, a read of an unmapped page, a stack overflow (a page fault on the stack's guard page, delivered as a double fault on its own stack) or a Rust panic. For testing the failure paths. |
@@ -23,7 +24,11 @@ use core::fmt;
 use netcore::{ConfigError, NetConfig};
 
 /// The guest's own keys, as error messages list them.
-pub const GUEST_OPTIONS: &str = "peer, send, rr, fetch, exit-after, xen-fault, crash";
+pub const GUEST_OPTIONS: &str = "peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash";
+/// The busy-polling budget without `busy-poll=`, in microseconds.
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
+/// The largest `busy-poll=` accepted, in microseconds.
+pub const MAX_BUSY_POLL_US: u32 = 10_000;
 const CRASH_VALUES: &str = "ud2, pagefault, overflow, panic";
 const XEN_FAULT_VALUES: &str = "bad-ref, bad-port, huge-window, read-only";
 
@@ -150,6 +155,15 @@ pub struct GuestOptions {
     pub fetch: Option<FetchUrl>,
     /// Under Xen, a broken channel to publish on purpose.
     pub xen_fault: Option<XenFault>,
+    /// The busy-polling budget in microseconds, if given.
+    pub busy_poll: Option<u32>,
+}
+
+impl GuestOptions {
+    /// The busy-polling budget in microseconds (0: off).
+    pub fn busy_poll_us(&self) -> u32 {
+        self.busy_poll.unwrap_or(DEFAULT_BUSY_POLL_US)
+    }
 }
 
 /// The whole command line.
@@ -171,6 +185,9 @@ pub enum BootConfigError {
         value: String,
     },
     BadExitAfter {
+        value: String,
+    },
+    BadBusyPoll {
         value: String,
     },
     BadSend {
@@ -220,6 +237,10 @@ impl fmt::Display for BootConfigError {
                     "exit-after={value}: not a number of seconds (example: exit-after=5)"
                 )
             }
+            BootConfigError::BadBusyPoll { value } => write!(
+                f,
+                "busy-poll={value}: not a number of microseconds from 0 (off) to {MAX_BUSY_POLL_US} (example: busy-poll=50)"
+            ),
             BootConfigError::BadSend { value } => write!(
                 f,
                 "send={value}: not ADDR:PORT:BYTES (example: send=10.77.0.2:9:16777216)"
@@ -295,6 +316,7 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
     let mut fetch_token: Option<&str> = None;
     let mut rr_token: Option<&str> = None;
     let mut xen_fault_token: Option<&str> = None;
+    let mut busy_poll_token: Option<&str> = None;
     let mut rest = String::new();
     for token in cmdline.split_whitespace() {
         match token.split_once('=') {
@@ -376,6 +398,23 @@ pub fn split(cmdline: &str) -> Result<(GuestOptions, String), BootConfigError> {
                         value: value.into(),
                     })?);
             }
+            Some(("busy-poll" | "busy_poll", value)) => {
+                if let Some(first) = busy_poll_token {
+                    return Err(BootConfigError::Duplicate {
+                        first: first.into(),
+                        second: token.into(),
+                    });
+                }
+                busy_poll_token = Some(token);
+                let us = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&us| us <= MAX_BUSY_POLL_US)
+                    .ok_or_else(|| BootConfigError::BadBusyPoll {
+                        value: value.into(),
+                    })?;
+                guest.busy_poll = Some(us);
+            }
             Some(("peer", value)) => {
                 if let Some(first) = peer_token {
                     return Err(BootConfigError::Duplicate {
@@ -448,6 +487,26 @@ mod tests {
             let e = BootConfig::parse(&std::format!("ip=10.77.0.3/24 {bad}")).unwrap_err();
             assert!(e.to_string().starts_with(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn busy_poll_budget() {
+        let c = BootConfig::parse("ip=10.77.0.3/24").unwrap();
+        assert_eq!(c.guest.busy_poll_us(), DEFAULT_BUSY_POLL_US);
+        let c = BootConfig::parse("ip=10.77.0.3/24 busy-poll=0").unwrap();
+        assert_eq!(c.guest.busy_poll_us(), 0);
+        let c = BootConfig::parse("busy_poll=10000 ip=10.77.0.3/24").unwrap();
+        assert_eq!(c.guest.busy_poll_us(), 10_000);
+        for bad in ["10001", "-1", "50us", ""] {
+            let e =
+                BootConfig::parse(&std::format!("ip=10.77.0.3/24 busy-poll={bad}")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                std::format!("busy-poll={bad}: not a number of microseconds from 0 (off) to 10000 (example: busy-poll=50)")
+            );
+        }
+        let e = BootConfig::parse("ip=10.77.0.3/24 busy-poll=5 busy_poll=6").unwrap_err();
+        assert!(matches!(e, BootConfigError::Duplicate { .. }), "{e}");
     }
 
     #[test]
@@ -549,12 +608,12 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, rr, fetch, exit-after, xen-fault, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, rr, fetch, exit-after, xen-fault, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));

@@ -137,6 +137,10 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         .map(|s| guest::now_micros() + u64::from(s) * 1_000_000);
     let mut interrupts = 0;
     let mut reattaches = 0u32;
+    // Busy polling: after a pass that moved something, keep polling (no
+    // interrupt armed, no HLT) until the budget has passed since it. An idle
+    // guest halts at once.
+    let mut busy_poll = netcore::BusyPoll::new(u64::from(config.guest.busy_poll_us()));
     loop {
         let t = now();
         let busy = match stack.poll(t) {
@@ -300,6 +304,11 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             }
         }
         if busy || rr_sent {
+            busy_poll.worked(guest::now_micros());
+            continue;
+        }
+        if busy_poll.spin_on(guest::now_micros()) {
+            core::hint::spin_loop();
             continue;
         }
         match stack.arm() {

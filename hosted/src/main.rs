@@ -34,6 +34,12 @@ struct Cli {
     /// Shorthand for --net "ip=ADDR/PREFIX".
     #[arg(long)]
     ip: Option<String>,
+    /// Busy polling: microseconds to keep polling the channel after the
+    /// last packet before arming the interrupt and sleeping (0: off, at
+    /// most 10000). An idle guest does not spin.
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    busy_poll_us: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -153,6 +159,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
     let net =
         NetConfig::parse(&net_text).map_err(|e| HostedError::Protocol(format!("--net: {e}")))?;
     let mut rt = Runtime::start(&cli.socket, &net)?;
+    rt.set_busy_poll(Duration::from_micros(cli.busy_poll_us));
     log::info!(
         "ibguest-hosted: {} up, hw {}",
         net.ip,
@@ -291,6 +298,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
                 return Ok(false);
             };
             println!("{}", report.line());
+            log::info!(
+                "busy polling {} us: {} idle passes spun, {} backoffs after losing the CPU, {} sleeps",
+                rt.busy.budget_us(),
+                rt.busy.spins,
+                rt.busy.backoffs,
+                rt.sleeps
+            );
             if report.lost > 0 {
                 println!(
                     "udp-rr: {} exchanges lost (no echo within {:?})",
@@ -377,5 +391,29 @@ fn main() -> ExitCode {
             eprintln!("ibguest-hosted: {e}");
             ExitCode::from(3)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_poll_option_is_checked() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from([&["ibguest-hosted", "--socket", "/s"][..], extra].concat())
+        };
+        assert_eq!(parse(&[]).expect("valid").busy_poll_us, 50);
+        assert_eq!(
+            parse(&["--busy-poll-us", "0"]).expect("valid").busy_poll_us,
+            0
+        );
+        for bad in ["10001", "-1", "fast"] {
+            let e = parse(&["--busy-poll-us", bad]).err().expect("refused");
+            let text = e.to_string();
+            assert!(text.contains("--busy-poll-us"), "{text}");
+        }
+        let e = parse(&["--busy-poll-us", "20000"]).err().expect("refused");
+        assert!(e.to_string().contains("0..=10000"), "{e}");
     }
 }

@@ -14,6 +14,8 @@
 //!   shows.
 //! - [`http`]: the request parser and response writer behind the status
 //!   page, and the response parser behind [`HttpGet`].
+//! - [`busy_poll`]: [`BusyPoll`], when the main loops poll instead of
+//!   sleeping.
 //! - [`pattern`]: the data generators both ends agree on (chargen's RFC 864
 //!   lines, the sender's pattern and seeded pseudo-random data).
 #![no_std]
@@ -23,6 +25,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod busy_poll;
 pub mod clients;
 pub mod config;
 pub mod http;
@@ -31,6 +34,7 @@ pub mod services;
 pub mod stack;
 pub mod status;
 
+pub use busy_poll::BusyPoll;
 pub use clients::{ClientError, HttpGet, Pinger, TcpSender};
 pub use config::{ConfigError, NetConfig, Services};
 pub use services::{DiscardReport, ServiceHost, ServiceStats};

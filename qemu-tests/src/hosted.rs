@@ -22,8 +22,20 @@ impl Hosted {
 
     /// Starts a guest that serves until killed; waits until its link is up.
     pub fn serve(dir: &Path, name: &str, socket: &Path, ip: &str) -> crate::Result<Guard> {
+        Hosted::serve_with(dir, name, socket, ip, &[])
+    }
+
+    /// [`serve`](Hosted::serve) with global options (`--busy-poll-us N`)
+    /// before the command.
+    pub fn serve_with(
+        dir: &Path,
+        name: &str,
+        socket: &Path,
+        ip: &str,
+        options: &[&str],
+    ) -> crate::Result<Guard> {
         let mut cmd = Hosted::command(socket, ip)?;
-        cmd.arg("serve");
+        cmd.args(options).arg("serve");
         let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
         guard.wait_for("joined broadcast group", Duration::from_secs(20))?;
         Ok(guard)

@@ -122,6 +122,40 @@ fn idle_qemu_guest_sleeps_in_hlt() -> Result<()> {
 }
 
 #[test]
+fn busy_polling_qemu_guest_serves_then_sleeps_in_hlt() -> Result<()> {
+    // The longest budget (10 ms): the guest spins after every exchange,
+    // and halts 10 ms after the last one.
+    let dir = scratch_dir("qemu-busy-poll")?;
+    let be = Backend::start(&dir, &[Seat::new(&dir, "q1"), Seat::new(&dir, "h1")], &[])?;
+    let mut q1 = qemu::boot(
+        &dir,
+        "q1",
+        Some(&be.socket("q1")),
+        "ip=10.77.0.2/24 busy-poll=10000",
+    )?;
+    booted(&mut q1)?;
+    let out = Hosted::run(
+        &dir,
+        "h1",
+        &be.socket("h1"),
+        "10.77.0.9/24",
+        &["udp-rr", "10.77.0.2:7", "--count", "200"],
+        Duration::from_secs(120),
+    )?;
+    assert!(out.contains("udp-rr: 200 round trips"), "{out}");
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = q1.cpu_ticks()?;
+    std::thread::sleep(Duration::from_secs(10));
+    let t1 = q1.cpu_ticks()?;
+    println!(
+        "busy-polling QEMU guest, idle after 200 exchanges: {} clock ticks in 10 s",
+        t1 - t0
+    );
+    assert!(t1 - t0 < 50, "idle QEMU used {} ticks in 10 s", t1 - t0);
+    Ok(())
+}
+
+#[test]
 fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
     let dir = scratch_dir("qemu-gateway")?;
     let ns = format!("ibqgw-{}", std::process::id());

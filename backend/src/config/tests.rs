@@ -278,3 +278,52 @@ fn socket_group_is_resolved_at_load_and_a_typo_says_what_to_fix() {
     assert_eq!(err.field, "backend.socket_group");
     assert!(err.to_string().contains("no such group"), "{err}");
 }
+
+#[test]
+fn busy_poll_budget() {
+    let with = |text: &str| Config::from_toml(text).expect("valid").busy_poll_us;
+    assert_eq!(with(""), DEFAULT_BUSY_POLL_US);
+    assert_eq!(with("[backend]\nbusy_poll_us = 0\n"), 0);
+    assert_eq!(with("[backend]\nbusy_poll_us = 200\n"), 200);
+    assert_eq!(
+        with(&format!("[backend]\nbusy_poll_us = {MAX_BUSY_POLL_US}\n")),
+        MAX_BUSY_POLL_US
+    );
+    let e = err("[backend]\nbusy_poll_us = 10001\n");
+    assert!(
+        e.starts_with("backend.busy_poll_us: 10001 µs is outside 0..=10000"),
+        "{e}"
+    );
+    let e = err("[backend]\nbusy_poll_us = -5\n");
+    assert!(
+        e.starts_with("backend.busy_poll_us: -5 µs is outside"),
+        "{e}"
+    );
+    assert!(err("[backend]\nbusy_poll_us = \"fast\"\n").contains("busy_poll_us"));
+    // The flag wins over the file, and is checked the same way.
+    let file = toml::from_str::<FileConfig>("[backend]\nbusy_poll_us = 7\n").expect("toml");
+    let flag = |us| Overrides {
+        busy_poll_us: Some(us),
+        ..Overrides::default()
+    };
+    let c = Config::build(file, &flag(0)).expect("valid");
+    assert_eq!(c.busy_poll_us, 0);
+    let e = Config::build(FileConfig::default(), &flag(1 << 40))
+        .expect_err("too large")
+        .to_string();
+    assert!(
+        e.starts_with("--busy-poll-us: 1099511627776 µs is outside"),
+        "{e}"
+    );
+}
+
+#[test]
+fn busy_polling_workers_leave_half_the_cores_to_the_guests() {
+    assert_eq!(default_workers(2, 0), 2);
+    assert_eq!(default_workers(8, 0), 8);
+    assert_eq!(default_workers(2, 50), 1);
+    assert_eq!(default_workers(3, 50), 2);
+    assert_eq!(default_workers(8, 50), 4);
+    assert_eq!(default_workers(1, 50), 1);
+    assert_eq!(default_workers(0, 0), 1);
+}
