@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use ibguest_hosted::{HostedError, Runtime};
 use netcore::clients::{HttpGetConfig, LocalPorts, PingConfig, TcpSenderConfig};
 use netcore::pattern::Payload;
-use netcore::{HttpGet, NetConfig, Pinger, TcpSender};
+use netcore::{DiscardMode, HttpGet, NetConfig, Pinger, TcpSender};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
@@ -34,6 +34,10 @@ struct Cli {
     /// Shorthand for --net "ip=ADDR/PREFIX".
     #[arg(long)]
     ip: Option<String>,
+    /// The discard service only counts what it reads (no SHA-256; its
+    /// reports carry no hash): a raw sink for benchmarks.
+    #[arg(long)]
+    raw_discard: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -58,6 +62,10 @@ enum Command {
         bytes: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Send BYTES of whatever the socket buffer holds (zeros), with no
+        /// generation and no hashing; prints `raw` for the hash.
+        #[arg(long, conflicts_with = "seed")]
+        raw: bool,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
@@ -153,6 +161,9 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
     let net =
         NetConfig::parse(&net_text).map_err(|e| HostedError::Protocol(format!("--net: {e}")))?;
     let mut rt = Runtime::start(&cli.socket, &net)?;
+    if cli.raw_discard {
+        rt.stack.services.set_discard_mode(DiscardMode::Count);
+    }
     log::info!(
         "ibguest-hosted: {} up, hw {}",
         net.ip,
@@ -204,11 +215,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             to,
             bytes,
             seed,
+            raw,
             timeout,
         } => {
             let remote = endpoint(&to)?;
             let mut config = TcpSenderConfig::new(remote, ports.next(), bytes);
             config.payload = Payload::Seeded(seed);
+            config.raw = raw;
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
             let mut sender =
                 TcpSender::new(rt.stack.iface.context(), &mut rt.stack.sockets, config)
@@ -223,10 +236,14 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             };
             let report = report.map_err(client_error)?;
             let secs = started.elapsed().as_secs_f64();
+            let hash = if raw {
+                "raw".to_owned()
+            } else {
+                hex(&report.sent_sha256)
+            };
             println!(
-                "sent {} bytes sha256 {} in {secs:.3} s ({:.1} MB/s)",
+                "sent {} bytes sha256 {hash} in {secs:.3} s ({:.1} MB/s)",
                 report.sent,
-                hex(&report.sent_sha256),
                 report.sent as f64 / secs / 1e6
             );
             Ok(report.sent == bytes)

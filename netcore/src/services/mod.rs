@@ -53,7 +53,7 @@ use http::HttpConn;
 use pages::PageContext;
 use pool::Pool;
 
-pub use discard::DiscardReport;
+pub use discard::{DiscardMode, DiscardReport};
 pub use stats::ServiceStats;
 
 pub const ECHO_PORT: u16 = 7;
@@ -96,6 +96,7 @@ pub struct ServiceHost {
     chargen: Option<Pool<ChargenConn>>,
     stats: ServiceStats,
     discard_reports: VecDeque<DiscardReport>,
+    discard_mode: DiscardMode,
     /// Echo copies through here.
     scratch: Vec<u8>,
 }
@@ -127,6 +128,7 @@ impl ServiceHost {
                 .then(|| Pool::new(sockets, LISTENERS, CHARGEN_PORT, IDLE_BUFFER, BULK_BUFFER)),
             stats: ServiceStats::default(),
             discard_reports: VecDeque::new(),
+            discard_mode: DiscardMode::default(),
             scratch: vec![0; UDP_ECHO_MAX],
         }
     }
@@ -158,8 +160,8 @@ impl ServiceHost {
             progress |= a.progress;
         }
         if let Some(pool) = &mut self.discard {
-            let reports = &mut self.discard_reports;
-            let a = pool.poll(sockets, |s, c| discard::serve(s, c, stats, reports));
+            let (reports, mode) = (&mut self.discard_reports, self.discard_mode);
+            let a = pool.poll(sockets, |s, c| discard::serve(s, c, mode, stats, reports));
             stats.discard_connections += a.accepted;
             progress |= a.progress;
         }
@@ -169,6 +171,13 @@ impl ServiceHost {
             progress |= a.progress;
         }
         progress
+    }
+
+    /// What discard does with the data of the connections it serves from
+    /// now on ([`DiscardMode::Sha256`] unless set). A benchmark's raw sink
+    /// sets [`DiscardMode::Count`].
+    pub fn set_discard_mode(&mut self, mode: DiscardMode) {
+        self.discard_mode = mode;
     }
 
     /// Counters since [`ServiceHost::new`].
