@@ -107,7 +107,7 @@ fn iperf3(linux: &mut LinuxPeers, bytes: u64, offloads: bool) -> Result<f64, Box
     linux.pair.set_offloads(offloads)?;
     let program = std::path::Path::new("iperf3");
     let mut cmd = linux.pair.exec(Side::B, program);
-    cmd.args(["-s", "-1", "-p", &IPERF_PORT.to_string()]);
+    cmd.args(["-s", "-1", "--forceflush", "-p", &IPERF_PORT.to_string()]);
     die_with_parent(&mut cmd);
     let mut server = Guard::spawn("iperf3-server", cmd, &linux.dir.join("iperf3-server.log"))?;
     server.wait_for("Server listening", Duration::from_secs(10))?;
