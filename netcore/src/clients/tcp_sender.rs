@@ -15,8 +15,11 @@ use super::tcp::{ClientConn, Phase};
 use super::ClientError;
 use crate::pattern::{Payload, PayloadStream};
 
-/// Socket buffers of a sender, each way.
-pub const SENDER_BUFFER: usize = 64 * 1024;
+/// A sender's send buffer: what it can have in flight, so at least the
+/// receiver's window (discard offers [`crate::services::DISCARD_RX_BUFFER`]).
+pub const SENDER_TX_BUFFER: usize = 256 * 1024;
+/// A sender's receive buffer (an echo service returns everything).
+pub const SENDER_RX_BUFFER: usize = 64 * 1024;
 
 /// What to send where.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +95,7 @@ impl TcpSender {
             sockets,
             config.remote,
             config.local_port,
-            (SENDER_BUFFER, SENDER_BUFFER),
+            (SENDER_RX_BUFFER, SENDER_TX_BUFFER),
             config.timeout,
         )?;
         Ok(TcpSender {

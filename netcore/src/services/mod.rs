@@ -63,8 +63,14 @@ pub const HTTP_PORT: u16 = 80;
 
 /// Listening sockets per TCP service: how many clients each serves at once.
 pub const LISTENERS: usize = 4;
-/// The busy direction of discard (receive) and chargen (send).
+/// The busy direction of chargen (send).
 pub const BULK_BUFFER: usize = 64 * 1024;
+/// Discard's receive buffer: the window it offers (smoltcp scales the
+/// window past 64 KiB by itself). Sized for the bandwidth-delay product of
+/// the hosted fabric, where a receiver may be off the CPU for a scheduler
+/// tick: 256 KiB at ~1 GB/s is ~250 µs, 128 IPoIB segments of 2 KiB,
+/// which still fits the 256 receive slots the hosted guest posts.
+pub const DISCARD_RX_BUFFER: usize = 256 * 1024;
 /// The idle direction of discard and chargen.
 pub const IDLE_BUFFER: usize = 1024;
 /// Each direction of a TCP echo connection.
@@ -122,7 +128,7 @@ impl ServiceHost {
             }),
             discard: s
                 .discard
-                .then(|| Pool::new(sockets, LISTENERS, DISCARD_PORT, BULK_BUFFER, IDLE_BUFFER)),
+                .then(|| Pool::new(sockets, LISTENERS, DISCARD_PORT, DISCARD_RX_BUFFER, IDLE_BUFFER)),
             chargen: s
                 .chargen
                 .then(|| Pool::new(sockets, LISTENERS, CHARGEN_PORT, IDLE_BUFFER, BULK_BUFFER)),
