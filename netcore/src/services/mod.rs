@@ -126,9 +126,15 @@ impl ServiceHost {
                     HTTP_TX_BUFFER,
                 )
             }),
-            discard: s
-                .discard
-                .then(|| Pool::new(sockets, LISTENERS, DISCARD_PORT, DISCARD_RX_BUFFER, IDLE_BUFFER)),
+            discard: s.discard.then(|| {
+                Pool::new(
+                    sockets,
+                    LISTENERS,
+                    DISCARD_PORT,
+                    DISCARD_RX_BUFFER,
+                    IDLE_BUFFER,
+                )
+            }),
             chargen: s
                 .chargen
                 .then(|| Pool::new(sockets, LISTENERS, CHARGEN_PORT, IDLE_BUFFER, BULK_BUFFER)),
