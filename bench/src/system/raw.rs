@@ -193,7 +193,7 @@ pub(super) fn run(
     let rows = vec![
         Row {
             benchmark: format!(
-                "TCP raw (no data work): {mib} MiB to a sink that only counts; ours: `send --raw` (zeros from the socket buffer, no hashing) → discard with `--raw-discard`, hosted guests through ib-backend (sim); peer: a raw Linux sender (one zeroed buffer) and counting sink over veth MTU {},  TSO/GSO/GRO off (like for like)",
+                "TCP raw (no data work): {mib} MiB to a sink that only counts; ours: `send --raw` (zeros from the socket buffer, no hashing) → discard with `--raw-discard`, hosted guests through ib-backend (sim); peer: a raw Linux sender (one zeroed buffer) and counting sink over veth MTU {}, TSO/GSO/GRO off (like for like)",
                 super::IPOIB_MTU
             ),
             ours: med(&ours),
