@@ -15,9 +15,9 @@ use super::tcp::{ClientConn, Phase};
 use super::ClientError;
 use crate::pattern::{Payload, PayloadStream};
 
-/// A sender's send buffer: what it can have in flight, so at least the
+/// A sender's send buffer: what it can have in flight, so as much as the
 /// receiver's window (discard offers [`crate::services::DISCARD_RX_BUFFER`]).
-pub const SENDER_TX_BUFFER: usize = 256 * 1024;
+pub const SENDER_TX_BUFFER: usize = 192 * 1024;
 /// A sender's receive buffer (an echo service returns everything).
 pub const SENDER_RX_BUFFER: usize = 64 * 1024;
 
