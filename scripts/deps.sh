@@ -12,8 +12,9 @@ need_pkgs=()
 command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
 # rdma-sys (bindgen) needs the verbs headers, librdmacm and libclang.
 # The end-to-end tests use Linux's ping, curl and ip (network namespaces,
-# the gateway's TAP). make bench cross-checks Linux's UDP RR with sockperf.
-for pkg in pkg-config libibverbs-dev librdmacm-dev libclang-dev clang iputils-ping curl iproute2 ethtool qemu-system-x86 binutils sockperf; do
+# the gateway's TAP). The benchmarks check Linux's TCP figure against
+# iperf3 and its UDP RR against sockperf.
+for pkg in pkg-config libibverbs-dev librdmacm-dev libclang-dev clang iputils-ping curl iproute2 ethtool qemu-system-x86 binutils iperf3 sockperf; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 
@@ -21,6 +22,8 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "deps: installing ${need_pkgs[*]}"
     # tshark asks whether non-root users may capture; answer before it asks.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+    # iperf3 asks whether to run a daemon; it must not.
+    echo "iperf3 iperf3/start_daemon boolean false" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi

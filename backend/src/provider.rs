@@ -265,6 +265,9 @@ impl Verbs for Port {
     fn port_attr(&self) -> PortAttr {
         forward!(&self, p => p.port_attr())
     }
+    fn offloads(&self) -> verbs_shim::Offloads {
+        forward!(&self, p => p.offloads())
+    }
     fn layout(&self) -> SlotLayout {
         forward!(&self, p => p.layout())
     }

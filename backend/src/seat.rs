@@ -554,7 +554,24 @@ impl Seat {
         }
     }
 
+    #[cfg(test)]
     pub fn snapshot(&self) -> SeatSnapshot {
+        self.snapshot_named(self.config.name.clone())
+    }
+
+    /// Overwrites `slot` with a snapshot, reusing the name it holds: the
+    /// worker publishes after every event, and this makes that free of
+    /// allocation.
+    pub fn snapshot_into(&self, slot: &mut Option<SeatSnapshot>) {
+        let name = slot
+            .take()
+            .map(|s| s.name)
+            .filter(|n| *n == self.config.name)
+            .unwrap_or_else(|| self.config.name.clone());
+        *slot = Some(self.snapshot_named(name));
+    }
+
+    fn snapshot_named(&self, name: String) -> SeatSnapshot {
         let mut back = self.past;
         let (connected, port) = match &self.session {
             Some(s) => {
@@ -564,7 +581,7 @@ impl Seat {
             None => (false, None),
         };
         SeatSnapshot {
-            name: self.config.name.clone(),
+            name,
             attached: self.session.is_some(),
             connected,
             port,

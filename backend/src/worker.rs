@@ -159,7 +159,7 @@ impl Worker {
         let seat = &self.seats[local];
         let mut all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = all.get_mut(seat.index) {
-            *slot = Some(seat.snapshot());
+            seat.snapshot_into(slot);
         }
     }
 

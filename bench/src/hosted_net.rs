@@ -37,8 +37,22 @@ pub struct Binaries {
 }
 
 /// `cargo build --release -p ib-backend -p ibguest-hosted` (a no-op when
-/// they are fresh).
+/// they are fresh); or, if `IBGUEST_BENCH_BINS` names a directory, the two
+/// binaries found there, unbuilt (to measure older builds against newer).
 pub fn build_release() -> Result<Binaries, BoxError> {
+    if let Some(dir) = std::env::var_os("IBGUEST_BENCH_BINS") {
+        let dir = PathBuf::from(dir);
+        let bins = Binaries {
+            backend: dir.join("ib-backend"),
+            hosted: dir.join("ibguest-hosted"),
+        };
+        for b in [&bins.backend, &bins.hosted] {
+            if !b.exists() {
+                return Err(format!("IBGUEST_BENCH_BINS: {} is missing", b.display()).into());
+            }
+        }
+        return Ok(bins);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args([
@@ -160,6 +174,8 @@ pub struct HostedNet {
     guest_options: Vec<String>,
     control: PathBuf,
     clients: usize,
+    /// Serving guests started so far (for their logs' names).
+    servers: usize,
     /// g2, serving (echo, discard, ...).
     server: Guard,
     backend: Guard,
@@ -170,6 +186,22 @@ fn log_env(cmd: &mut Command) {
         "RUST_LOG",
         std::env::var("IBGUEST_LOG").unwrap_or_else(|_| "info".into()),
     );
+}
+
+/// Starts the serving guest on g2 (`ARGS serve`), and waits until its
+/// link is up.
+fn start_server(bins: &Binaries, dir: &Path, name: &str, args: &[&str]) -> Result<Guard, BoxError> {
+    let mut cmd = Command::new(&bins.hosted);
+    cmd.arg("--socket")
+        .arg(dir.join("g2.sock"))
+        .args(["--ip", SERVER_CIDR])
+        .args(args)
+        .arg("serve");
+    log_env(&mut cmd);
+    die_with_parent(&mut cmd);
+    let mut server = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+    server.wait_for("joined broadcast group", Duration::from_secs(20))?;
+    Ok(server)
 }
 
 impl HostedNet {
@@ -202,26 +234,32 @@ impl HostedNet {
         die_with_parent(&mut cmd);
         let mut backend = Guard::spawn("ib-backend", cmd, &dir.join("backend.log"))?;
         backend.wait_for("ib-backend: provider", Duration::from_secs(20))?;
-
-        let mut cmd = Command::new(&bins.hosted);
-        cmd.arg("--socket")
-            .arg(dir.join("g2.sock"))
-            .args(["--ip", SERVER_CIDR])
-            .args(guest_options)
-            .arg("serve");
-        log_env(&mut cmd);
-        die_with_parent(&mut cmd);
-        let mut server = Guard::spawn("g2", cmd, &dir.join("g2.log"))?;
-        server.wait_for("joined broadcast group", Duration::from_secs(20))?;
+        let server = start_server(bins, dir, "g2", guest_options)?;
         Ok(HostedNet {
             dir: dir.to_owned(),
             bins: bins.clone(),
             guest_options: guest_options.iter().map(|o| o.to_string()).collect(),
             control,
             clients: 0,
+            servers: 1,
             server,
             backend,
         })
+    }
+
+    /// Stops the serving guest and starts it again with `args` before
+    /// `serve` (`--raw-discard`, or none); its discard reports count from
+    /// zero again.
+    pub fn restart_server(&mut self, args: &[&str]) -> Result<(), BoxError> {
+        if self.server.signal(15).is_ok() {
+            self.server.wait_exit(Duration::from_secs(10))?;
+        }
+        self.servers += 1;
+        let name = format!("g2-{}", self.servers);
+        let mut all: Vec<&str> = self.guest_options.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        self.server = start_server(&self.bins, &self.dir, &name, &all)?;
+        Ok(())
     }
 
     /// Runs `ibguest-hosted ... ARGS` on g1 to completion; its output.

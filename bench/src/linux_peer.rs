@@ -11,6 +11,10 @@
 //! - `tcp-send ADDR:PORT BYTES`: the guests' `send`: the same seeded bytes
 //!   (netcore's `Payload::Seeded(1)`), SHA-256 while sending, close, wait
 //!   for the peer's close.
+//! - `tcp-sink-raw ADDR:PORT`, `tcp-send-raw ADDR:PORT BYTES`: the same
+//!   without the data work, as the guests' `--raw-discard` and
+//!   `send --raw`: the sender writes one zeroed buffer over and over, the
+//!   sink only counts; `raw` stands where the hash would.
 //!
 //! The servers stop by themselves after [`SERVER_LIFETIME`] in case nobody
 //! kills them; the clients are bounded in count and time.
@@ -44,8 +48,14 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         ["udp-rr", addr, count, size] => {
             addr_of(addr).and_then(|a| udp_rr(a, num(count)?, num(size)? as usize))
         }
-        ["tcp-sink", addr] => addr_of(addr).and_then(tcp_sink),
-        ["tcp-send", addr, bytes] => addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?)),
+        ["tcp-sink", addr] => addr_of(addr).and_then(|a| tcp_sink(a, Data::Hashed)),
+        ["tcp-send", addr, bytes] => {
+            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Hashed))
+        }
+        ["tcp-sink-raw", addr] => addr_of(addr).and_then(|a| tcp_sink(a, Data::Raw)),
+        ["tcp-send-raw", addr, bytes] => {
+            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Raw))
+        }
         _ => Err(format!("unknown peer program {args:?}")),
     };
     match result {
@@ -178,7 +188,16 @@ fn udp_rr(to: SocketAddr, count: u64, size: usize) -> Res {
     Ok(())
 }
 
-fn tcp_sink(addr: SocketAddr) -> Res {
+/// With or without the data work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// Seeded bytes, SHA-256 at both ends.
+    Hashed,
+    /// A zeroed buffer, only counted.
+    Raw,
+}
+
+fn tcp_sink(addr: SocketAddr, data: Data) -> Res {
     exit_after_lifetime();
     let listener = TcpListener::bind(addr).map_err(err("bind"))?;
     println!("listening on tcp {addr}");
@@ -191,7 +210,9 @@ fn tcp_sink(addr: SocketAddr) -> Res {
             match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    hash.update(&buf[..n]);
+                    if data == Data::Hashed {
+                        hash.update(&buf[..n]);
+                    }
                     total += n as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -203,14 +224,17 @@ fn tcp_sink(addr: SocketAddr) -> Res {
         }
         drop(stream);
         // The guests' discard service prints the same line.
-        println!(
-            "discard from {from}: {total} bytes sha256 {}",
-            hex(&hash.finalize())
-        );
+        match data {
+            Data::Hashed => println!(
+                "discard from {from}: {total} bytes sha256 {}",
+                hex(&hash.finalize())
+            ),
+            Data::Raw => println!("discard from {from}: {total} bytes"),
+        }
     }
 }
 
-fn tcp_send(to: SocketAddr, bytes: u64) -> Res {
+fn tcp_send(to: SocketAddr, bytes: u64, data: Data) -> Res {
     let started = Instant::now();
     let mut stream =
         TcpStream::connect_timeout(&to, Duration::from_secs(10)).map_err(err("connect"))?;
@@ -220,14 +244,16 @@ fn tcp_send(to: SocketAddr, bytes: u64) -> Res {
     stream
         .set_write_timeout(Some(CLIENT_TIMEOUT))
         .map_err(err("timeout"))?;
-    let mut data = Payload::Seeded(SEED).stream();
+    let mut seeded = Payload::Seeded(SEED).stream();
     let mut hash = Sha256::new();
     let mut chunk = vec![0u8; CHUNK];
     let mut sent = 0u64;
     while sent < bytes {
         let n = (bytes - sent).min(CHUNK as u64) as usize;
-        data.fill(&mut chunk[..n]);
-        hash.update(&chunk[..n]);
+        if data == Data::Hashed {
+            seeded.fill(&mut chunk[..n]);
+            hash.update(&chunk[..n]);
+        }
         stream.write_all(&chunk[..n]).map_err(err("write"))?;
         sent += n as u64;
     }
@@ -236,9 +262,12 @@ fn tcp_send(to: SocketAddr, bytes: u64) -> Res {
     let mut rest = [0u8; 256];
     while stream.read(&mut rest).map_err(err("read"))? > 0 {}
     let secs = started.elapsed().as_secs_f64();
+    let hash = match data {
+        Data::Hashed => hex(&hash.finalize()),
+        Data::Raw => "raw".into(),
+    };
     println!(
-        "sent {sent} bytes sha256 {} in {secs:.3} s ({:.1} MB/s)",
-        hex(&hash.finalize()),
+        "sent {sent} bytes sha256 {hash} in {secs:.3} s ({:.1} MB/s)",
         sent as f64 / secs / 1e6
     );
     Ok(())
@@ -298,10 +327,30 @@ mod tests {
             }
             hex(&hash.finalize())
         });
-        tcp_send(addr, 300_000).unwrap();
+        tcp_send(addr, 300_000, Data::Hashed).unwrap();
         let got = server.join().unwrap();
         let mut want = vec![0u8; 300_000];
         Payload::Seeded(SEED).stream().fill(&mut want);
         assert_eq!(got, hex(&Sha256::digest(&want)));
+    }
+
+    #[test]
+    fn raw_send_moves_the_requested_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut total = 0u64;
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break total;
+                }
+                total += n as u64;
+            }
+        });
+        tcp_send(addr, 3 * CHUNK as u64 + 7, Data::Raw).unwrap();
+        assert_eq!(server.join().unwrap(), 3 * CHUNK as u64 + 7);
     }
 }

@@ -9,9 +9,13 @@
 //!   on Linux sockets;
 //! - TCP throughput: the guests' `send` to the discard service, and the same
 //!   data and hashing over Linux TCP, once with TSO/GSO/GRO off and once on;
+//! - raw TCP throughput ([`raw`]): the same without the data work at
+//!   either end, against a raw Linux sender and sink, and iperf3;
 //! - interrupts and doorbells per packet in our TCP runs (`ib-backend
 //!   stats` before and after), against NET_RX softirqs per packet in Linux's
 //!   offloads-off runs.
+
+mod raw;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -449,6 +453,7 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         list(&off_mbps),
         list(&on_mbps)
     );
+    let raw = raw::run(&mut net, linux_tcp_on.as_deref_mut(), runs, bytes, started)?;
     progress("TCP: the data work alone", started);
     let mut alone: Vec<f64> = (0..runs).map(|_| linux_peer::data_only(bytes)).collect();
     let alone = median(&mut alone);
@@ -522,6 +527,8 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         },
     ];
 
+    let mut rows = rows;
+    rows.extend(raw.rows);
     let mut notes = vec![
         format!("date: {} (UTC)", about::today()),
         format!("commit: {}", about::git_commit()),
@@ -568,6 +575,7 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
             &sha[..16.min(sha.len())]
         ));
     }
+    notes.extend(raw.notes);
     let skipped = match (&skipped, &tcp_skipped) {
         (Some(r), _) => Some(format!("SKIPPED: Linux peers (UDP RR, TCP, softirqs): {r}")),
         (None, Some(r)) => Some(format!("SKIPPED: Linux TCP peers: {r}")),

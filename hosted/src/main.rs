@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use ibguest_hosted::{HostedError, Runtime};
 use netcore::clients::{HttpGetConfig, LocalPorts, PingConfig, TcpSenderConfig};
 use netcore::pattern::Payload;
-use netcore::{HttpGet, NetConfig, Pinger, TcpSender};
+use netcore::{DiscardMode, HttpGet, NetConfig, Pinger, TcpSender};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
@@ -34,6 +34,10 @@ struct Cli {
     /// Shorthand for --net "ip=ADDR/PREFIX".
     #[arg(long)]
     ip: Option<String>,
+    /// The discard service only counts what it reads (no SHA-256; its
+    /// reports carry no hash): a raw sink for benchmarks.
+    #[arg(long)]
+    raw_discard: bool,
     /// Busy polling: microseconds to keep polling the channel after the
     /// last packet before arming the interrupt and sleeping (0: off, at
     /// most 10000). An idle guest does not spin.
@@ -64,6 +68,10 @@ enum Command {
         bytes: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Send BYTES of whatever the socket buffer holds (zeros), with no
+        /// generation and no hashing; prints `raw` for the hash.
+        #[arg(long, conflicts_with = "seed")]
+        raw: bool,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
@@ -159,6 +167,9 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
     let net =
         NetConfig::parse(&net_text).map_err(|e| HostedError::Protocol(format!("--net: {e}")))?;
     let mut rt = Runtime::start(&cli.socket, &net)?;
+    if cli.raw_discard {
+        rt.stack.services.set_discard_mode(DiscardMode::Count);
+    }
     rt.set_busy_poll(Duration::from_micros(cli.busy_poll_us));
     log::info!(
         "ibguest-hosted: {} up, hw {}",
@@ -211,11 +222,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             to,
             bytes,
             seed,
+            raw,
             timeout,
         } => {
             let remote = endpoint(&to)?;
             let mut config = TcpSenderConfig::new(remote, ports.next(), bytes);
             config.payload = Payload::Seeded(seed);
+            config.raw = raw;
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
             let mut sender =
                 TcpSender::new(rt.stack.iface.context(), &mut rt.stack.sockets, config)
@@ -230,10 +243,14 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             };
             let report = report.map_err(client_error)?;
             let secs = started.elapsed().as_secs_f64();
+            let hash = if raw {
+                "raw".to_owned()
+            } else {
+                hex(&report.sent_sha256)
+            };
             println!(
-                "sent {} bytes sha256 {} in {secs:.3} s ({:.1} MB/s)",
+                "sent {} bytes sha256 {hash} in {secs:.3} s ({:.1} MB/s)",
                 report.sent,
-                hex(&report.sent_sha256),
                 report.sent as f64 / secs / 1e6
             );
             Ok(report.sent == bytes)

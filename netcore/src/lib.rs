@@ -37,6 +37,6 @@ pub mod status;
 pub use busy_poll::BusyPoll;
 pub use clients::{ClientError, HttpGet, Pinger, TcpSender};
 pub use config::{ConfigError, NetConfig, Services};
-pub use services::{DiscardReport, ServiceHost, ServiceStats};
+pub use services::{DiscardMode, DiscardReport, ServiceHost, ServiceStats};
 pub use stack::{NetStack, StackError};
 pub use status::StatusSource;

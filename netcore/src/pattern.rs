@@ -123,12 +123,21 @@ impl PayloadStream {
                 }
             }
             Payload::Seeded(_) => {
-                for (i, b) in buf.iter_mut().enumerate() {
-                    let at = (self.offset + i as u64) % 8;
-                    if at == 0 {
-                        self.word = splitmix64(&mut self.state).to_le_bytes();
-                    }
-                    *b = self.word[at as usize];
+                // The rest of the current word, then whole words, then the
+                // start of the next word (kept for the next call).
+                let at = (self.offset % 8) as usize;
+                let rest = if at == 0 { 0 } else { (8 - at).min(buf.len()) };
+                let (head, body) = buf.split_at_mut(rest);
+                head.copy_from_slice(&self.word[at..at + rest]);
+                let mut words = body.chunks_exact_mut(8);
+                for word in &mut words {
+                    self.word = splitmix64(&mut self.state).to_le_bytes();
+                    word.copy_from_slice(&self.word);
+                }
+                let tail = words.into_remainder();
+                if !tail.is_empty() {
+                    self.word = splitmix64(&mut self.state).to_le_bytes();
+                    tail.copy_from_slice(&self.word[..tail.len()]);
                 }
             }
         }
@@ -224,6 +233,24 @@ mod tests {
                 prop_assert_eq!(s.offset(), total as u64);
             }
         }
+    }
+
+    #[test]
+    fn seeded_fill_matches_splitmix64_words() {
+        let mut state = 7u64;
+        let want: Vec<u8> = (0..40)
+            .flat_map(|_| splitmix64(&mut state).to_le_bytes())
+            .collect();
+        let mut s = Payload::Seeded(7).stream();
+        let mut got = vec![0u8; want.len()];
+        // Pieces that start and end inside words and span several.
+        let mut at = 0;
+        for len in [3, 5, 8, 1, 17, 0, 7, 100, 2] {
+            s.fill(&mut got[at..at + len]);
+            at += len;
+        }
+        s.fill(&mut got[at..]);
+        assert_eq!(got, want);
     }
 
     #[test]

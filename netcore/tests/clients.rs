@@ -10,7 +10,7 @@ use netcore::clients::{
     TcpSenderConfig,
 };
 use netcore::pattern::Payload;
-use netcore::services::{DISCARD_PORT, ECHO_PORT, HTTP_PORT, LISTENERS};
+use netcore::services::{DiscardMode, DISCARD_PORT, ECHO_PORT, HTTP_PORT, LISTENERS};
 use smoltcp::time::Duration;
 use smoltcp::wire::Ipv4Address;
 
@@ -82,12 +82,47 @@ fn discard_hash_matches_the_senders() -> Result<(), BoxError> {
     assert_eq!(report.received, 0);
     let discard = s.host.pop_discard_report().expect("a discard report");
     assert_eq!(discard.bytes, MIB);
-    assert_eq!(discard.sha256, report.sent_sha256);
+    assert_eq!(discard.sha256, Some(report.sent_sha256));
     assert!(discard
         .to_string()
         .starts_with("discard from 10.77.0.1:51000: 1048576 bytes sha256 "));
     assert_eq!(s.host.pop_discard_report(), None);
     assert_eq!(s.host.stats().discard_bytes, MIB);
+    Ok(())
+}
+
+#[test]
+fn raw_transfers_move_the_requested_bytes() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    s.host.set_discard_mode(DiscardMode::Count);
+    // Not a multiple of the buffer or the MSS.
+    let bytes = 3 * MIB + 12_345;
+    let mut config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 51010, bytes);
+    config.raw = true;
+    let report = send(&mut s, config)??;
+    assert_eq!((report.sent, report.received), (bytes, 0));
+    assert_eq!(report.sent_sha256, [0; 32]);
+    let discard = s.host.pop_discard_report().expect("a discard report");
+    assert_eq!((discard.bytes, discard.sha256), (bytes, None));
+    assert_eq!(
+        discard.to_string(),
+        format!("discard from 10.77.0.1:51010: {bytes} bytes")
+    );
+    assert_eq!(s.host.stats().discard_bytes, bytes);
+
+    // Raw against echo: counts what comes back, hashes nothing.
+    let mut config = TcpSenderConfig::new(s.server_endpoint(ECHO_PORT), 51011, 100_000);
+    config.raw = true;
+    let report = send(&mut s, config)??;
+    assert_eq!((report.sent, report.received), (100_000, 100_000));
+    assert_eq!(report.received_sha256, [0; 32]);
+
+    // Back to hashing: the next connection is hashed again.
+    s.host.set_discard_mode(DiscardMode::Sha256);
+    let config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 51012, 1000);
+    let report = send(&mut s, config)??;
+    let discard = s.host.pop_discard_report().expect("a discard report");
+    assert_eq!(discard.sha256, Some(report.sent_sha256));
     Ok(())
 }
 
@@ -130,7 +165,7 @@ fn several_clients_at_once_then_more() -> Result<(), BoxError> {
             sent.push(r?.sent_sha256);
         }
         let mut got: Vec<[u8; 32]> = std::iter::from_fn(|| s.host.pop_discard_report())
-            .map(|r| r.sha256)
+            .filter_map(|r| r.sha256)
             .collect();
         sent.sort();
         got.sort();

@@ -183,6 +183,12 @@ pub struct PostError<T> {
 pub trait Verbs {
     fn port_attr(&self) -> PortAttr;
 
+    /// What the provider checks or does on its user's behalf; nothing
+    /// unless it says so.
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads::NONE
+    }
+
     fn layout(&self) -> SlotLayout;
 
     /// All slot tokens. The first call returns them; later calls return `None`.

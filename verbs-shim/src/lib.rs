@@ -32,4 +32,4 @@ pub use hca::{
 pub use mem::{RxArea, SlotBuffers, TxArea};
 pub use peer_fault::{PeerFault, PeerFaultCounts, PeerFaultKind, RingId};
 pub use slot::{RxSlot, RxSlots, SlotLayout, TxSlot, TxSlots};
-pub use types::{Gid, IbMtu, Lid, PKey, PortAttr, PortState, QKey, Qpn, GRH_LEN};
+pub use types::{Gid, IbMtu, Lid, Offloads, PKey, PortAttr, PortState, QKey, Qpn, GRH_LEN};

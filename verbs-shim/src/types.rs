@@ -214,6 +214,49 @@ impl PortState {
     }
 }
 
+/// What a provider does for its user beyond moving packets. Everything is
+/// off unless the provider can honour it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Offloads {
+    /// Every packet the provider delivers had its IPv4 header checksum and
+    /// its TCP and UDP checksums checked, or is covered from the sender's
+    /// HCA to ours by a check that stands for them, and a packet that
+    /// failed is not delivered: the user need not check them again. The
+    /// sim fabric: yes (a corrupted packet fails its ICRC and is dropped).
+    /// rdma: no; an HCA reports a checked IP checksum per completion
+    /// (`IBV_WC_IP_CSUM_OK`), rxe never does, and a device-wide promise
+    /// cannot be made from that.
+    pub rx_checksums: bool,
+}
+
+impl Offloads {
+    /// Nothing offloaded.
+    pub const NONE: Offloads = Offloads {
+        rx_checksums: false,
+    };
+
+    /// The channel's back-end features bit for [`Offloads::rx_checksums`]
+    /// (docs/CHANNEL.md).
+    pub const FEATURE_RX_CHECKSUMS: u32 = 1 << 0;
+
+    /// The back-end features word announcing these offloads.
+    pub const fn to_features(self) -> u32 {
+        if self.rx_checksums {
+            Self::FEATURE_RX_CHECKSUMS
+        } else {
+            0
+        }
+    }
+
+    /// The offloads a back-end features word announces; unknown bits are
+    /// ignored.
+    pub const fn from_features(features: u32) -> Offloads {
+        Offloads {
+            rx_checksums: features & Self::FEATURE_RX_CHECKSUMS != 0,
+        }
+    }
+}
+
 /// What a UD QP on a port looks like to the fabric.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PortAttr {
@@ -231,3 +274,23 @@ pub struct PortAttr {
 /// The size of the Global Route Header the HCA writes at the start of every
 /// UD receive buffer, whether or not the packet carried one.
 pub const GRH_LEN: usize = 40;
+
+#[cfg(test)]
+mod offloads_tests {
+    use super::Offloads;
+
+    #[test]
+    fn offloads_round_trip_through_the_features_word() {
+        assert_eq!(Offloads::default(), Offloads::NONE);
+        assert_eq!(Offloads::NONE.to_features(), 0);
+        let on = Offloads { rx_checksums: true };
+        assert_eq!(on.to_features(), Offloads::FEATURE_RX_CHECKSUMS);
+        assert_eq!(Offloads::from_features(on.to_features()), on);
+        // Bits this build does not know are ignored.
+        assert_eq!(
+            Offloads::from_features(!Offloads::FEATURE_RX_CHECKSUMS),
+            Offloads::NONE
+        );
+        assert_eq!(Offloads::from_features(u32::MAX), on);
+    }
+}

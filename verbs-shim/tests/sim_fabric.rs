@@ -934,3 +934,48 @@ fn a_held_send_with_a_head_keeps_the_head() {
     assert_eq!(&got[0][..64], &head[..]);
     assert_eq!(&got[0][64..], &frame[64..]);
 }
+
+#[test]
+fn completions_reaped_in_a_batch_keep_their_order_and_the_arm_check() {
+    let fabric = SimFabric::new(FaultConfig::default());
+    let mut a = Node::local(&fabric, 1);
+    let mut b = Node::local(&fabric, 2);
+    let dest = a.dest_to(&b);
+    for i in 0..5u8 {
+        a.post(&dest, 100, &[i]);
+    }
+    // The first poll takes all five receives off the fabric at once.
+    let first = b.port.poll_cq().unwrap().expect("a receive");
+    // Four are still waiting on our side: arming must say so.
+    assert!(b.port.arm_cq().unwrap());
+    let mut fills = Vec::new();
+    let mut next = Some(first);
+    while let Some(c) = next {
+        match c {
+            Completion::Recv { slot, status, .. } => {
+                assert_eq!(status, WcStatus::Success);
+                fills.push(b.port.buffers().rx.slot(&slot)[GRH_LEN]);
+            }
+            other => panic!("expected a receive, got {other:?}"),
+        }
+        next = b.port.poll_cq().unwrap();
+    }
+    assert_eq!(fills, [0, 1, 2, 3, 4]);
+    assert!(!b.port.arm_cq().unwrap(), "nothing left: armed");
+
+    // Closing keeps reaped completions ahead of the flushed receives.
+    for i in 0..3u8 {
+        a.post(&dest, 100, &[i]);
+    }
+    assert!(matches!(
+        b.port.poll_cq().unwrap(),
+        Some(Completion::Recv { .. })
+    ));
+    b.port.close();
+    let mut kinds = Vec::new();
+    while let Some(Completion::Recv { status, .. }) = b.port.poll_cq().unwrap() {
+        kinds.push(status);
+    }
+    assert_eq!(&kinds[..2], [WcStatus::Success, WcStatus::Success]);
+    assert!(kinds[2..].iter().all(|s| *s == WcStatus::Flushed));
+}

@@ -221,3 +221,18 @@ fn failed_and_refused_setups_are_counted() {
     ));
     assert_eq!(r.seat.snapshot().counters.xen_failures, 2);
 }
+
+#[test]
+fn snapshot_into_reuses_the_name_and_matches_snapshot() {
+    let r = rig();
+    let mut slot = None;
+    r.seat.snapshot_into(&mut slot);
+    let first = slot.as_ref().map(|s| (s.name.clone(), s.name.as_ptr()));
+    r.seat.snapshot_into(&mut slot);
+    let snap = slot.expect("a snapshot");
+    let fresh = r.seat.snapshot();
+    assert_eq!(snap.name, fresh.name);
+    assert_eq!(snap.attached, fresh.attached);
+    // The second publication kept the first one's string.
+    assert_eq!(first, Some((snap.name.clone(), snap.name.as_ptr())));
+}

@@ -179,13 +179,42 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
         caps.max_transmission_unit = self.mtu;
         // Bursts larger than the posted receive slots are dropped.
         caps.max_burst_size = Some(self.rx_slots);
-        // UD has an ICRC but IP checksums are ours to make and check.
-        let mut checksum = ChecksumCapabilities::default();
-        checksum.ipv4 = Checksum::Both;
-        checksum.tcp = Checksum::Both;
-        checksum.udp = Checksum::Both;
-        checksum.icmpv4 = Checksum::Both;
-        caps.checksum = checksum;
+        caps.checksum = checksums(self.hca.offloads());
         caps
+    }
+}
+
+/// IP checksums are ours to make; they are ours to check too unless the
+/// provider promises that what it delivers was checked (the sim fabric,
+/// whose ICRC check stands for the HCA's). Never offloaded on transmit:
+/// nothing on the way fills them in.
+fn checksums(offloads: verbs_shim::Offloads) -> ChecksumCapabilities {
+    let rx = if offloads.rx_checksums {
+        Checksum::Tx
+    } else {
+        Checksum::Both
+    };
+    let mut checksum = ChecksumCapabilities::default();
+    checksum.ipv4 = rx;
+    checksum.tcp = rx;
+    checksum.udp = rx;
+    checksum.icmpv4 = rx;
+    checksum
+}
+
+#[cfg(test)]
+mod checksum_tests {
+    use super::*;
+
+    #[test]
+    fn checksums_are_checked_unless_the_provider_has() {
+        let off = checksums(verbs_shim::Offloads::NONE);
+        for c in [&off.ipv4, &off.tcp, &off.udp, &off.icmpv4] {
+            assert!(c.tx() && c.rx());
+        }
+        let on = checksums(verbs_shim::Offloads { rx_checksums: true });
+        for c in [&on.ipv4, &on.tcp, &on.udp, &on.icmpv4] {
+            assert!(c.tx() && !c.rx());
+        }
     }
 }

@@ -1,4 +1,7 @@
-//! Sends a known amount of known data over TCP and hashes both directions.
+//! Sends a known amount of known data over TCP and hashes both directions;
+//! or, raw ([`TcpSenderConfig::raw`]), a known amount of whatever the
+//! socket buffer holds, with no generation and no hashing, for measuring
+//! the transport alone.
 
 use core::task::Poll;
 use smoltcp::iface::{Context, SocketSet};
@@ -12,8 +15,11 @@ use super::tcp::{ClientConn, Phase};
 use super::ClientError;
 use crate::pattern::{Payload, PayloadStream};
 
-/// Socket buffers of a sender, each way.
-pub const SENDER_BUFFER: usize = 64 * 1024;
+/// A sender's send buffer: what it can have in flight, so as much as the
+/// receiver's window (discard offers [`crate::services::DISCARD_RX_BUFFER`]).
+pub const SENDER_TX_BUFFER: usize = 192 * 1024;
+/// A sender's receive buffer (an echo service returns everything).
+pub const SENDER_RX_BUFFER: usize = 64 * 1024;
 
 /// What to send where.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +29,11 @@ pub struct TcpSenderConfig {
     pub local_port: u16,
     pub bytes: u64,
     pub payload: Payload,
+    /// Raw: neither generate nor hash; send `bytes` of what the send buffer
+    /// holds (zeros: it is allocated zeroed and nothing writes it), and
+    /// only count what comes back. `payload` is then unused and the
+    /// report's hashes are all zero.
+    pub raw: bool,
     /// For the whole exchange, from the first poll.
     pub timeout: Duration,
 }
@@ -35,6 +46,7 @@ impl TcpSenderConfig {
             local_port,
             bytes,
             payload: Payload::Pattern,
+            raw: false,
             timeout: Duration::from_secs(60),
         }
     }
@@ -44,9 +56,11 @@ impl TcpSenderConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendReport {
     pub sent: u64,
+    /// All zero for a raw transfer (nothing hashed).
     pub sent_sha256: [u8; 32],
     /// What the peer sent back (an echo server returns everything).
     pub received: u64,
+    /// All zero for a raw transfer.
     pub received_sha256: [u8; 32],
     /// From the first poll to the close.
     pub elapsed: Duration,
@@ -57,6 +71,9 @@ pub struct SendReport {
 pub struct TcpSender {
     conn: ClientConn,
     bytes: u64,
+    raw: bool,
+    /// Bytes handed to the socket so far.
+    sent: u64,
     data: PayloadStream,
     tx_hash: Sha256,
     rx_hash: Sha256,
@@ -78,12 +95,14 @@ impl TcpSender {
             sockets,
             config.remote,
             config.local_port,
-            (SENDER_BUFFER, SENDER_BUFFER),
+            (SENDER_RX_BUFFER, SENDER_TX_BUFFER),
             config.timeout,
         )?;
         Ok(TcpSender {
             conn,
             bytes: config.bytes,
+            raw: config.raw,
+            sent: 0,
             data: config.payload.stream(),
             tx_hash: Sha256::new(),
             rx_hash: Sha256::new(),
@@ -96,7 +115,7 @@ impl TcpSender {
 
     /// Bytes handed to the socket so far.
     pub fn sent(&self) -> u64 {
-        self.data.offset()
+        self.sent
     }
 
     pub fn poll(
@@ -115,9 +134,9 @@ impl TcpSender {
             Ok(Phase::Finished) if self.sent() < self.bytes => Err(ClientError::Reset),
             Ok(Phase::Finished) => Ok(SendReport {
                 sent: self.sent(),
-                sent_sha256: self.tx_hash.clone().finalize().into(),
+                sent_sha256: self.digest(|s| &s.tx_hash),
                 received: self.received,
-                received_sha256: self.rx_hash.clone().finalize().into(),
+                received_sha256: self.digest(|s| &s.rx_hash),
                 elapsed: now - started,
             }),
             Err(e) => Err(e),
@@ -126,26 +145,40 @@ impl TcpSender {
         Poll::Ready(outcome)
     }
 
+    /// The hash `which` picks, or all zero for a raw transfer.
+    fn digest(&self, which: impl Fn(&Self) -> &Sha256) -> [u8; 32] {
+        if self.raw {
+            [0; 32]
+        } else {
+            which(self).clone().finalize().into()
+        }
+    }
+
     /// Fills the send buffer, drains the receive buffer, and closes once
     /// everything is queued.
     fn transfer(&mut self, socket: &mut tcp::Socket<'_>) {
-        while socket.can_send() && self.sent() < self.bytes {
-            let left = self.bytes - self.sent();
-            let (data, hash) = (&mut self.data, &mut self.tx_hash);
+        while socket.can_send() && self.sent < self.bytes {
+            let left = self.bytes - self.sent;
+            let (raw, data, hash) = (self.raw, &mut self.data, &mut self.tx_hash);
             let queued = socket.send(|buf| {
                 let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                data.fill(&mut buf[..n]);
-                hash.update(&buf[..n]);
+                if !raw {
+                    data.fill(&mut buf[..n]);
+                    hash.update(&buf[..n]);
+                }
                 (n, n)
             });
-            if !matches!(queued, Ok(n) if n > 0) {
-                break;
+            match queued {
+                Ok(n) if n > 0 => self.sent += n as u64,
+                _ => break,
             }
         }
         while socket.can_recv() {
-            let hash = &mut self.rx_hash;
+            let (raw, hash) = (self.raw, &mut self.rx_hash);
             let got = socket.recv(|data| {
-                hash.update(&*data);
+                if !raw {
+                    hash.update(&*data);
+                }
                 (data.len(), data.len())
             });
             match got {
@@ -153,7 +186,7 @@ impl TcpSender {
                 Ok(n) => self.received += n as u64,
             }
         }
-        if !self.closing && self.sent() == self.bytes && socket.may_send() {
+        if !self.closing && self.sent == self.bytes && socket.may_send() {
             socket.close();
             self.closing = true;
         }

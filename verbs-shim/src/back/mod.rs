@@ -332,6 +332,9 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         tx.init();
         rx.init();
         let port = provider.port_attr();
+        // Before Connected (Release), like the port block.
+        self.header
+            .set_backend_features(provider.offloads().to_features());
         self.header.write_port(&PortBlock {
             gid: port.gid.0,
             lid: port.lid.0,

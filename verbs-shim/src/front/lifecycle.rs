@@ -66,6 +66,8 @@ impl<N: Notify> FrontHca<N> {
             return Err(HcaError::PeerViolation(PeerFault::BadPortBlock));
         };
         self.port = port;
+        // Written before Connected, which was read with Acquire.
+        self.offloads = crate::Offloads::from_features(self.header.backend_features());
         self.phase = Phase::Connected;
         self.header.set_guest_state(ring::State::Connected);
         Ok(true)

@@ -116,6 +116,8 @@ pub struct FrontHca<N: Notify> {
     phase: Phase,
     epoch: u32,
     port: PortAttr,
+    /// What the back end's provider announced (back-end features).
+    offloads: crate::Offloads,
     slots_taken: bool,
     tx_in_flight: Vec<bool>,
     rx_in_flight: Vec<bool>,
@@ -197,6 +199,7 @@ impl<N: Notify> FrontHca<N> {
             phase: Phase::Waiting,
             epoch,
             port: lifecycle::unknown_port(),
+            offloads: crate::Offloads::NONE,
             slots_taken: false,
             tx_in_flight: vec![false; usize::from(params.tx_slots)],
             rx_in_flight: vec![false; usize::from(params.rx_slots)],

@@ -170,6 +170,11 @@ impl<N: Notify> Verbs for FrontHca<N> {
         self.port
     }
 
+    /// What the back end announced at the handshake.
+    fn offloads(&self) -> crate::Offloads {
+        self.offloads
+    }
+
     fn layout(&self) -> SlotLayout {
         self.slots
     }
