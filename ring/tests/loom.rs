@@ -142,6 +142,39 @@ fn two_batches_no_lost_wakeup() {
     });
 }
 
+/// A burst: the first request is published unchecked (no fence, no look at
+/// the event index), the second with the check, which must notify for
+/// either if the consumer went to sleep meanwhile.
+#[test]
+fn unchecked_then_checked_no_lost_wakeup() {
+    builder().check(|| {
+        let (mut front, mut back) = rings();
+        let bell = Arc::new(Notify::new());
+        let producer = {
+            let bell = bell.clone();
+            thread::spawn(move || {
+                front.push_request(&req(0)).unwrap();
+                front.publish_requests_unchecked();
+                front.push_request(&req(1)).unwrap();
+                if front.publish_requests() {
+                    bell.notify();
+                }
+            })
+        };
+        let mut next = 0;
+        while next < 2 {
+            while let Some(r) = back.pop_request().unwrap() {
+                assert_eq!(r, req(next), "descriptor contents");
+                next += 1;
+            }
+            if next < 2 && !back.final_check_requests().unwrap() {
+                bell.wait();
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
 /// A full round trip: the guest's request wakes the back end, whose response
 /// wakes the guest. Both sides sleep through the final check.
 #[test]

@@ -19,6 +19,9 @@ pub struct BackRing<Req: Pod, Rsp: Pod> {
     rsp_prod_pvt: u32,
     /// The `rsp_prod` value we last published.
     rsp_prod_pub: u32,
+    /// Published up to here when the peer's event index was last checked:
+    /// a checked publish covers everything published since.
+    rsp_checked: u32,
     /// A protocol violation seen earlier; returned from then on.
     fault: Option<RingError>,
 }
@@ -31,6 +34,7 @@ impl<Req: Pod, Rsp: Pod> fmt::Debug for BackRing<Req, Rsp> {
             .field("req_prod_seen", &self.req_prod_seen)
             .field("rsp_prod_pvt", &self.rsp_prod_pvt)
             .field("rsp_prod_pub", &self.rsp_prod_pub)
+            .field("rsp_checked", &self.rsp_checked)
             .field("fault", &self.fault)
             .finish()
     }
@@ -46,6 +50,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
             req_prod_seen: 0,
             rsp_prod_pvt: 0,
             rsp_prod_pub: 0,
+            rsp_checked: 0,
             fault: None,
         })
     }
@@ -67,6 +72,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         self.req_prod_seen = start;
         self.rsp_prod_pvt = start;
         self.rsp_prod_pub = start;
+        self.rsp_checked = start;
         self.fault = None;
     }
 
@@ -144,11 +150,26 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     /// must be notified.
     #[inline]
     pub fn publish_responses(&mut self) -> bool {
-        let old = self.rsp_prod_pub;
+        let old = self.rsp_checked;
         let new = self.rsp_prod_pvt;
         self.rsp_prod_pub = new;
+        self.rsp_checked = new;
         self.shared
             .publish(field::RSP_PROD, field::RSP_EVENT, old, new)
+    }
+
+    /// Publishes the pushed responses (`Release` store) without the full fence
+    /// and the look at the peer's event index, for a producer that will
+    /// publish again soon: the next [`publish_responses`](Self::publish_responses)
+    /// checks the whole range published since the last check, so no
+    /// notification is lost as long as a checked publish follows before the
+    /// producer stops (as virtio kicks once at the end of a burst). The fence
+    /// is the costliest step of publishing between two busy cores.
+    #[inline]
+    pub fn publish_responses_unchecked(&mut self) {
+        let new = self.rsp_prod_pvt;
+        self.rsp_prod_pub = new;
+        self.shared.store(field::RSP_PROD, new, Ordering::Release);
     }
 
     /// Call when [`pop_request`](Self::pop_request) returned `None`, before

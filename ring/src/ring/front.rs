@@ -15,6 +15,9 @@ pub struct FrontRing<Req: Pod, Rsp: Pod> {
     req_prod_pvt: u32,
     /// The `req_prod` value we last published.
     req_prod_pub: u32,
+    /// Published up to here when the peer's event index was last checked:
+    /// a checked publish covers everything published since.
+    req_checked: u32,
     /// Responses consumed.
     rsp_cons: u32,
     /// The back end's `rsp_prod` as last loaded and validated.
@@ -29,6 +32,7 @@ impl<Req: Pod, Rsp: Pod> fmt::Debug for FrontRing<Req, Rsp> {
             .field("shared", &self.shared)
             .field("req_prod_pvt", &self.req_prod_pvt)
             .field("req_prod_pub", &self.req_prod_pub)
+            .field("req_checked", &self.req_checked)
             .field("rsp_cons", &self.rsp_cons)
             .field("rsp_prod_seen", &self.rsp_prod_seen)
             .field("fault", &self.fault)
@@ -45,6 +49,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
             shared: Shared::attach(win, order)?,
             req_prod_pvt: 0,
             req_prod_pub: 0,
+            req_checked: 0,
             rsp_cons: 0,
             rsp_prod_seen: 0,
             fault: None,
@@ -69,6 +74,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         s.store(field::RSP_EVENT, start.wrapping_add(1), Ordering::Release);
         self.req_prod_pvt = start;
         self.req_prod_pub = start;
+        self.req_checked = start;
         self.rsp_cons = start;
         self.rsp_prod_seen = start;
         self.fault = None;
@@ -115,11 +121,26 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     /// must be notified: its event index lies in the newly published range.
     #[inline]
     pub fn publish_requests(&mut self) -> bool {
-        let old = self.req_prod_pub;
+        let old = self.req_checked;
         let new = self.req_prod_pvt;
         self.req_prod_pub = new;
+        self.req_checked = new;
         self.shared
             .publish(field::REQ_PROD, field::REQ_EVENT, old, new)
+    }
+
+    /// Publishes the pushed requests (`Release` store) without the full fence
+    /// and the look at the peer's event index, for a producer that will
+    /// publish again soon: the next [`publish_requests`](Self::publish_requests)
+    /// checks the whole range published since the last check, so no
+    /// notification is lost as long as a checked publish follows before the
+    /// producer stops (as virtio kicks once at the end of a burst). The fence
+    /// is the costliest step of publishing between two busy cores.
+    #[inline]
+    pub fn publish_requests_unchecked(&mut self) {
+        let new = self.req_prod_pvt;
+        self.req_prod_pub = new;
+        self.shared.store(field::REQ_PROD, new, Ordering::Release);
     }
 
     /// Loads `rsp_prod` (`Acquire`) and checks it: the back end may not have

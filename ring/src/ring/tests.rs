@@ -157,6 +157,49 @@ fn notify_rules() {
     assert!(back.publish_responses());
 }
 
+/// Unchecked publishes make the work visible at once, and the next checked
+/// publish notifies for an event index anywhere in the range published
+/// since the last check, unchecked part included.
+#[test]
+fn unchecked_publishes_are_covered_by_the_next_check() {
+    let (_w, mut front, mut back) = pair(3, 0);
+    // The back end armed req_event = 1: request 0 is the one to notify for.
+    front.push_request(&req(0)).unwrap();
+    front.publish_requests_unchecked();
+    assert_eq!(back.pop_request().unwrap(), Some(req(0)), "visible at once");
+    front.push_request(&req(1)).unwrap();
+    front.publish_requests_unchecked();
+    front.push_request(&req(2)).unwrap();
+    assert!(
+        front.publish_requests(),
+        "the event lay in the unchecked part"
+    );
+    // Checked: nothing pending until the back end re-arms.
+    front.push_request(&req(3)).unwrap();
+    assert!(!front.publish_requests());
+    while back.pop_request().unwrap().is_some() {}
+    assert!(!back.final_check_requests().unwrap());
+    // Re-armed for request 4; it goes out unchecked, then a checked publish
+    // of nothing new still owes the notification.
+    front.push_request(&req(4)).unwrap();
+    front.publish_requests_unchecked();
+    assert!(front.publish_requests());
+    assert!(!front.publish_requests(), "owed once");
+
+    // The same for responses (the guest armed rsp_event = 1).
+    while back.pop_request().unwrap().is_some() {}
+    for i in 0..5 {
+        back.push_response(&rsp(i)).unwrap();
+        back.publish_responses_unchecked();
+    }
+    assert!(back.publish_responses());
+    for i in 0..5 {
+        assert_eq!(front.pop_response().unwrap(), Some(rsp(i)));
+    }
+    assert!(!front.final_check_responses().unwrap());
+    assert!(!back.publish_responses());
+}
+
 #[test]
 fn final_check_sees_work_published_before_it() {
     let (_w, mut front, mut back) = pair(ORDER, 7);

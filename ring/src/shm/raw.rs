@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 use core::alloc::Layout as AllocLayout;
 use core::any::Any;
 use core::fmt;
-use core::mem::size_of;
+use core::mem::{align_of, size_of};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -222,26 +222,19 @@ impl Window {
         // SAFETY: `offset..offset + size_of::<T>()` was just checked to lie
         // inside the window, so the pointer stays in bounds.
         let src = unsafe { self.ptr.as_ptr().add(offset) };
+        if src.align_offset(align_of::<T>()) == 0 {
+            // SAFETY: `src` is valid for reads of `size_of::<T>()` bytes
+            // (checked above) and aligned for `T`; `T` is `Pod`, so whatever
+            // bits the peer left there, even half-way through this read, are
+            // a valid `T`.
+            return Ok(unsafe { ptr::read_volatile(src.cast::<T>()) });
+        }
         let mut value = T::zeroed();
-        let bytes = bytemuck::bytes_of_mut(&mut value);
-        if size_of::<T>().is_multiple_of(8) && src.align_offset(8) == 0 {
-            for (i, word) in bytes.chunks_exact_mut(8).enumerate() {
-                // SAFETY: `src + 8 * i .. + 8` lies inside the checked range
-                // and is 8-byte aligned; any bits are a valid `u64`.
-                let w = unsafe { ptr::read_volatile(src.add(8 * i).cast::<u64>()) };
-                word.copy_from_slice(&w.to_ne_bytes());
-            }
-        } else if size_of::<T>().is_multiple_of(4) && src.align_offset(4) == 0 {
-            for (i, word) in bytes.chunks_exact_mut(4).enumerate() {
-                // SAFETY: as above, for 4-byte words.
-                let w = unsafe { ptr::read_volatile(src.add(4 * i).cast::<u32>()) };
-                word.copy_from_slice(&w.to_ne_bytes());
-            }
-        } else {
-            for (i, byte) in bytes.iter_mut().enumerate() {
-                // SAFETY: `src + i` lies inside the checked range.
-                *byte = unsafe { ptr::read_volatile(src.add(i)) };
-            }
+        let local = (&mut value as *mut T).cast::<u8>();
+        for i in 0..size_of::<T>() {
+            // SAFETY: `src + i` lies inside the checked range, `local + i`
+            // inside `value`.
+            unsafe { local.add(i).write(ptr::read_volatile(src.add(i))) };
         }
         Ok(value)
     }
@@ -259,26 +252,31 @@ impl Window {
         // SAFETY: `offset..offset + size_of::<T>()` was just checked to lie
         // inside the window.
         let dst = unsafe { self.ptr.as_ptr().add(offset) };
-        let bytes = bytemuck::bytes_of(value);
+        let local = (value as *const T).cast::<u8>();
         if size_of::<T>().is_multiple_of(8) && dst.align_offset(8) == 0 {
-            for (i, word) in bytes.chunks_exact(8).enumerate() {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(word);
-                // SAFETY: `dst + 8 * i .. + 8` lies inside the checked range,
-                // is 8-byte aligned and is not aliased by any reference.
-                unsafe { ptr::write_volatile(dst.add(8 * i).cast::<u64>(), u64::from_ne_bytes(w)) };
+            for i in 0..size_of::<T>() / 8 {
+                // SAFETY: `local + 8 * i .. + 8` lies inside `value` (a `Pod`:
+                // no padding, every byte initialised); `dst + 8 * i .. + 8`
+                // lies inside the checked range, is 8-byte aligned and is not
+                // aliased by any reference.
+                unsafe {
+                    let w = ptr::read_unaligned(local.add(8 * i).cast::<u64>());
+                    ptr::write_volatile(dst.add(8 * i).cast::<u64>(), w);
+                }
             }
         } else if size_of::<T>().is_multiple_of(4) && dst.align_offset(4) == 0 {
-            for (i, word) in bytes.chunks_exact(4).enumerate() {
-                let mut w = [0u8; 4];
-                w.copy_from_slice(word);
+            for i in 0..size_of::<T>() / 4 {
                 // SAFETY: as above, for 4-byte words.
-                unsafe { ptr::write_volatile(dst.add(4 * i).cast::<u32>(), u32::from_ne_bytes(w)) };
+                unsafe {
+                    let w = ptr::read_unaligned(local.add(4 * i).cast::<u32>());
+                    ptr::write_volatile(dst.add(4 * i).cast::<u32>(), w);
+                }
             }
         } else {
-            for (i, &byte) in bytes.iter().enumerate() {
-                // SAFETY: `dst + i` lies inside the checked range.
-                unsafe { ptr::write_volatile(dst.add(i), byte) };
+            for i in 0..size_of::<T>() {
+                // SAFETY: `local + i` lies inside `value`, `dst + i` inside the
+                // checked range.
+                unsafe { ptr::write_volatile(dst.add(i), local.add(i).read()) };
             }
         }
         Ok(())
