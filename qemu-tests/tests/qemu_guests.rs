@@ -211,5 +211,15 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
         "{page}{}",
         String::from_utf8_lossy(&curl.stderr)
     );
+    // Larger than the IPoIB MTU: the unikernel reassembles Linux's
+    // fragments and fragments its replies.
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "ping", "-c", "3", "-s", "3000", "-W", "3",
+        ])
+        .arg("10.77.0.2")
+        .output()?;
+    let out = String::from_utf8_lossy(&ping.stdout);
+    assert!(out.contains("3 received"), "{out}");
     Ok(())
 }

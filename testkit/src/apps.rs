@@ -22,13 +22,26 @@ pub fn ping(
     seq: u16,
     limit: Duration,
 ) -> Result<Duration, BoxError> {
-    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
-    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
+    ping_with(net, from, to, seq, b"ibguest ping payload", limit)
+}
+
+/// [`ping`] with `payload` as the echo data (of any size the stacks can
+/// fragment and reassemble).
+pub fn ping_with(
+    net: &mut Net,
+    from: usize,
+    to: Ipv4Address,
+    seq: u16,
+    payload: &[u8],
+    limit: Duration,
+) -> Result<Duration, BoxError> {
+    let room = payload.len() + 64;
+    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4 * room]);
+    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4 * room]);
     let mut socket = icmp::Socket::new(rx, tx);
     let ident = 0x4242;
     socket.bind(icmp::Endpoint::Ident(ident))?;
     let handle = net.guests[from].sockets.add(socket);
-    let payload = b"ibguest ping payload";
     let repr = Icmpv4Repr::EchoRequest {
         ident,
         seq_no: seq,
@@ -73,7 +86,7 @@ pub fn udp_socket(net: &mut Net, g: usize, port: u16) -> Result<SocketHandle, Bo
 pub fn udp_echo_step(net: &mut Net, g: usize, handle: SocketHandle) -> usize {
     let socket = net.guests[g].sockets.get_mut::<udp::Socket>(handle);
     let mut echoed = 0;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     while socket.can_send() {
         let Ok((n, meta)) = socket.recv_slice(&mut buf) else {
             break;

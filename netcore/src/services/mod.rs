@@ -84,11 +84,13 @@ pub const ECHO_BUFFER: usize = 8 * 1024;
 pub const HTTP_RX_BUFFER: usize = 4 * 1024;
 /// Responses are queued in pieces, so this only bounds each piece.
 pub const HTTP_TX_BUFFER: usize = 16 * 1024;
-/// UDP echo: datagrams queued each way, and their total payload.
+/// UDP echo: datagrams queued each way, and their total payload (room for
+/// four of the largest).
 pub const UDP_ECHO_PACKETS: usize = 16;
-pub const UDP_ECHO_BUFFER: usize = 16 * 1024;
-/// Largest datagram UDP echo answers: IPoIB's MTU is at most 4092.
-pub const UDP_ECHO_MAX: usize = 4096;
+pub const UDP_ECHO_BUFFER: usize = 64 * 1024;
+/// Largest datagram UDP echo answers: the largest IPv4 datagram the stack
+/// reassembles and fragments, less the IPv4 and UDP headers.
+pub const UDP_ECHO_MAX: usize = crate::MAX_IPV4_DATAGRAM - 20 - 8;
 /// A connected peer that stops answering is given up on after this.
 pub const SERVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Keep-alive probes on idle server connections.
