@@ -20,7 +20,7 @@ use ipoib::{IpoibDevice, IpoibError};
 use verbs_shim::Hca;
 
 use crate::config::NetConfig;
-use crate::services::ServiceHost;
+use crate::services::{Gated, ServiceHost};
 use crate::status::StatusSource;
 
 /// Why the stack could not start.
@@ -83,7 +83,11 @@ impl<H: Hca> NetStack<H> {
     /// what they queued with one doorbell. Returns true if anything moved.
     pub fn poll(&mut self, now: Instant) -> Result<bool, IpoibError> {
         let mut busy = self.device.service(now)?;
-        busy |= self.iface.poll(now, &mut self.device, &mut self.sockets) != PollResult::None;
+        let mut device = Gated {
+            device: &mut self.device,
+            gate: self.services.gate(&self.sockets),
+        };
+        busy |= self.iface.poll(now, &mut device, &mut self.sockets) != PollResult::None;
         let device_stats = self.device.stats();
         let service_stats = self.services.stats();
         let peer_faults = self.device.hca().peer_faults();
@@ -92,8 +96,14 @@ impl<H: Hca> NetStack<H> {
         if self.services.poll(&mut self.sockets, &status) {
             busy = true;
             // What the services wrote goes out in this pass.
-            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            let mut device = Gated {
+                device: &mut self.device,
+                gate: self.services.gate(&self.sockets),
+            };
+            self.iface.poll(now, &mut device, &mut self.sockets);
         }
+        // Meet a burst of clients (or give back what the last one took).
+        self.services.resize(&mut self.sockets, now);
         busy |= self.device.service(now)?;
         Ok(busy)
     }

@@ -6,7 +6,7 @@ use core::fmt;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 /// The options [`super::NetConfig::parse`] knows, as the errors list them.
-pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name";
+pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name, tcp-budget";
 const KNOWN_SERVICES: &str = "echo, http, discard, chargen, none";
 const KNOWN_LEVELS: &str = "off, error, warn, info, debug, trace";
 
@@ -52,6 +52,8 @@ pub enum ConfigError {
     /// `name=` is empty, too long or has characters other than
     /// `a-z A-Z 0-9 - . _`.
     BadName { value: String },
+    /// `tcp-budget=` is not a number of KiB in range.
+    BadTcpBudget { value: String },
     /// No `ip=`.
     MissingIp,
 }
@@ -111,6 +113,10 @@ impl fmt::Display for ConfigError {
             BadName { value } => write!(
                 f,
                 "name={value}: a name is 1 to 32 of the characters a-z A-Z 0-9 - . _ (example: name=g1)"
+            ),
+            BadTcpBudget { value } => write!(
+                f,
+                "tcp-budget={value}: the KiB of socket buffers TCP services may add for bursts of clients, 0 to 1048576 (example: tcp-budget=4096)"
             ),
             MissingIp => f.write_str("missing required option ip= (example: ip=10.77.0.2/24)"),
         }

@@ -17,6 +17,7 @@
 //! | `services` | `none` or a list of `echo`, `http`, `discard`, `chargen` | all |
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `name` | 1 to 32 of `a-z A-Z 0-9 - . _` | `ibguest` |
+//! | `tcp-budget` | KiB of socket buffers the TCP services may add for bursts of clients, 0 to 1048576 | 4096 (about 200 more HTTP connections) |
 //!
 //! Anything else (unknown keys, bare words, a key given twice, a bad value)
 //! is a [`ConfigError`] whose message names the token and what to write
@@ -57,6 +58,9 @@ pub struct NetConfig {
     pub log: LevelFilter,
     /// The guest's name: the status page's title.
     pub name: Name,
+    /// Bytes of socket buffers the TCP services may add for bursts of
+    /// clients (`tcp-budget=KIB`), beyond the sockets they start with.
+    pub tcp_budget: usize,
 }
 
 impl NetConfig {
@@ -71,13 +75,14 @@ impl NetConfig {
             services: Services::ALL,
             log: LevelFilter::Info,
             name,
+            tcp_budget: DEFAULT_TCP_BUDGET_KIB * 1024,
         }
     }
 
     /// Parses a whitespace-separated list of `key=value` options; see the
     /// module documentation.
     pub fn parse(s: &str) -> Result<NetConfig, ConfigError> {
-        let mut seen: [Option<&str>; 5] = [None; 5];
+        let mut seen: [Option<&str>; 6] = [None; 6];
         for token in s.split_whitespace() {
             let (key, _) = split_token(token)?;
             let slot = option_index(key).ok_or_else(|| ConfigError::UnknownOption {
@@ -105,6 +110,9 @@ impl NetConfig {
         }
         if let Some(v) = value(4) {
             config.name = parse_name(v)?;
+        }
+        if let Some(v) = value(5) {
+            config.tcp_budget = parse_tcp_budget(v)? * 1024;
         }
         Ok(config)
     }
@@ -148,8 +156,9 @@ impl FromStr for NetConfig {
 }
 
 impl fmt::Display for NetConfig {
-    /// Every option, in the order ip, gw, services, log, name; `gw=` only
-    /// when there is a gateway.
+    /// Every option, in the order ip, gw, services, log, name, tcp-budget;
+    /// `gw=` only when there is a gateway, `tcp-budget=` only when it is not
+    /// the default.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ip={}", self.ip)?;
         if let Some(gw) = self.gateway {
@@ -161,12 +170,37 @@ impl fmt::Display for NetConfig {
             self.services,
             level_name(self.log),
             self.name
-        )
+        )?;
+        if self.tcp_budget != DEFAULT_TCP_BUDGET_KIB * 1024 {
+            write!(f, " tcp-budget={}", self.tcp_budget / 1024)?;
+        }
+        Ok(())
     }
 }
 
 /// The options' keys, in `Display` order.
-const KEYS: [&str; 5] = ["ip", "gw", "services", "log", "name"];
+const KEYS: [&str; 6] = ["ip", "gw", "services", "log", "name", "tcp-budget"];
+
+/// `tcp-budget=` when not given: 4 MiB, about 200 more HTTP connections.
+pub const DEFAULT_TCP_BUDGET_KIB: usize = 4 * 1024;
+/// The largest `tcp-budget=`: 1 GiB.
+pub const MAX_TCP_BUDGET_KIB: usize = 1024 * 1024;
+
+/// `tcp-budget=KIB`: a decimal number of KiB, 0 (no growth) to
+/// [`MAX_TCP_BUDGET_KIB`].
+fn parse_tcp_budget(value: &str) -> Result<usize, ConfigError> {
+    let bad = || ConfigError::BadTcpBudget {
+        value: value.into(),
+    };
+    if value.is_empty() || value.len() > 7 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let kib: usize = value.parse().map_err(|_| bad())?;
+    if kib > MAX_TCP_BUDGET_KIB {
+        return Err(bad());
+    }
+    Ok(kib)
+}
 
 fn option_index(key: &str) -> Option<usize> {
     KEYS.iter().position(|k| *k == key)

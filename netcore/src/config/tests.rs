@@ -1,3 +1,4 @@
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -68,15 +69,15 @@ fn every_error_says_what_to_fix() {
     let cases: &[(&str, &str)] = &[
         (
             "ip=10.77.0.2/24 foo=1",
-            "unknown option \"foo=1\" (known: ip, gw, services, log, name)",
+            "unknown option \"foo=1\" (known: ip, gw, services, log, name, tcp-budget)",
         ),
         (
             "ip=10.77.0.2/24 quiet",
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name)",
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget)",
         ),
         (
             "=5 ip=10.77.0.2/24",
-            "\"=5\" is not key=value (known: ip, gw, services, log, name)",
+            "\"=5\" is not key=value (known: ip, gw, services, log, name, tcp-budget)",
         ),
         (
             "ip=10.77.0.2/24 ip=10.77.0.3/24",
@@ -217,10 +218,11 @@ fn arb_config() -> impl Strategy<Value = NetConfig> {
         any::<[bool; 4]>(),
         arb_level(),
         arb_name(),
+        prop_oneof![Just(DEFAULT_TCP_BUDGET_KIB), 0..=MAX_TCP_BUDGET_KIB],
     )
         .prop_filter_map(
             "not a usable host address",
-            |(len, net, host, gw_host, has_gw, svc, log, name)| {
+            |(len, net, host, gw_host, has_gw, svc, log, name, budget_kib)| {
                 let host_mask = u32::MAX >> len;
                 let usable = |h: u32| 1 + h % (host_mask - 1);
                 let net = net & !host_mask;
@@ -242,6 +244,7 @@ fn arb_config() -> impl Strategy<Value = NetConfig> {
                     services,
                     log,
                     name,
+                    tcp_budget: budget_kib * 1024,
                 })
             },
         )
@@ -283,5 +286,25 @@ proptest! {
             Ok(c) => prop_assert_eq!(NetConfig::parse(&c.to_string()), Ok(c)),
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
+    }
+}
+
+#[test]
+fn tcp_budget_is_kib_in_range() {
+    let c = NetConfig::parse("ip=10.77.0.2/24").unwrap();
+    assert_eq!(c.tcp_budget, DEFAULT_TCP_BUDGET_KIB * 1024);
+    assert!(!c.to_string().contains("tcp-budget"));
+    let c = NetConfig::parse("ip=10.77.0.2/24 tcp-budget=0").unwrap();
+    assert_eq!(c.tcp_budget, 0);
+    assert!(c.to_string().ends_with(" tcp-budget=0"), "{c}");
+    let c = NetConfig::parse("tcp-budget=1048576 ip=10.77.0.2/24").unwrap();
+    assert_eq!(c.tcp_budget, 1 << 30);
+    for bad in ["", "-1", "1048577", "4M", "0x10", "99999999999"] {
+        let e = NetConfig::parse(&format!("ip=10.77.0.2/24 tcp-budget={bad}")).unwrap_err();
+        assert_eq!(e, ConfigError::BadTcpBudget { value: bad.into() });
+        assert!(
+            e.to_string().starts_with(&format!("tcp-budget={bad}: ")),
+            "{e}"
+        );
     }
 }

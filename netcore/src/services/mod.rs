@@ -7,9 +7,15 @@
 //! | discard | TCP 9 | reads, counts and SHA-256s everything (RFC 863) |
 //! | chargen | TCP 19 | sends the RFC 864 pattern as fast as the socket takes it |
 //!
-//! Each TCP service has [`LISTENERS`] sockets on its port, so that many
-//! clients are served at once; a socket listens again once its connection
-//! is over. A connection whose peer vanishes is dropped after
+//! Each TCP service starts with [`LISTENERS`] sockets on its port; a
+//! socket listens again once its connection is over. When clients come in a
+//! burst, the pool grows: it keeps [`SPARE_LISTENERS`] more listening than
+//! the SYNs it had to hold back last time, paid for out of the TCP memory
+//! budget (`tcp-budget=`, see `NetConfig`). A SYN that finds no listening
+//! socket is dropped in silence by the [`SynGate`] instead of being reset,
+//! so the client retries and is served; `ServiceStats::syn_deferred`
+//! counts them. Sockets added for a burst are given back
+//! [`POOL_LINGER`] after the last SYN was held back. A connection whose peer vanishes is dropped after
 //! [`SERVER_TIMEOUT`] (keep-alive probes every [`KEEP_ALIVE`] find it); a
 //! peer that stays connected and silent keeps its socket.
 //!
@@ -31,6 +37,8 @@
 mod chargen;
 mod discard;
 mod echo;
+mod gate;
+mod gated;
 mod http;
 mod pages;
 mod pool;
@@ -42,7 +50,7 @@ use alloc::vec::Vec;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
-use smoltcp::time::Duration;
+use smoltcp::time::{Duration, Instant};
 
 use crate::config::NetConfig;
 use crate::status::StatusSource;
@@ -51,9 +59,11 @@ use discard::DiscardConn;
 use echo::EchoConn;
 use http::HttpConn;
 use pages::PageContext;
-use pool::Pool;
+use pool::{Pool, Resizable};
 
 pub use discard::{DiscardMode, DiscardReport};
+pub use gate::SynGate;
+pub use gated::{Gated, GatedRx};
 pub use stats::ServiceStats;
 
 pub const ECHO_PORT: u16 = 7;
@@ -91,6 +101,12 @@ pub const UDP_ECHO_BUFFER: usize = 64 * 1024;
 /// Largest datagram UDP echo answers: the largest IPv4 datagram the stack
 /// reassembles and fragments, less the IPv4 and UDP headers.
 pub const UDP_ECHO_MAX: usize = crate::MAX_IPV4_DATAGRAM - 20 - 8;
+/// Listening sockets a TCP service keeps beyond the SYNs it last had to
+/// hold back, while its budget lasts.
+pub const SPARE_LISTENERS: usize = 4;
+/// How long sockets added for a burst are kept after the last SYN that
+/// found none free.
+pub const POOL_LINGER: Duration = Duration::from_secs(30);
 /// A connected peer that stops answering is given up on after this.
 pub const SERVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Keep-alive probes on idle server connections.
@@ -112,6 +128,12 @@ pub struct ServiceHost {
     discard_mode: DiscardMode,
     /// Echo copies through here.
     scratch: Vec<u8>,
+    /// Holds back SYNs to ports with no listening socket.
+    gate: SynGate,
+    /// Socket buffer bytes the pools may still add.
+    budget_left: usize,
+    /// The last time a SYN was held back (pools linger after it).
+    last_deferral: Option<Instant>,
 }
 
 impl ServiceHost {
@@ -149,7 +171,72 @@ impl ServiceHost {
             discard_reports: VecDeque::new(),
             discard_mode: DiscardMode::default(),
             scratch: vec![0; UDP_ECHO_MAX],
+            gate: SynGate::new(),
+            budget_left: config.tcp_budget,
+            last_deferral: None,
         }
+    }
+
+    /// Opens the gate for as many SYNs per service as it has listening
+    /// sockets; call before each `Interface::poll` and hand the gate to the
+    /// device (`SynGate::admit` on every received packet).
+    pub fn gate(&mut self, sockets: &SocketSet<'_>) -> &mut SynGate {
+        let pools: [Option<&dyn Resizable>; 4] = [
+            self.tcp_echo.as_ref().map(|p| p as &dyn Resizable),
+            self.http.as_ref().map(|p| p as &dyn Resizable),
+            self.discard.as_ref().map(|p| p as &dyn Resizable),
+            self.chargen.as_ref().map(|p| p as &dyn Resizable),
+        ];
+        for pool in pools.into_iter().flatten() {
+            self.gate.set(pool.port(), pool.listening(sockets));
+        }
+        &mut self.gate
+    }
+
+    /// Grows each pool to meet the SYNs it held back, and gives back what a
+    /// burst added once [`POOL_LINGER`] has passed without one. Call after
+    /// [`ServiceHost::poll`].
+    pub fn resize(&mut self, sockets: &mut SocketSet<'static>, now: Instant) {
+        let linger_over = self.last_deferral.is_none_or(|t| now >= t + POOL_LINGER);
+        let mut deferred_any = false;
+        let pools: [Option<&mut dyn Resizable>; 4] = [
+            self.tcp_echo.as_mut().map(|p| p as &mut dyn Resizable),
+            self.http.as_mut().map(|p| p as &mut dyn Resizable),
+            self.discard.as_mut().map(|p| p as &mut dyn Resizable),
+            self.chargen.as_mut().map(|p| p as &mut dyn Resizable),
+        ];
+        for pool in pools.into_iter().flatten() {
+            let demand = self.gate.take_deferred(pool.port());
+            deferred_any |= demand > 0;
+            let want = SPARE_LISTENERS + demand;
+            let listening = pool.listening(sockets);
+            if listening < want {
+                pool.grow(sockets, want - listening, &mut self.budget_left);
+            } else if linger_over && demand == 0 {
+                pool.shrink(sockets, SPARE_LISTENERS, &mut self.budget_left);
+            }
+        }
+        if deferred_any {
+            self.last_deferral = Some(now);
+        }
+        self.stats.syn_deferred = self.gate.deferred;
+    }
+
+    /// Socket buffer bytes the pools may still add (`tcp-budget=` less what
+    /// bursts have added and not given back).
+    pub fn budget_left(&self) -> usize {
+        self.budget_left
+    }
+
+    /// Sockets per TCP service, in the order echo, http, discard, chargen
+    /// (0 for a service that is off).
+    pub fn pool_sizes(&self) -> [usize; 4] {
+        [
+            self.tcp_echo.as_ref().map_or(0, |p| p.len()),
+            self.http.as_ref().map_or(0, |p| p.len()),
+            self.discard.as_ref().map_or(0, |p| p.len()),
+            self.chargen.as_ref().map_or(0, |p| p.len()),
+        ]
     }
 
     /// Serves whatever is waiting on every service's sockets; call it after
@@ -238,3 +325,6 @@ impl ServiceHost {
         }
     }
 }
+
+#[cfg(test)]
+mod burst_tests;

@@ -27,6 +27,26 @@ struct Slot<C> {
 pub(crate) struct Pool<C> {
     port: u16,
     slots: Vec<Slot<C>>,
+    rx_buffer: usize,
+    tx_buffer: usize,
+    /// The sockets made by [`Pool::new`]; the pool never shrinks below.
+    base: usize,
+}
+
+/// A listening socket for `port` with the services' settings.
+fn listener(port: u16, rx_buffer: usize, tx_buffer: usize) -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; rx_buffer]),
+        tcp::SocketBuffer::new(vec![0; tx_buffer]),
+    );
+    socket.set_nagle_enabled(false);
+    // A peer that vanishes is given up on, so its slot is freed.
+    socket.set_timeout(Some(SERVER_TIMEOUT));
+    socket.set_keep_alive(Some(KEEP_ALIVE));
+    if let Err(e) = socket.listen(port) {
+        log::error!("netcore: cannot listen on port {port}: {e}");
+    }
+    socket
 }
 
 impl<C: Default> Pool<C> {
@@ -39,25 +59,18 @@ impl<C: Default> Pool<C> {
         tx_buffer: usize,
     ) -> Pool<C> {
         let slots = (0..count)
-            .map(|_| {
-                let mut socket = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; rx_buffer]),
-                    tcp::SocketBuffer::new(vec![0; tx_buffer]),
-                );
-                socket.set_nagle_enabled(false);
-                // A peer that vanishes is given up on, so its slot is freed.
-                socket.set_timeout(Some(SERVER_TIMEOUT));
-                socket.set_keep_alive(Some(KEEP_ALIVE));
-                if let Err(e) = socket.listen(port) {
-                    log::error!("netcore: cannot listen on port {port}: {e}");
-                }
-                Slot {
-                    handle: sockets.add(socket),
-                    conn: None,
-                }
+            .map(|_| Slot {
+                handle: sockets.add(listener(port, rx_buffer, tx_buffer)),
+                conn: None,
             })
             .collect();
-        Pool { port, slots }
+        Pool {
+            port,
+            slots,
+            rx_buffer,
+            tx_buffer,
+            base: count,
+        }
     }
 
     /// Calls `serve` for every socket with a connection, and puts every
@@ -91,9 +104,86 @@ impl<C: Default> Pool<C> {
         activity
     }
 
+    /// Sockets in the pool.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The sockets, for removing them.
     pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
         self.slots.iter().map(|s| s.handle)
+    }
+}
+
+/// What [`super::ServiceHost`] needs of a pool to resize it and set its
+/// gate, whatever its connections' type.
+pub(crate) trait Resizable {
+    fn port(&self) -> u16;
+    /// Sockets waiting for a connection.
+    fn listening(&self, sockets: &SocketSet<'_>) -> usize;
+    /// Adds up to `want` listening sockets, each paid for out of `budget`
+    /// (bytes of socket buffers); stops when the budget cannot pay for one.
+    /// Returns how many it added.
+    fn grow(&mut self, sockets: &mut SocketSet<'static>, want: usize, budget: &mut usize) -> usize;
+    /// Removes listening sockets added by `grow` while more than `keep`
+    /// sockets listen, paying their bytes back into `budget`. Returns how
+    /// many it removed.
+    fn shrink(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        keep: usize,
+        budget: &mut usize,
+    ) -> usize;
+}
+
+impl<C> Resizable for Pool<C> {
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn listening(&self, sockets: &SocketSet<'_>) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Listen)
+            .count()
+    }
+
+    fn grow(&mut self, sockets: &mut SocketSet<'static>, want: usize, budget: &mut usize) -> usize {
+        let cost = self.rx_buffer + self.tx_buffer;
+        let mut added = 0;
+        while added < want && *budget >= cost {
+            *budget -= cost;
+            self.slots.push(Slot {
+                handle: sockets.add(listener(self.port, self.rx_buffer, self.tx_buffer)),
+                conn: None,
+            });
+            added += 1;
+        }
+        added
+    }
+
+    fn shrink(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        keep: usize,
+        budget: &mut usize,
+    ) -> usize {
+        let mut listening = self.listening(sockets);
+        let mut removed = 0;
+        let mut i = self.slots.len();
+        while i > self.base && listening > keep {
+            i -= 1;
+            let handle = self.slots[i].handle;
+            if sockets.get::<tcp::Socket>(handle).state() != tcp::State::Listen {
+                continue;
+            }
+            sockets.remove(handle);
+            self.slots.swap_remove(i);
+            *budget += self.rx_buffer + self.tx_buffer;
+            listening -= 1;
+            removed += 1;
+        }
+        removed
     }
 }
 

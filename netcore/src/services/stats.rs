@@ -25,6 +25,9 @@ pub struct ServiceStats {
     pub discard_bytes: u64,
     pub chargen_connections: u64,
     pub chargen_bytes: u64,
+    /// Connection attempts (SYNs) to a TCP service that found no listening
+    /// socket and were dropped in silence for the client to retry.
+    pub syn_deferred: u64,
 }
 
 impl ServiceStats {
@@ -53,6 +56,7 @@ impl StatusSource for ServiceStats {
                 ("discard_bytes", self.discard_bytes),
                 ("chargen_connections", self.chargen_connections),
                 ("chargen_bytes", self.chargen_bytes),
+                ("syn_deferred", self.syn_deferred),
             ],
         )
     }

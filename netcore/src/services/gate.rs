@@ -1,0 +1,165 @@
+//! The SYN gate: a connection attempt to a service port with no free
+//! listening socket is dropped in silence instead of being answered with a
+//! reset by smoltcp. The client retransmits its SYN (after 1 s, then 3 s,
+//! 7 s, ... on Linux) and by then the pool has grown or a connection has
+//! finished. Every SYN dropped here is counted.
+
+use alloc::vec::Vec;
+
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket};
+
+/// One service port: how many more SYNs may pass in this pass, and how
+/// many were held back since the owner last looked.
+#[derive(Clone, Copy, Debug)]
+struct Port {
+    port: u16,
+    free: usize,
+    deferred: usize,
+}
+
+/// Free listening sockets per service port, spent by the SYNs that pass.
+#[derive(Clone, Debug, Default)]
+pub struct SynGate {
+    ports: Vec<Port>,
+    /// SYNs dropped since the gate was made.
+    pub deferred: u64,
+}
+
+impl SynGate {
+    pub fn new() -> SynGate {
+        SynGate::default()
+    }
+
+    /// Lets `free` more SYNs to `port` pass (the listening sockets it has).
+    pub fn set(&mut self, port: u16, free: usize) {
+        match self.ports.iter_mut().find(|p| p.port == port) {
+            Some(p) => p.free = free,
+            None => self.ports.push(Port {
+                port,
+                free,
+                deferred: 0,
+            }),
+        }
+    }
+
+    /// SYNs to `port` held back since the last call (the pool's demand).
+    pub fn take_deferred(&mut self, port: u16) -> usize {
+        self.ports
+            .iter_mut()
+            .find(|p| p.port == port)
+            .map_or(0, |p| core::mem::take(&mut p.deferred))
+    }
+
+    /// Whether `packet` (an IPv4 packet as received) may go on to the
+    /// stack. Only a SYN without ACK to a gated port with no free listener
+    /// is held back; everything else, malformed packets included, passes
+    /// (smoltcp judges those).
+    pub fn admit(&mut self, packet: &[u8]) -> bool {
+        let Some(port) = syn_port(packet) else {
+            return true;
+        };
+        let Some(p) = self.ports.iter_mut().find(|p| p.port == port) else {
+            return true;
+        };
+        if p.free > 0 {
+            p.free -= 1;
+            return true;
+        }
+        p.deferred += 1;
+        self.deferred += 1;
+        false
+    }
+}
+
+/// The destination port of a connection-opening TCP segment (SYN, no ACK)
+/// in an unfragmented IPv4 packet.
+fn syn_port(packet: &[u8]) -> Option<u16> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
+}
+
+/// A TCP segment from 10.77.0.1:40000 to 10.77.0.2:`dst_port`, for tests.
+#[cfg(test)]
+pub(crate) fn segment(
+    dst_port: u16,
+    control: smoltcp::wire::TcpControl,
+    ack: bool,
+) -> alloc::vec::Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Repr, TcpRepr, TcpSeqNumber};
+    let src = Ipv4Address::new(10, 77, 0, 1);
+    let dst = Ipv4Address::new(10, 77, 0, 2);
+    let tcp = TcpRepr {
+        src_port: 40_000,
+        dst_port,
+        control,
+        seq_number: TcpSeqNumber(1),
+        ack_number: ack.then_some(TcpSeqNumber(7)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = alloc::vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut packet = Ipv4Packet::new_unchecked(&mut buf[..]);
+    ip.emit(&mut packet, &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(packet.payload_mut()),
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(dst),
+        &caps,
+    );
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::TcpControl;
+
+    #[test]
+    fn syns_pass_while_listeners_are_free_then_are_deferred() {
+        let mut gate = SynGate::new();
+        gate.set(80, 2);
+        let syn = segment(80, TcpControl::Syn, false);
+        assert!(gate.admit(&syn));
+        assert!(gate.admit(&syn));
+        assert!(!gate.admit(&syn));
+        assert!(!gate.admit(&syn));
+        assert_eq!(gate.deferred, 2);
+        assert_eq!(gate.take_deferred(80), 2);
+        assert_eq!(gate.take_deferred(80), 0);
+        gate.set(80, 1);
+        assert!(gate.admit(&syn));
+        assert_eq!(gate.deferred, 2);
+    }
+
+    #[test]
+    fn everything_else_passes() {
+        let mut gate = SynGate::new();
+        gate.set(80, 0);
+        // A SYN-ACK, an ACK, a SYN to an ungated port, junk.
+        assert!(gate.admit(&segment(80, TcpControl::Syn, true)));
+        assert!(gate.admit(&segment(80, TcpControl::None, true)));
+        assert!(gate.admit(&segment(81, TcpControl::Syn, false)));
+        assert!(gate.admit(&[]));
+        assert!(gate.admit(&[0x45; 30]));
+        assert_eq!(gate.deferred, 0);
+        assert!(!gate.admit(&segment(80, TcpControl::Syn, false)));
+    }
+}
