@@ -85,7 +85,19 @@ fn attach(dev: &Transport) -> FrontHca<impl Fn()> {
 pub fn run(config: &BootConfig, dev: &Transport) {
     let front = attach(dev);
     let seed = guest::arch::cpu::random_seed();
-    let mut stack = NetStack::new(front, &config.net, now(), seed)
+    // A burst of clients may take the whole TCP budget: keep it within a
+    // quarter of the heap that is still free, so it cannot run the guest
+    // out of memory.
+    let mut net = config.net.clone();
+    let (_, free) = guest::boot::heap::usage();
+    if net.tcp_budget > free / 4 {
+        net.tcp_budget = free / 4;
+        println!(
+            "ibguest: tcp-budget lowered to {} KiB, a quarter of the free heap",
+            net.tcp_budget / 1024
+        );
+    }
+    let mut stack = NetStack::new(front, &net, now(), seed)
         .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("network stack: {e}")));
     println!(
         "ibguest: network up: {} hw {} mtu {}",
