@@ -3,6 +3,7 @@
 //! of the child's output attached.
 
 pub mod backend;
+pub mod clients;
 pub mod guard;
 pub mod hosted;
 pub mod qemu;

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::backend::Seat;
+use qemu_tests::clients::http_burst;
 use qemu_tests::{bin, scratch_dir, Guard, HarnessError, Hosted, Result};
 
 /// A network namespace, deleted on drop.
@@ -71,38 +72,6 @@ else:
     print("no echo")
 "#;
 
-/// 1000 HTTP GETs opened at once, each on its own connection; counts the
-/// answers that were 200, the connections refused (a reset) and the rest.
-const HTTP_BURST_1000: &str = r#"
-import socket, threading
-ok = refused = failed = 0
-lock = threading.Lock()
-def get():
-    global ok, refused, failed
-    try:
-        s = socket.create_connection(("10.77.0.2", 80), timeout=120)
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        good = data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
-        with lock:
-            if good: ok += 1
-            else: failed += 1
-    except ConnectionRefusedError:
-        with lock: refused += 1
-    except Exception:
-        with lock: failed += 1
-threads = [threading.Thread(target=get) for _ in range(1000)]
-for t in threads: t.start()
-for t in threads: t.join()
-print("%d ok, %d refused, %d failed" % (ok, refused, failed))
-"#;
-
 #[test]
 fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
     let dir = scratch_dir("gateway")?;
@@ -138,7 +107,7 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
     let echo = ns.exec(&["python3", "-c", UDP_ECHO_8000])?;
     assert!(echo.contains("echoed 8000 bytes"), "{echo}");
     // Issue 11: a burst of 1000 clients at once, none refused.
-    let burst = ns.exec(&["python3", "-c", HTTP_BURST_1000])?;
+    let burst = ns.exec(&["python3", "-c", &http_burst("10.77.0.2", 1000)])?;
     assert!(burst.contains("1000 ok, 0 refused, 0 failed"), "{burst}");
     let page = ns.exec(&["curl", "-sS", "-m", "10", "http://10.77.0.2/stats"])?;
     let stat = |key: &str| -> u64 {

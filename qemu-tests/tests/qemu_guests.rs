@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qemu_tests::backend::Seat;
+use qemu_tests::clients::http_burst;
 use qemu_tests::{qemu, scratch_dir, Backend, Guard, HarnessError, Hosted, Result};
 
 fn booted(guard: &mut Guard) -> Result<()> {
@@ -221,5 +222,13 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
         .output()?;
     let out = String::from_utf8_lossy(&ping.stdout);
     assert!(out.contains("3 received"), "{out}");
+    // 1000 clients at once: none refused (issue 11).
+    let burst = Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-c"])
+        .arg(http_burst("10.77.0.2", 1000))
+        .output()?;
+    let out = String::from_utf8_lossy(&burst.stdout);
+    println!("unikernel burst: {out}");
+    assert!(out.contains("1000 ok, 0 refused, 0 failed"), "{out}");
     Ok(())
 }
