@@ -89,40 +89,12 @@ command -v cargo >/dev/null || die "cargo not found (install Rust first)"
 
 # --- Debian packages for dom0 (downloaded with apt-get download, not installed) ----
 mkdir -p "$DL" "$LOGS"
-# fetch NAME: the cached .deb of package NAME, downloaded if missing.
-fetch() {
-    local f
-    f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
-    if [ -z "$f" ]; then
-        say "downloading $1 (apt-get download)" >&2
-        if ! (cd "$DL" && apt-get download -qq "$1" >/dev/null 2>&1); then
-            apt_update >&2
-            (cd "$DL" && apt-get download -qq "$1" >/dev/null 2>&1) || die "apt-get download $1 failed"
-        fi
-        f=$(find "$DL" -maxdepth 1 -name "$1_*_amd64.deb" | sort | tail -1)
-        [ -n "$f" ] || die "apt-get download $1 left no $DL/$1_*_amd64.deb"
-    fi
-    echo "$f"
-}
-# unpack DEB DIR [MEMBER-PATTERNS...]: extracts once (the .deb's name and
-# the patterns are the cache key), everything or only the members matching
-# the patterns.
-unpack() {
-    local deb=$1 dir=$2 key
-    shift 2
-    key="$(basename "$deb")${*:+ $*}"
-    if [ -f "$dir/.from" ] && [ "$(cat "$dir/.from")" = "$key" ]; then
-        return
-    fi
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    if [ $# -eq 0 ]; then
-        dpkg-deb -x "$deb" "$dir"
-    else
-        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards --wildcards-match-slash "$@"
-    fi
-    echo "$key" >"$dir/.from"
-}
+# dvm_fetch and dvm_unpack: the download and unpack helpers softroce and
+# bench-vm use too (scripts/debian-vm.sh), with this script's cache.
+DVM_DL=$DL
+DVM_SAY=say
+# shellcheck source=../scripts/debian-vm.sh
+. scripts/debian-vm.sh
 
 # The hypervisor, the toolstack and its libraries. libxenmisc4.17 holds
 # libxenctrl, libxenguest, libxenlight and libxlutil.
@@ -131,11 +103,11 @@ libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 
 libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 busybox-static"
 DEBS=()
 for p in $XEN_PKGS; do
-    deb=$(fetch "$p")
+    deb=$(dvm_fetch "$p")
     DEBS+=("$deb")
     case "$p" in
-        xen-hypervisor-*) unpack "$deb" "$OUT/pkg/$p" './boot/xen-*.gz' ;;
-        *) unpack "$deb" "$OUT/pkg/$p" ;;
+        xen-hypervisor-*) dvm_unpack "$deb" "$OUT/pkg/$p" './boot/xen-*.gz' ;;
+        *) dvm_unpack "$deb" "$OUT/pkg/$p" ;;
     esac
 done
 PKG=$OUT/pkg
@@ -171,11 +143,11 @@ if [ -z "$KDEB" ]; then
         kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ && !k {k = $2} END {print k}')
     fi
     [ -n "$kpkg" ] || die "cannot tell which linux-image-*-amd64 package linux-image-amd64 depends on"
-    KDEB=$(fetch "$kpkg")
+    KDEB=$(dvm_fetch "$kpkg")
 fi
 patterns=('./boot/vmlinuz-*' './lib/modules/*/modules.builtin')
 for m in $MODULES $DOMU_MODULES; do patterns+=("*/$m.ko*"); done
-unpack "$KDEB" "$PKG/kernel" "${patterns[@]}"
+dvm_unpack "$KDEB" "$PKG/kernel" "${patterns[@]}"
 KVER=$(basename "$(find "$PKG/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")
 VMLINUZ=$PKG/kernel/boot/vmlinuz-$KVER
 [ -f "$VMLINUZ" ] || die "no vmlinuz-$KVER in $(basename "$KDEB")"
@@ -388,7 +360,7 @@ net_failover virtio_net crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverb
     fi
     rdma_patterns=()
     for m in $RDMA_MODULES; do rdma_patterns+=("*/$m.ko*"); done
-    unpack "$KDEB" "$PKG/kernel-rdma" "${rdma_patterns[@]}"
+    dvm_unpack "$KDEB" "$PKG/kernel-rdma" "${rdma_patterns[@]}"
     rdma_extra=$OUT/dom0-rdma-extra.cpio.gz
     rdma_sum=$({
         printf '%s\n' "$BUSYBOX" "$OUT/dom0.cpio.gz" "$RXE_PROVIDER" "$RXE_DRIVER" /usr/bin/rdma \
