@@ -19,6 +19,7 @@ type = "pvh"
 kernel = "/guest.elf"
 memory = 32
 vcpus = 1
+tsc_mode = "native"
 on_poweroff = "destroy"
 on_crash = "preserve"
 on_reboot = "preserve"
