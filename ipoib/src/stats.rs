@@ -52,6 +52,20 @@ pub struct ArpStats {
     pub path_resolutions: u64,
 }
 
+/// Multicast groups other than the broadcast group.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct McastStats {
+    /// Groups joined (attach requests made).
+    pub joins: u64,
+    /// Attaches the device refused.
+    pub join_failures: u64,
+    pub leaves: u64,
+    /// Detaches the device refused.
+    pub leave_failures: u64,
+    /// Answers for a group this interface did not ask for.
+    pub unexpected: u64,
+}
+
 /// All counters of one interface.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct IpoibStats {
@@ -62,4 +76,5 @@ pub struct IpoibStats {
     pub rx_drops: RxDrops,
     pub tx_drops: TxDrops,
     pub arp: ArpStats,
+    pub mcast: McastStats,
 }

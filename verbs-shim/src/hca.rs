@@ -253,6 +253,13 @@ pub trait Verbs {
 
     /// Starts resolving a unicast GID or a multicast GID to a handle; the
     /// result arrives as [`Completion::Path`].
+    ///
+    /// Resolving a multicast GID is a send-only join: it succeeds for any
+    /// MGID in the port's partition, whether or not the group has members
+    /// (on InfiniBand the provider makes an SA send-only join), sends to the
+    /// handle reach the group's receiving members at the time, and the port
+    /// itself receives nothing from the group until it
+    /// [attaches](Self::attach_mcast). Releasing the handle leaves.
     fn resolve(&mut self, dgid: Gid) -> Result<(), HcaError>;
 
     /// Frees a handle from [`Completion::Path`].

@@ -11,6 +11,7 @@
 //! ```
 
 mod arp;
+mod groups;
 mod phy;
 mod rx;
 mod tx;
@@ -25,6 +26,7 @@ use verbs_shim::{
     RxSlot, WcStatus, GRH_LEN,
 };
 
+pub use groups::{GroupError, GroupState, MAX_GROUPS};
 pub use phy::{RxToken, TxToken};
 
 use crate::capture::{Capture, NoCapture};
@@ -158,6 +160,7 @@ pub struct IpoibDevice<H: Hca, C: Capture = NoCapture> {
     rx_slots: usize,
     rx: RxSide,
     tx: TxSide,
+    groups: groups::Groups,
 }
 
 impl<H: Hca> IpoibDevice<H, NoCapture> {
@@ -172,6 +175,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     pub fn with_capture(hca: H, config: IpoibConfig, capture: C) -> Result<Self, IpoibError> {
         let local = Local {
             hw: HwAddr::default(),
+            pkey: PKey(0),
             qkey: QKey(0),
             broadcast: None,
         };
@@ -198,6 +202,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 copy: [0; RX_COPY],
             },
             tx: TxSide::new(config, local),
+            groups: groups::Groups::default(),
         };
         device.bring_up()?;
         Ok(device)
@@ -239,6 +244,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let (tx_slots, rx_slots) = self.hca.take_slots().ok_or(IpoibError::SlotsTaken)?;
         self.tx.reset(Local {
             hw: HwAddr::new(port.qpn, port.gid),
+            pkey: port.pkey,
             qkey: port.qkey,
             broadcast: None,
         });
@@ -257,6 +263,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;
         self.hca.attach_mcast(self.broadcast_mgid)?;
+        self.rejoin_groups()?;
         self.flush()?;
         log::info!(
             "ipoib: up on {} qpn {:#x} pkey {:#06x}, mtu {}",
@@ -424,15 +431,19 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 attach,
                 result,
             } => {
-                if mgid == self.broadcast_mgid && attach {
-                    match result {
-                        Ok(()) => self.hca.resolve(mgid)?,
-                        Err(e) => {
-                            log::error!("ipoib: joining {mgid} failed: {e:?}");
-                            self.link = LinkState::Failed;
-                            return Err(IpoibError::Join(e));
+                if mgid == self.broadcast_mgid {
+                    if attach {
+                        match result {
+                            Ok(()) => self.hca.resolve(mgid)?,
+                            Err(e) => {
+                                log::error!("ipoib: joining {mgid} failed: {e:?}");
+                                self.link = LinkState::Failed;
+                                return Err(IpoibError::Join(e));
+                            }
                         }
                     }
+                } else {
+                    self.on_group_completion(mgid, attach, result);
                 }
             }
             Completion::Path { dgid, result } => {

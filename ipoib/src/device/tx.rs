@@ -8,13 +8,13 @@
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
 use smoltcp::wire::Ipv4Address;
-use verbs_shim::{DestHandle, QKey, Qpn, TxSlot, UdDest};
+use verbs_shim::{DestHandle, PKey, QKey, Qpn, TxSlot, UdDest};
 
 use super::{MAX_SLOTS, PENDING};
 use crate::config::IpoibConfig;
 use crate::neighbour::{NeighLookup, NeighbourCache, PathCache, PathLookup};
 use crate::stats::IpoibStats;
-use crate::wire::HwAddr;
+use crate::wire::{ipv4_multicast_hwaddr, HwAddr};
 
 /// Where a packet should go, before resolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub(crate) struct PendingTx {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Local {
     pub hw: HwAddr,
+    /// The port's P_Key, for the MGIDs of IPv4 multicast groups.
+    pub pkey: PKey,
     pub qkey: QKey,
     pub broadcast: Option<(DestHandle, HwAddr)>,
 }
@@ -123,10 +125,9 @@ impl TxSide {
             return Some(Target::Broadcast);
         }
         if dst.is_multicast() {
-            // Groups other than broadcast need a send-only join, which is
-            // not supported yet; the broadcast group reaches every member
-            // and receivers filter by destination address.
-            return Some(Target::Broadcast);
+            // The group's own MGID (RFC 4391 section 4). Resolving it is
+            // the send-only join; only members attached to it receive.
+            return Some(Target::Hw(ipv4_multicast_hwaddr(self.local.pkey, dst)));
         }
         if self.config.address.contains_addr(&dst) {
             return Some(Target::Ip(dst));
