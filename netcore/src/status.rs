@@ -48,7 +48,7 @@ pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, u64)]) -> fmt::Result {
 
 impl StatusSource for IpoibStats {
     fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
-        let (rx, tx, arp) = (&self.rx_drops, &self.tx_drops, &self.arp);
+        let (rx, tx, arp, nd) = (&self.rx_drops, &self.tx_drops, &self.arp, &self.nd);
         write_pairs(
             out,
             &[
@@ -62,6 +62,7 @@ impl StatusSource for IpoibStats {
                 ("rx_drop_error_status", rx.error_status),
                 ("rx_drop_queue_full", rx.queue_full),
                 ("rx_drop_arp_spoofed", rx.arp_spoofed),
+                ("rx_drop_nd_spoofed", rx.nd_spoofed),
                 ("tx_drop_no_route", tx.no_route),
                 ("tx_drop_arp_timeout", tx.arp_timeout),
                 ("tx_drop_queue_full", tx.queue_full),
@@ -77,6 +78,14 @@ impl StatusSource for IpoibStats {
                 ("arp_gratuitous_sent", arp.gratuitous_sent),
                 ("arp_failures", arp.failures),
                 ("arp_path_resolutions", arp.path_resolutions),
+                ("nd_solicits_sent", nd.solicits_sent),
+                ("nd_adverts_sent", nd.adverts_sent),
+                ("nd_solicits_received", nd.solicits_received),
+                ("nd_adverts_received", nd.adverts_received),
+                ("nd_learned", nd.learned),
+                ("nd_failures", nd.failures),
+                ("nd_groups_joined", nd.groups_joined),
+                ("nd_join_failures", nd.join_failures),
             ],
         )
     }
@@ -114,7 +123,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 25);
+        assert_eq!(out.lines().count(), 34);
     }
 
     #[test]
@@ -123,6 +132,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 25);
+        assert_eq!(out.lines().count(), 34);
     }
 }

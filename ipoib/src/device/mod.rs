@@ -11,6 +11,7 @@
 //! ```
 
 mod arp;
+mod nd;
 mod phy;
 mod rx;
 mod tx;
@@ -19,7 +20,7 @@ use core::fmt;
 
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
-use smoltcp::wire::Ipv4Address;
+use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address, Ipv6Cidr, IPV6_LINK_LOCAL_ALL_NODES};
 use verbs_shim::{
     Completion, Gid, Hca, HcaError, IbMtu, Lid, McastError, PKey, PortAttr, PortState, QKey, Qpn,
     RxSlot, WcStatus, GRH_LEN,
@@ -31,7 +32,8 @@ use crate::capture::{Capture, NoCapture};
 use crate::config::IpoibConfig;
 use crate::neighbour::{NeighEvent, NEIGHBOURS};
 use crate::stats::IpoibStats;
-use crate::wire::{broadcast_mgid, HwAddr};
+use crate::wire::ipv6::{link_local, solicited_node};
+use crate::wire::{broadcast_mgid, ipv6_multicast_mgid, HwAddr};
 use tx::{Local, TxSide};
 
 /// Most TX or RX slots one device uses.
@@ -129,7 +131,11 @@ impl DatagramSource {
     }
 }
 
-/// A received IPv4 packet waiting for smoltcp.
+/// The most IPv6 groups joined: all-nodes and the solicited-node groups of
+/// the link-local and the configured address.
+const IPV6_GROUPS: usize = 3;
+
+/// A received IP packet waiting for smoltcp.
 struct RxReady {
     slot: RxSlot,
     /// End of the packet within the slot.
@@ -154,6 +160,8 @@ pub struct IpoibDevice<H: Hca, C: Capture = NoCapture> {
     link: LinkState,
     port: PortAttr,
     broadcast_mgid: Gid,
+    /// IPv6 groups joined (or being joined): all-nodes, solicited-node.
+    ipv6_groups: Vec<Gid, IPV6_GROUPS>,
     mtu: usize,
     rx_slots: usize,
     rx: RxSide,
@@ -173,7 +181,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let local = Local {
             hw: HwAddr::default(),
             qkey: QKey(0),
+            pkey: PKey(0),
             broadcast: None,
+            link_local: Ipv6Address::UNSPECIFIED,
         };
         let mut device = IpoibDevice {
             hca,
@@ -189,6 +199,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 state: PortState::Down,
             },
             broadcast_mgid: Gid::ZERO,
+            ipv6_groups: Vec::new(),
             mtu: 0,
             rx_slots: 0,
             rx: RxSide {
@@ -240,7 +251,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.reset(Local {
             hw: HwAddr::new(port.qpn, port.gid),
             qkey: port.qkey,
+            pkey: port.pkey,
             broadcast: None,
+            link_local: link_local(&port.gid),
         });
         for slot in tx_slots {
             self.tx.release(slot);
@@ -257,6 +270,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;
         self.hca.attach_mcast(self.broadcast_mgid)?;
+        self.join_ipv6_groups()?;
         self.flush()?;
         log::info!(
             "ipoib: up on {} qpn {:#x} pkey {:#06x}, mtu {}",
@@ -265,6 +279,27 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             port.pkey.0,
             self.mtu
         );
+        Ok(())
+    }
+
+    /// Joins all-nodes and the solicited-node group of each IPv6 address
+    /// (RFC 4861 7.2.1), each MGID once.
+    fn join_ipv6_groups(&mut self) -> Result<(), IpoibError> {
+        self.ipv6_groups.clear();
+        let mut groups = [
+            IPV6_LINK_LOCAL_ALL_NODES,
+            solicited_node(self.tx.local.link_local),
+            IPV6_LINK_LOCAL_ALL_NODES,
+        ];
+        if let Some(cidr) = self.tx.config.ipv6 {
+            groups[2] = solicited_node(cidr.address());
+        }
+        for group in groups {
+            let mgid = ipv6_multicast_mgid(self.port.pkey, group);
+            if !self.ipv6_groups.contains(&mgid) && self.ipv6_groups.push(mgid).is_ok() {
+                self.hca.attach_mcast(mgid)?;
+            }
+        }
         Ok(())
     }
 
@@ -284,6 +319,17 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
 
     pub fn ipv4_addr(&self) -> Ipv4Address {
         self.tx.config.address.address()
+    }
+
+    /// The IPv6 link-local address: `fe80::/64` and the interface
+    /// identifier from the port GUID (RFC 4391 section 8).
+    pub fn ipv6_link_local(&self) -> Ipv6Address {
+        self.tx.local.link_local
+    }
+
+    /// The configured IPv6 address and prefix, if any.
+    pub fn ipv6_addr(&self) -> Option<Ipv6Cidr> {
+        self.tx.config.ipv6
     }
 
     pub fn stats(&self) -> IpoibStats {
@@ -345,8 +391,8 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     }
 
     fn run_timers(&mut self) {
-        let mut requests: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
-        let mut failed: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
+        let mut requests: Vec<IpAddress, NEIGHBOURS> = Vec::new();
+        let mut failed: Vec<IpAddress, NEIGHBOURS> = Vec::new();
         let timers = self.tx.config.timers;
         self.tx
             .neighbours
@@ -359,10 +405,18 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 }
             });
         for ip in &requests {
-            self.send_arp_request(*ip);
+            match *ip {
+                IpAddress::Ipv4(ip) => self.send_arp_request(ip),
+                IpAddress::Ipv6(ip) => self.send_solicit(ip),
+            }
         }
         if !failed.is_empty() {
-            self.tx.stats.arp.failures += failed.len() as u64;
+            for ip in &failed {
+                match ip {
+                    IpAddress::Ipv4(_) => self.tx.stats.arp.failures += 1,
+                    IpAddress::Ipv6(_) => self.tx.stats.nd.failures += 1,
+                }
+            }
             self.tx.retry_pending(&failed);
         }
     }
@@ -424,7 +478,15 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 attach,
                 result,
             } => {
-                if mgid == self.broadcast_mgid && attach {
+                if attach && self.ipv6_groups.contains(&mgid) {
+                    match result {
+                        Ok(()) => self.tx.stats.nd.groups_joined += 1,
+                        Err(e) => {
+                            self.tx.stats.nd.join_failures += 1;
+                            log::warn!("ipoib: joining IPv6 group {mgid} failed: {e:?}");
+                        }
+                    }
+                } else if mgid == self.broadcast_mgid && attach {
                     match result {
                         Ok(()) => self.hca.resolve(mgid)?,
                         Err(e) => {

@@ -14,7 +14,7 @@
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::Ipv4Packet;
+use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
@@ -22,7 +22,7 @@ use super::{DatagramSource, IpoibDevice, LinkState, MAX_SLOTS, RX_COPY, RX_PAYLO
 use crate::capture::Capture;
 use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 
-/// A received IPv4 packet, still in its RX slot.
+/// A received IP packet, still in its RX slot.
 pub struct RxToken<'a> {
     slot: Option<RxSlot>,
     end: usize,
@@ -96,14 +96,23 @@ impl phy::TxToken for TxToken<'_> {
         let end = (encap::HEADER_LEN + len).min(buffer.len());
         let frame = &mut buffer[..end];
         let result = f(&mut frame[encap::HEADER_LEN..]);
+        let packet = &frame[encap::HEADER_LEN..];
+        let (ethertype, target) = match packet.first().map(|b| b >> 4) {
+            Some(6) => (
+                EtherType::Ipv6,
+                Ipv6Packet::new_checked(packet)
+                    .ok()
+                    .and_then(|ip| self.tx.route6(ip.dst_addr())),
+            ),
+            _ => (
+                EtherType::Ipv4,
+                Ipv4Packet::new_checked(packet)
+                    .ok()
+                    .and_then(|ip| self.tx.route(ip.dst_addr())),
+            ),
+        };
         let mut header = EncapPacket::new_unchecked(&mut *frame);
-        let _ = EncapRepr {
-            ethertype: EtherType::Ipv4,
-        }
-        .emit(&mut header);
-        let target = Ipv4Packet::new_checked(&frame[encap::HEADER_LEN..])
-            .ok()
-            .and_then(|ip| self.tx.route(ip.dst_addr()));
+        let _ = EncapRepr { ethertype }.emit(&mut header);
         match target {
             Some(target) => self.tx.submit(slot, end as u16, target),
             None => self.tx.drop_slot(slot, DropReason::NoRoute),
@@ -199,6 +208,7 @@ fn checksums(offloads: verbs_shim::Offloads) -> ChecksumCapabilities {
     checksum.tcp = rx;
     checksum.udp = rx;
     checksum.icmpv4 = rx;
+    checksum.icmpv6 = rx;
     checksum
 }
 
