@@ -33,6 +33,7 @@ fn seat(ip: Option<Ipv4Addr>) -> GuestConfig {
         window: 1 << 20,
         pkeys: vec![0xffff],
         ip,
+        ip6: None,
         limits: Default::default(),
     }
 }

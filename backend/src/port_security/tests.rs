@@ -61,6 +61,7 @@ pub(super) fn guest(ip: Option<Ipv4Addr>) -> GuestConfig {
         window: 1 << 20,
         pkeys: vec![0xffff],
         ip,
+        ip6: None,
         limits: Default::default(),
     }
 }
