@@ -225,6 +225,13 @@ fn linux_ping6_and_curl_reach_a_guest_over_ipv6() -> Result<()> {
     assert!(line.contains("up=1"), "{stats}");
     assert!(!line.contains("nd_proxied=0"), "{stats}");
     assert!(line.contains("dropped_spoofed=0 "), "{stats}");
+    assert!(line.ends_with("dropped_spoofed_nd=0"), "{stats}");
+    // The seat's port security (ip=, ip6=) let every honest frame through.
+    let seat_line = stats
+        .lines()
+        .find(|l| l.starts_with("guest g2 "))
+        .unwrap_or_default();
+    assert!(seat_line.contains(" tx_filtered=0 "), "{stats}");
     Ok(())
 }
 

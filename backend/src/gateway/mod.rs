@@ -65,6 +65,9 @@ pub struct GatewayStats {
     /// that did not come from that seat's port, dropped before the
     /// gateway's device could learn from them (see the `arp_guard` module).
     pub dropped_spoofed_arp: u64,
+    /// Neighbour solicitations and advertisements from the fabric that
+    /// claim a seat's `ip6=` but did not come from that seat's port.
+    pub dropped_spoofed_nd: u64,
 }
 
 pub type SharedGatewayStats = Arc<Mutex<GatewayStats>>;
@@ -166,13 +169,15 @@ impl Gateway {
                 log::error!("gateway: the fabric port failed: {e}");
                 break;
             }
-            let (up, arp) = (
+            let (up, arp, nd) = (
                 self.device.link() == LinkState::Up,
                 self.device.hca().dropped(),
+                self.device.hca().dropped_nd(),
             );
             self.bump(|s| {
                 s.up = up;
                 s.dropped_spoofed_arp = arp;
+                s.dropped_spoofed_nd = nd;
             });
             let mut busy = self.fabric_to_linux(now);
             busy |= self.linux_to_fabric(now, &mut frame);

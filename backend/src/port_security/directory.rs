@@ -96,9 +96,10 @@ impl SeatDirectory {
     }
 
     /// True if an IPv6 packet from `source_ip` (or a neighbour advertisement
-    /// for it) that arrived from `source` may be believed: a seat's `ip6=`
-    /// only from that seat's port, and no other address from a port of a
-    /// seat with `ip6=`. Seats without `ip6=` are not held to anything.
+    /// for it) that arrived from `source` may be believed: a seat's `ip6=`,
+    /// or the link-local address of its port (from the port GID), only from
+    /// that seat's port, and no other address from a port of a seat with
+    /// `ip6=`. Seats without `ip6=` are not held to anything.
     pub fn admits6(&self, source_ip: Ipv6Addr, source: &DatagramSource) -> bool {
         let ports = self.lock6();
         let is = |port: &SenderPort| {
@@ -106,6 +107,12 @@ impl SeatDirectory {
         };
         if self.seat_ip6s.contains(&source_ip) {
             return ports.get(&source_ip).is_some_and(is);
+        }
+        let link_local_of = |port: &SenderPort| {
+            ipoib::wire::ipv6::link_local(&port.gid).octets() == source_ip.octets()
+        };
+        if let Some(owner) = ports.values().find(|p| link_local_of(p)) {
+            return is(owner);
         }
         !ports.values().any(is)
     }
