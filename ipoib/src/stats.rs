@@ -75,6 +75,29 @@ pub struct NdStats {
     pub join_failures: u64,
 }
 
+/// IPv6 reassembly (the `frag6` module, feature `alloc`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Frag6Stats {
+    /// Fragments received.
+    pub fragments: u64,
+    /// Datagrams put back together and handed on.
+    pub reassembled: u64,
+    /// Datagrams given up after the reassembly timeout.
+    pub timeouts: u64,
+    /// Datagrams dropped because two fragments overlapped (RFC 5722).
+    pub overlaps: u64,
+    /// Fragments reaching past the largest datagram reassembled.
+    pub too_big: u64,
+    /// Fragments that are not a multiple of 8 bytes (but the last), that
+    /// contradict the datagram's length, or that do not parse.
+    pub malformed: u64,
+    /// Datagrams pushed out because the most were already under way.
+    pub evicted: u64,
+    /// Whole datagrams dropped because smoltcp had not taken the earlier
+    /// ones yet.
+    pub queue_full: u64,
+}
+
 /// All counters of one interface.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct IpoibStats {
@@ -86,4 +109,5 @@ pub struct IpoibStats {
     pub tx_drops: TxDrops,
     pub arp: ArpStats,
     pub nd: NdStats,
+    pub frag6: Frag6Stats,
 }

@@ -49,6 +49,7 @@ pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, u64)]) -> fmt::Result {
 impl StatusSource for IpoibStats {
     fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
         let (rx, tx, arp, nd) = (&self.rx_drops, &self.tx_drops, &self.arp, &self.nd);
+        let frag6 = &self.frag6;
         write_pairs(
             out,
             &[
@@ -86,6 +87,14 @@ impl StatusSource for IpoibStats {
                 ("nd_failures", nd.failures),
                 ("nd_groups_joined", nd.groups_joined),
                 ("nd_join_failures", nd.join_failures),
+                ("ipv6_fragments", frag6.fragments),
+                ("ipv6_reassembled", frag6.reassembled),
+                ("ipv6_reassembly_timeouts", frag6.timeouts),
+                ("ipv6_fragment_overlaps", frag6.overlaps),
+                ("ipv6_fragment_too_big", frag6.too_big),
+                ("ipv6_fragment_malformed", frag6.malformed),
+                ("ipv6_reassembly_evicted", frag6.evicted),
+                ("ipv6_reassembly_queue_full", frag6.queue_full),
             ],
         )
     }
@@ -123,7 +132,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 34);
+        assert_eq!(out.lines().count(), 42);
     }
 
     #[test]
@@ -132,6 +141,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 34);
+        assert_eq!(out.lines().count(), 42);
     }
 }

@@ -2,17 +2,20 @@
 //! link-local addresses from the port GUIDs, neighbour discovery with the
 //! 20-byte link-layer option done by `ipoib`, ping6 and TCP over IPv6, and
 //! the unhappy paths: a spoofed advertisement, a malformed option, a full
-//! neighbour table. A capture of it all decodes in tshark.
+//! neighbour table; a fragmented IPv6 datagram reassembled by `ipoib`. A
+//! capture of it all decodes in tshark.
 
 use std::process::Command;
 
-use ibguest_testkit::apps::{ping, tcp_transfer_to};
+use ibguest_testkit::apps::{ping, tcp_transfer_to, udp_socket};
 use ibguest_testkit::capture::SharedCapture;
 use ibguest_testkit::{BoxError, GuestSpec, Net, RawSender};
 use ipoib::wire::ipv6::{link_local, solicited_node};
 use ipoib::wire::{EncapPacket, EncapRepr, EtherType, HwAddr, NdKind, NdRepr};
+use smoltcp::phy::{ChecksumCapabilities, Device, TxToken};
+use smoltcp::socket::udp;
 use smoltcp::time::Duration;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Address, Ipv6Packet, Ipv6Repr};
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Address, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr};
 use verbs_shim::sim::FaultConfig;
 use verbs_shim::{Gid, Qpn};
 
@@ -286,5 +289,158 @@ fn tshark_decodes_ipv6_neighbour_discovery() -> Result<(), BoxError> {
     assert!(summary.contains("TCP"), "{summary}");
     assert!(summary.contains("fd77::1"), "{summary}");
     assert!(!summary.contains("Malformed"), "{summary}");
+    Ok(())
+}
+
+/// A UDP datagram from guest `from`'s `fd77::` address, port 40000, to
+/// `to`:`port`, cut into IPv6 fragments of `size` bytes (a multiple of 8)
+/// of the UDP header and data, with fragment identification `ident`.
+fn udp_fragments(
+    from: Ipv6Address,
+    to: Ipv6Address,
+    port: u16,
+    data: &[u8],
+    size: usize,
+    ident: u32,
+) -> Vec<Vec<u8>> {
+    let udp = UdpRepr {
+        src_port: 40_000,
+        dst_port: port,
+    };
+    let mut body = vec![0u8; 8 + data.len()];
+    udp.emit(
+        &mut UdpPacket::new_unchecked(&mut body[..]),
+        &IpAddress::Ipv6(from),
+        &IpAddress::Ipv6(to),
+        data.len(),
+        |b| b.copy_from_slice(data),
+        &ChecksumCapabilities::default(),
+    );
+    let chunks: Vec<&[u8]> = body.chunks(size).collect();
+    let n = chunks.len();
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let ip = Ipv6Repr {
+                src_addr: from,
+                dst_addr: to,
+                next_header: IpProtocol::Ipv6Frag,
+                payload_len: 8 + chunk.len(),
+                hop_limit: 64,
+            };
+            let mut packet = vec![0u8; 40 + 8 + chunk.len()];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut packet[..]));
+            let offset_flags = ((((i * size) / 8) as u16) << 3) | u16::from(i + 1 < n);
+            packet[40] = 17;
+            packet[42..44].copy_from_slice(&offset_flags.to_be_bytes());
+            packet[44..48].copy_from_slice(&ident.to_be_bytes());
+            packet[48..].copy_from_slice(chunk);
+            packet
+        })
+        .collect()
+}
+
+/// Sends an IP packet from guest `g` as smoltcp would: through its
+/// device's transmit token (which routes it and resolves the neighbour).
+fn send_packet(net: &mut Net, g: usize, packet: &[u8]) -> Result<(), BoxError> {
+    let now = net.now;
+    let token = net.guests[g].device.transmit(now).ok_or("no TX slot")?;
+    token.consume(packet.len(), |buf| buf.copy_from_slice(packet));
+    Ok(())
+}
+
+/// Waits for one datagram on guest `g`'s socket; returns it.
+fn receive_datagram(
+    net: &mut Net,
+    g: usize,
+    socket: smoltcp::iface::SocketHandle,
+    limit: Duration,
+) -> Result<Option<Vec<u8>>, BoxError> {
+    let mut got = None;
+    let result = net.run_until(limit, |net| {
+        let s = net.guests[g].sockets.get_mut::<udp::Socket>(socket);
+        if let Ok((data, _)) = s.recv() {
+            got = Some(data.to_vec());
+        }
+        got.is_some()
+    });
+    Ok(result.ok().and(got))
+}
+
+#[test]
+fn a_fragmented_ipv6_datagram_is_reassembled() -> Result<(), BoxError> {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ipv6-fragments.pcap");
+    let capture = SharedCapture::create(&path)?;
+    let mut net = two_guests(capture.clone())?;
+    let (a, b) = (ip6(&net, 0), ip6(&net, 1));
+    // Resolve the neighbour first, as smoltcp's ping does.
+    ping(&mut net, 0, b, 1, Duration::from_secs(5))?;
+    let socket = udp_socket(&mut net, 1, 7000)?;
+    let data: Vec<u8> = (0..8000u32).map(|i| (i * 13 + 1) as u8).collect();
+    // In order, then shuffled with the last fragment first.
+    let mut frags = udp_fragments(a, b, 7000, &data, 1448, 1);
+    for f in &frags {
+        send_packet(&mut net, 0, f)?;
+    }
+    let got = receive_datagram(&mut net, 1, socket, Duration::from_secs(2))?;
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    frags = udp_fragments(a, b, 7000, &data[..5000], 1024, 2);
+    frags.rotate_right(1);
+    frags.swap(1, 3);
+    for f in &frags {
+        send_packet(&mut net, 0, f)?;
+    }
+    let got = receive_datagram(&mut net, 1, socket, Duration::from_secs(2))?;
+    assert_eq!(got.as_deref(), Some(&data[..5000]));
+    let s = net.guests[1].device.stats();
+    assert_eq!(s.frag6.reassembled, 2, "{s:?}");
+    assert_eq!(s.frag6.fragments, 6 + 5, "{s:?}");
+
+    // Overlapping fragments: the datagram is dropped whole and counted.
+    let mut frags = udp_fragments(a, b, 7000, &data[..3000], 1024, 3);
+    let mut overlap = frags[1].clone();
+    // The second fragment again, from byte 1016: 8 bytes over the first.
+    overlap[42..44].copy_from_slice(&(((1016u16 / 8) << 3) | 1).to_be_bytes());
+    frags.insert(1, overlap);
+    for f in &frags {
+        send_packet(&mut net, 0, f)?;
+    }
+    assert_eq!(
+        receive_datagram(&mut net, 1, socket, Duration::from_millis(500))?,
+        None
+    );
+    assert_eq!(net.guests[1].device.stats().frag6.overlaps, 1);
+
+    // A datagram missing a piece is given up after the timeout: this one,
+    // and the fragment of the overlapping datagram that came after the
+    // overlap (it started a datagram of its own).
+    let frags = udp_fragments(a, b, 7000, &data[..3000], 1024, 4);
+    send_packet(&mut net, 0, &frags[0])?;
+    net.run_for(Duration::from_secs(61))?;
+    assert_eq!(net.guests[1].device.stats().frag6.timeouts, 2);
+    // The guests still talk.
+    ping(&mut net, 0, b, 2, Duration::from_secs(5))?;
+
+    capture.flush()?;
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-Y", "ipv6.reassembled.length", "-T", "fields"])
+        .args(["-e", "ipv6.reassembled.length"])
+        .output()
+        .map_err(|e| format!("tshark is not installed ({e}): run `make deps`"))?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The UDP header and data: 8008 and 5008 bytes.
+    let lengths: Vec<&str> = text.lines().collect();
+    assert!(
+        lengths.contains(&"8008") && lengths.contains(&"5008"),
+        "{text}"
+    );
     Ok(())
 }

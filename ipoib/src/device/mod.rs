@@ -145,12 +145,28 @@ struct RxReady {
 
 pub(crate) struct RxSide {
     ready: Deque<RxReady, MAX_SLOTS>,
+    /// IPv6 datagrams under reassembly.
+    #[cfg(feature = "alloc")]
+    reassembly: crate::frag6::Reassembler,
+    /// Reassembled IPv6 datagrams waiting for smoltcp.
+    #[cfg(feature = "alloc")]
+    whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::frag6::REASSEMBLIES }>,
     /// Consumed slots to post again.
     repost: Vec<RxSlot, MAX_SLOTS>,
     /// Slots the device flushed back (channel closing); not reposted.
     idle: Vec<RxSlot, MAX_SLOTS>,
     /// The private copy smoltcp parses (phy.rs says why).
     copy: [u8; RX_COPY],
+}
+
+impl RxSide {
+    /// True if a reassembled datagram waits for smoltcp.
+    fn has_whole(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        return !self.whole.is_empty();
+        #[cfg(not(feature = "alloc"))]
+        false
+    }
 }
 
 /// An IPoIB interface over `H`.
@@ -204,6 +220,10 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             rx_slots: 0,
             rx: RxSide {
                 ready: Deque::new(),
+                #[cfg(feature = "alloc")]
+                reassembly: crate::frag6::Reassembler::new(),
+                #[cfg(feature = "alloc")]
+                whole: Deque::new(),
                 repost: Vec::new(),
                 idle: Vec::new(),
                 copy: [0; RX_COPY],
@@ -333,7 +353,15 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     }
 
     pub fn stats(&self) -> IpoibStats {
-        self.tx.stats
+        #[allow(unused_mut)]
+        let mut stats = self.tx.stats;
+        #[cfg(feature = "alloc")]
+        {
+            let queue_full = stats.frag6.queue_full;
+            stats.frag6 = self.rx.reassembly.stats;
+            stats.frag6.queue_full = queue_full;
+        }
+        stats
     }
 
     pub fn hca(&self) -> &H {
@@ -351,6 +379,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     /// The next time [`service`](Self::service) has timer work.
     pub fn poll_at(&self) -> Option<Instant> {
         let pending = self.tx.pending.iter().map(|p| p.deadline).min();
+        #[cfg(feature = "alloc")]
+        let pending = match (pending, self.rx.reassembly.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.tx.neighbours.next_timer(), pending) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -391,6 +424,8 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     }
 
     fn run_timers(&mut self) {
+        #[cfg(feature = "alloc")]
+        self.rx.reassembly.expire(self.tx.now);
         let mut requests: Vec<IpAddress, NEIGHBOURS> = Vec::new();
         let mut failed: Vec<IpAddress, NEIGHBOURS> = Vec::new();
         let timers = self.tx.config.timers;
@@ -459,7 +494,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     /// Asks for an interrupt on the next completion. Returns true if work is
     /// already waiting, so the caller must not sleep.
     pub fn arm(&mut self) -> Result<bool, IpoibError> {
-        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty())
+        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty() || self.rx.has_whole())
     }
 
     fn on_completion(&mut self, completion: Completion) -> Result<(), IpoibError> {

@@ -31,6 +31,9 @@ pub struct RxToken<'a> {
     repost: &'a mut heapless::Vec<RxSlot, MAX_SLOTS>,
     /// Where the packet is copied before smoltcp sees it.
     copy: &'a mut [u8; RX_COPY],
+    /// A reassembled IPv6 datagram, handed over instead of a slot.
+    #[cfg(feature = "alloc")]
+    whole: Option<alloc::vec::Vec<u8>>,
 }
 
 /// A TX slot smoltcp may fill.
@@ -52,6 +55,10 @@ impl phy::RxToken for RxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
+        #[cfg(feature = "alloc")]
+        if let Some(whole) = self.whole.take() {
+            return f(&whole);
+        }
         let Some(slot) = self.slot.take() else {
             return f(&[]);
         };
@@ -129,6 +136,38 @@ impl Drop for TxToken<'_> {
     }
 }
 
+#[cfg(feature = "alloc")]
+impl<H: Hca, C: Capture> IpoibDevice<H, C> {
+    /// The tokens for a reassembled datagram (no slot behind it).
+    fn whole_tokens(
+        &mut self,
+        whole: alloc::vec::Vec<u8>,
+        source: DatagramSource,
+    ) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let Some(tx_slot) = self.tx.free.pop() else {
+            let _ = self.rx.whole.push_front((whole, source));
+            return None;
+        };
+        let buffers = self.hca.buffers();
+        Some((
+            RxToken {
+                slot: None,
+                end: 0,
+                source,
+                area: buffers.rx,
+                repost: &mut self.rx.repost,
+                copy: &mut self.rx.copy,
+                whole: Some(whole),
+            },
+            TxToken {
+                slot: Some(tx_slot),
+                area: buffers.tx,
+                tx: &mut self.tx,
+            },
+        ))
+    }
+}
+
 impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
     type RxToken<'a>
         = RxToken<'a>
@@ -141,9 +180,12 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
 
     fn receive(&mut self, timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         self.tx.now = timestamp;
-        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 || self.rx.ready.is_empty()
-        {
+        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 {
             return None;
+        }
+        #[cfg(feature = "alloc")]
+        if let Some((whole, source)) = self.rx.whole.pop_front() {
+            return self.whole_tokens(whole, source);
         }
         let ready = self.rx.ready.pop_front()?;
         let Some(tx_slot) = self.tx.free.pop() else {
@@ -160,6 +202,8 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
                 area: buffers.rx,
                 repost: &mut self.rx.repost,
                 copy: &mut self.rx.copy,
+                #[cfg(feature = "alloc")]
+                whole: None,
             },
             TxToken {
                 slot: Some(tx_slot),

@@ -84,6 +84,16 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             return None;
         };
         let ethertype = match encap.ethertype() {
+            #[cfg(feature = "alloc")]
+            EtherType::Ipv6 if crate::frag6::is_fragment(encap.payload()) => {
+                if let Some(whole) = rx.reassembly.push(encap.payload(), tx.now) {
+                    if rx.whole.push_back((whole, source)).is_err() {
+                        tx.stats.frag6.queue_full += 1;
+                    }
+                }
+                let _ = rx.repost.push(slot);
+                return None;
+            }
             EtherType::Ipv6 => match nd::classify(encap.payload()) {
                 Ipv6Class::Stack => EtherType::Ipv6,
                 Ipv6Class::Nd(nd) => {
