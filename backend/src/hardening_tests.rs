@@ -77,6 +77,7 @@ fn seat_and_guest(window: &Window) -> Seat {
         window: 1 << 20,
         pkeys: vec![0xffff],
         ip: None,
+        ip6: None,
         limits: Default::default(),
     };
     let mut seat = Seat::new(0, config, 7, None, Reporter::default());

@@ -611,6 +611,15 @@ fn register_port(config: &GuestConfig, directory: Option<&SeatDirectory>, port: 
             },
         );
     }
+    if let (Some(ip6), Some(d), Some(p)) = (config.ip6, directory, port) {
+        d.register6(
+            ip6,
+            SenderPort {
+                qpn: p.qpn,
+                gid: p.gid,
+            },
+        );
+    }
 }
 
 /// The seat's port is gone: the gateway stops believing its address from
@@ -623,6 +632,15 @@ fn unregister_port(
     if let (Some(ip), Some(d), Some(p)) = (config.ip, directory, port) {
         d.unregister(
             ip,
+            SenderPort {
+                qpn: p.qpn,
+                gid: p.gid,
+            },
+        );
+    }
+    if let (Some(ip6), Some(d), Some(p)) = (config.ip6, directory, port) {
+        d.unregister6(
+            ip6,
             SenderPort {
                 qpn: p.qpn,
                 gid: p.gid,

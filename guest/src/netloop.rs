@@ -99,11 +99,15 @@ pub fn run(config: &BootConfig, dev: &Transport) {
     }
     let mut stack = NetStack::new(front, &net, now(), seed)
         .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("network stack: {e}")));
+    let ip6 = stack.device.ipv6_addr();
     println!(
-        "ibguest: network up: {} hw {} mtu {}",
+        "ibguest: network up: {} hw {} mtu {} ip6 {}/64{}{}",
         config.net.ip,
         stack.device.hw_addr(),
-        stack.device.mtu()
+        stack.device.mtu(),
+        stack.device.ipv6_link_local(),
+        if ip6.is_some() { " " } else { "" },
+        Ip6(ip6)
     );
     let new_pinger = |stack: &mut NetStack<FrontHca<_>>, peer| {
         let mut ping = PingConfig::new(peer);
@@ -359,5 +363,17 @@ struct Hex<'a>(&'a [u8]);
 impl core::fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// An optional IPv6 address and prefix, shown as nothing when absent.
+struct Ip6(Option<smoltcp::wire::Ipv6Cidr>);
+
+impl core::fmt::Display for Ip6 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(cidr) => write!(f, "{cidr}"),
+            None => Ok(()),
+        }
     }
 }

@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long)]
     socket: PathBuf,
     /// The guest configuration, in the unikernel's command-line syntax:
-    /// "ip=10.77.0.2/24 gw=10.77.0.1 services=echo,http,discard,chargen".
+    /// "ip=10.77.0.2/24 gw=10.77.0.1 ip6=fd77::2/64 services=echo,http,discard,chargen".
     #[arg(long)]
     net: Option<String>,
     /// Shorthand for --net "ip=ADDR/PREFIX".
@@ -172,9 +172,11 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
     }
     rt.set_busy_poll(Duration::from_micros(cli.busy_poll_us));
     log::info!(
-        "ibguest-hosted: {} up, hw {}",
+        "ibguest-hosted: {} up, hw {}, ip6 {}/64{}",
         net.ip,
-        rt.stack.device.hw_addr()
+        rt.stack.device.hw_addr(),
+        rt.stack.device.ipv6_link_local(),
+        net.ip6.map(|c| format!(" {c}")).unwrap_or_default()
     );
     let mut ports = LocalPorts::new((std::process::id() % 1000) as u16);
     match cli.command.unwrap_or(Command::Serve) {

@@ -1,10 +1,12 @@
-//! Interface configuration: addressing and ARP timers.
+//! Interface configuration: addressing and ARP (and neighbour discovery)
+//! timers.
 
 use smoltcp::time::Duration;
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 use verbs_shim::QKey;
 
-/// ARP and path timers.
+/// ARP, neighbour discovery and path timers (IPv6 neighbour solicitations
+/// follow the same retry schedule as ARP requests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArpTimers {
     /// Time between ARP requests for an unresolved address.
@@ -43,6 +45,11 @@ pub struct IpoibConfig {
     pub qkey_override: Option<QKey>,
     /// Announce the address with a gratuitous ARP when the link comes up.
     pub announce: bool,
+    /// A static IPv6 address and its on-link prefix, besides the
+    /// link-local address every interface has (RFC 4391 section 8).
+    pub ipv6: Option<Ipv6Cidr>,
+    /// IPv6 next hop for destinations off every on-link prefix.
+    pub gateway6: Option<Ipv6Address>,
 }
 
 impl IpoibConfig {
@@ -53,7 +60,19 @@ impl IpoibConfig {
             timers: ArpTimers::default(),
             qkey_override: None,
             announce: true,
+            ipv6: None,
+            gateway6: None,
         }
+    }
+
+    pub fn with_ipv6(mut self, address: Ipv6Cidr) -> IpoibConfig {
+        self.ipv6 = Some(address);
+        self
+    }
+
+    pub fn with_gateway6(mut self, gateway: Ipv6Address) -> IpoibConfig {
+        self.gateway6 = Some(gateway);
+        self
     }
 
     pub fn with_gateway(mut self, gateway: Ipv4Address) -> IpoibConfig {

@@ -5,14 +5,21 @@
 //! - [`IpoibDevice`]: a `phy::Device` with `Medium::Ip`, zero copy in both
 //!   directions, a neighbour and path cache, and counters.
 //! - [`pcap`]: LINKTYPE_IPOIB captures that Wireshark decodes.
+//! - `frag6` (feature `alloc`): IPv6 reassembly, which smoltcp lacks on
+//!   `Medium::Ip`.
 //!
 //! This crate has no `unsafe`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
 pub mod capture;
 pub mod config;
 mod device;
+#[cfg(any(test, feature = "alloc"))]
+pub mod frag6;
 pub mod neighbour;
 pub mod pcap;
 pub mod stats;

@@ -3,9 +3,11 @@
 /// Why a received packet was dropped.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct RxDrops {
-    /// Too short for the GRH area and IPoIB header, or an ARP that does not parse.
+    /// Too short for the GRH area and IPoIB header, or an ARP or neighbour
+    /// discovery message that does not parse (a bad option, a bad checksum,
+    /// a hop limit other than 255...).
     pub malformed: u64,
-    /// An EtherType this interface does not handle (IPv6, for now).
+    /// An EtherType this interface does not handle.
     pub unknown_ethertype: u64,
     /// Our own multicast coming back.
     pub looped: u64,
@@ -16,6 +18,10 @@ pub struct RxDrops {
     /// An ARP whose sender hardware address (QPN, GID) is not the
     /// datagram's real source: not learnt, not answered.
     pub arp_spoofed: u64,
+    /// A neighbour solicitation or advertisement whose link-layer address
+    /// (QPN, GID) is not the datagram's real source: not learnt, not
+    /// answered.
+    pub nd_spoofed: u64,
 }
 
 /// Why a packet to send was dropped.
@@ -66,6 +72,46 @@ pub struct McastStats {
     pub unexpected: u64,
 }
 
+/// IPv6 neighbour discovery activity (RFC 4861 over RFC 4391).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct NdStats {
+    pub solicits_sent: u64,
+    pub adverts_sent: u64,
+    pub solicits_received: u64,
+    pub adverts_received: u64,
+    /// Neighbour entries created or updated from NS or NA.
+    pub learned: u64,
+    /// Addresses given up on after the last solicitation.
+    pub failures: u64,
+    /// IPv6 multicast groups joined (all-nodes, solicited-node).
+    pub groups_joined: u64,
+    /// IPv6 multicast joins the fabric refused.
+    pub join_failures: u64,
+}
+
+/// IPv6 reassembly (the `frag6` module, feature `alloc`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Frag6Stats {
+    /// Fragments received.
+    pub fragments: u64,
+    /// Datagrams put back together and handed on.
+    pub reassembled: u64,
+    /// Datagrams given up after the reassembly timeout.
+    pub timeouts: u64,
+    /// Datagrams dropped because two fragments overlapped (RFC 5722).
+    pub overlaps: u64,
+    /// Fragments reaching past the largest datagram reassembled.
+    pub too_big: u64,
+    /// Fragments that are not a multiple of 8 bytes (but the last), that
+    /// contradict the datagram's length, or that do not parse.
+    pub malformed: u64,
+    /// Datagrams pushed out because the most were already under way.
+    pub evicted: u64,
+    /// Whole datagrams dropped because smoltcp had not taken the earlier
+    /// ones yet.
+    pub queue_full: u64,
+}
+
 /// All counters of one interface.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct IpoibStats {
@@ -77,4 +123,6 @@ pub struct IpoibStats {
     pub tx_drops: TxDrops,
     pub arp: ArpStats,
     pub mcast: McastStats,
+    pub nd: NdStats,
+    pub frag6: Frag6Stats,
 }

@@ -63,7 +63,9 @@ impl<H: Hca> NetStack<H> {
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = seed;
         let mut iface = Interface::new(iface_config, &mut device, now);
-        config.apply(&mut iface).map_err(|_| StackError::Routes)?;
+        config
+            .apply(&mut iface, device.ipv6_link_local())
+            .map_err(|_| StackError::Routes)?;
         let mut sockets = SocketSet::new(alloc::vec::Vec::new());
         let services = ServiceHost::new(config, &mut sockets);
         Ok(NetStack {

@@ -48,7 +48,8 @@ pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, u64)]) -> fmt::Result {
 
 impl StatusSource for IpoibStats {
     fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
-        let (rx, tx, arp) = (&self.rx_drops, &self.tx_drops, &self.arp);
+        let (rx, tx, arp, nd) = (&self.rx_drops, &self.tx_drops, &self.arp, &self.nd);
+        let frag6 = &self.frag6;
         write_pairs(
             out,
             &[
@@ -62,6 +63,7 @@ impl StatusSource for IpoibStats {
                 ("rx_drop_error_status", rx.error_status),
                 ("rx_drop_queue_full", rx.queue_full),
                 ("rx_drop_arp_spoofed", rx.arp_spoofed),
+                ("rx_drop_nd_spoofed", rx.nd_spoofed),
                 ("tx_drop_no_route", tx.no_route),
                 ("tx_drop_arp_timeout", tx.arp_timeout),
                 ("tx_drop_queue_full", tx.queue_full),
@@ -82,6 +84,22 @@ impl StatusSource for IpoibStats {
                 ("mcast_leaves", self.mcast.leaves),
                 ("mcast_leave_failures", self.mcast.leave_failures),
                 ("mcast_unexpected", self.mcast.unexpected),
+                ("nd_solicits_sent", nd.solicits_sent),
+                ("nd_adverts_sent", nd.adverts_sent),
+                ("nd_solicits_received", nd.solicits_received),
+                ("nd_adverts_received", nd.adverts_received),
+                ("nd_learned", nd.learned),
+                ("nd_failures", nd.failures),
+                ("nd_groups_joined", nd.groups_joined),
+                ("nd_join_failures", nd.join_failures),
+                ("ipv6_fragments", frag6.fragments),
+                ("ipv6_reassembled", frag6.reassembled),
+                ("ipv6_reassembly_timeouts", frag6.timeouts),
+                ("ipv6_fragment_overlaps", frag6.overlaps),
+                ("ipv6_fragment_too_big", frag6.too_big),
+                ("ipv6_fragment_malformed", frag6.malformed),
+                ("ipv6_reassembly_evicted", frag6.evicted),
+                ("ipv6_reassembly_queue_full", frag6.queue_full),
             ],
         )
     }
@@ -121,7 +139,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 30);
+        assert_eq!(out.lines().count(), 47);
     }
 
     #[test]
@@ -130,6 +148,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 30);
+        assert_eq!(out.lines().count(), 47);
     }
 }

@@ -41,6 +41,22 @@ impl Hosted {
         Ok(guard)
     }
 
+    /// Starts a guest configured by `net` (the `--net` string, e.g.
+    /// `"ip=10.77.0.2/24 ip6=fd77::2/64"`) that serves until killed; waits
+    /// until its link is up.
+    pub fn serve_net(dir: &Path, name: &str, socket: &Path, net: &str) -> crate::Result<Guard> {
+        let mut cmd = Command::new(bin("ibguest-hosted")?);
+        cmd.arg("--socket").arg(socket).arg("--net").arg(net);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("IBGUEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        cmd.arg("serve");
+        let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+        guard.wait_for("joined broadcast group", Duration::from_secs(20))?;
+        Ok(guard)
+    }
+
     /// Runs a client command to completion; returns its output, or an error
     /// with the output if it failed or timed out.
     pub fn run(

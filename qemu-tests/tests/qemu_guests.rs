@@ -179,19 +179,61 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns])
         .arg(qemu_tests::bin("ib-backend")?)
-        .args(["run", "--gateway", "ibgw0=10.77.0.1/24", "--control"])
+        .args([
+            "run",
+            "--gateway",
+            "ibgw0=10.77.0.1/24,fd77::1/64",
+            "--control",
+        ])
         .arg(dir.join("control.sock"))
         .arg("--guest")
-        .arg(format!("name=q1,socket={}", seat.socket.display()));
+        .arg(format!(
+            "name=q1,socket={},ip6=fd77::2",
+            seat.socket.display()
+        ));
     let mut be = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
     be.wait_for("ib-backend: provider", Duration::from_secs(20))?;
     let mut q1 = qemu::boot(
         &dir,
         "q1",
         Some(&seat.socket),
-        "ip=10.77.0.2/24 gw=10.77.0.1",
+        "ip=10.77.0.2/24 gw=10.77.0.1 ip6=fd77::2/64",
     )?;
-    booted(&mut q1)?;
+    let up = q1.wait_for("ibguest: network up", Duration::from_secs(60))?;
+    // The unikernel names its IPv6 addresses: link-local from the port
+    // GUID, and ip6=.
+    assert!(
+        up.contains(" ip6 fe80::") && up.contains(" fd77::2/64"),
+        "{up}"
+    );
+    // Issue 11: IPv6 through the gateway (proxy ND on the TAP, IPoIB
+    // neighbour discovery on the fabric).
+    let ping6 = Command::new("ip")
+        .args(["netns", "exec", &ns, "ping", "-6", "-c", "3", "-W", "3"])
+        .arg("fd77::2")
+        .output()?;
+    let out = String::from_utf8_lossy(&ping6.stdout);
+    assert!(out.contains("3 received"), "{out}");
+    let curl6 = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "-m",
+            "20",
+            "--retry",
+            "3",
+            "http://[fd77::2]/stats",
+        ])
+        .output()?;
+    let page = String::from_utf8_lossy(&curl6.stdout);
+    assert!(
+        curl6.status.success() && page.contains("ip 10.77.0.2/24"),
+        "{page}{}",
+        String::from_utf8_lossy(&curl6.stderr)
+    );
     let curl = Command::new("ip")
         .args([
             "netns",

@@ -6,9 +6,12 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use smoltcp::iface::SocketHandle;
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::Duration;
-use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{
+    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpEndpoint, Ipv6Address,
+};
 
 use crate::guest::BoxError;
 use crate::net::Net;
@@ -18,7 +21,7 @@ use crate::net::Net;
 pub fn ping(
     net: &mut Net,
     from: usize,
-    to: Ipv4Address,
+    to: impl Into<IpAddress>,
     seq: u16,
     limit: Duration,
 ) -> Result<Duration, BoxError> {
@@ -30,11 +33,12 @@ pub fn ping(
 pub fn ping_with(
     net: &mut Net,
     from: usize,
-    to: Ipv4Address,
+    to: impl Into<IpAddress>,
     seq: u16,
     payload: &[u8],
     limit: Duration,
 ) -> Result<Duration, BoxError> {
+    let to = to.into();
     let room = payload.len() + 64;
     let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4 * room]);
     let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4 * room]);
@@ -42,35 +46,67 @@ pub fn ping_with(
     let ident = 0x4242;
     socket.bind(icmp::Endpoint::Ident(ident))?;
     let handle = net.guests[from].sockets.add(socket);
-    let repr = Icmpv4Repr::EchoRequest {
-        ident,
-        seq_no: seq,
-        data: payload,
-    };
     {
         let socket = net.guests[from].sockets.get_mut::<icmp::Socket>(handle);
-        let buf = socket.send(repr.buffer_len(), IpAddress::Ipv4(to))?;
-        let mut packet = Icmpv4Packet::new_unchecked(buf);
-        repr.emit(&mut packet, &Default::default());
+        match to {
+            IpAddress::Ipv4(_) => {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data: payload,
+                };
+                let buf = socket.send(repr.buffer_len(), to)?;
+                repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &Default::default());
+            }
+            IpAddress::Ipv6(dst) => {
+                let repr = Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data: payload,
+                };
+                let buf = socket.send(repr.buffer_len(), to)?;
+                // smoltcp fills in the checksum once it knows the source.
+                let caps = ChecksumCapabilities::ignored();
+                let any = Ipv6Address::UNSPECIFIED;
+                repr.emit(&any, &dst, &mut Icmpv6Packet::new_unchecked(buf), &caps);
+            }
+        }
     }
     let start = net.now;
     let mut ok = false;
     let result = net.run_until(limit, |net| {
         let socket = net.guests[from].sockets.get_mut::<icmp::Socket>(handle);
         while let Ok((data, _addr)) = socket.recv() {
-            if let Ok(p) = Icmpv4Packet::new_checked(data) {
-                if let Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) =
-                    Icmpv4Repr::parse(&p, &Default::default())
-                {
-                    ok |= seq_no == seq && data == payload;
-                }
-            }
+            ok |= is_echo_reply(data, to, seq, payload);
         }
         ok
     });
     let rtt = net.now - start;
     net.guests[from].sockets.remove(handle);
     result.map(|()| rtt)
+}
+
+/// True if `data` (an ICMP message from `from`) is the echo reply to `seq`
+/// carrying `payload`.
+fn is_echo_reply(data: &[u8], from: IpAddress, seq: u16, payload: &[u8]) -> bool {
+    match from {
+        IpAddress::Ipv4(_) => Icmpv4Packet::new_checked(data)
+            .ok()
+            .and_then(|p| Icmpv4Repr::parse(&p, &Default::default()).ok())
+            .is_some_and(|r| {
+                matches!(r, Icmpv4Repr::EchoReply { seq_no, data, .. } if seq_no == seq && data == payload)
+            }),
+        IpAddress::Ipv6(src) => {
+            let caps = ChecksumCapabilities::ignored();
+            let any = Ipv6Address::UNSPECIFIED;
+            Icmpv6Packet::new_checked(data)
+                .ok()
+                .and_then(|p| Icmpv6Repr::parse(&src, &any, &p, &caps).ok())
+                .is_some_and(|r| {
+                    matches!(r, Icmpv6Repr::EchoReply { seq_no, data, .. } if seq_no == seq && data == payload)
+                })
+        }
+    }
 }
 
 /// Binds a UDP socket on guest `g`.
@@ -214,6 +250,19 @@ pub fn tcp_transfer(
     tcp_transfer_with(net, from, to, bytes, seed, limit, |_, _| Ok(()))
 }
 
+/// [`tcp_transfer`] to guest `to`'s address `to_ip` (an IPv6 address, say).
+pub fn tcp_transfer_to(
+    net: &mut Net,
+    from: usize,
+    to: usize,
+    to_ip: IpAddress,
+    bytes: usize,
+    seed: u64,
+    limit: Duration,
+) -> Result<TransferReport, BoxError> {
+    transfer(net, from, (to, to_ip), bytes, seed, limit, |_, _| Ok(()))
+}
+
 /// Like [`tcp_transfer`], calling `each_round(net, bytes_received)` after
 /// every round so a test can interfere mid-transfer.
 pub fn tcp_transfer_with(
@@ -223,10 +272,22 @@ pub fn tcp_transfer_with(
     bytes: usize,
     seed: u64,
     limit: Duration,
+    each_round: impl FnMut(&mut Net, usize) -> Result<(), BoxError>,
+) -> Result<TransferReport, BoxError> {
+    let to_ip = IpAddress::Ipv4(net.guests[to].spec.ipv4());
+    transfer(net, from, (to, to_ip), bytes, seed, limit, each_round)
+}
+
+fn transfer(
+    net: &mut Net,
+    from: usize,
+    (to, to_ip): (usize, IpAddress),
+    bytes: usize,
+    seed: u64,
+    limit: Duration,
     mut each_round: impl FnMut(&mut Net, usize) -> Result<(), BoxError>,
 ) -> Result<TransferReport, BoxError> {
     const PORT: u16 = 5001;
-    let to_ip = net.guests[to].spec.ipv4();
     let mut server = tcp_socket(256 * 1024);
     server.listen(PORT)?;
     let server = net.guests[to].sockets.add(server);
@@ -234,11 +295,7 @@ pub fn tcp_transfer_with(
     {
         let g = &mut net.guests[from];
         let socket = g.sockets.get_mut::<tcp::Socket>(client);
-        socket.connect(
-            g.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(to_ip), PORT),
-            49152,
-        )?;
+        socket.connect(g.iface.context(), IpEndpoint::new(to_ip, PORT), 49152)?;
     }
     let mut sender = BulkSender::new(bytes, seed);
     let mut receiver = BulkReceiver::default();

@@ -8,7 +8,7 @@ use ipoib::{Capture, IpoibConfig, IpoibDevice, IpoibError};
 use ring::{Layout, LayoutParams, Window};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 use verbs_shim::back::{BackConfig, BackHalf};
 
 use crate::capture::SharedCapture;
@@ -37,6 +37,8 @@ pub struct GuestSpec {
     pub params: LayoutParams,
     /// Send with this Q_Key instead of the port's.
     pub qkey_override: Option<QKey>,
+    /// A static IPv6 address besides the link-local one.
+    pub ip6: Option<Ipv6Cidr>,
 }
 
 impl GuestSpec {
@@ -56,7 +58,18 @@ impl GuestSpec {
                 slot_size: 4096,
             },
             qkey_override: None,
+            ip6: None,
         }
+    }
+
+    /// Gives the guest `fd77::n/64` besides its link-local address.
+    pub fn with_ip6(mut self) -> GuestSpec {
+        let n = self.port;
+        self.ip6 = Some(Ipv6Cidr::new(
+            Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, n),
+            64,
+        ));
+        self
     }
 
     pub fn with_pkey(mut self, pkey: PKey) -> GuestSpec {
@@ -132,12 +145,18 @@ impl<C: Capture> Guest<C> {
         let (window, back, front) = connect_channel(fabric, &spec)?;
         let mut config = IpoibConfig::new(spec.ip);
         config.qkey_override = spec.qkey_override;
+        config.ipv6 = spec.ip6;
         let mut device = IpoibDevice::with_capture(front, config, capture)?;
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = u64::from(spec.port);
         let mut iface = Interface::new(iface_config, &mut device, now);
+        let link_local = device.ipv6_link_local();
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::Ipv4(spec.ip));
+            let _ = addrs.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local, 64)));
+            if let Some(ip6) = spec.ip6 {
+                let _ = addrs.push(IpCidr::Ipv6(ip6));
+            }
         });
         Ok(Guest {
             spec,

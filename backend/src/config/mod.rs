@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -90,6 +90,11 @@ pub struct GuestConfig {
     /// `crate::port_security`), and the gateway believes it only from this
     /// seat.
     pub ip: Option<Ipv4Addr>,
+    /// A fixed IPv6 address (`ip6=`): the back end then lets the guest send
+    /// IPv6 only from it or its link-local address, and neighbour discovery
+    /// only about them with its own link-layer address; the gateway believes
+    /// it only from this seat.
+    pub ip6: Option<Ipv6Addr>,
     /// What this guest may hold in the back end.
     pub limits: GuestLimits,
 }
@@ -100,6 +105,9 @@ pub struct GatewayConfig {
     pub tap: String,
     pub address: Ipv4Addr,
     pub prefix: u8,
+    /// Linux's IPv6 address on the TAP and its prefix, routed to the fabric
+    /// (`--gateway ibgw0=10.77.0.1/24,fd77::1/64`).
+    pub ipv6: Option<(Ipv6Addr, u8)>,
 }
 
 /// Everything the daemon needs.
@@ -210,6 +218,7 @@ struct FileGuest {
     window: Option<toml::Value>,
     pkeys: Option<Vec<toml::Value>>,
     ip: Option<String>,
+    ip6: Option<String>,
     max_mcast_groups: Option<toml::Value>,
     max_dests: Option<toml::Value>,
     max_qps: Option<toml::Value>,
@@ -229,7 +238,7 @@ pub struct Overrides {
     pub rdma_device: Option<String>,
     pub rdma_port: Option<u8>,
     pub rdma_gid_index: Option<u8>,
-    /// `--gateway TAP=ADDR/PREFIX`
+    /// `--gateway TAP=ADDR/PREFIX[,ADDR6/PREFIX6]`
     pub gateway: Option<String>,
     /// `--xenstore PATH`
     pub xenstore: Option<PathBuf>,
@@ -384,6 +393,7 @@ fn check_unique(guests: &[GuestConfig]) -> Result<(), ConfigError> {
     let mut sockets = HashSet::new();
     let mut domains = HashSet::new();
     let mut ips = HashSet::new();
+    let mut ip6s = HashSet::new();
     for (i, g) in guests.iter().enumerate() {
         if !names.insert(&g.name) {
             return Err(ConfigError::new(
@@ -414,6 +424,14 @@ fn check_unique(guests: &[GuestConfig]) -> Result<(), ConfigError> {
                 return Err(ConfigError::new(
                     format!("guest[{i}].ip"),
                     format!("{ip} is used by two guests"),
+                ));
+            }
+        }
+        if let Some(ip6) = g.ip6 {
+            if !ip6s.insert(ip6) {
+                return Err(ConfigError::new(
+                    format!("guest[{i}].ip6"),
+                    format!("{ip6} is used by two guests"),
                 ));
             }
         }
@@ -515,6 +533,10 @@ fn guest_from_file(i: usize, g: &FileGuest) -> Result<GuestConfig, ConfigError> 
                 ConfigError::new(field("ip"), format!("{s:?} is not an IPv4 address"))
             })?),
         };
+    let ip6 = match &g.ip6 {
+        None => None,
+        Some(s) => Some(parse_seat_ip6(s, &field("ip6"))?),
+    };
     let attach = match (&g.socket, &g.xen_domain) {
         (Some(socket), None) => Attach::Socket(socket.clone()),
         (None, Some(domain)) => {
@@ -549,6 +571,7 @@ fn guest_from_file(i: usize, g: &FileGuest) -> Result<GuestConfig, ConfigError> 
         window,
         pkeys,
         ip,
+        ip6,
         limits,
     })
 }
@@ -593,6 +616,7 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
     let mut window = 8 << 20;
     let mut pkeys = Vec::new();
     let mut ip = None;
+    let mut ip6 = None;
     let mut limits = GuestLimits::default();
     for part in flag.split(',') {
         let Some((k, v)) = part.split_once('=') else {
@@ -622,13 +646,14 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
                     ConfigError::new(field("ip"), format!("{v:?} is not an IPv4 address"))
                 })?)
             }
+            "ip6" => ip6 = Some(parse_seat_ip6(v, &field("ip6"))?),
             other => {
                 if !limits.set(other, v.parse::<u64>().ok(), &field(other))? {
                     return Err(ConfigError::new(
                         field(""),
                         format!(
                             "unknown key {other:?} (known: name, socket, xen-domain, window, \
-                             pkey, ip, {})",
+                             pkey, ip, ip6, {})",
                             limits::FLAG_KEYS
                         ),
                     ));
@@ -663,8 +688,28 @@ fn guest_from_flag(i: usize, flag: &str) -> Result<GuestConfig, ConfigError> {
         window,
         pkeys,
         ip,
+        ip6,
         limits,
     })
+}
+
+/// A seat's `ip6=`: a unicast address that is not link-local (the
+/// link-local address comes from the port GUID).
+fn parse_seat_ip6(v: &str, field: &str) -> Result<Ipv6Addr, ConfigError> {
+    v.parse::<Ipv6Addr>()
+        .ok()
+        .filter(|a| {
+            !a.is_multicast()
+                && !a.is_unspecified()
+                && !a.is_loopback()
+                && !a.is_unicast_link_local()
+        })
+        .ok_or_else(|| {
+            ConfigError::new(
+                field,
+                format!("{v:?} is not a unicast IPv6 address (not link-local; e.g. fd77::2)"),
+            )
+        })
 }
 
 fn parse_gateway(tap: &str, address: &str, field: &str) -> Result<GatewayConfig, ConfigError> {
@@ -674,24 +719,57 @@ fn parse_gateway(tap: &str, address: &str, field: &str) -> Result<GatewayConfig,
             format!("{tap:?} is not an interface name (1-15 characters)"),
         ));
     }
-    let (ip, prefix) = address
-        .split_once('/')
-        .and_then(|(a, p)| {
-            Some((
-                a.parse::<Ipv4Addr>().ok()?,
-                p.parse::<u8>().ok().filter(|p| (8..=30).contains(p))?,
-            ))
-        })
-        .ok_or_else(|| {
-            ConfigError::new(
-                format!("{field}.address"),
-                format!("{address:?} is not ADDRESS/PREFIX (e.g. 10.77.0.1/24)"),
-            )
-        })?;
+    let bad = |what: &str| {
+        ConfigError::new(
+            format!("{field}.address"),
+            format!(
+                "{address:?}: {what} (e.g. 10.77.0.1/24, or 10.77.0.1/24,fd77::1/64 for both families)"
+            ),
+        )
+    };
+    let mut ipv4 = None;
+    let mut ipv6 = None;
+    for part in address.split(',') {
+        let (a, p) = part
+            .split_once('/')
+            .ok_or_else(|| bad(&format!("{part:?} is not ADDRESS/PREFIX")))?;
+        if let Ok(a) = a.parse::<Ipv4Addr>() {
+            let p = p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (8..=30).contains(p))
+                .ok_or_else(|| bad(&format!("{part:?}: the IPv4 prefix must be 8 to 30")))?;
+            if ipv4.replace((a, p)).is_some() {
+                return Err(bad("two IPv4 addresses"));
+            }
+        } else if let Ok(a) = a.parse::<Ipv6Addr>() {
+            let p = p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (8..=126).contains(p))
+                .ok_or_else(|| bad(&format!("{part:?}: the IPv6 prefix must be 8 to 126")))?;
+            if a.is_multicast()
+                || a.is_unspecified()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+            {
+                return Err(bad(&format!(
+                    "{part:?} is not a unicast address for a subnet (not link-local)"
+                )));
+            }
+            if ipv6.replace((a, p)).is_some() {
+                return Err(bad("two IPv6 addresses"));
+            }
+        } else {
+            return Err(bad(&format!("{part:?} is not ADDRESS/PREFIX")));
+        }
+    }
+    let (ip, prefix) = ipv4.ok_or_else(|| bad("no IPv4 ADDRESS/PREFIX"))?;
     Ok(GatewayConfig {
         tap: tap.to_owned(),
         address: ip,
         prefix,
+        ipv6,
     })
 }
 
@@ -699,7 +777,9 @@ fn parse_gateway_flag(flag: &str) -> Result<GatewayConfig, ConfigError> {
     let (tap, address) = flag.split_once('=').ok_or_else(|| {
         ConfigError::new(
             "--gateway",
-            format!("{flag:?} is not TAP=ADDRESS/PREFIX (e.g. ibgw0=10.77.0.1/24)"),
+            format!(
+                "{flag:?} is not TAP=ADDRESS/PREFIX[,ADDRESS6/PREFIX6] (e.g. ibgw0=10.77.0.1/24,fd77::1/64)"
+            ),
         )
     })?;
     parse_gateway(tap, address, "--gateway")

@@ -44,9 +44,55 @@ fn good_file_parses() {
         Some(GatewayConfig {
             tap: "ibgw0".into(),
             address: Ipv4Addr::new(10, 77, 0, 1),
-            prefix: 24
+            prefix: 24,
+            ipv6: None,
         })
     );
+}
+
+#[test]
+fn gateway_with_both_families() {
+    let flag = |g: &str| {
+        let o = Overrides {
+            gateway: Some(g.into()),
+            ..Overrides::default()
+        };
+        Config::load(None, &o).map(|c| c.gateway)
+    };
+    let g = flag("ibgw0=10.77.0.1/24,fd77::1/64").unwrap().unwrap();
+    assert_eq!(g.address, Ipv4Addr::new(10, 77, 0, 1));
+    assert_eq!(
+        g.ipv6,
+        Some(("fd77::1".parse::<std::net::Ipv6Addr>().unwrap(), 64))
+    );
+    // Either order.
+    let g2 = flag("ibgw0=fd77::1/64,10.77.0.1/24").unwrap().unwrap();
+    assert_eq!(g, g2);
+    for (bad, says) in [
+        ("ibgw0=10.77.0.1/24,fd77::1", "is not ADDRESS/PREFIX"),
+        (
+            "ibgw0=10.77.0.1/24,fd77::1/200",
+            "IPv6 prefix must be 8 to 126",
+        ),
+        ("ibgw0=10.77.0.1/24,fe80::1/64", "not link-local"),
+        (
+            "ibgw0=10.77.0.1/24,fd77::1/64,fd78::1/64",
+            "two IPv6 addresses",
+        ),
+        ("ibgw0=fd77::1/64", "no IPv4"),
+        ("ibgw0=10.77.0.1/24,", "is not ADDRESS/PREFIX"),
+    ] {
+        let e = flag(bad).expect_err(bad).to_string();
+        assert!(e.starts_with("--gateway.address"), "{bad}: {e}");
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // The config file takes the same value.
+    let c =
+        Config::from_toml("[gateway]\ntap = \"ibgw0\"\naddress = \"10.77.0.1/24,fd77::1/64\"\n")
+            .unwrap();
+    assert_eq!(c.gateway, Some(g));
+    let e = err("[gateway]\ntap = \"ibgw0\"\naddress = \"10.77.0.1/24,fd77::x/64\"\n");
+    assert!(e.starts_with("gateway.address"), "{e}");
 }
 
 fn err(text: &str) -> String {

@@ -136,7 +136,7 @@ impl Control {
                     let g = *stats.lock().unwrap_or_else(|e| e.into_inner());
                     writeln!(
                         stream,
-                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={} dropped_spoofed={} dropped_spoofed_arp={}",
+                        "gateway tap={tap} up={} to_fabric={} to_linux={} arp_proxied={} dropped_from_linux={} dropped_to_linux={} dropped_spoofed={} dropped_spoofed_arp={} nd_proxied={} dropped_spoofed_nd={}",
                         u8::from(g.up),
                         g.to_fabric,
                         g.to_linux,
@@ -144,7 +144,9 @@ impl Control {
                         g.dropped_from_linux,
                         g.dropped_to_linux,
                         g.dropped_spoofed,
-                        g.dropped_spoofed_arp
+                        g.dropped_spoofed_arp,
+                        g.nd_proxied,
+                        g.dropped_spoofed_nd
                     )?;
                 }
                 stream.write_all(

@@ -10,12 +10,19 @@
 //! cannot choose) is dropped there: the slot is posted again at once and
 //! counted ([`ArpGuard::dropped`]). A seat without `ip=` can then no longer
 //! talk the gateway into sending a seat's traffic to it.
+//!
+//! IPv6 neighbour discovery gets the same treatment for seats with `ip6=`:
+//! a solicitation whose source, or an advertisement whose source or target,
+//! is a seat's `ip6=` must come from that seat's port
+//! ([`ArpGuard::dropped_nd`]).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use ipoib::wire::nd::{TYPE_ADVERT, TYPE_SOLICIT};
 use ipoib::wire::{grh, ArpPacket, ArpRepr, EncapPacket, EtherType};
 use ipoib::DatagramSource;
+use smoltcp::wire::{IpProtocol, Ipv6Packet};
 use verbs_shim::{
     Completion, DestHandle, Gid, Hca, HcaError, PortAttr, PostError, RecvInfo, RxSlot, RxSlots,
     SlotBuffers, SlotLayout, TxSlot, TxSlots, UdDest, Verbs, WcStatus, GRH_LEN,
@@ -31,6 +38,14 @@ pub struct ArpGuard<H> {
     inner: H,
     directory: Option<Arc<SeatDirectory>>,
     dropped: u64,
+    dropped_nd: u64,
+}
+
+/// The address a dropped packet claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    Arp(Ipv4Addr),
+    Nd(Ipv6Addr),
 }
 
 impl<H: Hca> ArpGuard<H> {
@@ -40,6 +55,7 @@ impl<H: Hca> ArpGuard<H> {
             inner,
             directory,
             dropped: 0,
+            dropped_nd: 0,
         }
     }
 
@@ -52,6 +68,11 @@ impl<H: Hca> ArpGuard<H> {
         self.dropped
     }
 
+    /// Neighbour solicitations and advertisements dropped so far.
+    pub fn dropped_nd(&self) -> u64 {
+        self.dropped_nd
+    }
+
     pub fn inner(&self) -> &H {
         &self.inner
     }
@@ -60,14 +81,17 @@ impl<H: Hca> ArpGuard<H> {
         &mut self.inner
     }
 
-    /// The sender address of a received ARP the directory does not believe
-    /// from where it came; `None` for everything else.
-    fn spoofed(&mut self, slot: &RxSlot, info: &RecvInfo) -> Option<Ipv4Addr> {
+    /// The address a received ARP or neighbour discovery message claims
+    /// that the directory does not believe from where it came; `None` for
+    /// everything else.
+    fn spoofed(&mut self, slot: &RxSlot, info: &RecvInfo) -> Option<Claim> {
         let directory = self.directory.as_deref()?;
         let area = self.inner.buffers().rx;
         let data = area.slot(slot);
         let data = data.get(..(info.byte_len as usize).min(data.len()))?;
         arp_spoof(directory, data, info)
+            .map(Claim::Arp)
+            .or_else(|| nd_spoof(directory, data, info).map(Claim::Nd))
     }
 }
 
@@ -90,6 +114,43 @@ pub fn arp_spoof(directory: &SeatDirectory, data: &[u8], info: &RecvInfo) -> Opt
         gid: info.grh_present.then(|| grh::source_gid(area)).flatten(),
     };
     (!directory.admits(sender, &source)).then_some(sender)
+}
+
+/// `data` is a receive buffer (GRH area first) of a datagram described by
+/// `info`. If it holds an IPv6 neighbour solicitation whose source, or an
+/// advertisement whose source or target, `directory` does not admit from
+/// the datagram's real source, returns that address.
+pub fn nd_spoof(directory: &SeatDirectory, data: &[u8], info: &RecvInfo) -> Option<Ipv6Addr> {
+    let area: &[u8; GRH_LEN] = data.get(..GRH_LEN)?.try_into().ok()?;
+    let encap = EncapPacket::new_checked(data.get(GRH_LEN..)?).ok()?;
+    if encap.ethertype() != EtherType::Ipv6 {
+        return None;
+    }
+    // Malformed messages are the device's to count and drop.
+    let ip = Ipv6Packet::new_checked(encap.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Icmpv6 {
+        return None;
+    }
+    let icmp = ip.payload();
+    let mut claims = [None, None];
+    match icmp.first() {
+        Some(&TYPE_SOLICIT) => claims[0] = Some(ip.src_addr()),
+        Some(&TYPE_ADVERT) => {
+            claims[0] = Some(ip.src_addr());
+            let target: [u8; 16] = icmp.get(8..24)?.try_into().ok()?;
+            claims[1] = Some(target.into());
+        }
+        _ => return None,
+    }
+    let source = DatagramSource {
+        qpn: info.src_qpn,
+        gid: info.grh_present.then(|| grh::source_gid(area)).flatten(),
+    };
+    claims
+        .into_iter()
+        .flatten()
+        .map(|a| Ipv6Addr::from(a.octets()))
+        .find(|a| !a.is_unspecified() && !directory.admits6(*a, &source))
 }
 
 impl<H: Hca> Verbs for ArpGuard<H> {
@@ -152,11 +213,22 @@ impl<H: Hca> Verbs for ArpGuard<H> {
                     info,
                 }));
             };
-            self.dropped += 1;
-            log::debug!(
-                "gateway: dropped an ARP for {claimed} from qpn {:#x}, not that seat's port",
-                info.src_qpn.get()
-            );
+            match claimed {
+                Claim::Arp(ip) => {
+                    self.dropped += 1;
+                    log::debug!(
+                        "gateway: dropped an ARP for {ip} from qpn {:#x}, not that seat's port",
+                        info.src_qpn.get()
+                    );
+                }
+                Claim::Nd(ip6) => {
+                    self.dropped_nd += 1;
+                    log::debug!(
+                        "gateway: dropped neighbour discovery for {ip6} from qpn {:#x}, not that seat's port",
+                        info.src_qpn.get()
+                    );
+                }
+            }
             if let Err(PostError { slot, error }) = self.inner.post_recv(slot) {
                 log::debug!("gateway: cannot repost a receive: {error}");
                 return Ok(Some(Completion::Recv {

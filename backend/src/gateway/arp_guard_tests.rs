@@ -9,14 +9,14 @@ use std::sync::Arc;
 use ipoib::wire::{ArpOperation, ArpPacket, ArpRepr, HwAddr};
 use ipoib::{IpoibConfig, IpoibDevice, LinkState};
 use smoltcp::time::Instant;
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Packet, Ipv6Repr};
 use verbs_shim::back::SenderPort;
 use verbs_shim::sim::{FaultConfig, PortConfig, SimFabric, SimPort};
 use verbs_shim::{
     Completion, Gid, Hca, Lid, PKey, PortAttr, QKey, Qpn, RecvInfo, TxSlot, UdDest, Verbs, GRH_LEN,
 };
 
-use super::{arp_spoof, ArpGuard};
+use super::{arp_spoof, nd_spoof, ArpGuard};
 use crate::config::{Attach, GuestConfig};
 use crate::port_security::SeatDirectory;
 
@@ -33,6 +33,7 @@ fn seat(ip: Option<Ipv4Addr>) -> GuestConfig {
         window: 1 << 20,
         pkeys: vec![0xffff],
         ip,
+        ip6: None,
         limits: Default::default(),
     }
 }
@@ -243,4 +244,122 @@ fn the_rule_on_hand_made_buffers() {
         arp_spoof(&directory, &data[..10], &info(other.qpn, true)),
         None
     );
+}
+
+const SEAT_IP6: Ipv6Address = Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+const GATEWAY_IP6: Ipv6Address = Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+
+fn seat6() -> GuestConfig {
+    GuestConfig {
+        ip6: Some(std::net::Ipv6Addr::from(SEAT_IP6.octets())),
+        ..seat(None)
+    }
+}
+
+/// An IPoIB frame with a neighbour advertisement for `target` at `hw`,
+/// from `src` to the gateway.
+fn advert_frame(src: Ipv6Address, target: Ipv6Address, hw: HwAddr) -> Vec<u8> {
+    use ipoib::wire::{NdKind, NdRepr};
+    let nd = NdRepr {
+        kind: NdKind::Advert {
+            router: false,
+            solicited: false,
+            override_: true,
+        },
+        target,
+        lla: Some(hw),
+    };
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: GATEWAY_IP6,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: nd.buffer_len(),
+        hop_limit: 255,
+    };
+    let mut frame = vec![0x86, 0xdd, 0, 0];
+    frame.resize(4 + 40 + nd.buffer_len(), 0);
+    let mut packet = Ipv6Packet::new_unchecked(&mut frame[4..]);
+    ip.emit(&mut packet);
+    assert!(nd.emit(packet.payload_mut(), &src, &GATEWAY_IP6).is_ok());
+    frame
+}
+
+#[test]
+fn only_the_seats_own_port_may_advertise_its_ipv6_address() -> Result<(), BoxError> {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let directory = SeatDirectory::for_guests(&[seat6()]);
+    let port = fabric.add_port(PortConfig::local(1, PKey::DEFAULT))?;
+    let guard = ArpGuard::new(port, Some(Arc::clone(&directory)));
+    let config = IpoibConfig::new(Ipv4Cidr::new(GATEWAY_IP, 24))
+        .with_ipv6(smoltcp::wire::Ipv6Cidr::new(GATEWAY_IP6, 64));
+    let mut device = IpoibDevice::new(guard, config)?;
+    for _ in 0..10 {
+        device.service(Instant::ZERO)?;
+    }
+    let gw = device.hca().port_attr();
+    let mut honest = Raw::new(&fabric, 2, gw)?;
+    let mut attacker = Raw::new(&fabric, 3, gw)?;
+    directory.register6(std::net::Ipv6Addr::from(SEAT_IP6.octets()), honest.sender());
+    let attacker_ll = ipoib::wire::ipv6::link_local(&attacker.hw().gid);
+    // The attacker advertises the seat's address with its own (true)
+    // link-layer address, which the device's own check would accept.
+    attacker.send(&advert_frame(attacker_ll, SEAT_IP6, attacker.hw()))?;
+    device.service(Instant::ZERO)?;
+    assert_eq!(device.hca().dropped_nd(), 1, "{:?}", device.stats());
+    assert_eq!(
+        device.stats().nd.adverts_received,
+        0,
+        "the device never saw it"
+    );
+    // The seat's own port is believed.
+    let honest_ll = ipoib::wire::ipv6::link_local(&honest.hw().gid);
+    honest.send(&advert_frame(honest_ll, SEAT_IP6, honest.hw()))?;
+    device.service(Instant::ZERO)?;
+    assert_eq!(device.stats().nd.adverts_received, 1);
+    assert_eq!(device.hca().dropped_nd(), 1);
+    Ok(())
+}
+
+#[test]
+fn the_nd_rule_on_hand_made_buffers() {
+    let directory = SeatDirectory::for_guests(&[seat6()]);
+    let seat_port = SenderPort {
+        qpn: Qpn::new_truncated(0x49),
+        gid: Gid::from_parts(0xfe80 << 48, 2),
+    };
+    directory.register6(std::net::Ipv6Addr::from(SEAT_IP6.octets()), seat_port);
+    let own = HwAddr::new(seat_port.qpn, seat_port.gid);
+    let other = HwAddr::new(Qpn::new_truncated(0x4a), Gid::from_parts(0xfe80 << 48, 3));
+    let ll = |hw: HwAddr| ipoib::wire::ipv6::link_local(&hw.gid);
+    let seat_ip6 = std::net::Ipv6Addr::from(SEAT_IP6.octets());
+    // Another port advertising the seat's address, or sending from it.
+    let data = buffer(other.gid, &advert_frame(ll(other), SEAT_IP6, other));
+    assert_eq!(
+        nd_spoof(&directory, &data, &info(other.qpn, true)),
+        Some(seat_ip6)
+    );
+    let free = Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 9);
+    let data = buffer(other.gid, &advert_frame(SEAT_IP6, free, other));
+    assert_eq!(
+        nd_spoof(&directory, &data, &info(other.qpn, true)),
+        Some(seat_ip6)
+    );
+    // The seat itself, and another port about an address no seat has.
+    let data = buffer(seat_port.gid, &advert_frame(ll(own), SEAT_IP6, own));
+    assert_eq!(
+        nd_spoof(&directory, &data, &info(seat_port.qpn, true)),
+        None
+    );
+    let data = buffer(other.gid, &advert_frame(ll(other), free, other));
+    assert_eq!(nd_spoof(&directory, &data, &info(other.qpn, true)), None);
+    // The seat's port about somebody else's address: a seat with ip6= has
+    // only its own.
+    let data = buffer(seat_port.gid, &advert_frame(ll(own), free, own));
+    assert_eq!(
+        nd_spoof(&directory, &data, &info(seat_port.qpn, true)),
+        Some(std::net::Ipv6Addr::from(free.octets()))
+    );
+    // Truncated: not the guard's business.
+    let data = buffer(other.gid, &advert_frame(ll(other), SEAT_IP6, other)[..50]);
+    assert_eq!(nd_spoof(&directory, &data, &info(other.qpn, true)), None);
 }

@@ -1,4 +1,4 @@
-//! The gateway: makes the fabric a routed IPv4 subnet for Linux.
+//! The gateway: makes the fabric a routed IPv4 (and IPv6) subnet for Linux.
 //!
 //! On the fabric it is an ordinary IPoIB endpoint (its own port, ARP, the
 //! `ipoib` device) with the Linux host's address, so guests reach Linux as a
@@ -6,8 +6,15 @@
 //! a TAP interface carrying that address; the gateway answers ARP there for
 //! every other address of the subnet (proxy ARP), so Linux reaches each guest
 //! directly. Linux `ping`, `curl` and `iperf3` then talk to guests.
+//!
+//! With an IPv6 prefix (`--gateway ibgw0=10.77.0.1/24,fd77::1/64`) the same
+//! holds for IPv6: the gateway's device has Linux's IPv6 address on the
+//! fabric and does neighbour discovery there, and on the TAP it answers
+//! Linux's neighbour solicitations for the rest of the prefix (proxy ND, the
+//! `proxy_nd` module).
 
 mod arp_guard;
+mod proxy_nd;
 #[allow(unsafe_code)]
 mod tap;
 
@@ -21,7 +28,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Ipv4Address, Ipv4Cidr, Ipv4Packet,
+    EthernetRepr, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv6Address, Ipv6Cidr, Ipv6Packet,
 };
 use verbs_shim::PKey;
 
@@ -29,6 +36,7 @@ use crate::config::GatewayConfig;
 use crate::port_security::SeatDirectory;
 use crate::provider::{Fabric, Port, ProviderError};
 use arp_guard::ArpGuard;
+use proxy_nd::{FromLinux, ProxyNd};
 use tap::Tap;
 
 /// The MAC the gateway answers with on the TAP (locally administered).
@@ -42,7 +50,11 @@ pub struct GatewayStats {
     pub to_fabric: u64,
     pub to_linux: u64,
     pub arp_proxied: u64,
-    /// Frames from Linux that could not be sent (no TX slot, not IPv4/ARP).
+    /// Neighbour solicitations from Linux answered for the fabric's IPv6
+    /// prefix.
+    pub nd_proxied: u64,
+    /// Frames from Linux that could not be sent (no TX slot, not IPv4/ARP/
+    /// IPv6, malformed IPv6).
     pub dropped_from_linux: u64,
     /// Packets for Linux before Linux had said who it is.
     pub dropped_to_linux: u64,
@@ -53,6 +65,9 @@ pub struct GatewayStats {
     /// that did not come from that seat's port, dropped before the
     /// gateway's device could learn from them (see the `arp_guard` module).
     pub dropped_spoofed_arp: u64,
+    /// Neighbour solicitations and advertisements from the fabric that
+    /// claim a seat's `ip6=` but did not come from that seat's port.
+    pub dropped_spoofed_nd: u64,
 }
 
 pub type SharedGatewayStats = Arc<Mutex<GatewayStats>>;
@@ -67,6 +82,8 @@ pub struct Gateway {
     origin: std::time::Instant,
     /// Seats' addresses and ports; `None` believes every source.
     directory: Option<Arc<SeatDirectory>>,
+    /// The IPv6 prefix and proxy ND, when the gateway has one.
+    proxy_nd: Option<ProxyNd>,
 }
 
 /// Why the gateway could not start.
@@ -86,14 +103,23 @@ impl Gateway {
             .open_gateway_port(port_number, PKey::DEFAULT, mtu, wake.clone())
             .map_err(|ProviderError(e)| e)?;
         let cidr = Ipv4Cidr::new(config.address, config.prefix);
-        let device = IpoibDevice::new(ArpGuard::new(port, None), IpoibConfig::new(cidr))
+        let cidr6 = config
+            .ipv6
+            .map(|(a, p)| Ipv6Cidr::new(Ipv6Address::from(a.octets()), p));
+        let mut ipoib = IpoibConfig::new(cidr);
+        ipoib.ipv6 = cidr6;
+        let device = IpoibDevice::new(ArpGuard::new(port, None), ipoib)
             .map_err(|e| format!("gateway: {e}"))?;
         tap.configure(config.address, config.prefix, device.mtu())?;
+        if let Some((a, p)) = config.ipv6 {
+            tap.configure6(a, p)?;
+        }
         log::info!(
-            "gateway: {} is {}/{} on the fabric and on Linux (mtu {})",
+            "gateway: {} is {}/{}{} on the fabric and on Linux (mtu {})",
             config.tap,
             config.address,
             config.prefix,
+            cidr6.map(|c| format!(" and {c}")).unwrap_or_default(),
             device.mtu()
         );
         Ok(Gateway {
@@ -105,6 +131,10 @@ impl Gateway {
             stats: Arc::new(Mutex::new(GatewayStats::default())),
             origin: std::time::Instant::now(),
             directory: None,
+            proxy_nd: cidr6.map(|cidr| ProxyNd {
+                cidr,
+                mac: GATEWAY_MAC,
+            }),
         })
     }
 
@@ -139,13 +169,15 @@ impl Gateway {
                 log::error!("gateway: the fabric port failed: {e}");
                 break;
             }
-            let (up, arp) = (
+            let (up, arp, nd) = (
                 self.device.link() == LinkState::Up,
                 self.device.hca().dropped(),
+                self.device.hca().dropped_nd(),
             );
             self.bump(|s| {
                 s.up = up;
                 s.dropped_spoofed_arp = arp;
+                s.dropped_spoofed_nd = nd;
             });
             let mut busy = self.fabric_to_linux(now);
             busy |= self.linux_to_fabric(now, &mut frame);
@@ -218,12 +250,16 @@ impl Gateway {
                     spoofed = true;
                     return false;
                 }
+                let ethertype = match ip.first().map(|b| b >> 4) {
+                    Some(6) => EthernetProtocol::Ipv6,
+                    _ => EthernetProtocol::Ipv4,
+                };
                 let mut out = vec![0u8; 14 + ip.len()];
                 let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
                 EthernetRepr {
                     src_addr: GATEWAY_MAC,
                     dst_addr: dst,
-                    ethertype: EthernetProtocol::Ipv4,
+                    ethertype,
                 }
                 .emit(&mut eth);
                 eth.payload_mut().copy_from_slice(ip);
@@ -239,8 +275,8 @@ impl Gateway {
         moved
     }
 
-    /// Frames Linux sent on the TAP: ARP is answered here, IPv4 goes onto
-    /// the fabric.
+    /// Frames Linux sent on the TAP: ARP and neighbour solicitations are
+    /// answered here, IPv4 and IPv6 go onto the fabric.
     fn linux_to_fabric(&mut self, now: smoltcp::time::Instant, frame: &mut [u8]) -> bool {
         let mut moved = false;
         for _ in 0..256 {
@@ -261,26 +297,47 @@ impl Gateway {
                 EthernetProtocol::Arp => self.answer_arp(eth.src_addr(), eth.payload()),
                 EthernetProtocol::Ipv4 => {
                     self.linux_mac = Some(eth.src_addr());
-                    let payload = eth.payload();
-                    let sent = match self.device.transmit(now) {
-                        Some(tx) => {
-                            tx.consume(payload.len(), |buf| buf.copy_from_slice(payload));
-                            true
-                        }
-                        None => false,
-                    };
-                    self.bump(|s| {
-                        if sent {
-                            s.to_fabric += 1
-                        } else {
-                            s.dropped_from_linux += 1
-                        }
+                    self.send_to_fabric(now, eth.payload());
+                }
+                EthernetProtocol::Ipv6 if self.proxy_nd.is_some() => {
+                    self.linux_mac = Some(eth.src_addr());
+                    let from = eth.src_addr();
+                    let verdict = self.proxy_nd.as_ref().map_or(FromLinux::Ignore, |p| {
+                        p.sort_from_linux(from, eth.payload())
                     });
+                    match verdict {
+                        FromLinux::Forward => self.send_to_fabric(now, eth.payload()),
+                        FromLinux::Answer(out) => {
+                            if self.tap.write(&out).is_ok() {
+                                self.bump(|s| s.nd_proxied += 1);
+                            }
+                        }
+                        FromLinux::Ignore => {}
+                        FromLinux::Malformed => self.bump(|s| s.dropped_from_linux += 1),
+                    }
                 }
                 _ => self.bump(|s| s.dropped_from_linux += 1),
             }
         }
         moved
+    }
+
+    /// Sends one IP packet from Linux onto the fabric.
+    fn send_to_fabric(&mut self, now: smoltcp::time::Instant, payload: &[u8]) {
+        let sent = match self.device.transmit(now) {
+            Some(tx) => {
+                tx.consume(payload.len(), |buf| buf.copy_from_slice(payload));
+                true
+            }
+            None => false,
+        };
+        self.bump(|s| {
+            if sent {
+                s.to_fabric += 1
+            } else {
+                s.dropped_from_linux += 1
+            }
+        });
     }
 
     /// Proxy ARP: every address of the subnet but Linux's own is behind us.
@@ -329,12 +386,18 @@ impl Gateway {
     }
 }
 
-/// True if the IPv4 packet `ip` that came from `source` may go to Linux.
+/// True if the IP packet `ip` that came from `source` may go to Linux.
 /// A packet too short to have a source address is not believed either.
 fn source_admitted(directory: Option<&SeatDirectory>, ip: &[u8], source: &DatagramSource) -> bool {
     let Some(directory) = directory else {
         return true;
     };
+    if ip.first().map(|b| b >> 4) == Some(6) {
+        return match Ipv6Packet::new_checked(ip) {
+            Ok(packet) => directory.admits6(packet.src_addr(), source),
+            Err(_) => false,
+        };
+    }
     match Ipv4Packet::new_checked(ip) {
         Ok(packet) => {
             directory.admits(std::net::Ipv4Addr::from(packet.src_addr().octets()), source)
@@ -371,6 +434,7 @@ mod tests {
             window: 1 << 20,
             pkeys: vec![0xffff],
             ip: Some(seat_ip),
+            ip6: None,
             limits: Default::default(),
         }]);
         let port = SenderPort {

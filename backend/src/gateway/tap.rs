@@ -82,6 +82,34 @@ impl Tap {
 
     /// Brings the link up with `mtu` and gives Linux `address/prefix` on it.
     pub fn configure(&self, address: std::net::Ipv4Addr, prefix: u8, mtu: usize) -> io::Result<()> {
+        self.ip(&["link", "set", "dev", &self.name, "mtu", &mtu.to_string()])?;
+        self.ip(&[
+            "addr",
+            "add",
+            &format!("{address}/{prefix}"),
+            "dev",
+            &self.name,
+        ])?;
+        self.ip(&["link", "set", "dev", &self.name, "up"])
+    }
+
+    /// Gives Linux the IPv6 `address/prefix` on the link, without duplicate
+    /// address detection (the gateway's own device holds the address on the
+    /// fabric; nobody else may).
+    pub fn configure6(&self, address: std::net::Ipv6Addr, prefix: u8) -> io::Result<()> {
+        self.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{address}/{prefix}"),
+            "dev",
+            &self.name,
+            "nodad",
+        ])
+    }
+
+    /// Runs `ip ARGS`; an address that is already there is no error.
+    fn ip(&self, args: &[&str]) -> io::Result<()> {
         let run = |args: &[&str]| -> io::Result<()> {
             let out = Command::new("ip").args(args).output().map_err(|e| {
                 io::Error::new(
@@ -103,15 +131,7 @@ impl Tap {
                 )))
             }
         };
-        run(&["link", "set", "dev", &self.name, "mtu", &mtu.to_string()])?;
-        run(&[
-            "addr",
-            "add",
-            &format!("{address}/{prefix}"),
-            "dev",
-            &self.name,
-        ])?;
-        run(&["link", "set", "dev", &self.name, "up"])
+        run(args)
     }
 
     /// One frame, or `Ok(None)` if none is waiting.

@@ -1,5 +1,5 @@
 //! Port security: a guest whose seat has `ip=` may send IPv4 and ARP only
-//! as itself.
+//! as itself, and one whose seat has `ip6=` IPv6 only as itself.
 //!
 //! [`SourceFilter`] is the [`TxFilter`] the seat installs in its back half:
 //! it drops (and the back half counts, `tx_filtered`) every frame the guest
@@ -7,9 +7,20 @@
 //! - IPv4 with a source address other than the seat's `ip=`,
 //! - ARP whose sender protocol address is not the seat's `ip=`, or whose
 //!   sender hardware address is not the guest's own QPN and GID,
-//! - IPv4 or ARP too short or malformed to tell.
+//! - IPv6 with a source address other than the seat's `ip6=`, the guest's
+//!   link-local address (from its port GID, RFC 4391) or the unspecified
+//!   address,
+//! - IPv4, ARP or IPv6 too short or malformed to tell.
 //!
-//! Other EtherTypes pass: the guests speak only IPv4 and ARP today, and a
+//! The filter sees the first 64 bytes of a frame, which hold the IPv6
+//! header but not the whole target address or the link-layer option of a
+//! neighbour advertisement. Those are checked where they are believed: each
+//! `ipoib` receiver learns from an advertisement only when its link-layer
+//! address is the datagram's real source, and the gateway takes an
+//! advertisement for a seat's `ip6=` only from that seat's port
+//! (`gateway::arp_guard`).
+//!
+//! Other EtherTypes, and a family the seat has no address for, pass: a
 //! receiver drops what it does not understand. Drops are logged at most
 //! once per [`LOG_INTERVAL`] per seat, with the number suppressed.
 //!
@@ -18,7 +29,7 @@
 
 mod directory;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +47,8 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 const IPV4_MIN_HEADER: usize = 20;
 /// Where the source address sits in an IPv4 header.
 const IPV4_SOURCE: std::ops::Range<usize> = 12..16;
+/// Where the source address sits in an IPv6 header (and so its length).
+const IPV6_SOURCE: std::ops::Range<usize> = 8..24;
 
 /// Why a frame was dropped.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,7 +56,8 @@ pub enum Spoof {
     Ipv4Source(Ipv4Addr),
     ArpSenderIp(Ipv4Addr),
     ArpSenderHw(HwAddr),
-    /// An IPv4 or ARP frame too short or malformed to check.
+    Ipv6Source(Ipv6Addr),
+    /// An IPv4, ARP or IPv6 frame too short or malformed to check.
     Malformed(EtherType),
 }
 
@@ -53,6 +67,7 @@ impl std::fmt::Display for Spoof {
             Spoof::Ipv4Source(a) => write!(f, "IPv4 from source address {a}"),
             Spoof::ArpSenderIp(a) => write!(f, "ARP with sender address {a}"),
             Spoof::ArpSenderHw(hw) => write!(f, "ARP with sender hardware address {hw}"),
+            Spoof::Ipv6Source(a) => write!(f, "IPv6 from source address {a}"),
             Spoof::Malformed(t) => write!(f, "malformed {t:?} frame"),
         }
     }
@@ -96,10 +111,37 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
     Ok(())
 }
 
-/// The [`TxFilter`] of one seat with `ip=`.
+/// Checks the IPv6 in a frame (IPoIB header first) a guest at `own_ip6`
+/// with port `sender` sends: its source must be `own_ip6`, the port's
+/// link-local address or unspecified. Frames of other EtherTypes pass.
+pub fn check6(own_ip6: Ipv6Addr, sender: &SenderPort, head: &[u8]) -> Result<(), Spoof> {
+    let Ok(encap) = EncapPacket::new_checked(head) else {
+        return Ok(());
+    };
+    if encap.ethertype() != EtherType::Ipv6 {
+        return Ok(());
+    }
+    let payload = encap.payload();
+    let source = payload
+        .get(IPV6_SOURCE)
+        .filter(|_| payload.first().map(|b| b >> 4) == Some(6))
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(Ipv6Addr::from)
+        .ok_or(Spoof::Malformed(EtherType::Ipv6))?;
+    let link_local = Ipv6Addr::from(ipoib::wire::ipv6::link_local(&sender.gid).octets());
+    if source == own_ip6 || source == link_local || source.is_unspecified() {
+        Ok(())
+    } else {
+        Err(Spoof::Ipv6Source(source))
+    }
+}
+
+/// The [`TxFilter`] of one seat with `ip=` or `ip6=`.
 pub struct SourceFilter {
     seat: String,
-    ip: Ipv4Addr,
+    /// `None` for a seat with only `ip6=`: IPv4 and ARP pass.
+    ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
     directory: Option<Arc<SeatDirectory>>,
     registered: Option<SenderPort>,
     last_log: Option<Instant>,
@@ -110,7 +152,26 @@ impl SourceFilter {
     pub fn new(seat: &str, ip: Ipv4Addr, directory: Option<Arc<SeatDirectory>>) -> SourceFilter {
         SourceFilter {
             seat: seat.to_owned(),
+            ip: Some(ip),
+            ip6: None,
+            directory,
+            registered: None,
+            last_log: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The filter of a seat with `ip6=` (and `ip=` if `ip` is given).
+    pub fn with_ip6(
+        seat: &str,
+        ip: Option<Ipv4Addr>,
+        ip6: Ipv6Addr,
+        directory: Option<Arc<SeatDirectory>>,
+    ) -> SourceFilter {
+        SourceFilter {
+            seat: seat.to_owned(),
             ip,
+            ip6: Some(ip6),
             directory,
             registered: None,
             last_log: None,
@@ -127,10 +188,16 @@ impl SourceFilter {
             self.suppressed += 1;
             return;
         }
+        let mut seat = String::new();
+        if let Some(ip) = self.ip {
+            seat.push_str(&format!(" ip {ip}"));
+        }
+        if let Some(ip6) = self.ip6 {
+            seat.push_str(&format!(" ip6 {ip6}"));
+        }
         log::warn!(
-            "guest {}: dropped {why} (seat ip {}); {} more dropped since the last line",
+            "guest {}: dropped {why} (seat{seat}); {} more dropped since the last line",
             self.seat,
-            self.ip,
             self.suppressed
         );
         self.last_log = Some(now);
@@ -142,11 +209,18 @@ impl TxFilter for SourceFilter {
     fn check(&mut self, sender: &SenderPort, head: &[u8], _frame_len: usize) -> TxVerdict {
         if self.registered != Some(*sender) {
             if let Some(d) = &self.directory {
-                d.register(self.ip, *sender);
+                if let Some(ip) = self.ip {
+                    d.register(ip, *sender);
+                }
+                if let Some(ip6) = self.ip6 {
+                    d.register6(ip6, *sender);
+                }
             }
             self.registered = Some(*sender);
         }
-        match check(self.ip, sender, head) {
+        let v4 = self.ip.map_or(Ok(()), |ip| check(ip, sender, head));
+        let verdict = v4.and_then(|()| self.ip6.map_or(Ok(()), |ip6| check6(ip6, sender, head)));
+        match verdict {
             Ok(()) => TxVerdict::Pass,
             Err(why) => {
                 self.log_drop(why);
@@ -156,17 +230,18 @@ impl TxFilter for SourceFilter {
     }
 }
 
-/// The filter for `guest`'s seat: `None` (nothing checked) without `ip=`.
+/// The filter for `guest`'s seat: `None` (nothing checked) without `ip=`
+/// or `ip6=`.
 pub fn filter_for(
     guest: &GuestConfig,
     directory: Option<&Arc<SeatDirectory>>,
 ) -> Option<BoxedTxFilter> {
-    let ip = guest.ip?;
-    Some(Box::new(SourceFilter::new(
-        &guest.name,
-        ip,
-        directory.cloned(),
-    )))
+    let filter = match (guest.ip, guest.ip6) {
+        (ip, Some(ip6)) => SourceFilter::with_ip6(&guest.name, ip, ip6, directory.cloned()),
+        (Some(ip), None) => SourceFilter::new(&guest.name, ip, directory.cloned()),
+        (None, None) => return None,
+    };
+    Some(Box::new(filter))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use smoltcp::wire::Ipv4Address;
 use verbs_shim::back::{SenderPort, TxFilter, TxVerdict, FILTER_HEAD_LEN};
 use verbs_shim::{Gid, Qpn};
 
-use super::{check, filter_for, SeatDirectory, Spoof};
+use super::{check, check6, filter_for, SeatDirectory, Spoof};
 use crate::config::{Attach, GuestConfig};
 
 pub(super) const OWN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -61,6 +61,7 @@ pub(super) fn guest(ip: Option<Ipv4Addr>) -> GuestConfig {
         window: 1 << 20,
         pkeys: vec![0xffff],
         ip,
+        ip6: None,
         limits: Default::default(),
     }
 }
@@ -155,4 +156,86 @@ fn the_directory_admits_a_seat_address_only_from_its_port() {
     // The seat's port may not use another address; others may.
     assert!(!directory.admits(OTHER_IP, &from_seat));
     assert!(directory.admits(OTHER_IP, &from_elsewhere));
+}
+
+pub(super) const OWN_IP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+
+/// An IPoIB frame with an IPv6 header from `source` (and 40 bytes after).
+pub(super) fn ipv6_frame(source: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut frame = vec![0x86, 0xdd, 0, 0];
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&40u16.to_be_bytes());
+    ip[6] = 58;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&source.octets());
+    ip[24..40].copy_from_slice(&[0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&[0u8; 40]);
+    frame
+}
+
+#[test]
+fn ipv6_only_from_the_seats_addresses() {
+    let port = own_port();
+    let link_local = std::net::Ipv6Addr::from(ipoib::wire::ipv6::link_local(&port.gid).octets());
+    for ok in [OWN_IP6, link_local, std::net::Ipv6Addr::UNSPECIFIED] {
+        assert_eq!(check6(OWN_IP6, &port, &ipv6_frame(ok)), Ok(()), "{ok}");
+    }
+    let other: std::net::Ipv6Addr = "fd77::3".parse().unwrap();
+    assert_eq!(
+        check6(OWN_IP6, &port, &ipv6_frame(other)),
+        Err(Spoof::Ipv6Source(other))
+    );
+    // Another port's link-local address is not ours.
+    let other_ll: std::net::Ipv6Addr = "fe80::200:0:0:3".parse().unwrap();
+    assert_eq!(
+        check6(OWN_IP6, &port, &ipv6_frame(other_ll)),
+        Err(Spoof::Ipv6Source(other_ll))
+    );
+    // Too short to tell, or not version 6.
+    let frame = ipv6_frame(OWN_IP6);
+    assert_eq!(
+        check6(OWN_IP6, &port, &frame[..20]),
+        Err(Spoof::Malformed(ipoib::wire::EtherType::Ipv6))
+    );
+    let mut v4 = frame.clone();
+    v4[4] = 0x45;
+    assert_eq!(
+        check6(OWN_IP6, &port, &v4),
+        Err(Spoof::Malformed(ipoib::wire::EtherType::Ipv6))
+    );
+    // IPv4 and ARP are check()'s.
+    assert_eq!(check6(OWN_IP6, &port, &ipv4_frame(OTHER_IP)), Ok(()));
+}
+
+#[test]
+fn filters_follow_the_seat_config() {
+    let other: std::net::Ipv6Addr = "fd77::3".parse().unwrap();
+    // ip= only: IPv6 is not checked.
+    let mut f = filter_for(&guest(Some(OWN_IP)), None).expect("a filter");
+    assert_eq!(run(&mut *f, &ipv6_frame(other)), TxVerdict::Pass);
+    // ip6= only: IPv4 is not checked, IPv6 is.
+    let mut seat = guest(None);
+    seat.ip6 = Some(OWN_IP6);
+    let mut f = filter_for(&seat, None).expect("a filter");
+    assert_eq!(run(&mut *f, &ipv4_frame(OTHER_IP)), TxVerdict::Pass);
+    assert_eq!(run(&mut *f, &ipv6_frame(OWN_IP6)), TxVerdict::Pass);
+    assert_eq!(run(&mut *f, &ipv6_frame(other)), TxVerdict::Drop);
+    // Both: both.
+    seat.ip = Some(OWN_IP);
+    let directory = SeatDirectory::for_guests(std::slice::from_ref(&seat));
+    let mut f = filter_for(&seat, Some(&directory)).expect("a filter");
+    assert_eq!(run(&mut *f, &ipv4_frame(OTHER_IP)), TxVerdict::Drop);
+    assert_eq!(run(&mut *f, &ipv6_frame(other)), TxVerdict::Drop);
+    assert_eq!(run(&mut *f, &ipv6_frame(OWN_IP6)), TxVerdict::Pass);
+    // The first frame registered the port for both addresses.
+    let source = DatagramSource {
+        qpn: own_port().qpn,
+        gid: Some(own_port().gid),
+    };
+    assert!(directory.admits6(OWN_IP6, &source));
+    assert!(!directory.admits6(other, &source));
+    assert!(directory.admits(OWN_IP, &source));
+    assert_eq!(filter_for(&guest(None), None).map(|_| ()), None);
 }

@@ -25,6 +25,7 @@ fn guest(name: &str, pkey: u16, max_qps: usize) -> GuestConfig {
         window: 1 << 20,
         pkeys: vec![pkey],
         ip: None,
+        ip6: None,
         limits: GuestLimits {
             max_qps,
             ..GuestLimits::default()

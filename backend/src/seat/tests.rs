@@ -81,6 +81,7 @@ fn rig() -> Rig {
         window: 1 << 20,
         pkeys: vec![0xffff],
         ip: None,
+        ip6: None,
         limits: Default::default(),
     };
     let seat = Seat::new(0, config, EPOCH, None, Reporter::new(worker));

@@ -77,6 +77,7 @@ impl Rig {
             window: WINDOW,
             pkeys: vec![0xffff],
             ip: None,
+            ip6: None,
             limits: Default::default(),
         };
         let seat = Seat::new(0, config, 0x11, None, Reporter::new(link));

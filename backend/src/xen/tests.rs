@@ -15,6 +15,7 @@ fn config(xenstore: &Path) -> Config {
         window: 8 << 20,
         pkeys: vec![0xffff],
         ip: None,
+        ip6: None,
         limits: Default::default(),
     }];
     c

@@ -58,7 +58,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         if self
             .tx
             .neighbours
-            .learn(arp.source_ip, sender, now, &timers, for_us)
+            .learn(arp.source_ip.into(), sender, now, &timers, for_us)
         {
             self.tx.stats.arp.learned += 1;
         }

@@ -12,6 +12,7 @@
 
 mod arp;
 mod groups;
+mod nd;
 mod phy;
 mod rx;
 mod tx;
@@ -20,7 +21,7 @@ use core::fmt;
 
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
-use smoltcp::wire::Ipv4Address;
+use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address, Ipv6Cidr, IPV6_LINK_LOCAL_ALL_NODES};
 use verbs_shim::{
     Completion, Gid, Hca, HcaError, IbMtu, Lid, McastError, PKey, PortAttr, PortState, QKey, Qpn,
     RxSlot, WcStatus, GRH_LEN,
@@ -33,7 +34,8 @@ use crate::capture::{Capture, NoCapture};
 use crate::config::IpoibConfig;
 use crate::neighbour::{NeighEvent, NEIGHBOURS};
 use crate::stats::IpoibStats;
-use crate::wire::{broadcast_mgid, HwAddr};
+use crate::wire::ipv6::{link_local, solicited_node};
+use crate::wire::{broadcast_mgid, ipv6_multicast_mgid, HwAddr};
 use tx::{Local, TxSide};
 
 /// Most TX or RX slots one device uses.
@@ -131,7 +133,11 @@ impl DatagramSource {
     }
 }
 
-/// A received IPv4 packet waiting for smoltcp.
+/// The most IPv6 groups joined: all-nodes and the solicited-node groups of
+/// the link-local and the configured address.
+const IPV6_GROUPS: usize = 3;
+
+/// A received IP packet waiting for smoltcp.
 struct RxReady {
     slot: RxSlot,
     /// End of the packet within the slot.
@@ -141,12 +147,28 @@ struct RxReady {
 
 pub(crate) struct RxSide {
     ready: Deque<RxReady, MAX_SLOTS>,
+    /// IPv6 datagrams under reassembly.
+    #[cfg(feature = "alloc")]
+    reassembly: crate::frag6::Reassembler,
+    /// Reassembled IPv6 datagrams waiting for smoltcp.
+    #[cfg(feature = "alloc")]
+    whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::frag6::REASSEMBLIES }>,
     /// Consumed slots to post again.
     repost: Vec<RxSlot, MAX_SLOTS>,
     /// Slots the device flushed back (channel closing); not reposted.
     idle: Vec<RxSlot, MAX_SLOTS>,
     /// The private copy smoltcp parses (phy.rs says why).
     copy: [u8; RX_COPY],
+}
+
+impl RxSide {
+    /// True if a reassembled datagram waits for smoltcp.
+    fn has_whole(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        return !self.whole.is_empty();
+        #[cfg(not(feature = "alloc"))]
+        false
+    }
 }
 
 /// An IPoIB interface over `H`.
@@ -156,6 +178,8 @@ pub struct IpoibDevice<H: Hca, C: Capture = NoCapture> {
     link: LinkState,
     port: PortAttr,
     broadcast_mgid: Gid,
+    /// IPv6 groups joined (or being joined): all-nodes, solicited-node.
+    ipv6_groups: Vec<Gid, IPV6_GROUPS>,
     mtu: usize,
     rx_slots: usize,
     rx: RxSide,
@@ -175,9 +199,10 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     pub fn with_capture(hca: H, config: IpoibConfig, capture: C) -> Result<Self, IpoibError> {
         let local = Local {
             hw: HwAddr::default(),
-            pkey: PKey(0),
             qkey: QKey(0),
+            pkey: PKey(0),
             broadcast: None,
+            link_local: Ipv6Address::UNSPECIFIED,
         };
         let mut device = IpoibDevice {
             hca,
@@ -193,10 +218,15 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 state: PortState::Down,
             },
             broadcast_mgid: Gid::ZERO,
+            ipv6_groups: Vec::new(),
             mtu: 0,
             rx_slots: 0,
             rx: RxSide {
                 ready: Deque::new(),
+                #[cfg(feature = "alloc")]
+                reassembly: crate::frag6::Reassembler::new(),
+                #[cfg(feature = "alloc")]
+                whole: Deque::new(),
                 repost: Vec::new(),
                 idle: Vec::new(),
                 copy: [0; RX_COPY],
@@ -244,9 +274,10 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let (tx_slots, rx_slots) = self.hca.take_slots().ok_or(IpoibError::SlotsTaken)?;
         self.tx.reset(Local {
             hw: HwAddr::new(port.qpn, port.gid),
-            pkey: port.pkey,
             qkey: port.qkey,
+            pkey: port.pkey,
             broadcast: None,
+            link_local: link_local(&port.gid),
         });
         for slot in tx_slots {
             self.tx.release(slot);
@@ -263,6 +294,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;
         self.hca.attach_mcast(self.broadcast_mgid)?;
+        self.join_ipv6_groups()?;
         self.rejoin_groups()?;
         self.flush()?;
         log::info!(
@@ -272,6 +304,27 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             port.pkey.0,
             self.mtu
         );
+        Ok(())
+    }
+
+    /// Joins all-nodes and the solicited-node group of each IPv6 address
+    /// (RFC 4861 7.2.1), each MGID once.
+    fn join_ipv6_groups(&mut self) -> Result<(), IpoibError> {
+        self.ipv6_groups.clear();
+        let mut groups = [
+            IPV6_LINK_LOCAL_ALL_NODES,
+            solicited_node(self.tx.local.link_local),
+            IPV6_LINK_LOCAL_ALL_NODES,
+        ];
+        if let Some(cidr) = self.tx.config.ipv6 {
+            groups[2] = solicited_node(cidr.address());
+        }
+        for group in groups {
+            let mgid = ipv6_multicast_mgid(self.port.pkey, group);
+            if !self.ipv6_groups.contains(&mgid) && self.ipv6_groups.push(mgid).is_ok() {
+                self.hca.attach_mcast(mgid)?;
+            }
+        }
         Ok(())
     }
 
@@ -293,8 +346,27 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.config.address.address()
     }
 
+    /// The IPv6 link-local address: `fe80::/64` and the interface
+    /// identifier from the port GUID (RFC 4391 section 8).
+    pub fn ipv6_link_local(&self) -> Ipv6Address {
+        self.tx.local.link_local
+    }
+
+    /// The configured IPv6 address and prefix, if any.
+    pub fn ipv6_addr(&self) -> Option<Ipv6Cidr> {
+        self.tx.config.ipv6
+    }
+
     pub fn stats(&self) -> IpoibStats {
-        self.tx.stats
+        #[allow(unused_mut)]
+        let mut stats = self.tx.stats;
+        #[cfg(feature = "alloc")]
+        {
+            let queue_full = stats.frag6.queue_full;
+            stats.frag6 = self.rx.reassembly.stats;
+            stats.frag6.queue_full = queue_full;
+        }
+        stats
     }
 
     pub fn hca(&self) -> &H {
@@ -312,6 +384,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     /// The next time [`service`](Self::service) has timer work.
     pub fn poll_at(&self) -> Option<Instant> {
         let pending = self.tx.pending.iter().map(|p| p.deadline).min();
+        #[cfg(feature = "alloc")]
+        let pending = match (pending, self.rx.reassembly.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.tx.neighbours.next_timer(), pending) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -352,8 +429,10 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     }
 
     fn run_timers(&mut self) {
-        let mut requests: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
-        let mut failed: Vec<Ipv4Address, NEIGHBOURS> = Vec::new();
+        #[cfg(feature = "alloc")]
+        self.rx.reassembly.expire(self.tx.now);
+        let mut requests: Vec<IpAddress, NEIGHBOURS> = Vec::new();
+        let mut failed: Vec<IpAddress, NEIGHBOURS> = Vec::new();
         let timers = self.tx.config.timers;
         self.tx
             .neighbours
@@ -366,10 +445,18 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 }
             });
         for ip in &requests {
-            self.send_arp_request(*ip);
+            match *ip {
+                IpAddress::Ipv4(ip) => self.send_arp_request(ip),
+                IpAddress::Ipv6(ip) => self.send_solicit(ip),
+            }
         }
         if !failed.is_empty() {
-            self.tx.stats.arp.failures += failed.len() as u64;
+            for ip in &failed {
+                match ip {
+                    IpAddress::Ipv4(_) => self.tx.stats.arp.failures += 1,
+                    IpAddress::Ipv6(_) => self.tx.stats.nd.failures += 1,
+                }
+            }
             self.tx.retry_pending(&failed);
         }
     }
@@ -412,7 +499,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     /// Asks for an interrupt on the next completion. Returns true if work is
     /// already waiting, so the caller must not sleep.
     pub fn arm(&mut self) -> Result<bool, IpoibError> {
-        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty())
+        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty() || self.rx.has_whole())
     }
 
     fn on_completion(&mut self, completion: Completion) -> Result<(), IpoibError> {
@@ -431,7 +518,15 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 attach,
                 result,
             } => {
-                if mgid == self.broadcast_mgid {
+                if attach && self.ipv6_groups.contains(&mgid) {
+                    match result {
+                        Ok(()) => self.tx.stats.nd.groups_joined += 1,
+                        Err(e) => {
+                            self.tx.stats.nd.join_failures += 1;
+                            log::warn!("ipoib: joining IPv6 group {mgid} failed: {e:?}");
+                        }
+                    }
+                } else if mgid == self.broadcast_mgid {
                     if attach {
                         match result {
                             Ok(()) => self.hca.resolve(mgid)?,
@@ -442,7 +537,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                             }
                         }
                     }
-                } else {
+                } else if !self.ipv6_groups.contains(&mgid) {
                     self.on_group_completion(mgid, attach, result);
                 }
             }

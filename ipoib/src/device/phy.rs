@@ -14,7 +14,7 @@
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::Ipv4Packet;
+use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
@@ -22,7 +22,7 @@ use super::{DatagramSource, IpoibDevice, LinkState, MAX_SLOTS, RX_COPY, RX_PAYLO
 use crate::capture::Capture;
 use crate::wire::{encap, EncapPacket, EncapRepr, EtherType};
 
-/// A received IPv4 packet, still in its RX slot.
+/// A received IP packet, still in its RX slot.
 pub struct RxToken<'a> {
     slot: Option<RxSlot>,
     end: usize,
@@ -31,6 +31,9 @@ pub struct RxToken<'a> {
     repost: &'a mut heapless::Vec<RxSlot, MAX_SLOTS>,
     /// Where the packet is copied before smoltcp sees it.
     copy: &'a mut [u8; RX_COPY],
+    /// A reassembled IPv6 datagram, handed over instead of a slot.
+    #[cfg(feature = "alloc")]
+    whole: Option<alloc::vec::Vec<u8>>,
 }
 
 /// A TX slot smoltcp may fill.
@@ -52,6 +55,10 @@ impl phy::RxToken for RxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
+        #[cfg(feature = "alloc")]
+        if let Some(whole) = self.whole.take() {
+            return f(&whole);
+        }
         let Some(slot) = self.slot.take() else {
             return f(&[]);
         };
@@ -96,14 +103,23 @@ impl phy::TxToken for TxToken<'_> {
         let end = (encap::HEADER_LEN + len).min(buffer.len());
         let frame = &mut buffer[..end];
         let result = f(&mut frame[encap::HEADER_LEN..]);
+        let packet = &frame[encap::HEADER_LEN..];
+        let (ethertype, target) = match packet.first().map(|b| b >> 4) {
+            Some(6) => (
+                EtherType::Ipv6,
+                Ipv6Packet::new_checked(packet)
+                    .ok()
+                    .and_then(|ip| self.tx.route6(ip.dst_addr())),
+            ),
+            _ => (
+                EtherType::Ipv4,
+                Ipv4Packet::new_checked(packet)
+                    .ok()
+                    .and_then(|ip| self.tx.route(ip.dst_addr())),
+            ),
+        };
         let mut header = EncapPacket::new_unchecked(&mut *frame);
-        let _ = EncapRepr {
-            ethertype: EtherType::Ipv4,
-        }
-        .emit(&mut header);
-        let target = Ipv4Packet::new_checked(&frame[encap::HEADER_LEN..])
-            .ok()
-            .and_then(|ip| self.tx.route(ip.dst_addr()));
+        let _ = EncapRepr { ethertype }.emit(&mut header);
         match target {
             Some(target) => self.tx.submit(slot, end as u16, target),
             None => self.tx.drop_slot(slot, DropReason::NoRoute),
@@ -120,6 +136,38 @@ impl Drop for TxToken<'_> {
     }
 }
 
+#[cfg(feature = "alloc")]
+impl<H: Hca, C: Capture> IpoibDevice<H, C> {
+    /// The tokens for a reassembled datagram (no slot behind it).
+    fn whole_tokens(
+        &mut self,
+        whole: alloc::vec::Vec<u8>,
+        source: DatagramSource,
+    ) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let Some(tx_slot) = self.tx.free.pop() else {
+            let _ = self.rx.whole.push_front((whole, source));
+            return None;
+        };
+        let buffers = self.hca.buffers();
+        Some((
+            RxToken {
+                slot: None,
+                end: 0,
+                source,
+                area: buffers.rx,
+                repost: &mut self.rx.repost,
+                copy: &mut self.rx.copy,
+                whole: Some(whole),
+            },
+            TxToken {
+                slot: Some(tx_slot),
+                area: buffers.tx,
+                tx: &mut self.tx,
+            },
+        ))
+    }
+}
+
 impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
     type RxToken<'a>
         = RxToken<'a>
@@ -132,9 +180,12 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
 
     fn receive(&mut self, timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         self.tx.now = timestamp;
-        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 || self.rx.ready.is_empty()
-        {
+        if self.link != LinkState::Up || self.tx.slots_for_stack() == 0 {
             return None;
+        }
+        #[cfg(feature = "alloc")]
+        if let Some((whole, source)) = self.rx.whole.pop_front() {
+            return self.whole_tokens(whole, source);
         }
         let ready = self.rx.ready.pop_front()?;
         let Some(tx_slot) = self.tx.free.pop() else {
@@ -151,6 +202,8 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
                 area: buffers.rx,
                 repost: &mut self.rx.repost,
                 copy: &mut self.rx.copy,
+                #[cfg(feature = "alloc")]
+                whole: None,
             },
             TxToken {
                 slot: Some(tx_slot),
@@ -199,6 +252,7 @@ fn checksums(offloads: verbs_shim::Offloads) -> ChecksumCapabilities {
     checksum.tcp = rx;
     checksum.udp = rx;
     checksum.icmpv4 = rx;
+    checksum.icmpv6 = rx;
     checksum
 }
 

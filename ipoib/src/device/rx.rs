@@ -1,28 +1,38 @@
 //! Received packets: validation, loop filtering, capture, and the split
-//! between ARP (handled here) and IPv4 (queued for smoltcp).
+//! between ARP and IPv6 neighbour discovery (handled here) and IP (queued
+//! for smoltcp).
 
 use verbs_shim::{Gid, Hca, Qpn, RecvInfo, RxSlot, WcStatus, GRH_LEN};
 
+use super::nd::{self, Ipv6Class, NdRx};
 use super::{DatagramSource, IpoibDevice, RxReady, RX_PAYLOAD};
 use crate::capture::Capture;
 use crate::wire::{grh, ArpPacket, ArpRepr, EncapPacket, EtherType};
 
+/// A message the device itself acts on.
+enum Control {
+    Arp(ArpRepr),
+    Nd(NdRx),
+}
+
 impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     pub(super) fn on_receive(&mut self, slot: RxSlot, status: WcStatus, info: RecvInfo) {
-        if let Some((arp, source)) = self.take_packet(slot, status, info) {
-            self.on_arp(&arp, &source);
+        match self.take_packet(slot, status, info) {
+            Some((Control::Arp(arp), source)) => self.on_arp(&arp, &source),
+            Some((Control::Nd(nd), source)) => self.on_nd(&nd, &source),
+            None => {}
         }
     }
 
-    /// Validates and sorts one packet. Returns a parsed ARP packet for the
-    /// caller to act on once the slot buffers are no longer borrowed, with
-    /// the datagram's real source.
+    /// Validates and sorts one packet. Returns a parsed ARP or neighbour
+    /// discovery message for the caller to act on once the slot buffers are
+    /// no longer borrowed, with the datagram's real source.
     fn take_packet(
         &mut self,
         slot: RxSlot,
         status: WcStatus,
         info: RecvInfo,
-    ) -> Option<(ArpRepr, DatagramSource)> {
+    ) -> Option<(Control, DatagramSource)> {
         let Self {
             hca,
             capture,
@@ -73,8 +83,33 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             let _ = rx.repost.push(slot);
             return None;
         };
-        match encap.ethertype() {
-            EtherType::Ipv4 => {
+        let ethertype = match encap.ethertype() {
+            #[cfg(feature = "alloc")]
+            EtherType::Ipv6 if crate::frag6::is_fragment(encap.payload()) => {
+                if let Some(whole) = rx.reassembly.push(encap.payload(), tx.now) {
+                    if rx.whole.push_back((whole, source)).is_err() {
+                        tx.stats.frag6.queue_full += 1;
+                    }
+                }
+                let _ = rx.repost.push(slot);
+                return None;
+            }
+            EtherType::Ipv6 => match nd::classify(encap.payload()) {
+                Ipv6Class::Stack => EtherType::Ipv6,
+                Ipv6Class::Nd(nd) => {
+                    let _ = rx.repost.push(slot);
+                    return Some((Control::Nd(nd), source));
+                }
+                Ipv6Class::Malformed => {
+                    tx.stats.rx_drops.malformed += 1;
+                    let _ = rx.repost.push(slot);
+                    return None;
+                }
+            },
+            other => other,
+        };
+        match ethertype {
+            EtherType::Ipv4 | EtherType::Ipv6 => {
                 let end = len as u16;
                 if rx.ready.push_back(RxReady { slot, end, source }).is_err() {
                     // Cannot happen: the queue holds every slot. Recycle anyway.
@@ -89,7 +124,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                     ArpPacket::new_checked(encap.payload()).and_then(|p| ArpRepr::parse(&p));
                 let _ = rx.repost.push(slot);
                 match parsed {
-                    Ok(arp) => return Some((arp, source)),
+                    Ok(arp) => return Some((Control::Arp(arp), source)),
                     Err(_) => tx.stats.rx_drops.malformed += 1,
                 }
             }

@@ -7,24 +7,29 @@
 
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
-use smoltcp::wire::Ipv4Address;
-use verbs_shim::{DestHandle, PKey, QKey, Qpn, TxSlot, UdDest};
+use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
+use verbs_shim::{DestHandle, Gid, PKey, QKey, Qpn, TxSlot, UdDest};
 
 use super::{MAX_SLOTS, PENDING};
 use crate::config::IpoibConfig;
 use crate::neighbour::{NeighLookup, NeighbourCache, PathCache, PathLookup};
 use crate::stats::IpoibStats;
-use crate::wire::{ipv4_multicast_hwaddr, HwAddr};
+use crate::wire::{ipv4_multicast_mgid, ipv6_multicast_mgid, HwAddr};
 
 /// Where a packet should go, before resolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     /// The partition's broadcast group.
     Broadcast,
-    /// A next-hop IPv4 address, to resolve with ARP.
-    Ip(Ipv4Address),
+    /// A next-hop address, to resolve with ARP (IPv4) or neighbour
+    /// discovery (IPv6).
+    Ip(IpAddress),
     /// A known hardware address (an ARP reply goes here).
     Hw(HwAddr),
+    /// A multicast group other than the broadcast group, by MGID (an IPv4
+    /// or IPv6 group); its path is resolved like a neighbour's, which is
+    /// the send-only join.
+    Group(Gid),
 }
 
 /// A filled slot with a resolved destination.
@@ -48,10 +53,12 @@ pub(crate) struct PendingTx {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Local {
     pub hw: HwAddr,
-    /// The port's P_Key, for the MGIDs of IPv4 multicast groups.
-    pub pkey: PKey,
     pub qkey: QKey,
+    /// The port's P_Key, for the MGIDs of multicast groups.
+    pub pkey: PKey,
     pub broadcast: Option<(DestHandle, HwAddr)>,
+    /// The IPv6 link-local address, from the port GUID.
+    pub link_local: Ipv6Address,
 }
 
 enum Lookup {
@@ -127,12 +134,34 @@ impl TxSide {
         if dst.is_multicast() {
             // The group's own MGID (RFC 4391 section 4). Resolving it is
             // the send-only join; only members attached to it receive.
-            return Some(Target::Hw(ipv4_multicast_hwaddr(self.local.pkey, dst)));
+            return Some(Target::Group(ipv4_multicast_mgid(self.local.pkey, dst)));
         }
         if self.config.address.contains_addr(&dst) {
-            return Some(Target::Ip(dst));
+            return Some(Target::Ip(dst.into()));
         }
-        self.config.gateway.map(Target::Ip)
+        self.config.gateway.map(|gw| Target::Ip(gw.into()))
+    }
+
+    /// Where an IPv6 packet to `dst` goes next: a group by its MGID, an
+    /// on-link address (link-local, or in the configured prefix), or the
+    /// IPv6 gateway.
+    pub fn route6(&self, dst: Ipv6Address) -> Option<Target> {
+        if dst.is_multicast() {
+            return Some(Target::Group(ipv6_multicast_mgid(self.local.pkey, dst)));
+        }
+        if dst.is_unspecified() || dst.is_loopback() {
+            return None;
+        }
+        if self.on_link6(dst) {
+            return Some(Target::Ip(dst.into()));
+        }
+        self.config.gateway6.map(|gw| Target::Ip(gw.into()))
+    }
+
+    /// True if `addr` is on this link: link-local, or in the prefix of the
+    /// configured IPv6 address.
+    pub fn on_link6(&self, addr: Ipv6Address) -> bool {
+        addr.is_unicast_link_local() || self.config.ipv6.is_some_and(|c| c.contains_addr(&addr))
     }
 
     fn qkey(&self) -> QKey {
@@ -157,6 +186,7 @@ impl TxSide {
                 };
             }
             Target::Hw(hw) => hw,
+            Target::Group(mgid) => HwAddr::multicast(mgid),
             Target::Ip(ip) => match self.neighbours.lookup(ip, self.now) {
                 NeighLookup::Reachable(hw) => hw,
                 NeighLookup::Incomplete => return Lookup::Wait,
@@ -251,7 +281,7 @@ impl TxSide {
 
     /// Re-examines every waiting packet: sends those now resolved, drops
     /// those past their deadline or whose address failed.
-    pub fn retry_pending(&mut self, failed: &[Ipv4Address]) {
+    pub fn retry_pending(&mut self, failed: &[IpAddress]) {
         for _ in 0..self.pending.len() {
             let Some(p) = self.pending.pop_front() else {
                 break;

@@ -1,4 +1,5 @@
-//! The neighbour cache (IPv4 → hardware address, learned by ARP) and the
+//! The neighbour cache (IP address → hardware address, learned by ARP for
+//! IPv4 and by neighbour discovery for IPv6; one table for both) and the
 //! path cache (GID → destination handle, resolved by the fabric).
 //!
 //! Both are bounded. A full table evicts its least recently used entry; an
@@ -6,7 +7,7 @@
 
 use heapless::Vec;
 use smoltcp::time::Instant;
-use smoltcp::wire::Ipv4Address;
+use smoltcp::wire::IpAddress;
 use verbs_shim::{DestHandle, Gid};
 
 use crate::config::ArpTimers;
@@ -19,7 +20,7 @@ pub const PATHS: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NeighState {
-    /// Waiting for an ARP reply.
+    /// Waiting for an ARP reply or a neighbour advertisement.
     Incomplete {
         requests_left: u8,
         next_request: Instant,
@@ -32,7 +33,7 @@ enum NeighState {
 
 #[derive(Clone, Copy, Debug)]
 struct Neighbour {
-    ip: Ipv4Address,
+    ip: IpAddress,
     state: NeighState,
     last_used: Instant,
 }
@@ -49,13 +50,14 @@ pub enum NeighLookup {
 /// What a timer pass asks the caller to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NeighEvent {
-    /// Send an ARP request for this address.
-    SendRequest(Ipv4Address),
+    /// Send an ARP request (IPv4) or a neighbour solicitation (IPv6) for
+    /// this address.
+    SendRequest(IpAddress),
     /// ARP failed: drop everything queued for this address.
-    Failed(Ipv4Address),
+    Failed(IpAddress),
 }
 
-/// IPv4 address → IPoIB hardware address.
+/// IP address → IPoIB hardware address.
 #[derive(Default)]
 pub struct NeighbourCache {
     entries: Vec<Neighbour, NEIGHBOURS>,
@@ -74,12 +76,12 @@ impl NeighbourCache {
         self.entries.is_empty()
     }
 
-    fn find(&mut self, ip: Ipv4Address) -> Option<&mut Neighbour> {
+    fn find(&mut self, ip: IpAddress) -> Option<&mut Neighbour> {
         self.entries.iter_mut().find(|n| n.ip == ip)
     }
 
     /// Looks an address up, treating an expired entry as unknown.
-    pub fn lookup(&mut self, ip: Ipv4Address, now: Instant) -> NeighLookup {
+    pub fn lookup(&mut self, ip: IpAddress, now: Instant) -> NeighLookup {
         let Some(n) = self.find(ip) else {
             return NeighLookup::Unknown;
         };
@@ -93,7 +95,7 @@ impl NeighbourCache {
 
     /// Starts resolving `ip`. The first request goes out on the next
     /// [`poll`](Self::poll). Does nothing if resolution is already running.
-    pub fn start(&mut self, ip: Ipv4Address, now: Instant, timers: &ArpTimers) {
+    pub fn start(&mut self, ip: IpAddress, now: Instant, timers: &ArpTimers) {
         let state = NeighState::Incomplete {
             requests_left: timers.max_requests,
             next_request: now,
@@ -116,7 +118,7 @@ impl NeighbourCache {
     /// Returns true if the cache changed.
     pub fn learn(
         &mut self,
-        ip: Ipv4Address,
+        ip: IpAddress,
         hw: HwAddr,
         now: Instant,
         timers: &ArpTimers,

@@ -9,8 +9,8 @@ fn hw(n: u8) -> HwAddr {
     )
 }
 
-fn ip(n: u8) -> Ipv4Address {
-    Ipv4Address::new(10, 0, 0, n)
+fn ip(n: u8) -> IpAddress {
+    IpAddress::v4(10, 0, 0, n)
 }
 
 fn t(ms: i64) -> Instant {
@@ -69,7 +69,7 @@ fn full_cache_evicts_least_recently_used() {
     let mut cache = NeighbourCache::new();
     for i in 0..NEIGHBOURS as u8 {
         cache.learn(
-            Ipv4Address::new(10, 1, 0, i),
+            IpAddress::v4(10, 1, 0, i),
             hw(i),
             t(i64::from(i)),
             &timers,
@@ -77,15 +77,15 @@ fn full_cache_evicts_least_recently_used() {
         );
     }
     // Touch the oldest so the second oldest goes.
-    let _ = cache.lookup(Ipv4Address::new(10, 1, 0, 0), t(1000));
+    let _ = cache.lookup(IpAddress::v4(10, 1, 0, 0), t(1000));
     cache.learn(ip(200), hw(200), t(1001), &timers, true);
     assert_eq!(cache.len(), NEIGHBOURS);
     assert!(matches!(
-        cache.lookup(Ipv4Address::new(10, 1, 0, 0), t(1002)),
+        cache.lookup(IpAddress::v4(10, 1, 0, 0), t(1002)),
         NeighLookup::Reachable(_)
     ));
     assert_eq!(
-        cache.lookup(Ipv4Address::new(10, 1, 0, 1), t(1002)),
+        cache.lookup(IpAddress::v4(10, 1, 0, 1), t(1002)),
         NeighLookup::Unknown
     );
 }

@@ -4,7 +4,11 @@
 //! - [`encap`]: the 4-byte encapsulation header (EtherType + reserved).
 //! - [`hwaddr`]: the 20-byte link-layer address (flags, QPN, GID).
 //! - [`arp`]: ARP with hardware type 32 (InfiniBand), 56 bytes.
-//! - [`mgid`]: the broadcast and IPv4 multicast MGIDs.
+//! - [`mgid`]: the broadcast, IPv4 and IPv6 multicast MGIDs.
+//! - [`ipv6`]: the interface identifier, link-local and solicited-node
+//!   addresses.
+//! - [`nd`]: IPv6 neighbour solicitations and advertisements with the
+//!   20-byte IPoIB link-layer address option.
 //! - [`grh`]: the 40-byte Global Route Header at the front of UD receives.
 //!
 //! Nothing here panics on input: parse untrusted bytes with `new_checked`
@@ -16,15 +20,19 @@ pub mod arp;
 pub mod encap;
 pub mod grh;
 pub mod hwaddr;
+pub mod ipv6;
 pub mod mgid;
+pub mod nd;
 
 pub use arp::{Operation as ArpOperation, Packet as ArpPacket, Repr as ArpRepr};
 pub use encap::{EtherType, Packet as EncapPacket, Repr as EncapRepr};
 pub use grh::{build_grh, Repr as GrhRepr};
 pub use hwaddr::HwAddr;
 pub use mgid::{
-    broadcast_mgid, classify_mgid, ipv4_multicast_hwaddr, ipv4_multicast_mgid, MgidKind,
+    broadcast_mgid, classify_mgid, ipv4_multicast_hwaddr, ipv4_multicast_mgid, ipv6_multicast_mgid,
+    MgidKind,
 };
+pub use nd::{NdKind, NdRepr};
 
 /// Why a buffer could not be parsed or emitted.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,6 +51,15 @@ pub enum WireError {
     BadProtocolLen(u8),
     /// GRH IP version nibble is not 6.
     BadGrhVersion(u8),
+    /// An ICMPv6 type other than neighbour solicitation or advertisement.
+    NotNeighbourDiscovery(u8),
+    /// A neighbour discovery message with a code other than 0.
+    BadNdCode(u8),
+    /// A neighbour discovery option of length 0, or a link-layer address
+    /// option whose length is not 3 (an IPoIB address).
+    BadNdOption { kind: u8, units: u8 },
+    /// A neighbour discovery message about a multicast address.
+    MulticastTarget,
 }
 
 impl fmt::Display for WireError {
@@ -57,6 +74,17 @@ impl fmt::Display for WireError {
             WireError::BadHardwareLen(l) => write!(f, "ARP hardware length {l} is not 20"),
             WireError::BadProtocolLen(l) => write!(f, "ARP protocol length {l} is not 4"),
             WireError::BadGrhVersion(v) => write!(f, "GRH IP version {v} is not 6"),
+            WireError::NotNeighbourDiscovery(t) => {
+                write!(
+                    f,
+                    "ICMPv6 type {t} is not a neighbour solicitation or advertisement"
+                )
+            }
+            WireError::BadNdCode(c) => write!(f, "neighbour discovery code {c} is not 0"),
+            WireError::BadNdOption { kind, units } => {
+                write!(f, "neighbour discovery option {kind} of length {units}")
+            }
+            WireError::MulticastTarget => f.write_str("neighbour discovery target is multicast"),
         }
     }
 }
@@ -146,9 +174,25 @@ pub fn fuzz_parse(data: &[u8]) {
                 let group = smoltcp::wire::Ipv4Address::from(0xe000_0000 | low28);
                 assert_eq!(ipv4_multicast_mgid(pkey, group), gid);
             }
+            Some(MgidKind::Ipv6Multicast { pkey, scope, low80 }) => {
+                let mut group = [0u8; 16];
+                group[0] = 0xff;
+                group[1] = scope;
+                group[6..].copy_from_slice(&low80);
+                let group = smoltcp::wire::Ipv6Address::from(group);
+                assert_eq!(ipv6_multicast_mgid(pkey, group), gid);
+            }
             Some(MgidKind::Other) => assert!(gid.is_multicast()),
             None => assert!(!gid.is_multicast()),
         }
+    }
+
+    // ND: whatever parses re-emits and parses back to the same message.
+    if let Ok(repr) = NdRepr::parse(data) {
+        let mut buf = [0u8; nd::MESSAGE_LEN + nd::LLA_OPTION_LEN];
+        let src = smoltcp::wire::Ipv6Address::LOCALHOST;
+        assert!(repr.emit(&mut buf, &src, &src).is_ok());
+        assert_eq!(NdRepr::parse(&buf[..repr.buffer_len()]), Ok(repr));
     }
 
     // GRH: every bit is kept.

@@ -3,10 +3,10 @@
 use alloc::string::String;
 use core::fmt;
 
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 /// The options [`super::NetConfig::parse`] knows, as the errors list them.
-pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name, tcp-budget";
+pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name, tcp-budget, ip6, gw6";
 const KNOWN_SERVICES: &str = "echo, http, discard, chargen, none";
 const KNOWN_LEVELS: &str = "off, error, warn, info, debug, trace";
 
@@ -56,6 +56,19 @@ pub enum ConfigError {
     BadTcpBudget { value: String },
     /// No `ip=`.
     MissingIp,
+    /// `ip6=` is not `ADDR/PREFIX`.
+    BadIp6 { value: String },
+    /// `ip6=` parses but cannot be a host's address.
+    Ip6NotHost { value: String, reason: &'static str },
+    /// `gw6=` is not an IPv6 address.
+    BadGateway6 { value: String },
+    /// `gw6=` is neither link-local nor in `ip6=`'s prefix (or not unicast).
+    Gateway6OffLink {
+        gateway: Ipv6Address,
+        ip6: Option<Ipv6Cidr>,
+    },
+    /// `gw6=` is the guest's own `ip6=`.
+    Gateway6IsSelf { gateway: Ipv6Address },
 }
 
 impl fmt::Display for ConfigError {
@@ -119,6 +132,28 @@ impl fmt::Display for ConfigError {
                 "tcp-budget={value}: the KiB of socket buffers TCP services may add for bursts of clients, 0 to 1048576 (example: tcp-budget=4096)"
             ),
             MissingIp => f.write_str("missing required option ip= (example: ip=10.77.0.2/24)"),
+            BadIp6 { value } => write!(
+                f,
+                "ip6={value}: not an IPv6 address/prefix (example: ip6=fd77::2/64)"
+            ),
+            Ip6NotHost { value, reason } => write!(
+                f,
+                "ip6={value}: {reason}; give a unicast address and its prefix (example: ip6=fd77::2/64)"
+            ),
+            BadGateway6 { value } => {
+                write!(f, "gw6={value}: not an IPv6 address (example: gw6=fd77::1)")
+            }
+            Gateway6OffLink { gateway, ip6 } => {
+                write!(f, "gw6={gateway}: not a unicast neighbour; give a link-local address")?;
+                match ip6 {
+                    Some(ip6) => write!(f, " or one in ip6={ip6}'s prefix"),
+                    None => f.write_str(" or give ip6= with the gateway's prefix"),
+                }
+            }
+            Gateway6IsSelf { gateway } => write!(
+                f,
+                "gw6={gateway}: that is this guest's own address; give the router's address or leave gw6= out"
+            ),
         }
     }
 }

@@ -18,12 +18,15 @@
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `name` | 1 to 32 of `a-z A-Z 0-9 - . _` | `ibguest` |
 //! | `tcp-budget` | KiB of socket buffers the TCP services may add for bursts of clients, 0 to 1048576 | 4096 (about 200 more HTTP connections) |
+//! | `ip6` | `ADDR/PREFIX`, a unicast IPv6 address (not link-local) and its on-link prefix | none (the link-local address from the port GUID is always there) |
+//! | `gw6` | an IPv6 address: link-local, or in `ip6`'s prefix | none |
 //!
 //! Anything else (unknown keys, bare words, a key given twice, a bad value)
 //! is a [`ConfigError`] whose message names the token and what to write
 //! instead. `Display` writes a string that parses back to the same config.
 
 mod error;
+mod ipv6;
 mod services;
 #[cfg(test)]
 mod tests;
@@ -34,7 +37,7 @@ use core::str::FromStr;
 use ipoib::IpoibConfig;
 use log::LevelFilter;
 use smoltcp::iface::{Interface, RouteTableFull};
-use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 pub use error::{ConfigError, ServicesProblem, KNOWN_OPTIONS};
 pub use services::{Services, SERVICE_NAMES};
@@ -61,6 +64,11 @@ pub struct NetConfig {
     /// Bytes of socket buffers the TCP services may add for bursts of
     /// clients (`tcp-budget=KIB`), beyond the sockets they start with.
     pub tcp_budget: usize,
+    /// A static IPv6 address and its prefix (`ip6=`), besides the
+    /// link-local address.
+    pub ip6: Option<Ipv6Cidr>,
+    /// IPv6 next hop off the `ip6=` prefix (`gw6=`).
+    pub gateway6: Option<Ipv6Address>,
 }
 
 impl NetConfig {
@@ -76,13 +84,15 @@ impl NetConfig {
             log: LevelFilter::Info,
             name,
             tcp_budget: DEFAULT_TCP_BUDGET_KIB * 1024,
+            ip6: None,
+            gateway6: None,
         }
     }
 
     /// Parses a whitespace-separated list of `key=value` options; see the
     /// module documentation.
     pub fn parse(s: &str) -> Result<NetConfig, ConfigError> {
-        let mut seen: [Option<&str>; 6] = [None; 6];
+        let mut seen: [Option<&str>; KEYS.len()] = [None; KEYS.len()];
         for token in s.split_whitespace() {
             let (key, _) = split_token(token)?;
             let slot = option_index(key).ok_or_else(|| ConfigError::UnknownOption {
@@ -114,6 +124,12 @@ impl NetConfig {
         if let Some(v) = value(5) {
             config.tcp_budget = parse_tcp_budget(v)? * 1024;
         }
+        if let Some(v) = value(6) {
+            config.ip6 = Some(ipv6::parse_ip6(v)?);
+        }
+        if let Some(v) = value(7) {
+            config.gateway6 = Some(ipv6::parse_gateway6(v, config.ip6)?);
+        }
         Ok(config)
     }
 }
@@ -122,26 +138,40 @@ impl NetConfig {
     /// The IPoIB device's settings for this address and gateway (ARP
     /// timers and the rest at their defaults).
     pub fn ipoib_config(&self) -> IpoibConfig {
-        let config = IpoibConfig::new(self.ip);
-        match self.gateway {
-            Some(gw) => config.with_gateway(gw),
-            None => config,
-        }
+        let mut config = IpoibConfig::new(self.ip);
+        config.gateway = self.gateway;
+        config.ipv6 = self.ip6;
+        config.gateway6 = self.gateway6;
+        config
     }
 
-    /// Makes `iface`'s only address this one, and its default route the
-    /// gateway (or none).
-    pub fn apply(&self, iface: &mut Interface) -> Result<(), RouteTableFull> {
+    /// Makes `iface`'s addresses this IPv4 one, the IPv6 `link_local` (the
+    /// device's, from its port GUID) and `ip6=`, and its default routes the
+    /// gateways (or none).
+    pub fn apply(
+        &self,
+        iface: &mut Interface,
+        link_local: Ipv6Address,
+    ) -> Result<(), RouteTableFull> {
         let ip = self.ip;
+        let ip6 = self.ip6;
         iface.update_ip_addrs(|addrs| {
             addrs.clear();
-            // One address always fits.
+            // Three addresses always fit (ipoib sets iface-max-addr-count-3).
             let _ = addrs.push(IpCidr::Ipv4(ip));
+            let _ = addrs.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local, 64)));
+            if let Some(ip6) = ip6 {
+                let _ = addrs.push(IpCidr::Ipv6(ip6));
+            }
         });
         let routes = iface.routes_mut();
         routes.remove_default_ipv4_route();
+        routes.remove_default_ipv6_route();
         if let Some(gw) = self.gateway {
             routes.add_default_ipv4_route(gw)?;
+        }
+        if let Some(gw) = self.gateway6 {
+            routes.add_default_ipv6_route(gw)?;
         }
         Ok(())
     }
@@ -156,13 +186,19 @@ impl FromStr for NetConfig {
 }
 
 impl fmt::Display for NetConfig {
-    /// Every option, in the order ip, gw, services, log, name, tcp-budget;
-    /// `gw=` only when there is a gateway, `tcp-budget=` only when it is not
-    /// the default.
+    /// Every option, in the order ip, gw, ip6, gw6, services, log, name,
+    /// tcp-budget; `gw=`, `ip6=` and `gw6=` only when set, `tcp-budget=`
+    /// only when it is not the default.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ip={}", self.ip)?;
         if let Some(gw) = self.gateway {
             write!(f, " gw={gw}")?;
+        }
+        if let Some(ip6) = self.ip6 {
+            write!(f, " ip6={ip6}")?;
+        }
+        if let Some(gw6) = self.gateway6 {
+            write!(f, " gw6={gw6}")?;
         }
         write!(
             f,
@@ -178,8 +214,17 @@ impl fmt::Display for NetConfig {
     }
 }
 
-/// The options' keys, in `Display` order.
-const KEYS: [&str; 6] = ["ip", "gw", "services", "log", "name", "tcp-budget"];
+/// The options' keys (`parse` finds each value by its index here).
+const KEYS: [&str; 8] = [
+    "ip",
+    "gw",
+    "services",
+    "log",
+    "name",
+    "tcp-budget",
+    "ip6",
+    "gw6",
+];
 
 /// `tcp-budget=` when not given: 4 MiB, about 200 more HTTP connections.
 pub const DEFAULT_TCP_BUDGET_KIB: usize = 4 * 1024;

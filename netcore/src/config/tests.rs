@@ -69,15 +69,15 @@ fn every_error_says_what_to_fix() {
     let cases: &[(&str, &str)] = &[
         (
             "ip=10.77.0.2/24 foo=1",
-            "unknown option \"foo=1\" (known: ip, gw, services, log, name, tcp-budget)",
+            "unknown option \"foo=1\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6)",
         ),
         (
             "ip=10.77.0.2/24 quiet",
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget)",
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6)",
         ),
         (
             "=5 ip=10.77.0.2/24",
-            "\"=5\" is not key=value (known: ip, gw, services, log, name, tcp-budget)",
+            "\"=5\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6)",
         ),
         (
             "ip=10.77.0.2/24 ip=10.77.0.3/24",
@@ -245,6 +245,8 @@ fn arb_config() -> impl Strategy<Value = NetConfig> {
                     log,
                     name,
                     tcp_budget: budget_kib * 1024,
+                    ip6: None,
+                    gateway6: None,
                 })
             },
         )
@@ -306,5 +308,60 @@ fn tcp_budget_is_kib_in_range() {
             e.to_string().starts_with(&format!("tcp-budget={bad}: ")),
             "{e}"
         );
+    }
+}
+
+#[test]
+fn ip6_and_gw6() {
+    let c = NetConfig::parse("ip=10.77.0.2/24 ip6=fd77::2/64 gw6=fd77::1 name=g1").unwrap();
+    assert_eq!(
+        c.ip6,
+        Some(smoltcp::wire::Ipv6Cidr::new(
+            smoltcp::wire::Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 2),
+            64
+        ))
+    );
+    assert_eq!(
+        c.gateway6,
+        Some(smoltcp::wire::Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 1))
+    );
+    assert_eq!(
+        c.to_string(),
+        "ip=10.77.0.2/24 ip6=fd77::2/64 gw6=fd77::1 services=echo,http,discard,chargen log=info name=g1"
+    );
+    assert_eq!(NetConfig::parse(&c.to_string()), Ok(c.clone()));
+    // gw6= is checked against ip6= whatever the order.
+    assert_eq!(
+        NetConfig::parse("gw6=fd77::1 ip6=fd77::2/64 ip=10.77.0.2/24"),
+        Ok(c.clone()).map(|mut c: NetConfig| {
+            c.name = NetConfig::new(c.ip).name;
+            c
+        })
+    );
+    assert_eq!(
+        err("ip=10.77.0.2/24 ip6=fd77::2"),
+        "ip6=fd77::2: not an IPv6 address/prefix (example: ip6=fd77::2/64)"
+    );
+    assert!(err("ip=10.77.0.2/24 ip6=fe80::2/64").contains("link-local"));
+    assert_eq!(
+        err("ip=10.77.0.2/24 ip6=fd77::2/64 gw6=fd78::1"),
+        "gw6=fd78::1: not a unicast neighbour; give a link-local address or one in ip6=fd77::2/64's prefix"
+    );
+    assert!(err("ip=10.77.0.2/24 ip6=fd77::2/64 ip6=fd77::3/64").contains("the same option twice"));
+    assert!(err("ip=10.77.0.2/24 ip7=x").contains("ip6, gw6"));
+}
+
+proptest! {
+    #[test]
+    fn ip6_display_round_trips(addr in any::<[u8; 16]>(), len in 1u8..=128, gw in any::<bool>()) {
+        let mut addr = addr;
+        addr[0] = 0xfd;
+        let addr = smoltcp::wire::Ipv6Address::from(addr);
+        let mut text = alloc::format!("ip=10.77.0.2/24 ip6={addr}/{len}");
+        if gw {
+            text.push_str(" gw6=fe80::1");
+        }
+        let c = NetConfig::parse(&text).unwrap();
+        prop_assert_eq!(NetConfig::parse(&c.to_string()), Ok(c));
     }
 }

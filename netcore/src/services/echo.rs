@@ -32,6 +32,7 @@ fn answerable(meta: &udp::UdpMetadata, subnet_broadcast: Option<Ipv4Address>) ->
         Some(IpAddress::Ipv4(a)) => {
             a.is_broadcast() || a.is_multicast() || Some(a) == subnet_broadcast
         }
+        Some(IpAddress::Ipv6(a)) => a.is_multicast(),
         None => false,
     };
     !to_group && meta.endpoint.port >= 1024

@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 
-use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 /// One service port: how many more SYNs may pass in this pass, and how
 /// many were held back since the owner last looked.
@@ -50,7 +50,7 @@ impl SynGate {
             .map_or(0, |p| core::mem::take(&mut p.deferred))
     }
 
-    /// Whether `packet` (an IPv4 packet as received) may go on to the
+    /// Whether `packet` (an IPv4 or IPv6 packet as received) may go on to the
     /// stack. Only a SYN without ACK to a gated port with no free listener
     /// is held back; everything else, malformed packets included, passes
     /// (smoltcp judges those).
@@ -72,13 +72,26 @@ impl SynGate {
 }
 
 /// The destination port of a connection-opening TCP segment (SYN, no ACK)
-/// in an unfragmented IPv4 packet.
+/// in an unfragmented IPv4 packet, or an IPv6 packet whose next header is
+/// TCP (no extension headers).
 fn syn_port(packet: &[u8]) -> Option<u16> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
-    if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
-        return None;
-    }
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let payload = match packet.first()? >> 4 {
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            ip.payload()
+        }
+        _ => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+                return None;
+            }
+            ip.payload()
+        }
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
     (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
 }
 
@@ -127,10 +140,45 @@ pub(crate) fn segment(
     buf
 }
 
+/// `segment`'s TCP segment in an IPv6 packet from fd77::1 to fd77::2.
+#[cfg(test)]
+fn segment6(dst_port: u16) -> alloc::vec::Vec<u8> {
+    use smoltcp::wire::{IpAddress, Ipv6Address, Ipv6Repr};
+    let v4 = segment(dst_port, smoltcp::wire::TcpControl::Syn, false);
+    let tcp = &v4[20..];
+    let src = Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+    let dst = Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.len(),
+        hop_limit: 64,
+    };
+    let mut buf = alloc::vec![0u8; ip.buffer_len() + tcp.len()];
+    let mut packet = Ipv6Packet::new_unchecked(&mut buf[..]);
+    ip.emit(&mut packet);
+    packet.payload_mut().copy_from_slice(tcp);
+    let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+    segment.fill_checksum(&IpAddress::Ipv6(src), &IpAddress::Ipv6(dst));
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use smoltcp::wire::TcpControl;
+
+    #[test]
+    fn ipv6_syns_are_gated_too() {
+        let mut gate = SynGate::new();
+        gate.set(80, 1);
+        let syn = segment6(80);
+        assert!(gate.admit(&syn));
+        assert!(!gate.admit(&syn));
+        assert!(gate.admit(&segment6(81)));
+        assert_eq!(gate.deferred, 1);
+    }
 
     #[test]
     fn syns_pass_while_listeners_are_free_then_are_deferred() {
