@@ -19,7 +19,7 @@ pub mod stats;
 pub mod wire;
 
 pub use capture::{Capture, NoCapture};
-pub use config::{ArpTimers, IpoibConfig};
+pub use config::{ArpTimers, IpoibConfig, UNCONFIGURED};
 pub use device::{
     DatagramSource, IpoibDevice, IpoibError, LinkState, RxToken, TxToken, ARP_RESERVE, MAX_SLOTS,
     PENDING,

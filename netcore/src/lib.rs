@@ -28,6 +28,7 @@ extern crate std;
 pub mod busy_poll;
 pub mod clients;
 pub mod config;
+pub mod dhcp;
 pub mod http;
 pub mod pattern;
 pub mod services;
