@@ -286,6 +286,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.config.address.address()
     }
 
+    /// This interface's address and subnet.
+    pub fn ipv4_cidr(&self) -> Ipv4Cidr {
+        self.tx.config.address
+    }
+
     /// Gives the interface a new address and gateway (a DHCP lease), or
     /// takes its address away ([`IpoibConfig::unconfigured`]'s, when a lease
     /// expires). A new address is announced with a gratuitous ARP if the

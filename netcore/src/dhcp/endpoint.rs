@@ -16,7 +16,7 @@ use smoltcp::wire::{
     IpAddress, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
-use ipoib::{DatagramSource, IpoibConfig, IpoibDevice, IpoibError};
+use ipoib::{Capture, DatagramSource, IpoibConfig, IpoibDevice, IpoibError, NoCapture};
 use verbs_shim::Hca;
 
 use super::server::{answer, Answer, SeatLease, Silence};
@@ -46,8 +46,8 @@ pub struct ServerStats {
 }
 
 /// The server's interface on the fabric.
-pub struct ServerPort<H: Hca> {
-    pub device: IpoibDevice<H>,
+pub struct ServerPort<H: Hca, C: Capture = NoCapture> {
+    pub device: IpoibDevice<H, C>,
     address: Ipv4Cidr,
     stats: ServerStats,
 }
@@ -61,11 +61,20 @@ struct Request {
 impl<H: Hca> ServerPort<H> {
     /// Brings up IPoIB on `hca` at `address` (the server identifier).
     pub fn new(hca: H, address: Ipv4Cidr) -> Result<ServerPort<H>, IpoibError> {
-        Ok(ServerPort {
-            device: IpoibDevice::new(hca, IpoibConfig::new(address))?,
+        let device = IpoibDevice::new(hca, IpoibConfig::new(address))?;
+        Ok(ServerPort::with_device(device))
+    }
+}
+
+impl<H: Hca, C: Capture> ServerPort<H, C> {
+    /// The server on a device already up; its address is the device's.
+    pub fn with_device(device: IpoibDevice<H, C>) -> ServerPort<H, C> {
+        let address = device.ipv4_cidr();
+        ServerPort {
+            device,
             address,
             stats: ServerStats::default(),
-        })
+        }
     }
 
     pub fn stats(&self) -> ServerStats {
