@@ -4,7 +4,9 @@
 //! [`SourceFilter`] is the [`TxFilter`] the seat installs in its back half:
 //! it drops (and the back half counts, `tx_filtered`) every frame the guest
 //! sends that is
-//! - IPv4 with a source address other than the seat's `ip=`,
+//! - IPv4 with a source address other than the seat's `ip=` (save a DHCP
+//!   client's broadcast from 0.0.0.0, UDP port 68 to 67: a guest with
+//!   `ip=dhcp` asking for its address; see [`is_dhcp_client`]),
 //! - ARP whose sender protocol address is not the seat's `ip=`, or whose
 //!   sender hardware address is not the guest's own QPN and GID,
 //! - IPv4 or ARP too short or malformed to tell.
@@ -75,7 +77,7 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .ok_or(Spoof::Malformed(EtherType::Ipv4))?;
             let source = Ipv4Addr::from(source);
-            if source != own_ip {
+            if source != own_ip && !(source.is_unspecified() && is_dhcp_client(payload)) {
                 return Err(Spoof::Ipv4Source(source));
             }
         }
@@ -94,6 +96,25 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
         _ => {}
     }
     Ok(())
+}
+
+/// True if `ip` (an IPv4 packet's first bytes) is what a DHCP client
+/// without an address sends: a header without options, not a fragment, UDP
+/// from port 68 to port 67 of 255.255.255.255. Only the DHCP server (and
+/// other servers on port 67) listen to it; every other receiver drops it.
+/// The back half sends the checked copy of these bytes, so the guest cannot
+/// change them after the check.
+pub fn is_dhcp_client(ip: &[u8]) -> bool {
+    let Some(h) = ip.get(..IPV4_MIN_HEADER + 4) else {
+        return false;
+    };
+    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+    h[0] == 0x45
+        && !fragment
+        && h[9] == 17
+        && h[16..20] == [255, 255, 255, 255]
+        && h[20..22] == 68u16.to_be_bytes()
+        && h[22..24] == 67u16.to_be_bytes()
 }
 
 /// The [`TxFilter`] of one seat with `ip=`.
