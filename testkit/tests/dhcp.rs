@@ -174,8 +174,13 @@ fn bound(w: &World, i: usize) -> bool {
 fn a_dhcp_guest_gets_its_seat_address_then_pings() -> Result<(), BoxError> {
     let mut w = world(FaultConfig::NONE, SharedCapture::none())?;
     assert!(!w.stacks[0].stack.has_address());
+    // Without an address the link came up silently: no announcement of
+    // 0.0.0.0.
+    assert_eq!(w.stacks[0].stack.device.stats().arp.gratuitous_sent, 0);
     w.run_until(Duration::from_secs(2), |w| bound(w, 0))?;
     let s = &w.stacks[0].stack;
+    // The leased address is announced once.
+    assert_eq!(s.device.stats().arp.gratuitous_sent, 1);
     assert_eq!(s.config().ip, cidr(2));
     assert_eq!(s.config().gateway, Some(ROUTER));
     assert_eq!(s.device.ipv4_cidr(), cidr(2));
@@ -343,5 +348,60 @@ fn tshark_decodes_dhcp_with_hardware_type_32() -> Result<(), BoxError> {
         assert_eq!(&f[5..8], &["3", "32", hw.as_str()], "client id: {text}");
     }
     assert_eq!(lines[3][4], "10.77.0.2", "{text}");
+    Ok(())
+}
+
+/// Garbage to port 67 is dropped and counted by the server, which goes on
+/// serving.
+#[test]
+fn malformed_dhcp_is_dropped_and_counted() -> Result<(), BoxError> {
+    use smoltcp::socket::udp;
+    use smoltcp::wire::IpEndpoint;
+    let mut w = world(FaultConfig::NONE, SharedCapture::none())?;
+    let buffer =
+        || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0u8; 8 * 2048]);
+    let mut socket = udp::Socket::new(buffer(), buffer());
+    socket.bind(68)?;
+    let handle = w.stacks[1].stack.sockets.add(socket);
+    let mut good = vec![0u8; 240];
+    good[0] = 1;
+    good[1] = 32;
+    good[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    let bad_magic = {
+        let mut b = good.clone();
+        b[236] = 0;
+        b
+    };
+    let cut_option = {
+        let mut b = good.clone();
+        b.extend_from_slice(&[53, 1, 1, 61, 40, 0xff]);
+        b
+    };
+    let no_type = {
+        let mut b = good.clone();
+        b.push(255);
+        b
+    };
+    let junk: Vec<u8> = (0..600u32).map(|i| (i * 7 + 3) as u8).collect();
+    let payloads = [
+        vec![],
+        good[..239].to_vec(),
+        bad_magic,
+        cut_option,
+        no_type,
+        junk,
+    ];
+    let to = IpEndpoint::new(smoltcp::wire::IpAddress::Ipv4(SERVER), 67);
+    for p in &payloads {
+        w.stacks[1]
+            .stack
+            .sockets
+            .get_mut::<udp::Socket>(handle)
+            .send_slice(p, to)?;
+    }
+    w.run_until(Duration::from_secs(5), |w| {
+        w.server.stats().malformed == payloads.len() as u64 && bound(w, 0)
+    })?;
+    assert_eq!(w.server.stats().acks, 1);
     Ok(())
 }

@@ -238,6 +238,34 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client asks, the only address ever offered or acked
+        /// is its seat's, and a reply goes to it or to broadcast.
+        #[test]
+        fn only_the_seat_address_is_ever_given(
+            t in 0u8..=9,
+            ciaddr in proptest::prelude::any::<[u8; 4]>(),
+            requested in proptest::option::of(proptest::prelude::any::<[u8; 4]>()),
+            server_id in proptest::option::of(proptest::prelude::any::<[u8; 4]>()),
+            htype in proptest::prelude::any::<u8>(),
+            broadcast in proptest::prelude::any::<bool>(),
+        ) {
+            let mut r = request(MessageType::from(t));
+            r.ciaddr = Ipv4Address::from(ciaddr);
+            r.requested_ip = requested.map(Ipv4Address::from);
+            r.server_id = server_id.map(Ipv4Address::from);
+            r.htype = htype;
+            r.broadcast = broadcast;
+            if let Answer::Reply { repr, dst } = answer(&r, &lease(), SERVER) {
+                let seat = lease().address.address();
+                proptest::prop_assert!(repr.yiaddr == seat || repr.yiaddr.is_unspecified());
+                proptest::prop_assert!(repr.message_type != MessageType::Ack || repr.yiaddr == seat);
+                proptest::prop_assert!(dst == Ipv4Address::BROADCAST || dst == seat);
+                proptest::prop_assert_eq!(repr.htype, 32);
+            }
+        }
+    }
+
     #[test]
     fn masks() {
         assert_eq!(mask_of(24), Ipv4Address::new(255, 255, 255, 0));
