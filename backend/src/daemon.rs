@@ -51,6 +51,9 @@ pub fn run_worker(config: Config, supervisor: UnixStream) -> Result<(), WorkerEr
     let directory = SeatDirectory::for_guests(&config.guests);
     let (fabric, control, gateway) = start(&config, &directory).map_err(WorkerError::Startup)?;
     let dhcp = start_dhcp(&config, &fabric, &directory).map_err(WorkerError::Startup)?;
+    if let Some(d) = &dhcp {
+        control.set_dhcp(d.stats());
+    }
     serve(
         config, supervisor, fabric, control, gateway, directory, dhcp,
     )

@@ -13,11 +13,11 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ivshmem::EventFd;
-use netcore::dhcp::{SeatLease, ServerPort};
+use netcore::dhcp::{SeatLease, ServerPort, ServerStats};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use verbs_shim::PKey;
@@ -28,6 +28,9 @@ use crate::provider::{Fabric, Port, ProviderError};
 
 pub type DhcpError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The server's counters, readable by the control socket.
+pub type SharedDhcpStats = Arc<Mutex<ServerStats>>;
+
 /// The server and what it serves.
 pub struct DhcpServer {
     port: Box<ServerPort<Port>>,
@@ -36,6 +39,7 @@ pub struct DhcpServer {
     /// Each seat address's lease.
     leases: HashMap<Ipv4Addr, SeatLease>,
     origin: std::time::Instant,
+    stats: SharedDhcpStats,
 }
 
 fn v4(a: Ipv4Addr) -> Ipv4Address {
@@ -93,7 +97,12 @@ impl DhcpServer {
             directory,
             leases,
             origin: std::time::Instant::now(),
+            stats: Arc::default(),
         })
+    }
+
+    pub fn stats(&self) -> SharedDhcpStats {
+        self.stats.clone()
     }
 
     fn now(&self) -> smoltcp::time::Instant {
@@ -119,6 +128,7 @@ impl DhcpServer {
                 }
             };
             if busy {
+                *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.port.stats();
                 continue;
             }
             match self.port.device.arm() {

@@ -59,6 +59,16 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
     let line = be.guard.wait_for("no offer", Duration::from_secs(10))?;
     assert!(line.contains("no seat with ip= at that port"), "{line}");
 
+    // The server's counters (published after each busy pass): two seats
+    // leased, one port refused.
+    let dhcp_line = |be: &Backend| -> String {
+        let stats = be.stats().unwrap_or_default();
+        let line = stats.lines().find(|l| l.starts_with("dhcp "));
+        line.unwrap_or("").to_owned()
+    };
+    be.wait_until("the dhcp counters", Duration::from_secs(5), |be| {
+        dhcp_line(be).contains(" acks=2 naks=0 no_lease=1 malformed=0")
+    })?;
     // Port security let the DHCP broadcasts from 0.0.0.0 through and
     // nothing else was filtered.
     assert_eq!(be.counter("g1", "tx_filtered")?, 0);
