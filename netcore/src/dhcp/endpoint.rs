@@ -190,11 +190,17 @@ impl<H: Hca, C: Capture> ServerPort<H, C> {
     /// Wraps `repr` in UDP and IPv4 from the server to `dst` and queues it.
     fn send(&mut self, now: Instant, repr: &DhcpRepr, dst: Ipv4Address) -> bool {
         let src_addr = self.address();
+        let dhcp_len = repr.buffer_len();
+        let udp_len = UDP_HEADER + dhcp_len;
+        // A reply (about 330 bytes of IPv4) does not fit an IB MTU of 256
+        // (IPoIB MTU 252): it is not sent but counted, since a token once
+        // taken sends whatever its buffer holds.
+        if IPV4_HEADER + udp_len > self.device.mtu() {
+            return false;
+        }
         let Some(tx) = self.device.transmit(now) else {
             return false;
         };
-        let dhcp_len = repr.buffer_len();
-        let udp_len = UDP_HEADER + dhcp_len;
         let ip = Ipv4Repr {
             src_addr,
             dst_addr: dst,
