@@ -19,6 +19,7 @@ use smoltcp::wire::{
 use ipoib::{Capture, DatagramSource, IpoibConfig, IpoibDevice, IpoibError, NoCapture};
 use verbs_shim::Hca;
 
+use super::log_limit::{held_text, LogLimit};
 use super::server::{answer, Answer, SeatLease, Silence};
 use super::wire::{DhcpRepr, MessageType, CLIENT_PORT, MAX_MESSAGE_LEN, SERVER_PORT};
 
@@ -50,6 +51,8 @@ pub struct ServerPort<H: Hca, C: Capture = NoCapture> {
     pub device: IpoibDevice<H, C>,
     address: Ipv4Cidr,
     stats: ServerStats,
+    /// One log line a second per seat (and for all strangers together).
+    logs: LogLimit,
 }
 
 /// A DHCP message to port 67, and where it came from.
@@ -74,6 +77,7 @@ impl<H: Hca, C: Capture> ServerPort<H, C> {
             device,
             address,
             stats: ServerStats::default(),
+            logs: LogLimit::default(),
         }
     }
 
@@ -127,20 +131,27 @@ impl<H: Hca, C: Capture> ServerPort<H, C> {
         let kind = request.repr.message_type;
         let Some(lease) = lease_for(src) else {
             self.stats.no_lease += 1;
-            log::warn!(
-                "dhcp: {kind:?} from qpn {:#x}{}: no seat with ip= at that port; no offer",
-                src.qpn.get(),
-                gid_text(src)
-            );
+            if let Some(held) = self.logs.admit("", now) {
+                log::warn!(
+                    "dhcp: {kind:?} from qpn {:#x}{}: no seat with ip= at that port; no offer{}",
+                    src.qpn.get(),
+                    gid_text(src),
+                    held_text(held)
+                );
+            }
             return;
         };
         let (repr, dst) = match answer(&request.repr, &lease, self.address()) {
             Answer::Reply { repr, dst } => (repr, dst),
             Answer::Silent(why) => {
                 self.stats.silent += 1;
+                let Some(held) = self.logs.admit(&lease.name, now) else {
+                    return;
+                };
+                let held = held_text(held);
                 match why {
                     Silence::Released | Silence::Declined => log::info!(
-                        "dhcp: seat {} {} {}",
+                        "dhcp: seat {} {} {}{held}",
                         lease.name,
                         if why == Silence::Released {
                             "released"
@@ -149,7 +160,7 @@ impl<H: Hca, C: Capture> ServerPort<H, C> {
                         },
                         lease.address.address()
                     ),
-                    other => log::debug!("dhcp: seat {}: no answer ({other:?})", lease.name),
+                    other => log::debug!("dhcp: seat {}: no answer ({other:?}){held}", lease.name),
                 }
                 return;
             }
@@ -160,30 +171,34 @@ impl<H: Hca, C: Capture> ServerPort<H, C> {
         }
         match repr.message_type {
             MessageType::Offer => self.stats.offers += 1,
-            MessageType::Ack => {
-                self.stats.acks += 1;
-                log::info!(
-                    "dhcp: lease {} to seat {} (qpn {:#x}), router {}, {} s",
-                    lease.address,
-                    lease.name,
-                    src.qpn.get(),
-                    lease.router.map_or_else(
-                        || alloc::string::String::from("none"),
-                        |r| alloc::format!("{r}")
-                    ),
-                    lease.lease_secs
-                );
-            }
-            MessageType::Nak => {
-                self.stats.naks += 1;
-                log::warn!(
-                    "dhcp: NAK to seat {}: it asked for {}, its address is {}",
-                    lease.name,
-                    request.repr.requested_ip.unwrap_or(request.repr.ciaddr),
-                    lease.address.address()
-                );
-            }
+            MessageType::Ack => self.stats.acks += 1,
+            MessageType::Nak => self.stats.naks += 1,
             _ => {}
+        }
+        let logged = matches!(repr.message_type, MessageType::Ack | MessageType::Nak);
+        let Some(held) = logged.then(|| self.logs.admit(&lease.name, now)).flatten() else {
+            return;
+        };
+        let held = held_text(held);
+        if repr.message_type == MessageType::Ack {
+            log::info!(
+                "dhcp: lease {} to seat {} (qpn {:#x}), router {}, {} s{held}",
+                lease.address,
+                lease.name,
+                src.qpn.get(),
+                lease.router.map_or_else(
+                    || alloc::string::String::from("none"),
+                    |r| alloc::format!("{r}")
+                ),
+                lease.lease_secs
+            );
+        } else {
+            log::warn!(
+                "dhcp: NAK to seat {}: it asked for {}, its address is {}{held}",
+                lease.name,
+                request.repr.requested_ip.unwrap_or(request.repr.ciaddr),
+                lease.address.address()
+            );
         }
     }
 

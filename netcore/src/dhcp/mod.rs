@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod endpoint;
+mod log_limit;
 pub mod server;
 pub mod socket;
 pub mod wire;

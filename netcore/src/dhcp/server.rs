@@ -97,7 +97,9 @@ pub fn answer(request: &DhcpRepr, lease: &SeatLease, server: Ipv4Address) -> Ans
     // RFC 2131 §4.1: a client with an address (renewing) is answered
     // there; everything else is broadcast, since over IPoIB `chaddr` is
     // empty and the BROADCAST flag is set (RFC 4390 §2.2). A NAK always is.
-    let dst = if t != MessageType::Nak && !request.ciaddr.is_unspecified() {
+    // Only the seat's own address counts as the client's: a reply is never
+    // aimed at another host because a guest wrote its address in ciaddr.
+    let dst = if t != MessageType::Nak && request.ciaddr == address {
         request.ciaddr
     } else {
         Ipv4Address::BROADCAST
