@@ -7,6 +7,8 @@
 //! - IPv4 with a source address other than the seat's `ip=` (save a DHCP
 //!   client's broadcast from 0.0.0.0, UDP port 68 to 67: a guest with
 //!   `ip=dhcp` asking for its address; see [`is_dhcp_client`]),
+//! - UDP from port 67 (a DHCP server's message: the back end is the
+//!   guests' DHCP server, and a guest must not answer another's DISCOVER),
 //! - ARP whose sender protocol address is not the seat's `ip=`, or whose
 //!   sender hardware address is not the guest's own QPN and GID,
 //! - IPv4 or ARP too short or malformed to tell.
@@ -45,6 +47,10 @@ pub enum Spoof {
     Ipv4Source(Ipv4Addr),
     ArpSenderIp(Ipv4Addr),
     ArpSenderHw(HwAddr),
+    /// UDP from port 67: a DHCP server's message. Guests are DHCP clients;
+    /// the back end is their server, and a guest answering another's
+    /// DISCOVER could hand it any address.
+    DhcpServer,
     /// An IPv4 or ARP frame too short or malformed to check.
     Malformed(EtherType),
 }
@@ -55,6 +61,7 @@ impl std::fmt::Display for Spoof {
             Spoof::Ipv4Source(a) => write!(f, "IPv4 from source address {a}"),
             Spoof::ArpSenderIp(a) => write!(f, "ARP with sender address {a}"),
             Spoof::ArpSenderHw(hw) => write!(f, "ARP with sender hardware address {hw}"),
+            Spoof::DhcpServer => f.write_str("a DHCP server's message (UDP from port 67)"),
             Spoof::Malformed(t) => write!(f, "malformed {t:?} frame"),
         }
     }
@@ -80,6 +87,9 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
             if source != own_ip && !(source.is_unspecified() && is_dhcp_client(payload)) {
                 return Err(Spoof::Ipv4Source(source));
             }
+            if udp_source_port(payload)? == Some(DHCP_SERVER_PORT) {
+                return Err(Spoof::DhcpServer);
+            }
         }
         EtherType::Arp => {
             let arp = ArpPacket::new_checked(payload)
@@ -96,6 +106,28 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
         _ => {}
     }
     Ok(())
+}
+
+const DHCP_SERVER_PORT: u16 = 67;
+
+/// The UDP source port of `ip` (an IPv4 packet's first bytes): `None` if it
+/// is not UDP or not the first fragment; an error if it is but the port is
+/// not within the bytes checked (IPv4 options pushing it past them: the
+/// guests send none).
+fn udp_source_port(ip: &[u8]) -> Result<Option<u16>, Spoof> {
+    let (Some(&ver_ihl), Some(&protocol), Some(frag)) = (ip.first(), ip.get(9), ip.get(6..8))
+    else {
+        return Err(Spoof::Malformed(EtherType::Ipv4));
+    };
+    let first_fragment = u16::from_be_bytes([frag[0], frag[1]]) & 0x1fff == 0;
+    if protocol != 17 || !first_fragment {
+        return Ok(None);
+    }
+    let start = usize::from(ver_ihl & 0x0f) * 4;
+    ip.get(start..start + 2)
+        .filter(|_| start >= IPV4_MIN_HEADER)
+        .map(|p| Some(u16::from_be_bytes([p[0], p[1]])))
+        .ok_or(Spoof::Malformed(EtherType::Ipv4))
 }
 
 /// True if `ip` (an IPv4 packet's first bytes) is what a DHCP client

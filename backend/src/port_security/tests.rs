@@ -233,3 +233,27 @@ fn seat_at_finds_the_seat_of_a_port_and_no_other() {
     d.unregister(OWN_IP, own_port());
     assert_eq!(d.seat_at(&from(own_port(), true)), None);
 }
+
+#[test]
+fn a_guest_may_not_act_as_a_dhcp_server() {
+    let port = own_port();
+    let mut offer = udp_from_nowhere([255; 4], 67, 68);
+    offer[4 + 12..4 + 16].copy_from_slice(&OWN_IP.octets());
+    assert_eq!(check(OWN_IP, &port, &offer), Err(Spoof::DhcpServer));
+    // Other UDP from its own address passes, as does a later fragment
+    // (it has no ports), and ICMP.
+    let mut echo = offer.clone();
+    echo[24..26].copy_from_slice(&7u16.to_be_bytes());
+    assert_eq!(check(OWN_IP, &port, &echo), Ok(()));
+    let mut later = offer.clone();
+    later[4 + 7] = 0x10;
+    assert_eq!(check(OWN_IP, &port, &later), Ok(()));
+    assert_eq!(check(OWN_IP, &port, &ipv4_frame(OWN_IP)), Ok(()));
+    // IPv4 options that push the ports past the checked bytes: dropped.
+    let mut options = offer.clone();
+    options[4] = 0x4f;
+    assert_eq!(
+        check(OWN_IP, &port, &options[..FILTER_HEAD_LEN]),
+        Err(Spoof::Malformed(ipoib::wire::EtherType::Ipv4))
+    );
+}
