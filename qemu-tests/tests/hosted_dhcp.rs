@@ -21,7 +21,7 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
     let mut be = Backend::start(
         &dir,
         &seats,
-        &["--dhcp", "10.77.0.254/24,lease=600", "--pcap", &pcap_arg],
+        &["--dhcp", "10.77.0.254/24,lease=10", "--pcap", &pcap_arg],
     )?;
     be.guard
         .wait_for("dhcp: serving 2 seat(s)", Duration::from_secs(10))?;
@@ -31,7 +31,7 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
     // The stack's log line, then the hosted guest's own.
     let line = g1.wait_for("dhcp: lease 10.77.0.2/24 from", Duration::from_secs(20))?;
     assert!(
-        line.contains("from 10.77.0.254, no gw, lease 600 s"),
+        line.contains("from 10.77.0.254, no gw, lease 10 s"),
         "{line}"
     );
     g1.wait_for("dhcp: lease 10.77.0.2/24 gw none", Duration::from_secs(5))?;
@@ -39,7 +39,7 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
         "dhcp: lease 10.77.0.2/24 to seat g1",
         Duration::from_secs(10),
     )?;
-    assert!(line.contains("600 s"), "{line}");
+    assert!(line.contains("10 s"), "{line}");
 
     // g2, also ip=dhcp, leases 10.77.0.3 and pings g1 at its leased address.
     let out = Hosted::run(
@@ -74,6 +74,13 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
     assert_eq!(be.counter("g1", "tx_filtered")?, 0);
     assert_eq!(be.counter("total", "violations")?, 0);
 
+    // At T1 (5 s into the 10 s lease) g1 renews by unicast to the server,
+    // through port security, and keeps its address.
+    be.wait_until("g1's renewal", Duration::from_secs(15), |be| {
+        dhcp_line(be).contains(" acks=3 ")
+    })?;
+    assert!(!g1.output().contains("removed"), "{}", g1.tail(10));
+    assert_eq!(be.counter("g1", "tx_filtered")?, 0);
     be.guard.signal(15)?;
     be.guard.wait_exit(Duration::from_secs(10))?;
     let out = Command::new("tshark")
