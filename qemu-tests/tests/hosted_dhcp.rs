@@ -95,7 +95,14 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
             "-e",
             "dhcp.ip.your",
         ])
-        .args(["-e", "dhcp.client_id.duid_ll_hw_type"])
+        .args([
+            "-e",
+            "dhcp.client_id.duid_ll_hw_type",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+        ])
         .output()
         .map_err(|e| HarnessError(format!("tshark: {e} (make deps installs it)")))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -117,5 +124,13 @@ fn hosted_guests_lease_their_seat_addresses() -> Result<()> {
         );
     }
     assert!(rows.iter().all(|r| r[1] == "0" && r[3] == "32"), "{text}");
+    // The renewal: a REQUEST from g1's address to the server, and the ACK
+    // back to it, both unicast.
+    let unicast = |kind: &str, src: &str, dst: &str| {
+        rows.iter()
+            .any(|r| r[0] == kind && r[4] == src && r[5] == dst)
+    };
+    assert!(unicast("3", "10.77.0.2", "10.77.0.254"), "{text}");
+    assert!(unicast("5", "10.77.0.254", "10.77.0.2"), "{text}");
     Ok(())
 }
