@@ -59,7 +59,7 @@ fn discover_is_rfc4390_from_nothing_to_broadcast() {
     assert_eq!(d.dst, Ipv4Address::BROADCAST);
     assert_eq!(d.repr.message_type, MessageType::Discover);
     assert_eq!((d.repr.htype, d.repr.hlen), (32, 0));
-    assert!(d.repr.broadcast && d.repr.chaddr_zero);
+    assert!(d.repr.broadcast && d.repr.chaddr_is_zero());
     assert_eq!(d.repr.client_id, Some(id()));
 }
 

@@ -153,7 +153,7 @@ mod tests {
             (offer.op, offer.htype, offer.hlen, offer.xid),
             (Op::Reply, 32, 0, 99)
         );
-        assert!(offer.broadcast && offer.chaddr_zero);
+        assert!(offer.broadcast && offer.chaddr_is_zero());
         assert_eq!(offer.yiaddr, Ipv4Address::new(10, 77, 0, 2));
         assert_eq!(offer.subnet_mask, Some(Ipv4Address::new(255, 255, 255, 0)));
         assert_eq!(offer.server_id, Some(SERVER));

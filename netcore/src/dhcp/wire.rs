@@ -188,8 +188,8 @@ pub struct DhcpRepr {
     pub yiaddr: Ipv4Address,
     pub siaddr: Ipv4Address,
     pub giaddr: Ipv4Address,
-    /// `chaddr` is all zeros (RFC 4390 requires it over IPoIB).
-    pub chaddr_zero: bool,
+    /// `chaddr`: all zeros over IPoIB (RFC 4390); kept as received.
+    pub chaddr: [u8; 16],
     pub message_type: MessageType,
     pub client_id: Option<ClientId>,
     pub server_id: Option<Ipv4Address>,
@@ -232,6 +232,11 @@ fn be32(b: &[u8]) -> u32 {
 }
 
 impl DhcpRepr {
+    /// True if `chaddr` is all zeros, as RFC 4390 has it over IPoIB.
+    pub fn chaddr_is_zero(&self) -> bool {
+        self.chaddr.iter().all(|&x| x == 0)
+    }
+
     /// A message of `message_type` from a client over IPoIB: `op` 1, `htype`
     /// 32, `hlen` 0, zero `chaddr`, the BROADCAST flag, no options but the
     /// type and the parameter request list.
@@ -248,7 +253,7 @@ impl DhcpRepr {
             yiaddr: Ipv4Address::UNSPECIFIED,
             siaddr: Ipv4Address::UNSPECIFIED,
             giaddr: Ipv4Address::UNSPECIFIED,
-            chaddr_zero: true,
+            chaddr: [0; 16],
             message_type,
             client_id: None,
             server_id: None,
@@ -290,7 +295,11 @@ impl DhcpRepr {
             yiaddr: addr(b, field::YIADDR),
             siaddr: addr(b, field::SIADDR),
             giaddr: addr(b, field::GIADDR),
-            chaddr_zero: b[field::CHADDR].iter().all(|&x| x == 0),
+            chaddr: {
+                let mut c = [0u8; 16];
+                c.copy_from_slice(&b[field::CHADDR]);
+                c
+            },
             message_type: MessageType::Unknown(0),
             client_id: None,
             server_id: None,
@@ -399,6 +408,7 @@ impl DhcpRepr {
         b[field::YIADDR].copy_from_slice(&self.yiaddr.octets());
         b[field::SIADDR].copy_from_slice(&self.siaddr.octets());
         b[field::GIADDR].copy_from_slice(&self.giaddr.octets());
+        b[field::CHADDR].copy_from_slice(&self.chaddr);
         b[field::MAGIC].copy_from_slice(&MAGIC);
         let mut w = Writer {
             buf: &mut b[HEADER_LEN..],
