@@ -619,7 +619,7 @@ mod tests {
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));
         assert_eq!(
             e.to_string(),
-            "missing required option ip= (example: ip=10.77.0.2/24)"
+            "missing required option ip= (example: ip=10.77.0.2/24, or ip=dhcp)"
         );
         let e = BootConfig::parse("ip=10.0.0.300/24").unwrap_err();
         assert!(e.to_string().starts_with("ip=10.0.0.300/24: "), "{e}");
