@@ -5,6 +5,7 @@
 //! - [`front`]: the guest side; speaks the shared-memory channel.
 //! - [`back`]: serves one channel over any [`Verbs`] provider, validating
 //!   everything the guest writes.
+//! - [`rc`]: connected mode, RC queue pairs beside the UD QP ([`rc::RcVerbs`]).
 //! - `sim` (feature `sim`): a software fabric.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
@@ -16,6 +17,7 @@ mod hca;
 mod mem;
 pub mod notify;
 mod peer_fault;
+pub mod rc;
 mod slot;
 pub mod types;
 

@@ -8,8 +8,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use ring::Window;
 
+use super::rc::PortRc;
 use super::stats::PortStats;
 use crate::hca::{Completion, DestHandle, PathError};
+use crate::rc::RcCompletion;
 use crate::slot::{RxSlot, SlotLayout};
 use crate::types::{Gid, PortAttr};
 
@@ -48,6 +50,8 @@ pub(super) struct Entry {
     handles: Vec<Option<Target>>,
     /// Groups this port is attached to.
     pub groups: BTreeSet<Gid>,
+    /// Connected mode, once the port's owner turned it on.
+    pub rc: Option<PortRc>,
 }
 
 impl Entry {
@@ -69,6 +73,7 @@ impl Entry {
             stats: PortStats::default(),
             handles: Vec::new(),
             groups: BTreeSet::new(),
+            rc: None,
         }
     }
 
@@ -83,6 +88,22 @@ impl Entry {
     pub(super) fn complete(&mut self, completion: Completion, fire: &mut Vec<Notifier>) {
         self.cq.push_back(completion);
         self.cq_ready.store(true, Ordering::Release);
+        if core::mem::take(&mut self.armed) {
+            if let Some(notifier) = &self.notifier {
+                fire.push(Arc::clone(notifier));
+            }
+        }
+    }
+
+    /// Queues an RC completion (dropped if the port has no RC, which
+    /// cannot happen: only RC ports are party to connections), with the
+    /// same arming rule as [`Entry::complete`]: one notifier for both
+    /// queues.
+    pub(super) fn complete_rc(&mut self, completion: RcCompletion, fire: &mut Vec<Notifier>) {
+        let Some(rc) = self.rc.as_mut() else {
+            return;
+        };
+        rc.cq.push_back(completion);
         if core::mem::take(&mut self.armed) {
             if let Some(notifier) = &self.notifier {
                 fire.push(Arc::clone(notifier));

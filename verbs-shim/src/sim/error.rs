@@ -21,6 +21,9 @@ pub enum SimError {
     RegionTooSmall { needed: usize, actual: usize },
     /// The fabric ran out of port numbers (QPNs).
     TooManyPorts,
+    /// Connected mode was refused: already on, the port is closed, or the
+    /// big slots are smaller than the smallest RC message.
+    RcRefused(&'static str),
 }
 
 impl fmt::Display for SimError {
@@ -40,6 +43,7 @@ impl fmt::Display for SimError {
                 )
             }
             SimError::TooManyPorts => f.write_str("no port numbers left on the fabric"),
+            SimError::RcRefused(why) => write!(f, "connected mode refused: {why}"),
         }
     }
 }

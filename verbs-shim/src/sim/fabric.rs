@@ -12,6 +12,7 @@ use super::error::SimError;
 use super::fault::{FaultConfig, Faults};
 use super::port::SimPort;
 use super::qpn::QpnPool;
+use super::rc::RcFabric;
 use super::stats::{FabricStats, PortStats};
 use super::wire::Held;
 use crate::slot::{RxSlots, TxSlots};
@@ -61,6 +62,8 @@ pub(super) struct Inner {
     departed: PortStats,
     /// Destinations whose path resolution is slow (fault injection).
     pub slow_paths: BTreeMap<Gid, Duration>,
+    /// RC connections between ports.
+    pub rc: RcFabric,
 }
 
 impl SimFabric {
@@ -86,6 +89,7 @@ impl SimFabric {
                     qpns: QpnPool::new(QPN_BASE + 1, count),
                     departed: PortStats::default(),
                     slow_paths: BTreeMap::new(),
+                    rc: RcFabric::default(),
                 }),
             }),
         }
@@ -215,6 +219,21 @@ impl SimFabric {
         self.inner.held.load(Ordering::Acquire)
     }
 
+    /// Fault injection: the link of the port with `gid` fails under every
+    /// RC connection it has; both ends of each get `Broken` (`LinkDown`).
+    /// The port stays attached. Returns how many connections broke.
+    pub fn break_rc(&self, gid: Gid) -> usize {
+        self.with(|inner, fire| match inner.by_gid.get(&gid).copied() {
+            Some(id) => inner.rc_break_port(id, crate::rc::BreakReason::LinkDown, fire),
+            None => 0,
+        })
+    }
+
+    /// RC connections on the fabric now.
+    pub fn rc_connections(&self) -> usize {
+        self.lock().rc.conns.len()
+    }
+
     /// Whether a port with this GID is attached.
     pub fn has_port(&self, gid: Gid) -> bool {
         self.lock().by_gid.contains_key(&gid)
@@ -248,9 +267,12 @@ impl SimFabric {
 }
 
 impl Inner {
-    /// Unplugs a port: it leaves its groups, packets held for it are
-    /// dropped, and its counters go into the fabric totals.
-    pub(super) fn unplug(&mut self, id: PortId) -> Option<Entry> {
+    /// Unplugs a port: its RC connections break (the peers hear
+    /// `PeerGone`, and what the port queued comes back on its own RC
+    /// queue), it leaves its groups, packets held for it are dropped, and
+    /// its counters go into the fabric totals.
+    pub(super) fn unplug(&mut self, id: PortId, fire: &mut Vec<Notifier>) -> Option<Entry> {
+        self.rc_break_port(id, crate::rc::BreakReason::PeerGone, fire);
         let entry = self.ports.remove(&id)?;
         self.by_gid.remove(&entry.attr.gid);
         self.qpns.free(entry.attr.qpn);

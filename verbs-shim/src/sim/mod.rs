@@ -20,7 +20,9 @@
 //! - CQ arming with a notifier that fires once per arm;
 //! - seeded fault injection ([`FaultConfig`]): loss, corruption (an ICRC
 //!   failure at the receiver), duplication and reordering;
-//! - counters per port ([`PortStats`]) and for the fabric ([`FabricStats`]).
+//! - counters per port ([`PortStats`]) and for the fabric ([`FabricStats`]);
+//! - RC connections (connected mode, [`crate::rc::RcVerbs`]), once a port
+//!   turns it on with [`SimPort::enable_rc`]: see the `rc` module.
 //!
 //! Delivery is synchronous, inside `post_send`; see the `wire` module for
 //! when packets held back by the reorder fault are released.
@@ -34,6 +36,7 @@ mod grh;
 mod mcast;
 mod port;
 mod qpn;
+mod rc;
 mod stats;
 mod wire;
 
@@ -45,4 +48,5 @@ pub use fault::FaultConfig;
 pub use grh::{GrhError, GrhRepr, HOP_LIMIT, NEXT_HEADER_BTH};
 pub use mcast::mgid_pkey;
 pub use port::SimPort;
+pub use rc::{RcSetup, RcStats, RETRY_COUNT};
 pub use stats::{FabricStats, PortStats};

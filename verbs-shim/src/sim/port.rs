@@ -38,12 +38,18 @@ pub struct SimPort {
     cq_ready: Arc<AtomicBool>,
     /// Set once the port is closed: what is left to poll, and the last
     /// counters.
-    closed: Option<Closed>,
+    pub(super) closed: Option<Closed>,
+    /// Connected mode: the big-slot pool, its tokens, and RC completions
+    /// taken off the fabric and not yet polled.
+    pub(super) rc: Option<super::rc::PortRcSide>,
 }
 
-struct Closed {
+pub(super) struct Closed {
     cq: VecDeque<Completion>,
     stats: PortStats,
+    /// RC completions left to poll.
+    pub(super) rc_cq: VecDeque<crate::rc::RcCompletion>,
+    pub(super) rc_stats: super::rc::RcStats,
 }
 
 /// The `info` of a flushed receive: nothing arrived.
@@ -84,6 +90,14 @@ impl SimPort {
         })
     }
 
+    pub(super) fn id(&self) -> PortId {
+        self.id
+    }
+
+    pub(super) fn region(&self) -> &Window {
+        &self.region
+    }
+
     pub(super) fn new(
         fabric: SimFabric,
         id: PortId,
@@ -103,6 +117,7 @@ impl SimPort {
             reaped: VecDeque::new(),
             cq_ready,
             closed: None,
+            rc: None,
         }
     }
 
@@ -159,11 +174,22 @@ impl SimPort {
             return;
         }
         let id = self.id;
-        let entry = self.fabric.with(|inner, _| inner.unplug(id));
+        let entry = self.fabric.with(|inner, fire| inner.unplug(id, fire));
         // What was reaped comes first: it completed first.
         let mut cq = core::mem::take(&mut self.reaped);
+        let mut rc_cq = self
+            .rc
+            .as_mut()
+            .map(|rc| core::mem::take(&mut rc.reaped))
+            .unwrap_or_default();
+        let mut rc_stats = super::rc::RcStats::default();
         let closed = match entry {
-            Some(entry) => {
+            Some(mut entry) => {
+                if let Some(rc) = entry.rc.take() {
+                    rc_stats = rc.stats;
+                    rc_cq.extend(rc.cq);
+                    rc_cq.extend(rc.recvs.into_iter().map(super::rc::flushed_recv));
+                }
                 cq.extend(entry.cq);
                 cq.extend(entry.recvs.into_iter().map(|slot| Completion::Recv {
                     slot,
@@ -173,11 +199,15 @@ impl SimPort {
                 Closed {
                     cq,
                     stats: entry.stats,
+                    rc_cq,
+                    rc_stats,
                 }
             }
             None => Closed {
                 cq,
                 stats: PortStats::default(),
+                rc_cq,
+                rc_stats,
             },
         };
         self.attr.state = PortState::Down;
@@ -321,16 +351,18 @@ impl Verbs for SimPort {
         Ok(self.reaped.pop_front())
     }
 
+    /// Covers the RC queue too (`crate::rc`): one notifier for both.
     fn arm_cq(&mut self) -> Result<bool, HcaError> {
         if let Some(closed) = &self.closed {
             // Nothing will ever arrive: poll what is left, then stop.
-            return if closed.cq.is_empty() {
+            return if closed.cq.is_empty() && closed.rc_cq.is_empty() {
                 Err(HcaError::Disconnected)
             } else {
                 Ok(true)
             };
         }
-        if !self.reaped.is_empty() {
+        let rc_reaped = self.rc.as_ref().is_some_and(|rc| !rc.reaped.is_empty());
+        if !self.reaped.is_empty() || rc_reaped {
             // Reaped and not yet polled: do not sleep.
             return Ok(true);
         }
@@ -338,7 +370,8 @@ impl Verbs for SimPort {
         self.fabric.with(|inner, fire| {
             inner.release_held(fire);
             let entry = inner.ports.get_mut(&id).ok_or(HcaError::Disconnected)?;
-            let pending = !entry.cq.is_empty();
+            let rc_pending = entry.rc.as_ref().is_some_and(|rc| !rc.cq.is_empty());
+            let pending = !entry.cq.is_empty() || rc_pending;
             entry.armed = !pending;
             Ok(pending)
         })
@@ -393,7 +426,7 @@ impl Drop for SimPort {
             let id = self.id;
             // The entry (with its queued completions) is dropped after the
             // lock is released.
-            let entry = self.fabric.with(|inner, _| inner.unplug(id));
+            let entry = self.fabric.with(|inner, fire| inner.unplug(id, fire));
             drop(entry);
         }
     }

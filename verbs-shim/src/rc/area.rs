@@ -1,0 +1,51 @@
+//! CPU access to big slots, by copy through the region's [`Window`]: no
+//! slice into the region is handed out, so this needs no `unsafe` (a
+//! zero-copy accessor can be added to `mem` when `ipoib` needs one).
+
+use ring::Window;
+
+use super::slot::{BigLayout, BigRxSlot, BigTxSlot};
+
+/// Reads and writes big slots whose tokens the caller holds.
+pub struct BigArea<'a> {
+    region: &'a Window,
+    layout: BigLayout,
+}
+
+impl<'a> BigArea<'a> {
+    /// Access to `region`, laid out as `layout`. Offsets are checked on
+    /// every access, so a region smaller than the layout only refuses the
+    /// slots it does not hold.
+    pub fn new(region: &'a Window, layout: BigLayout) -> BigArea<'a> {
+        BigArea { region, layout }
+    }
+
+    /// The size of every big slot.
+    pub fn slot_size(&self) -> usize {
+        self.layout.slot_size as usize
+    }
+
+    /// Writes `src` into `slot` at `offset`; false (nothing written) if it
+    /// does not fit in the slot.
+    pub fn write(&mut self, slot: &BigTxSlot, offset: usize, src: &[u8]) -> bool {
+        let Some(base) = self.layout.tx_offset(slot.index()) else {
+            return false;
+        };
+        self.fits(offset, src.len()) && self.region.write_bytes(base + offset, src).is_ok()
+    }
+
+    /// Copies `dst.len()` bytes of `slot` from `offset` out, once each;
+    /// false (nothing copied) if the range leaves the slot.
+    pub fn read(&self, slot: &BigRxSlot, offset: usize, dst: &mut [u8]) -> bool {
+        let Some(base) = self.layout.rx_offset(slot.index()) else {
+            return false;
+        };
+        self.fits(offset, dst.len()) && self.region.read_bytes(base + offset, dst).is_ok()
+    }
+
+    fn fits(&self, offset: usize, len: usize) -> bool {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.layout.slot_size as usize)
+    }
+}
