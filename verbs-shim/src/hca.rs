@@ -272,6 +272,12 @@ pub trait Verbs {
 
     /// Frees a handle from [`Completion::Path`].
     fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError>;
+
+    /// Connected mode (RC queue pairs), if this provider offers it now
+    /// (`docs/connected-mode.md`); none unless it says so.
+    fn rc(&mut self) -> Option<&mut dyn crate::rc::RcVerbs> {
+        None
+    }
 }
 
 /// A provider whose buffers the CPU can read and write.

@@ -534,6 +534,10 @@ fn ports_without_connected_mode_say_so() {
         .add_port(PortConfig::local(1, PKey::DEFAULT))
         .unwrap();
     assert_eq!(plain.rc_caps(), None);
+    assert!(
+        Verbs::rc(&mut plain).is_none(),
+        "found through Verbs only when on"
+    );
     assert!(plain.take_big_slots().is_none());
     assert_eq!(
         plain.rc_connect(Gid::from_parts(1, 2), Qpn::new(0x49).unwrap(), 4096),
@@ -547,6 +551,7 @@ fn ports_without_connected_mode_say_so() {
         Err(SimError::RegionTooSmall { .. })
     ));
     plain.enable_rc(RcSetup::local(1, 1, 1)).unwrap();
+    assert!(Verbs::rc(&mut plain).is_some_and(|rc| rc.rc_caps().is_some()));
     assert!(matches!(
         plain.enable_rc(RcSetup::local(1, 1, 1)),
         Err(SimError::RcRefused(_))

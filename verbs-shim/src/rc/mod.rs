@@ -2,9 +2,11 @@
 //! resource of the port, beside its UD QP (`docs/connected-mode.md`, §3).
 //!
 //! [`RcVerbs`] is a separate trait so that providers without RC, and every
-//! consumer of [`crate::Completion`], stay as they are. A provider that
-//! implements it keeps one notification for both queues: `Verbs::arm_cq`
-//! counts RC completions in its final re-check and fires the same notifier.
+//! consumer of [`crate::Completion`], stay as they are; a provider that has
+//! it hands it out through [`crate::Verbs::rc`] (so that code generic over
+//! `Verbs`, such as the back half, can find it). A provider that implements
+//! it keeps one notification for both queues: `Verbs::arm_cq` counts RC
+//! completions in its final re-check and fires the same notifier.
 //!
 //! Connections are named by a [`ConnHandle`] the provider issues; the RC
 //! QPNs, PSNs and paths stay inside the provider. A connection is set up by
@@ -26,7 +28,7 @@ pub use area::BigArea;
 pub use error::{ConnState, RcError};
 pub use slot::{BigLayout, BigRxSlot, BigRxSlots, BigTxSlot, BigTxSlots};
 
-use crate::hca::{HcaError, Verbs};
+use crate::hca::HcaError;
 use crate::types::{Gid, Qpn};
 
 /// The smallest receive MTU a connection end may advertise.
@@ -185,7 +187,7 @@ pub struct RcPostError<T> {
 }
 
 /// RC queue pairs of a port (`docs/connected-mode.md`, §3).
-pub trait RcVerbs: Verbs {
+pub trait RcVerbs {
     /// What connected mode this port offers; `None`: none.
     fn rc_caps(&self) -> Option<RcCaps>;
 

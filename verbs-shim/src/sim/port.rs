@@ -410,6 +410,15 @@ impl Verbs for SimPort {
     fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
         self.control(|inner, id, _| inner.release(id, handle))
     }
+
+    /// Once [`SimPort::enable_rc`] turned it on.
+    fn rc(&mut self) -> Option<&mut dyn crate::rc::RcVerbs> {
+        if self.rc.is_some() {
+            Some(self)
+        } else {
+            None
+        }
+    }
 }
 
 impl Hca for SimPort {
