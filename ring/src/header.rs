@@ -13,7 +13,7 @@
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use core::fmt;
 
-use crate::layout::LayoutParams;
+use crate::layout::{BigParams, LayoutParams};
 use crate::shm::{OutOfBounds, Window};
 use crate::sync::{fence, Ordering};
 
@@ -23,6 +23,18 @@ pub const MAGIC: u32 = 0x4942_4743;
 pub const VERSION: u32 = 1;
 /// Size of the header page.
 pub const HEADER_SIZE: usize = 4096;
+
+/// The bits of the features words (`docs/CHANNEL.md`, "Header page";
+/// `docs/connected-mode.md`, §5).
+pub mod features {
+    /// Back end: received checksums are checked (`verbs_shim::Offloads`).
+    pub const RX_CHECKSUMS: u32 = 1 << 0;
+    /// Back end, at InitWait: connected mode offered; at Connected: agreed.
+    /// Guest: connected mode asked for, big-slot parameters written.
+    pub const CONNECTED_MODE: u32 = 1 << 1;
+    /// Every guest-features bit this crate knows.
+    pub const GUEST_KNOWN: u32 = CONNECTED_MODE;
+}
 
 /// How often [`Header::read_port`] retries a torn read before giving up.
 pub const PORT_READ_RETRIES: usize = 64;
@@ -43,6 +55,10 @@ mod field {
     /// slot size (4).
     pub const PARAMS: usize = 140;
     pub const PARAMS_LEN: usize = 12;
+    /// cm order, 3 reserved, big tx slots (2), big rx slots (2), big slot
+    /// size (4): only with guest feature `CONNECTED_MODE`.
+    pub const BIG_PARAMS: usize = 152;
+    pub const BIG_PARAMS_LEN: usize = 12;
 }
 
 /// A side's connection state (as `XenbusState`).
@@ -268,6 +284,32 @@ impl Header {
         b[6..8].copy_from_slice(&p.rx_slots.to_le_bytes());
         b[8..12].copy_from_slice(&p.slot_size.to_le_bytes());
         let _ = self.win.write_bytes(field::PARAMS, &b);
+    }
+
+    /// Writes connected mode's parameters (guest, before `Initialised`,
+    /// with guest feature `CONNECTED_MODE`).
+    pub fn write_big_params(&self, p: &BigParams) {
+        let mut b = [0u8; field::BIG_PARAMS_LEN];
+        b[0] = p.cm_order;
+        b[4..6].copy_from_slice(&p.tx_slots.to_le_bytes());
+        b[6..8].copy_from_slice(&p.rx_slots.to_le_bytes());
+        b[8..12].copy_from_slice(&p.slot_size.to_le_bytes());
+        let _ = self.win.write_bytes(field::BIG_PARAMS, &b);
+    }
+
+    /// Reads connected mode's parameters, copied once, and whether the
+    /// reserved bytes were 0. Not validated here: pass them to
+    /// [`Layout::compute_with`](crate::Layout::compute_with).
+    pub fn read_big_params(&self) -> (BigParams, bool) {
+        let mut b = [0u8; field::BIG_PARAMS_LEN];
+        let _ = self.win.read_bytes(field::BIG_PARAMS, &mut b);
+        let params = BigParams {
+            cm_order: b[0],
+            tx_slots: u16::from_le_bytes([b[4], b[5]]),
+            rx_slots: u16::from_le_bytes([b[6], b[7]]),
+            slot_size: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        };
+        (params, b[1..4] == [0; 3])
     }
 
     /// Reads the layout parameters, copied once. They are not validated

@@ -6,7 +6,9 @@ use core::fmt;
 use core::mem::size_of;
 use core::ops::Range;
 
-use crate::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
+use crate::desc::{
+    CmRequest, CmResponse, CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse,
+};
 use crate::header::HEADER_SIZE;
 
 /// Smallest ring order (entries = `1 << order`).
@@ -80,6 +82,44 @@ impl Default for LayoutParams {
     }
 }
 
+/// Smallest CM ring order.
+pub const MIN_CM_ORDER: u8 = 1;
+/// Largest CM ring order.
+pub const MAX_CM_ORDER: u8 = 8;
+/// Largest number of big TX (or RX) slots.
+pub const MAX_BIG_SLOTS: u16 = 256;
+/// Smallest big slot size in bytes.
+pub const MIN_BIG_SLOT_SIZE: u32 = 8192;
+/// Largest big slot size in bytes (the connected MTU 65520 plus the 4-byte
+/// IPoIB header, rounded up).
+pub const MAX_BIG_SLOT_SIZE: u32 = 65536;
+/// Big slot sizes are multiples of this.
+pub const BIG_SLOT_ALIGN: u32 = 4096;
+
+/// The guest-chosen parameters of connected mode (`docs/connected-mode.md`,
+/// §5), written in the header only by a guest that asks for it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BigParams {
+    /// CM ring order (`1..=8`).
+    pub cm_order: u8,
+    /// Big TX slots (`1..=256`).
+    pub tx_slots: u16,
+    /// Big RX slots (`1..=256`).
+    pub rx_slots: u16,
+    /// Bytes per big slot (a multiple of 4096 in `8192..=65536`).
+    pub slot_size: u32,
+}
+
+impl BigParams {
+    /// 16 CM entries, 16 big TX and 32 big RX slots of 64 KiB (3 MiB).
+    pub const DEFAULT: BigParams = BigParams {
+        cm_order: 4,
+        tx_slots: 16,
+        rx_slots: 32,
+        slot_size: MAX_BIG_SLOT_SIZE,
+    };
+}
+
 /// Why a set of [`LayoutParams`] was refused. Each variant names the field.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LayoutError {
@@ -92,6 +132,9 @@ pub enum LayoutError {
     BadSlotSize(u32),
     /// The layout needs `needed` bytes but the window has `window_len`.
     DoesNotFit { needed: usize, window_len: usize },
+    /// A [`BigParams`] field (`"cm_order"`, `"big_tx_slots"`,
+    /// `"big_rx_slots"`, `"big_slot_size"`) is out of range.
+    BadBigParam { field: &'static str, value: u32 },
 }
 
 impl fmt::Display for LayoutError {
@@ -112,6 +155,9 @@ impl fmt::Display for LayoutError {
                 f,
                 "window_len = {window_len} is too small: the layout needs {needed} bytes"
             ),
+            LayoutError::BadBigParam { field, value } => {
+                write!(f, "{field} = {value} is out of range")
+            }
         }
     }
 }
@@ -131,6 +177,60 @@ pub struct Layout {
     pub rx: Range<usize>,
     /// Buffer area: TX slots then RX slots, 4096-aligned.
     pub buffers: Range<usize>,
+    /// Connected mode's part, when the guest asked for it.
+    pub big: Option<BigLayoutRanges>,
+}
+
+/// Where connected mode's parts sit: the CM ring right after the RX ring
+/// (the buffer area moves up behind it), and the big-slot area after the
+/// buffer area.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BigLayoutRanges {
+    /// The parameters (validated).
+    pub params: BigParams,
+    /// CM ring (`CmRequest` / `CmResponse`), 64-aligned.
+    pub cm: Range<usize>,
+    /// Big TX slots then big RX slots, 4096-aligned.
+    pub area: Range<usize>,
+}
+
+impl BigLayoutRanges {
+    /// The bytes of big TX slot `slot` within the window, if it exists.
+    pub fn tx_slot(&self, slot: u16) -> Option<Range<usize>> {
+        (slot < self.params.tx_slots).then(|| self.slot_at(usize::from(slot)))
+    }
+
+    /// The bytes of big RX slot `slot` within the window, if it exists.
+    pub fn rx_slot(&self, slot: u16) -> Option<Range<usize>> {
+        (slot < self.params.rx_slots)
+            .then(|| self.slot_at(usize::from(self.params.tx_slots) + usize::from(slot)))
+    }
+
+    fn slot_at(&self, index: usize) -> Range<usize> {
+        let size = self.params.slot_size as usize;
+        let start = self.area.start.saturating_add(index.saturating_mul(size));
+        start..start.saturating_add(size)
+    }
+}
+
+fn check_big(big: &BigParams) -> Result<(), LayoutError> {
+    let bad = |field, value| Err(LayoutError::BadBigParam { field, value });
+    if !(MIN_CM_ORDER..=MAX_CM_ORDER).contains(&big.cm_order) {
+        return bad("cm_order", u32::from(big.cm_order));
+    }
+    if !(1..=MAX_BIG_SLOTS).contains(&big.tx_slots) {
+        return bad("big_tx_slots", u32::from(big.tx_slots));
+    }
+    if !(1..=MAX_BIG_SLOTS).contains(&big.rx_slots) {
+        return bad("big_rx_slots", u32::from(big.rx_slots));
+    }
+    let size = big.slot_size;
+    if !(MIN_BIG_SLOT_SIZE..=MAX_BIG_SLOT_SIZE).contains(&size)
+        || !size.is_multiple_of(BIG_SLOT_ALIGN)
+    {
+        return bad("big_slot_size", size);
+    }
+    Ok(())
 }
 
 fn check_order(ring: &'static str, order: u8) -> Result<(), LayoutError> {
@@ -160,10 +260,22 @@ impl Layout {
     /// Validates `params` and places every part of a window of `window_len`
     /// bytes, exactly as `docs/CHANNEL.md` says.
     pub fn compute(params: LayoutParams, window_len: usize) -> Result<Layout, LayoutError> {
-        let layout = Self::place(params)?;
-        if layout.buffers.end > window_len {
+        Self::compute_with(params, None, window_len)
+    }
+
+    /// Like [`Layout::compute`], with connected mode's parts when `big` is
+    /// given (`docs/connected-mode.md`, §5). Without it the layout is
+    /// exactly [`Layout::compute`]'s.
+    pub fn compute_with(
+        params: LayoutParams,
+        big: Option<BigParams>,
+        window_len: usize,
+    ) -> Result<Layout, LayoutError> {
+        let layout = Self::place(params, big)?;
+        let end = layout.end();
+        if end > window_len {
             return Err(LayoutError::DoesNotFit {
-                needed: layout.buffers.end,
+                needed: end,
                 window_len,
             });
         }
@@ -172,11 +284,28 @@ impl Layout {
 
     /// The smallest window that fits `params`.
     pub fn window_len_for(params: LayoutParams) -> Result<usize, LayoutError> {
-        Ok(Self::place(params)?.buffers.end)
+        Self::window_len_with(params, None)
     }
 
-    /// Validates `params` and places everything, without a window size.
-    fn place(params: LayoutParams) -> Result<Layout, LayoutError> {
+    /// The smallest window that fits `params` and `big`.
+    pub fn window_len_with(
+        params: LayoutParams,
+        big: Option<BigParams>,
+    ) -> Result<usize, LayoutError> {
+        Ok(Self::place(params, big)?.end())
+    }
+
+    /// The end of the last part.
+    fn end(&self) -> usize {
+        match &self.big {
+            Some(big) => big.area.end,
+            None => self.buffers.end,
+        }
+    }
+
+    /// Validates `params` (and `big`) and places everything, without a
+    /// window size.
+    fn place(params: LayoutParams, big: Option<BigParams>) -> Result<Layout, LayoutError> {
         check_order("ctrl_order", params.ctrl_order)?;
         check_order("tx_order", params.tx_order)?;
         check_order("rx_order", params.rx_order)?;
@@ -210,13 +339,42 @@ impl Layout {
             ring_bytes::<RxRequest, RxResponse>(params.rx_order),
         );
         let rx = rx.ok_or(overflow)?;
-        let buffers = place(rx.end, BUFFER_ALIGN, buffer_len).ok_or(overflow)?;
+        let (buffers, big) = match big {
+            None => (
+                place(rx.end, BUFFER_ALIGN, buffer_len).ok_or(overflow)?,
+                None,
+            ),
+            Some(bp) => {
+                check_big(&bp)?;
+                let cm = place(
+                    rx.end,
+                    RING_ALIGN,
+                    ring_bytes::<CmRequest, CmResponse>(bp.cm_order),
+                )
+                .ok_or(overflow)?;
+                let buffers = place(cm.end, BUFFER_ALIGN, buffer_len).ok_or(overflow)?;
+                let big_slots = usize::from(bp.tx_slots) + usize::from(bp.rx_slots);
+                let big_len = big_slots
+                    .checked_mul(bp.slot_size as usize)
+                    .ok_or(overflow)?;
+                let area = place(buffers.end, BUFFER_ALIGN, big_len).ok_or(overflow)?;
+                (
+                    buffers,
+                    Some(BigLayoutRanges {
+                        params: bp,
+                        cm,
+                        area,
+                    }),
+                )
+            }
+        };
         Ok(Layout {
             params,
             ctrl,
             tx,
             rx,
             buffers,
+            big,
         })
     }
 

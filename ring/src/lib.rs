@@ -28,6 +28,6 @@ mod shm;
 mod sync;
 
 pub use header::{Header, PortBlock, State};
-pub use layout::{Layout, LayoutError, LayoutParams};
+pub use layout::{BigLayoutRanges, BigParams, Layout, LayoutError, LayoutParams};
 pub use ring::{BackRing, FrontRing, RingError, RingFull};
 pub use shm::{OutOfBounds, Window};

@@ -165,3 +165,26 @@ fn seqlock_never_returns_a_torn_block() {
     writer.join().unwrap();
     assert!(seen > 0);
 }
+
+#[test]
+fn big_params_round_trip_and_sit_after_the_layout_params() {
+    let w = Window::new_heap(HEADER_SIZE);
+    let h = Header::new(&w).unwrap();
+    h.init_backend(1, &port(1));
+    // A zeroed header (what every old guest leaves) reads as all zero.
+    let (zero, reserved_ok) = h.read_big_params();
+    assert!(reserved_ok);
+    assert_eq!((zero.cm_order, zero.tx_slots, zero.slot_size), (0, 0, 0));
+    h.write_params(&LayoutParams::DEFAULT);
+    let big = crate::layout::BigParams::DEFAULT;
+    h.write_big_params(&big);
+    assert_eq!(h.read_big_params(), (big, true));
+    assert_eq!(h.read_params(), LayoutParams::DEFAULT, "untouched");
+    let mut b = [0u8; 12];
+    w.read_bytes(152, &mut b).unwrap();
+    assert_eq!(b, [4, 0, 0, 0, 16, 0, 32, 0, 0, 0, 1, 0]);
+    // Reserved bytes are reported, not hidden.
+    w.write_bytes(153, &[1]).unwrap();
+    assert!(!h.read_big_params().1);
+    assert_eq!(features::GUEST_KNOWN & features::RX_CHECKSUMS, 0);
+}

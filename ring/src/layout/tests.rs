@@ -174,3 +174,80 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn connected_mode_adds_a_cm_ring_and_a_big_area_and_changes_nothing_without_it() {
+    let p = LayoutParams::DEFAULT;
+    let old = Layout::compute(p, Layout::window_len_for(p).unwrap()).unwrap();
+    assert_eq!(
+        Layout::compute_with(p, None, old.buffers.end),
+        Ok(old.clone())
+    );
+    assert_eq!(old.big, None);
+    let big = BigParams::DEFAULT;
+    let len = Layout::window_len_with(p, Some(big)).unwrap();
+    let l = Layout::compute_with(p, Some(big), len).unwrap();
+    let b = l.big.clone().unwrap();
+    assert_eq!(
+        (l.ctrl.clone(), l.tx.clone(), l.rx.clone()),
+        (old.ctrl, old.tx, old.rx)
+    );
+    // cm: 256 + 16 * (48 + 48) right after the RX ring, 64-aligned.
+    assert_eq!(b.cm, 22272..22272 + 256 + 16 * 96);
+    // The buffer area moves up behind it, to the next page.
+    assert_eq!(l.buffers.start, 24576);
+    assert!(b.cm.end <= l.buffers.start);
+    assert_eq!(b.area.start, l.buffers.end);
+    assert_eq!(b.area.len(), 48 * 65536);
+    assert_eq!(len, b.area.end);
+    assert_eq!(b.tx_slot(0), Some(b.area.start..b.area.start + 65536));
+    assert_eq!(b.tx_slot(16), None);
+    assert_eq!(b.rx_slot(0).unwrap().start, b.area.start + 16 * 65536);
+    assert_eq!(b.rx_slot(31).unwrap().end, b.area.end);
+    assert_eq!(b.rx_slot(32), None);
+    assert!(matches!(
+        Layout::compute_with(p, Some(big), len - 1),
+        Err(LayoutError::DoesNotFit { .. })
+    ));
+}
+
+#[test]
+fn bad_big_params_name_the_field() {
+    let p = LayoutParams::DEFAULT;
+    let d = BigParams::DEFAULT;
+    let cases = [
+        (BigParams { cm_order: 0, ..d }, "cm_order"),
+        (BigParams { cm_order: 9, ..d }, "cm_order"),
+        (BigParams { tx_slots: 0, ..d }, "big_tx_slots"),
+        (BigParams { rx_slots: 257, ..d }, "big_rx_slots"),
+        (
+            BigParams {
+                slot_size: 4096,
+                ..d
+            },
+            "big_slot_size",
+        ),
+        (
+            BigParams {
+                slot_size: 65536 + 4096,
+                ..d
+            },
+            "big_slot_size",
+        ),
+        (
+            BigParams {
+                slot_size: 8192 + 64,
+                ..d
+            },
+            "big_slot_size",
+        ),
+    ];
+    for (big, name) in cases {
+        let err = Layout::compute_with(p, Some(big), usize::MAX).unwrap_err();
+        assert!(
+            matches!(err, LayoutError::BadBigParam { field, .. } if field == name),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(name));
+    }
+}
