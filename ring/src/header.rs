@@ -172,10 +172,18 @@ impl Header {
     /// `port`, then publish back-end state `InitWait` with `Release` (so a
     /// guest that sees `InitWait` also sees everything before it).
     pub fn init_backend(&self, epoch: u32, port: &PortBlock) {
+        self.init_backend_offering(epoch, port, 0);
+    }
+
+    /// [`Header::init_backend`], with the back-end features word set to
+    /// `offered` before `InitWait` is published, so a guest that sees
+    /// `InitWait` sees what is offered (`features::CONNECTED_MODE`).
+    pub fn init_backend_offering(&self, epoch: u32, port: &PortBlock, offered: u32) {
         let _ = self.win.fill(0, HEADER_SIZE, 0);
         self.store(field::MAGIC, MAGIC, Relaxed);
         self.store(field::VERSION, VERSION, Relaxed);
         self.store(field::EPOCH, epoch, Relaxed);
+        self.store(field::BACKEND_FEATURES, offered, Relaxed);
         self.write_port(port);
         self.set_backend_state(State::InitWait);
     }

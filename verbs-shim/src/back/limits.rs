@@ -19,14 +19,26 @@ pub enum Refusal {
     /// `RESOLVE` with [`super::BackConfig::max_pending_resolves`] already
     /// in progress.
     PendingResolves,
+    /// `CONNECT` (or an incoming request) beyond
+    /// [`super::BackConfig::max_rc_conns`] connections.
+    RcConns,
+    /// `CONNECT` or `ACCEPT` with a receive MTU the guest's big slots
+    /// cannot take.
+    RcMtu,
+    /// An incoming connection request found no `EVENT_CREDIT` outstanding
+    /// and was rejected.
+    RcNoCredit,
 }
 
 impl Refusal {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 6;
     pub const ALL: [Refusal; Self::COUNT] = [
         Refusal::McastGroups,
         Refusal::Dests,
         Refusal::PendingResolves,
+        Refusal::RcConns,
+        Refusal::RcMtu,
+        Refusal::RcNoCredit,
     ];
 
     /// The counter's name in `ib-backend stats`.
@@ -35,6 +47,9 @@ impl Refusal {
             Refusal::McastGroups => "mcast_groups",
             Refusal::Dests => "dests",
             Refusal::PendingResolves => "pending_resolves",
+            Refusal::RcConns => "rc_conns",
+            Refusal::RcMtu => "rc_mtu",
+            Refusal::RcNoCredit => "rc_no_credit",
         }
     }
 }
@@ -45,6 +60,9 @@ impl fmt::Display for Refusal {
             Refusal::McastGroups => "too many multicast groups",
             Refusal::Dests => "too many destination handles",
             Refusal::PendingResolves => "too many address resolutions in progress",
+            Refusal::RcConns => "too many RC connections",
+            Refusal::RcMtu => "RC receive MTU out of range",
+            Refusal::RcNoCredit => "RC connection request with no event credit",
         })
     }
 }

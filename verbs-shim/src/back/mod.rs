@@ -14,6 +14,7 @@ mod ctrl;
 mod dests;
 mod filter;
 mod limits;
+mod rc;
 mod serve;
 mod tap;
 mod violation;
@@ -24,6 +25,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
+use ring::header::features;
 use ring::{BackRing, Header, Layout, PortBlock, RingError, State, Window};
 
 pub use filter::{BoxedTxFilter, SenderPort, TxFilter, TxVerdict, FILTER_HEAD_LEN};
@@ -51,6 +53,14 @@ pub struct BackConfig {
     /// Most `RESOLVE`s of one guest in progress at once; the rest are
     /// refused until answers come back.
     pub max_pending_resolves: usize,
+    /// Offer connected mode at InitWait (`docs/connected-mode.md`, §5).
+    /// Offer it only if the provider built for the guest will have RC
+    /// ([`crate::Verbs::rc`]); if it then has not, the guest is told at
+    /// Connected that it was not agreed, and stays in datagram mode.
+    pub connected_mode: bool,
+    /// Most RC connections one guest may hold (active, passive, requests
+    /// and broken ones it has not let go of).
+    pub max_rc_conns: usize,
 }
 
 impl Default for BackConfig {
@@ -61,6 +71,8 @@ impl Default for BackConfig {
             batch: 64,
             max_mcast_groups: 64,
             max_pending_resolves: 16,
+            connected_mode: false,
+            max_rc_conns: 64,
         }
     }
 }
@@ -150,6 +162,8 @@ struct Served<V: Verbs> {
     mcast_groups: BTreeSet<Gid>,
     max_mcast_groups: usize,
     max_pending_resolves: usize,
+    /// Connected mode, when negotiated and agreed.
+    rc: Option<rc::RcServed>,
 }
 
 enum Phase<V: Verbs> {
@@ -176,7 +190,12 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
     /// (CHANNEL.md step 1).
     pub fn new(window: Window, config: BackConfig, notify: N) -> Result<Self, BackError> {
         let header = Header::new(&window).map_err(|_| BackError::WindowTooSmall)?;
-        header.init_backend(config.epoch, &PortBlock::default());
+        let offered = if config.connected_mode {
+            features::CONNECTED_MODE
+        } else {
+            0
+        };
+        header.init_backend_offering(config.epoch, &PortBlock::default(), offered);
         notify.notify();
         Ok(BackHalf {
             window,
@@ -233,6 +252,35 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         }
     }
 
+    /// Connected mode's connections this guest holds and events waiting
+    /// for a credit, while connected with connected mode agreed.
+    pub fn rc_held(&self) -> Option<(usize, usize)> {
+        match &self.phase {
+            Phase::Connected(s) => s.rc.as_ref().map(|r| (r.held_conns(), r.held_events())),
+            _ => None,
+        }
+    }
+
+    /// Connected mode's big-slot area of the guest's window and its shape,
+    /// once the guest asked for it (from [`poll_guest_init`] on): build the
+    /// provider's RC over it (the sim: `SimPort::enable_rc`).
+    ///
+    /// [`poll_guest_init`]: Self::poll_guest_init
+    pub fn rc_region(&self) -> Option<(Window, crate::rc::BigLayout)> {
+        let layout = match &self.phase {
+            Phase::Setup(s) => &s.layout,
+            _ => return None,
+        };
+        let big = layout.big.as_ref()?;
+        let region = self.window.sub(big.area.start, big.area.len()).ok()?;
+        let shape = crate::rc::BigLayout {
+            tx_count: big.params.tx_slots,
+            rx_count: big.params.rx_slots,
+            slot_size: big.params.slot_size,
+        };
+        Some((region, shape))
+    }
+
     /// The provider, while connected.
     pub fn provider(&self) -> Option<&V> {
         match &self.phase {
@@ -271,7 +319,11 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         }
         // Copy the parameters once; everything below uses the copy.
         let params = self.header.read_params();
-        let layout = match Layout::compute(params, self.window.len()) {
+        let big = match self.guest_big_params() {
+            Ok(big) => big,
+            Err(v) => return Err(self.disconnect(v)),
+        };
+        let layout = match Layout::compute_with(params, big, self.window.len()) {
             Ok(l) => l,
             Err(e) => return Err(self.disconnect(Violation::BadParams(e))),
         };
@@ -297,6 +349,64 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         };
         self.phase = Phase::Setup(setup.clone());
         Ok(Some(setup))
+    }
+
+    /// The guest's features word, checked against what was offered, and
+    /// connected mode's parameters if it asked for it (copied once).
+    fn guest_big_params(&self) -> Result<Option<ring::BigParams>, Violation> {
+        let asked = self.header.guest_features();
+        let unknown = asked & !features::GUEST_KNOWN;
+        if unknown != 0 {
+            return Err(Violation::UnknownFeature { bits: unknown });
+        }
+        if asked & features::CONNECTED_MODE == 0 {
+            return Ok(None);
+        }
+        if !self.config.connected_mode {
+            return Err(Violation::FeatureNotOffered {
+                bits: features::CONNECTED_MODE,
+            });
+        }
+        let (big, reserved_clear) = self.header.read_big_params();
+        if !reserved_clear {
+            return Err(Violation::ReservedBits { ring: "header" });
+        }
+        Ok(Some(big))
+    }
+
+    /// Connected mode's part of the service, if the guest asked for it and
+    /// the provider can: the CM ring attached and the big-slot tokens
+    /// taken. `None` (not agreed) otherwise.
+    fn serve_rc(&self, setup: &GuestSetup, provider: &mut V) -> Option<rc::RcServed> {
+        let big = setup.layout.big.as_ref()?;
+        if self.tapper.filter.is_some() {
+            // RC sends would pass port security by: not agreed.
+            log::warn!("connected mode not agreed: the seat has a TX filter");
+            return None;
+        }
+        let expected = crate::rc::BigLayout {
+            tx_count: big.params.tx_slots,
+            rx_count: big.params.rx_slots,
+            slot_size: big.params.slot_size,
+        };
+        let Some(rcv) = provider.rc() else {
+            log::warn!("connected mode not agreed: the provider has no RC");
+            return None;
+        };
+        if rcv.rc_caps().map(|c| c.big) != Some(expected) {
+            log::warn!("connected mode not agreed: the provider's big slots differ");
+            return None;
+        }
+        let tokens = rcv.take_big_slots()?;
+        let win = self.window.sub(big.cm.start, big.cm.len()).ok()?;
+        let mut cm = BackRing::attach(win, big.params.cm_order).ok()?;
+        cm.init();
+        Some(rc::RcServed::new(
+            cm,
+            expected,
+            tokens,
+            self.config.max_rc_conns,
+        ))
     }
 
     /// Finishes the handshake with a provider built over
@@ -331,10 +441,17 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         ctrl.init();
         tx.init();
         rx.init();
+        let rc = self.serve_rc(&setup, &mut provider);
         let port = provider.port_attr();
-        // Before Connected (Release), like the port block.
+        // Before Connected (Release), like the port block: the offloads,
+        // and connected mode if agreed.
+        let agreed = if rc.is_some() {
+            features::CONNECTED_MODE
+        } else {
+            0
+        };
         self.header
-            .set_backend_features(provider.offloads().to_features());
+            .set_backend_features(provider.offloads().to_features() | agreed);
         self.header.write_port(&PortBlock {
             gid: port.gid.0,
             lid: port.lid.0,
@@ -359,6 +476,7 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             mcast_groups: BTreeSet::new(),
             max_mcast_groups: self.config.max_mcast_groups,
             max_pending_resolves: self.config.max_pending_resolves,
+            rc,
         }));
         self.header.set_backend_state(State::Connected);
         self.stats.interrupts += 1;

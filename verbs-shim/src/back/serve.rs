@@ -1,7 +1,10 @@
 //! One service pass: take the guest's requests, validate and post them, reap
 //! the provider's completions, answer, and notify once per batch.
 
-use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST};
+use ring::desc::{
+    CmRequest, RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST,
+    RX_REQ_FLAG_BIG, TX_FLAG_RC,
+};
 use ring::State;
 
 use super::filter::{check_frame, CheckedHead, SenderPort};
@@ -76,7 +79,8 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             ("tx", served.tx.final_check_requests()),
             ("rx", served.rx.final_check_requests()),
         ];
-        for (ring, check) in checks {
+        let cm = served.rc.as_mut().map(|rc| rc.cm.final_check_requests());
+        for (ring, check) in checks.into_iter().chain(cm.map(|c| ("cm", c))) {
             match check {
                 Ok(p) => pending |= p,
                 Err(_) => return Err(self.disconnect(Violation::RingOverflow { ring })),
@@ -155,6 +159,33 @@ impl<V: Verbs> Served<V> {
             }
             work += 1;
         }
+        work += self.take_cm_requests(stats, batch)?;
+        Ok(work)
+    }
+
+    /// At most `batch` CM ring requests (connected mode only).
+    fn take_cm_requests(
+        &mut self,
+        stats: &mut BackStats,
+        batch: usize,
+    ) -> Result<usize, Violation> {
+        let mut work = 0;
+        while work < batch {
+            let Some(rc) = self.rc.as_mut() else {
+                break;
+            };
+            let req: CmRequest = match rc.cm.pop_request() {
+                Ok(Some(req)) => req,
+                Ok(None) => break,
+                Err(_) => return Err(Violation::RingOverflow { ring: "cm" }),
+            };
+            work += 1;
+            let Some(provider) = self.provider.rc() else {
+                // Agreed only with a provider that has RC; it cannot go.
+                return Err(Violation::ReservedBits { ring: "cm" });
+            };
+            rc.handle_cm(req, provider, stats)?;
+        }
         Ok(work)
     }
 
@@ -164,6 +195,14 @@ impl<V: Verbs> Served<V> {
         stats: &mut BackStats,
         tapper: &mut Tapper,
     ) -> Result<(), Violation> {
+        if req.flags == TX_FLAG_RC {
+            if tapper.filter.is_some() {
+                // Connected mode is not agreed with a filter; should one be
+                // installed later, RC sends are refused, never unchecked.
+                return self.refuse_rc_filtered(req, stats);
+            }
+            return self.handle_rc_tx(req, stats);
+        }
         if req.flags != 0 || req._reserved != 0 {
             return Err(Violation::ReservedBits { ring: "tx" });
         }
@@ -258,6 +297,9 @@ impl<V: Verbs> Served<V> {
     }
 
     fn handle_rx(&mut self, req: RxRequest, stats: &mut BackStats) -> Result<(), Violation> {
+        if req._reserved0 == RX_REQ_FLAG_BIG {
+            return self.handle_big_rx(req, stats);
+        }
         if req._reserved0 != 0 || req._reserved1 != 0 {
             return Err(Violation::ReservedBits { ring: "rx" });
         }
@@ -294,6 +336,7 @@ impl<V: Verbs> Served<V> {
             self.complete(completion, stats, tapper);
             work += 1;
         }
+        work += self.reap_rc(stats, batch * 2)?;
         self.answer_ctrl_in_order();
         Ok(work)
     }
@@ -366,7 +409,8 @@ impl<V: Verbs> Served<V> {
         let a = self.ctrl.publish_responses();
         let b = self.tx.publish_responses();
         let c = self.rx.publish_responses();
-        a || b || c
+        let d = self.rc.as_mut().is_some_and(|rc| rc.cm.publish_responses());
+        a || b || c || d
     }
 }
 

@@ -53,6 +53,14 @@ pub enum Violation {
     UnknownCtrlOp {
         op: u16,
     },
+    /// Guest-feature bits this back end does not know.
+    UnknownFeature {
+        bits: u32,
+    },
+    /// The guest asked for a feature (connected mode) that was not offered.
+    FeatureNotOffered {
+        bits: u32,
+    },
 }
 
 impl Violation {
@@ -73,6 +81,9 @@ impl Violation {
             }
             Violation::ReservedBits { .. } => ViolationKind::ReservedBits,
             Violation::UnknownCtrlOp { .. } => ViolationKind::UnknownCtrlOp,
+            Violation::UnknownFeature { .. } | Violation::FeatureNotOffered { .. } => {
+                ViolationKind::BadFeatures
+            }
         }
     }
 }
@@ -103,6 +114,10 @@ impl fmt::Display for Violation {
             Violation::ControlledQKey { qkey } => write!(f, "controlled Q_Key {qkey:#x}"),
             Violation::ReservedBits { ring } => write!(f, "reserved bits set in a {ring} request"),
             Violation::UnknownCtrlOp { op } => write!(f, "unknown control op {op}"),
+            Violation::UnknownFeature { bits } => write!(f, "unknown guest features {bits:#x}"),
+            Violation::FeatureNotOffered { bits } => {
+                write!(f, "guest features {bits:#x} were not offered")
+            }
         }
     }
 }
@@ -121,10 +136,11 @@ pub enum ViolationKind {
     BadAddress,
     ReservedBits,
     UnknownCtrlOp,
+    BadFeatures,
 }
 
 impl ViolationKind {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [ViolationKind; Self::COUNT] = [
         ViolationKind::BadParams,
         ViolationKind::EpochMismatch,
@@ -136,6 +152,7 @@ impl ViolationKind {
         ViolationKind::BadAddress,
         ViolationKind::ReservedBits,
         ViolationKind::UnknownCtrlOp,
+        ViolationKind::BadFeatures,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -150,6 +167,7 @@ impl ViolationKind {
             ViolationKind::BadAddress => "bad_address",
             ViolationKind::ReservedBits => "reserved_bits",
             ViolationKind::UnknownCtrlOp => "unknown_ctrl_op",
+            ViolationKind::BadFeatures => "bad_features",
         }
     }
 }
@@ -167,6 +185,13 @@ pub struct BackStats {
     pub rx_completions: u64,
     pub rx_bytes: u64,
     pub ctrl_requests: u64,
+    /// Connected mode: CM ring requests, RC sends and big receives posted,
+    /// and their completions.
+    pub cm_requests: u64,
+    pub rc_tx_requests: u64,
+    pub rc_rx_requests: u64,
+    pub rc_tx_completions: u64,
+    pub rc_rx_completions: u64,
     /// Notifications (interrupts) sent to the guest.
     pub interrupts: u64,
     pub violations: [u64; ViolationKind::COUNT],
