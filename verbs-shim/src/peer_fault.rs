@@ -47,6 +47,11 @@ pub enum PeerFault {
     BadSourceQpn { qpn: u32 },
     /// A control response that does not answer the oldest request.
     CtrlMismatch { cookie: u32, op: u16 },
+    /// Connected mode: a CM answer matches no request of ours (cookie and
+    /// op), or names a connection it cannot.
+    CmMismatch { cookie: u32, op: u16 },
+    /// Connected mode: the CM ring's producer index overran.
+    CmRingOverflow,
 }
 
 impl PeerFault {
@@ -61,6 +66,8 @@ impl PeerFault {
             }
             PeerFault::BadSourceQpn { .. } => PeerFaultKind::BadAddress,
             PeerFault::CtrlMismatch { .. } => PeerFaultKind::CtrlMismatch,
+            PeerFault::CmMismatch { .. } => PeerFaultKind::CmMismatch,
+            PeerFault::CmRingOverflow => PeerFaultKind::RingOverflow,
         }
     }
 }
@@ -86,6 +93,11 @@ impl fmt::Display for PeerFault {
                 f,
                 "control response (cookie {cookie}, op {op}) does not match the oldest request"
             ),
+            PeerFault::CmMismatch { cookie, op } => write!(
+                f,
+                "CM answer (cookie {cookie}, op {op}) matches no request or connection"
+            ),
+            PeerFault::CmRingOverflow => f.write_str("cm ring overflow"),
         }
     }
 }
@@ -102,10 +114,11 @@ pub enum PeerFaultKind {
     BadLength,
     BadAddress,
     CtrlMismatch,
+    CmMismatch,
 }
 
 impl PeerFaultKind {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [PeerFaultKind; Self::COUNT] = [
         PeerFaultKind::BadPortBlock,
         PeerFaultKind::RingOverflow,
@@ -113,6 +126,7 @@ impl PeerFaultKind {
         PeerFaultKind::BadLength,
         PeerFaultKind::BadAddress,
         PeerFaultKind::CtrlMismatch,
+        PeerFaultKind::CmMismatch,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -123,6 +137,7 @@ impl PeerFaultKind {
             PeerFaultKind::BadLength => "bad_length",
             PeerFaultKind::BadAddress => "bad_address",
             PeerFaultKind::CtrlMismatch => "ctrl_mismatch",
+            PeerFaultKind::CmMismatch => "cm_mismatch",
         }
     }
 }
@@ -166,6 +181,7 @@ mod tests {
             },
             PeerFault::BadSourceQpn { qpn: 1 << 24 },
             PeerFault::CtrlMismatch { cookie: 1, op: 2 },
+            PeerFault::CmMismatch { cookie: 1, op: 2 },
         ];
         let mut counts = PeerFaultCounts::default();
         for f in &faults {

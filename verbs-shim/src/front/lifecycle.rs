@@ -67,9 +67,21 @@ impl<N: Notify> FrontHca<N> {
         };
         self.port = port;
         // Written before Connected, which was read with Acquire.
-        self.offloads = crate::Offloads::from_features(self.header.backend_features());
+        let agreed = self.header.backend_features();
+        self.offloads = crate::Offloads::from_features(agreed);
         self.phase = Phase::Connected;
         self.header.set_guest_state(ring::State::Connected);
+        if agreed & ring::header::features::CONNECTED_MODE == 0 {
+            // Asked for and not agreed: datagram mode only.
+            self.rc = None;
+        }
+        if let Some(rc) = self.rc.as_mut() {
+            rc.top_up_credits();
+            if rc.publish() {
+                self.stats.doorbells += 1;
+                self.notify.notify();
+            }
+        }
         Ok(true)
     }
 
@@ -106,6 +118,9 @@ impl<N: Notify> FrontHca<N> {
             return;
         }
         self.phase = Phase::Draining(reason);
+        if let Some(rc) = self.rc.as_mut() {
+            rc.drain();
+        }
     }
 
     /// While draining: hands back one in-flight slot as a flushed completion,

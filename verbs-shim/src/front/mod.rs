@@ -13,7 +13,10 @@
 //! [`PeerFault`]: crate::PeerFault
 
 mod lifecycle;
+mod rc;
 mod verbs;
+
+pub use rc::EVENT_CREDITS;
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -21,7 +24,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use ring::desc::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
-use ring::{FrontRing, Header, Layout, LayoutError, LayoutParams, RingError, State, Window};
+use ring::header::features;
+use ring::{
+    BigParams, FrontRing, Header, Layout, LayoutError, LayoutParams, RingError, State, Window,
+};
 
 use crate::notify::Notify;
 use crate::peer_fault::{PeerFault, PeerFaultCounts};
@@ -126,6 +132,11 @@ pub struct FrontHca<N: Notify> {
     /// Requests pushed since the last flush, per ring.
     unpublished: bool,
     stats: FrontStats,
+    /// Connected mode, asked for at attach (dropped at Connected if the
+    /// back end did not agree).
+    rc: Option<rc::FrontRc>,
+    /// Completions read while looking for RC ones, kept for `poll_cq`.
+    stash: VecDeque<crate::hca::Completion>,
 }
 
 impl<N: Notify> FrontHca<N> {
@@ -133,6 +144,21 @@ impl<N: Notify> FrontHca<N> {
     /// window that the back end has put in InitWait. The channel is usable
     /// once [`FrontHca::poll_connected`] returns `true`.
     pub fn attach(window: Window, params: LayoutParams, notify: N) -> Result<Self, AttachError> {
+        Self::attach_with(window, params, None, notify)
+    }
+
+    /// [`FrontHca::attach`], asking for connected mode with `big` if the
+    /// back end offers it (`docs/connected-mode.md`, §5); whether it was
+    /// agreed shows at Connected ([`crate::Verbs::rc`]). The window must
+    /// hold the layout with `big` ([`Layout::window_len_with`]) for the
+    /// request to be made; otherwise, or without the offer, the channel is
+    /// laid out as by `attach`.
+    pub fn attach_with(
+        window: Window,
+        params: LayoutParams,
+        big: Option<BigParams>,
+        notify: N,
+    ) -> Result<Self, AttachError> {
         let header =
             Header::new(&window).map_err(|e| AttachError::Ring(RingError::OutOfBounds(e)))?;
         if header.magic() != ring::header::MAGIC {
@@ -155,7 +181,12 @@ impl<N: Notify> FrontHca<N> {
         if header.version() != ring::header::VERSION {
             return Err(AttachError::BadVersion(header.version()));
         }
-        let layout = Layout::compute(params, window.len()).map_err(AttachError::Layout)?;
+        let offered = header.backend_features() & features::CONNECTED_MODE != 0;
+        let big = big
+            .filter(|_| offered)
+            .filter(|b| Layout::compute_with(params, Some(*b), window.len()).is_ok());
+        let layout =
+            Layout::compute_with(params, big, window.len()).map_err(AttachError::Layout)?;
         if (1u32 << params.tx_order) < u32::from(params.tx_slots) {
             return Err(AttachError::RingSmallerThanSlots { ring: "tx" });
         }
@@ -174,11 +205,28 @@ impl<N: Notify> FrontHca<N> {
         let mut rx =
             FrontRing::attach(sub(&layout.rx)?, params.rx_order).map_err(AttachError::Ring)?;
         let buffers = sub(&layout.buffers)?;
+        let rc = match (&layout.big, big) {
+            (Some(ranges), Some(bp)) => {
+                let cm =
+                    FrontRing::attach(sub(&ranges.cm)?, bp.cm_order).map_err(AttachError::Ring)?;
+                let shape = crate::rc::BigLayout {
+                    tx_count: bp.tx_slots,
+                    rx_count: bp.rx_slots,
+                    slot_size: bp.slot_size,
+                };
+                Some(rc::FrontRc::new(cm, shape, sub(&ranges.area)?))
+            }
+            _ => None,
+        };
         ctrl.init();
         tx.init();
         rx.init();
         let epoch = header.epoch();
         header.write_params(&params);
+        if let Some(bp) = big {
+            header.write_big_params(&bp);
+            header.set_guest_features(features::CONNECTED_MODE);
+        }
         header.set_guest_epoch(epoch);
         header.set_guest_state(State::Initialised);
         notify.notify();
@@ -210,6 +258,8 @@ impl<N: Notify> FrontHca<N> {
                 doorbells: 1,
                 ..FrontStats::default()
             },
+            rc,
+            stash: VecDeque::new(),
         })
     }
 

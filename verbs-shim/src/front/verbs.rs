@@ -3,7 +3,7 @@
 
 use ring::desc::{
     ctrl_op, ctrl_status, CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse,
-    RX_FLAG_GRH, RX_FLAG_MULTICAST,
+    RX_FLAG_GRH, RX_FLAG_MULTICAST, RX_FLAG_RC, TX_RSP_FLAG_RC,
 };
 
 use super::{FrontHca, PendingCtrl, Phase};
@@ -146,10 +146,24 @@ impl<N: Notify> FrontHca<N> {
     fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
         loop {
             if let Some(rsp) = self.rx.pop_response().map_err(|_| overflow(RingId::Rx))? {
+                if let (Some(rc), true) = (self.rc.as_mut(), rsp.flags & RX_FLAG_RC != 0) {
+                    rc.rx_answer(rsp)?;
+                    continue;
+                }
                 return self.rx_completion(rsp).map(Some);
             }
             if let Some(rsp) = self.tx.pop_response().map_err(|_| overflow(RingId::Tx))? {
+                if let (Some(rc), true) = (self.rc.as_mut(), rsp._reserved == TX_RSP_FLAG_RC) {
+                    rc.tx_answer(rsp)?;
+                    continue;
+                }
                 return self.tx_completion(rsp).map(Some);
+            }
+            if let Some(rc) = self.rc.as_mut() {
+                if let Some(rsp) = rc.pop_cm().map_err(|_| PeerFault::CmRingOverflow)? {
+                    rc.cm_answer(rsp)?;
+                    continue;
+                }
             }
             match self
                 .ctrl
@@ -258,15 +272,17 @@ impl<N: Notify> Verbs for FrontHca<N> {
     }
 
     fn flush(&mut self) -> Result<(), HcaError> {
-        if !self.unpublished {
+        let rc_unpublished = self.rc.as_ref().is_some_and(|rc| rc.needs_publish());
+        if !self.unpublished && !rc_unpublished {
             return Ok(());
         }
         self.unpublished = false;
-        // Publish all three rings, ring one doorbell for the batch.
+        // Publish all the rings, ring one doorbell for the batch.
         let a = self.ctrl.publish_requests();
         let b = self.tx.publish_requests();
         let c = self.rx.publish_requests();
-        if a || b || c {
+        let d = self.rc.as_mut().is_some_and(|rc| rc.publish());
+        if a || b || c || d {
             self.stats.doorbells += 1;
             self.notify.notify();
         }
@@ -274,6 +290,9 @@ impl<N: Notify> Verbs for FrontHca<N> {
     }
 
     fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        if let Some(c) = self.stash.pop_front() {
+            return Ok(Some(c));
+        }
         self.check_peer();
         match self.phase {
             Phase::Waiting => return Ok(None),
@@ -304,6 +323,18 @@ impl<N: Notify> Verbs for FrontHca<N> {
         } else {
             Ok(false)
         };
+        if !self.stash.is_empty() || self.rc.as_ref().is_some_and(|rc| rc.has_queued()) {
+            return Ok(true);
+        }
+        if let Some(rc) = self.rc.as_mut() {
+            match rc.final_check() {
+                Ok(p) => pending |= p,
+                Err(_) => {
+                    self.violation(PeerFault::CmRingOverflow);
+                    return Ok(true);
+                }
+            }
+        }
         for (ring, r) in [
             (RingId::Ctrl, self.ctrl.final_check_responses()),
             (RingId::Tx, tx),
@@ -334,6 +365,15 @@ impl<N: Notify> Verbs for FrontHca<N> {
 
     fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
         self.push_ctrl(ctrl_op::RELEASE_DEST, Gid::ZERO, handle.0)
+    }
+
+    /// When connected mode was agreed.
+    fn rc(&mut self) -> Option<&mut dyn crate::rc::RcVerbs> {
+        if self.rc.is_some() {
+            Some(self)
+        } else {
+            None
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub enum RcError {
     BadMtu { mtu: u32, max: u32 },
     /// A big slot this port does not have.
     BadSlot(u16),
+    /// The request queue (the channel's CM or data ring) is full; poll and
+    /// retry.
+    QueueFull,
     /// The port is closed.
     Disconnected,
 }
@@ -58,6 +61,7 @@ impl fmt::Display for RcError {
                 )
             }
             RcError::BadSlot(index) => write!(f, "no big slot {index}"),
+            RcError::QueueFull => f.write_str("request queue full"),
             RcError::Disconnected => f.write_str("port disconnected"),
         }
     }

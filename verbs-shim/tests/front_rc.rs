@@ -1,0 +1,251 @@
+//! Connected mode end to end through the channel: two guest-side providers
+//! (`FrontHca` with `attach_with`) talk RC through their back halves over
+//! the sim fabric, with the same `RcVerbs` contract the sim port offers.
+#![cfg(feature = "sim")]
+
+use std::collections::VecDeque;
+
+use ring::{BigParams, Layout, LayoutParams, Window};
+use verbs_shim::back::{BackConfig, BackHalf};
+use verbs_shim::front::FrontHca;
+use verbs_shim::notify::NoNotify;
+use verbs_shim::rc::{
+    BigRxSlot, BigTxSlot, BreakReason, ConnHandle, RcCompletion, RcError, RcEvent, RcHca,
+    RcRecvInfo, RcStatus, RcVerbs,
+};
+use verbs_shim::sim::{FaultConfig, PortConfig, RcSetup, SimFabric, SimPort};
+use verbs_shim::{PKey, Verbs};
+
+type Back = BackHalf<SimPort, NoNotify>;
+type Front = FrontHca<NoNotify>;
+
+const PARAMS: LayoutParams = LayoutParams {
+    ctrl_order: 4,
+    tx_order: 5,
+    rx_order: 5,
+    tx_slots: 16,
+    rx_slots: 16,
+    slot_size: 4096,
+};
+
+const BIG: BigParams = BigParams {
+    cm_order: 4,
+    tx_slots: 4,
+    rx_slots: 4,
+    slot_size: 65536,
+};
+
+struct Guest {
+    back: Back,
+    front: Front,
+    big_tx: Vec<BigTxSlot>,
+    events: VecDeque<RcEvent>,
+    sent: Vec<(ConnHandle, RcStatus)>,
+    got: Vec<(RcRecvInfo, Vec<u8>)>,
+    flushed: usize,
+    spare_rx: Vec<BigRxSlot>,
+}
+
+impl Guest {
+    fn new(fabric: &SimFabric, n: u16, offer: bool, ask: bool) -> Guest {
+        let window = Window::new_heap(Layout::window_len_with(PARAMS, Some(BIG)).unwrap());
+        let config = BackConfig {
+            connected_mode: offer,
+            ..BackConfig::default()
+        };
+        let mut back = Back::new(window.clone(), config, NoNotify).unwrap();
+        let big = ask.then_some(BIG);
+        let mut front = Front::attach_with(window.clone(), PARAMS, big, NoNotify).unwrap();
+        let setup = back.poll_guest_init().unwrap().unwrap();
+        let mut config = PortConfig::with_layout(n, PKey::DEFAULT, setup.slots);
+        config.region = setup.region.clone();
+        let mut port = fabric.add_port(config).unwrap();
+        if let Some((region, big)) = back.rc_region() {
+            port.enable_rc(RcSetup {
+                big,
+                region,
+                max_conns: 8,
+            })
+            .unwrap();
+        }
+        back.connect(port).unwrap();
+        assert!(front.poll_connected().unwrap());
+        let _ = front.take_slots();
+        let mut g = Guest {
+            back,
+            front,
+            big_tx: Vec::new(),
+            events: VecDeque::new(),
+            sent: Vec::new(),
+            got: Vec::new(),
+            flushed: 0,
+            spare_rx: Vec::new(),
+        };
+        if let Some((tx, rx)) = g.front.take_big_slots() {
+            g.big_tx = tx.collect();
+            for slot in rx {
+                g.front.rc_post_recv(slot).unwrap();
+            }
+            g.front.flush().unwrap();
+        }
+        g
+    }
+
+    fn gid(&self) -> verbs_shim::Gid {
+        self.front.port_attr().gid
+    }
+
+    fn qpn(&self) -> verbs_shim::Qpn {
+        self.front.port_attr().qpn
+    }
+
+    /// Back end and guest each take a turn.
+    fn turn(&mut self) {
+        self.front.flush().unwrap();
+        let _ = self.back.service();
+        while let Ok(Some(c)) = self.front.poll_rc() {
+            match c {
+                RcCompletion::Send { slot, conn, status } => {
+                    self.big_tx.push(slot);
+                    self.sent.push((conn, status));
+                }
+                RcCompletion::Recv { slot, status, info } => {
+                    if status == RcStatus::Success {
+                        let mut bytes = vec![0; info.byte_len as usize];
+                        assert!(self.front.big_area().read(&slot, 0, &mut bytes));
+                        self.got.push((info, bytes));
+                        let _ = self.front.rc_post_recv(slot);
+                    } else {
+                        // The slot stays ours, unposted: the channel is going.
+                        self.flushed += 1;
+                        self.spare_rx.push(slot);
+                    }
+                }
+                RcCompletion::Event(e) => self.events.push_back(e),
+            }
+        }
+        while let Ok(Some(_)) = self.front.poll_cq() {}
+    }
+}
+
+fn turns(guests: &mut [&mut Guest], n: usize) {
+    for _ in 0..n {
+        for g in guests.iter_mut() {
+            g.turn();
+        }
+    }
+}
+
+#[test]
+fn two_guests_connect_through_their_back_ends_and_move_64k_messages() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Guest::new(&fabric, 1, true, true);
+    let mut b = Guest::new(&fabric, 2, true, true);
+    assert!(a.front.rc().is_some() && b.front.rc().is_some(), "agreed");
+    let ca = a.front.rc_connect(b.gid(), b.qpn(), 65520).unwrap();
+    turns(&mut [&mut a, &mut b], 3);
+    let Some(RcEvent::Request { conn: cb, peer }) = b.events.pop_front() else {
+        panic!("b saw no request: {:?}", b.events);
+    };
+    assert_eq!(
+        (peer.gid, peer.ud_qpn, peer.recv_mtu),
+        (a.gid(), a.qpn(), 65520)
+    );
+    b.front.rc_accept(cb, 65520).unwrap();
+    turns(&mut [&mut b, &mut a], 3);
+    assert_eq!(
+        a.events.pop_front(),
+        Some(RcEvent::Established {
+            conn: ca,
+            send_mtu: 65520
+        })
+    );
+    assert!(matches!(
+        b.events.pop_front(),
+        Some(RcEvent::Established { conn, .. }) if conn == cb
+    ));
+    // Eight messages of up to the connected MTU, in order.
+    for seq in 0..8u8 {
+        while a.big_tx.is_empty() {
+            turns(&mut [&mut a, &mut b], 1);
+        }
+        let slot = a.big_tx.pop().unwrap();
+        let len = 65520 - usize::from(seq) * 1000;
+        let msg: Vec<u8> = (0..len).map(|i| (i as u8) ^ seq).collect();
+        assert!(a.front.big_area().write(&slot, 0, &msg));
+        a.front.rc_post_send(ca, slot, len).unwrap();
+        turns(&mut [&mut a, &mut b], 2);
+    }
+    turns(&mut [&mut a, &mut b], 3);
+    assert_eq!(a.sent.len(), 8);
+    assert!(a
+        .sent
+        .iter()
+        .all(|&(c, s)| c == ca && s == RcStatus::Success));
+    assert_eq!(b.got.len(), 8);
+    for (seq, (info, bytes)) in b.got.iter().enumerate() {
+        assert_eq!(info.conn, cb);
+        assert_eq!(info.src_qpn, a.qpn());
+        assert_eq!(bytes.len(), 65520 - seq * 1000);
+        assert!(bytes
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == (i as u8) ^ seq as u8));
+    }
+    // a's back end goes away: b hears its connection broke.
+    a.back.shutdown();
+    drop(a);
+    turns(&mut [&mut b], 3);
+    assert_eq!(
+        b.events.pop_front(),
+        Some(RcEvent::Broken {
+            conn: cb,
+            reason: BreakReason::PeerGone
+        })
+    );
+    b.front.rc_disconnect(cb).unwrap();
+    turns(&mut [&mut b], 2);
+    assert_eq!(b.events.pop_front(), Some(RcEvent::Closed { conn: cb }));
+    assert_eq!(b.back.rc_held(), Some((0, 0)));
+    assert_eq!(b.back.stats().total_violations(), 0);
+    assert_eq!(b.front.stats().violations, 0);
+}
+
+#[test]
+fn without_the_offer_a_guest_that_asks_gets_datagram_mode_and_todays_layout() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut g = Guest::new(&fabric, 1, false, true);
+    assert!(g.front.rc().is_none());
+    assert_eq!(g.front.layout().big, None, "today's layout");
+    assert_eq!(
+        g.front.rc_connect(
+            verbs_shim::Gid::from_parts(1, 2),
+            verbs_shim::Qpn::new(0x49).unwrap(),
+            4096
+        ),
+        Err(RcError::NotSupported)
+    );
+    assert_eq!(g.back.stats().total_violations(), 0);
+    g.turn();
+    // Offered, not asked: the same.
+    let g2 = Guest::new(&fabric, 2, true, false);
+    assert_eq!(g2.front.layout().big, None);
+    assert_eq!(g2.back.rc_held(), None);
+}
+
+#[test]
+fn a_connect_to_a_datagram_only_guest_is_rejected() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Guest::new(&fabric, 1, true, true);
+    let mut ud = Guest::new(&fabric, 2, true, false);
+    let ca = a.front.rc_connect(ud.gid(), ud.qpn(), 65520).unwrap();
+    turns(&mut [&mut a, &mut ud], 3);
+    assert_eq!(
+        a.events.pop_front(),
+        Some(RcEvent::Rejected {
+            conn: ca,
+            reason: verbs_shim::rc::RejectReason::NoListener
+        })
+    );
+    assert_eq!(a.back.rc_held(), Some((0, 0)));
+}
