@@ -54,6 +54,10 @@ pub struct IpoibConfig {
     pub ipv6: Option<Ipv6Cidr>,
     /// IPv6 next hop for destinations off every on-link prefix.
     pub gateway6: Option<Ipv6Address>,
+    /// Connected mode (RFC 4755) with this IP MTU (65520 is Linux's), if
+    /// the device offers it (`verbs_shim::Verbs::rc`) and the crate has
+    /// feature `alloc`; `None`: datagram mode only.
+    pub connected_mtu: Option<u32>,
 }
 
 impl IpoibConfig {
@@ -66,7 +70,15 @@ impl IpoibConfig {
             announce: true,
             ipv6: None,
             gateway6: None,
+            connected_mtu: None,
         }
+    }
+
+    /// Asks for connected mode with IP MTU `mtu` (see
+    /// [`IpoibConfig::connected_mtu`]).
+    pub fn with_connected_mode(mut self, mtu: u32) -> IpoibConfig {
+        self.connected_mtu = Some(mtu);
+        self
     }
 
     pub fn with_ipv6(mut self, address: Ipv6Cidr) -> IpoibConfig {

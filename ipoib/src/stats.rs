@@ -112,6 +112,38 @@ pub struct Frag6Stats {
     pub queue_full: u64,
 }
 
+/// Connected mode (RFC 4755; `docs/connected-mode.md`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CmStats {
+    /// Connected mode is on: the device advertises it and its MTU is the
+    /// connected MTU.
+    pub enabled: bool,
+    /// Connections asked for, established (either side), refused by the
+    /// peer, broken under us, and requests accepted or refused here.
+    pub connects: u64,
+    pub established: u64,
+    pub rejected: u64,
+    pub broken: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    /// Packets sent and received over RC.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets larger than the datagram MTU for a neighbour that does not
+    /// do connected mode (or is not resolved yet): dropped (IP
+    /// fragmentation for them is not done yet).
+    pub tx_too_big: u64,
+    /// Packets for a connection that failed, or that waited too long.
+    pub tx_no_connection: u64,
+    /// Sends the device refused or completed with an error.
+    pub tx_errors: u64,
+    /// Received messages that were not IP, or arrived while smoltcp's
+    /// queue was full.
+    pub rx_dropped: u64,
+}
+
 /// All counters of one interface.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct IpoibStats {
@@ -125,4 +157,5 @@ pub struct IpoibStats {
     pub mcast: McastStats,
     pub nd: NdStats,
     pub frag6: Frag6Stats,
+    pub cm: CmStats,
 }

@@ -14,7 +14,7 @@ use verbs_shim::back::{BackConfig, BackHalf};
 use crate::capture::SharedCapture;
 use verbs_shim::front::FrontHca;
 use verbs_shim::notify::NoNotify;
-use verbs_shim::sim::{PortConfig, SimFabric, SimPort};
+use verbs_shim::sim::{PortConfig, RcSetup, SimFabric, SimPort};
 use verbs_shim::{HcaError, IbMtu, PKey, QKey};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -39,7 +39,15 @@ pub struct GuestSpec {
     pub qkey_override: Option<QKey>,
     /// A static IPv6 address besides the link-local one.
     pub ip6: Option<Ipv6Cidr>,
+    /// Connected mode (RFC 4755) with this IP MTU: the back end offers it,
+    /// the channel asks for it with [`CONNECTED_BIG`] big slots, and the
+    /// device uses it. `None`: datagram mode only, as an old guest.
+    pub connected_mtu: Option<u32>,
 }
+
+/// The big-slot pool of a connected-mode guest: 16 TX and 32 RX slots of
+/// 64 KiB.
+pub const CONNECTED_BIG: ring::BigParams = ring::BigParams::DEFAULT;
 
 impl GuestSpec {
     /// Guest `n` at 10.77.0.n/24 in the default partition.
@@ -59,7 +67,22 @@ impl GuestSpec {
             },
             qkey_override: None,
             ip6: None,
+            connected_mtu: None,
         }
+    }
+
+    /// Connected mode with IP MTU `mtu` (65520 as Linux). The TX and RX
+    /// rings grow to carry the big slots too.
+    pub fn with_connected_mode(mut self, mtu: u32) -> GuestSpec {
+        self.connected_mtu = Some(mtu);
+        self.params.tx_order = self.params.tx_order.max(8);
+        self.params.rx_order = self.params.rx_order.max(8);
+        self
+    }
+
+    /// The big-slot parameters the channel asks for, if any.
+    fn big(&self) -> Option<ring::BigParams> {
+        self.connected_mtu.map(|_| CONNECTED_BIG)
     }
 
     /// Gives the guest `fd77::n/64` besides its link-local address.
@@ -103,8 +126,38 @@ pub struct Guest<C: Capture = SharedCapture> {
 
 /// Builds the channel for one guest and connects both ends.
 pub fn connect_channel(fabric: &SimFabric, spec: &GuestSpec) -> Result<Channel, BoxError> {
-    let window = Window::new_heap(Layout::window_len_for(spec.params)?);
+    let window = Window::new_heap(Layout::window_len_with(spec.params, spec.big())?);
     connect_channel_in(fabric, spec, window)
+}
+
+/// The back half's configuration for `spec`, announcing `epoch`.
+fn back_config(spec: &GuestSpec, epoch: u32) -> BackConfig {
+    BackConfig {
+        epoch,
+        connected_mode: spec.connected_mtu.is_some(),
+        ..BackConfig::default()
+    }
+}
+
+/// The back end's side of the handshake: a sim port over the guest's
+/// buffers, with RC over its big slots if it asked for connected mode.
+fn provide(fabric: &SimFabric, spec: &GuestSpec, back: &mut SimBack) -> Result<(), BoxError> {
+    let Some(setup) = back.poll_guest_init()? else {
+        return Ok(());
+    };
+    let mut port_config = PortConfig::with_layout(spec.port, spec.pkey, setup.slots);
+    port_config.mtu = spec.mtu;
+    port_config.region = setup.region;
+    let mut port = fabric.add_port(port_config)?;
+    if let Some((region, big)) = back.rc_region() {
+        port.enable_rc(RcSetup {
+            big,
+            region,
+            max_conns: 64,
+        })?;
+    }
+    back.connect(port)?;
+    Ok(())
 }
 
 /// Like [`connect_channel`], in a window the caller provides.
@@ -113,16 +166,12 @@ pub fn connect_channel_in(
     spec: &GuestSpec,
     window: Window,
 ) -> Result<Channel, BoxError> {
-    let mut back = BackHalf::new(window.clone(), BackConfig::default(), NoNotify)?;
-    let mut front = FrontHca::attach(window.clone(), spec.params, NoNotify)?;
-    let setup = back
-        .poll_guest_init()?
-        .ok_or("back half did not see the guest initialise")?;
-    let mut port_config = PortConfig::with_layout(spec.port, spec.pkey, setup.slots);
-    port_config.mtu = spec.mtu;
-    port_config.region = setup.region;
-    let port = fabric.add_port(port_config)?;
-    back.connect(port)?;
+    let mut back = BackHalf::new(window.clone(), back_config(spec, 1), NoNotify)?;
+    let mut front = FrontHca::attach_with(window.clone(), spec.params, spec.big(), NoNotify)?;
+    if back.poll_guest_init()?.is_none() {
+        return Err("back half did not see the guest initialise".into());
+    }
+    provide(fabric, spec, &mut back)?;
     if !front.poll_connected()? {
         return Err("front did not see Connected".into());
     }
@@ -146,6 +195,7 @@ impl<C: Capture> Guest<C> {
         let mut config = IpoibConfig::new(spec.ip);
         config.qkey_override = spec.qkey_override;
         config.ipv6 = spec.ip6;
+        config.connected_mtu = spec.connected_mtu;
         let mut device = IpoibDevice::with_capture(front, config, capture)?;
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = u64::from(spec.port);
@@ -174,10 +224,7 @@ impl<C: Capture> Guest<C> {
     /// restarted back end would: the old port and its posted buffers are
     /// gone, and the guest has to attach again.
     pub fn restart_backend(&mut self, epoch: u32) -> Result<(), BoxError> {
-        let config = BackConfig {
-            epoch,
-            ..BackConfig::default()
-        };
+        let config = back_config(&self.spec, epoch);
         self.back = BackHalf::new(self.window.clone(), config, NoNotify)?;
         Ok(())
     }
@@ -186,19 +233,17 @@ impl<C: Capture> Guest<C> {
     /// move the interface onto it. Returns false while the back end is not
     /// ready yet.
     fn reattach(&mut self) -> Result<bool, BoxError> {
-        let mut front = match FrontHca::attach(self.window.clone(), self.spec.params, NoNotify) {
-            Ok(f) => f,
-            Err(verbs_shim::front::AttachError::NotReady) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
+        let big = self.spec.big();
+        let mut front =
+            match FrontHca::attach_with(self.window.clone(), self.spec.params, big, NoNotify) {
+                Ok(f) => f,
+                Err(verbs_shim::front::AttachError::NotReady) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
         // The back end's side of the handshake (in a real deployment this
         // runs in the daemon when the guest's doorbell rings).
-        if let Some(setup) = self.back.poll_guest_init()? {
-            let mut port_config =
-                PortConfig::with_layout(self.spec.port, self.spec.pkey, setup.slots);
-            port_config.mtu = self.spec.mtu;
-            port_config.region = setup.region;
-            self.back.connect(self.fabric.add_port(port_config)?)?;
+        if !self.back.is_connected() {
+            provide(&self.fabric, &self.spec, &mut self.back)?;
         }
         if !front.poll_connected()? {
             return Ok(false);

@@ -10,8 +10,8 @@ use verbs_shim::back::{BackConfig, BackHalf};
 use verbs_shim::front::FrontHca;
 use verbs_shim::notify::NoNotify;
 use verbs_shim::rc::{
-    BigRxSlot, BigTxSlot, BreakReason, ConnHandle, RcCompletion, RcError, RcEvent, RcHca,
-    RcRecvInfo, RcStatus, RcVerbs,
+    BigRxSlot, BigTxSlot, BreakReason, ConnHandle, RcCompletion, RcError, RcEvent, RcRecvInfo,
+    RcStatus, RcVerbs,
 };
 use verbs_shim::sim::{FaultConfig, PortConfig, RcSetup, SimFabric, SimPort};
 use verbs_shim::{PKey, Verbs};

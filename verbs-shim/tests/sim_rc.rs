@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use verbs_shim::rc::{
     BigRxSlot, BigTxSlot, BreakReason, ConnHandle, ConnState, RcCompletion, RcError, RcEvent,
-    RcHca, RcRecvInfo, RcStatus, RcVerbs, RejectReason, DEFAULT_CONNECTED_MTU, MIN_RC_MTU,
+    RcRecvInfo, RcStatus, RcVerbs, RejectReason, DEFAULT_CONNECTED_MTU, MIN_RC_MTU,
 };
 use verbs_shim::sim::{FaultConfig, PortConfig, RcSetup, SimError, SimFabric, SimPort};
 use verbs_shim::{Gid, PKey, Qpn, Verbs};

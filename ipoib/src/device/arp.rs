@@ -51,8 +51,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 return;
             }
         }
-        // Only the QPN and GID matter for sending; drop capability flags.
-        let sender = HwAddr::new(arp.source_hw.qpn, arp.source_hw.gid);
+        // The QPN and GID matter for sending; of the flags, only connected
+        // mode is kept.
+        let sender = arp.source_hw.as_neighbour();
         if sender.gid.is_multicast() || sender.qpn == Qpn::MULTICAST {
             self.tx.stats.rx_drops.malformed += 1;
             return;

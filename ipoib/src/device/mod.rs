@@ -11,6 +11,8 @@
 //! ```
 
 mod arp;
+#[cfg(feature = "alloc")]
+mod cm;
 mod groups;
 mod nd;
 mod phy;
@@ -187,6 +189,9 @@ pub struct IpoibDevice<H: Hca, C: Capture = NoCapture> {
     rx: RxSide,
     tx: TxSide,
     groups: groups::Groups,
+    /// Connected mode, when asked for and the device offers it.
+    #[cfg(feature = "alloc")]
+    cm: Option<cm::CmSide>,
 }
 
 impl<H: Hca> IpoibDevice<H, NoCapture> {
@@ -235,6 +240,8 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             },
             tx: TxSide::new(config, local),
             groups: groups::Groups::default(),
+            #[cfg(feature = "alloc")]
+            cm: None,
         };
         device.bring_up()?;
         Ok(device)
@@ -292,6 +299,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         self.port = port;
         self.mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
+        self.tx.ud_mtu = self.mtu;
+        #[cfg(feature = "alloc")]
+        self.start_connected_mode();
         self.rx_slots = usize::from(layout.rx_count);
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;
@@ -307,6 +317,27 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             self.mtu
         );
         Ok(())
+    }
+
+    /// Turns connected mode on if it was asked for and the device offers
+    /// it: the big slots are taken, the hardware address carries the flag,
+    /// and the MTU becomes the connected MTU. A new device (after a back-end
+    /// restart) starts with no connections.
+    #[cfg(feature = "alloc")]
+    fn start_connected_mode(&mut self) {
+        self.cm = None;
+        let Some(mtu) = self.tx.config.connected_mtu else {
+            return;
+        };
+        let Some(rc) = self.hca.rc() else {
+            log::info!("ipoib: connected mode asked for; the device has none");
+            return;
+        };
+        self.cm = cm::CmSide::start(rc, mtu);
+        if let Some(cm) = &self.cm {
+            self.mtu = self.mtu.max(cm.mtu);
+            self.tx.local.hw.flags |= HwAddr::FLAG_CONNECTED_MODE;
+        }
     }
 
     /// Joins all-nodes and the solicited-node group of each IPv6 address
@@ -389,6 +420,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             let queue_full = stats.frag6.queue_full;
             stats.frag6 = self.rx.reassembly.stats;
             stats.frag6.queue_full = queue_full;
+            if let Some(cm) = &self.cm {
+                stats.cm = cm.stats;
+            }
         }
         stats
     }
@@ -435,6 +469,14 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                     self.link = LinkState::Down;
                     return Err(e.into());
                 }
+            }
+        }
+        #[cfg(feature = "alloc")]
+        match self.service_cm() {
+            Ok(p) => progress |= p,
+            Err(e) => {
+                self.link = LinkState::Down;
+                return Err(e.into());
             }
         }
         self.run_timers();
@@ -516,6 +558,8 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 }
             }
         }
+        #[cfg(feature = "alloc")]
+        self.flush_cm();
         self.hca.flush()?;
         Ok(())
     }
@@ -523,7 +567,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     /// Asks for an interrupt on the next completion. Returns true if work is
     /// already waiting, so the caller must not sleep.
     pub fn arm(&mut self) -> Result<bool, IpoibError> {
-        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty() || self.rx.has_whole())
+        #[cfg(feature = "alloc")]
+        let cm_ready = self.cm.as_ref().is_some_and(|cm| !cm.rx.is_empty());
+        #[cfg(not(feature = "alloc"))]
+        let cm_ready = false;
+        Ok(self.hca.arm_cq()? || !self.rx.ready.is_empty() || self.rx.has_whole() || cm_ready)
     }
 
     fn on_completion(&mut self, completion: Completion) -> Result<(), IpoibError> {

@@ -100,7 +100,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.stats.nd.solicits_received += 1;
         let target = nd.repr.target;
         let for_us = self.has_ipv6_addr(target);
-        let lla = nd.repr.lla.map(|hw| HwAddr::new(hw.qpn, hw.gid));
+        let lla = nd.repr.lla.map(|hw| hw.as_neighbour());
         if nd.src.is_unspecified() {
             // Duplicate address detection by someone else (RFC 4861 7.2.4):
             // no source link-layer address allowed; the answer goes to all
@@ -146,7 +146,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         // An advertisement updates an entry; it never creates one (RFC 4861
         // 7.2.5: no entry means nobody asked).
         if let Some(hw) = nd.repr.lla {
-            let hw = HwAddr::new(hw.qpn, hw.gid);
+            let hw = hw.as_neighbour();
             let (now, timers) = (self.tx.now, self.tx.config.timers);
             if self
                 .tx

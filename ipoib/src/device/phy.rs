@@ -36,11 +36,62 @@ pub struct RxToken<'a> {
     whole: Option<alloc::vec::Vec<u8>>,
 }
 
-/// A TX slot smoltcp may fill.
+/// A TX slot smoltcp may fill (or, for a packet larger than the datagram
+/// MTU in connected mode, the connected-mode scratch buffer).
 pub struct TxToken<'a> {
     slot: Option<TxSlot>,
     area: TxArea<'a>,
     tx: &'a mut TxSide,
+    #[cfg(feature = "alloc")]
+    cm: Option<&'a mut super::cm::CmSide>,
+}
+
+/// The EtherType of an IP packet and where it goes next.
+fn classify(packet: &[u8], tx: &TxSide) -> (EtherType, Option<super::tx::Target>) {
+    match packet.first().map(|b| b >> 4) {
+        Some(6) => (
+            EtherType::Ipv6,
+            Ipv6Packet::new_checked(packet)
+                .ok()
+                .and_then(|ip| tx.route6(ip.dst_addr())),
+        ),
+        _ => (
+            EtherType::Ipv4,
+            Ipv4Packet::new_checked(packet)
+                .ok()
+                .and_then(|ip| tx.route(ip.dst_addr())),
+        ),
+    }
+}
+
+impl TxToken<'_> {
+    /// Connected mode's path for a packet larger than the datagram MTU:
+    /// smoltcp writes it into the scratch buffer, and it is queued for the
+    /// neighbour's connection. `Err(f)` hands `f` back when this is not such
+    /// a packet.
+    #[cfg(feature = "alloc")]
+    fn consume_big<R, F>(&mut self, len: usize, f: F) -> Result<R, F>
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        if len <= self.tx.ud_mtu {
+            return Err(f);
+        }
+        let Some(cm) = self.cm.as_mut() else {
+            return Err(f);
+        };
+        let Some(buffer) = cm.scratch(len) else {
+            return Err(f);
+        };
+        let result = f(&mut buffer[encap::HEADER_LEN..]);
+        let (ethertype, target) = classify(&buffer[encap::HEADER_LEN..], self.tx);
+        let hw = target.and_then(|t| self.tx.unicast_hw(t));
+        cm.queue(len, ethertype, hw);
+        if let Some(slot) = self.slot.take() {
+            self.tx.release(slot);
+        }
+        Ok(result)
+    }
 }
 
 impl RxToken<'_> {
@@ -95,6 +146,11 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
+        #[cfg(feature = "alloc")]
+        let f = match self.consume_big(len, f) {
+            Ok(result) => return result,
+            Err(f) => f,
+        };
         let Some(slot) = self.slot.take() else {
             return f(&mut []);
         };
@@ -103,21 +159,7 @@ impl phy::TxToken for TxToken<'_> {
         let end = (encap::HEADER_LEN + len).min(buffer.len());
         let frame = &mut buffer[..end];
         let result = f(&mut frame[encap::HEADER_LEN..]);
-        let packet = &frame[encap::HEADER_LEN..];
-        let (ethertype, target) = match packet.first().map(|b| b >> 4) {
-            Some(6) => (
-                EtherType::Ipv6,
-                Ipv6Packet::new_checked(packet)
-                    .ok()
-                    .and_then(|ip| self.tx.route6(ip.dst_addr())),
-            ),
-            _ => (
-                EtherType::Ipv4,
-                Ipv4Packet::new_checked(packet)
-                    .ok()
-                    .and_then(|ip| self.tx.route(ip.dst_addr())),
-            ),
-        };
+        let (ethertype, target) = classify(&frame[encap::HEADER_LEN..], self.tx);
         let mut header = EncapPacket::new_unchecked(&mut *frame);
         let _ = EncapRepr { ethertype }.emit(&mut header);
         match target {
@@ -163,6 +205,40 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 slot: Some(tx_slot),
                 area: buffers.tx,
                 tx: &mut self.tx,
+                cm: self.cm.as_mut(),
+            },
+        ))
+    }
+
+    /// The tokens for a packet received over connected mode (copied out of
+    /// its big slot already).
+    fn cm_tokens(
+        &mut self,
+        packet: alloc::vec::Vec<u8>,
+        source: DatagramSource,
+    ) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let Some(tx_slot) = self.tx.free.pop() else {
+            if let Some(cm) = self.cm.as_mut() {
+                cm.rx.push_front((packet, source));
+            }
+            return None;
+        };
+        let buffers = self.hca.buffers();
+        Some((
+            RxToken {
+                slot: None,
+                end: 0,
+                source,
+                area: buffers.rx,
+                repost: &mut self.rx.repost,
+                copy: &mut self.rx.copy,
+                whole: Some(packet),
+            },
+            TxToken {
+                slot: Some(tx_slot),
+                area: buffers.tx,
+                tx: &mut self.tx,
+                cm: self.cm.as_mut(),
             },
         ))
     }
@@ -187,6 +263,10 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
         if let Some((whole, source)) = self.rx.whole.pop_front() {
             return self.whole_tokens(whole, source);
         }
+        #[cfg(feature = "alloc")]
+        if let Some((packet, source)) = self.cm.as_mut().and_then(|cm| cm.rx.pop_front()) {
+            return self.cm_tokens(packet, source);
+        }
         let ready = self.rx.ready.pop_front()?;
         let Some(tx_slot) = self.tx.free.pop() else {
             // Checked above; put the packet back if it ever happens.
@@ -209,6 +289,8 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
                 slot: Some(tx_slot),
                 area: buffers.tx,
                 tx: &mut self.tx,
+                #[cfg(feature = "alloc")]
+                cm: self.cm.as_mut(),
             },
         ))
     }
@@ -223,6 +305,8 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
             slot: Some(slot),
             area: self.hca.buffers().tx,
             tx: &mut self.tx,
+            #[cfg(feature = "alloc")]
+            cm: self.cm.as_mut(),
         })
     }
 

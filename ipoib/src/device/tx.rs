@@ -89,6 +89,8 @@ pub(crate) struct TxSide {
     pub local: Local,
     pub stats: IpoibStats,
     pub now: Instant,
+    /// The datagram MTU; larger packets go over connected mode.
+    pub ud_mtu: usize,
 }
 
 impl TxSide {
@@ -104,6 +106,7 @@ impl TxSide {
             local,
             stats: IpoibStats::default(),
             now: Instant::ZERO,
+            ud_mtu: 0,
         }
     }
 
@@ -213,6 +216,24 @@ impl TxSide {
                 }
                 Lookup::Wait
             }
+        }
+    }
+
+    /// The hardware address of a unicast target, if it is known now (an
+    /// unknown neighbour is asked for, so that it is known next time).
+    #[cfg(feature = "alloc")]
+    pub fn unicast_hw(&mut self, target: Target) -> Option<HwAddr> {
+        match target {
+            Target::Hw(hw) => Some(hw),
+            Target::Ip(ip) => match self.neighbours.lookup(ip, self.now) {
+                NeighLookup::Reachable(hw) => Some(hw),
+                NeighLookup::Incomplete => None,
+                NeighLookup::Unknown => {
+                    self.neighbours.start(ip, self.now, &self.config.timers);
+                    None
+                }
+            },
+            Target::Broadcast | Target::Group(_) => None,
         }
     }
 

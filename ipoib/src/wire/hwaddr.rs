@@ -43,6 +43,17 @@ impl HwAddr {
         HwAddr { flags: 0, qpn, gid }
     }
 
+    /// What a neighbour's advertised address is remembered as: its QPN and
+    /// GID, and of the flags only connected mode (RFC 4755), which says
+    /// whether it may be connected to.
+    pub const fn as_neighbour(&self) -> HwAddr {
+        HwAddr {
+            flags: self.flags & Self::FLAG_CONNECTED_MODE,
+            qpn: self.qpn,
+            gid: self.gid,
+        }
+    }
+
     /// The address of a multicast group: flags 0, QPN 0xFFFFFF, the MGID.
     pub const fn multicast(mgid: Gid) -> HwAddr {
         HwAddr::new(Qpn::MULTICAST, mgid)

@@ -187,10 +187,13 @@ impl<N: Notify> FrontHca<N> {
             .filter(|b| Layout::compute_with(params, Some(*b), window.len()).is_ok());
         let layout =
             Layout::compute_with(params, big, window.len()).map_err(AttachError::Layout)?;
-        if (1u32 << params.tx_order) < u32::from(params.tx_slots) {
+        // Big slots travel on the same TX and RX rings.
+        let (big_tx, big_rx) =
+            big.map_or((0, 0), |b| (u32::from(b.tx_slots), u32::from(b.rx_slots)));
+        if (1u32 << params.tx_order) < u32::from(params.tx_slots) + big_tx {
             return Err(AttachError::RingSmallerThanSlots { ring: "tx" });
         }
-        if (1u32 << params.rx_order) < u32::from(params.rx_slots) {
+        if (1u32 << params.rx_order) < u32::from(params.rx_slots) + big_rx {
             return Err(AttachError::RingSmallerThanSlots { ring: "rx" });
         }
         let sub = |r: &core::ops::Range<usize>| {

@@ -24,8 +24,8 @@ use crate::notify::Notify;
 use crate::peer_fault::PeerFault;
 use crate::rc::{
     BigArea, BigLayout, BigRxSlot, BigRxSlots, BigTxSlot, BigTxSlots, BreakReason, ConnHandle,
-    ConnState, RcCaps, RcCompletion, RcError, RcEvent, RcHca, RcPeer, RcPostError, RcRecvInfo,
-    RcStatus, RcVerbs, RejectReason, MIN_RC_MTU,
+    ConnState, RcCaps, RcCompletion, RcError, RcEvent, RcPeer, RcPostError, RcRecvInfo, RcStatus,
+    RcVerbs, RejectReason, MIN_RC_MTU,
 };
 use crate::types::{Gid, Qpn};
 
@@ -659,9 +659,7 @@ impl<N: Notify> RcVerbs for FrontHca<N> {
         }
         Ok(self.rc.as_mut().and_then(|rc| rc.queue.pop_front()))
     }
-}
 
-impl<N: Notify> RcHca for FrontHca<N> {
     fn big_area(&mut self) -> BigArea<'_> {
         match &self.rc {
             Some(rc) => BigArea::new(&rc.region, rc.big),

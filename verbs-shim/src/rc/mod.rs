@@ -230,10 +230,9 @@ pub trait RcVerbs {
 
     /// Takes one RC completion, if any.
     fn poll_rc(&mut self) -> Result<Option<RcCompletion>, HcaError>;
-}
 
-/// An RC provider whose big slots the CPU can read and write.
-pub trait RcHca: RcVerbs {
-    /// CPU access to the big slots whose tokens the caller holds.
+    /// CPU access to the big slots whose tokens the caller holds (nothing
+    /// for a provider, like the back half's, whose buffers the CPU does
+    /// not touch).
     fn big_area(&mut self) -> BigArea<'_>;
 }

@@ -9,7 +9,7 @@ use super::stats::RcStats;
 use crate::hca::HcaError;
 use crate::rc::{
     BigArea, BigLayout, BigRxSlot, BigRxSlots, BigTxSlot, BigTxSlots, ConnHandle, RcCaps,
-    RcCompletion, RcError, RcHca, RcPostError, RcRecvInfo, RcStatus, RcVerbs, MIN_RC_MTU,
+    RcCompletion, RcError, RcPostError, RcRecvInfo, RcStatus, RcVerbs, MIN_RC_MTU,
 };
 use crate::sim::error::SimError;
 use crate::sim::port::SimPort;
@@ -271,9 +271,7 @@ impl RcVerbs for SimPort {
         }
         Ok(rc.reaped.pop_front())
     }
-}
 
-impl RcHca for SimPort {
     fn big_area(&mut self) -> BigArea<'_> {
         match &self.rc {
             Some(rc) => BigArea::new(&rc.region, rc.caps.big),

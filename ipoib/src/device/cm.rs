@@ -1,0 +1,420 @@
+//! Connected mode (RFC 4755; `docs/connected-mode.md` §1, §7, §8): an RC
+//! connection per neighbour for IP packets larger than the datagram MTU.
+//!
+//! What goes where:
+//! - packets that fit the datagram MTU go over UD, to every neighbour, as
+//!   before (RFC 4755 lets any packet use datagram mode; ARP, ND, DHCP and
+//!   multicast always do);
+//! - larger ones (up to the connected MTU, the device's MTU in connected
+//!   mode) go over RC to a neighbour whose hardware address carries the
+//!   connected-mode flag; the first one opens the connection (we are the
+//!   active side and send only on connections we opened, as Linux), and
+//!   packets wait for it in a bounded queue;
+//! - larger ones to a neighbour without the flag (or not resolved yet) are
+//!   dropped and counted (`CmStats::tx_too_big`): TCP never sends them (the
+//!   peer's MSS keeps its segments within its MTU); IP fragmentation for
+//!   other traffic is not done yet.
+//!
+//! Requests from peers are accepted up to a limit; what arrives on any
+//! connection is copied out of its big slot (the trust model's one copy)
+//! and handed to smoltcp. A broken or refused connection is remembered for
+//! a while (1 s after a break, 60 s after a refusal) before it is tried
+//! again; meanwhile big packets to that neighbour are dropped.
+//!
+//! Not zero copy yet: smoltcp writes a big packet into a scratch buffer,
+//! which is copied into a big slot at flush (`BigArea` copies; a slice
+//! accessor in `verbs-shim`'s `mem` would remove the copy).
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use smoltcp::time::{Duration, Instant};
+use verbs_shim::rc::{BigTxSlot, ConnHandle, RcCompletion, RcEvent, RcStatus, RcVerbs};
+use verbs_shim::{Gid, Hca, Qpn};
+
+use super::{DatagramSource, IpoibDevice};
+use crate::capture::Capture;
+use crate::stats::CmStats;
+use crate::wire::{encap, EncapPacket, EtherType, HwAddr};
+
+/// Big packets waiting to be posted or for their connection.
+const MAX_QUEUED: usize = 64;
+/// Received packets waiting for smoltcp.
+const MAX_RX: usize = 64;
+/// Neighbours with a connection (or a remembered failure) at once.
+const MAX_PEERS: usize = 64;
+/// Connections accepted from peers at once.
+const MAX_PASSIVE: usize = 64;
+/// RC completions handled per service pass.
+const RC_BUDGET: usize = 256;
+/// How long a neighbour is left alone after its connection broke, or after
+/// it refused one.
+const RETRY_AFTER_BREAK: Duration = Duration::from_secs(1);
+const RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(60);
+
+/// A big frame (IPoIB header and IP packet) on its way to `peer`.
+pub(crate) struct Outgoing {
+    frame: Vec<u8>,
+    peer: HwAddr,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PeerState {
+    Connecting(ConnHandle),
+    Up { conn: ConnHandle, send_mtu: usize },
+    Failed { until: Instant },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    gid: Gid,
+    qpn: Qpn,
+    state: PeerState,
+}
+
+/// The device's connected-mode state.
+pub(crate) struct CmSide {
+    /// The IP MTU in connected mode.
+    pub mtu: usize,
+    big_tx: Vec<BigTxSlot>,
+    peers: Vec<Peer>,
+    /// Connections peers opened to us: who they are.
+    passive: Vec<(ConnHandle, Gid, Qpn)>,
+    /// Filled by TX tokens, emptied at flush.
+    outbox: VecDeque<Outgoing>,
+    /// Frames for connections being set up.
+    waiting: VecDeque<Outgoing>,
+    /// Received IP packets for smoltcp.
+    pub rx: VecDeque<(Vec<u8>, DatagramSource)>,
+    /// Where a TX token lets smoltcp write a big packet.
+    scratch: Vec<u8>,
+    pub stats: CmStats,
+}
+
+impl CmSide {
+    /// Connected mode over `rc`, if it offers it: takes the big slots and
+    /// posts every big receive. `mtu` is the IP MTU asked for; the big slots
+    /// may make it smaller.
+    pub(crate) fn start(rc: &mut dyn RcVerbs, mtu: u32) -> Option<CmSide> {
+        let caps = rc.rc_caps()?;
+        let (tx, rx) = rc.take_big_slots()?;
+        let slot_mtu = caps.big.slot_size.saturating_sub(encap::HEADER_LEN as u32);
+        let mtu = mtu.min(slot_mtu) as usize;
+        for slot in rx {
+            if let Err(e) = rc.rc_post_recv(slot) {
+                log::warn!(
+                    "ipoib: connected mode: posting a big receive failed: {}",
+                    e.error
+                );
+            }
+        }
+        Some(CmSide {
+            mtu,
+            big_tx: tx.collect(),
+            peers: Vec::new(),
+            passive: Vec::new(),
+            outbox: VecDeque::new(),
+            waiting: VecDeque::new(),
+            rx: VecDeque::new(),
+            scratch: vec![0; encap::HEADER_LEN + mtu],
+            stats: CmStats {
+                enabled: true,
+                ..CmStats::default()
+            },
+        })
+    }
+
+    /// The scratch buffer for a big packet of `len` bytes (after the
+    /// IPoIB header), or `None` if it is larger than the connected MTU.
+    pub(crate) fn scratch(&mut self, len: usize) -> Option<&mut [u8]> {
+        (len <= self.mtu).then(|| self.scratch.get_mut(..encap::HEADER_LEN + len))?
+    }
+
+    /// A TX token filled the scratch with a `len`-byte packet for
+    /// `peer` (`None`: not a resolved unicast neighbour).
+    pub(crate) fn queue(&mut self, len: usize, ethertype: EtherType, peer: Option<HwAddr>) {
+        let Some(peer) = peer.filter(|hw| hw.flags & HwAddr::FLAG_CONNECTED_MODE != 0) else {
+            self.stats.tx_too_big += 1;
+            return;
+        };
+        let Some(frame) = self.scratch.get_mut(..encap::HEADER_LEN + len) else {
+            self.stats.tx_too_big += 1;
+            return;
+        };
+        let mut header = EncapPacket::new_unchecked(&mut *frame);
+        let _ = crate::wire::EncapRepr { ethertype }.emit(&mut header);
+        if self.outbox.len() >= MAX_QUEUED {
+            self.stats.tx_no_connection += 1;
+            return;
+        }
+        self.outbox.push_back(Outgoing {
+            frame: frame.to_vec(),
+            peer,
+        });
+    }
+
+    fn peer_mut(&mut self, hw: &HwAddr) -> Option<&mut Peer> {
+        self.peers
+            .iter_mut()
+            .find(|p| p.gid == hw.gid && p.qpn == hw.qpn)
+    }
+
+    fn peer_of(&mut self, conn: ConnHandle) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| match p.state {
+            PeerState::Connecting(c) | PeerState::Up { conn: c, .. } => c == conn,
+            PeerState::Failed { .. } => false,
+        })
+    }
+
+    /// Remembers a failure for `conn`'s neighbour; drops what waited for it.
+    fn failed(&mut self, conn: ConnHandle, until: Instant) -> bool {
+        let Some(peer) = self.peer_of(conn) else {
+            return false;
+        };
+        peer.state = PeerState::Failed { until };
+        let (gid, qpn) = (peer.gid, peer.qpn);
+        let before = self.waiting.len();
+        self.waiting
+            .retain(|o| !(o.peer.gid == gid && o.peer.qpn == qpn));
+        self.stats.tx_no_connection += (before - self.waiting.len()) as u64;
+        true
+    }
+
+    /// Whoever is at the other end of `conn`, as a datagram source.
+    fn source_of(&self, conn: ConnHandle, qpn: Qpn) -> DatagramSource {
+        let passive = self
+            .passive
+            .iter()
+            .find(|(c, ..)| *c == conn)
+            .map(|&(_, gid, _)| gid);
+        let active = self.peers.iter().find_map(|p| match p.state {
+            PeerState::Up { conn: c, .. } if c == conn => Some(p.gid),
+            _ => None,
+        });
+        DatagramSource {
+            qpn,
+            gid: passive.or(active),
+        }
+    }
+}
+
+impl<H: Hca, C: Capture> IpoibDevice<H, C> {
+    /// Takes RC completions: sends done, packets received, connection
+    /// events.
+    pub(super) fn service_cm(&mut self) -> Result<bool, verbs_shim::HcaError> {
+        let Some(cm) = self.cm.as_mut() else {
+            return Ok(false);
+        };
+        let now = self.tx.now;
+        let mut progress = false;
+        for _ in 0..RC_BUDGET {
+            let Some(rc) = self.hca.rc() else {
+                break;
+            };
+            let Some(completion) = rc.poll_rc()? else {
+                break;
+            };
+            progress = true;
+            match completion {
+                RcCompletion::Send { slot, status, .. } => {
+                    if status != RcStatus::Success && status != RcStatus::Flushed {
+                        cm.stats.tx_errors += 1;
+                    }
+                    cm.big_tx.push(slot);
+                }
+                RcCompletion::Recv { slot, status, info } => {
+                    if status != RcStatus::Success {
+                        // Flushed: the channel is going; not reposted.
+                        continue;
+                    }
+                    let mut frame = vec![0; info.byte_len as usize];
+                    let copied = rc.big_area().read(&slot, 0, &mut frame);
+                    if let Err(e) = rc.rc_post_recv(slot) {
+                        log::warn!("ipoib: reposting a big receive failed: {}", e.error);
+                    }
+                    let source = cm.source_of(info.conn, info.src_qpn);
+                    cm.receive(copied.then_some(frame), source);
+                }
+                RcCompletion::Event(event) => cm.on_event(event, rc, now),
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Posts the big frames the TX tokens queued: over an established
+    /// connection, or after opening one.
+    pub(super) fn flush_cm(&mut self) {
+        let Some(cm) = self.cm.as_mut() else {
+            return;
+        };
+        let now = self.tx.now;
+        let Some(rc) = self.hca.rc() else {
+            return;
+        };
+        for _ in 0..cm.outbox.len() {
+            let Some(out) = cm.outbox.pop_front() else {
+                break;
+            };
+            let state = cm.peer_mut(&out.peer).map(|p| p.state);
+            match state {
+                Some(PeerState::Up { conn, send_mtu }) => {
+                    if out.frame.len() > send_mtu {
+                        cm.stats.tx_too_big += 1;
+                        continue;
+                    }
+                    let Some(slot) = cm.big_tx.pop() else {
+                        // Every big slot is in flight: try at the next flush.
+                        cm.outbox.push_front(out);
+                        break;
+                    };
+                    if !rc.big_area().write(&slot, 0, &out.frame) {
+                        cm.stats.tx_errors += 1;
+                        cm.big_tx.push(slot);
+                        continue;
+                    }
+                    match rc.rc_post_send(conn, slot, out.frame.len()) {
+                        Ok(()) => {
+                            cm.stats.tx_packets += 1;
+                            cm.stats.tx_bytes += out.frame.len() as u64;
+                        }
+                        Err(e) => {
+                            cm.stats.tx_errors += 1;
+                            cm.big_tx.push(e.slot);
+                        }
+                    }
+                }
+                Some(PeerState::Connecting(_)) => cm.wait(out),
+                Some(PeerState::Failed { until }) if now < until => {
+                    cm.stats.tx_no_connection += 1;
+                }
+                _ => cm.connect(rc, out, now),
+            }
+        }
+    }
+}
+
+impl CmSide {
+    fn receive(&mut self, frame: Option<Vec<u8>>, source: DatagramSource) {
+        let Some(mut frame) = frame else {
+            self.stats.rx_dropped += 1;
+            return;
+        };
+        let ip = EncapPacket::new_checked(&frame[..])
+            .map(|p| matches!(p.ethertype(), EtherType::Ipv4 | EtherType::Ipv6))
+            .unwrap_or(false);
+        if !ip || self.rx.len() >= MAX_RX {
+            self.stats.rx_dropped += 1;
+            return;
+        }
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += frame.len() as u64;
+        frame.drain(..encap::HEADER_LEN);
+        self.rx.push_back((frame, source));
+    }
+
+    fn wait(&mut self, out: Outgoing) {
+        if self.waiting.len() >= MAX_QUEUED {
+            self.waiting.pop_front();
+            self.stats.tx_no_connection += 1;
+        }
+        self.waiting.push_back(out);
+    }
+
+    fn connect(&mut self, rc: &mut dyn RcVerbs, out: Outgoing, now: Instant) {
+        let recv_mtu = (self.mtu + encap::HEADER_LEN) as u32;
+        let state = match rc.rc_connect(out.peer.gid, out.peer.qpn, recv_mtu) {
+            Ok(conn) => {
+                self.stats.connects += 1;
+                PeerState::Connecting(conn)
+            }
+            Err(e) => {
+                log::debug!("ipoib: connecting to {} failed: {e}", out.peer.gid);
+                self.stats.tx_no_connection += 1;
+                PeerState::Failed {
+                    until: now + RETRY_AFTER_REFUSAL,
+                }
+            }
+        };
+        match self.peer_mut(&out.peer) {
+            Some(p) => p.state = state,
+            None => {
+                if self.peers.len() >= MAX_PEERS {
+                    // Forget a failed neighbour to make room, or give up.
+                    match self
+                        .peers
+                        .iter()
+                        .position(|p| matches!(p.state, PeerState::Failed { .. }))
+                    {
+                        Some(i) => {
+                            self.peers.swap_remove(i);
+                        }
+                        None => {
+                            if let PeerState::Connecting(conn) = state {
+                                let _ = rc.rc_disconnect(conn);
+                            }
+                            self.stats.tx_no_connection += 1;
+                            return;
+                        }
+                    }
+                }
+                self.peers.push(Peer {
+                    gid: out.peer.gid,
+                    qpn: out.peer.qpn,
+                    state,
+                });
+            }
+        }
+        if matches!(state, PeerState::Connecting(_)) {
+            self.wait(out);
+        }
+    }
+
+    fn on_event(&mut self, event: RcEvent, rc: &mut dyn RcVerbs, now: Instant) {
+        match event {
+            RcEvent::Request { conn, peer } => {
+                let mtu = (self.mtu + encap::HEADER_LEN) as u32;
+                if self.passive.len() < MAX_PASSIVE && rc.rc_accept(conn, mtu).is_ok() {
+                    self.passive.push((conn, peer.gid, peer.ud_qpn));
+                    self.stats.accepted += 1;
+                } else {
+                    let _ = rc.rc_reject(conn);
+                    self.stats.refused += 1;
+                }
+            }
+            RcEvent::Established { conn, send_mtu } => {
+                self.stats.established += 1;
+                if let Some(peer) = self.peer_of(conn) {
+                    peer.state = PeerState::Up {
+                        conn,
+                        send_mtu: send_mtu as usize,
+                    };
+                    let (gid, qpn) = (peer.gid, peer.qpn);
+                    // What waited for it goes first.
+                    let (ready, rest): (VecDeque<_>, VecDeque<_>) = self
+                        .waiting
+                        .drain(..)
+                        .partition(|o| o.peer.gid == gid && o.peer.qpn == qpn);
+                    self.waiting = rest;
+                    for out in ready.into_iter().rev() {
+                        self.outbox.push_front(out);
+                    }
+                }
+            }
+            RcEvent::Rejected { conn, .. } => {
+                self.stats.rejected += 1;
+                self.failed(conn, now + RETRY_AFTER_REFUSAL);
+            }
+            RcEvent::Broken { conn, .. } => {
+                self.stats.broken += 1;
+                self.failed(conn, now + RETRY_AFTER_BREAK);
+                self.passive.retain(|(c, ..)| *c != conn);
+                // Let the provider (the back end) forget it too.
+                let _ = rc.rc_disconnect(conn);
+            }
+            RcEvent::Closed { conn } => {
+                self.passive.retain(|(c, ..)| *c != conn);
+            }
+        }
+    }
+}
