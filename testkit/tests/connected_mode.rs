@@ -95,18 +95,31 @@ fn a_datagram_only_guest_still_talks_to_a_connected_one() -> Result<(), BoxError
     assert!(a.enabled);
     assert_eq!((a.connects, a.tx_packets, a.rx_packets), (0, 0, 0), "{a:?}");
     assert_eq!(a.tx_too_big, 0, "TCP never sent one too big: {a:?}");
-    // A UDP datagram above the datagram MTU to the old guest cannot go
-    // (no IP fragmentation in connected mode yet): dropped and counted.
+    // A UDP datagram above the datagram MTU to the old guest: the
+    // connected side cuts it into IPv4 fragments over UD, and the old
+    // guest's stack puts it back together.
+    let server = udp_socket(&mut net, 1, 9)?;
     let client = udp_socket(&mut net, 0, 40000)?;
-    let big = vec![7u8; 3000];
+    let big: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
     net.guests[0]
         .sockets
         .get_mut::<udp::Socket>(client)
         .send_slice(&big, IpEndpoint::new(IpAddress::Ipv4(b_ip), 9))?;
-    net.run_until(Duration::from_secs(1), |n| {
-        n.guests[0].device.stats().cm.tx_too_big > 0
+    let mut got = Vec::new();
+    net.run_until(Duration::from_secs(2), |n| {
+        let socket = n.guests[1].sockets.get_mut::<udp::Socket>(server);
+        if let Ok((data, _)) = socket.recv() {
+            got = data.to_vec();
+        }
+        !got.is_empty()
     })?;
-    assert_eq!(net.guests[0].device.stats().cm.tx_too_big, 1);
+    assert_eq!(got, big);
+    let a = net.guests[0].device.stats().cm;
+    assert_eq!(
+        (a.tx_fragmented, a.tx_fragments, a.tx_too_big),
+        (1, 2, 0),
+        "{a:?}"
+    );
     // Small ones still go.
     ping(&mut net, 0, b_ip, 3, Duration::from_secs(5))?;
     assert_eq!(net.guests[1].back.rc_held(), None, "not agreed");

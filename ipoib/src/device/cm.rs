@@ -131,13 +131,16 @@ impl CmSide {
         (len <= self.mtu).then(|| self.scratch.get_mut(..encap::HEADER_LEN + len))?
     }
 
-    /// A TX token filled the scratch with a `len`-byte packet for
-    /// `peer` (`None`: not a resolved unicast neighbour).
-    pub(crate) fn queue(&mut self, len: usize, ethertype: EtherType, peer: Option<HwAddr>) {
-        let Some(peer) = peer.filter(|hw| hw.flags & HwAddr::FLAG_CONNECTED_MODE != 0) else {
-            self.stats.tx_too_big += 1;
-            return;
-        };
+    /// The scratch buffer's packet (after the IPoIB header), `len` bytes.
+    pub(crate) fn packet(&self, len: usize) -> &[u8] {
+        self.scratch
+            .get(encap::HEADER_LEN..encap::HEADER_LEN + len)
+            .unwrap_or(&[])
+    }
+
+    /// A TX token filled the scratch with a `len`-byte packet for `peer`,
+    /// a neighbour that does connected mode.
+    pub(crate) fn queue(&mut self, len: usize, ethertype: EtherType, peer: HwAddr) {
         let Some(frame) = self.scratch.get_mut(..encap::HEADER_LEN + len) else {
             self.stats.tx_too_big += 1;
             return;

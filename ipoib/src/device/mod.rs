@@ -13,6 +13,8 @@
 mod arp;
 #[cfg(feature = "alloc")]
 mod cm;
+#[cfg(feature = "alloc")]
+mod frag4;
 mod groups;
 mod nd;
 mod phy;
@@ -299,9 +301,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         self.port = port;
         self.mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
-        self.tx.ud_mtu = self.mtu;
         #[cfg(feature = "alloc")]
-        self.start_connected_mode();
+        {
+            self.tx.ud_mtu = self.mtu;
+            self.start_connected_mode();
+        }
         self.rx_slots = usize::from(layout.rx_count);
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;

@@ -66,9 +66,10 @@ fn classify(packet: &[u8], tx: &TxSide) -> (EtherType, Option<super::tx::Target>
 
 impl TxToken<'_> {
     /// Connected mode's path for a packet larger than the datagram MTU:
-    /// smoltcp writes it into the scratch buffer, and it is queued for the
-    /// neighbour's connection. `Err(f)` hands `f` back when this is not such
-    /// a packet.
+    /// smoltcp writes it into the scratch buffer; it is then queued for the
+    /// neighbour's connection if the neighbour does connected mode, or cut
+    /// into IPv4 fragments that go over UD (`docs/connected-mode.md` §8).
+    /// `Err(f)` hands `f` back when this is not such a packet.
     #[cfg(feature = "alloc")]
     fn consume_big<R, F>(&mut self, len: usize, f: F) -> Result<R, F>
     where
@@ -77,21 +78,83 @@ impl TxToken<'_> {
         if len <= self.tx.ud_mtu {
             return Err(f);
         }
-        let Some(cm) = self.cm.as_mut() else {
+        let TxToken { slot, area, tx, cm } = self;
+        let Some(cm) = cm.as_mut() else {
             return Err(f);
         };
         let Some(buffer) = cm.scratch(len) else {
             return Err(f);
         };
         let result = f(&mut buffer[encap::HEADER_LEN..]);
-        let (ethertype, target) = classify(&buffer[encap::HEADER_LEN..], self.tx);
-        let hw = target.and_then(|t| self.tx.unicast_hw(t));
-        cm.queue(len, ethertype, hw);
-        if let Some(slot) = self.slot.take() {
-            self.tx.release(slot);
+        let (ethertype, target) = classify(&buffer[encap::HEADER_LEN..], tx);
+        let hw = target.and_then(|t| tx.unicast_hw(t));
+        match (hw, target) {
+            (Some(hw), _) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 => {
+                cm.queue(len, ethertype, hw);
+                if let Some(slot) = slot.take() {
+                    tx.release(slot);
+                }
+            }
+            (_, Some(target)) if ethertype == EtherType::Ipv4 => {
+                fragment(cm, len, slot, area, tx, target);
+            }
+            _ => {
+                cm.stats.tx_too_big += 1;
+                if let Some(slot) = slot.take() {
+                    tx.release(slot);
+                }
+            }
         }
         Ok(result)
     }
+}
+
+/// Sends the scratch buffer's IPv4 packet of `len` bytes to `target` in
+/// fragments over UD, one TX slot each (the token's first), if there are
+/// slots enough besides those kept for ARP; drops and counts it otherwise.
+#[cfg(feature = "alloc")]
+fn fragment(
+    cm: &mut super::cm::CmSide,
+    len: usize,
+    slot: &mut Option<TxSlot>,
+    area: &mut TxArea<'_>,
+    tx: &mut TxSide,
+    target: super::tx::Target,
+) {
+    let mtu = tx.ud_mtu;
+    let plan = super::frag4::plan(cm.packet(len), mtu);
+    let enough = plan.is_some_and(|p| p.count <= tx.slots_for_stack() + 1);
+    let (Some(plan), true, Some(first)) = (plan, enough, slot.take()) else {
+        cm.stats.tx_too_big += 1;
+        if let Some(s) = slot.take() {
+            tx.release(s);
+        }
+        return;
+    };
+    let ident = tx.ip_ident;
+    tx.ip_ident = tx.ip_ident.wrapping_add(1);
+    let mut next = Some(first);
+    for index in 0..plan.count {
+        let Some(frag_slot) = next.take().or_else(|| tx.free.pop()) else {
+            break;
+        };
+        let buffer = area.slot_mut(&frag_slot);
+        let written = buffer
+            .get_mut(encap::HEADER_LEN..)
+            .and_then(|out| super::frag4::write(cm.packet(len), &plan, index, ident, out));
+        let Some(written) = written else {
+            tx.drop_slot(frag_slot, DropReason::NoRoute);
+            break;
+        };
+        let mut header = EncapPacket::new_unchecked(&mut *buffer);
+        let _ = EncapRepr {
+            ethertype: EtherType::Ipv4,
+        }
+        .emit(&mut header);
+        cm.stats.tx_fragments += 1;
+        tx.submit(frag_slot, (encap::HEADER_LEN + written) as u16, target);
+    }
+    cm.stats.tx_fragmented += 1;
 }
 
 impl RxToken<'_> {

@@ -90,7 +90,11 @@ pub(crate) struct TxSide {
     pub stats: IpoibStats,
     pub now: Instant,
     /// The datagram MTU; larger packets go over connected mode.
+    #[cfg(feature = "alloc")]
     pub ud_mtu: usize,
+    /// The identification of the next IPv4 packet the device fragments.
+    #[cfg(feature = "alloc")]
+    pub ip_ident: u16,
 }
 
 impl TxSide {
@@ -106,7 +110,10 @@ impl TxSide {
             local,
             stats: IpoibStats::default(),
             now: Instant::ZERO,
+            #[cfg(feature = "alloc")]
             ud_mtu: 0,
+            #[cfg(feature = "alloc")]
+            ip_ident: 1,
         }
     }
 
