@@ -559,3 +559,38 @@ fn ports_without_connected_mode_say_so() {
     let caps = plain.rc_caps().unwrap();
     assert_eq!((caps.max_conns, caps.big.slot_size), (1, 65536));
 }
+
+#[test]
+fn an_unanswered_request_times_out_at_both_ends() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    fabric.set_cm_timeout(std::time::Duration::from_millis(20));
+    let mut a = Node::new(&fabric, 1, 4);
+    let mut b = Node::new(&fabric, 2, 4);
+    let ca = a.port.rc_connect(b.gid(), b.qpn(), 4096).unwrap();
+    let RcEvent::Request { conn: cb, .. } = b.event() else {
+        panic!("expected a request");
+    };
+    // b never answers.
+    a.poll();
+    assert!(a.events.is_empty(), "not yet");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    a.poll();
+    b.poll();
+    assert_eq!(
+        a.events.pop_front(),
+        Some(RcEvent::Rejected {
+            conn: ca,
+            reason: RejectReason::Timeout
+        })
+    );
+    assert_eq!(
+        b.events.pop_front(),
+        Some(RcEvent::Broken {
+            conn: cb,
+            reason: BreakReason::PeerClosed
+        })
+    );
+    assert_eq!(fabric.rc_connections(), 0);
+    assert_eq!((a.port.rc_held(), b.port.rc_held()), (0, 0));
+    assert!(b.port.rc_accept(cb, 4096).is_err(), "too late");
+}

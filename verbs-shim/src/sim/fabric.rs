@@ -229,6 +229,14 @@ impl SimFabric {
         })
     }
 
+    /// How long a connection request waits for the passive side's answer
+    /// before the fabric (as the CM) gives up on it: the requester gets
+    /// `Rejected` (`Timeout`), the passive side `Broken`. Checked whenever
+    /// a port polls its RC queue. Default [`super::rc::CM_TIMEOUT`] (5 s).
+    pub fn set_cm_timeout(&self, timeout: Duration) {
+        self.lock().rc.cm_timeout = timeout;
+    }
+
     /// RC connections on the fabric now.
     pub fn rc_connections(&self) -> usize {
         self.lock().rc.conns.len()

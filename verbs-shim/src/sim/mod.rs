@@ -48,5 +48,5 @@ pub use fault::FaultConfig;
 pub use grh::{GrhError, GrhRepr, HOP_LIMIT, NEXT_HEADER_BTH};
 pub use mcast::mgid_pkey;
 pub use port::SimPort;
-pub use rc::{RcSetup, RcStats, RETRY_COUNT};
+pub use rc::{RcSetup, RcStats, CM_TIMEOUT, RETRY_COUNT};
 pub use stats::{FabricStats, PortStats};

@@ -23,6 +23,10 @@ pub(in crate::sim) enum Ending {
     Broken(BreakReason),
     /// The passive side refused: the active side gets `Rejected`.
     Refused,
+    /// Nobody answered the request in time: the active side gets
+    /// `Rejected` (`Timeout`), the passive side `Broken` (`PeerClosed`: the
+    /// requester gave up).
+    TimedOut,
 }
 
 /// The port's RC state, or why there is none.
@@ -93,6 +97,7 @@ impl Inner {
                     Conn {
                         phase: Phase::Requested,
                         ends: [active, passive],
+                        requested_at: std::time::Instant::now(),
                     },
                 );
             }
@@ -282,6 +287,14 @@ impl Inner {
                         reason: RejectReason::Refused,
                     }
                 }
+                Ending::TimedOut if side == Side::Active => RcEvent::Rejected {
+                    conn,
+                    reason: RejectReason::Timeout,
+                },
+                Ending::TimedOut => RcEvent::Broken {
+                    conn,
+                    reason: BreakReason::PeerClosed,
+                },
                 Ending::Refused => continue,
                 Ending::ClosedBy(_) => RcEvent::Broken {
                     conn,
@@ -300,6 +313,19 @@ impl Inner {
             }
             entry.complete_rc(RcCompletion::Event(event), fire);
         }
+    }
+
+    /// The CM gives up on every request older than its timeout. Returns
+    /// how many.
+    pub(in crate::sim) fn rc_expire(&mut self, fire: &mut Vec<Notifier>) -> usize {
+        if self.rc.conns.is_empty() {
+            return 0;
+        }
+        let ids = self.rc.expired(std::time::Instant::now());
+        for &id in &ids {
+            self.rc_end(id, Ending::TimedOut, fire);
+        }
+        ids.len()
     }
 
     /// Every connection of `port` ends with `reason` (its link failed, or

@@ -24,6 +24,7 @@ pub use port::RcSetup;
 pub use stats::RcStats;
 
 pub(super) use port::{flushed_recv, PortRcSide};
+pub use state::CM_TIMEOUT;
 pub(super) use state::{PortRc, RcFabric};
 
 /// IBA's largest transport retry count: attempts after the first.

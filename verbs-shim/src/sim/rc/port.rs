@@ -261,7 +261,8 @@ impl RcVerbs for SimPort {
         };
         if rc.reaped.is_empty() {
             let reaped = &mut rc.reaped;
-            fabric.with(|inner, _| {
+            fabric.with(|inner, fire| {
+                inner.rc_expire(fire);
                 let entry = inner.ports.get_mut(&id).ok_or(HcaError::Disconnected)?;
                 if let Some(port_rc) = entry.rc.as_mut() {
                     core::mem::swap(reaped, &mut port_rc.cq);

@@ -145,6 +145,8 @@ pub(in crate::sim) struct Conn {
     pub phase: Phase,
     /// `[active, passive]`.
     pub ends: [End; 2],
+    /// When the request went out (the CM timeout counts from it).
+    pub requested_at: std::time::Instant,
 }
 
 impl Conn {
@@ -164,14 +166,39 @@ impl Conn {
     }
 }
 
+/// How long a request may wait for the passive side's answer by default.
+pub const CM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Every connection on the fabric.
-#[derive(Default)]
 pub(in crate::sim) struct RcFabric {
     pub conns: BTreeMap<ConnId, Conn>,
     next: ConnId,
+    /// How long a request waits for an answer before the CM gives up.
+    pub cm_timeout: std::time::Duration,
+}
+
+impl Default for RcFabric {
+    fn default() -> RcFabric {
+        RcFabric {
+            conns: BTreeMap::new(),
+            next: 0,
+            cm_timeout: CM_TIMEOUT,
+        }
+    }
 }
 
 impl RcFabric {
+    /// Requests older than the CM timeout at `now`.
+    pub fn expired(&self, now: std::time::Instant) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                c.phase == Phase::Requested && now.duration_since(c.requested_at) >= self.cm_timeout
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     pub fn next_id(&mut self) -> ConnId {
         self.next += 1;
         self.next
