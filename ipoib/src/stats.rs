@@ -126,6 +126,8 @@ pub struct CmStats {
     pub broken: u64,
     pub accepted: u64,
     pub refused: u64,
+    /// Connections we opened and closed again after they sat idle.
+    pub idle_closed: u64,
     /// Packets sent and received over RC.
     pub tx_packets: u64,
     pub tx_bytes: u64,

@@ -200,3 +200,32 @@ fn tcp_over_rc_survives_a_backend_restart() -> Result<(), BoxError> {
     assert_eq!(net.guests[1].back.stats().total_violations(), 0);
     Ok(())
 }
+
+#[test]
+fn an_idle_connection_is_closed_and_opened_again_when_needed() -> Result<(), BoxError> {
+    let specs = vec![
+        GuestSpec::new(1).with_connected_mode(65520),
+        GuestSpec::new(2).with_connected_mode(65520),
+    ];
+    let mut net = net_of(specs, FaultConfig::NONE)?;
+    let first = tcp_transfer(&mut net, 0, 1, MIB, 1, Duration::from_secs(60))?;
+    assert_eq!(first.sent_sha256, first.received_sha256);
+    assert_eq!(net.guests[0].back.rc_held(), Some((1, 0)));
+    // A quiet minute: the connection is closed at both ends, and both back
+    // halves let go of it.
+    net.run_until(Duration::from_secs(120), |n| {
+        n.guests[0].device.stats().cm.idle_closed == 1
+            && n.guests.iter().all(|g| g.back.rc_held() == Some((0, 0)))
+    })?;
+    // The next large packet opens a new one.
+    let second = tcp_transfer(&mut net, 0, 1, MIB, 2, Duration::from_secs(60))?;
+    assert_eq!(second.sent_sha256, second.received_sha256);
+    let a = net.guests[0].device.stats().cm;
+    assert_eq!(
+        (a.connects, a.established, a.idle_closed),
+        (2, 2, 1),
+        "{a:?}"
+    );
+    assert_eq!(net.guests[1].device.stats().cm.accepted, 2);
+    Ok(())
+}

@@ -52,6 +52,9 @@ const RC_BUDGET: usize = 256;
 /// it refused one.
 const RETRY_AFTER_BREAK: Duration = Duration::from_secs(1);
 const RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(60);
+/// A connection we opened is closed after this long without a packet sent
+/// on it (the peer's passive end then breaks and is let go too).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A big frame (IPoIB header and IP packet) on its way to `peer`.
 pub(crate) struct Outgoing {
@@ -62,8 +65,14 @@ pub(crate) struct Outgoing {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum PeerState {
     Connecting(ConnHandle),
-    Up { conn: ConnHandle, send_mtu: usize },
-    Failed { until: Instant },
+    Up {
+        conn: ConnHandle,
+        send_mtu: usize,
+        last_used: Instant,
+    },
+    Failed {
+        until: Instant,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -242,6 +251,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 RcCompletion::Event(event) => cm.on_event(event, rc, now),
             }
         }
+        if let Some(rc) = self.hca.rc() {
+            cm.expire(rc, now);
+        }
         Ok(progress)
     }
 
@@ -261,7 +273,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             };
             let state = cm.peer_mut(&out.peer).map(|p| p.state);
             match state {
-                Some(PeerState::Up { conn, send_mtu }) => {
+                Some(PeerState::Up { conn, send_mtu, .. }) => {
                     if out.frame.len() > send_mtu {
                         cm.stats.tx_too_big += 1;
                         continue;
@@ -280,6 +292,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                         Ok(()) => {
                             cm.stats.tx_packets += 1;
                             cm.stats.tx_bytes += out.frame.len() as u64;
+                            cm.used(&out.peer, now);
                         }
                         Err(e) => {
                             cm.stats.tx_errors += 1;
@@ -298,6 +311,42 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
 }
 
 impl CmSide {
+    /// A packet went out on `peer`'s connection at `now`.
+    fn used(&mut self, peer: &HwAddr, now: Instant) {
+        if let Some(PeerState::Up { last_used, .. }) = self.peer_mut(peer).map(|p| &mut p.state) {
+            *last_used = now;
+        }
+    }
+
+    /// When the next idle connection is due to be closed.
+    pub(crate) fn next_idle(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter_map(|p| match p.state {
+                PeerState::Up { last_used, .. } => Some(last_used + IDLE_TIMEOUT),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Closes the connections we opened that sat idle for
+    /// [`IDLE_TIMEOUT`], and forgets failures that are over.
+    pub(crate) fn expire(&mut self, rc: &mut dyn RcVerbs, now: Instant) {
+        let stats = &mut self.stats;
+        self.peers.retain(|p| match p.state {
+            PeerState::Up {
+                conn, last_used, ..
+            } if now >= last_used + IDLE_TIMEOUT => {
+                if rc.rc_disconnect(conn).is_ok() {
+                    stats.idle_closed += 1;
+                }
+                false
+            }
+            PeerState::Failed { until } => now < until,
+            _ => true,
+        });
+    }
+
     fn receive(&mut self, frame: Option<Vec<u8>>, source: DatagramSource) {
         let Some(mut frame) = frame else {
             self.stats.rx_dropped += 1;
@@ -391,6 +440,7 @@ impl CmSide {
                     peer.state = PeerState::Up {
                         conn,
                         send_mtu: send_mtu as usize,
+                        last_used: now,
                     };
                     let (gid, qpn) = (peer.gid, peer.qpn);
                     // What waited for it goes first.

@@ -451,6 +451,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        #[cfg(feature = "alloc")]
+        let pending = match (pending, self.cm.as_ref().and_then(|cm| cm.next_idle())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.tx.neighbours.next_timer(), pending) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
