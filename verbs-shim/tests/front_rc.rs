@@ -36,6 +36,7 @@ const BIG: BigParams = BigParams {
 };
 
 struct Guest {
+    window: Window,
     back: Back,
     front: Front,
     big_tx: Vec<BigTxSlot>,
@@ -72,6 +73,7 @@ impl Guest {
         assert!(front.poll_connected().unwrap());
         let _ = front.take_slots();
         let mut g = Guest {
+            window,
             back,
             front,
             big_tx: Vec::new(),
@@ -248,4 +250,122 @@ fn a_connect_to_a_datagram_only_guest_is_rejected() {
         })
     );
     assert_eq!(a.back.rc_held(), Some((0, 0)));
+}
+
+mod hostile_back_end {
+    //! The guest distrusts the back end's RC answers too: a forger takes
+    //! the back half's side of the CM, TX and RX rings and answers with
+    //! anything; the guest side never panics, and a fault closes the
+    //! channel with every big slot handed back.
+
+    use super::*;
+    use proptest::prelude::*;
+    use ring::desc::{
+        CmRequest, CmResponse, RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_RC,
+        TX_RSP_FLAG_RC,
+    };
+    use ring::BackRing;
+    use verbs_shim::HcaError;
+
+    #[derive(Clone, Debug)]
+    enum Forged {
+        Cm(u16, u16, u32, u32, u32),
+        Tx(u16, u16),
+        Rx(u16, u16, u32, u32, u32),
+    }
+
+    fn forged() -> impl Strategy<Value = Forged> {
+        let op = prop_oneof![1u16..=5, Just(16u16), Just(17u16), any::<u16>()];
+        let small = prop_oneof![0u32..4, Just(0x1_0000u32), any::<u32>()];
+        prop_oneof![
+            (op, 0u16..6, 0u32..8, small.clone(), 0u32..70000)
+                .prop_map(|(op, st, cookie, conn, mtu)| Forged::Cm(op, st, cookie, conn, mtu)),
+            (0u16..6, 0u16..22).prop_map(|(slot, st)| Forged::Tx(slot, st)),
+            (
+                0u16..6,
+                0u16..22,
+                0u32..70000,
+                small,
+                prop_oneof![0u32..0x100, any::<u32>()]
+            )
+                .prop_map(|(slot, st, len, conn, qpn)| Forged::Rx(slot, st, len, conn, qpn)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn forged_rc_answers_never_panic_and_slots_come_back(
+            script in proptest::collection::vec(forged(), 1..24)
+        ) {
+            let fabric = SimFabric::new(FaultConfig::NONE);
+            let g = Guest::new(&fabric, 1, true, true);
+            let Guest { back, mut front, window: win, .. } = g;
+            let window = back.rc_region().map(|(w, _)| w);
+            prop_assert!(window.is_none(), "connected, not in setup");
+            drop(back);
+            let layout = front.layout().clone();
+            let big = layout.big.clone().ok_or_else(|| TestCaseError::fail("no big layout"))?;
+            let sub = |r: &std::ops::Range<usize>| win.sub(r.start, r.len()).unwrap();
+            let mut cm: BackRing<CmRequest, CmResponse> = BackRing::attach(sub(&big.cm), BIG.cm_order).unwrap();
+            let mut tx: BackRing<TxRequest, TxResponse> = BackRing::attach(sub(&layout.tx), PARAMS.tx_order).unwrap();
+            let mut rx: BackRing<RxRequest, RxResponse> = BackRing::attach(sub(&layout.rx), PARAMS.rx_order).unwrap();
+            // Take what the guest asked for (credits, big receives) so that
+            // answers are allowed.
+            while let Ok(Some(_)) = cm.pop_request() {}
+            while let Ok(Some(_)) = rx.pop_request() {}
+            while let Ok(Some(_)) = tx.pop_request() {}
+            let mut faulted = false;
+            let mut flushed_rx = 0;
+            for f in script {
+                match f {
+                    Forged::Cm(op, status, cookie, conn, mtu) => {
+                        let _ = cm.push_response(&CmResponse { op, status, cookie, conn, mtu, ..CmResponse::default() });
+                        cm.publish_responses();
+                    }
+                    Forged::Tx(slot, status) => {
+                        let _ = tx.push_response(&TxResponse { slot, status, _reserved: TX_RSP_FLAG_RC });
+                        tx.publish_responses();
+                    }
+                    Forged::Rx(slot, status, byte_len, conn, src_qpn) => {
+                        let _ = rx.push_response(&RxResponse {
+                            slot, status, byte_len, src_qpn, flags: RX_FLAG_RC, _reserved1: conn,
+                            ..RxResponse::default()
+                        });
+                        rx.publish_responses();
+                    }
+                }
+                for _ in 0..64 {
+                    match front.poll_rc() {
+                        Ok(Some(RcCompletion::Recv { status: RcStatus::Flushed, .. })) => flushed_rx += 1,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(HcaError::PeerViolation(_)) => faulted = true,
+                        Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+                    }
+                }
+                if front.stats().violations > 0 {
+                    faulted = true;
+                }
+                if faulted {
+                    break;
+                }
+            }
+            prop_assert!(front.stats().violations <= 1);
+            if std::env::var_os("HOSTILE_TRACE").is_some() {
+                eprintln!("faulted {faulted} faults {:?}", front.stats().faults);
+            }
+            if faulted {
+                // Every big receive still posted came back flushed.
+                while let Ok(Some(c)) = front.poll_rc() {
+                    if let RcCompletion::Recv { status: RcStatus::Flushed, .. } = c {
+                        flushed_rx += 1;
+                    }
+                }
+                prop_assert!(flushed_rx <= usize::from(BIG.rx_slots));
+                prop_assert!(front.rc_connect(front.port_attr().gid, front.port_attr().qpn, 4096).is_err());
+            }
+        }
+    }
 }
