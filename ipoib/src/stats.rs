@@ -133,15 +133,15 @@ pub struct CmStats {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    /// IPv4 packets larger than the datagram MTU for a neighbour that does
-    /// not do connected mode (or is not resolved yet, or a group), sent in
-    /// fragments over UD, and the fragments.
+    /// IPv4 and IPv6 packets larger than the datagram MTU for a neighbour
+    /// that does not do connected mode (or is not resolved yet, or a
+    /// group), sent in fragments over UD, and the fragments.
     pub tx_fragmented: u64,
     pub tx_fragments: u64,
     /// Packets larger than the datagram MTU that could go neither way:
-    /// IPv6 to a datagram-only neighbour (no IPv6 fragmentation here yet),
-    /// not enough free TX slots for the fragments, or larger than a
-    /// connection's send MTU. Dropped.
+    /// IPv6 with extension headers that must stay whole, not enough free
+    /// TX slots for the fragments, or larger than a connection's send MTU.
+    /// Dropped.
     pub tx_too_big: u64,
     /// Packets for a connection that failed, or that waited too long.
     pub tx_no_connection: u64,

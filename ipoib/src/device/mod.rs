@@ -14,7 +14,7 @@ mod arp;
 #[cfg(feature = "alloc")]
 mod cm;
 #[cfg(feature = "alloc")]
-mod frag4;
+mod fragment;
 mod groups;
 mod nd;
 mod phy;

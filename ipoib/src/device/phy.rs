@@ -95,9 +95,7 @@ impl TxToken<'_> {
                     tx.release(slot);
                 }
             }
-            (_, Some(target)) if ethertype == EtherType::Ipv4 => {
-                fragment(cm, len, slot, area, tx, target);
-            }
+            (_, Some(target)) => fragment(cm, len, slot, area, tx, target, ethertype),
             _ => {
                 cm.stats.tx_too_big += 1;
                 if let Some(slot) = slot.take() {
@@ -109,9 +107,10 @@ impl TxToken<'_> {
     }
 }
 
-/// Sends the scratch buffer's IPv4 packet of `len` bytes to `target` in
-/// fragments over UD, one TX slot each (the token's first), if there are
-/// slots enough besides those kept for ARP; drops and counts it otherwise.
+/// Sends the scratch buffer's IP packet of `len` bytes to `target` in
+/// fragments over UD, one TX slot each (the token's first), if it can be
+/// cut and there are slots enough besides those kept for ARP; drops and
+/// counts it otherwise.
 #[cfg(feature = "alloc")]
 fn fragment(
     cm: &mut super::cm::CmSide,
@@ -120,9 +119,10 @@ fn fragment(
     area: &mut TxArea<'_>,
     tx: &mut TxSide,
     target: super::tx::Target,
+    ethertype: EtherType,
 ) {
     let mtu = tx.ud_mtu;
-    let plan = super::frag4::plan(cm.packet(len), mtu);
+    let plan = super::fragment::plan(cm.packet(len), mtu);
     let enough = plan.is_some_and(|p| p.count <= tx.slots_for_stack() + 1);
     let (Some(plan), true, Some(first)) = (plan, enough, slot.take()) else {
         cm.stats.tx_too_big += 1;
@@ -141,16 +141,13 @@ fn fragment(
         let buffer = area.slot_mut(&frag_slot);
         let written = buffer
             .get_mut(encap::HEADER_LEN..)
-            .and_then(|out| super::frag4::write(cm.packet(len), &plan, index, ident, out));
+            .and_then(|out| super::fragment::write(cm.packet(len), &plan, index, ident, out));
         let Some(written) = written else {
             tx.drop_slot(frag_slot, DropReason::NoRoute);
             break;
         };
         let mut header = EncapPacket::new_unchecked(&mut *buffer);
-        let _ = EncapRepr {
-            ethertype: EtherType::Ipv4,
-        }
-        .emit(&mut header);
+        let _ = EncapRepr { ethertype }.emit(&mut header);
         cm.stats.tx_fragments += 1;
         tx.submit(frag_slot, (encap::HEADER_LEN + written) as u16, target);
     }

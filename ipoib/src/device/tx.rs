@@ -92,9 +92,10 @@ pub(crate) struct TxSide {
     /// The datagram MTU; larger packets go over connected mode.
     #[cfg(feature = "alloc")]
     pub ud_mtu: usize,
-    /// The identification of the next IPv4 packet the device fragments.
+    /// The identification of the next packet the device fragments (its
+    /// low 16 bits for IPv4).
     #[cfg(feature = "alloc")]
-    pub ip_ident: u16,
+    pub ip_ident: u32,
 }
 
 impl TxSide {
