@@ -10,16 +10,17 @@
 //!   connected-mode flag; the first one opens the connection (we are the
 //!   active side and send only on connections we opened, as Linux), and
 //!   packets wait for it in a bounded queue;
-//! - larger ones to a neighbour without the flag (or not resolved yet) are
-//!   dropped and counted (`CmStats::tx_too_big`): TCP never sends them (the
-//!   peer's MSS keeps its segments within its MTU); IP fragmentation for
-//!   other traffic is not done yet.
+//! - larger ones to a neighbour without the flag (or not resolved yet, or a
+//!   group) are cut into IPv4 or IPv6 fragments over UD (the `fragment`
+//!   module); TCP never needs it (the peer's MSS keeps its segments within
+//!   its MTU);
 //!
 //! Requests from peers are accepted up to a limit; what arrives on any
 //! connection is copied out of its big slot (the trust model's one copy)
 //! and handed to smoltcp. A broken or refused connection is remembered for
 //! a while (1 s after a break, 60 s after a refusal) before it is tried
-//! again; meanwhile big packets to that neighbour are dropped.
+//! again; meanwhile big packets to that neighbour are dropped. A connection
+//! we opened is closed after [`IDLE_TIMEOUT`] without a packet sent on it.
 //!
 //! Not zero copy yet: smoltcp writes a big packet into a scratch buffer,
 //! which is copied into a big slot at flush (`BigArea` copies; a slice
