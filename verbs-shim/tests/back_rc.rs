@@ -403,6 +403,9 @@ struct Step {
 #[derive(Default)]
 struct Known {
     handles: Vec<u32>,
+    /// Handles that were established (sending on the others is a
+    /// violation, which the mutations still reach).
+    established: Vec<u32>,
     big_tx: Vec<u16>,
     big_rx: Vec<u16>,
 }
@@ -411,6 +414,7 @@ impl Known {
     fn new() -> Known {
         Known {
             handles: Vec::new(),
+            established: Vec::new(),
             big_tx: (0..BIG.tx_slots).collect(),
             big_rx: (0..BIG.rx_slots).collect(),
         }
@@ -424,10 +428,15 @@ impl Known {
             if new && !self.handles.contains(&a.conn) {
                 self.handles.push(a.conn);
             }
+            let up = (a.op == cm_op::CONNECT || a.op == cm_op::ACCEPT) && a.status == cm_status::OK;
+            if up && !self.established.contains(&a.conn) {
+                self.established.push(a.conn);
+            }
             let released =
                 (a.op == cm_op::DISCONNECT || a.op == cm_op::REJECT) && a.status == cm_status::OK;
             if released {
                 self.handles.retain(|&h| h != a.conn);
+                self.established.retain(|&h| h != a.conn);
             }
         }
         while let Ok(Some(r)) = g.tx.pop_response() {
@@ -492,9 +501,14 @@ impl RawGuest {
         if no_slot {
             (step.ring, step.op) = (0, cm_op::EVENT_CREDIT);
         }
-        let conn = match known.handles.len() {
+        let pool = if step.ring == 1 {
+            &known.established
+        } else {
+            &known.handles
+        };
+        let conn = match pool.len() {
             0 => 0x1_0000,
-            n => known.handles[step.conn % n],
+            n => pool[step.conn % n],
         };
         let m = |field: u8, normal: u32| match step.mutation {
             Some((f, v)) if f == field => v,
@@ -589,7 +603,13 @@ proptest! {
         }
         honest.service();
         evil.service();
-        prop_assert_eq!(evil.back.rc_held(), Some((1, 0)), "a live connection to hit");
+        // And one the honest guest asks the evil one for, which the evil
+        // one may accept, reject, disconnect or misuse.
+        let (evil_gid, evil_qpn) = (evil.gid, evil.qpn);
+        honest.cm(cm_op::CONNECT, 0, evil_qpn, 65520, evil_gid);
+        honest.service();
+        evil.service();
+        prop_assert_eq!(evil.back.rc_held(), Some((2, 0)), "live connections to hit");
         let mut ended = None;
         let mut steps = 0;
         let mut known = Known::new();

@@ -173,7 +173,10 @@ impl RcServed {
             }
             _ => cm_status::INVALID,
         };
-        self.respond(answer(req.op, req.cookie, status));
+        self.respond(CmResponse {
+            conn: req.conn,
+            ..answer(req.op, req.cookie, status)
+        });
         Ok(())
     }
 
@@ -185,7 +188,10 @@ impl RcServed {
         match conn.phase {
             Phase::Dead => {
                 self.conns.remove(req.conn);
-                self.respond(answer(req.op, req.cookie, cm_status::OK));
+                self.respond(CmResponse {
+                    conn: req.conn,
+                    ..answer(req.op, req.cookie, cm_status::OK)
+                });
             }
             Phase::Established | Phase::Requested => match rc.rc_disconnect(conn.provider) {
                 Ok(()) => conn.phase = Phase::Closing { cookie: req.cookie },
@@ -193,7 +199,10 @@ impl RcServed {
                     // The provider no longer knows it: it is gone.
                     log::debug!("rc_disconnect failed: {e}");
                     self.conns.remove(req.conn);
-                    self.respond(answer(req.op, req.cookie, cm_status::OK));
+                    self.respond(CmResponse {
+                        conn: req.conn,
+                        ..answer(req.op, req.cookie, cm_status::OK)
+                    });
                 }
             },
             _ => self.respond(answer(req.op, req.cookie, cm_status::INVALID)),
