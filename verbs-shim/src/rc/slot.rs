@@ -101,8 +101,6 @@ pub struct BigRxSlots {
 }
 
 impl BigTxSlots {
-    /// Used by the providers that serve RC (today only `sim`).
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn all(layout: &BigLayout) -> BigTxSlots {
         BigTxSlots {
             next: 0,
@@ -112,8 +110,6 @@ impl BigTxSlots {
 }
 
 impl BigRxSlots {
-    /// Used by the providers that serve RC (today only `sim`).
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn all(layout: &BigLayout) -> BigRxSlots {
         BigRxSlots {
             next: 0,
