@@ -145,6 +145,7 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         let mut cfg = TcpSenderConfig::new(remote, 49152 + (seed % 1000) as u16, bytes);
         cfg.payload = Payload::Seeded(1);
         cfg.timeout = Duration::from_secs(600);
+        cfg.window = stack.tcp_window();
         TcpSender::new(stack.iface.context(), &mut stack.sockets, cfg)
             .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("send: {e}")))
     });

@@ -267,6 +267,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             config.payload = Payload::Seeded(seed);
             config.raw = raw;
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
+            config.window = rt.stack.tcp_window();
             let mut sender =
                 TcpSender::new(rt.stack.iface.context(), &mut rt.stack.sockets, config)
                     .map_err(client_error)?;

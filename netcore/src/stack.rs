@@ -90,7 +90,8 @@ impl<H: Hca> NetStack<H> {
             .apply(&mut iface, device.ipv6_link_local())
             .map_err(|_| StackError::Routes)?;
         let mut sockets = SocketSet::new(alloc::vec::Vec::new());
-        let services = ServiceHost::new(config, &mut sockets);
+        let window = crate::services::tcp_window(device.rx_slots());
+        let services = ServiceHost::with_window(config, &mut sockets, window);
         let dhcp = config.dhcp.then(|| {
             let id = dhcp::client_id(&device.hw_addr());
             DhcpSocket::new(&mut sockets, id, now, seed)
@@ -107,6 +108,13 @@ impl<H: Hca> NetStack<H> {
 
     /// The configuration, with the address and gateway of the DHCP lease
     /// when there is one.
+    /// The TCP window for this device's receive slots
+    /// ([`crate::services::tcp_window`]): discard offers it, and a
+    /// [`crate::TcpSender`] should send with as much buffered.
+    pub fn tcp_window(&self) -> usize {
+        crate::services::tcp_window(self.device.rx_slots())
+    }
+
     pub fn config(&self) -> &NetConfig {
         &self.config
     }

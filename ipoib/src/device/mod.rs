@@ -339,6 +339,12 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.mtu
     }
 
+    /// Receive slots the device posts: how many segments can be in flight
+    /// towards it before the fabric has nowhere to put the next one.
+    pub fn rx_slots(&self) -> usize {
+        self.rx_slots
+    }
+
     /// This interface's hardware address.
     pub fn hw_addr(&self) -> HwAddr {
         self.tx.local.hw
