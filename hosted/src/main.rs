@@ -52,9 +52,9 @@ struct Cli {
 enum Command {
     /// Serve until SIGTERM (the default).
     Serve,
-    /// Ping an address; exit 0 if every echo is answered.
+    /// Ping an address (IPv4 or IPv6); exit 0 if every echo is answered.
     Ping {
-        target: Ipv4Address,
+        target: std::net::IpAddr,
         #[arg(long, default_value_t = 3)]
         count: u16,
         /// Seconds each request waits for its reply.
@@ -189,7 +189,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             count,
             timeout,
         } => {
-            let mut config = PingConfig::new(target);
+            let mut config = PingConfig::new(IpAddress::from(target));
             config.count = count;
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
             config.interval = smoltcp::time::Duration::from_millis(200);

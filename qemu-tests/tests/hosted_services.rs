@@ -67,3 +67,28 @@ fn udp_echo_http_and_64_mib_tcp() -> Result<()> {
     assert_eq!(be.counter("total", "violations")?, 0);
     Ok(())
 }
+
+/// Issue 11: two hosted guests with ip6= ping each other over IPv6 through
+/// the back end (neighbour discovery by ipoib on both sides).
+#[test]
+fn hosted_guests_ping6() -> Result<()> {
+    let dir = scratch_dir("services6")?;
+    let be = Backend::start(&dir, &[Seat::new(&dir, "g1"), Seat::new(&dir, "g2")], &[])?;
+    let _g2 = Hosted::serve_net(
+        &dir,
+        "g2",
+        &be.socket("g2"),
+        "ip=10.77.0.2/24 ip6=fd77::2/64",
+    )?;
+    let out = Hosted::run_net(
+        &dir,
+        "g1-ping6",
+        &be.socket("g1"),
+        "ip=10.77.0.1/24 ip6=fd77::1/64",
+        &["ping", "fd77::2", "--count", "3", "--timeout", "2"],
+        Duration::from_secs(30),
+    )?;
+    assert!(out.contains("reply from fd77::2: seq=3"), "{out}");
+    assert!(out.contains("3 sent, 3 answered"), "{out}");
+    Ok(())
+}
