@@ -203,8 +203,11 @@ fn malformed_messages_are_dropped_and_counted() -> Result<(), BoxError> {
     let mut frame = good.clone();
     frame[4 + 40 + 25] = 0;
     raw.send(&mut net, &frame)?;
+    // A multicast source address.
+    let all = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    raw.send(&mut net, &nd_frame(all, dst, &solicit, 255))?;
     let after = net.guests[0].device.stats();
-    assert_eq!(after.rx_drops.malformed, before.rx_drops.malformed + 4);
+    assert_eq!(after.rx_drops.malformed, before.rx_drops.malformed + 5);
     assert_eq!(after.nd.solicits_received, before.nd.solicits_received);
     assert_eq!(after.nd.adverts_sent, before.nd.adverts_sent);
     // The good one is answered.

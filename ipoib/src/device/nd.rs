@@ -76,6 +76,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
 
     /// Acts on a received NS or NA.
     pub(super) fn on_nd(&mut self, nd: &NdRx, source: &DatagramSource) {
+        if nd.src.is_multicast() {
+            // RFC 4861 7.1: the source is unicast (or, for DAD, unspecified).
+            self.tx.stats.rx_drops.malformed += 1;
+            return;
+        }
         if let Some(lla) = nd.repr.lla {
             if !source.agrees_with(&lla) {
                 self.tx.stats.rx_drops.nd_spoofed += 1;
