@@ -117,7 +117,7 @@ fn ring_row(plan: &Plan) -> Result<Row, BoxError> {
     )?;
     Ok(Row {
         benchmark: format!(
-            "ring: {}M × 24 B TxRequest (+ 8 B TxResponse back), {} entries, 2 threads, each batch of 32 published unchecked and the notification check made when a side runs dry; peer: 2 rtrb rings (no notifications)",
+            "ring: {}M × 24 B TxRequest (+ 8 B TxResponse back), {} entries, 2 threads, batches of up to 32 moved with the batch calls, published unchecked, the notification check made when a side runs dry; peer: 2 rtrb rings with their chunk API (no notifications)",
             n / 1_000_000,
             1u32 << ring_bench::ORDER
         ),

@@ -105,13 +105,17 @@ fn run_pair(
     Ok(n as f64 / elapsed / 1e6)
 }
 
-/// Our ring: `FrontRing` on the producer thread, `BackRing` on the consumer.
+/// Our ring: `FrontRing` on the producer thread, `BackRing` on the consumer,
+/// each moving whole batches with the batch calls (`push_requests`,
+/// `pop_requests`, `push_responses`, `pop_responses`), as rtrb's side uses
+/// its chunk API.
 pub fn ours(n: u64) -> Result<f64, BoxError> {
     let win = Window::new_heap(ring_bytes::<TxRequest, TxResponse>(ORDER));
     let mut front = FrontRing::<TxRequest, TxResponse>::attach(win.clone(), ORDER)?;
     let mut back = BackRing::<TxRequest, TxResponse>::attach(win, ORDER)?;
     front.init();
     back.init();
+    const B: usize = BATCH as usize;
     run_pair(
         n,
         move |stop| {
@@ -119,16 +123,22 @@ pub fn ours(n: u64) -> Result<f64, BoxError> {
             let mut answered = 0u64;
             let mut backoff = Backoff(0);
             let mut unchecked = false;
+            let mut batch = [TxRequest::default(); B];
+            let mut rsps = [TxResponse::default(); ENTRIES as usize];
             while answered < n {
                 let mut progress = false;
-                let k = u64::from(front.free_requests().min(BATCH)).min(n - sent);
+                let k = (front.free_requests() as usize)
+                    .min(B)
+                    .min((n - sent) as usize);
                 if k > 0 {
-                    for seq in sent..sent + k {
-                        front
-                            .push_request(&request(seq))
-                            .map_err(|e| fail(stop, format!("push_request: {e}")))?;
+                    for (i, r) in batch[..k].iter_mut().enumerate() {
+                        *r = request(sent + i as u64);
                     }
-                    sent += k;
+                    let pushed = front.push_requests(&batch[..k]);
+                    if pushed != k {
+                        return Err(fail(stop, format!("push_requests: {pushed} of {k}")));
+                    }
+                    sent += k as u64;
                     // More follows at once: publish without the fence and
                     // the look at the event index; the checked publish
                     // below, before this side idles, covers the whole range.
@@ -136,16 +146,16 @@ pub fn ours(n: u64) -> Result<f64, BoxError> {
                     unchecked = true;
                     progress = true;
                 }
-                while let Some(rsp) = front
-                    .pop_response()
-                    .map_err(|e| fail(stop, format!("pop_response: {e}")))?
-                {
+                let got = front
+                    .pop_responses(&mut rsps)
+                    .map_err(|e| fail(stop, format!("pop_responses: {e}")))?;
+                for rsp in &rsps[..got] {
                     if rsp.slot != response_slot(answered) || rsp.status != 0 {
                         return Err(fail(stop, format!("response {answered}: got {rsp:?}")));
                     }
                     answered += 1;
-                    progress = true;
                 }
+                progress |= got > 0;
                 if progress {
                     backoff.reset();
                 } else if stop.load(Ordering::Relaxed) {
@@ -167,14 +177,14 @@ pub fn ours(n: u64) -> Result<f64, BoxError> {
             let mut received = 0u64;
             let mut backoff = Backoff(0);
             let mut unchecked = false;
+            let mut reqs = [TxRequest::default(); B];
+            let mut rsps = [TxResponse::default(); B];
             while received < n {
-                let mut got = 0;
-                while got < BATCH {
-                    let req = back
-                        .pop_request()
-                        .map_err(|e| fail(stop, format!("pop_request: {e}")))?;
-                    let Some(req) = req else { break };
-                    if req != request(received) {
+                let got = back
+                    .pop_requests(&mut reqs)
+                    .map_err(|e| fail(stop, format!("pop_requests: {e}")))?;
+                for (req, rsp) in reqs[..got].iter().zip(rsps.iter_mut()) {
+                    if *req != request(received) {
                         return Err(fail(
                             stop,
                             format!(
@@ -183,12 +193,16 @@ pub fn ours(n: u64) -> Result<f64, BoxError> {
                             ),
                         ));
                     }
-                    back.push_response(&response(&req))
-                        .map_err(|e| fail(stop, format!("push_response: {e}")))?;
+                    *rsp = response(req);
                     received += 1;
-                    got += 1;
                 }
                 if got > 0 {
+                    let pushed = back
+                        .push_responses(&rsps[..got])
+                        .map_err(|e| fail(stop, format!("push_responses: {e}")))?;
+                    if pushed != got {
+                        return Err(fail(stop, format!("push_responses: {pushed} of {got}")));
+                    }
                     back.publish_responses_unchecked();
                     unchecked = true;
                     backoff.reset();

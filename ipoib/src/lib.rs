@@ -28,7 +28,7 @@ pub mod wire;
 pub use capture::{Capture, NoCapture};
 pub use config::{ArpTimers, IpoibConfig};
 pub use device::{
-    DatagramSource, IpoibDevice, IpoibError, LinkState, RxToken, TxToken, ARP_RESERVE, MAX_SLOTS,
-    PENDING,
+    DatagramSource, GroupError, GroupState, IpoibDevice, IpoibError, LinkState, RxToken, TxToken,
+    ARP_RESERVE, MAX_GROUPS, MAX_SLOTS, PENDING,
 };
 pub use stats::IpoibStats;

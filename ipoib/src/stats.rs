@@ -58,6 +58,20 @@ pub struct ArpStats {
     pub path_resolutions: u64,
 }
 
+/// Multicast groups other than the broadcast group.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct McastStats {
+    /// Groups joined (attach requests made).
+    pub joins: u64,
+    /// Attaches the device refused.
+    pub join_failures: u64,
+    pub leaves: u64,
+    /// Detaches the device refused.
+    pub leave_failures: u64,
+    /// Answers for a group this interface did not ask for.
+    pub unexpected: u64,
+}
+
 /// IPv6 neighbour discovery activity (RFC 4861 over RFC 4391).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct NdStats {
@@ -108,6 +122,7 @@ pub struct IpoibStats {
     pub rx_drops: RxDrops,
     pub tx_drops: TxDrops,
     pub arp: ArpStats,
+    pub mcast: McastStats,
     pub nd: NdStats,
     pub frag6: Frag6Stats,
 }

@@ -16,9 +16,9 @@ use alloc::boxed::Box;
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::time::Instant;
-use smoltcp::wire::HardwareAddress;
+use smoltcp::wire::{HardwareAddress, Ipv4Address};
 
-use ipoib::{IpoibDevice, IpoibError};
+use ipoib::{GroupError, IpoibDevice, IpoibError};
 use verbs_shim::Hca;
 
 use crate::config::NetConfig;
@@ -130,6 +130,27 @@ impl<H: Hca> NetStack<H> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Joins the IPv4 multicast group `group`: the device attaches to the
+    /// group's MGID (RFC 4391 section 4) and smoltcp accepts datagrams to it
+    /// and sends the IGMP membership report. Sending to a group needs no
+    /// join. Joining twice is fine.
+    pub fn join_ipv4_group(&mut self, group: Ipv4Address) -> Result<(), GroupError> {
+        self.device.join_ipv4_group(group)?;
+        if self.iface.join_multicast_group(group).is_err() {
+            // smoltcp's table is larger than the device's, so this is only
+            // reached for an address the device took and smoltcp did not.
+            let _ = self.device.leave_ipv4_group(group);
+            return Err(GroupError::TableFull);
+        }
+        Ok(())
+    }
+
+    /// Leaves `group`: smoltcp sends the IGMP leave and the device detaches.
+    pub fn leave_ipv4_group(&mut self, group: Ipv4Address) -> Result<(), GroupError> {
+        let _ = self.iface.leave_multicast_group(group);
+        self.device.leave_ipv4_group(group)
     }
 
     /// Moves onto a new device after the back end restarted; sockets,

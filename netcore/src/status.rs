@@ -79,6 +79,11 @@ impl StatusSource for IpoibStats {
                 ("arp_gratuitous_sent", arp.gratuitous_sent),
                 ("arp_failures", arp.failures),
                 ("arp_path_resolutions", arp.path_resolutions),
+                ("mcast_joins", self.mcast.joins),
+                ("mcast_join_failures", self.mcast.join_failures),
+                ("mcast_leaves", self.mcast.leaves),
+                ("mcast_leave_failures", self.mcast.leave_failures),
+                ("mcast_unexpected", self.mcast.unexpected),
                 ("nd_solicits_sent", nd.solicits_sent),
                 ("nd_adverts_sent", nd.adverts_sent),
                 ("nd_solicits_received", nd.solicits_received),
@@ -123,16 +128,18 @@ mod tests {
             ..IpoibStats::default()
         };
         stats.arp.learned = 2;
+        stats.mcast.joins = 4;
         let mut out = String::new();
         stats.write_status(&mut out).unwrap();
         assert!(out.starts_with("rx_packets 3\nrx_bytes 0\ntx_packets 0\ntx_bytes 99\n"));
         assert!(out.contains("\narp_learned 2\n"));
+        assert!(out.contains("\nmcast_joins 4\n"));
         for line in out.lines() {
             let (key, value) = line.split_once(' ').unwrap();
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 42);
+        assert_eq!(out.lines().count(), 47);
     }
 
     #[test]
@@ -141,6 +148,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 42);
+        assert_eq!(out.lines().count(), 47);
     }
 }

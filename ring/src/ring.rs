@@ -177,6 +177,59 @@ impl<Req: Pod, Rsp: Pod> Shared<Req, Rsp> {
             + self.slot(index) * size_of::<Rsp>()
     }
 
+    /// Byte offset of request entry 0.
+    #[inline]
+    fn req_array(&self) -> usize {
+        RING_INDEX_BYTES
+    }
+
+    /// Byte offset of response entry 0.
+    #[inline]
+    fn rsp_array(&self) -> usize {
+        RING_INDEX_BYTES + self.entries as usize * size_of::<Req>()
+    }
+
+    /// Copies `out.len()` (at most `entries`) consecutive entries of the
+    /// array at byte offset `array`, starting at ring index `index` and
+    /// wrapping at the end of the array, in whole volatile words.
+    #[inline]
+    fn read_entries<T: Pod>(
+        &self,
+        array: usize,
+        index: u32,
+        out: &mut [T],
+    ) -> Result<(), OutOfBounds> {
+        let slot = self.slot(index);
+        let first = out.len().min(self.entries as usize - slot);
+        let (a, b) = out.split_at_mut(first);
+        self.win
+            .read_bytes(array + slot * size_of::<T>(), bytemuck::cast_slice_mut(a))?;
+        if !b.is_empty() {
+            self.win.read_bytes(array, bytemuck::cast_slice_mut(b))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `src` (at most `entries` entries) into consecutive entries of
+    /// the array at byte offset `array` from ring index `index`, wrapping.
+    #[inline]
+    fn write_entries<T: Pod>(
+        &self,
+        array: usize,
+        index: u32,
+        src: &[T],
+    ) -> Result<(), OutOfBounds> {
+        let slot = self.slot(index);
+        let first = src.len().min(self.entries as usize - slot);
+        let (a, b) = src.split_at(first);
+        self.win
+            .write_bytes(array + slot * size_of::<T>(), bytemuck::cast_slice(a))?;
+        if !b.is_empty() {
+            self.win.write_bytes(array, bytemuck::cast_slice(b))?;
+        }
+        Ok(())
+    }
+
     /// Publishes producer index `new` at `prod_field` (`Release`, making the
     /// entries below it visible), then reads the peer's event index after a
     /// full fence. Returns whether the peer asked to be notified for an index

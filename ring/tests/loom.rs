@@ -175,6 +175,44 @@ fn unchecked_then_checked_no_lost_wakeup() {
     });
 }
 
+/// The batch calls: two requests pushed and published as one batch, the
+/// consumer taking whatever it sees in batches of up to two and sleeping
+/// through the final check; the entries it copies out are whole.
+#[test]
+fn batches_no_lost_wakeup() {
+    builder().check(|| {
+        let (mut front, mut back) = rings();
+        let bell = Arc::new(Notify::new());
+        let producer = {
+            let bell = bell.clone();
+            thread::spawn(move || {
+                assert_eq!(front.push_requests(&[req(0), req(1)]), 2);
+                if front.publish_requests() {
+                    bell.notify();
+                }
+            })
+        };
+        let mut next = 0;
+        let mut out = [req(9); 2];
+        while next < 2 {
+            loop {
+                let n = back.pop_requests(&mut out).unwrap();
+                if n == 0 {
+                    break;
+                }
+                for r in &out[..n] {
+                    assert_eq!(*r, req(next), "descriptor contents");
+                    next += 1;
+                }
+            }
+            if next < 2 && !back.final_check_requests().unwrap() {
+                bell.wait();
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
 /// A full round trip: the guest's request wakes the back end, whose response
 /// wakes the guest. Both sides sleep through the final check.
 #[test]

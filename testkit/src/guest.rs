@@ -230,6 +230,25 @@ impl<C: Capture> Guest<C> {
         Ok(progress)
     }
 
+    /// Joins an IPv4 multicast group on the device and in smoltcp, as
+    /// netcore's `NetStack::join_ipv4_group` does.
+    pub fn join_ipv4_group(&mut self, group: Ipv4Address) -> Result<(), BoxError> {
+        self.device.join_ipv4_group(group)?;
+        self.iface
+            .join_multicast_group(group)
+            .map_err(|e| format!("smoltcp: joining {group}: {e}"))?;
+        Ok(())
+    }
+
+    /// Leaves an IPv4 multicast group on both.
+    pub fn leave_ipv4_group(&mut self, group: Ipv4Address) -> Result<(), BoxError> {
+        self.iface
+            .leave_multicast_group(group)
+            .map_err(|e| format!("smoltcp: leaving {group}: {e}"))?;
+        self.device.leave_ipv4_group(group)?;
+        Ok(())
+    }
+
     /// When this guest next has timer work.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let a = self.iface.poll_at(now, &self.sockets);

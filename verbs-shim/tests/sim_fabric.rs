@@ -245,7 +245,22 @@ fn multicast_fans_out_to_every_member_but_the_sender() {
     let mut nodes: Vec<Node> = (1..=4).map(|n| Node::local(&fabric, n)).collect();
     let group = mgid(0xffff, 1);
 
-    assert_eq!(nodes[0].resolve(group), Err(PathError::Unreachable));
+    // A send-only join: the group resolves before anyone attached, and a
+    // send then reaches nobody.
+    let early = UdDest {
+        handle: nodes[0].resolve(group).unwrap(),
+        qpn: Qpn::MULTICAST,
+        qkey: QKey::IPOIB_DEFAULT,
+    };
+    assert_eq!(nodes[0].send(&early, b"nobody"), WcStatus::Success);
+    for node in nodes.iter_mut() {
+        assert!(node.take_payloads().is_empty(), "no member yet");
+    }
+    // Another partition's group does not resolve.
+    assert_eq!(
+        nodes[0].resolve(mgid(0x8001, 1)),
+        Err(PathError::Unreachable)
+    );
     for node in nodes.iter_mut() {
         assert_eq!(node.mcast(group, true), Ok(()));
     }
@@ -275,7 +290,7 @@ fn multicast_fans_out_to_every_member_but_the_sender() {
     nodes[0].send(&dest, b"again");
     let got: Vec<usize> = nodes.iter_mut().map(|n| n.take_payloads().len()).collect();
     assert_eq!(got, [0, 1, 1, 0]);
-    assert_eq!(nodes[0].port.stats().tx_packets, 2);
+    assert_eq!(nodes[0].port.stats().tx_packets, 3);
 
     // A group handle needs the multicast QPN.
     let wrong = UdDest {

@@ -11,6 +11,7 @@
 //! ```
 
 mod arp;
+mod groups;
 mod nd;
 mod phy;
 mod rx;
@@ -26,6 +27,7 @@ use verbs_shim::{
     RxSlot, WcStatus, GRH_LEN,
 };
 
+pub use groups::{GroupError, GroupState, MAX_GROUPS};
 pub use phy::{RxToken, TxToken};
 
 use crate::capture::{Capture, NoCapture};
@@ -182,6 +184,7 @@ pub struct IpoibDevice<H: Hca, C: Capture = NoCapture> {
     rx_slots: usize,
     rx: RxSide,
     tx: TxSide,
+    groups: groups::Groups,
 }
 
 impl<H: Hca> IpoibDevice<H, NoCapture> {
@@ -229,6 +232,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 copy: [0; RX_COPY],
             },
             tx: TxSide::new(config, local),
+            groups: groups::Groups::default(),
         };
         device.bring_up()?;
         Ok(device)
@@ -291,6 +295,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.link = LinkState::Joining;
         self.hca.attach_mcast(self.broadcast_mgid)?;
         self.join_ipv6_groups()?;
+        self.rejoin_groups()?;
         self.flush()?;
         log::info!(
             "ipoib: up on {} qpn {:#x} pkey {:#06x}, mtu {}",
@@ -521,15 +526,19 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                             log::warn!("ipoib: joining IPv6 group {mgid} failed: {e:?}");
                         }
                     }
-                } else if mgid == self.broadcast_mgid && attach {
-                    match result {
-                        Ok(()) => self.hca.resolve(mgid)?,
-                        Err(e) => {
-                            log::error!("ipoib: joining {mgid} failed: {e:?}");
-                            self.link = LinkState::Failed;
-                            return Err(IpoibError::Join(e));
+                } else if mgid == self.broadcast_mgid {
+                    if attach {
+                        match result {
+                            Ok(()) => self.hca.resolve(mgid)?,
+                            Err(e) => {
+                                log::error!("ipoib: joining {mgid} failed: {e:?}");
+                                self.link = LinkState::Failed;
+                                return Err(IpoibError::Join(e));
+                            }
                         }
                     }
+                } else if !self.ipv6_groups.contains(&mgid) {
+                    self.on_group_completion(mgid, attach, result);
                 }
             }
             Completion::Path { dgid, result } => {

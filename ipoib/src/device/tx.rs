@@ -14,7 +14,7 @@ use super::{MAX_SLOTS, PENDING};
 use crate::config::IpoibConfig;
 use crate::neighbour::{NeighLookup, NeighbourCache, PathCache, PathLookup};
 use crate::stats::IpoibStats;
-use crate::wire::{ipv6_multicast_mgid, HwAddr};
+use crate::wire::{ipv4_multicast_mgid, ipv6_multicast_mgid, HwAddr};
 
 /// Where a packet should go, before resolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +26,9 @@ pub(crate) enum Target {
     Ip(IpAddress),
     /// A known hardware address (an ARP reply goes here).
     Hw(HwAddr),
-    /// A multicast group other than the broadcast group, by MGID (an IPv6
-    /// group); its path is resolved like a neighbour's.
+    /// A multicast group other than the broadcast group, by MGID (an IPv4
+    /// or IPv6 group); its path is resolved like a neighbour's, which is
+    /// the send-only join.
     Group(Gid),
 }
 
@@ -53,6 +54,7 @@ pub(crate) struct PendingTx {
 pub(crate) struct Local {
     pub hw: HwAddr,
     pub qkey: QKey,
+    /// The port's P_Key, for the MGIDs of multicast groups.
     pub pkey: PKey,
     pub broadcast: Option<(DestHandle, HwAddr)>,
     /// The IPv6 link-local address, from the port GUID.
@@ -130,10 +132,9 @@ impl TxSide {
             return Some(Target::Broadcast);
         }
         if dst.is_multicast() {
-            // Groups other than broadcast need a send-only join, which is
-            // not supported yet; the broadcast group reaches every member
-            // and receivers filter by destination address.
-            return Some(Target::Broadcast);
+            // The group's own MGID (RFC 4391 section 4). Resolving it is
+            // the send-only join; only members attached to it receive.
+            return Some(Target::Group(ipv4_multicast_mgid(self.local.pkey, dst)));
         }
         if self.config.address.contains_addr(&dst) {
             return Some(Target::Ip(dst.into()));

@@ -28,7 +28,10 @@ pub use arp::{Operation as ArpOperation, Packet as ArpPacket, Repr as ArpRepr};
 pub use encap::{EtherType, Packet as EncapPacket, Repr as EncapRepr};
 pub use grh::{build_grh, Repr as GrhRepr};
 pub use hwaddr::HwAddr;
-pub use mgid::{broadcast_mgid, classify_mgid, ipv4_multicast_mgid, ipv6_multicast_mgid, MgidKind};
+pub use mgid::{
+    broadcast_mgid, classify_mgid, ipv4_multicast_hwaddr, ipv4_multicast_mgid, ipv6_multicast_mgid,
+    MgidKind,
+};
 pub use nd::{NdKind, NdRepr};
 
 /// Why a buffer could not be parsed or emitted.

@@ -131,6 +131,46 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         Ok(Some(req))
     }
 
+    /// Copies out up to `out.len()` requests at once, in whole words, and
+    /// returns how many. `req_prod` is loaded again only when the requests
+    /// seen at the last load cannot fill `out`. The same requests, in the same order, as
+    /// that many [`pop_request`](Self::pop_request) calls.
+    #[inline]
+    pub fn pop_requests(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
+        if let Some(e) = self.fault {
+            return Err(e);
+        }
+        // Look at the peer's index again only when what was seen last
+        // cannot fill `out`.
+        if (self.req_prod_seen.wrapping_sub(self.req_cons) as usize) < out.len() {
+            self.refresh()?;
+        }
+        let ready = self.req_prod_seen.wrapping_sub(self.req_cons) as usize;
+        let n = ready.min(out.len());
+        if n > 0 {
+            let array = self.shared.req_array();
+            self.shared
+                .read_entries(array, self.req_cons, &mut out[..n])?;
+            self.req_cons = self.req_cons.wrapping_add(n as u32);
+        }
+        Ok(n)
+    }
+
+    /// Writes responses to the oldest unanswered requests, as many of `rsps`
+    /// as there are unanswered requests, and returns how many. Like that
+    /// many [`push_response`](Self::push_response) calls.
+    #[inline]
+    pub fn push_responses(&mut self, rsps: &[Rsp]) -> Result<usize, RingError> {
+        let n = (self.unanswered() as usize).min(rsps.len());
+        if n > 0 {
+            let array = self.shared.rsp_array();
+            self.shared
+                .write_entries(array, self.rsp_prod_pvt, &rsps[..n])?;
+            self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(n as u32);
+        }
+        Ok(n)
+    }
+
     /// Writes the response to the oldest unanswered request and advances the
     /// private producer index. Nothing is visible to the guest until
     /// [`publish_responses`](Self::publish_responses).

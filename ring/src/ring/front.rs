@@ -116,6 +116,27 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         Ok(())
     }
 
+    /// Writes as many of `reqs` as there are free entries, in whole words,
+    /// and returns how many. Like that many
+    /// [`push_request`](Self::push_request) calls.
+    #[inline]
+    pub fn push_requests(&mut self, reqs: &[Req]) -> usize {
+        let n = (self.free_requests() as usize).min(reqs.len());
+        if n > 0 {
+            let array = self.shared.req_array();
+            // Cannot fail: `attach` sized the window for every entry.
+            if self
+                .shared
+                .write_entries(array, self.req_prod_pvt, &reqs[..n])
+                .is_err()
+            {
+                return 0;
+            }
+            self.req_prod_pvt = self.req_prod_pvt.wrapping_add(n as u32);
+        }
+        n
+    }
+
     /// Publishes the pushed requests (`Release` store of `req_prod`), then,
     /// after a full fence, reads `req_event`. Returns `true` iff the back end
     /// must be notified: its event index lies in the newly published range.
@@ -180,6 +201,29 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         let rsp = self.shared.win.read_pod::<Rsp>(offset)?;
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
         Ok(Some(rsp))
+    }
+
+    /// Copies out up to `out.len()` responses at once and returns how many;
+    /// like that many [`pop_response`](Self::pop_response) calls.
+    #[inline]
+    pub fn pop_responses(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
+        if let Some(e) = self.fault {
+            return Err(e);
+        }
+        // Look at the peer's index again only when what was seen last
+        // cannot fill `out`.
+        if (self.rsp_prod_seen.wrapping_sub(self.rsp_cons) as usize) < out.len() {
+            self.refresh()?;
+        }
+        let ready = self.rsp_prod_seen.wrapping_sub(self.rsp_cons) as usize;
+        let n = ready.min(out.len());
+        if n > 0 {
+            let array = self.shared.rsp_array();
+            self.shared
+                .read_entries(array, self.rsp_cons, &mut out[..n])?;
+            self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
+        }
+        Ok(n)
     }
 
     /// Call when [`pop_response`](Self::pop_response) returned `None`, before

@@ -337,6 +337,11 @@ enum Op {
     PopRsp(u8),
     FinalReq,
     FinalRsp,
+    /// The batch forms, with a buffer of this many entries.
+    PushReqs(u8),
+    PopReqs(u8),
+    PushRsps(u8),
+    PopRsps(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -349,6 +354,10 @@ fn op() -> impl Strategy<Value = Op> {
         (0..6u8).prop_map(Op::PopRsp),
         Just(Op::FinalReq),
         Just(Op::FinalRsp),
+        (0..10u8).prop_map(Op::PushReqs),
+        (0..10u8).prop_map(Op::PopReqs),
+        (0..10u8).prop_map(Op::PushRsps),
+        (0..10u8).prop_map(Op::PopRsps),
     ]
 }
 
@@ -430,6 +439,45 @@ proptest! {
                         prop_assert_eq!(got, None);
                     }
                 },
+                Op::PushReqs(k) => {
+                    let reqs: Vec<Req> = (0..u64::from(k)).map(|i| req(seq(m.pushed + i))).collect();
+                    let room = entries - (m.pushed - m.received);
+                    let n = front.push_requests(&reqs) as u64;
+                    prop_assert_eq!(n, u64::from(k).min(room));
+                    m.pushed += n;
+                }
+                Op::PopReqs(k) => {
+                    let mut out = alloc::vec![req(0xdead); usize::from(k)];
+                    let n = back.pop_requests(&mut out).unwrap() as u64;
+                    prop_assert_eq!(n, u64::from(k).min(m.published - m.popped));
+                    for (i, got) in out.iter().enumerate() {
+                        if (i as u64) < n {
+                            prop_assert_eq!(*got, req(seq(m.popped + i as u64)));
+                        } else {
+                            prop_assert_eq!(*got, req(0xdead), "written past the count");
+                        }
+                    }
+                    m.popped += n;
+                }
+                Op::PushRsps(k) => {
+                    let rsps: Vec<Rsp> = (0..u64::from(k)).map(|i| rsp(seq(m.answered + i))).collect();
+                    let n = back.push_responses(&rsps).unwrap() as u64;
+                    prop_assert_eq!(n, u64::from(k).min(m.popped - m.answered));
+                    m.answered += n;
+                }
+                Op::PopRsps(k) => {
+                    let mut out = alloc::vec![rsp(0xdead); usize::from(k)];
+                    let n = front.pop_responses(&mut out).unwrap() as u64;
+                    prop_assert_eq!(n, u64::from(k).min(m.answers_published - m.received));
+                    for (i, got) in out.iter().enumerate() {
+                        if (i as u64) < n {
+                            prop_assert_eq!(*got, rsp(seq(m.received + i as u64)));
+                        } else {
+                            prop_assert_eq!(*got, rsp(0xdead), "written past the count");
+                        }
+                    }
+                    m.received += n;
+                }
                 Op::FinalReq => {
                     let pending = back.final_check_requests().unwrap();
                     prop_assert_eq!(pending, m.popped < m.published);
@@ -464,6 +512,24 @@ proptest! {
                 back.pop_request(),
                 Err(RingError::Overflow { prod, cons: start, entries: ENTRIES })
             );
+        }
+    }
+
+    /// The same for the batch form: a whole batch or an overflow.
+    #[test]
+    fn any_req_prod_is_accepted_or_rejected_in_batches(start in start_value(), delta: u32) {
+        let (w, _front, mut back) = pair(ORDER, start);
+        let prod = start.wrapping_add(delta);
+        w.store_u32(field::REQ_PROD, prod, Ordering::Relaxed).unwrap();
+        let mut out = [req(0); 2 * ENTRIES as usize];
+        if delta <= ENTRIES {
+            prop_assert_eq!(back.pop_requests(&mut out), Ok(delta as usize));
+            prop_assert_eq!(back.pop_requests(&mut out), Ok(0));
+        } else {
+            let overflow = Err(RingError::Overflow { prod, cons: start, entries: ENTRIES });
+            prop_assert_eq!(back.pop_requests(&mut out), overflow);
+            // Sticky.
+            prop_assert_eq!(back.pop_requests(&mut out), overflow);
         }
     }
 
@@ -505,6 +571,16 @@ proptest! {
                 Op::PopRsp(_) => { let _ = front.pop_response(); }
                 Op::FinalReq => { let _ = back.final_check_requests(); }
                 Op::FinalRsp => { let _ = front.final_check_responses(); }
+                Op::PushReqs(k) => { front.push_requests(&alloc::vec![req(2); usize::from(k)]); }
+                Op::PopReqs(k) => {
+                    let mut out = alloc::vec![req(0); usize::from(k)];
+                    if let Ok(n) = back.pop_requests(&mut out) { prop_assert!(n <= usize::from(k)); }
+                }
+                Op::PushRsps(k) => { let _ = back.push_responses(&alloc::vec![rsp(2); usize::from(k)]); }
+                Op::PopRsps(k) => {
+                    let mut out = alloc::vec![rsp(0); usize::from(k)];
+                    if let Ok(n) = front.pop_responses(&mut out) { prop_assert!(n <= usize::from(k)); }
+                }
             }
             prop_assert!(front.outstanding() <= ENTRIES);
             prop_assert!(front.free_requests() <= ENTRIES);

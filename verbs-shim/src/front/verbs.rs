@@ -47,6 +47,7 @@ impl<N: Notify> FrontHca<N> {
         Ok(())
     }
 
+    #[inline(always)]
     fn tx_completion(&mut self, rsp: TxResponse) -> Result<Completion, PeerFault> {
         let i = usize::from(rsp.slot);
         match self.tx_in_flight.get_mut(i) {
@@ -65,6 +66,7 @@ impl<N: Notify> FrontHca<N> {
         })
     }
 
+    #[inline(always)]
     fn rx_completion(&mut self, rsp: RxResponse) -> Result<Completion, PeerFault> {
         let i = usize::from(rsp.slot);
         let status = WcStatus::from_code(rsp.status);
@@ -140,6 +142,7 @@ impl<N: Notify> FrontHca<N> {
     }
 
     /// Takes the next response from any ring, validated.
+    #[inline(always)]
     fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
         loop {
             if let Some(rsp) = self.rx.pop_response().map_err(|_| overflow(RingId::Rx))? {

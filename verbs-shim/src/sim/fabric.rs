@@ -2,6 +2,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,7 +31,18 @@ pub const QPN_SPACE: u32 = 0x00ff_ffff - QPN_BASE - 1;
 /// dice are rolled in that order.
 #[derive(Clone)]
 pub struct SimFabric {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Shared>,
+}
+
+/// The fabric's state and a hint read without the lock.
+struct Shared {
+    state: Mutex<Inner>,
+    /// Whether packets were held back for reordering when the lock was last
+    /// released by [`SimFabric::with`]: with none held (always, without the
+    /// reorder fault) [`SimFabric::drain_held`] and a port's poll of an empty
+    /// CQ need not take the lock. Held packets only appear under the lock,
+    /// in `with`, which updates it before unlocking.
+    held: AtomicBool,
 }
 
 pub(super) struct Inner {
@@ -61,18 +73,21 @@ impl SimFabric {
     /// [`SimError::TooManyPorts`] while all of them are in use.
     pub fn with_qpn_space(faults: FaultConfig, count: u32) -> SimFabric {
         SimFabric {
-            inner: Arc::new(Mutex::new(Inner {
-                faults: Faults::new(faults),
-                ports: BTreeMap::new(),
-                by_gid: BTreeMap::new(),
-                groups: BTreeMap::new(),
-                held: VecDeque::new(),
-                held_orphaned: 0,
-                next_port: 1,
-                qpns: QpnPool::new(QPN_BASE + 1, count),
-                departed: PortStats::default(),
-                slow_paths: BTreeMap::new(),
-            })),
+            inner: Arc::new(Shared {
+                held: AtomicBool::new(false),
+                state: Mutex::new(Inner {
+                    faults: Faults::new(faults),
+                    ports: BTreeMap::new(),
+                    by_gid: BTreeMap::new(),
+                    groups: BTreeMap::new(),
+                    held: VecDeque::new(),
+                    held_orphaned: 0,
+                    next_port: 1,
+                    qpns: QpnPool::new(QPN_BASE + 1, count),
+                    departed: PortStats::default(),
+                    slow_paths: BTreeMap::new(),
+                }),
+            }),
         }
     }
 
@@ -133,9 +148,11 @@ impl SimFabric {
             state: PortState::Active,
         };
         let id = PortId(number);
-        inner
-            .ports
-            .insert(id, Entry::new(attr, layout, region.clone()));
+        let cq_ready = Arc::new(AtomicBool::new(false));
+        inner.ports.insert(
+            id,
+            Entry::new(attr, layout, region.clone(), cq_ready.clone()),
+        );
         inner.by_gid.insert(gid, id);
         drop(inner);
         log::debug!(
@@ -150,6 +167,7 @@ impl SimFabric {
             layout,
             region,
             (TxSlots::all(&layout), RxSlots::all(&layout)),
+            cq_ready,
         ))
     }
 
@@ -185,7 +203,16 @@ impl SimFabric {
 
     /// Delivers every packet held back for reordering; returns how many.
     pub fn drain_held(&self) -> usize {
+        if !self.maybe_held() {
+            return 0;
+        }
         self.with(|inner, fire| inner.release_held(fire))
+    }
+
+    /// Whether packets may be held back for reordering (see [`Shared`]).
+    #[inline]
+    pub(super) fn maybe_held(&self) -> bool {
+        self.inner.held.load(Ordering::Acquire)
     }
 
     /// Whether a port with this GID is attached.
@@ -196,13 +223,23 @@ impl SimFabric {
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves counters and queues
         // consistent enough to keep going: every update is one step.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` under the lock, then calls the notifiers it collected.
     pub(super) fn with<R>(&self, f: impl FnOnce(&mut Inner, &mut Vec<Notifier>) -> R) -> R {
         let mut fire = Vec::new();
-        let result = f(&mut self.lock(), &mut fire);
+        let result = {
+            let mut inner = self.lock();
+            let result = f(&mut inner, &mut fire);
+            self.inner
+                .held
+                .store(!inner.held.is_empty(), Ordering::Release);
+            result
+        };
         for notify in fire {
             notify();
         }

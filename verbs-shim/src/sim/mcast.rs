@@ -75,17 +75,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Resolves a port GID or an existing group's MGID to a new handle.
+    /// Resolves a port GID, or an MGID in the port's partition, to a new
+    /// handle. Resolving an MGID is a send-only join (RFC 4391 section 4):
+    /// the group need not have members yet, a send reaches whoever is
+    /// attached at the time, and the port receives nothing from the group.
     pub(super) fn resolve(
         &mut self,
         id: PortId,
         dgid: Gid,
         fire: &mut Vec<Notifier>,
     ) -> Result<(), HcaError> {
+        let pkey = self.entry(id)?.attr.pkey;
         let target = if dgid.is_multicast() {
-            self.groups
-                .contains_key(&dgid)
-                .then_some(Target::Group(dgid))
+            (mgid_pkey(dgid).partition() == pkey.partition()).then_some(Target::Group(dgid))
         } else {
             self.by_gid
                 .contains_key(&dgid)
