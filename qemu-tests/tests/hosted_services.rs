@@ -69,11 +69,19 @@ fn udp_echo_http_and_64_mib_tcp() -> Result<()> {
 }
 
 /// Issue 11: two hosted guests with ip6= ping each other over IPv6 through
-/// the back end (neighbour discovery by ipoib on both sides).
+/// the back end (neighbour discovery by ipoib on both sides), and the back
+/// end's `--pcap` capture decodes in tshark: ICMPv6 neighbour discovery
+/// with the 20-byte IPoIB link-layer address option.
 #[test]
-fn hosted_guests_ping6() -> Result<()> {
+fn hosted_guests_ping6_and_the_capture_decodes() -> Result<()> {
     let dir = scratch_dir("services6")?;
-    let be = Backend::start(&dir, &[Seat::new(&dir, "g1"), Seat::new(&dir, "g2")], &[])?;
+    let pcap = dir.join("fabric.pcap");
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let mut be = Backend::start(
+        &dir,
+        &[Seat::new(&dir, "g1"), Seat::new(&dir, "g2")],
+        &["--pcap", &pcap_arg],
+    )?;
     let _g2 = Hosted::serve_net(
         &dir,
         "g2",
@@ -90,5 +98,44 @@ fn hosted_guests_ping6() -> Result<()> {
     )?;
     assert!(out.contains("reply from fd77::2: seq=3"), "{out}");
     assert!(out.contains("3 sent, 3 answered"), "{out}");
+    be.guard.signal(15)?;
+    be.guard.wait_exit(Duration::from_secs(10))?;
+    let tshark = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(args)
+            .output()
+            .map_err(|e| {
+                qemu_tests::HarnessError(format!("tshark: {e} (make deps installs it)"))
+            })?;
+        if !out.status.success() {
+            return Err(qemu_tests::HarnessError(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let summary = tshark(&[])?;
+    assert!(!summary.contains("Malformed"), "{summary}");
+    assert!(
+        summary.contains("Neighbor Solicitation for fd77::2")
+            && summary.contains("Neighbor Advertisement fd77::2"),
+        "{summary}"
+    );
+    let nd = tshark(&["-Y", "icmpv6.type == 135 || icmpv6.type == 136", "-V"])?;
+    assert!(nd.contains("Source link-layer address"), "{nd}");
+    assert!(nd.contains("Target link-layer address"), "{nd}");
+    assert!(nd.contains("Length: 3 (24 bytes)"), "{nd}");
+    // The echoes, each recorded once.
+    let requests = tshark(&[
+        "-Y",
+        "icmpv6.type == 128",
+        "-T",
+        "fields",
+        "-e",
+        "icmpv6.echo.sequence_number",
+    ])?;
+    assert_eq!(requests.lines().count(), 3, "{requests}");
     Ok(())
 }
