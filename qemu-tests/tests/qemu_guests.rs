@@ -214,6 +214,15 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
         .output()?;
     let out = String::from_utf8_lossy(&ping6.stdout);
     assert!(out.contains("3 received"), "{out}");
+    // Larger than the MTU: the unikernel reassembles and fragments IPv6.
+    let ping6 = Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "ping", "-6", "-c", "3", "-s", "3000", "-W", "3",
+        ])
+        .arg("fd77::2")
+        .output()?;
+    let out = String::from_utf8_lossy(&ping6.stdout);
+    assert!(out.contains("3 received"), "{out}");
     let curl6 = Command::new("ip")
         .args([
             "netns",
