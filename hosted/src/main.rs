@@ -15,7 +15,7 @@ use netcore::clients::{HttpGetConfig, LocalPorts, PingConfig, TcpSenderConfig};
 use netcore::pattern::Payload;
 use netcore::{DiscardMode, HttpGet, NetConfig, Pinger, TcpSender};
 use smoltcp::socket::udp;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 #[derive(Parser)]
 #[command(
@@ -128,17 +128,14 @@ fn drive<T>(
     Ok(None)
 }
 
+/// `ADDR:PORT`, IPv4 (`10.77.0.2:9`) or IPv6 in brackets (`[fd77::2]:9`).
 fn endpoint(text: &str) -> Result<IpEndpoint, HostedError> {
-    let (addr, port) = text.rsplit_once(':').ok_or_else(|| {
-        HostedError::Protocol(format!("{text:?} is not ADDR:PORT (e.g. 10.77.0.2:9)"))
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        HostedError::Protocol(format!(
+            "{text:?} is not ADDR:PORT (e.g. 10.77.0.2:9 or [fd77::2]:9)"
+        ))
     })?;
-    let addr: Ipv4Address = addr
-        .parse()
-        .map_err(|_| HostedError::Protocol(format!("{addr:?} is not an IPv4 address")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| HostedError::Protocol(format!("{port:?} is not a port")))?;
-    Ok(IpEndpoint::new(IpAddress::Ipv4(addr), port))
+    Ok(IpEndpoint::new(IpAddress::from(addr.ip()), addr.port()))
 }
 
 fn client_error(e: netcore::ClientError) -> HostedError {
@@ -265,7 +262,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
                 .split_once('/')
                 .map(|(h, p)| (h, format!("/{p}")))
                 .unwrap_or((rest, "/".into()));
-            let remote = if host.contains(':') {
+            // A port after the host (`10.77.0.2:8080`, `[fd77::2]:8080`),
+            // or 80.
+            let has_port = match host.strip_prefix('[') {
+                Some(v6) => v6.contains("]:"),
+                None => host.contains(':'),
+            };
+            let remote = if has_port {
                 endpoint(host)?
             } else {
                 endpoint(&format!("{host}:80"))?

@@ -82,22 +82,45 @@ fn hosted_guests_ping6_and_the_capture_decodes() -> Result<()> {
         &[Seat::new(&dir, "g1"), Seat::new(&dir, "g2")],
         &["--pcap", &pcap_arg],
     )?;
-    let _g2 = Hosted::serve_net(
+    let mut g2 = Hosted::serve_net(
         &dir,
         "g2",
         &be.socket("g2"),
         "ip=10.77.0.2/24 ip6=fd77::2/64",
     )?;
-    let out = Hosted::run_net(
-        &dir,
+    let g1 = |name: &str, args: &[&str]| {
+        Hosted::run_net(
+            &dir,
+            name,
+            &be.socket("g1"),
+            "ip=10.77.0.1/24 ip6=fd77::1/64",
+            args,
+            Duration::from_secs(60),
+        )
+    };
+    let out = g1(
         "g1-ping6",
-        &be.socket("g1"),
-        "ip=10.77.0.1/24 ip6=fd77::1/64",
         &["ping", "fd77::2", "--count", "3", "--timeout", "2"],
-        Duration::from_secs(30),
     )?;
     assert!(out.contains("reply from fd77::2: seq=3"), "{out}");
     assert!(out.contains("3 sent, 3 answered"), "{out}");
+    // HTTP and a TCP transfer over IPv6 too.
+    let out = g1("g1-fetch6", &["fetch", "http://[fd77::2]/stats"])?;
+    assert!(
+        out.contains("HTTP 200") && out.contains("ip 10.77.0.2/24"),
+        "{out}"
+    );
+    let bytes = MIB.to_string();
+    let out = g1("g1-send6", &["send", "[fd77::2]:9", &bytes, "--seed", "6"])?;
+    let sent = sha_of(&format!("sent {bytes} bytes"), &out)
+        .ok_or_else(|| qemu_tests::HarnessError(format!("no sha in {out}")))?;
+    let line = g2.wait_for(&format!(": {bytes} bytes sha256"), Duration::from_secs(30))?;
+    assert_eq!(
+        sha_of("discard from", &line).unwrap_or_default(),
+        sent,
+        "{line}"
+    );
+    assert!(line.contains("fd77::1"), "{line}");
     be.guard.signal(15)?;
     be.guard.wait_exit(Duration::from_secs(10))?;
     let tshark = |args: &[&str]| -> Result<String> {
