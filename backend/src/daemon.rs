@@ -14,6 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::capture::FabricCapture;
 use crate::config::Config;
 use crate::control::Control;
+use crate::dhcp::DhcpServer;
 use crate::gateway::Gateway;
 use crate::handoff::{self, Handoff, Reporter};
 use crate::port_security::SeatDirectory;
@@ -49,7 +50,36 @@ pub enum WorkerError {
 pub fn run_worker(config: Config, supervisor: UnixStream) -> Result<(), WorkerError> {
     let directory = SeatDirectory::for_guests(&config.guests);
     let (fabric, control, gateway) = start(&config, &directory).map_err(WorkerError::Startup)?;
-    serve(config, supervisor, fabric, control, gateway, directory).map_err(WorkerError::Running)
+    let dhcp = start_dhcp(&config, &fabric, &directory).map_err(WorkerError::Startup)?;
+    if let Some(d) = &dhcp {
+        control.set_dhcp(d.stats());
+    }
+    serve(
+        config, supervisor, fabric, control, gateway, directory, dhcp,
+    )
+    .map_err(WorkerError::Running)
+}
+
+/// The DHCP server, with `--dhcp`: on the fabric port after the gateway's.
+fn start_dhcp(
+    config: &Config,
+    fabric: &Fabric,
+    directory: &Arc<SeatDirectory>,
+) -> Result<Option<DhcpServer>, Box<dyn std::error::Error>> {
+    let Some(d) = &config.dhcp else {
+        return Ok(None);
+    };
+    let number = u16::try_from(config.guests.len() + 2).map_err(|_| "too many guests")?;
+    let server = DhcpServer::start(
+        config,
+        d,
+        fabric,
+        number,
+        ib_mtu(config.mtu),
+        directory.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some(server))
 }
 
 /// What must work before the worker serves anyone.
@@ -87,6 +117,7 @@ fn serve(
     control: Control,
     gateway: Option<Gateway>,
     directory: Arc<SeatDirectory>,
+    dhcp: Option<DhcpServer>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let epoch = new_epoch();
     let mtu = ib_mtu(config.mtu);
@@ -142,6 +173,17 @@ fn serve(
                 std::thread::Builder::new()
                     .name("gateway".into())
                     .spawn(move || gw.run(stop))?,
+            )
+        }
+        None => None,
+    };
+    let dhcp_thread = match dhcp {
+        Some(server) => {
+            let stop = stop.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("dhcp".into())
+                    .spawn(move || server.run(stop))?,
             )
         }
         None => None,
@@ -211,6 +253,9 @@ fn serve(
     }
     let _ = control_thread.join();
     if let Some(h) = gateway_thread {
+        let _ = h.join();
+    }
+    if let Some(h) = dhcp_thread {
         let _ = h.join();
     }
     if let Some(c) = &capture {

@@ -11,6 +11,7 @@ mod capture;
 mod config;
 mod control;
 mod daemon;
+mod dhcp;
 mod gateway;
 #[allow(unsafe_code)]
 mod handoff;
@@ -106,6 +107,10 @@ struct RunArgs {
     /// TAP=ADDRESS/PREFIX: route the fabric to Linux through a TAP.
     #[arg(long)]
     gateway: Option<String>,
+    /// ADDRESS/PREFIX[,lease=SECS]: a DHCP server at ADDRESS that hands
+    /// each seat its ip= (RFC 4390, for guests with ip=dhcp).
+    #[arg(long)]
+    dhcp: Option<String>,
     /// A guest: name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2] (QEMU), or
     /// name=g1,xen-domain=NAME[,...] (the Xen domain called NAME). Repeat for more.
     #[arg(long = "guest")]
@@ -134,6 +139,7 @@ fn load_config(args: RunArgs) -> Result<Config, ExitCode> {
         rdma_gid_index: args.rdma_gid_index,
         gateway: args.gateway,
         xenstore: args.xenstore,
+        dhcp: args.dhcp,
         guests: args.guests,
         socket_group: args.socket_group,
     };

@@ -194,3 +194,19 @@ write("ipoib_rx", "ipv4_icmp", [2] + list(struct.pack("<IH", 0x99, len(ping))) +
 handshake = [1, 0, 0, 0, 1, 1, 2, 0, 2, 1, 1, 1, 1, 3, 5, 0, 0, 3, 5, 0]
 write("ivshmem_client", "handshake_then_peer", handshake)
 write("ivshmem_client", "split_message", [0, 0, 0, 3, 4, 1, 0, 0, 0, 3, 4, 0, 0, 0, 0])
+
+# --- dhcp ----------------------------------------------------------------------
+# DHCP messages as RFC 4390 has them over IPoIB: htype 32, hlen 0, zero
+# chaddr, BROADCAST, a client identifier (type 255, IAID, DUID-LL of the
+# 20-byte IPoIB address).
+def dhcp(op, xid, yiaddr, options):
+    head = (struct.pack(">BBBBIHH", op, 32, 0, 0, xid, 0, 0x8000)
+            + bytes(4) + bytes(yiaddr) + bytes(8) + bytes(16) + bytes(64 + 128)
+            + bytes([99, 130, 83, 99]))
+    assert len(head) == 240
+    return head + bytes(options) + bytes([255])
+client_id = [61, 29, 0xFF, 0, 0, 0, 1, 0, 3, 0, 32] + list(hwaddr(0x49, link_local(1)))
+write("dhcp", "discover", dhcp(1, 0x01020304, [0] * 4, [53, 1, 1] + client_id + [55, 5, 1, 3, 51, 58, 59]))
+write("dhcp", "ack", dhcp(2, 0x01020304, [10, 77, 0, 2],
+                          [53, 1, 5] + client_id + [54, 4, 10, 77, 0, 254, 1, 4, 255, 255, 255, 0,
+                                                    3, 4, 10, 77, 0, 1, 51, 4, 0, 0, 14, 16]))

@@ -608,18 +608,18 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));
         assert_eq!(
             e.to_string(),
-            "missing required option ip= (example: ip=10.77.0.2/24)"
+            "missing required option ip= (example: ip=10.77.0.2/24, or ip=dhcp)"
         );
         let e = BootConfig::parse("ip=10.0.0.300/24").unwrap_err();
         assert!(e.to_string().starts_with("ip=10.0.0.300/24: "), "{e}");

@@ -36,6 +36,8 @@ const MAX_SLEEP_MICROS: u64 = 1_000_000;
 /// `peer=` and `fetch=` try again (a second apart) for this long while the
 /// other guest is not up yet; then they report the failure.
 const CLIENT_RETRY_MICROS: u64 = 20_000_000;
+/// How long `ip=dhcp` waits for its lease.
+const DHCP_MICROS: u64 = 30_000_000;
 
 fn now() -> Instant {
     Instant::from_micros(guest::now_micros() as i64)
@@ -99,10 +101,13 @@ pub fn run(config: &BootConfig, dev: &Transport) {
     }
     let mut stack = NetStack::new(front, &net, now(), seed)
         .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("network stack: {e}")));
+    if net.dhcp {
+        wait_for_lease(&mut stack);
+    }
     let ip6 = stack.device.ipv6_addr();
     println!(
         "ibguest: network up: {} hw {} mtu {} ip6 {}/64{}{}",
-        config.net.ip,
+        stack.config().ip,
         stack.device.hw_addr(),
         stack.device.mtu(),
         stack.device.ipv6_link_local(),
@@ -354,6 +359,44 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             deadline = deadline.min(end);
         }
         guest::wait_for_interrupt(Some(deadline));
+    }
+}
+
+/// `ip=dhcp`: runs the network until the DHCP client has a lease, and says
+/// so on the console; fails with a network failure after
+/// [`DHCP_MICROS`] without one.
+fn wait_for_lease<H: verbs_shim::Hca>(stack: &mut NetStack<H>) {
+    let deadline = guest::now_micros() + DHCP_MICROS;
+    while !stack.has_address() {
+        let t = now();
+        let busy = stack.poll(t).unwrap_or_else(|e| {
+            fail(
+                ExitCode::NetworkFailure,
+                format_args!("network failed while waiting for DHCP: {e}"),
+            )
+        });
+        if guest::now_micros() >= deadline {
+            fail(
+                ExitCode::NetworkFailure,
+                format_args!(
+                    "ip=dhcp: no lease within {} s (does the back end run --dhcp, and does this seat have ip=?)",
+                    DHCP_MICROS / 1_000_000
+                ),
+            );
+        }
+        if busy || matches!(stack.arm(), Ok(true)) {
+            continue;
+        }
+        let mut wake = (guest::now_micros() + MAX_SLEEP_MICROS).min(deadline);
+        if let Some(at) = stack.next_deadline(t) {
+            wake = wake.min(at.total_micros().max(0) as u64);
+        }
+        guest::wait_for_interrupt(Some(wake));
+    }
+    let c = stack.config();
+    match c.gateway {
+        Some(gw) => println!("ibguest: dhcp: lease {} gw {gw}", c.ip),
+        None => println!("ibguest: dhcp: lease {} (no gateway)", c.ip),
     }
 }
 

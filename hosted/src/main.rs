@@ -28,7 +28,8 @@ struct Cli {
     #[arg(long)]
     socket: PathBuf,
     /// The guest configuration, in the unikernel's command-line syntax:
-    /// "ip=10.77.0.2/24 gw=10.77.0.1 ip6=fd77::2/64 services=echo,http,discard,chargen".
+    /// "ip=10.77.0.2/24 gw=10.77.0.1 ip6=fd77::2/64 services=echo,http,discard,chargen",
+    /// or "ip=dhcp ..." to take the address from the back end's DHCP server.
     #[arg(long)]
     net: Option<String>,
     /// Shorthand for --net "ip=ADDR/PREFIX".
@@ -128,6 +129,37 @@ fn drive<T>(
     Ok(None)
 }
 
+/// How long `ip=dhcp` waits for its lease before giving up.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// With `ip=dhcp`: runs the network until the DHCP client has a lease (and
+/// says so on stdout), or fails after [`DHCP_TIMEOUT`]. False if stopped.
+fn wait_for_lease(rt: &mut Runtime, stop: &AtomicBool) -> Result<bool, HostedError> {
+    let started = Instant::now();
+    let got = drive(rt, stop, |rt| {
+        if rt.stack.has_address() {
+            Poll::Ready(true)
+        } else if started.elapsed() > DHCP_TIMEOUT {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
+    })?;
+    match got {
+        Some(true) => {
+            let c = rt.stack.config();
+            let gw = c.gateway.map_or_else(|| "none".to_owned(), |g| g.to_string());
+            println!("dhcp: lease {} gw {gw}", c.ip);
+            Ok(true)
+        }
+        Some(false) => Err(HostedError::Protocol(format!(
+            "ip=dhcp: no lease within {} s (is ib-backend running with --dhcp, and does this seat have ip=?)",
+            DHCP_TIMEOUT.as_secs()
+        ))),
+        None => Ok(false),
+    }
+}
+
 /// `ADDR:PORT`, IPv4 (`10.77.0.2:9`) or IPv6 in brackets (`[fd77::2]:9`).
 fn endpoint(text: &str) -> Result<IpEndpoint, HostedError> {
     let addr: std::net::SocketAddr = text.parse().map_err(|_| {
@@ -168,9 +200,12 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
         rt.stack.services.set_discard_mode(DiscardMode::Count);
     }
     rt.set_busy_poll(Duration::from_micros(cli.busy_poll_us));
+    if net.dhcp && !wait_for_lease(&mut rt, stop)? {
+        return Ok(false);
+    }
     log::info!(
         "ibguest-hosted: {} up, hw {}, ip6 {}/64{}",
-        net.ip,
+        rt.stack.config().ip,
         rt.stack.device.hw_addr(),
         rt.stack.device.ipv6_link_local(),
         net.ip6.map(|c| format!(" {c}")).unwrap_or_default()

@@ -33,6 +33,10 @@ impl Default for ArpTimers {
     }
 }
 
+/// The address of an interface that has none: `0.0.0.0/32`, which
+/// contains no destination but itself, so nothing is routed by ARP.
+pub const UNCONFIGURED: Ipv4Cidr = Ipv4Cidr::new(Ipv4Address::UNSPECIFIED, 32);
+
 /// How an IPoIB interface is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpoibConfig {
@@ -73,6 +77,19 @@ impl IpoibConfig {
     pub fn with_gateway6(mut self, gateway: Ipv6Address) -> IpoibConfig {
         self.gateway6 = Some(gateway);
         self
+    }
+
+    /// An interface without an address yet (one that waits for DHCP): it
+    /// sends only to the broadcast group, answers no ARP and announces
+    /// nothing until [`IpoibDevice::set_ipv4`](crate::IpoibDevice::set_ipv4)
+    /// gives it an address.
+    pub fn unconfigured() -> IpoibConfig {
+        IpoibConfig::new(UNCONFIGURED)
+    }
+
+    /// True once the interface has an address.
+    pub fn is_configured(&self) -> bool {
+        !self.address.address().is_unspecified()
     }
 
     pub fn with_gateway(mut self, gateway: Ipv4Address) -> IpoibConfig {

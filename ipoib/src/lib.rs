@@ -26,7 +26,7 @@ pub mod stats;
 pub mod wire;
 
 pub use capture::{Capture, NoCapture};
-pub use config::{ArpTimers, IpoibConfig};
+pub use config::{ArpTimers, IpoibConfig, UNCONFIGURED};
 pub use device::{
     DatagramSource, GroupError, GroupState, IpoibDevice, IpoibError, LinkState, RxToken, TxToken,
     ARP_RESERVE, MAX_GROUPS, MAX_SLOTS, PENDING,

@@ -14,6 +14,8 @@
 //!   shows.
 //! - [`http`]: the request parser and response writer behind the status
 //!   page, and the response parser behind [`HttpGet`].
+//! - [`dhcp`]: DHCP over IPoIB (RFC 4390): the client behind `ip=dhcp`
+//!   (run by [`NetStack`]) and the answering half of the back end's server.
 //! - [`busy_poll`]: [`BusyPoll`], when the main loops poll instead of
 //!   sleeping.
 //! - [`pattern`]: the data generators both ends agree on (chargen's RFC 864
@@ -28,6 +30,7 @@ extern crate std;
 pub mod busy_poll;
 pub mod clients;
 pub mod config;
+pub mod dhcp;
 pub mod http;
 pub mod pattern;
 pub mod services;

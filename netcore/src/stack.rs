@@ -18,10 +18,11 @@ use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, Ipv4Address};
 
-use ipoib::{GroupError, IpoibDevice, IpoibError};
+use ipoib::{GroupError, IpoibDevice, IpoibError, LinkState};
 use verbs_shim::Hca;
 
 use crate::config::NetConfig;
+use crate::dhcp::{self, DhcpSocket, Event, Lease};
 use crate::services::{Gated, ServiceHost};
 use crate::status::StatusSource;
 
@@ -44,14 +45,36 @@ impl core::fmt::Display for StackError {
 
 impl core::error::Error for StackError {}
 
+/// The console line for a lease.
+fn log_lease(lease: &Lease) {
+    let secs = lease.duration.map_or_else(
+        || alloc::string::String::from("infinite"),
+        |d| alloc::format!("{} s", d.secs()),
+    );
+    match lease.router {
+        Some(gw) => log::info!(
+            "dhcp: lease {} from {}, gw {gw}, lease {secs}",
+            lease.address,
+            lease.server
+        ),
+        None => log::info!(
+            "dhcp: lease {} from {}, no gw, lease {secs}",
+            lease.address,
+            lease.server
+        ),
+    }
+}
+
 pub struct NetStack<H: Hca> {
-    /// On the heap: the device is about 90 KiB (its slot tables), and the
-    /// unikernel's 512 KiB stack cannot hold the copies that moving it
-    /// around by value makes.
+    /// On the heap: the device is about 90 KiB (its slot tables), and moving
+    /// it around by value while the stack is built put several copies on
+    /// the unikernel's boot stack (512 KiB overflowed).
     pub device: Box<IpoibDevice<H>>,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
     pub services: ServiceHost,
+    /// The DHCP client, with `ip=dhcp`.
+    pub dhcp: Option<DhcpSocket>,
     config: NetConfig,
 }
 
@@ -74,23 +97,83 @@ impl<H: Hca> NetStack<H> {
             .map_err(|_| StackError::Routes)?;
         let mut sockets = SocketSet::new(alloc::vec::Vec::new());
         let services = ServiceHost::new(config, &mut sockets);
+        let dhcp = config.dhcp.then(|| {
+            let id = dhcp::client_id(&device.hw_addr());
+            DhcpSocket::new(&mut sockets, id, now, seed)
+        });
         Ok(NetStack {
             device,
             iface,
             sockets,
             services,
+            dhcp,
             config: config.clone(),
         })
     }
 
+    /// The configuration, with the address and gateway of the DHCP lease
+    /// when there is one.
     pub fn config(&self) -> &NetConfig {
         &self.config
+    }
+
+    /// True once the interface has an address: at once for a static one,
+    /// after the lease with `ip=dhcp`.
+    pub fn has_address(&self) -> bool {
+        !self.config.ip.address().is_unspecified()
+    }
+
+    /// Runs the DHCP client (once the link is up, so that its first
+    /// DISCOVER is not lost to a broadcast group not yet joined) and applies
+    /// what it decides. True if the address changed.
+    fn poll_dhcp(&mut self, now: Instant) -> Result<bool, StackError> {
+        let Some(client) = &mut self.dhcp else {
+            return Ok(false);
+        };
+        if self.device.link() != LinkState::Up {
+            return Ok(false);
+        }
+        match client.poll(&mut self.sockets, now) {
+            Some(Event::Configured(lease)) => {
+                log_lease(&lease);
+                self.set_address(lease.address, lease.router)?;
+                Ok(true)
+            }
+            Some(Event::Deconfigured { address }) => {
+                log::warn!("dhcp: {address} removed");
+                self.set_address(ipoib::UNCONFIGURED, None)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Moves the interface, the device and the services to a new address.
+    fn set_address(
+        &mut self,
+        ip: smoltcp::wire::Ipv4Cidr,
+        gateway: Option<smoltcp::wire::Ipv4Address>,
+    ) -> Result<(), StackError> {
+        self.config.ip = ip;
+        self.config.gateway = gateway;
+        self.config
+            .apply(&mut self.iface, self.device.ipv6_link_local())
+            .map_err(|_| StackError::Routes)?;
+        self.device.set_ipv4(ip, gateway);
+        self.services.set_address(ip, gateway);
+        Ok(())
     }
 
     /// One pass: completions and timers, smoltcp, the services, then post
     /// what they queued with one doorbell. Returns true if anything moved.
     pub fn poll(&mut self, now: Instant) -> Result<bool, IpoibError> {
         let mut busy = self.device.service(now)?;
+        match self.poll_dhcp(now) {
+            Ok(changed) => busy |= changed,
+            // `apply` removes the old default route before adding the
+            // lease's, so the table has room; say so if it ever had not.
+            Err(e) => log::error!("dhcp: cannot apply the lease: {e}"),
+        }
         let mut device = Gated {
             device: &mut *self.device,
             gate: self.services.gate(&self.sockets),
@@ -126,10 +209,8 @@ impl<H: Hca> NetStack<H> {
     pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
         let a = self.iface.poll_at(now, &self.sockets);
         let b = self.device.poll_at();
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let c = self.dhcp.as_ref().map(|d| d.poll_at());
+        [a, b, c].into_iter().flatten().min()
     }
 
     /// Joins the IPv4 multicast group `group`: the device attaches to the

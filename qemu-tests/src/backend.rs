@@ -13,6 +13,8 @@ pub struct Seat {
     pub name: String,
     pub socket: PathBuf,
     pub pkey: Option<u16>,
+    /// The seat's `ip=` (port security, and the DHCP server's lease).
+    pub ip: Option<String>,
 }
 
 impl Seat {
@@ -21,7 +23,13 @@ impl Seat {
             name: name.to_owned(),
             socket: dir.join(format!("{name}.sock")),
             pkey: None,
+            ip: None,
         }
+    }
+
+    pub fn with_ip(mut self, ip: &str) -> Seat {
+        self.ip = Some(ip.to_owned());
+        self
     }
 
     pub fn with_pkey(mut self, pkey: u16) -> Seat {
@@ -55,6 +63,9 @@ impl Backend {
             let mut spec = format!("name={},socket={}", s.name, s.socket.display());
             if let Some(p) = s.pkey {
                 spec.push_str(&format!(",pkey={p:#06x}"));
+            }
+            if let Some(ip) = &s.ip {
+                spec.push_str(&format!(",ip={ip}"));
             }
             cmd.arg("--guest").arg(spec);
         }

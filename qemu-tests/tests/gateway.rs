@@ -265,6 +265,70 @@ fn linux_ping6_and_curl_reach_a_guest_over_ipv6() -> Result<()> {
     Ok(())
 }
 
+/// Issue 11: a guest with `ip=dhcp` behind the gateway gets the gateway as
+/// its router from the back end's DHCP server, and Linux reaches it at the
+/// leased address (the gateway believes the address from the seat's port,
+/// as for a static one).
+#[test]
+fn a_dhcp_guest_gets_the_gateway_as_router_and_linux_reaches_it() -> Result<()> {
+    let dir = scratch_dir("gateway-dhcp")?;
+    let Some(ns) = Netns::create(&format!("ibgwd-{}", std::process::id()))? else {
+        return Ok(());
+    };
+    let seat = Seat::new(&dir, "g2");
+    let control = dir.join("control.sock");
+    let backend = bin("ib-backend")?;
+    let mut cmd = ns.command(&[
+        backend.to_str().unwrap_or_default(),
+        "run",
+        "--control",
+        control.to_str().unwrap_or_default(),
+        "--gateway",
+        "ibgw0=10.77.0.1/24",
+        "--dhcp",
+        "10.77.0.254/24",
+        "--guest",
+        &format!("name=g2,socket={},ip=10.77.0.2", seat.socket.display()),
+    ]);
+    cmd.env("RUST_LOG", "info");
+    let mut be = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
+    be.wait_for("ib-backend: provider", Duration::from_secs(20))?;
+    // Linux speaks first (an ARP for a guest not there yet), so the gateway
+    // knows where Linux is by the time the DHCP broadcasts come.
+    let _ = ns
+        .command(&["ping", "-c", "1", "-W", "1", "10.77.0.9"])
+        .output()?;
+    let mut g2 = Hosted::serve(&dir, "g2", &seat.socket, "dhcp")?;
+    g2.wait_for(
+        "dhcp: lease 10.77.0.2/24 gw 10.77.0.1",
+        Duration::from_secs(20),
+    )?;
+    be.wait_for(
+        "dhcp: lease 10.77.0.2/24 to seat g2 (qpn",
+        Duration::from_secs(5),
+    )?;
+    let ping = ns.exec(&["ping", "-c", "3", "-W", "2", "10.77.0.2"])?;
+    assert!(ping.contains("3 received"), "{ping}");
+    let page = ns.exec(&["curl", "-sS", "-m", "10", "http://10.77.0.2/stats"])?;
+    assert!(
+        page.contains("ip 10.77.0.2/24") && page.contains("gateway 10.77.0.1"),
+        "{page}"
+    );
+    // The guest's DHCP broadcasts reached the gateway too: they are not for
+    // Linux, and not spoofing either.
+    let stats = Command::new(bin("ib-backend")?)
+        .args(["stats", "--control"])
+        .arg(&control)
+        .output()?;
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("gateway "))
+        .unwrap_or_default();
+    assert!(line.contains(" dropped_spoofed=0 "), "{stats}");
+    Ok(())
+}
+
 #[test]
 fn gateway_without_privileges_says_what_is_missing() -> Result<()> {
     // Drop CAP_NET_ADMIN with setpriv when it is available; skip otherwise.

@@ -106,6 +106,40 @@ fn two_qemu_guests_ping_move_16_mib_and_serve_http() -> Result<()> {
     Ok(())
 }
 
+/// Issue 11, must-show 2 (QEMU): the image with `ip=dhcp` leases its
+/// seat's address from `ib-backend --dhcp`, says so on its console, and
+/// answers a hosted guest's ping there.
+#[test]
+fn qemu_guest_with_ip_dhcp_leases_its_seat_address() -> Result<()> {
+    let dir = scratch_dir("qemu-dhcp")?;
+    let be = Backend::start(
+        &dir,
+        &[
+            Seat::new(&dir, "q1").with_ip("10.77.0.2"),
+            Seat::new(&dir, "h1").with_ip("10.77.0.9"),
+        ],
+        &["--dhcp", "10.77.0.254/24"],
+    )?;
+    let mut q1 = qemu::boot(&dir, "q1", Some(&be.socket("q1")), "ip=dhcp name=q1")?;
+    let line = q1.wait_for("ibguest: dhcp: lease", Duration::from_secs(60))?;
+    assert!(
+        line.contains("ibguest: dhcp: lease 10.77.0.2/24 (no gateway)"),
+        "{line}"
+    );
+    let up = q1.wait_for("ibguest: network up", Duration::from_secs(10))?;
+    assert!(up.contains("network up: 10.77.0.2/24"), "{up}");
+    let out = Hosted::run(
+        &dir,
+        "h1-ping",
+        &be.socket("h1"),
+        "10.77.0.9/24",
+        &["ping", "10.77.0.2", "--count", "2"],
+        Duration::from_secs(30),
+    )?;
+    assert!(out.contains("2 sent, 2 answered"), "{out}");
+    Ok(())
+}
+
 #[test]
 fn idle_qemu_guest_sleeps_in_hlt() -> Result<()> {
     let dir = scratch_dir("qemu-idle")?;

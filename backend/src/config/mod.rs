@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod dhcp;
+pub use dhcp::DhcpConfig;
 mod limits;
 pub use limits::GuestLimits;
 mod socket_group;
@@ -123,6 +125,8 @@ pub struct Config {
     /// rings after the last real work before it sleeps; 0 turns it off.
     pub busy_poll_us: u32,
     pub gateway: Option<GatewayConfig>,
+    /// The DHCP server for the seats (`--dhcp`), if any.
+    pub dhcp: Option<DhcpConfig>,
     /// The xenstore to use instead of the default (`/run/xenstored/socket`,
     /// else `/dev/xen/xenbus`). Only used when a seat has a Xen domain.
     pub xenstore: Option<PathBuf>,
@@ -177,6 +181,7 @@ struct FileConfig {
     backend: FileBackend,
     rdma: Option<FileRdma>,
     gateway: Option<FileGateway>,
+    dhcp: Option<dhcp::FileDhcp>,
     #[serde(default)]
     guest: Vec<FileGuest>,
 }
@@ -242,6 +247,8 @@ pub struct Overrides {
     pub gateway: Option<String>,
     /// `--xenstore PATH`
     pub xenstore: Option<PathBuf>,
+    /// `--dhcp ADDRESS/PREFIX[,lease=SECS]`
+    pub dhcp: Option<String>,
     /// `--guest name=g1,socket=/path[,window=8M][,pkey=0xffff][,ip=10.77.0.2]`
     /// or `--guest name=g1,xen-domain=NAME[,...]`, with the limits of
     /// [`GuestLimits`] as further keys (`max-dests=64`, ...)
@@ -338,6 +345,14 @@ impl Config {
             guests.push(guest_from_flag(i, flag)?);
         }
         check_unique(&guests)?;
+        let dhcp = match (&o.dhcp, &file.dhcp) {
+            (Some(flag), _) => Some(dhcp::from_flag(flag)?),
+            (None, Some(d)) => Some(dhcp::from_file(d)?),
+            (None, None) => None,
+        };
+        if let Some(d) = &dhcp {
+            dhcp::check(d, &guests, gateway.as_ref())?;
+        }
         let socket_group = match (&o.socket_group, &file.backend.socket_group) {
             (Some(name), _) => Some(socket_group::resolve(name, "--socket-group")?),
             (None, Some(name)) => Some(socket_group::resolve(name, "backend.socket_group")?),
@@ -355,6 +370,7 @@ impl Config {
             workers,
             busy_poll_us,
             gateway,
+            dhcp,
             xenstore: o.xenstore.clone().or(file.backend.xenstore),
             guests,
             socket_group,

@@ -373,3 +373,57 @@ fn busy_polling_workers_leave_half_the_cores_to_the_guests() {
     assert_eq!(default_workers(1, 50), 1);
     assert_eq!(default_workers(0, 0), 1);
 }
+
+fn with_dhcp(flag: &str, guests: &[&str]) -> Result<Config, ConfigError> {
+    let o = Overrides {
+        dhcp: Some(flag.to_owned()),
+        gateway: Some("ibgw0=10.77.0.1/24".to_owned()),
+        guests: guests.iter().map(|g| (*g).to_owned()).collect(),
+        ..Overrides::default()
+    };
+    Config::build(FileConfig::default(), &o)
+}
+
+#[test]
+fn dhcp_flag_and_file() {
+    let c = with_dhcp(
+        "10.77.0.254/24,lease=600",
+        &["name=g1,socket=/tmp/a,ip=10.77.0.2"],
+    )
+    .expect("valid");
+    let d = c.dhcp.clone().expect("dhcp");
+    assert_eq!(
+        (d.address, d.prefix, d.lease_secs),
+        (Ipv4Addr::new(10, 77, 0, 254), 24, 600)
+    );
+    assert_eq!(
+        d.router(c.gateway.as_ref()),
+        Some(Ipv4Addr::new(10, 77, 0, 1))
+    );
+    let file = Config::from_toml(
+        "[dhcp]\naddress = \"10.77.0.254/24\"\n[[guest]]\nname = \"g1\"\nsocket = \"/tmp/a\"\nip = \"10.77.0.2\"\n",
+    )
+    .expect("valid");
+    let d = file.dhcp.expect("dhcp");
+    assert_eq!(d.lease_secs, 3600);
+    assert_eq!(d.router(None), None);
+}
+
+#[test]
+fn dhcp_mistakes_name_the_field() {
+    let seat = ["name=g1,socket=/tmp/a,ip=10.77.0.2"];
+    let cases = [
+        ("10.77.0.254", "--dhcp"),
+        ("10.77.0.254/31", "--dhcp"),
+        ("10.77.0.254/24,lease=5", "--dhcp lease"),
+        ("10.77.0.254/24,lease=x", "--dhcp lease"),
+        ("10.77.0.254/24,pool=1", "--dhcp"),
+        ("10.77.0.1/24", "dhcp.address"),
+        ("10.77.0.2/24", "guest[0].ip"),
+        ("10.78.0.254/24", "guest[0].ip"),
+    ];
+    for (flag, field) in cases {
+        let e = with_dhcp(flag, &seat).expect_err(flag);
+        assert_eq!(e.field, field, "{flag}: {e}");
+    }
+}

@@ -22,6 +22,7 @@ mod request;
 
 use request::{RequestError, REQUEST_DEADLINE};
 
+use crate::dhcp::SharedDhcpStats;
 use crate::gateway::SharedGatewayStats;
 use crate::stats;
 use crate::worker::Snapshots;
@@ -29,6 +30,7 @@ use std::sync::Mutex;
 
 pub struct Control {
     gateway: Mutex<Option<(SharedGatewayStats, String)>>,
+    dhcp: Mutex<Option<SharedDhcpStats>>,
     listener: UnixListener,
     provider: &'static str,
     epoch: std::sync::atomic::AtomicU32,
@@ -47,6 +49,7 @@ impl Control {
         listener.set_nonblocking(true)?;
         Ok(Control {
             gateway: Mutex::new(None),
+            dhcp: Mutex::new(None),
             listener,
             provider,
             epoch: std::sync::atomic::AtomicU32::new(epoch),
@@ -56,6 +59,10 @@ impl Control {
 
     pub fn set_gateway(&self, stats: SharedGatewayStats, tap: String) {
         *self.gateway.lock().unwrap_or_else(|e| e.into_inner()) = Some((stats, tap));
+    }
+
+    pub fn set_dhcp(&self, stats: SharedDhcpStats) {
+        *self.dhcp.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
     }
 
     pub fn set_epoch(&self, epoch: u32) {
@@ -147,6 +154,21 @@ impl Control {
                         g.dropped_spoofed_arp,
                         g.nd_proxied,
                         g.dropped_spoofed_nd
+                    )?;
+                }
+                if let Some(stats) = &*self.dhcp.lock().unwrap_or_else(|e| e.into_inner()) {
+                    let d = *stats.lock().unwrap_or_else(|e| e.into_inner());
+                    writeln!(
+                        stream,
+                        "dhcp requests={} offers={} acks={} naks={} no_lease={} malformed={} silent={} send_failures={}",
+                        d.requests,
+                        d.offers,
+                        d.acks,
+                        d.naks,
+                        d.no_lease,
+                        d.malformed,
+                        d.silent,
+                        d.send_failures
                     )?;
                 }
                 stream.write_all(

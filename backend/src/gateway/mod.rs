@@ -246,6 +246,11 @@ impl Gateway {
             let tap = &mut self.tap;
             let mut spoofed = false;
             let ok = rx.consume(|ip| {
+                // A guest's DHCP broadcast from 0.0.0.0 is for the back
+                // end's DHCP server, not for Linux; nor is it spoofing.
+                if crate::port_security::is_dhcp_client(ip) {
+                    return false;
+                }
                 if !source_admitted(directory, ip, &source) {
                     spoofed = true;
                     return false;

@@ -62,6 +62,17 @@ impl SeatDirectory {
         self.lock().get(&ip).copied()
     }
 
+    /// The seat address whose port `source` is: a DHCP request is answered
+    /// for that seat only.
+    pub fn seat_at(&self, source: &DatagramSource) -> Option<Ipv4Addr> {
+        self.lock()
+            .iter()
+            .find(|(_, port)| {
+                port.qpn == source.qpn && source.gid.is_none_or(|gid| gid == port.gid)
+            })
+            .map(|(ip, _)| *ip)
+    }
+
     /// True if an IPv4 packet from `source_ip` that arrived from `source`
     /// may be believed: a seat address only from that seat's port, and no
     /// other address from a port of a seat with `ip=`.

@@ -4,7 +4,11 @@
 //! [`SourceFilter`] is the [`TxFilter`] the seat installs in its back half:
 //! it drops (and the back half counts, `tx_filtered`) every frame the guest
 //! sends that is
-//! - IPv4 with a source address other than the seat's `ip=`,
+//! - IPv4 with a source address other than the seat's `ip=` (save a DHCP
+//!   client's broadcast from 0.0.0.0, UDP port 68 to 67: a guest with
+//!   `ip=dhcp` asking for its address; see [`is_dhcp_client`]),
+//! - UDP from port 67 (a DHCP server's message: the back end is the
+//!   guests' DHCP server, and a guest must not answer another's DISCOVER),
 //! - ARP whose sender protocol address is not the seat's `ip=`, or whose
 //!   sender hardware address is not the guest's own QPN and GID,
 //! - IPv6 with a source address other than the seat's `ip6=`, the guest's
@@ -57,6 +61,10 @@ pub enum Spoof {
     ArpSenderIp(Ipv4Addr),
     ArpSenderHw(HwAddr),
     Ipv6Source(Ipv6Addr),
+    /// UDP from port 67: a DHCP server's message. Guests are DHCP clients;
+    /// the back end is their server, and a guest answering another's
+    /// DISCOVER could hand it any address.
+    DhcpServer,
     /// An IPv4, ARP or IPv6 frame too short or malformed to check.
     Malformed(EtherType),
 }
@@ -68,6 +76,7 @@ impl std::fmt::Display for Spoof {
             Spoof::ArpSenderIp(a) => write!(f, "ARP with sender address {a}"),
             Spoof::ArpSenderHw(hw) => write!(f, "ARP with sender hardware address {hw}"),
             Spoof::Ipv6Source(a) => write!(f, "IPv6 from source address {a}"),
+            Spoof::DhcpServer => f.write_str("a DHCP server's message (UDP from port 67)"),
             Spoof::Malformed(t) => write!(f, "malformed {t:?} frame"),
         }
     }
@@ -90,8 +99,11 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .ok_or(Spoof::Malformed(EtherType::Ipv4))?;
             let source = Ipv4Addr::from(source);
-            if source != own_ip {
+            if source != own_ip && !(source.is_unspecified() && is_dhcp_client(payload)) {
                 return Err(Spoof::Ipv4Source(source));
+            }
+            if udp_source_port(payload)? == Some(DHCP_SERVER_PORT) {
+                return Err(Spoof::DhcpServer);
             }
         }
         EtherType::Arp => {
@@ -109,6 +121,47 @@ pub fn check(own_ip: Ipv4Addr, sender: &SenderPort, head: &[u8]) -> Result<(), S
         _ => {}
     }
     Ok(())
+}
+
+const DHCP_SERVER_PORT: u16 = 67;
+
+/// The UDP source port of `ip` (an IPv4 packet's first bytes): `None` if it
+/// is not UDP or not the first fragment; an error if it is but the port is
+/// not within the bytes checked (IPv4 options pushing it past them: the
+/// guests send none).
+fn udp_source_port(ip: &[u8]) -> Result<Option<u16>, Spoof> {
+    let (Some(&ver_ihl), Some(&protocol), Some(frag)) = (ip.first(), ip.get(9), ip.get(6..8))
+    else {
+        return Err(Spoof::Malformed(EtherType::Ipv4));
+    };
+    let first_fragment = u16::from_be_bytes([frag[0], frag[1]]) & 0x1fff == 0;
+    if protocol != 17 || !first_fragment {
+        return Ok(None);
+    }
+    let start = usize::from(ver_ihl & 0x0f) * 4;
+    ip.get(start..start + 2)
+        .filter(|_| start >= IPV4_MIN_HEADER)
+        .map(|p| Some(u16::from_be_bytes([p[0], p[1]])))
+        .ok_or(Spoof::Malformed(EtherType::Ipv4))
+}
+
+/// True if `ip` (an IPv4 packet's first bytes) is what a DHCP client
+/// without an address sends: a header without options, not a fragment, UDP
+/// from port 68 to port 67 of 255.255.255.255. Only the DHCP server (and
+/// other servers on port 67) listen to it; every other receiver drops it.
+/// The back half sends the checked copy of these bytes, so the guest cannot
+/// change them after the check.
+pub fn is_dhcp_client(ip: &[u8]) -> bool {
+    let Some(h) = ip.get(..IPV4_MIN_HEADER + 4) else {
+        return false;
+    };
+    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+    h[0] == 0x45
+        && !fragment
+        && h[9] == 17
+        && h[16..20] == [255, 255, 255, 255]
+        && h[20..22] == 68u16.to_be_bytes()
+        && h[22..24] == 67u16.to_be_bytes()
 }
 
 /// Checks the IPv6 in a frame (IPoIB header first) a guest at `own_ip6`

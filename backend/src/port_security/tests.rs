@@ -175,6 +175,16 @@ pub(super) fn ipv6_frame(source: std::net::Ipv6Addr) -> Vec<u8> {
     frame
 }
 
+/// A UDP packet from 0.0.0.0:`sport` to `dst`:`dport`, IPoIB header first.
+fn udp_from_nowhere(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = ipv4_frame(Ipv4Addr::UNSPECIFIED);
+    frame[4 + 9] = 17;
+    frame[4 + 16..4 + 20].copy_from_slice(&dst);
+    frame[24..26].copy_from_slice(&sport.to_be_bytes());
+    frame[26..28].copy_from_slice(&dport.to_be_bytes());
+    frame
+}
+
 #[test]
 fn ipv6_only_from_the_seats_addresses() {
     let port = own_port();
@@ -238,4 +248,95 @@ fn filters_follow_the_seat_config() {
     assert!(!directory.admits6(other, &source));
     assert!(directory.admits(OWN_IP, &source));
     assert_eq!(filter_for(&guest(None), None).map(|_| ()), None);
+}
+
+#[test]
+fn a_dhcp_client_may_broadcast_from_nowhere_and_nothing_else() {
+    let port = own_port();
+    let dhcp = udp_from_nowhere([255; 4], 68, 67);
+    assert_eq!(check(OWN_IP, &port, &dhcp), Ok(()));
+    let spoof = Err(Spoof::Ipv4Source(Ipv4Addr::UNSPECIFIED));
+    // Unicast, other ports, not UDP, options, fragments: all dropped.
+    let cases = [
+        udp_from_nowhere([10, 77, 0, 254], 68, 67),
+        udp_from_nowhere([255; 4], 68, 68),
+        udp_from_nowhere([255; 4], 5353, 67),
+        {
+            let mut f = dhcp.clone();
+            f[4 + 9] = 6;
+            f
+        },
+        {
+            let mut f = dhcp.clone();
+            f[4] = 0x46;
+            f
+        },
+        {
+            let mut f = dhcp.clone();
+            f[4 + 6] = 0x20;
+            f
+        },
+    ];
+    for (i, frame) in cases.iter().enumerate() {
+        assert_eq!(check(OWN_IP, &port, frame), spoof, "case {i}");
+    }
+    // Cut short before the ports: dropped too.
+    assert_eq!(check(OWN_IP, &port, &dhcp[..4 + 22]), spoof);
+}
+
+#[test]
+fn seat_at_finds_the_seat_of_a_port_and_no_other() {
+    let mut g3 = guest(Some(OTHER_IP));
+    g3.name = "g3".into();
+    let d = SeatDirectory::for_guests(&[guest(Some(OWN_IP)), g3]);
+    let other = SenderPort {
+        qpn: Qpn::new_truncated(0x49),
+        gid: Gid::from_parts(0xfe80 << 48, 3),
+    };
+    d.register(OWN_IP, own_port());
+    d.register(OTHER_IP, other);
+    let from = |p: SenderPort, grh: bool| DatagramSource {
+        qpn: p.qpn,
+        gid: grh.then_some(p.gid),
+    };
+    assert_eq!(d.seat_at(&from(own_port(), true)), Some(OWN_IP));
+    assert_eq!(d.seat_at(&from(other, false)), Some(OTHER_IP));
+    // The right QPN at the wrong GID, or an unknown port: no seat.
+    let wrong_gid = DatagramSource {
+        qpn: own_port().qpn,
+        gid: Some(other.gid),
+    };
+    assert_eq!(d.seat_at(&wrong_gid), None);
+    let stranger = SenderPort {
+        qpn: Qpn::new_truncated(0x99),
+        gid: own_port().gid,
+    };
+    assert_eq!(d.seat_at(&from(stranger, true)), None);
+    // A port that went away no longer speaks for its seat.
+    d.unregister(OWN_IP, own_port());
+    assert_eq!(d.seat_at(&from(own_port(), true)), None);
+}
+
+#[test]
+fn a_guest_may_not_act_as_a_dhcp_server() {
+    let port = own_port();
+    let mut offer = udp_from_nowhere([255; 4], 67, 68);
+    offer[4 + 12..4 + 16].copy_from_slice(&OWN_IP.octets());
+    assert_eq!(check(OWN_IP, &port, &offer), Err(Spoof::DhcpServer));
+    // Other UDP from its own address passes, as does a later fragment
+    // (it has no ports), and ICMP.
+    let mut echo = offer.clone();
+    echo[24..26].copy_from_slice(&7u16.to_be_bytes());
+    assert_eq!(check(OWN_IP, &port, &echo), Ok(()));
+    let mut later = offer.clone();
+    later[4 + 7] = 0x10;
+    assert_eq!(check(OWN_IP, &port, &later), Ok(()));
+    assert_eq!(check(OWN_IP, &port, &ipv4_frame(OWN_IP)), Ok(()));
+    // IPv4 options that push the ports past the checked bytes: dropped.
+    let mut options = offer.clone();
+    options[4] = 0x4f;
+    assert_eq!(
+        check(OWN_IP, &port, &options[..FILTER_HEAD_LEN]),
+        Err(Spoof::Malformed(ipoib::wire::EtherType::Ipv4))
+    );
 }

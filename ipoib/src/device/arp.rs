@@ -39,7 +39,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             }
             return;
         }
-        let for_us = arp.target_ip == own_ip;
+        // Without an address (waiting for DHCP) nothing is for us; an ARP
+        // probe's target 0.0.0.0 must not be answered.
+        let for_us = arp.target_ip == own_ip && !own_ip.is_unspecified();
         let stats = &mut self.tx.stats.arp;
         match arp.operation {
             ArpOperation::Request => stats.requests_received += 1,

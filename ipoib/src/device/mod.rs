@@ -24,7 +24,9 @@ use core::fmt;
 
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address, Ipv6Cidr, IPV6_LINK_LOCAL_ALL_NODES};
+use smoltcp::wire::{
+    IpAddress, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr, IPV6_LINK_LOCAL_ALL_NODES,
+};
 use verbs_shim::{
     Completion, Gid, Hca, HcaError, IbMtu, Lid, McastError, PKey, PortAttr, PortState, QKey, Qpn,
     RxSlot, WcStatus, GRH_LEN,
@@ -361,6 +363,28 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.config.ipv6
     }
 
+    /// This interface's address and subnet.
+    pub fn ipv4_cidr(&self) -> Ipv4Cidr {
+        self.tx.config.address
+    }
+
+    /// Gives the interface a new address and gateway (a DHCP lease), or
+    /// takes its address away ([`IpoibConfig::unconfigured`]'s, when a lease
+    /// expires). A new address is announced with a gratuitous ARP if the
+    /// link is up; what was learned about neighbours stays.
+    pub fn set_ipv4(&mut self, address: Ipv4Cidr, gateway: Option<Ipv4Address>) {
+        let changed = self.tx.config.address != address;
+        self.tx.config.address = address;
+        self.tx.config.gateway = gateway;
+        if changed
+            && self.tx.config.is_configured()
+            && self.tx.config.announce
+            && self.link == LinkState::Up
+        {
+            self.send_gratuitous_arp();
+        }
+    }
+
     pub fn stats(&self) -> IpoibStats {
         #[allow(unused_mut)]
         let mut stats = self.tx.stats;
@@ -577,7 +601,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.local.broadcast = Some((handle, HwAddr::multicast(self.broadcast_mgid)));
         self.link = LinkState::Up;
         log::info!("ipoib: joined broadcast group {}", self.broadcast_mgid);
-        if self.tx.config.announce {
+        if self.tx.config.announce && self.tx.config.is_configured() {
             self.send_gratuitous_arp();
         }
     }

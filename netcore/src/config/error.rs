@@ -43,6 +43,8 @@ pub enum ConfigError {
     GatewayOffSubnet { gateway: Ipv4Address, ip: Ipv4Cidr },
     /// `gw=` is the guest's own address.
     GatewayIsSelf { gateway: Ipv4Address },
+    /// `gw=` with `ip=dhcp`: the router comes from the DHCP server.
+    GatewayWithDhcp { value: String },
     BadServices {
         value: String,
         problem: ServicesProblem,
@@ -87,7 +89,7 @@ impl fmt::Display for ConfigError {
             ),
             BadIp { value } => write!(
                 f,
-                "ip={value}: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"
+                "ip={value}: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)"
             ),
             IpNotHost { value, reason } => write!(
                 f,
@@ -103,6 +105,10 @@ impl fmt::Display for ConfigError {
             GatewayIsSelf { gateway } => write!(
                 f,
                 "gw={gateway}: that is this guest's own address; give the router's address or leave gw= out"
+            ),
+            GatewayWithDhcp { value } => write!(
+                f,
+                "gw={value}: with ip=dhcp the router comes from the DHCP server; leave gw= out"
             ),
             BadServices { value, problem } => {
                 write!(f, "services={value}: ")?;
@@ -131,7 +137,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "tcp-budget={value}: the KiB of socket buffers TCP services may add for bursts of clients, 0 to 1048576 (example: tcp-budget=4096)"
             ),
-            MissingIp => f.write_str("missing required option ip= (example: ip=10.77.0.2/24)"),
+            MissingIp => f.write_str(
+                "missing required option ip= (example: ip=10.77.0.2/24, or ip=dhcp)",
+            ),
             BadIp6 { value } => write!(
                 f,
                 "ip6={value}: not an IPv6 address/prefix (example: ip6=fd77::2/64)"

@@ -12,8 +12,8 @@
 //!
 //! | key | value | default |
 //! |---|---|---|
-//! | `ip` | `a.b.c.d/len`, a host address on its subnet | required |
-//! | `gw` | `a.b.c.d` on that subnet | none |
+//! | `ip` | `a.b.c.d/len`, a host address on its subnet, or `dhcp` (RFC 4390: the address, prefix and router come from a DHCP server) | required |
+//! | `gw` | `a.b.c.d` on that subnet (not with `ip=dhcp`) | none |
 //! | `services` | `none` or a list of `echo`, `http`, `discard`, `chargen` | all |
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `name` | 1 to 32 of `a-z A-Z 0-9 - . _` | `ibguest` |
@@ -52,8 +52,12 @@ pub const DEFAULT_NAME: &str = "ibguest";
 /// How the guest's network is set up and which services it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetConfig {
-    /// The guest's address and subnet.
+    /// The guest's address and subnet; with [`dhcp`](Self::dhcp), the
+    /// address of the lease held ([`ipoib::UNCONFIGURED`] until there is
+    /// one).
     pub ip: Ipv4Cidr,
+    /// `ip=dhcp`: the address comes from a DHCP server.
+    pub dhcp: bool,
     /// Next hop for destinations off the subnet.
     pub gateway: Option<Ipv4Address>,
     pub services: Services,
@@ -79,6 +83,7 @@ impl NetConfig {
         let _ = name.push_str(DEFAULT_NAME);
         NetConfig {
             ip,
+            dhcp: false,
             gateway: None,
             services: Services::ALL,
             log: LevelFilter::Info,
@@ -86,6 +91,14 @@ impl NetConfig {
             tcp_budget: DEFAULT_TCP_BUDGET_KIB * 1024,
             ip6: None,
             gateway6: None,
+        }
+    }
+
+    /// `ip=dhcp` with every other default.
+    pub fn dhcp() -> NetConfig {
+        NetConfig {
+            dhcp: true,
+            ..NetConfig::new(ipoib::UNCONFIGURED)
         }
     }
 
@@ -107,10 +120,17 @@ impl NetConfig {
             seen[slot] = Some(token);
         }
         let value = |i: usize| seen[i].and_then(|t| t.split_once('=')).map(|(_, v)| v);
-        let ip = parse_ip(value(0).ok_or(ConfigError::MissingIp)?)?;
-        let mut config = NetConfig::new(ip);
+        let ip_value = value(0).ok_or(ConfigError::MissingIp)?;
+        let mut config = if ip_value == "dhcp" {
+            NetConfig::dhcp()
+        } else {
+            NetConfig::new(parse_ip(ip_value)?)
+        };
         if let Some(v) = value(1) {
-            config.gateway = Some(parse_gateway(v, ip)?);
+            if config.dhcp {
+                return Err(ConfigError::GatewayWithDhcp { value: v.into() });
+            }
+            config.gateway = Some(parse_gateway(v, config.ip)?);
         }
         if let Some(v) = value(2) {
             config.services = Services::parse(v)?;
@@ -136,7 +156,8 @@ impl NetConfig {
 
 impl NetConfig {
     /// The IPoIB device's settings for this address and gateway (ARP
-    /// timers and the rest at their defaults).
+    /// timers and the rest at their defaults); with `ip=dhcp`, an interface
+    /// without an address until the lease.
     pub fn ipoib_config(&self) -> IpoibConfig {
         let mut config = IpoibConfig::new(self.ip);
         config.gateway = self.gateway;
@@ -147,7 +168,8 @@ impl NetConfig {
 
     /// Makes `iface`'s addresses this IPv4 one, the IPv6 `link_local` (the
     /// device's, from its port GUID) and `ip6=`, and its default routes the
-    /// gateways (or none).
+    /// gateways (or none). An unconfigured IPv4 address (`ip=dhcp` before
+    /// the lease) is left out.
     pub fn apply(
         &self,
         iface: &mut Interface,
@@ -158,7 +180,9 @@ impl NetConfig {
         iface.update_ip_addrs(|addrs| {
             addrs.clear();
             // Three addresses always fit (ipoib sets iface-max-addr-count-3).
-            let _ = addrs.push(IpCidr::Ipv4(ip));
+            if !ip.address().is_unspecified() {
+                let _ = addrs.push(IpCidr::Ipv4(ip));
+            }
             let _ = addrs.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local, 64)));
             if let Some(ip6) = ip6 {
                 let _ = addrs.push(IpCidr::Ipv6(ip6));
@@ -190,7 +214,11 @@ impl fmt::Display for NetConfig {
     /// tcp-budget; `gw=`, `ip6=` and `gw6=` only when set, `tcp-budget=`
     /// only when it is not the default.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ip={}", self.ip)?;
+        if self.dhcp {
+            f.write_str("ip=dhcp")?;
+        } else {
+            write!(f, "ip={}", self.ip)?;
+        }
         if let Some(gw) = self.gateway {
             write!(f, " gw={gw}")?;
         }

@@ -85,13 +85,13 @@ fn every_error_says_what_to_fix() {
         ),
         (
             "ip=10.77.0.300/24",
-            "ip=10.77.0.300/24: not an IPv4 address/prefix (example: ip=10.77.0.2/24)",
+            "ip=10.77.0.300/24: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)",
         ),
-        ("ip=10.77.0.2", "ip=10.77.0.2: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"),
-        ("ip=10.77.0.2/33", "ip=10.77.0.2/33: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"),
-        ("ip=10.77.0.2/+4", "ip=10.77.0.2/+4: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"),
-        ("ip=10.77.0.2/024", "ip=10.77.0.2/024: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"),
-        ("ip=", "ip=: not an IPv4 address/prefix (example: ip=10.77.0.2/24)"),
+        ("ip=10.77.0.2", "ip=10.77.0.2: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)"),
+        ("ip=10.77.0.2/33", "ip=10.77.0.2/33: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)"),
+        ("ip=10.77.0.2/+4", "ip=10.77.0.2/+4: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)"),
+        ("ip=10.77.0.2/024", "ip=10.77.0.2/024: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)"),
+        ("ip=", "ip=: not an IPv4 address/prefix or dhcp (example: ip=10.77.0.2/24, ip=dhcp)"),
         (
             "ip=10.77.0.0/24",
             "ip=10.77.0.0/24: that is the subnet's network address; give a host address on the subnet (example: ip=10.77.0.2/24)",
@@ -172,8 +172,8 @@ fn every_error_says_what_to_fix() {
             "ip=10.77.0.2/24 name=abcdefghijklmnopqrstuvwxyz0123456",
             "name=abcdefghijklmnopqrstuvwxyz0123456: a name is 1 to 32 of the characters a-z A-Z 0-9 - . _ (example: name=g1)",
         ),
-        ("", "missing required option ip= (example: ip=10.77.0.2/24)"),
-        ("name=g1 log=warn", "missing required option ip= (example: ip=10.77.0.2/24)"),
+        ("", "missing required option ip= (example: ip=10.77.0.2/24, or ip=dhcp)"),
+        ("name=g1 log=warn", "missing required option ip= (example: ip=10.77.0.2/24, or ip=dhcp)"),
     ];
     for (input, message) in cases {
         assert_eq!(err(input), *message, "input {input:?}");
@@ -240,6 +240,7 @@ fn arb_config() -> impl Strategy<Value = NetConfig> {
                 };
                 Some(NetConfig {
                     ip,
+                    dhcp: false,
                     gateway,
                     services,
                     log,
@@ -364,4 +365,26 @@ proptest! {
         let c = NetConfig::parse(&text).unwrap();
         prop_assert_eq!(NetConfig::parse(&c.to_string()), Ok(c));
     }
+}
+
+#[test]
+fn ip_dhcp_parses_displays_and_refuses_gw() {
+    let c = NetConfig::parse("ip=dhcp name=g1").unwrap();
+    assert!(c.dhcp);
+    assert_eq!(c.ip, ipoib::UNCONFIGURED);
+    assert_eq!(c.gateway, None);
+    assert_eq!(
+        c.to_string(),
+        "ip=dhcp services=echo,http,discard,chargen log=info name=g1"
+    );
+    assert_eq!(NetConfig::parse(&c.to_string()), Ok(c.clone()));
+    assert!(!c.ipoib_config().is_configured());
+    assert_eq!(
+        NetConfig::parse("ip=dhcp gw=10.77.0.1"),
+        Err(ConfigError::GatewayWithDhcp {
+            value: "10.77.0.1".into()
+        })
+    );
+    assert!(NetConfig::parse("ip=DHCP").is_err());
+    assert!(!NetConfig::parse("ip=10.77.0.2/24").unwrap().dhcp);
 }

@@ -291,6 +291,17 @@ impl ServiceHost {
         self.stats
     }
 
+    /// A new address and gateway (a DHCP lease, or none when it ends): the
+    /// status page and the echo service's subnet broadcast follow it.
+    pub fn set_address(
+        &mut self,
+        ip: smoltcp::wire::Ipv4Cidr,
+        gateway: Option<smoltcp::wire::Ipv4Address>,
+    ) {
+        self.config.ip = ip;
+        self.config.gateway = gateway;
+    }
+
     /// The configuration the host was made with.
     pub fn config(&self) -> &NetConfig {
         &self.config
