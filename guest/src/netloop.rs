@@ -114,8 +114,8 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         if ip6.is_some() { " " } else { "" },
         Ip6(ip6)
     );
-    let new_pinger = |stack: &mut NetStack<FrontHca<_>>, peer| {
-        let mut ping = PingConfig::new(peer);
+    let new_pinger = |stack: &mut NetStack<FrontHca<_>>, peer: core::net::IpAddr| {
+        let mut ping = PingConfig::new(smoltcp::wire::IpAddress::from(peer));
         ping.count = 3;
         ping.interval = Duration::from_millis(200);
         ping.timeout = Duration::from_secs(2);

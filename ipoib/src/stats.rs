@@ -41,6 +41,9 @@ pub struct TxDrops {
     pub oversize: u64,
     /// The link was down.
     pub link_down: u64,
+    /// A packet larger than the MTU that could not be fragmented (too few
+    /// free TX slots for its fragments, or a header this cannot cut).
+    pub fragmentation: u64,
 }
 
 /// ARP activity.
@@ -112,6 +115,17 @@ pub struct Frag6Stats {
     pub queue_full: u64,
 }
 
+/// Fragmenting on transmit (feature `alloc`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FragTxStats {
+    /// IP packets larger than the MTU sent as fragments.
+    pub datagrams: u64,
+    /// Fragments they became.
+    pub fragments: u64,
+    /// TCP SYNs whose MSS option was lowered to fit the MTU.
+    pub mss_clamped: u64,
+}
+
 /// All counters of one interface.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct IpoibStats {
@@ -125,4 +139,5 @@ pub struct IpoibStats {
     pub mcast: McastStats,
     pub nd: NdStats,
     pub frag6: Frag6Stats,
+    pub frag_tx: FragTxStats,
 }

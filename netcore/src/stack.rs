@@ -12,6 +12,8 @@
 //! }
 //! ```
 
+use alloc::boxed::Box;
+
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, Ipv4Address};
@@ -64,7 +66,10 @@ fn log_lease(lease: &Lease) {
 }
 
 pub struct NetStack<H: Hca> {
-    pub device: IpoibDevice<H>,
+    /// On the heap: the device is about 90 KiB (its slot tables), and moving
+    /// it around by value while the stack is built put several copies on
+    /// the unikernel's boot stack (512 KiB overflowed).
+    pub device: Box<IpoibDevice<H>>,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
     pub services: ServiceHost,
@@ -82,10 +87,11 @@ impl<H: Hca> NetStack<H> {
         now: Instant,
         seed: u64,
     ) -> Result<NetStack<H>, StackError> {
-        let mut device = IpoibDevice::new(hca, config.ipoib_config()).map_err(StackError::Ipoib)?;
+        let mut device =
+            Box::new(IpoibDevice::new(hca, config.ipoib_config()).map_err(StackError::Ipoib)?);
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = seed;
-        let mut iface = Interface::new(iface_config, &mut device, now);
+        let mut iface = Interface::new(iface_config, &mut *device, now);
         config
             .apply(&mut iface, device.ipv6_link_local())
             .map_err(|_| StackError::Routes)?;
@@ -177,7 +183,7 @@ impl<H: Hca> NetStack<H> {
             Err(e) => log::error!("dhcp: cannot apply the lease: {e}"),
         }
         let mut device = Gated {
-            device: &mut self.device,
+            device: &mut *self.device,
             gate: self.services.gate(&self.sockets),
         };
         busy |= self.iface.poll(now, &mut device, &mut self.sockets) != PollResult::None;
@@ -190,7 +196,7 @@ impl<H: Hca> NetStack<H> {
             busy = true;
             // What the services wrote goes out in this pass.
             let mut device = Gated {
-                device: &mut self.device,
+                device: &mut *self.device,
                 gate: self.services.gate(&self.sockets),
             };
             self.iface.poll(now, &mut device, &mut self.sockets);

@@ -100,6 +100,10 @@ impl StatusSource for IpoibStats {
                 ("ipv6_fragment_malformed", frag6.malformed),
                 ("ipv6_reassembly_evicted", frag6.evicted),
                 ("ipv6_reassembly_queue_full", frag6.queue_full),
+                ("tx_fragmented", self.frag_tx.datagrams),
+                ("tx_fragments", self.frag_tx.fragments),
+                ("tx_mss_clamped", self.frag_tx.mss_clamped),
+                ("tx_drop_fragmentation", tx.fragmentation),
             ],
         )
     }
@@ -139,7 +143,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 47);
+        assert_eq!(out.lines().count(), 51);
     }
 
     #[test]
@@ -148,6 +152,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 47);
+        assert_eq!(out.lines().count(), 51);
     }
 }

@@ -11,6 +11,9 @@
 //! ```
 
 mod arp;
+#[cfg(any(test, feature = "alloc"))]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+mod frag_tx;
 mod groups;
 mod nd;
 mod phy;
@@ -292,6 +295,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         self.port = port;
         self.mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
+        self.tx.ip_mtu = self.mtu;
         self.rx_slots = usize::from(layout.rx_count);
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;

@@ -14,7 +14,7 @@
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
+
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
@@ -98,31 +98,85 @@ impl phy::TxToken for TxToken<'_> {
         let Some(slot) = self.slot.take() else {
             return f(&mut []);
         };
+        #[cfg(feature = "alloc")]
+        if len > self.tx.ip_mtu {
+            return self.consume_fragmented(slot, len, f);
+        }
         let buffer = self.area.slot_mut(&slot);
-        // The MTU we report keeps `len` within the slot.
+        // The MTU we report keeps `len` within the slot (larger packets
+        // were fragmented above).
         let end = (encap::HEADER_LEN + len).min(buffer.len());
         let frame = &mut buffer[..end];
         let result = f(&mut frame[encap::HEADER_LEN..]);
+        #[cfg(feature = "alloc")]
+        if super::frag_tx::clamp_mss(&mut frame[encap::HEADER_LEN..], self.tx.ip_mtu) {
+            self.tx.stats.frag_tx.mss_clamped += 1;
+        }
         let packet = &frame[encap::HEADER_LEN..];
-        let (ethertype, target) = match packet.first().map(|b| b >> 4) {
-            Some(6) => (
-                EtherType::Ipv6,
-                Ipv6Packet::new_checked(packet)
-                    .ok()
-                    .and_then(|ip| self.tx.route6(ip.dst_addr())),
-            ),
-            _ => (
-                EtherType::Ipv4,
-                Ipv4Packet::new_checked(packet)
-                    .ok()
-                    .and_then(|ip| self.tx.route(ip.dst_addr())),
-            ),
-        };
+        let ethertype = ethertype_of(packet);
+        let target = self.tx.route_packet(packet);
         let mut header = EncapPacket::new_unchecked(&mut *frame);
         let _ = EncapRepr { ethertype }.emit(&mut header);
         match target {
             Some(target) => self.tx.submit(slot, end as u16, target),
             None => self.tx.drop_slot(slot, DropReason::NoRoute),
+        }
+        result
+    }
+}
+
+/// The IPoIB EtherType of an IP packet, by its version.
+fn ethertype_of(packet: &[u8]) -> EtherType {
+    match packet.first().map(|b| b >> 4) {
+        Some(6) => EtherType::Ipv6,
+        _ => EtherType::Ipv4,
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl TxToken<'_> {
+    /// Lets smoltcp write a packet larger than the MTU into a scratch
+    /// buffer, then sends it as fragments, the first in this token's slot
+    /// and the rest in free slots (keeping [`super::ARP_RESERVE`]). A packet
+    /// that cannot be cut, or that needs more slots than are free, is
+    /// dropped and counted.
+    fn consume_fragmented<R, F>(&mut self, slot: TxSlot, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut scratch = alloc::vec![0u8; len];
+        let result = f(&mut scratch);
+        let ident = self.tx.frag_ident;
+        self.tx.frag_ident = self.tx.frag_ident.wrapping_add(1);
+        let Some(target) = self.tx.route_packet(&scratch) else {
+            self.tx.drop_slot(slot, DropReason::NoRoute);
+            return result;
+        };
+        let pieces = super::frag_tx::fragments(&scratch, self.tx.ip_mtu, ident);
+        let room = self.tx.free.len().saturating_sub(super::ARP_RESERVE) + 1;
+        let Some(pieces) = pieces.filter(|p| p.len() <= room) else {
+            self.tx.stats.tx_drops.fragmentation += 1;
+            self.tx.release(slot);
+            return result;
+        };
+        let ethertype = ethertype_of(&scratch);
+        self.tx.stats.frag_tx.datagrams += 1;
+        let mut next = Some(slot);
+        for piece in &pieces {
+            let Some(slot) = next.take().or_else(|| self.tx.free.pop()) else {
+                break;
+            };
+            let buffer = self.area.slot_mut(&slot);
+            let end = encap::HEADER_LEN + piece.len();
+            let Some(frame) = buffer.get_mut(..end) else {
+                self.tx.stats.tx_drops.fragmentation += 1;
+                self.tx.release(slot);
+                continue;
+            };
+            frame[encap::HEADER_LEN..].copy_from_slice(piece);
+            let _ = EncapRepr { ethertype }.emit(&mut EncapPacket::new_unchecked(&mut *frame));
+            self.tx.stats.frag_tx.fragments += 1;
+            self.tx.submit(slot, end as u16, target);
         }
         result
     }
@@ -229,13 +283,25 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
+        // With `alloc` the device fragments what exceeds the IPoIB MTU
+        // itself, IPv6 included (frag_tx.rs says why).
+        caps.max_transmission_unit = if cfg!(feature = "alloc") {
+            FRAGMENTED_MTU
+        } else {
+            self.mtu
+        };
         // Bursts larger than the posted receive slots are dropped.
         caps.max_burst_size = Some(self.rx_slots);
         caps.checksum = checksums(self.hca.offloads());
         caps
     }
 }
+
+/// The IP MTU reported to smoltcp when the device fragments.
+#[cfg(feature = "alloc")]
+const FRAGMENTED_MTU: usize = super::frag_tx::MAX_DATAGRAM;
+#[cfg(not(feature = "alloc"))]
+const FRAGMENTED_MTU: usize = 0;
 
 /// IP checksums are ours to make; they are ours to check too unless the
 /// provider promises that what it delivers was checked (the sim fabric,

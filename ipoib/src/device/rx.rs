@@ -84,28 +84,46 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             return None;
         };
         let ethertype = match encap.ethertype() {
-            #[cfg(feature = "alloc")]
-            EtherType::Ipv6 if crate::frag6::is_fragment(encap.payload()) => {
-                if let Some(whole) = rx.reassembly.push(encap.payload(), tx.now) {
-                    if rx.whole.push_back((whole, source)).is_err() {
-                        tx.stats.frag6.queue_full += 1;
+            EtherType::Ipv6 => {
+                // The slot is memory the back end can still write: anything
+                // the device parses itself (a length field read twice) is
+                // parsed from a private copy, as smoltcp's packets are.
+                let payload = encap.payload();
+                let kind = nd::peek(payload);
+                if kind == nd::Ipv6Kind::Stack {
+                    EtherType::Ipv6
+                } else {
+                    let n = payload.len().min(rx.copy.len());
+                    rx.copy[..n].copy_from_slice(&payload[..n]);
+                    let _ = rx.repost.push(slot);
+                    let packet = &rx.copy[..n];
+                    match kind {
+                        nd::Ipv6Kind::Fragment => {
+                            #[cfg(feature = "alloc")]
+                            if let Some(whole) = rx.reassembly.push(packet, tx.now) {
+                                if rx.whole.push_back((whole, source)).is_err() {
+                                    tx.stats.frag6.queue_full += 1;
+                                }
+                            }
+                            // Without `alloc` there is no reassembly: the
+                            // fragment is counted and dropped.
+                            #[cfg(not(feature = "alloc"))]
+                            {
+                                let _ = packet;
+                                tx.stats.frag6.fragments += 1;
+                            }
+                            return None;
+                        }
+                        _ => match nd::classify(packet) {
+                            Ipv6Class::Nd(nd) => return Some((Control::Nd(nd), source)),
+                            Ipv6Class::Malformed => {
+                                tx.stats.rx_drops.malformed += 1;
+                                return None;
+                            }
+                        },
                     }
                 }
-                let _ = rx.repost.push(slot);
-                return None;
             }
-            EtherType::Ipv6 => match nd::classify(encap.payload()) {
-                Ipv6Class::Stack => EtherType::Ipv6,
-                Ipv6Class::Nd(nd) => {
-                    let _ = rx.repost.push(slot);
-                    return Some((Control::Nd(nd), source));
-                }
-                Ipv6Class::Malformed => {
-                    tx.stats.rx_drops.malformed += 1;
-                    let _ = rx.repost.push(slot);
-                    return None;
-                }
-            },
             other => other,
         };
         match ethertype {
