@@ -92,17 +92,20 @@ pub struct NdStats {
     pub join_failures: u64,
 }
 
-/// IPv6 reassembly (the `frag6` module, feature `alloc`).
+/// Reassembly of one family (the `reassembly` module, feature `alloc`).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct Frag6Stats {
+pub struct ReassemblyStats {
     /// Fragments received.
     pub fragments: u64,
     /// Datagrams put back together and handed on.
     pub reassembled: u64,
     /// Datagrams given up after the reassembly timeout.
     pub timeouts: u64,
-    /// Datagrams dropped because two fragments overlapped (RFC 5722).
+    /// Datagrams dropped because two fragments overlapped with different
+    /// bytes (RFC 5722).
     pub overlaps: u64,
+    /// Fragments that repeated bytes already here, unchanged: ignored.
+    pub duplicates: u64,
     /// Fragments reaching past the largest datagram reassembled.
     pub too_big: u64,
     /// Fragments that are not a multiple of 8 bytes (but the last), that
@@ -114,6 +117,9 @@ pub struct Frag6Stats {
     /// ones yet.
     pub queue_full: u64,
 }
+
+/// The IPv6 reassembly counters' former name.
+pub type Frag6Stats = ReassemblyStats;
 
 /// Fragmenting on transmit (feature `alloc`).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -138,6 +144,9 @@ pub struct IpoibStats {
     pub arp: ArpStats,
     pub mcast: McastStats,
     pub nd: NdStats,
-    pub frag6: Frag6Stats,
+    /// IPv6 reassembly.
+    pub frag6: ReassemblyStats,
+    /// IPv4 reassembly.
+    pub frag4: ReassemblyStats,
     pub frag_tx: FragTxStats,
 }

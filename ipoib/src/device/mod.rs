@@ -152,12 +152,12 @@ struct RxReady {
 
 pub(crate) struct RxSide {
     ready: Deque<RxReady, MAX_SLOTS>,
-    /// IPv6 datagrams under reassembly.
+    /// IPv4 and IPv6 datagrams under reassembly.
     #[cfg(feature = "alloc")]
-    reassembly: crate::frag6::Reassembler,
+    reassembly: crate::reassembly::Reassembler,
     /// Reassembled IPv6 datagrams waiting for smoltcp.
     #[cfg(feature = "alloc")]
-    whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::frag6::REASSEMBLIES }>,
+    whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::reassembly::REASSEMBLIES }>,
     /// Consumed slots to post again.
     repost: Vec<RxSlot, MAX_SLOTS>,
     /// Slots the device flushed back (channel closing); not reposted.
@@ -229,7 +229,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             rx: RxSide {
                 ready: Deque::new(),
                 #[cfg(feature = "alloc")]
-                reassembly: crate::frag6::Reassembler::new(),
+                reassembly: crate::reassembly::Reassembler::new(),
                 #[cfg(feature = "alloc")]
                 whole: Deque::new(),
                 repost: Vec::new(),
@@ -396,9 +396,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let mut stats = self.tx.stats;
         #[cfg(feature = "alloc")]
         {
-            let queue_full = stats.frag6.queue_full;
+            let (full6, full4) = (stats.frag6.queue_full, stats.frag4.queue_full);
             stats.frag6 = self.rx.reassembly.stats;
-            stats.frag6.queue_full = queue_full;
+            stats.frag6.queue_full = full6;
+            stats.frag4 = self.rx.reassembly.stats4;
+            stats.frag4.queue_full = full4;
         }
         stats
     }

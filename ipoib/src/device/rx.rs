@@ -124,6 +124,26 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                     }
                 }
             }
+            EtherType::Ipv4 if is_ipv4_fragment(encap.payload()) => {
+                // Parsed from a private copy, like IPv6's: the back end can
+                // still write the slot.
+                let payload = encap.payload();
+                let n = payload.len().min(rx.copy.len());
+                rx.copy[..n].copy_from_slice(&payload[..n]);
+                let _ = rx.repost.push(slot);
+                #[cfg(feature = "alloc")]
+                if let Some(whole) = rx.reassembly.push(&rx.copy[..n], tx.now) {
+                    if rx.whole.push_back((whole, source)).is_err() {
+                        tx.stats.frag4.queue_full += 1;
+                    }
+                }
+                // Without `alloc` there is no reassembly: counted, dropped.
+                #[cfg(not(feature = "alloc"))]
+                {
+                    tx.stats.frag4.fragments += 1;
+                }
+                return None;
+            }
             other => other,
         };
         match ethertype {
@@ -153,6 +173,16 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         None
     }
+}
+
+/// True if `packet` is an IPv4 fragment (more fragments follow, or its
+/// offset is not 0): the device reassembles it, so that every drop is
+/// counted (`IpoibStats::frag4`).
+fn is_ipv4_fragment(packet: &[u8]) -> bool {
+    packet.first().map(|b| b >> 4) == Some(4)
+        && packet
+            .get(6..8)
+            .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0)
 }
 
 /// True if a received packet is one this port sent itself (a multicast

@@ -65,11 +65,11 @@ fn ipv6_fragments_reassemble() {
     let frags = fragments(&packet, 2044, 0x1234_5678).expect("fragments");
     // 1992 bytes a fragment (2044 less both headers, down to 8s).
     assert_eq!(frags.len(), 5);
-    let mut r = crate::frag6::Reassembler::new();
+    let mut r = crate::reassembly::Reassembler::new();
     let mut whole = None;
     for f in frags.iter().rev() {
         assert!(f.len() <= 2044);
-        assert!(crate::frag6::is_fragment(f));
+        assert!(crate::reassembly::is_fragment(f));
         assert_eq!(
             &f[IPV6_HEADER + 4..IPV6_HEADER + 8],
             &[0x12, 0x34, 0x56, 0x78]
