@@ -57,12 +57,18 @@ pub fn ours(bytes: usize) -> Result<f64, BoxError> {
     Ok(mbps)
 }
 
-/// The capabilities our device reports (MTU, checksum duties), for a
-/// loopback peer that has to do the same per-packet work.
+/// The capabilities our device reports (checksum duties) with the IPoIB
+/// MTU, for a loopback peer that has to do the same per-packet work. The
+/// device reports a larger MTU to smoltcp (it fragments what exceeds the
+/// IPoIB MTU itself and clamps TCP's MSS to it), so TCP's segments are
+/// IPoIB-MTU sized: the peer gets that MTU.
 pub fn ipoib_caps() -> Result<DeviceCapabilities, BoxError> {
     use smoltcp::phy::Device;
     let net = two_guests()?;
-    Ok(net.guests[0].device.capabilities())
+    let device = &net.guests[0].device;
+    let mut caps = device.capabilities();
+    caps.max_transmission_unit = device.mtu();
+    Ok(caps)
 }
 
 /// Peer: the same transfer over smoltcp's `Loopback`, reporting `caps`

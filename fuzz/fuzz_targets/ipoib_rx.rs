@@ -2,7 +2,9 @@
 //! GRH, IPoIB header and payload, fuzzed completion fields (length, source
 //! QPN, GRH flag), through a real `FrontHca` into the device (validation,
 //! ARP handling and neighbour learning, answering) and on into a smoltcp
-//! interface with UDP and TCP sockets, which parses every IPv4 packet.
+//! interface with UDP and TCP sockets, which parses every IPv4 and IPv6
+//! packet (the device has fd77::1/64 and its link-local address too, so
+//! neighbour discovery, IPv6 reassembly and fragmenting run as well).
 //!
 //! The back end is the harness's (`common/scripted_backend.rs`): it answers
 //! control requests honestly, so the link comes up, then delivers the
@@ -36,7 +38,7 @@ use scripted_backend::{Input, ScriptedBackend, GRH_LEN, OWN_GID};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 use verbs_shim::front::FrontHca;
 use verbs_shim::notify::NoNotify;
 
@@ -78,13 +80,20 @@ fuzz_target!(|data: &[u8]| {
         panic!("the honest handshake failed");
     };
     let cidr = Ipv4Cidr::new(Ipv4Address::new(10, 77, 0, 1), 24);
-    let Ok(mut device) = IpoibDevice::new(front, IpoibConfig::new(cidr)) else {
+    // IPv6 too: neighbour discovery, reassembly and (for what smoltcp
+    // answers) fragmenting run on the fuzzed datagrams.
+    let cidr6 = Ipv6Cidr::new(Ipv6Address::new(0xfd77, 0, 0, 0, 0, 0, 0, 1), 64);
+    let config = IpoibConfig::new(cidr).with_ipv6(cidr6);
+    let Ok(mut device) = IpoibDevice::new(front, config) else {
         panic!("the device did not start");
     };
     let mut now = Instant::from_millis(1);
     let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut device, now);
+    let link_local = device.ipv6_link_local();
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::Ipv4(cidr));
+        let _ = a.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local, 64)));
+        let _ = a.push(IpCidr::Ipv6(cidr6));
     });
     let mut sockets = SocketSet::new(Vec::new());
     let mut udp_socket = udp::Socket::new(

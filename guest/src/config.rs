@@ -10,7 +10,7 @@
 //! | `rr` | `ADDR:PORT:COUNT:SIZE` | once the network is up (and after `send`, if given), measure UDP request/response latency against the echo service at ADDR:PORT (port 7): 100 untimed exchanges, then COUNT timed ones of SIZE bytes (8..=2016), one at a time; print `udp-rr: N round trips, median X us, p99 Y us` as the hosted guest and the benchmark's Linux peer do (`make bench-vm`) |
 //! | `exit-after` | seconds | serve for this long, then exit with success (for tests) |
 //! | `busy-poll` (or `busy_poll`) | microseconds, 0 to 10000 (default 50) | after a pass that moved packets, keep polling the channel this long before arming the interrupt and halting; 0 turns busy polling off. An idle guest halts at once. |
-//! | `peer` | an IPv4 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
+//! | `peer` | an IPv4 or IPv6 address | ping this address once the network is up and print whether it answered (how `make run` shows the guests finding each other) |
 //! | `xen-fault` | `bad-ref`, `bad-port`, `huge-window`, `read-only` | under Xen, publish a broken channel on purpose: a grant reference that was never granted, an event channel that was never allocated, a window larger than the back end allows, or window pages granted read-only. The back end must refuse this guest alone. For testing the back end's checks. |
 //! | `crash` | `ud2`, `pagefault`, `overflow`, `panic` | fail on purpose right after parsing: an invalid opcode, a read of an unmapped page, a stack overflow (a page fault on the stack's guard page, delivered as a double fault on its own stack) or a Rust panic. For testing the failure paths. |
 //!
@@ -143,7 +143,7 @@ impl fmt::Display for FetchUrl {
 pub struct GuestOptions {
     pub crash: Option<Crash>,
     /// An address to ping once the network is up.
-    pub peer: Option<core::net::Ipv4Addr>,
+    pub peer: Option<core::net::IpAddr>,
     /// Serve for this many seconds, then exit with success.
     pub exit_after: Option<u32>,
     /// Send this many bytes over TCP to this address and port.
@@ -228,7 +228,7 @@ impl fmt::Display for BootConfigError {
             BootConfigError::BadPeer { value } => {
                 write!(
                     f,
-                    "peer={value}: not an IPv4 address (example: peer=10.77.0.2)"
+                    "peer={value}: not an IP address (example: peer=10.77.0.2 or peer=fd77::2)"
                 )
             }
             BootConfigError::BadExitAfter { value } => {
@@ -557,11 +557,18 @@ mod tests {
     #[test]
     fn peer_is_an_address() {
         let c = BootConfig::parse("ip=10.77.0.3/24 peer=10.77.0.2").unwrap();
-        assert_eq!(c.guest.peer, Some(core::net::Ipv4Addr::new(10, 77, 0, 2)));
+        assert_eq!(
+            c.guest.peer,
+            Some(core::net::IpAddr::V4(core::net::Ipv4Addr::new(
+                10, 77, 0, 2
+            )))
+        );
+        let c = BootConfig::parse("ip=10.77.0.3/24 ip6=fd77::3/64 peer=fd77::2").unwrap();
+        assert_eq!(c.guest.peer, "fd77::2".parse().ok());
         let e = BootConfig::parse("ip=10.77.0.3/24 peer=nowhere").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "peer=nowhere: not an IPv4 address (example: peer=10.77.0.2)"
+            "peer=nowhere: not an IP address (example: peer=10.77.0.2 or peer=fd77::2)"
         );
     }
 
@@ -608,12 +615,12 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));

@@ -114,8 +114,8 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         if ip6.is_some() { " " } else { "" },
         Ip6(ip6)
     );
-    let new_pinger = |stack: &mut NetStack<FrontHca<_>>, peer| {
-        let mut ping = PingConfig::new(peer);
+    let new_pinger = |stack: &mut NetStack<FrontHca<_>>, peer: core::net::IpAddr| {
+        let mut ping = PingConfig::new(smoltcp::wire::IpAddress::from(peer));
         ping.count = 3;
         ping.interval = Duration::from_millis(200);
         ping.timeout = Duration::from_secs(2);
@@ -145,6 +145,7 @@ pub fn run(config: &BootConfig, dev: &Transport) {
         let mut cfg = TcpSenderConfig::new(remote, 49152 + (seed % 1000) as u16, bytes);
         cfg.payload = Payload::Seeded(1);
         cfg.timeout = Duration::from_secs(600);
+        cfg.window = stack.tcp_window();
         TcpSender::new(stack.iface.context(), &mut stack.sockets, cfg)
             .unwrap_or_else(|e| fail(ExitCode::NetworkFailure, format_args!("send: {e}")))
     });

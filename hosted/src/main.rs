@@ -15,7 +15,7 @@ use netcore::clients::{HttpGetConfig, LocalPorts, PingConfig, TcpSenderConfig};
 use netcore::pattern::Payload;
 use netcore::{DiscardMode, HttpGet, NetConfig, Pinger, TcpSender};
 use smoltcp::socket::udp;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 #[derive(Parser)]
 #[command(
@@ -53,9 +53,9 @@ struct Cli {
 enum Command {
     /// Serve until SIGTERM (the default).
     Serve,
-    /// Ping an address; exit 0 if every echo is answered.
+    /// Ping an address (IPv4 or IPv6); exit 0 if every echo is answered.
     Ping {
-        target: Ipv4Address,
+        target: std::net::IpAddr,
         #[arg(long, default_value_t = 3)]
         count: u16,
         /// Seconds each request waits for its reply.
@@ -160,17 +160,14 @@ fn wait_for_lease(rt: &mut Runtime, stop: &AtomicBool) -> Result<bool, HostedErr
     }
 }
 
+/// `ADDR:PORT`, IPv4 (`10.77.0.2:9`) or IPv6 in brackets (`[fd77::2]:9`).
 fn endpoint(text: &str) -> Result<IpEndpoint, HostedError> {
-    let (addr, port) = text.rsplit_once(':').ok_or_else(|| {
-        HostedError::Protocol(format!("{text:?} is not ADDR:PORT (e.g. 10.77.0.2:9)"))
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        HostedError::Protocol(format!(
+            "{text:?} is not ADDR:PORT (e.g. 10.77.0.2:9 or [fd77::2]:9)"
+        ))
     })?;
-    let addr: Ipv4Address = addr
-        .parse()
-        .map_err(|_| HostedError::Protocol(format!("{addr:?} is not an IPv4 address")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| HostedError::Protocol(format!("{port:?} is not a port")))?;
-    Ok(IpEndpoint::new(IpAddress::Ipv4(addr), port))
+    Ok(IpEndpoint::new(IpAddress::from(addr.ip()), addr.port()))
 }
 
 fn client_error(e: netcore::ClientError) -> HostedError {
@@ -224,7 +221,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             count,
             timeout,
         } => {
-            let mut config = PingConfig::new(target);
+            let mut config = PingConfig::new(IpAddress::from(target));
             config.count = count;
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
             config.interval = smoltcp::time::Duration::from_millis(200);
@@ -267,6 +264,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             config.payload = Payload::Seeded(seed);
             config.raw = raw;
             config.timeout = smoltcp::time::Duration::from_secs(timeout);
+            config.window = rt.stack.tcp_window();
             let mut sender =
                 TcpSender::new(rt.stack.iface.context(), &mut rt.stack.sockets, config)
                     .map_err(client_error)?;
@@ -300,7 +298,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
                 .split_once('/')
                 .map(|(h, p)| (h, format!("/{p}")))
                 .unwrap_or((rest, "/".into()));
-            let remote = if host.contains(':') {
+            // A port after the host (`10.77.0.2:8080`, `[fd77::2]:8080`),
+            // or 80.
+            let has_port = match host.strip_prefix('[') {
+                Some(v6) => v6.contains("]:"),
+                None => host.contains(':'),
+            };
+            let remote = if has_port {
                 endpoint(host)?
             } else {
                 endpoint(&format!("{host}:80"))?

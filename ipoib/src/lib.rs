@@ -5,8 +5,9 @@
 //! - [`IpoibDevice`]: a `phy::Device` with `Medium::Ip`, zero copy in both
 //!   directions, a neighbour and path cache, and counters.
 //! - [`pcap`]: LINKTYPE_IPOIB captures that Wireshark decodes.
-//! - `frag6` (feature `alloc`): IPv6 reassembly, which smoltcp lacks on
-//!   `Medium::Ip`.
+//! - `reassembly` (feature `alloc`): IPv4 and IPv6 reassembly (smoltcp has
+//!   none for IPv6 on `Medium::Ip`; for IPv4 the device does it so every
+//!   drop is counted).
 //!
 //! This crate has no `unsafe`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -18,10 +19,10 @@ extern crate alloc;
 pub mod capture;
 pub mod config;
 mod device;
-#[cfg(any(test, feature = "alloc"))]
-pub mod frag6;
 pub mod neighbour;
 pub mod pcap;
+#[cfg(any(test, feature = "alloc"))]
+pub mod reassembly;
 pub mod stats;
 pub mod wire;
 

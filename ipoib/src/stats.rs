@@ -41,6 +41,9 @@ pub struct TxDrops {
     pub oversize: u64,
     /// The link was down.
     pub link_down: u64,
+    /// A packet larger than the MTU that could not be fragmented (too few
+    /// free TX slots for its fragments, or a header this cannot cut).
+    pub fragmentation: u64,
 }
 
 /// ARP activity.
@@ -89,17 +92,20 @@ pub struct NdStats {
     pub join_failures: u64,
 }
 
-/// IPv6 reassembly (the `frag6` module, feature `alloc`).
+/// Reassembly of one family (the `reassembly` module, feature `alloc`).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct Frag6Stats {
+pub struct ReassemblyStats {
     /// Fragments received.
     pub fragments: u64,
     /// Datagrams put back together and handed on.
     pub reassembled: u64,
     /// Datagrams given up after the reassembly timeout.
     pub timeouts: u64,
-    /// Datagrams dropped because two fragments overlapped (RFC 5722).
+    /// Datagrams dropped because two fragments overlapped with different
+    /// bytes (RFC 5722).
     pub overlaps: u64,
+    /// Fragments that repeated bytes already here, unchanged: ignored.
+    pub duplicates: u64,
     /// Fragments reaching past the largest datagram reassembled.
     pub too_big: u64,
     /// Fragments that are not a multiple of 8 bytes (but the last), that
@@ -110,6 +116,20 @@ pub struct Frag6Stats {
     /// Whole datagrams dropped because smoltcp had not taken the earlier
     /// ones yet.
     pub queue_full: u64,
+}
+
+/// The IPv6 reassembly counters' former name.
+pub type Frag6Stats = ReassemblyStats;
+
+/// Fragmenting on transmit (feature `alloc`).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FragTxStats {
+    /// IP packets larger than the MTU sent as fragments.
+    pub datagrams: u64,
+    /// Fragments they became.
+    pub fragments: u64,
+    /// TCP SYNs whose MSS option was lowered to fit the MTU.
+    pub mss_clamped: u64,
 }
 
 /// Connected mode (RFC 4755; `docs/connected-mode.md`).
@@ -133,15 +153,9 @@ pub struct CmStats {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    /// IPv4 and IPv6 packets larger than the datagram MTU for a neighbour
-    /// that does not do connected mode (or is not resolved yet, or a
-    /// group), sent in fragments over UD, and the fragments.
-    pub tx_fragmented: u64,
-    pub tx_fragments: u64,
-    /// Packets larger than the datagram MTU that could go neither way:
-    /// IPv6 with extension headers that must stay whole, not enough free
-    /// TX slots for the fragments, or larger than a connection's send MTU.
-    /// Dropped.
+    /// Packets for a connection larger than its send MTU: dropped. (Packets
+    /// above the datagram MTU for a neighbour without connected mode are
+    /// fragmented over UD and counted in `IpoibStats::frag_tx`.)
     pub tx_too_big: u64,
     /// Packets for a connection that failed, or that waited too long.
     pub tx_no_connection: u64,
@@ -164,6 +178,10 @@ pub struct IpoibStats {
     pub arp: ArpStats,
     pub mcast: McastStats,
     pub nd: NdStats,
-    pub frag6: Frag6Stats,
+    /// IPv6 reassembly.
+    pub frag6: ReassemblyStats,
+    /// IPv4 reassembly.
+    pub frag4: ReassemblyStats,
+    pub frag_tx: FragTxStats,
     pub cm: CmStats,
 }

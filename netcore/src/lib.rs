@@ -39,10 +39,11 @@ pub mod status;
 
 /// The largest IPv4 datagram (headers included) the stack reassembles from
 /// fragments and fragments for sending: the size of smoltcp's reassembly
-/// and fragmentation buffers, chosen by the `reassembly-buffer-size-16384`
-/// and `fragmentation-buffer-size-16384` features in netcore's Cargo.toml
-/// (4 reassemblies at a time, `reassembly-buffer-count-4`). Larger ones are
-/// dropped.
+/// buffers, chosen by the `reassembly-buffer-size-16384` feature in
+/// netcore's Cargo.toml (4 reassemblies at a time,
+/// `reassembly-buffer-count-4`), and the largest packet `ipoib` takes from
+/// smoltcp and fragments itself (`alloc` feature; for IPv6 too, which
+/// smoltcp cannot fragment). Larger ones are dropped.
 pub const MAX_IPV4_DATAGRAM: usize = 16 * 1024;
 
 pub use busy_poll::BusyPoll;

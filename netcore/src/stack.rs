@@ -12,6 +12,8 @@
 //! }
 //! ```
 
+use alloc::boxed::Box;
+
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, Ipv4Address};
@@ -64,7 +66,10 @@ fn log_lease(lease: &Lease) {
 }
 
 pub struct NetStack<H: Hca> {
-    pub device: IpoibDevice<H>,
+    /// On the heap: the device is about 90 KiB (its slot tables), and moving
+    /// it around by value while the stack is built put several copies on
+    /// the unikernel's boot stack (512 KiB overflowed).
+    pub device: Box<IpoibDevice<H>>,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
     pub services: ServiceHost,
@@ -82,15 +87,17 @@ impl<H: Hca> NetStack<H> {
         now: Instant,
         seed: u64,
     ) -> Result<NetStack<H>, StackError> {
-        let mut device = IpoibDevice::new(hca, config.ipoib_config()).map_err(StackError::Ipoib)?;
+        let mut device =
+            Box::new(IpoibDevice::new(hca, config.ipoib_config()).map_err(StackError::Ipoib)?);
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = seed;
-        let mut iface = Interface::new(iface_config, &mut device, now);
+        let mut iface = Interface::new(iface_config, &mut *device, now);
         config
             .apply(&mut iface, device.ipv6_link_local())
             .map_err(|_| StackError::Routes)?;
         let mut sockets = SocketSet::new(alloc::vec::Vec::new());
-        let services = ServiceHost::new(config, &mut sockets);
+        let window = crate::services::tcp_window(device.rx_slots());
+        let services = ServiceHost::with_window(config, &mut sockets, window);
         let dhcp = config.dhcp.then(|| {
             let id = dhcp::client_id(&device.hw_addr());
             DhcpSocket::new(&mut sockets, id, now, seed)
@@ -107,6 +114,13 @@ impl<H: Hca> NetStack<H> {
 
     /// The configuration, with the address and gateway of the DHCP lease
     /// when there is one.
+    /// The TCP window for this device's receive slots
+    /// ([`crate::services::tcp_window`]): discard offers it, and a
+    /// [`crate::TcpSender`] should send with as much buffered.
+    pub fn tcp_window(&self) -> usize {
+        crate::services::tcp_window(self.device.rx_slots())
+    }
+
     pub fn config(&self) -> &NetConfig {
         &self.config
     }
@@ -169,7 +183,7 @@ impl<H: Hca> NetStack<H> {
             Err(e) => log::error!("dhcp: cannot apply the lease: {e}"),
         }
         let mut device = Gated {
-            device: &mut self.device,
+            device: &mut *self.device,
             gate: self.services.gate(&self.sockets),
         };
         busy |= self.iface.poll(now, &mut device, &mut self.sockets) != PollResult::None;
@@ -182,7 +196,7 @@ impl<H: Hca> NetStack<H> {
             busy = true;
             // What the services wrote goes out in this pass.
             let mut device = Gated {
-                device: &mut self.device,
+                device: &mut *self.device,
                 gate: self.services.gate(&self.sockets),
             };
             self.iface.poll(now, &mut device, &mut self.sockets);

@@ -49,7 +49,7 @@ pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, u64)]) -> fmt::Result {
 impl StatusSource for IpoibStats {
     fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
         let (rx, tx, arp, nd) = (&self.rx_drops, &self.tx_drops, &self.arp, &self.nd);
-        let frag6 = &self.frag6;
+        let (frag4, frag6) = (&self.frag4, &self.frag6);
         write_pairs(
             out,
             &[
@@ -100,6 +100,20 @@ impl StatusSource for IpoibStats {
                 ("ipv6_fragment_malformed", frag6.malformed),
                 ("ipv6_reassembly_evicted", frag6.evicted),
                 ("ipv6_reassembly_queue_full", frag6.queue_full),
+                ("ipv6_fragment_duplicates", frag6.duplicates),
+                ("ipv4_fragments", frag4.fragments),
+                ("ipv4_reassembled", frag4.reassembled),
+                ("ipv4_reassembly_timeouts", frag4.timeouts),
+                ("ipv4_fragment_overlaps", frag4.overlaps),
+                ("ipv4_fragment_duplicates", frag4.duplicates),
+                ("ipv4_fragment_too_big", frag4.too_big),
+                ("ipv4_fragment_malformed", frag4.malformed),
+                ("ipv4_reassembly_evicted", frag4.evicted),
+                ("ipv4_reassembly_queue_full", frag4.queue_full),
+                ("tx_fragmented", self.frag_tx.datagrams),
+                ("tx_fragments", self.frag_tx.fragments),
+                ("tx_mss_clamped", self.frag_tx.mss_clamped),
+                ("tx_drop_fragmentation", tx.fragmentation),
             ],
         )
     }
@@ -139,7 +153,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 47);
+        assert_eq!(out.lines().count(), 61);
     }
 
     #[test]
@@ -148,6 +162,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 47);
+        assert_eq!(out.lines().count(), 61);
     }
 }

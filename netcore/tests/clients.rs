@@ -73,6 +73,35 @@ fn pinger_counts_replies_and_losses() -> Result<(), BoxError> {
 }
 
 #[test]
+fn pinger_speaks_icmpv6() -> Result<(), BoxError> {
+    let mut s = Setup::new()?;
+    // The server's link-local address, from its port GUID.
+    let target = s.net.guests[SERVER].device.ipv6_link_local();
+    let mut config = PingConfig::new(target);
+    config.count = 3;
+    config.interval = Duration::from_millis(50);
+    let mut pinger = Pinger::new(&mut s.net.guests[CLIENT].sockets, config)?;
+    let report = s.run_client(LIMIT, |net| {
+        pinger.poll(&mut net.guests[CLIENT].sockets, net.now)
+    })??;
+    pinger.release(&mut s.net.guests[CLIENT].sockets);
+    assert_eq!(
+        (report.transmitted(), report.received()),
+        (3, 3),
+        "{report}"
+    );
+    assert!(
+        report
+            .to_string()
+            .starts_with("ping fe80::200:0:0:2: 3 sent, 3 received, 0 lost"),
+        "{report}"
+    );
+    // The client found the server by neighbour discovery.
+    assert_eq!(s.net.guests[CLIENT].device.stats().nd.solicits_sent, 1);
+    Ok(())
+}
+
+#[test]
 fn discard_hash_matches_the_senders() -> Result<(), BoxError> {
     let mut s = Setup::new()?;
     let mut config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 51000, MIB);

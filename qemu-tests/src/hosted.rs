@@ -11,8 +11,14 @@ pub struct Hosted;
 
 impl Hosted {
     fn command(socket: &Path, ip: &str) -> crate::Result<Command> {
+        Hosted::command_with(socket, "--ip", ip)
+    }
+
+    /// The command with `flag value` as its configuration (`--ip ADDR/P`
+    /// or `--net "ip=... ip6=..."`).
+    fn command_with(socket: &Path, flag: &str, value: &str) -> crate::Result<Command> {
         let mut cmd = Command::new(bin("ibguest-hosted")?);
-        cmd.arg("--socket").arg(socket).arg("--ip").arg(ip);
+        cmd.arg("--socket").arg(socket).arg(flag).arg(value);
         cmd.env(
             "RUST_LOG",
             std::env::var("IBGUEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -45,12 +51,7 @@ impl Hosted {
     /// `"ip=10.77.0.2/24 ip6=fd77::2/64"`) that serves until killed; waits
     /// until its link is up.
     pub fn serve_net(dir: &Path, name: &str, socket: &Path, net: &str) -> crate::Result<Guard> {
-        let mut cmd = Command::new(bin("ibguest-hosted")?);
-        cmd.arg("--socket").arg(socket).arg("--net").arg(net);
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("IBGUEST_LOG").unwrap_or_else(|_| "info".into()),
-        );
+        let mut cmd = Hosted::command_with(socket, "--net", net)?;
         cmd.arg("serve");
         let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
         guard.wait_for("joined broadcast group", Duration::from_secs(20))?;
@@ -67,7 +68,34 @@ impl Hosted {
         args: &[&str],
         timeout: Duration,
     ) -> crate::Result<String> {
-        let mut cmd = Hosted::command(socket, ip)?;
+        Hosted::run_with(dir, name, Hosted::command(socket, ip)?, args, timeout)
+    }
+
+    /// [`run`](Hosted::run) with a `--net` configuration.
+    pub fn run_net(
+        dir: &Path,
+        name: &str,
+        socket: &Path,
+        net: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> crate::Result<String> {
+        Hosted::run_with(
+            dir,
+            name,
+            Hosted::command_with(socket, "--net", net)?,
+            args,
+            timeout,
+        )
+    }
+
+    fn run_with(
+        dir: &Path,
+        name: &str,
+        mut cmd: Command,
+        args: &[&str],
+        timeout: Duration,
+    ) -> crate::Result<String> {
         cmd.args(args);
         let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
         let status = guard.wait_exit(timeout)?;

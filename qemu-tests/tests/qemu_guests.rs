@@ -106,6 +106,31 @@ fn two_qemu_guests_ping_move_16_mib_and_serve_http() -> Result<()> {
     Ok(())
 }
 
+/// Issue 11: the unikernel pings over IPv6 (`peer=fd77::9`): it solicits a
+/// hosted guest's address with the IPoIB link-layer option and gets its
+/// echoes back.
+#[test]
+fn qemu_guest_pings_a_hosted_guest_over_ipv6() -> Result<()> {
+    let dir = scratch_dir("qemu-ping6")?;
+    let be = Backend::start(&dir, &[Seat::new(&dir, "q1"), Seat::new(&dir, "h1")], &[])?;
+    let _h1 = Hosted::serve_net(
+        &dir,
+        "h1",
+        &be.socket("h1"),
+        "ip=10.77.0.9/24 ip6=fd77::9/64",
+    )?;
+    let mut q1 = qemu::boot(
+        &dir,
+        "q1",
+        Some(&be.socket("q1")),
+        "ip=10.77.0.2/24 ip6=fd77::2/64 peer=fd77::9",
+    )?;
+    let line = q1.wait_for("ibguest: peer fd77::9 answered", Duration::from_secs(60))?;
+    assert!(line.contains("answered 3/3"), "{line}");
+    assert_eq!(be.counter("total", "violations")?, 0);
+    Ok(())
+}
+
 /// Issue 11, must-show 2 (QEMU): the image with `ip=dhcp` leases its
 /// seat's address from `ib-backend --dhcp`, says so on its console, and
 /// answers a hosted guest's ping there.
@@ -244,6 +269,15 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
     // neighbour discovery on the fabric).
     let ping6 = Command::new("ip")
         .args(["netns", "exec", &ns, "ping", "-6", "-c", "3", "-W", "3"])
+        .arg("fd77::2")
+        .output()?;
+    let out = String::from_utf8_lossy(&ping6.stdout);
+    assert!(out.contains("3 received"), "{out}");
+    // Larger than the MTU: the unikernel reassembles and fragments IPv6.
+    let ping6 = Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "ping", "-6", "-c", "3", "-s", "3000", "-W", "3",
+        ])
         .arg("fd77::2")
         .output()?;
     let out = String::from_utf8_lossy(&ping6.stdout);

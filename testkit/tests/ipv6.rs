@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use ibguest_testkit::apps::{ping, tcp_transfer_to, udp_socket};
+use ibguest_testkit::apps::{ping, ping_with, tcp_transfer_to, udp_echo_step, udp_socket};
 use ibguest_testkit::capture::SharedCapture;
 use ibguest_testkit::{BoxError, GuestSpec, Net, RawSender};
 use ipoib::wire::ipv6::{link_local, solicited_node};
@@ -94,6 +94,13 @@ fn ping6_both_addresses_and_tcp() -> Result<(), BoxError> {
     )?;
     assert_eq!(report.bytes, 1 << 20);
     assert_eq!(report.sent_sha256, report.received_sha256);
+    // The SYNs' MSS was clamped to one IPoIB packet, so no segment needed
+    // fragmenting.
+    for g in 0..2 {
+        let s = net.guests[g].device.stats();
+        assert_eq!(s.frag_tx.mss_clamped, 1, "{s:?}");
+        assert_eq!(s.frag_tx.datagrams, 0, "{s:?}");
+    }
     // And IPv4 alongside.
     let ip2 = net.guests[1].spec.ipv4();
     ping(&mut net, 0, ip2, 4, Duration::from_secs(5))?;
@@ -203,8 +210,11 @@ fn malformed_messages_are_dropped_and_counted() -> Result<(), BoxError> {
     let mut frame = good.clone();
     frame[4 + 40 + 25] = 0;
     raw.send(&mut net, &frame)?;
+    // A multicast source address.
+    let all = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    raw.send(&mut net, &nd_frame(all, dst, &solicit, 255))?;
     let after = net.guests[0].device.stats();
-    assert_eq!(after.rx_drops.malformed, before.rx_drops.malformed + 4);
+    assert_eq!(after.rx_drops.malformed, before.rx_drops.malformed + 5);
     assert_eq!(after.nd.solicits_received, before.nd.solicits_received);
     assert_eq!(after.nd.adverts_sent, before.nd.adverts_sent);
     // The good one is answered.
@@ -442,5 +452,49 @@ fn a_fragmented_ipv6_datagram_is_reassembled() -> Result<(), BoxError> {
         lengths.contains(&"8008") && lengths.contains(&"5008"),
         "{text}"
     );
+    Ok(())
+}
+
+/// Larger than the IPoIB MTU both ways: the sender's ipoib fragments (smoltcp
+/// has no IPv6 fragmentation on `Medium::Ip`), the receiver's reassembles.
+#[test]
+fn large_ipv6_pings_and_udp_echoes_are_fragmented_both_ways() -> Result<(), BoxError> {
+    let mut net = two_guests(SharedCapture::none())?;
+    let b = ip6(&net, 1);
+    for (seq, len) in [(1u16, 3000usize), (2, 8000), (3, 16000)] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 3 + seq as usize) as u8).collect();
+        ping_with(&mut net, 0, b, seq, &payload, Duration::from_secs(5))?;
+    }
+    let (s0, s1) = (net.guests[0].device.stats(), net.guests[1].device.stats());
+    assert_eq!(s0.frag_tx.datagrams, 3, "{s0:?}");
+    assert_eq!(s1.frag_tx.datagrams, 3, "{s1:?}");
+    assert_eq!(s0.frag6.reassembled, 3, "{s0:?}");
+    assert_eq!(s1.frag6.reassembled, 3, "{s1:?}");
+    // A 12345-byte UDP echo over IPv6.
+    let echo = udp_socket(&mut net, 1, 7)?;
+    let client = udp_socket(&mut net, 0, 40_001)?;
+    let data: Vec<u8> = (0..12345u32).map(|i| (i * 17) as u8).collect();
+    let to = smoltcp::wire::IpEndpoint::new(IpAddress::Ipv6(b), 7);
+    net.guests[0]
+        .sockets
+        .get_mut::<udp::Socket>(client)
+        .send_slice(&data, to)?;
+    let mut ok = false;
+    net.run_until(Duration::from_secs(5), |net| {
+        udp_echo_step(net, 1, echo);
+        let s = net.guests[0].sockets.get_mut::<udp::Socket>(client);
+        if let Ok((got, _)) = s.recv() {
+            ok = got == &data[..];
+        }
+        ok
+    })?;
+    // Past what the reassembly buffers take: dropped, and the guests go on.
+    let too_big = vec![0u8; 17000];
+    net.guests[0]
+        .sockets
+        .get_mut::<udp::Socket>(client)
+        .send_slice(&too_big, to)?;
+    net.run_for(Duration::from_millis(200))?;
+    ping(&mut net, 0, b, 9, Duration::from_secs(5))?;
     Ok(())
 }

@@ -111,9 +111,24 @@ impl XenTransport {
             })?;
         let dir_pages = directory.copy_pages();
         drop(directory);
-        let refs = publication
-            .window_refs(&dir_pages)
-            .map_err(XenConnectError::Directory)?;
+        let refs = publication.window_refs(&dir_pages).map_err(|e| {
+            // What the page held instead, for the log: a directory a guest
+            // wrote has references from 8 up.
+            let head: Vec<u32> = dir_pages
+                .first()
+                .map(|p| {
+                    p.chunks_exact(4)
+                        .take(8)
+                        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            log::warn!(
+                "xen: domain {domid}: directory refs {:?} held {head:?} in their first words",
+                publication.dir_refs
+            );
+            XenConnectError::Directory(e)
+        })?;
         let region = Arc::new(
             device
                 .map(domid, &refs, Access::ReadWrite)

@@ -11,7 +11,13 @@ use core::arch::global_asm;
 
 /// Bytes of boot stack: also the stack of the whole guest, since it never
 /// leaves the boot CPU's first thread.
-pub const STACK_SIZE: usize = 512 * 1024;
+///
+/// 1 MiB: `netcore::NetStack` is about 110 KiB (the IPoIB device's slot
+/// queues and tables alone are 90 KiB) and is built and moved by value a
+/// few times while the network comes up; with IPv6, multicast groups and
+/// the DHCP client it no longer fit in 512 KiB (a double fault on the
+/// guard page right after "channel connected").
+pub const STACK_SIZE: usize = 1024 * 1024;
 
 global_asm!(
     r#"

@@ -246,8 +246,9 @@ impl XenChannel {
         }
         let (used, frames) = grant::usage();
         crate::println!(
-            "ibguest: xen: published {pages} window pages ({} KiB, {dir_pages} directory page(s), {used} grants in {frames} table frame(s)) and event channel {port}",
-            pages * 4
+            "ibguest: xen: published {pages} window pages ({} KiB at {base:#x}, {dir_pages} directory page(s) at {:#x} as refs {dir_refs:?}, {used} grants in {frames} table frame(s)) and event channel {port}",
+            pages * 4,
+            dir.as_ptr() as u64
         );
         Self::wait_backend(&mut xs, &backend, XenbusState::Connected, wait_micros)?;
         xs.write(&fe_state, b"4")?;

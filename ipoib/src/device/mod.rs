@@ -13,8 +13,9 @@
 mod arp;
 #[cfg(feature = "alloc")]
 mod cm;
-#[cfg(feature = "alloc")]
-mod fragment;
+#[cfg(any(test, feature = "alloc"))]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+mod frag_tx;
 mod groups;
 mod nd;
 mod phy;
@@ -153,12 +154,12 @@ struct RxReady {
 
 pub(crate) struct RxSide {
     ready: Deque<RxReady, MAX_SLOTS>,
-    /// IPv6 datagrams under reassembly.
+    /// IPv4 and IPv6 datagrams under reassembly.
     #[cfg(feature = "alloc")]
-    reassembly: crate::frag6::Reassembler,
+    reassembly: crate::reassembly::Reassembler,
     /// Reassembled IPv6 datagrams waiting for smoltcp.
     #[cfg(feature = "alloc")]
-    whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::frag6::REASSEMBLIES }>,
+    whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::reassembly::REASSEMBLIES }>,
     /// Consumed slots to post again.
     repost: Vec<RxSlot, MAX_SLOTS>,
     /// Slots the device flushed back (channel closing); not reposted.
@@ -233,7 +234,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             rx: RxSide {
                 ready: Deque::new(),
                 #[cfg(feature = "alloc")]
-                reassembly: crate::frag6::Reassembler::new(),
+                reassembly: crate::reassembly::Reassembler::new(),
                 #[cfg(feature = "alloc")]
                 whole: Deque::new(),
                 repost: Vec::new(),
@@ -301,11 +302,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         self.port = port;
         self.mtu = port.mtu.bytes().min(slot_size - GRH_LEN) - crate::wire::encap::HEADER_LEN;
+        self.tx.ip_mtu = self.mtu;
         #[cfg(feature = "alloc")]
-        {
-            self.tx.ud_mtu = self.mtu;
-            self.start_connected_mode();
-        }
+        self.start_connected_mode();
         self.rx_slots = usize::from(layout.rx_count);
         self.broadcast_mgid = broadcast_mgid(port.pkey);
         self.link = LinkState::Joining;
@@ -369,9 +368,16 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.link
     }
 
-    /// The IP MTU: the IB MTU less the 4-byte IPoIB header.
+    /// The IP MTU: the IB MTU less the 4-byte IPoIB header, or in connected
+    /// mode the connected MTU.
     pub fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    /// Receive slots the device posts: how many segments can be in flight
+    /// towards it before the fabric has nowhere to put the next one.
+    pub fn rx_slots(&self) -> usize {
+        self.rx_slots
     }
 
     /// This interface's hardware address.
@@ -421,9 +427,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let mut stats = self.tx.stats;
         #[cfg(feature = "alloc")]
         {
-            let queue_full = stats.frag6.queue_full;
+            let (full6, full4) = (stats.frag6.queue_full, stats.frag4.queue_full);
             stats.frag6 = self.rx.reassembly.stats;
-            stats.frag6.queue_full = queue_full;
+            stats.frag6.queue_full = full6;
+            stats.frag4 = self.rx.reassembly.stats4;
+            stats.frag4.queue_full = full4;
             if let Some(cm) = &self.cm {
                 stats.cm = cm.stats;
             }

@@ -31,26 +31,47 @@ pub(super) struct NdRx {
     pub repr: NdRepr,
 }
 
-/// What an IPv6 packet is to the device.
-pub(super) enum Ipv6Class {
-    /// For smoltcp.
+/// Whose an IPv6 packet is, by two bytes at fixed offsets (read once, so
+/// it can be asked of the slot itself).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Ipv6Kind {
+    /// smoltcp's.
     Stack,
+    /// A fragment: the device reassembles it (`frag6`).
+    Fragment,
+    /// ICMPv6 type 135 or 136 right after the fixed header: the device's.
+    NeighbourDiscovery,
+}
+
+/// Sorts an IPv6 packet (the IPoIB payload) by its next header (byte 6)
+/// and, for ICMPv6, its type (byte 40).
+pub(super) fn peek(packet: &[u8]) -> Ipv6Kind {
+    match packet.get(6).copied().map(IpProtocol::from) {
+        Some(IpProtocol::Ipv6Frag) => Ipv6Kind::Fragment,
+        Some(IpProtocol::Icmpv6) if NdRepr::is_nd(packet.get(IPV6_HEADER_LEN..).unwrap_or(&[])) => {
+            Ipv6Kind::NeighbourDiscovery
+        }
+        _ => Ipv6Kind::Stack,
+    }
+}
+
+/// A neighbour discovery packet, judged.
+pub(super) enum Ipv6Class {
     /// Neighbour discovery, for the device.
     Nd(NdRx),
     /// Neighbour discovery that fails validation (RFC 4861 7.1).
     Malformed,
 }
 
-/// Sorts an IPv6 packet (the IPoIB payload). Only an NS or NA (next header
-/// ICMPv6, type 135 or 136) is the device's; it must have hop limit 255, a
-/// good checksum and parse. Everything else, unparsable headers included,
-/// goes to smoltcp, which judges it.
+/// Validates an NS or NA (a packet [`peek`] calls neighbour discovery,
+/// copied out of its slot): hop limit 255, a good checksum, and a message
+/// that parses.
 pub(super) fn classify(packet: &[u8]) -> Ipv6Class {
     let Ok(ip) = Ipv6Packet::new_checked(packet) else {
-        return Ipv6Class::Stack;
+        return Ipv6Class::Malformed;
     };
     if ip.next_header() != IpProtocol::Icmpv6 || !NdRepr::is_nd(ip.payload()) {
-        return Ipv6Class::Stack;
+        return Ipv6Class::Malformed;
     }
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     if ip.hop_limit() != ND_HOP_LIMIT {
@@ -76,6 +97,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
 
     /// Acts on a received NS or NA.
     pub(super) fn on_nd(&mut self, nd: &NdRx, source: &DatagramSource) {
+        if nd.src.is_multicast() {
+            // RFC 4861 7.1: the source is unicast (or, for DAD, unspecified).
+            self.tx.stats.rx_drops.malformed += 1;
+            return;
+        }
         if let Some(lla) = nd.repr.lla {
             if !source.agrees_with(&lla) {
                 self.tx.stats.rx_drops.nd_spoofed += 1;

@@ -14,7 +14,7 @@
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
+
 use verbs_shim::{Hca, RxArea, RxSlot, TxArea, TxSlot};
 
 use super::tx::{DropReason, TxSide};
@@ -46,36 +46,19 @@ pub struct TxToken<'a> {
     cm: Option<&'a mut super::cm::CmSide>,
 }
 
-/// The EtherType of an IP packet and where it goes next.
-fn classify(packet: &[u8], tx: &TxSide) -> (EtherType, Option<super::tx::Target>) {
-    match packet.first().map(|b| b >> 4) {
-        Some(6) => (
-            EtherType::Ipv6,
-            Ipv6Packet::new_checked(packet)
-                .ok()
-                .and_then(|ip| tx.route6(ip.dst_addr())),
-        ),
-        _ => (
-            EtherType::Ipv4,
-            Ipv4Packet::new_checked(packet)
-                .ok()
-                .and_then(|ip| tx.route(ip.dst_addr())),
-        ),
-    }
-}
-
+#[cfg(feature = "alloc")]
 impl TxToken<'_> {
     /// Connected mode's path for a packet larger than the datagram MTU:
-    /// smoltcp writes it into the scratch buffer; it is then queued for the
-    /// neighbour's connection if the neighbour does connected mode, or cut
-    /// into IPv4 fragments that go over UD (`docs/connected-mode.md` §8).
-    /// `Err(f)` hands `f` back when this is not such a packet.
-    #[cfg(feature = "alloc")]
+    /// smoltcp writes it into the connected-mode scratch buffer; it is then
+    /// queued for the neighbour's connection if the neighbour does
+    /// connected mode, or sent in fragments over UD as any packet above the
+    /// datagram MTU (`docs/connected-mode.md` §8). `Err(f)` hands `f` back
+    /// when this is not such a packet (or connected mode is off).
     fn consume_big<R, F>(&mut self, len: usize, f: F) -> Result<R, F>
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        if len <= self.tx.ud_mtu {
+        if len <= self.tx.ip_mtu {
             return Err(f);
         }
         let TxToken { slot, area, tx, cm } = self;
@@ -86,72 +69,38 @@ impl TxToken<'_> {
             return Err(f);
         };
         let result = f(&mut buffer[encap::HEADER_LEN..]);
-        let (ethertype, target) = classify(&buffer[encap::HEADER_LEN..], tx);
+        let packet = &buffer[encap::HEADER_LEN..];
+        let ethertype = ethertype_of(packet);
+        let target = tx.route_packet(packet);
         let hw = target.and_then(|t| tx.unicast_hw(t));
-        match (hw, target) {
-            (Some(hw), _) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 => {
+        match (hw, slot.take()) {
+            (Some(hw), slot) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 => {
                 cm.queue(len, ethertype, hw);
-                if let Some(slot) = slot.take() {
+                if let Some(slot) = slot {
                     tx.release(slot);
                 }
             }
-            (_, Some(target)) => fragment(cm, len, slot, area, tx, target, ethertype),
-            _ => {
-                cm.stats.tx_too_big += 1;
-                if let Some(slot) = slot.take() {
-                    tx.release(slot);
-                }
-            }
+            (_, Some(slot)) => send_fragments(tx, area, slot, cm.packet(len)),
+            (_, None) => {}
         }
         Ok(result)
     }
 }
 
-/// Sends the scratch buffer's IP packet of `len` bytes to `target` in
-/// fragments over UD, one TX slot each (the token's first), if it can be
-/// cut and there are slots enough besides those kept for ARP; drops and
-/// counts it otherwise.
+/// The MTU the MSS of an outgoing SYN is clamped to: the datagram MTU, or
+/// in connected mode the connected MTU unless the neighbour is known not
+/// to do connected mode (an unknown one may: its own SYN's MSS and its own
+/// clamp keep its side honest).
 #[cfg(feature = "alloc")]
-fn fragment(
-    cm: &mut super::cm::CmSide,
-    len: usize,
-    slot: &mut Option<TxSlot>,
-    area: &mut TxArea<'_>,
-    tx: &mut TxSide,
-    target: super::tx::Target,
-    ethertype: EtherType,
-) {
-    let mtu = tx.ud_mtu;
-    let plan = super::fragment::plan(cm.packet(len), mtu);
-    let enough = plan.is_some_and(|p| p.count <= tx.slots_for_stack() + 1);
-    let (Some(plan), true, Some(first)) = (plan, enough, slot.take()) else {
-        cm.stats.tx_too_big += 1;
-        if let Some(s) = slot.take() {
-            tx.release(s);
-        }
-        return;
+fn mss_mtu(cm: Option<&super::cm::CmSide>, tx: &mut TxSide, packet: &[u8]) -> usize {
+    let Some(cm) = cm else {
+        return tx.ip_mtu;
     };
-    let ident = tx.ip_ident;
-    tx.ip_ident = tx.ip_ident.wrapping_add(1);
-    let mut next = Some(first);
-    for index in 0..plan.count {
-        let Some(frag_slot) = next.take().or_else(|| tx.free.pop()) else {
-            break;
-        };
-        let buffer = area.slot_mut(&frag_slot);
-        let written = buffer
-            .get_mut(encap::HEADER_LEN..)
-            .and_then(|out| super::fragment::write(cm.packet(len), &plan, index, ident, out));
-        let Some(written) = written else {
-            tx.drop_slot(frag_slot, DropReason::NoRoute);
-            break;
-        };
-        let mut header = EncapPacket::new_unchecked(&mut *buffer);
-        let _ = EncapRepr { ethertype }.emit(&mut header);
-        cm.stats.tx_fragments += 1;
-        tx.submit(frag_slot, (encap::HEADER_LEN + written) as u16, target);
+    let hw = tx.route_packet(packet).and_then(|t| tx.unicast_hw(t));
+    match hw {
+        Some(hw) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE == 0 => tx.ip_mtu,
+        _ => cm.mtu,
     }
-    cm.stats.tx_fragmented += 1;
 }
 
 impl RxToken<'_> {
@@ -214,12 +163,26 @@ impl phy::TxToken for TxToken<'_> {
         let Some(slot) = self.slot.take() else {
             return f(&mut []);
         };
+        #[cfg(feature = "alloc")]
+        if len > self.tx.ip_mtu {
+            return self.consume_fragmented(slot, len, f);
+        }
         let buffer = self.area.slot_mut(&slot);
-        // The MTU we report keeps `len` within the slot.
+        // The MTU we report keeps `len` within the slot (larger packets
+        // were fragmented above).
         let end = (encap::HEADER_LEN + len).min(buffer.len());
         let frame = &mut buffer[..end];
         let result = f(&mut frame[encap::HEADER_LEN..]);
-        let (ethertype, target) = classify(&frame[encap::HEADER_LEN..], self.tx);
+        #[cfg(feature = "alloc")]
+        {
+            let mtu = mss_mtu(self.cm.as_deref(), self.tx, &frame[encap::HEADER_LEN..]);
+            if super::frag_tx::clamp_mss(&mut frame[encap::HEADER_LEN..], mtu) {
+                self.tx.stats.frag_tx.mss_clamped += 1;
+            }
+        }
+        let packet = &frame[encap::HEADER_LEN..];
+        let ethertype = ethertype_of(packet);
+        let target = self.tx.route_packet(packet);
         let mut header = EncapPacket::new_unchecked(&mut *frame);
         let _ = EncapRepr { ethertype }.emit(&mut header);
         match target {
@@ -227,6 +190,72 @@ impl phy::TxToken for TxToken<'_> {
             None => self.tx.drop_slot(slot, DropReason::NoRoute),
         }
         result
+    }
+}
+
+/// The IPoIB EtherType of an IP packet, by its version.
+fn ethertype_of(packet: &[u8]) -> EtherType {
+    match packet.first().map(|b| b >> 4) {
+        Some(6) => EtherType::Ipv6,
+        _ => EtherType::Ipv4,
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl TxToken<'_> {
+    /// Lets smoltcp write a packet larger than the MTU into a scratch
+    /// buffer, then sends it as fragments, the first in this token's slot
+    /// and the rest in free slots (keeping [`super::ARP_RESERVE`]). A packet
+    /// that cannot be cut, or that needs more slots than are free, is
+    /// dropped and counted.
+    fn consume_fragmented<R, F>(&mut self, slot: TxSlot, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut scratch = alloc::vec![0u8; len];
+        let result = f(&mut scratch);
+        send_fragments(self.tx, &mut self.area, slot, &scratch);
+        result
+    }
+}
+
+/// Sends `packet` (an IP packet larger than the MTU) as fragments, the
+/// first in `slot` and the rest in free slots (keeping
+/// [`super::ARP_RESERVE`]). A packet that cannot be cut, or that needs more
+/// slots than are free, is dropped and counted.
+#[cfg(feature = "alloc")]
+fn send_fragments(tx: &mut TxSide, area: &mut TxArea<'_>, slot: TxSlot, packet: &[u8]) {
+    let ident = tx.frag_ident;
+    tx.frag_ident = tx.frag_ident.wrapping_add(1);
+    let Some(target) = tx.route_packet(packet) else {
+        tx.drop_slot(slot, DropReason::NoRoute);
+        return;
+    };
+    let pieces = super::frag_tx::fragments(packet, tx.ip_mtu, ident);
+    let room = tx.free.len().saturating_sub(super::ARP_RESERVE) + 1;
+    let Some(pieces) = pieces.filter(|p| p.len() <= room) else {
+        tx.stats.tx_drops.fragmentation += 1;
+        tx.release(slot);
+        return;
+    };
+    let ethertype = ethertype_of(packet);
+    tx.stats.frag_tx.datagrams += 1;
+    let mut next = Some(slot);
+    for piece in &pieces {
+        let Some(slot) = next.take().or_else(|| tx.free.pop()) else {
+            break;
+        };
+        let buffer = area.slot_mut(&slot);
+        let end = encap::HEADER_LEN + piece.len();
+        let Some(frame) = buffer.get_mut(..end) else {
+            tx.stats.tx_drops.fragmentation += 1;
+            tx.release(slot);
+            continue;
+        };
+        frame[encap::HEADER_LEN..].copy_from_slice(piece);
+        let _ = EncapRepr { ethertype }.emit(&mut EncapPacket::new_unchecked(&mut *frame));
+        tx.stats.frag_tx.fragments += 1;
+        tx.submit(slot, end as u16, target);
     }
 }
 
@@ -373,13 +402,24 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
+        // With `alloc` the device fragments what exceeds the IPoIB MTU
+        // itself, IPv6 included (frag_tx.rs says why); in connected mode
+        // `self.mtu` is the connected MTU, larger still.
+        #[cfg(feature = "alloc")]
+        let mtu = FRAGMENTED_MTU.max(self.mtu);
+        #[cfg(not(feature = "alloc"))]
+        let mtu = self.mtu;
+        caps.max_transmission_unit = mtu;
         // Bursts larger than the posted receive slots are dropped.
         caps.max_burst_size = Some(self.rx_slots);
         caps.checksum = checksums(self.hca.offloads());
         caps
     }
 }
+
+/// The IP MTU reported to smoltcp when the device fragments.
+#[cfg(feature = "alloc")]
+const FRAGMENTED_MTU: usize = super::frag_tx::MAX_DATAGRAM;
 
 /// IP checksums are ours to make; they are ours to check too unless the
 /// provider promises that what it delivers was checked (the sim fabric,

@@ -84,28 +84,66 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             return None;
         };
         let ethertype = match encap.ethertype() {
-            #[cfg(feature = "alloc")]
-            EtherType::Ipv6 if crate::frag6::is_fragment(encap.payload()) => {
-                if let Some(whole) = rx.reassembly.push(encap.payload(), tx.now) {
-                    if rx.whole.push_back((whole, source)).is_err() {
-                        tx.stats.frag6.queue_full += 1;
+            EtherType::Ipv6 => {
+                // The slot is memory the back end can still write: anything
+                // the device parses itself (a length field read twice) is
+                // parsed from a private copy, as smoltcp's packets are.
+                let payload = encap.payload();
+                let kind = nd::peek(payload);
+                if kind == nd::Ipv6Kind::Stack {
+                    EtherType::Ipv6
+                } else {
+                    let n = payload.len().min(rx.copy.len());
+                    rx.copy[..n].copy_from_slice(&payload[..n]);
+                    let _ = rx.repost.push(slot);
+                    let packet = &rx.copy[..n];
+                    match kind {
+                        nd::Ipv6Kind::Fragment => {
+                            #[cfg(feature = "alloc")]
+                            if let Some(whole) = rx.reassembly.push(packet, tx.now) {
+                                if rx.whole.push_back((whole, source)).is_err() {
+                                    tx.stats.frag6.queue_full += 1;
+                                }
+                            }
+                            // Without `alloc` there is no reassembly: the
+                            // fragment is counted and dropped.
+                            #[cfg(not(feature = "alloc"))]
+                            {
+                                let _ = packet;
+                                tx.stats.frag6.fragments += 1;
+                            }
+                            return None;
+                        }
+                        _ => match nd::classify(packet) {
+                            Ipv6Class::Nd(nd) => return Some((Control::Nd(nd), source)),
+                            Ipv6Class::Malformed => {
+                                tx.stats.rx_drops.malformed += 1;
+                                return None;
+                            }
+                        },
                     }
                 }
+            }
+            EtherType::Ipv4 if is_ipv4_fragment(encap.payload()) => {
+                // Parsed from a private copy, like IPv6's: the back end can
+                // still write the slot.
+                let payload = encap.payload();
+                let n = payload.len().min(rx.copy.len());
+                rx.copy[..n].copy_from_slice(&payload[..n]);
                 let _ = rx.repost.push(slot);
+                #[cfg(feature = "alloc")]
+                if let Some(whole) = rx.reassembly.push(&rx.copy[..n], tx.now) {
+                    if rx.whole.push_back((whole, source)).is_err() {
+                        tx.stats.frag4.queue_full += 1;
+                    }
+                }
+                // Without `alloc` there is no reassembly: counted, dropped.
+                #[cfg(not(feature = "alloc"))]
+                {
+                    tx.stats.frag4.fragments += 1;
+                }
                 return None;
             }
-            EtherType::Ipv6 => match nd::classify(encap.payload()) {
-                Ipv6Class::Stack => EtherType::Ipv6,
-                Ipv6Class::Nd(nd) => {
-                    let _ = rx.repost.push(slot);
-                    return Some((Control::Nd(nd), source));
-                }
-                Ipv6Class::Malformed => {
-                    tx.stats.rx_drops.malformed += 1;
-                    let _ = rx.repost.push(slot);
-                    return None;
-                }
-            },
             other => other,
         };
         match ethertype {
@@ -135,6 +173,16 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         }
         None
     }
+}
+
+/// True if `packet` is an IPv4 fragment (more fragments follow, or its
+/// offset is not 0): the device reassembles it, so that every drop is
+/// counted (`IpoibStats::frag4`).
+fn is_ipv4_fragment(packet: &[u8]) -> bool {
+    packet.first().map(|b| b >> 4) == Some(4)
+        && packet
+            .get(6..8)
+            .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0)
 }
 
 /// True if a received packet is one this port sent itself (a multicast

@@ -7,7 +7,7 @@
 
 use heapless::{Deque, Vec};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
+use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Packet, Ipv6Address, Ipv6Packet};
 use verbs_shim::{DestHandle, Gid, PKey, QKey, Qpn, TxSlot, UdDest};
 
 use super::{MAX_SLOTS, PENDING};
@@ -89,13 +89,11 @@ pub(crate) struct TxSide {
     pub local: Local,
     pub stats: IpoibStats,
     pub now: Instant,
-    /// The datagram MTU; larger packets go over connected mode.
+    /// The IPoIB MTU (the largest IP packet one slot carries).
+    pub ip_mtu: usize,
+    /// The next fragment identification.
     #[cfg(feature = "alloc")]
-    pub ud_mtu: usize,
-    /// The identification of the next packet the device fragments (its
-    /// low 16 bits for IPv4).
-    #[cfg(feature = "alloc")]
-    pub ip_ident: u32,
+    pub frag_ident: u32,
 }
 
 impl TxSide {
@@ -111,10 +109,9 @@ impl TxSide {
             local,
             stats: IpoibStats::default(),
             now: Instant::ZERO,
+            ip_mtu: 0,
             #[cfg(feature = "alloc")]
-            ud_mtu: 0,
-            #[cfg(feature = "alloc")]
-            ip_ident: 1,
+            frag_ident: 1,
         }
     }
 
@@ -151,6 +148,18 @@ impl TxSide {
             return Some(Target::Ip(dst.into()));
         }
         self.config.gateway.map(|gw| Target::Ip(gw.into()))
+    }
+
+    /// Where the IP packet `packet` goes next (IPv4 or IPv6 by its version).
+    pub fn route_packet(&self, packet: &[u8]) -> Option<Target> {
+        match packet.first().map(|b| b >> 4) {
+            Some(6) => Ipv6Packet::new_checked(packet)
+                .ok()
+                .and_then(|ip| self.route6(ip.dst_addr())),
+            _ => Ipv4Packet::new_checked(packet)
+                .ok()
+                .and_then(|ip| self.route(ip.dst_addr())),
+        }
     }
 
     /// Where an IPv6 packet to `dst` goes next: a group by its MGID, an

@@ -1,5 +1,5 @@
-//! ICMP echo: `count` requests, one every `interval`, each given `timeout`
-//! for its reply.
+//! ICMP echo (ICMPv4 or ICMPv6, by the target's family): `count` requests,
+//! one every `interval`, each given `timeout` for its reply.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -10,7 +10,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::icmp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, Ipv6Address};
 
 use super::ClientError;
 
@@ -20,7 +20,7 @@ const PACKETS: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
 pub struct PingConfig {
-    pub target: Ipv4Address,
+    pub target: IpAddress,
     /// Requests to send, numbered 1..=count.
     pub count: u16,
     pub interval: Duration,
@@ -34,9 +34,9 @@ pub struct PingConfig {
 
 impl PingConfig {
     /// Three requests a second apart, a second each to answer.
-    pub fn new(target: Ipv4Address) -> PingConfig {
+    pub fn new(target: impl Into<IpAddress>) -> PingConfig {
         PingConfig {
-            target,
+            target: target.into(),
             count: 3,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
@@ -49,7 +49,7 @@ impl PingConfig {
 /// What came back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PingReport {
-    pub target: Ipv4Address,
+    pub target: IpAddress,
     /// Request `seq` (from 1) took `rtts[seq - 1]`, or got no reply in time.
     pub rtts: Vec<Option<Duration>>,
 }
@@ -104,6 +104,36 @@ impl fmt::Display for PingReport {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The identifier, sequence number and data of an echo reply from `from`
+/// (checksum checked by smoltcp on the way in, as the device asks).
+fn echo_reply(data: &[u8], from: IpAddress) -> Option<(u16, u16, &[u8])> {
+    match from {
+        IpAddress::Ipv4(_) => {
+            let packet = Icmpv4Packet::new_checked(data).ok()?;
+            match Icmpv4Repr::parse(&packet, &ChecksumCapabilities::default()).ok()? {
+                Icmpv4Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                } => Some((ident, seq_no, data)),
+                _ => None,
+            }
+        }
+        IpAddress::Ipv6(src) => {
+            let packet = Icmpv6Packet::new_checked(data).ok()?;
+            let any = Ipv6Address::UNSPECIFIED;
+            match Icmpv6Repr::parse(&src, &any, &packet, &ChecksumCapabilities::ignored()).ok()? {
+                Icmpv6Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                } => Some((ident, seq_no, data)),
+                _ => None,
+            }
+        }
     }
 }
 
@@ -184,18 +214,10 @@ impl Pinger {
 
     fn receive(&mut self, socket: &mut icmp::Socket<'_>, now: Instant) {
         while let Ok((data, from)) = socket.recv() {
-            if from != IpAddress::Ipv4(self.config.target) {
+            if from != self.config.target {
                 continue;
             }
-            let Ok(packet) = Icmpv4Packet::new_checked(data) else {
-                continue;
-            };
-            let Ok(Icmpv4Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            }) = Icmpv4Repr::parse(&packet, &ChecksumCapabilities::default())
-            else {
+            let Some((ident, seq_no, data)) = echo_reply(data, from) else {
                 continue;
             };
             let index = usize::from(seq_no).wrapping_sub(1);
@@ -223,18 +245,42 @@ impl Pinger {
         }
         let seq = (index + 1) as u16;
         let payload: Vec<u8> = self.payload(seq).collect();
-        let repr = Icmpv4Repr::EchoRequest {
-            ident: self.config.ident,
-            seq_no: seq,
-            data: &payload,
+        let (ident, target) = (self.config.ident, self.config.target);
+        let sent = match target {
+            IpAddress::Ipv4(_) => {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data: &payload,
+                };
+                socket.send(repr.buffer_len(), target).map(|buf| {
+                    repr.emit(
+                        &mut Icmpv4Packet::new_unchecked(buf),
+                        &ChecksumCapabilities::default(),
+                    )
+                })
+            }
+            IpAddress::Ipv6(dst) => {
+                let repr = Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data: &payload,
+                };
+                // smoltcp fills in the checksum once it has chosen the
+                // source address.
+                socket.send(repr.buffer_len(), target).map(|buf| {
+                    repr.emit(
+                        &Ipv6Address::UNSPECIFIED,
+                        &dst,
+                        &mut Icmpv6Packet::new_unchecked(buf),
+                        &ChecksumCapabilities::ignored(),
+                    )
+                })
+            }
         };
-        let Ok(buf) = socket.send(repr.buffer_len(), IpAddress::Ipv4(self.config.target)) else {
+        if sent.is_err() {
             return;
-        };
-        repr.emit(
-            &mut Icmpv4Packet::new_unchecked(buf),
-            &ChecksumCapabilities::default(),
-        );
+        }
         self.sent_at[index] = Some(now);
         self.next_send = Some(now + self.config.interval);
     }

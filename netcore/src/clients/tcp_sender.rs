@@ -36,6 +36,9 @@ pub struct TcpSenderConfig {
     pub raw: bool,
     /// For the whole exchange, from the first poll.
     pub timeout: Duration,
+    /// The send buffer: what can be in flight (at most the receiver's
+    /// window; `NetStack::tcp_window` for a stack's own device).
+    pub window: usize,
 }
 
 impl TcpSenderConfig {
@@ -48,6 +51,7 @@ impl TcpSenderConfig {
             payload: Payload::Pattern,
             raw: false,
             timeout: Duration::from_secs(60),
+            window: SENDER_TX_BUFFER,
         }
     }
 }
@@ -95,7 +99,7 @@ impl TcpSender {
             sockets,
             config.remote,
             config.local_port,
-            (SENDER_RX_BUFFER, SENDER_TX_BUFFER),
+            (SENDER_RX_BUFFER, config.window),
             config.timeout,
         )?;
         Ok(TcpSender {
