@@ -11,9 +11,9 @@
 //!   active side and send only on connections we opened, as Linux), and
 //!   packets wait for it in a bounded queue;
 //! - larger ones to a neighbour without the flag (or not resolved yet, or a
-//!   group) are cut into IPv4 or IPv6 fragments over UD (the `fragment`
-//!   module); TCP never needs it (the peer's MSS keeps its segments within
-//!   its MTU);
+//!   group) are cut into IPv4 or IPv6 fragments over UD (the `frag_tx`
+//!   module, as any packet above the datagram MTU); TCP rarely needs it
+//!   (the MSS clamp and the peer's MSS keep its segments within the MTU);
 //!
 //! Requests from peers are accepted up to a limit; what arrives on any
 //! connection is copied out of its big slot (the trust model's one copy)
