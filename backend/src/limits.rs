@@ -15,6 +15,10 @@ pub fn back_config(epoch: u32, limits: &GuestLimits) -> BackConfig {
         max_dests: limits.max_dests,
         max_mcast_groups: limits.max_mcast_groups,
         max_pending_resolves: limits.max_pending_resolves,
+        // Offered only when the seat allows connections; not agreed at
+        // Connected if the provider has no RC (rdma today).
+        connected_mode: limits.max_rc_conns > 0,
+        max_rc_conns: limits.max_rc_conns,
         ..BackConfig::default()
     }
 }

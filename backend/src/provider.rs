@@ -52,6 +52,29 @@ enum PortKind {
 }
 
 impl Port {
+    /// Connected mode over the guest's big-slot area
+    /// (`BackHalf::rc_region`), with at most `max_conns` connections. The
+    /// sim fabric has RC; the rdma provider does not yet (librdmacm), and
+    /// its ports stay as they are: the back half then does not agree to
+    /// connected mode and the guest stays in datagram mode.
+    pub fn enable_rc(
+        &mut self,
+        region: ring::Window,
+        big: verbs_shim::rc::BigLayout,
+        max_conns: usize,
+    ) -> Result<(), ProviderError> {
+        match &mut self.kind {
+            PortKind::Sim(p) => p
+                .enable_rc(verbs_shim::sim::RcSetup {
+                    big,
+                    region,
+                    max_conns,
+                })
+                .map_err(|e| ProviderError(format!("connected mode refused: {e}"))),
+            PortKind::Rdma(_) => Ok(()),
+        }
+    }
+
     fn new(kind: PortKind, lease: Option<QpLease>) -> Port {
         Port {
             kind,
@@ -314,6 +337,12 @@ impl Verbs for Port {
     }
     fn release_dest(&mut self, handle: DestHandle) -> Result<(), HcaError> {
         forward!(self, p => p.release_dest(handle))
+    }
+    fn rc(&mut self) -> Option<&mut dyn verbs_shim::rc::RcVerbs> {
+        match &mut self.kind {
+            PortKind::Sim(p) => p.rc(),
+            PortKind::Rdma(_) => None,
+        }
     }
 }
 

@@ -403,7 +403,13 @@ impl Seat {
             if let Some(setup) = s.back.poll_guest_init()? {
                 let wake = s.wake.clone();
                 match fabric.open_port(self.index, &self.config, &setup, mtu, wake, &self.qps) {
-                    Ok(port) => {
+                    Ok(mut port) => {
+                        if let Some((region, big)) = s.back.rc_region() {
+                            let max = self.config.limits.max_rc_conns;
+                            if let Err(e) = port.enable_rc(region, big, max) {
+                                log::warn!("guest {}: {e}", self.config.name);
+                            }
+                        }
                         s.port = Some(port.port_attr());
                         register_port(&self.config, self.directory.as_deref(), s.port);
                         if let Some(c) = &self.capture {

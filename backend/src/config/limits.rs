@@ -4,8 +4,9 @@
 //! guest stays connected.
 //!
 //! In a `[[guest]]` table: `max_mcast_groups`, `max_dests`, `max_qps`,
-//! `max_pending_resolves`. On the command line, in `--guest`:
-//! `max-mcast-groups=`, `max-dests=`, `max-qps=`, `max-pending-resolves=`.
+//! `max_pending_resolves`, `max_rc_conns`. On the command line, in
+//! `--guest`: `max-mcast-groups=`, `max-dests=`, `max-qps=`,
+//! `max-pending-resolves=`, `max-rc-conns=`.
 
 use super::ConfigError;
 
@@ -23,6 +24,10 @@ pub struct GuestLimits {
     /// Address resolutions in progress at once (the per-guest queue of the
     /// asynchronous resolver).
     pub max_pending_resolves: usize,
+    /// Connected mode (RFC 4755, `docs/connected-mode.md`): RC connections
+    /// held at once. 0 (the default) does not offer connected mode to the
+    /// guest; setting it does, where the provider has RC (the sim fabric).
+    pub max_rc_conns: usize,
 }
 
 impl Default for GuestLimits {
@@ -32,20 +37,23 @@ impl Default for GuestLimits {
             max_dests: 1024,
             max_qps: 2,
             max_pending_resolves: 16,
+            max_rc_conns: 0,
         }
     }
 }
 
 /// The keys, their flag spellings and their ranges.
-const KEYS: [(&str, &str, usize); 4] = [
+const KEYS: [(&str, &str, usize); 5] = [
     ("max_mcast_groups", "max-mcast-groups", 4096),
     ("max_dests", "max-dests", 65536),
     ("max_qps", "max-qps", 64),
     ("max_pending_resolves", "max-pending-resolves", 1024),
+    ("max_rc_conns", "max-rc-conns", 1024),
 ];
 
 /// The flag keys, for "known keys" messages.
-pub const FLAG_KEYS: &str = "max-mcast-groups, max-dests, max-qps, max-pending-resolves";
+pub const FLAG_KEYS: &str =
+    "max-mcast-groups, max-dests, max-qps, max-pending-resolves, max-rc-conns";
 
 impl GuestLimits {
     fn slot(&mut self, index: usize) -> Option<&mut usize> {
@@ -54,6 +62,7 @@ impl GuestLimits {
             1 => Some(&mut self.max_dests),
             2 => Some(&mut self.max_qps),
             3 => Some(&mut self.max_pending_resolves),
+            4 => Some(&mut self.max_rc_conns),
             _ => None,
         }
     }
@@ -108,6 +117,20 @@ mod tests {
         assert_eq!(l.set("max_qps", Some(1), "f"), Ok(true));
         assert_eq!((l.max_dests, l.max_qps), (8, 1));
         assert_eq!(l.set("window", Some(1), "f"), Ok(false));
+    }
+
+    #[test]
+    fn connected_mode_is_off_until_a_seat_allows_connections() {
+        let mut l = GuestLimits::default();
+        assert_eq!(l.max_rc_conns, 0);
+        assert_eq!(l.set("max-rc-conns", Some(16), "f"), Ok(true));
+        assert_eq!(l.max_rc_conns, 16);
+        assert!(l.set("max_rc_conns", Some(0), "f").is_err());
+        assert!(l.set("max_rc_conns", Some(1025), "f").is_err());
+        let config = crate::limits::back_config(1, &l);
+        assert!(config.connected_mode);
+        assert_eq!(config.max_rc_conns, 16);
+        assert!(!crate::limits::back_config(1, &GuestLimits::default()).connected_mode);
     }
 
     #[test]

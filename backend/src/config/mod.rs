@@ -228,6 +228,7 @@ struct FileGuest {
     max_dests: Option<toml::Value>,
     max_qps: Option<toml::Value>,
     max_pending_resolves: Option<toml::Value>,
+    max_rc_conns: Option<toml::Value>,
 }
 
 /// Command-line overrides and additions, as parsed by clap.
@@ -578,6 +579,7 @@ fn guest_from_file(i: usize, g: &FileGuest) -> Result<GuestConfig, ConfigError> 
             ("max_dests", g.max_dests.as_ref()),
             ("max_qps", g.max_qps.as_ref()),
             ("max_pending_resolves", g.max_pending_resolves.as_ref()),
+            ("max_rc_conns", g.max_rc_conns.as_ref()),
         ],
         field,
     )?;

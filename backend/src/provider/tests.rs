@@ -156,3 +156,23 @@ fn a_seat_gets_no_more_qps_than_its_limit_and_gets_them_back() {
     let _again = open(&fabric, 0, &g, &qps);
     assert_eq!(qps.open(), 1);
 }
+
+#[test]
+fn a_sim_port_takes_connected_mode_when_asked() {
+    let fabric = Fabric::Sim(SimFabric::new(verbs_shim::sim::FaultConfig::NONE));
+    let qps = QpGauge::default();
+    let mut port = open(&fabric, 0, &guest("g1", 0xffff, 2), &qps);
+    assert!(port.rc().is_none(), "off until asked");
+    let big = verbs_shim::rc::BigLayout {
+        tx_count: 2,
+        rx_count: 2,
+        slot_size: 65536,
+    };
+    let region = Window::new_heap(big.region_len());
+    port.enable_rc(region, big, 8).expect("rc");
+    let caps = port.rc().and_then(|rc| rc.rc_caps()).expect("caps");
+    assert_eq!((caps.max_conns, caps.big), (8, big));
+    // Once only.
+    let again = port.enable_rc(Window::new_heap(big.region_len()), big, 8);
+    assert!(again.is_err());
+}
