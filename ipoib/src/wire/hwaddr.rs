@@ -186,4 +186,27 @@ mod tests {
         assert_eq!(m.qpn.get(), 0xff_ffff);
         assert!(!addr().is_multicast());
     }
+
+    #[test]
+    fn a_neighbour_keeps_only_the_connected_mode_flag() {
+        let gid = Gid::from_parts(0xfe80 << 48, 2);
+        let qpn = Qpn::new(0x48).unwrap();
+        let hw = HwAddr {
+            flags: 0xff,
+            qpn,
+            gid,
+        };
+        let n = hw.as_neighbour();
+        assert_eq!(n.flags, HwAddr::FLAG_CONNECTED_MODE);
+        assert_eq!((n.qpn, n.gid), (qpn, gid));
+        assert_eq!(
+            HwAddr {
+                flags: 0x7f,
+                qpn,
+                gid
+            }
+            .as_neighbour(),
+            HwAddr::new(qpn, gid)
+        );
+    }
 }
