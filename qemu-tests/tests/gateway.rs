@@ -53,15 +53,77 @@ impl Drop for Netns {
     }
 }
 
-/// An 8000-byte datagram to the guest's UDP echo service, which must come
-/// back byte for byte (three tries: the first may wait on ARP).
-const UDP_ECHO_8000: &str = r#"
+/// `ib-backend run` inside `ns` (so its TAP appears there) with the
+/// gateway `gateway`, `options` and seat g2 (`g2_spec` after its socket),
+/// up and ready.
+struct GatewayBackend {
+    guard: Guard,
+    seat: Seat,
+    control: std::path::PathBuf,
+}
+
+impl GatewayBackend {
+    fn start(
+        ns: &Netns,
+        dir: &std::path::Path,
+        gateway: &str,
+        options: &[&str],
+        g2_spec: &str,
+    ) -> Result<GatewayBackend> {
+        let seat = Seat::new(dir, "g2");
+        let control = dir.join("control.sock");
+        let backend = bin("ib-backend")?;
+        let g2 = format!("name=g2,socket={}{g2_spec}", seat.socket.display());
+        let mut args = vec![
+            backend.to_str().unwrap_or_default(),
+            "run",
+            "--control",
+            control.to_str().unwrap_or_default(),
+            "--gateway",
+            gateway,
+        ];
+        args.extend_from_slice(options);
+        args.extend(["--guest", &g2]);
+        let mut cmd = ns.command(&args);
+        cmd.env("RUST_LOG", "info");
+        let mut guard = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
+        guard.wait_for("ib-backend: provider", Duration::from_secs(20))?;
+        Ok(GatewayBackend {
+            guard,
+            seat,
+            control,
+        })
+    }
+
+    /// `ib-backend stats`: the whole output and its `gateway` line.
+    fn stats(&self) -> Result<(String, String)> {
+        let out = Command::new(bin("ib-backend")?)
+            .args(["stats", "--control"])
+            .arg(&self.control)
+            .output()?;
+        let stats = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with("gateway "))
+            .unwrap_or_default()
+            .to_owned();
+        Ok((stats, line))
+    }
+}
+
+/// Python that sends an 8000-byte datagram to `addr`'s UDP echo service
+/// (`family`: AF_INET or AF_INET6) and prints "echoed 8000 bytes" if it
+/// comes back byte for byte (three tries: the first may wait on ARP or
+/// neighbour discovery).
+fn udp_echo_8000(family: &str, addr: &str) -> String {
+    format!(
+        r#"
 import socket
 data = bytes((i * 7 + 3) % 256 for i in range(8000))
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.{family}, socket.SOCK_DGRAM)
 s.settimeout(2)
 for attempt in range(3):
-    s.sendto(data, ("10.77.0.2", 7))
+    s.sendto(data, ("{addr}", 7))
     try:
         back = s.recv(65536)
     except socket.timeout:
@@ -70,7 +132,9 @@ for attempt in range(3):
     break
 else:
     print("no echo")
-"#;
+"#
+    )
+}
 
 #[test]
 fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
@@ -79,22 +143,8 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
         return Ok(());
     };
     // The back end runs inside the namespace, so its TAP appears there.
-    let seat = Seat::new(&dir, "g2");
-    let control = dir.join("control.sock");
-    let backend = bin("ib-backend")?;
-    let mut cmd = ns.command(&[
-        backend.to_str().unwrap_or_default(),
-        "run",
-        "--control",
-        control.to_str().unwrap_or_default(),
-        "--gateway",
-        "ibgw0=10.77.0.1/24",
-        "--guest",
-        &format!("name=g2,socket={}", seat.socket.display()),
-    ]);
-    cmd.env("RUST_LOG", "info");
-    let mut be = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
-    be.wait_for("ib-backend: provider", Duration::from_secs(20))?;
+    let be = GatewayBackend::start(&ns, &dir, "ibgw0=10.77.0.1/24", &[], "")?;
+    let seat = &be.seat;
     let mut g2 = Hosted::serve(&dir, "g2", &seat.socket, "10.77.0.2/24")?;
     let _ = &mut g2;
     let ping = ns.exec(&["ping", "-c", "3", "-W", "2", "10.77.0.2"])?;
@@ -104,7 +154,7 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
     // the replies.
     let ping = ns.exec(&["ping", "-c", "3", "-s", "3000", "-W", "2", "10.77.0.2"])?;
     assert!(ping.contains("3 received"), "{ping}");
-    let echo = ns.exec(&["python3", "-c", UDP_ECHO_8000])?;
+    let echo = ns.exec(&["python3", "-c", &udp_echo_8000("AF_INET", "10.77.0.2")])?;
     assert!(echo.contains("echoed 8000 bytes"), "{echo}");
     // Issue 11: a burst of 1000 clients at once, none refused.
     let burst = ns.exec(&["python3", "-c", &http_burst("10.77.0.2", 1000)])?;
@@ -131,15 +181,7 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
         "http://10.77.0.2/",
     ])?;
     assert_eq!(index.trim(), "200");
-    let stats = Command::new(bin("ib-backend")?)
-        .args(["stats", "--control"])
-        .arg(&control)
-        .output()?;
-    let stats = String::from_utf8_lossy(&stats.stdout);
-    let line = stats
-        .lines()
-        .find(|l| l.starts_with("gateway "))
-        .unwrap_or_default();
+    let (stats, line) = be.stats()?;
     assert!(
         line.contains("up=1") && line.contains("arp_proxied="),
         "{stats}"
@@ -147,25 +189,6 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
     assert!(!line.contains("to_fabric=0 "), "{stats}");
     Ok(())
 }
-
-/// An 8000-byte datagram to the guest's UDP echo service over IPv6: Linux
-/// fragments it, the guest's ipoib reassembles it and fragments the echo.
-const UDP6_ECHO_8000: &str = r#"
-import socket
-data = bytes((i * 5 + 1) % 256 for i in range(8000))
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(2)
-for attempt in range(3):
-    s.sendto(data, ("fd77::2", 7))
-    try:
-        back = s.recv(65536)
-    except socket.timeout:
-        continue
-    print("echoed %d bytes" % len(back) if back == data else "mismatch: %d bytes" % len(back))
-    break
-else:
-    print("no echo")
-"#;
 
 /// Issue 11: IPv6 through the gateway. Linux `ping -6` and an HTTP GET
 /// over IPv6 reach a hosted guest with `ip6=`: proxy ND on the TAP, IPoIB
@@ -177,25 +200,14 @@ fn linux_ping6_and_curl_reach_a_guest_over_ipv6() -> Result<()> {
     let Some(ns) = Netns::create(&format!("ibgw6-{}", std::process::id()))? else {
         return Ok(());
     };
-    let seat = Seat::new(&dir, "g2");
-    let control = dir.join("control.sock");
-    let backend = bin("ib-backend")?;
-    let mut cmd = ns.command(&[
-        backend.to_str().unwrap_or_default(),
-        "run",
-        "--control",
-        control.to_str().unwrap_or_default(),
-        "--gateway",
+    let be = GatewayBackend::start(
+        &ns,
+        &dir,
         "ibgw0=10.77.0.1/24,fd77::1/64",
-        "--guest",
-        &format!(
-            "name=g2,socket={},ip=10.77.0.2,ip6=fd77::2",
-            seat.socket.display()
-        ),
-    ]);
-    cmd.env("RUST_LOG", "info");
-    let mut be = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
-    be.wait_for("ib-backend: provider", Duration::from_secs(20))?;
+        &[],
+        ",ip=10.77.0.2,ip6=fd77::2",
+    )?;
+    let seat = &be.seat;
     let _g2 = Hosted::serve_net(
         &dir,
         "g2",
@@ -211,7 +223,7 @@ fn linux_ping6_and_curl_reach_a_guest_over_ipv6() -> Result<()> {
     // (smoltcp 0.14 has no IPv6 fragmentation of its own).
     let ping = ns.exec(&["ping", "-6", "-c", "3", "-s", "3000", "-W", "2", "fd77::2"])?;
     assert!(ping.contains("3 received"), "{ping}");
-    let echo = ns.exec(&["python3", "-c", UDP6_ECHO_8000])?;
+    let echo = ns.exec(&["python3", "-c", &udp_echo_8000("AF_INET6", "fd77::2")])?;
     assert!(echo.contains("echoed 8000 bytes"), "{echo}");
     let page = ns.exec(&["curl", "-sS", "-m", "10", "http://[fd77::2]/stats"])?;
     assert!(page.contains("ip 10.77.0.2/24"), "{page}");
@@ -243,15 +255,7 @@ fn linux_ping6_and_curl_reach_a_guest_over_ipv6() -> Result<()> {
     // IPv4 still works beside it.
     let ping = ns.exec(&["ping", "-c", "1", "-W", "2", "10.77.0.2"])?;
     assert!(ping.contains("1 received"), "{ping}");
-    let stats = Command::new(bin("ib-backend")?)
-        .args(["stats", "--control"])
-        .arg(&control)
-        .output()?;
-    let stats = String::from_utf8_lossy(&stats.stdout);
-    let line = stats
-        .lines()
-        .find(|l| l.starts_with("gateway "))
-        .unwrap_or_default();
+    let (stats, line) = be.stats()?;
     assert!(line.contains("up=1"), "{stats}");
     assert!(!line.contains("nd_proxied=0"), "{stats}");
     assert!(line.contains("dropped_spoofed=0 "), "{stats}");
@@ -275,24 +279,14 @@ fn a_dhcp_guest_gets_the_gateway_as_router_and_linux_reaches_it() -> Result<()> 
     let Some(ns) = Netns::create(&format!("ibgwd-{}", std::process::id()))? else {
         return Ok(());
     };
-    let seat = Seat::new(&dir, "g2");
-    let control = dir.join("control.sock");
-    let backend = bin("ib-backend")?;
-    let mut cmd = ns.command(&[
-        backend.to_str().unwrap_or_default(),
-        "run",
-        "--control",
-        control.to_str().unwrap_or_default(),
-        "--gateway",
+    let mut be = GatewayBackend::start(
+        &ns,
+        &dir,
         "ibgw0=10.77.0.1/24",
-        "--dhcp",
-        "10.77.0.254/24",
-        "--guest",
-        &format!("name=g2,socket={},ip=10.77.0.2", seat.socket.display()),
-    ]);
-    cmd.env("RUST_LOG", "info");
-    let mut be = Guard::spawn("backend", cmd, &dir.join("backend.log"))?;
-    be.wait_for("ib-backend: provider", Duration::from_secs(20))?;
+        &["--dhcp", "10.77.0.254/24"],
+        ",ip=10.77.0.2",
+    )?;
+    let seat = &be.seat;
     // Linux speaks first (an ARP for a guest not there yet), so the gateway
     // knows where Linux is by the time the DHCP broadcasts come.
     let _ = ns
@@ -303,7 +297,7 @@ fn a_dhcp_guest_gets_the_gateway_as_router_and_linux_reaches_it() -> Result<()> 
         "dhcp: lease 10.77.0.2/24 gw 10.77.0.1",
         Duration::from_secs(20),
     )?;
-    be.wait_for(
+    be.guard.wait_for(
         "dhcp: lease 10.77.0.2/24 to seat g2 (qpn",
         Duration::from_secs(5),
     )?;
@@ -316,15 +310,7 @@ fn a_dhcp_guest_gets_the_gateway_as_router_and_linux_reaches_it() -> Result<()> 
     );
     // The guest's DHCP broadcasts reached the gateway too: they are not for
     // Linux, and not spoofing either.
-    let stats = Command::new(bin("ib-backend")?)
-        .args(["stats", "--control"])
-        .arg(&control)
-        .output()?;
-    let stats = String::from_utf8_lossy(&stats.stdout);
-    let line = stats
-        .lines()
-        .find(|l| l.starts_with("gateway "))
-        .unwrap_or_default();
+    let (stats, line) = be.stats()?;
     assert!(line.contains(" dropped_spoofed=0 "), "{stats}");
     Ok(())
 }

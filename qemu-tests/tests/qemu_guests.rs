@@ -267,78 +267,44 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
     );
     // Issue 11: IPv6 through the gateway (proxy ND on the TAP, IPoIB
     // neighbour discovery on the fabric).
-    let ping6 = Command::new("ip")
-        .args(["netns", "exec", &ns, "ping", "-6", "-c", "3", "-W", "3"])
-        .arg("fd77::2")
-        .output()?;
-    let out = String::from_utf8_lossy(&ping6.stdout);
-    assert!(out.contains("3 received"), "{out}");
+    // Every check runs in the namespace and must print what it is given.
+    let in_ns = |args: &[&str], want: &str| -> Result<()> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let what = args.first().copied().unwrap_or_default();
+        println!("{what}: {}", text.lines().last().unwrap_or(""));
+        assert!(
+            out.status.success() && text.contains(want),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    in_ns(
+        &["ping", "-6", "-c", "3", "-W", "3", "fd77::2"],
+        "3 received",
+    )?;
     // Larger than the MTU: the unikernel reassembles and fragments IPv6.
-    let ping6 = Command::new("ip")
-        .args([
-            "netns", "exec", &ns, "ping", "-6", "-c", "3", "-s", "3000", "-W", "3",
-        ])
-        .arg("fd77::2")
-        .output()?;
-    let out = String::from_utf8_lossy(&ping6.stdout);
-    assert!(out.contains("3 received"), "{out}");
-    let curl6 = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "curl",
-            "-sS",
-            "-m",
-            "20",
-            "--retry",
-            "3",
-            "http://[fd77::2]/stats",
-        ])
-        .output()?;
-    let page = String::from_utf8_lossy(&curl6.stdout);
-    assert!(
-        curl6.status.success() && page.contains("ip 10.77.0.2/24"),
-        "{page}{}",
-        String::from_utf8_lossy(&curl6.stderr)
-    );
-    let curl = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "curl",
-            "-sS",
-            "-m",
-            "20",
-            "--retry",
-            "3",
-            "http://10.77.0.2/stats",
-        ])
-        .output()?;
-    let page = String::from_utf8_lossy(&curl.stdout);
-    assert!(
-        curl.status.success() && page.contains("ip 10.77.0.2/24"),
-        "{page}{}",
-        String::from_utf8_lossy(&curl.stderr)
-    );
+    in_ns(
+        &["ping", "-6", "-c", "3", "-s", "3000", "-W", "3", "fd77::2"],
+        "3 received",
+    )?;
+    let curl = |url| ["curl", "-sS", "-m", "20", "--retry", "3", url];
+    in_ns(&curl("http://[fd77::2]/stats"), "ip 10.77.0.2/24")?;
+    in_ns(&curl("http://10.77.0.2/stats"), "ip 10.77.0.2/24")?;
     // Larger than the IPoIB MTU: the unikernel reassembles Linux's
     // fragments and fragments its replies.
-    let ping = Command::new("ip")
-        .args([
-            "netns", "exec", &ns, "ping", "-c", "3", "-s", "3000", "-W", "3",
-        ])
-        .arg("10.77.0.2")
-        .output()?;
-    let out = String::from_utf8_lossy(&ping.stdout);
-    assert!(out.contains("3 received"), "{out}");
+    in_ns(
+        &["ping", "-c", "3", "-s", "3000", "-W", "3", "10.77.0.2"],
+        "3 received",
+    )?;
     // 1000 clients at once: none refused (issue 11).
-    let burst = Command::new("ip")
-        .args(["netns", "exec", &ns, "python3", "-c"])
-        .arg(http_burst("10.77.0.2", 1000))
-        .output()?;
-    let out = String::from_utf8_lossy(&burst.stdout);
-    println!("unikernel burst: {out}");
-    assert!(out.contains("1000 ok, 0 refused, 0 failed"), "{out}");
+    in_ns(
+        &["python3", "-c", &http_burst("10.77.0.2", 1000)],
+        "1000 ok, 0 refused, 0 failed",
+    )?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod guest;
 pub mod net;
 pub mod raw;
+pub mod tshark;
 
 pub use capture::SharedCapture;
 pub use guest::{

@@ -5,9 +5,9 @@
 //! nothing; and tshark decodes the captured exchange with hardware type 32.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::task::Poll;
 
+use ibguest_testkit::tshark;
 use ibguest_testkit::{connect_channel, BoxError, GuestSpec, SharedCapture, SimBack, SimFront};
 use ipoib::{IpoibConfig, IpoibDevice, LinkState};
 use netcore::clients::PingConfig;
@@ -307,34 +307,20 @@ fn tshark_decodes_dhcp_with_hardware_type_32() -> Result<(), BoxError> {
         .map(|b| format!("{b:02x}"))
         .collect();
     // Wireshark 4 names the BOOTP fields dhcp.* (bootp.* before 3.0).
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args(["-Y", "dhcp.hw.type == 32", "-T", "fields"])
-        .args([
-            "-e",
+    let text = tshark::fields(
+        &path,
+        "dhcp.hw.type == 32",
+        &[
             "dhcp.hw.type",
-            "-e",
             "dhcp.hw.len",
-            "-e",
             "dhcp.flags.bc",
-        ])
-        .args(["-e", "dhcp.option.dhcp", "-e", "dhcp.ip.your"])
-        .args([
-            "-e",
+            "dhcp.option.dhcp",
+            "dhcp.ip.your",
             "dhcp.client_id.duid_type",
-            "-e",
             "dhcp.client_id.duid_ll_hw_type",
-        ])
-        .args(["-e", "dhcp.client_id.link_layer_address"])
-        .output()
-        .map_err(|e| format!("tshark is not installed ({e}): run `make deps`"))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+            "dhcp.client_id.link_layer_address",
+        ],
+    )?;
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     // DISCOVER, OFFER, REQUEST, ACK.
     let kinds: Vec<&str> = lines.iter().map(|f| f[3]).collect();

@@ -4,10 +4,9 @@
 //! 16 KiB reassembly buffers netcore configures; lost fragments cost the
 //! datagram, never the guest.
 
-use std::process::Command;
-
 use ibguest_testkit::apps::{ping, ping_with, udp_echo_step, udp_socket};
 use ibguest_testkit::capture::SharedCapture;
+use ibguest_testkit::tshark;
 use ibguest_testkit::{BoxError, GuestSpec, Net};
 use smoltcp::socket::udp;
 use smoltcp::time::Duration;
@@ -179,28 +178,11 @@ fn tshark_reassembles_the_captured_fragments() -> Result<(), BoxError> {
         Duration::from_secs(2)
     )?);
     capture.flush()?;
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-            "-e",
-            "ip.reassembled.length",
-            "-e",
-            "_ws.col.Protocol",
-        ])
-        .args(["-Y", "ip.reassembled.length"])
-        .output()
-        .map_err(|e| format!("tshark is not installed ({e}): run `make deps`"))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = tshark::fields(
+        &path,
+        "ip.reassembled.length",
+        &["frame.number", "ip.reassembled.length", "_ws.col.Protocol"],
+    )?;
     // Each whole datagram once per direction: 3008 bytes of ICMP (3000 of
     // data and the ICMP header) and 8008 of UDP, requests and replies.
     let lengths: Vec<&str> = text.lines().filter_map(|l| l.split('\t').nth(1)).collect();

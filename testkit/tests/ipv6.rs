@@ -5,10 +5,9 @@
 //! neighbour table; a fragmented IPv6 datagram reassembled by `ipoib`. A
 //! capture of it all decodes in tshark.
 
-use std::process::Command;
-
 use ibguest_testkit::apps::{ping, ping_with, tcp_transfer_to, udp_echo_step, udp_socket};
 use ibguest_testkit::capture::SharedCapture;
+use ibguest_testkit::tshark;
 use ibguest_testkit::{BoxError, GuestSpec, Net, RawSender};
 use ipoib::wire::ipv6::{link_local, solicited_node};
 use ipoib::wire::{EncapPacket, EncapRepr, EtherType, HwAddr, NdKind, NdRepr};
@@ -273,18 +272,10 @@ fn tshark_decodes_ipv6_neighbour_discovery() -> Result<(), BoxError> {
         Duration::from_secs(5),
     )?;
     capture.flush()?;
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args(["-Y", "icmpv6.type == 135 || icmpv6.type == 136", "-V"])
-        .output()
-        .map_err(|e| format!("tshark is not installed ({e}): run `make deps`"))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let nd = String::from_utf8_lossy(&out.stdout);
+    let nd = tshark::read(
+        &path,
+        &["-Y", "icmpv6.type == 135 || icmpv6.type == 136", "-V"],
+    )?;
     assert!(nd.contains("Neighbor Solicitation"), "{nd}");
     assert!(nd.contains("Neighbor Advertisement"), "{nd}");
     assert!(nd.contains("Source link-layer address"), "{nd}");
@@ -292,8 +283,7 @@ fn tshark_decodes_ipv6_neighbour_discovery() -> Result<(), BoxError> {
     // Length 3 (24 bytes): the 20-byte IPoIB address and 2 bytes of padding.
     assert!(nd.contains("Length: 3 (24 bytes)"), "{nd}");
     assert!(!nd.contains("Malformed"), "{nd}");
-    let summary = Command::new("tshark").arg("-r").arg(&path).output()?;
-    let summary = String::from_utf8_lossy(&summary.stdout);
+    let summary = tshark::read(&path, &[])?;
     assert!(summary.contains("Echo (ping) request"), "{summary}");
     assert!(summary.contains("Echo (ping) reply"), "{summary}");
     assert!(summary.contains("TCP"), "{summary}");
@@ -433,19 +423,11 @@ fn a_fragmented_ipv6_datagram_is_reassembled() -> Result<(), BoxError> {
     ping(&mut net, 0, b, 2, Duration::from_secs(5))?;
 
     capture.flush()?;
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args(["-Y", "ipv6.reassembled.length", "-T", "fields"])
-        .args(["-e", "ipv6.reassembled.length"])
-        .output()
-        .map_err(|e| format!("tshark is not installed ({e}): run `make deps`"))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = tshark::fields(
+        &path,
+        "ipv6.reassembled.length",
+        &["ipv6.reassembled.length"],
+    )?;
     // The UDP header and data: 8008 and 5008 bytes.
     let lengths: Vec<&str> = text.lines().collect();
     assert!(

@@ -3,10 +3,9 @@
 //! join, and a guest that did not join a group never sees its traffic, not
 //! even on its fabric port.
 
-use std::process::Command;
-
 use ibguest_testkit::apps::udp_socket;
 use ibguest_testkit::capture::SharedCapture;
+use ibguest_testkit::tshark;
 use ibguest_testkit::{BoxError, GuestSpec, Net};
 use ipoib::wire::ipv4_multicast_mgid;
 use ipoib::{GroupError, GroupState, MAX_GROUPS};
@@ -224,28 +223,11 @@ fn tshark_decodes_igmp_and_group_traffic() -> Result<(), BoxError> {
     net.run_for(Duration::from_millis(100))?;
     assert_eq!(received(&mut net, 1, s1).len(), 1);
     capture.flush()?;
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "_ws.col.Protocol",
-            "-e",
-            "ip.dst",
-            "-e",
-            "igmp.maddr",
-        ])
-        .args(["-Y", "igmp || udp.dstport == 5000"])
-        .output()
-        .map_err(|e| format!("tshark is not installed ({e}): run `make deps`"))?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = tshark::fields(
+        &path,
+        "igmp || udp.dstport == 5000",
+        &["_ws.col.Protocol", "ip.dst", "igmp.maddr"],
+    )?;
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines
