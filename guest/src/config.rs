@@ -615,12 +615,12 @@ mod tests {
         let e = BootConfig::parse("ip=10.0.0.2/24 colour=blue").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
+            "unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6, cm; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("ip=10.0.0.2/24 quiet").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6, cm; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)"
         );
         let e = BootConfig::parse("").unwrap_err();
         assert_eq!(e, BootConfigError::Net(ConfigError::MissingIp));

@@ -65,7 +65,7 @@ fn bad_command_line_says_what_is_wrong() -> Result<()> {
     assert_eq!(code, ExitCode::BadCommandLine, "{out}");
     expect(
         &out,
-        "ibguest: fatal: bad command line: unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)",
+        "ibguest: fatal: bad command line: unknown option \"colour=blue\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6, cm; guest: peer, send, rr, fetch, exit-after, busy-poll, xen-fault, crash)",
     );
     expect(
         &out,

@@ -49,7 +49,7 @@ pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, u64)]) -> fmt::Result {
 impl StatusSource for IpoibStats {
     fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
         let (rx, tx, arp, nd) = (&self.rx_drops, &self.tx_drops, &self.arp, &self.nd);
-        let (frag4, frag6) = (&self.frag4, &self.frag6);
+        let (frag4, frag6, cm) = (&self.frag4, &self.frag6, &self.cm);
         write_pairs(
             out,
             &[
@@ -114,6 +114,22 @@ impl StatusSource for IpoibStats {
                 ("tx_fragments", self.frag_tx.fragments),
                 ("tx_mss_clamped", self.frag_tx.mss_clamped),
                 ("tx_drop_fragmentation", tx.fragmentation),
+                ("cm_enabled", u64::from(cm.enabled)),
+                ("cm_connects", cm.connects),
+                ("cm_established", cm.established),
+                ("cm_rejected", cm.rejected),
+                ("cm_broken", cm.broken),
+                ("cm_accepted", cm.accepted),
+                ("cm_refused", cm.refused),
+                ("cm_idle_closed", cm.idle_closed),
+                ("cm_tx_packets", cm.tx_packets),
+                ("cm_tx_bytes", cm.tx_bytes),
+                ("cm_rx_packets", cm.rx_packets),
+                ("cm_rx_bytes", cm.rx_bytes),
+                ("cm_tx_too_big", cm.tx_too_big),
+                ("cm_tx_no_connection", cm.tx_no_connection),
+                ("cm_tx_errors", cm.tx_errors),
+                ("cm_rx_dropped", cm.rx_dropped),
             ],
         )
     }
@@ -143,17 +159,21 @@ mod tests {
         };
         stats.arp.learned = 2;
         stats.mcast.joins = 4;
+        stats.cm.enabled = true;
+        stats.cm.rx_bytes = 65480;
         let mut out = String::new();
         stats.write_status(&mut out).unwrap();
         assert!(out.starts_with("rx_packets 3\nrx_bytes 0\ntx_packets 0\ntx_bytes 99\n"));
         assert!(out.contains("\narp_learned 2\n"));
         assert!(out.contains("\nmcast_joins 4\n"));
+        assert!(out.contains("\ncm_enabled 1\n"), "{out}");
+        assert!(out.contains("\ncm_rx_bytes 65480\n"), "{out}");
         for line in out.lines() {
             let (key, value) = line.split_once(' ').unwrap();
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 61);
+        assert_eq!(out.lines().count(), 77);
     }
 
     #[test]
@@ -162,6 +182,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 61);
+        assert_eq!(out.lines().count(), 77);
     }
 }

@@ -6,7 +6,7 @@ use core::fmt;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 /// The options [`super::NetConfig::parse`] knows, as the errors list them.
-pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name, tcp-budget, ip6, gw6";
+pub const KNOWN_OPTIONS: &str = "ip, gw, services, log, name, tcp-budget, ip6, gw6, cm";
 const KNOWN_SERVICES: &str = "echo, http, discard, chargen, none";
 const KNOWN_LEVELS: &str = "off, error, warn, info, debug, trace";
 
@@ -71,6 +71,8 @@ pub enum ConfigError {
     },
     /// `gw6=` is the guest's own `ip6=`.
     Gateway6IsSelf { gateway: Ipv6Address },
+    /// `cm=` is not `off`, `on` or an MTU in range.
+    BadConnectedMode { value: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -161,6 +163,10 @@ impl fmt::Display for ConfigError {
             Gateway6IsSelf { gateway } => write!(
                 f,
                 "gw6={gateway}: that is this guest's own address; give the router's address or leave gw6= out"
+            ),
+            BadConnectedMode { value } => write!(
+                f,
+                "cm={value}: connected mode is off, on (IP MTU 65520) or the connected IP MTU, 1280 to 65520 (example: cm=on, cm=32768)"
             ),
         }
     }

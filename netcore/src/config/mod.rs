@@ -20,6 +20,7 @@
 //! | `tcp-budget` | KiB of socket buffers the TCP services may add for bursts of clients, 0 to 1048576 | 4096 (about 200 more HTTP connections) |
 //! | `ip6` | `ADDR/PREFIX`, a unicast IPv6 address (not link-local) and its on-link prefix | none (the link-local address from the port GUID is always there) |
 //! | `gw6` | an IPv6 address: link-local, or in `ip6`'s prefix | none |
+//! | `cm` | connected mode (RFC 4755, `docs/connected-mode.md`): `off`, `on` (IP MTU 65520, as Linux), or the connected IP MTU, 1280 to 65520; used only if the back end offers it, otherwise the guest stays in datagram mode | `off` |
 //!
 //! Anything else (unknown keys, bare words, a key given twice, a bad value)
 //! is a [`ConfigError`] whose message names the token and what to write
@@ -73,6 +74,9 @@ pub struct NetConfig {
     pub ip6: Option<Ipv6Cidr>,
     /// IPv6 next hop off the `ip6=` prefix (`gw6=`).
     pub gateway6: Option<Ipv6Address>,
+    /// Connected mode with this IP MTU (`cm=`), if the back end offers it;
+    /// `None`: datagram mode only.
+    pub connected_mtu: Option<u32>,
 }
 
 impl NetConfig {
@@ -91,6 +95,7 @@ impl NetConfig {
             tcp_budget: DEFAULT_TCP_BUDGET_KIB * 1024,
             ip6: None,
             gateway6: None,
+            connected_mtu: None,
         }
     }
 
@@ -150,6 +155,9 @@ impl NetConfig {
         if let Some(v) = value(7) {
             config.gateway6 = Some(ipv6::parse_gateway6(v, config.ip6)?);
         }
+        if let Some(v) = value(8) {
+            config.connected_mtu = parse_cm(v)?;
+        }
         Ok(config)
     }
 }
@@ -163,6 +171,7 @@ impl NetConfig {
         config.gateway = self.gateway;
         config.ipv6 = self.ip6;
         config.gateway6 = self.gateway6;
+        config.connected_mtu = self.connected_mtu;
         config
     }
 
@@ -211,8 +220,9 @@ impl FromStr for NetConfig {
 
 impl fmt::Display for NetConfig {
     /// Every option, in the order ip, gw, ip6, gw6, services, log, name,
-    /// tcp-budget; `gw=`, `ip6=` and `gw6=` only when set, `tcp-budget=`
-    /// only when it is not the default.
+    /// tcp-budget, cm; `gw=`, `ip6=` and `gw6=` only when set, `tcp-budget=`
+    /// only when it is not the default, `cm=` only when connected mode is
+    /// asked for (`cm=on` for the default MTU).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.dhcp {
             f.write_str("ip=dhcp")?;
@@ -238,12 +248,17 @@ impl fmt::Display for NetConfig {
         if self.tcp_budget != DEFAULT_TCP_BUDGET_KIB * 1024 {
             write!(f, " tcp-budget={}", self.tcp_budget / 1024)?;
         }
+        match self.connected_mtu {
+            None => {}
+            Some(DEFAULT_CONNECTED_MTU) => f.write_str(" cm=on")?,
+            Some(mtu) => write!(f, " cm={mtu}")?,
+        }
         Ok(())
     }
 }
 
 /// The options' keys (`parse` finds each value by its index here).
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "ip",
     "gw",
     "services",
@@ -252,7 +267,41 @@ const KEYS: [&str; 8] = [
     "tcp-budget",
     "ip6",
     "gw6",
+    "cm",
 ];
+
+/// The connected IP MTU of `cm=on`: 65520, Linux IPoIB's connected-mode
+/// MTU.
+pub const DEFAULT_CONNECTED_MTU: u32 = 65520;
+/// The smallest `cm=MTU`: IPv6's minimum link MTU.
+pub const MIN_CONNECTED_MTU: u32 = 1280;
+/// The largest `cm=MTU` (as Linux: 64 KiB less the IPoIB header and the
+/// IP layer's headroom).
+pub const MAX_CONNECTED_MTU: u32 = 65520;
+
+/// `cm=off|on|MTU`: `None` (datagram mode only) or the connected IP MTU.
+fn parse_cm(value: &str) -> Result<Option<u32>, ConfigError> {
+    match value {
+        "off" => return Ok(None),
+        "on" => return Ok(Some(DEFAULT_CONNECTED_MTU)),
+        _ => {}
+    }
+    let bad = || ConfigError::BadConnectedMode {
+        value: value.into(),
+    };
+    let digits_ok = !value.is_empty()
+        && value.len() <= 5
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && !value.starts_with('0');
+    if !digits_ok {
+        return Err(bad());
+    }
+    let mtu: u32 = value.parse().map_err(|_| bad())?;
+    if !(MIN_CONNECTED_MTU..=MAX_CONNECTED_MTU).contains(&mtu) {
+        return Err(bad());
+    }
+    Ok(Some(mtu))
+}
 
 /// `tcp-budget=` when not given: 4 MiB, about 200 more HTTP connections.
 pub const DEFAULT_TCP_BUDGET_KIB: usize = 4 * 1024;

@@ -69,15 +69,15 @@ fn every_error_says_what_to_fix() {
     let cases: &[(&str, &str)] = &[
         (
             "ip=10.77.0.2/24 foo=1",
-            "unknown option \"foo=1\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6)",
+            "unknown option \"foo=1\" (known: ip, gw, services, log, name, tcp-budget, ip6, gw6, cm)",
         ),
         (
             "ip=10.77.0.2/24 quiet",
-            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6)",
+            "\"quiet\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6, cm)",
         ),
         (
             "=5 ip=10.77.0.2/24",
-            "\"=5\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6)",
+            "\"=5\" is not key=value (known: ip, gw, services, log, name, tcp-budget, ip6, gw6, cm)",
         ),
         (
             "ip=10.77.0.2/24 ip=10.77.0.3/24",
@@ -219,10 +219,15 @@ fn arb_config() -> impl Strategy<Value = NetConfig> {
         arb_level(),
         arb_name(),
         prop_oneof![Just(DEFAULT_TCP_BUDGET_KIB), 0..=MAX_TCP_BUDGET_KIB],
+        prop_oneof![
+            Just(None),
+            Just(Some(DEFAULT_CONNECTED_MTU)),
+            (MIN_CONNECTED_MTU..=MAX_CONNECTED_MTU).prop_map(Some),
+        ],
     )
         .prop_filter_map(
             "not a usable host address",
-            |(len, net, host, gw_host, has_gw, svc, log, name, budget_kib)| {
+            |(len, net, host, gw_host, has_gw, svc, log, name, budget_kib, connected_mtu)| {
                 let host_mask = u32::MAX >> len;
                 let usable = |h: u32| 1 + h % (host_mask - 1);
                 let net = net & !host_mask;
@@ -248,6 +253,7 @@ fn arb_config() -> impl Strategy<Value = NetConfig> {
                     tcp_budget: budget_kib * 1024,
                     ip6: None,
                     gateway6: None,
+                    connected_mtu,
                 })
             },
         )
@@ -310,6 +316,39 @@ fn tcp_budget_is_kib_in_range() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn cm_is_off_on_or_an_mtu_in_range() {
+    let c = NetConfig::parse("ip=10.77.0.2/24").unwrap();
+    assert_eq!(c.connected_mtu, None);
+    assert_eq!(c.ipoib_config().connected_mtu, None);
+    assert!(!c.to_string().contains("cm="), "{c}");
+    let c = NetConfig::parse("ip=10.77.0.2/24 cm=off").unwrap();
+    assert_eq!(c.connected_mtu, None);
+    let c = NetConfig::parse("cm=on ip=10.77.0.2/24").unwrap();
+    assert_eq!(c.connected_mtu, Some(65520));
+    assert_eq!(c.ipoib_config().connected_mtu, Some(65520));
+    assert!(c.to_string().ends_with(" cm=on"), "{c}");
+    let c = NetConfig::parse("ip=10.77.0.2/24 cm=32768").unwrap();
+    assert_eq!(c.connected_mtu, Some(32768));
+    assert!(c.to_string().ends_with(" cm=32768"), "{c}");
+    assert_eq!(
+        NetConfig::parse("ip=10.77.0.2/24 cm=1280")
+            .unwrap()
+            .connected_mtu,
+        Some(1280)
+    );
+    for bad in [
+        "", "yes", "ON", "1279", "65521", "065520", "-1", "99999999", "0",
+    ] {
+        let e = NetConfig::parse(&format!("ip=10.77.0.2/24 cm={bad}")).unwrap_err();
+        assert_eq!(e, ConfigError::BadConnectedMode { value: bad.into() });
+        assert!(e.to_string().starts_with(&format!("cm={bad}: ")), "{e}");
+        assert!(e.to_string().contains("cm=on"), "{e}");
+    }
+    let e = NetConfig::parse("ip=10.77.0.2/24 cm=on cm=off").unwrap_err();
+    assert!(matches!(e, ConfigError::Duplicate { .. }), "{e}");
 }
 
 #[test]
