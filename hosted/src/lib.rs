@@ -2,6 +2,7 @@
 //! attached to `ib-backend` through the same ivshmem-doorbell socket QEMU
 //! uses.
 
+pub mod channel;
 pub mod runtime;
 pub mod transport;
 

@@ -30,6 +30,8 @@ struct Cli {
     /// The guest configuration, in the unikernel's command-line syntax:
     /// "ip=10.77.0.2/24 gw=10.77.0.1 ip6=fd77::2/64 services=echo,http,discard,chargen",
     /// or "ip=dhcp ..." to take the address from the back end's DHCP server.
+    /// "cm=on" (or "cm=MTU") asks for connected mode (RC, IP MTU 65520) if
+    /// the back end offers it (`ib-backend --guest ...,max-rc-conns=N`).
     #[arg(long)]
     net: Option<String>,
     /// Shorthand for --net "ip=ADDR/PREFIX".
@@ -204,11 +206,17 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
         return Ok(false);
     }
     log::info!(
-        "ibguest-hosted: {} up, hw {}, ip6 {}/64{}",
+        "ibguest-hosted: {} up, hw {}, ip6 {}/64{}, {} mode, MTU {}",
         rt.stack.config().ip,
         rt.stack.device.hw_addr(),
         rt.stack.device.ipv6_link_local(),
-        net.ip6.map(|c| format!(" {c}")).unwrap_or_default()
+        net.ip6.map(|c| format!(" {c}")).unwrap_or_default(),
+        if rt.stack.device.stats().cm.enabled {
+            "connected"
+        } else {
+            "datagram"
+        },
+        rt.stack.device.mtu()
     );
     let mut ports = LocalPorts::new((std::process::id() % 1000) as u16);
     match cli.command.unwrap_or(Command::Serve) {
@@ -288,6 +296,13 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
                 report.sent,
                 report.sent as f64 / secs / 1e6
             );
+            let cm = rt.stack.device.stats().cm;
+            if cm.enabled {
+                println!(
+                    "connected mode: {} packets, {} bytes sent over RC",
+                    cm.tx_packets, cm.tx_bytes
+                );
+            }
             Ok(report.sent == bytes)
         }
         Command::Fetch { url, timeout } => {

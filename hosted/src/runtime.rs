@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use ipoib::IpoibError;
 use netcore::{BusyPoll, NetConfig, NetStack};
-use ring::LayoutParams;
 use verbs_shim::front::FrontHca;
 use verbs_shim::HcaError;
 
+use crate::channel::Channel;
 use crate::transport::{Doorbell, Transport, Wake};
 use crate::HostedError;
 
@@ -31,20 +31,7 @@ pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 /// The largest busy-polling budget accepted.
 pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
-/// The channel parameters a hosted guest asks for: 256 TX and 1024 RX slots
-/// of 4 KiB (5 MiB of buffers, within the back end's default 8 MiB
-/// window), rings as large as the slot counts. The RX slots bound the TCP
-/// window (`netcore::services::tcp_window`: 1.5 MiB here); from 256 to 1024
-/// took a hashed 256 MiB transfer between two hosted guests from 450–470 to
-/// 650–990 MB/s (alternating runs on a loaded machine).
-pub const PARAMS: LayoutParams = LayoutParams {
-    ctrl_order: 4,
-    tx_order: 8,
-    rx_order: 10,
-    tx_slots: 256,
-    rx_slots: 1024,
-    slot_size: 4096,
-};
+pub use crate::channel::PARAMS;
 
 pub type Stack = NetStack<FrontHca<Doorbell>>;
 
@@ -52,6 +39,8 @@ pub struct Runtime {
     pub transport: Transport,
     pub stack: Stack,
     origin: std::time::Instant,
+    /// The channel asked for (connected mode's with `cm=`).
+    channel: Channel,
     /// Times the guest moved to a new back end (restart or new epoch).
     pub reattaches: u64,
     /// Times the loop slept waiting for an interrupt or timer.
@@ -65,7 +54,8 @@ impl Runtime {
     /// starts the configured services.
     pub fn start(socket: &Path, net: &NetConfig) -> Result<Runtime, HostedError> {
         let mut transport = Transport::connect(socket, ATTACH_TIMEOUT)?;
-        let front = transport.attach(PARAMS, ATTACH_TIMEOUT)?;
+        let channel = Channel::for_config(net);
+        let front = transport.attach(channel, ATTACH_TIMEOUT)?;
         let origin = std::time::Instant::now();
         let seed = u64::from(u32::from(net.ip.address())) ^ u64::from(std::process::id()) << 32;
         let stack = NetStack::new(front, net, smoltcp::time::Instant::ZERO, seed)
@@ -74,6 +64,7 @@ impl Runtime {
             transport,
             stack,
             origin,
+            channel,
             reattaches: 0,
             sleeps: 0,
             busy: BusyPoll::new(DEFAULT_BUSY_POLL.as_micros() as u64),
@@ -88,7 +79,7 @@ impl Runtime {
         if reconnect {
             self.transport.reconnect(ATTACH_TIMEOUT)?;
         }
-        let front = self.transport.attach(PARAMS, ATTACH_TIMEOUT)?;
+        let front = self.transport.attach(self.channel, ATTACH_TIMEOUT)?;
         self.stack
             .replace_device(front)
             .map_err(HostedError::Ipoib)?;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use ivshmem::client::{self, ClientError, Connection, PeerEvent};
 use ivshmem::EventFd;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use ring::{LayoutParams, Window};
+use ring::Window;
 use verbs_shim::front::{AttachError, FrontHca};
 use verbs_shim::notify::Notify;
 
+use crate::channel::Channel;
 use crate::HostedError;
 
 /// The back end's peer id and the vector we ring.
@@ -103,12 +104,15 @@ impl Transport {
     /// ready and then connected.
     pub fn attach(
         &mut self,
-        params: LayoutParams,
+        channel: Channel,
         timeout: Duration,
     ) -> Result<FrontHca<Doorbell>, HostedError> {
         let deadline = Instant::now() + timeout;
         let mut front = loop {
-            match FrontHca::attach(self.window(), params, self.doorbell()?) {
+            let window = self.window();
+            let attached =
+                FrontHca::attach_with(window, channel.params, channel.big, self.doorbell()?);
+            match attached {
                 Ok(f) => break f,
                 Err(AttachError::NotReady) if Instant::now() < deadline => {
                     self.wait(Some(Duration::from_millis(50)))?;
