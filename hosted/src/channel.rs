@@ -80,7 +80,13 @@ mod tests {
     #[test]
     fn datagram_mode_is_todays_channel() {
         let c = Channel::for_config(&net("ip=10.77.0.1/24"));
-        assert_eq!(c, Channel { params: PARAMS, big: None });
+        assert_eq!(
+            c,
+            Channel {
+                params: PARAMS,
+                big: None
+            }
+        );
         assert!(Layout::window_len_for(PARAMS).unwrap() <= DEFAULT_BACKEND_WINDOW);
     }
 

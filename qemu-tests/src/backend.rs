@@ -15,6 +15,8 @@ pub struct Seat {
     pub pkey: Option<u16>,
     /// The seat's `ip=` (port security, and the DHCP server's lease).
     pub ip: Option<String>,
+    /// The seat's `max-rc-conns=` (connected mode is offered when > 0).
+    pub max_rc_conns: Option<u32>,
 }
 
 impl Seat {
@@ -24,7 +26,14 @@ impl Seat {
             socket: dir.join(format!("{name}.sock")),
             pkey: None,
             ip: None,
+            max_rc_conns: None,
         }
+    }
+
+    /// Offers connected mode with up to `n` RC connections.
+    pub fn with_max_rc_conns(mut self, n: u32) -> Seat {
+        self.max_rc_conns = Some(n);
+        self
     }
 
     pub fn with_ip(mut self, ip: &str) -> Seat {
@@ -66,6 +75,9 @@ impl Backend {
             }
             if let Some(ip) = &s.ip {
                 spec.push_str(&format!(",ip={ip}"));
+            }
+            if let Some(n) = s.max_rc_conns {
+                spec.push_str(&format!(",max-rc-conns={n}"));
             }
             cmd.arg("--guest").arg(spec);
         }
