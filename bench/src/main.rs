@@ -192,6 +192,29 @@ fn tcp_rows(plan: &Plan, started: Instant) -> Result<(Vec<Row>, String), BoxErro
         unit: "MB/s",
     };
 
+    progress(
+        "TCP: two guests in connected mode vs Loopback at MTU 65520",
+        started,
+    );
+    let caps = tcp_bench::connected_caps()?;
+    let (ours, peer) = compare(
+        "MB/s",
+        plan.runs,
+        warm,
+        bytes,
+        tcp_bench::ours_connected,
+        |b| tcp_bench::loopback(b, Some(&caps)),
+    )?;
+    let connected = Row {
+        benchmark: format!(
+            "TCP: the same, both guests in connected mode (RC, IP MTU {}); peer: smoltcp Loopback reporting that MTU and our checksum duties",
+            caps.max_transmission_unit
+        ),
+        ours,
+        peer,
+        unit: "MB/s",
+    };
+
     progress("TCP: the data work alone", started);
     let mut alone = Vec::with_capacity(plan.runs);
     for _ in 0..plan.runs {
@@ -201,7 +224,7 @@ fn tcp_rows(plan: &Plan, started: Instant) -> Result<(Vec<Row>, String), BoxErro
         "TCP context: generating the data (ChaCha8) and hashing it at both ends (SHA-256), with no stack at all, runs at {:.0} MB/s on this machine; both TCP columns include that work",
         median(&mut alone)
     );
-    Ok((vec![plain, matched], note))
+    Ok((vec![plain, matched, connected], note))
 }
 
 fn run(plan: Plan) -> Result<Report, BoxError> {

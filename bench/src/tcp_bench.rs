@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use ibguest_testkit::apps::{tcp_socket, tcp_transfer, BulkReceiver, BulkSender};
-use ibguest_testkit::BoxError;
+use ibguest_testkit::{BoxError, GuestSpec, Net};
 use rand::RngCore;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -15,6 +15,7 @@ use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint};
+use verbs_shim::sim::FaultConfig;
 
 use crate::loopback::{CountingLoopback, Lo, ADDR};
 use crate::udp_bench::two_guests;
@@ -55,6 +56,59 @@ pub fn ours(bytes: usize) -> Result<f64, BoxError> {
         report.received_sha256,
     )?;
     Ok(mbps)
+}
+
+/// The connected IP MTU of the connected-mode rows (Linux's).
+pub const CONNECTED_MTU: u32 = 65520;
+
+/// Two guests in connected mode (`GuestSpec::with_connected_mode`), links
+/// up.
+fn two_connected_guests() -> Result<Net, BoxError> {
+    let mut net = Net::new(FaultConfig::NONE);
+    for n in 1..=2 {
+        net.add(GuestSpec::new(n).with_connected_mode(CONNECTED_MTU))?;
+    }
+    net.run_until(Duration::from_secs(1), |n| {
+        n.guests
+            .iter()
+            .all(|g| g.device.link() == ipoib::LinkState::Up)
+    })?;
+    Ok(net)
+}
+
+/// Ours in connected mode: `apps::tcp_transfer` from guest 0 to guest 1
+/// over RC; an error unless RC carried the bulk of it.
+pub fn ours_connected(bytes: usize) -> Result<f64, BoxError> {
+    let mut net = two_connected_guests()?;
+    let start = Instant::now();
+    let report = tcp_transfer(&mut net, 0, 1, bytes, SEED, LIMIT)?;
+    let mbps = rate(bytes, start);
+    check(
+        bytes,
+        report.bytes,
+        report.sent_sha256,
+        report.received_sha256,
+    )?;
+    let cm = net.guests[0].device.stats().cm;
+    if !cm.enabled || (cm.tx_bytes as usize) < bytes / 10 * 9 {
+        return Err(format!(
+            "connected mode carried {} of {bytes} bytes (enabled: {})",
+            cm.tx_bytes, cm.enabled
+        )
+        .into());
+    }
+    Ok(mbps)
+}
+
+/// The capabilities our connected-mode device reports (its MTU is the
+/// connected MTU), for the loopback peer of the connected-mode row.
+pub fn connected_caps() -> Result<DeviceCapabilities, BoxError> {
+    use smoltcp::phy::Device;
+    let net = two_connected_guests()?;
+    let device = &net.guests[0].device;
+    let mut caps = device.capabilities();
+    caps.max_transmission_unit = device.mtu();
+    Ok(caps)
 }
 
 /// The capabilities our device reports (checksum duties) with the IPoIB
@@ -149,5 +203,9 @@ mod tests {
         let caps = ipoib_caps().unwrap();
         assert!(loopback(bytes, Some(&caps)).unwrap() > 0.0);
         assert!(data_only(bytes).unwrap() > 0.0);
+        assert!(ours_connected(bytes).unwrap() > 0.0);
+        let caps = connected_caps().unwrap();
+        assert_eq!(caps.max_transmission_unit, CONNECTED_MTU as usize);
+        assert!(loopback(bytes, Some(&caps)).unwrap() > 0.0);
     }
 }
