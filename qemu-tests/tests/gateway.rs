@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::backend::Seat;
-use qemu_tests::clients::http_burst;
+use qemu_tests::clients::{http_burst, service_burst};
 use qemu_tests::{bin, scratch_dir, Guard, HarnessError, Hosted, Result};
 
 /// A network namespace, deleted on drop.
@@ -166,6 +166,21 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
             .unwrap_or(0)
     };
     assert!(stat("http_connections ") >= 1000, "{page}");
+    // And every other TCP service: echo, discard, chargen, one after the
+    // other (a service's lingering burst sockets must not starve the next).
+    for (port, name) in [(7, "echo"), (9, "discard"), (19, "chargen")] {
+        let started = std::time::Instant::now();
+        let burst = ns.exec(&["python3", "-c", &service_burst("10.77.0.2", port, 1000)])?;
+        println!(
+            "{name} burst: {} in {:.1?}",
+            burst.trim(),
+            started.elapsed()
+        );
+        if !burst.contains("1000 ok, 0 refused, 0 failed") {
+            let page = ns.exec(&["curl", "-sS", "-m", "10", "http://10.77.0.2/stats"])?;
+            panic!("{name}: {burst}\n{page}");
+        }
+    }
     println!("{burst}\nsyn_deferred {}", stat("syn_deferred "));
     let page = ns.exec(&["curl", "-sS", "-m", "10", "http://10.77.0.2/stats"])?;
     assert!(page.contains("ip 10.77.0.2/24"), "{page}");

@@ -157,7 +157,10 @@ pub(crate) struct RxSide {
     /// IPv4 and IPv6 datagrams under reassembly.
     #[cfg(feature = "alloc")]
     reassembly: crate::reassembly::Reassembler,
-    /// Reassembled IPv6 datagrams waiting for smoltcp.
+    /// Reassembled datagrams (IPv4 and IPv6) waiting for smoltcp. When it
+    /// is full, `service` stops taking completions until smoltcp has taken
+    /// some (the rest wait in the CQ), so a burst of fragmented datagrams
+    /// is not dropped here.
     #[cfg(feature = "alloc")]
     whole: Deque<(alloc::vec::Vec<u8>, DatagramSource), { crate::reassembly::REASSEMBLIES }>,
     /// Consumed slots to post again.
@@ -169,6 +172,14 @@ pub(crate) struct RxSide {
 }
 
 impl RxSide {
+    /// True if no more reassembled datagrams fit until smoltcp takes some.
+    fn whole_full(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        return self.whole.is_full();
+        #[cfg(not(feature = "alloc"))]
+        false
+    }
+
     /// True if a reassembled datagram waits for smoltcp.
     fn has_whole(&self) -> bool {
         #[cfg(feature = "alloc")]
@@ -476,6 +487,12 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         self.tx.now = now;
         let mut progress = false;
         for _ in 0..POLL_BUDGET {
+            if self.rx.whole_full() {
+                // Back-pressure: the next fragment could complete a datagram
+                // with nowhere to go. smoltcp takes the queued ones first.
+                progress = true;
+                break;
+            }
             match self.hca.poll_cq() {
                 Ok(Some(c)) => {
                     progress = true;

@@ -275,28 +275,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         whole: alloc::vec::Vec<u8>,
         source: DatagramSource,
     ) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        let Some(tx_slot) = self.tx.free.pop() else {
-            let _ = self.rx.whole.push_front((whole, source));
-            return None;
-        };
-        let buffers = self.hca.buffers();
-        Some((
-            RxToken {
-                slot: None,
-                end: 0,
-                source,
-                area: buffers.rx,
-                repost: &mut self.rx.repost,
-                copy: &mut self.rx.copy,
-                whole: Some(whole),
-            },
-            TxToken {
-                slot: Some(tx_slot),
-                area: buffers.tx,
-                tx: &mut self.tx,
-                cm: self.cm.as_mut(),
-            },
-        ))
+        self.owned_tokens(whole, source, Owned::Reassembled)
     }
 
     /// The tokens for a packet received over connected mode (copied out of
@@ -306,9 +285,28 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         packet: alloc::vec::Vec<u8>,
         source: DatagramSource,
     ) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        self.owned_tokens(packet, source, Owned::Connected)
+    }
+
+    /// Tokens for a packet the device owns (no RX slot behind it). Without a
+    /// free TX slot the packet goes back to the front of the queue it came
+    /// from, `from`, and there are no tokens.
+    fn owned_tokens(
+        &mut self,
+        packet: alloc::vec::Vec<u8>,
+        source: DatagramSource,
+        from: Owned,
+    ) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let Some(tx_slot) = self.tx.free.pop() else {
-            if let Some(cm) = self.cm.as_mut() {
-                cm.rx.push_front((packet, source));
+            match from {
+                Owned::Reassembled => {
+                    let _ = self.rx.whole.push_front((packet, source));
+                }
+                Owned::Connected => {
+                    if let Some(cm) = self.cm.as_mut() {
+                        cm.rx.push_front((packet, source));
+                    }
+                }
             }
             return None;
         };
@@ -331,6 +329,15 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             },
         ))
     }
+}
+
+/// Where a packet the device owns came from.
+#[cfg(feature = "alloc")]
+enum Owned {
+    /// The queue of reassembled datagrams.
+    Reassembled,
+    /// Connected mode's queue of received packets.
+    Connected,
 }
 
 impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {

@@ -21,7 +21,12 @@ fn host(config: &str) -> (ServiceHost, SocketSet<'static>) {
 
 /// Offers `n` SYNs to port 80 through the gate; how many it let pass.
 fn burst(host: &mut ServiceHost, sockets: &SocketSet<'static>, n: usize) -> usize {
-    let syn = segment(HTTP_PORT, TcpControl::Syn, false);
+    burst_to(host, sockets, HTTP_PORT, n)
+}
+
+/// Offers `n` SYNs to `port`; how many the gate let pass.
+fn burst_to(host: &mut ServiceHost, sockets: &SocketSet<'static>, port: u16, n: usize) -> usize {
+    let syn = segment(port, TcpControl::Syn, false);
     let gate = host.gate(sockets);
     (0..n).filter(|_| gate.admit(&syn)).count()
 }
@@ -77,4 +82,35 @@ fn no_budget_keeps_the_four_listeners() {
     host.resize(&mut sockets, Instant::from_secs(1));
     assert_eq!(host.pool_sizes(), [LISTENERS, LISTENERS, 0, 0]);
     assert_eq!(host.stats().syn_deferred, 6);
+}
+
+/// One service's idle burst sockets do not starve the next service's burst:
+/// while echo's clients wait for budget, HTTP's lingering sockets are given
+/// back at once.
+#[test]
+fn a_second_service_takes_back_what_an_idle_burst_holds() {
+    let echo_socket = 2 * ECHO_BUFFER;
+    let kib = 40 * HTTP_SOCKET / 1024;
+    let (mut host, mut sockets) = host(&alloc::format!(
+        "ip=10.77.0.2/24 services=http,echo tcp-budget={kib}"
+    ));
+    let budget = host.budget_left();
+    let t0 = Instant::from_secs(100);
+    assert_eq!(burst(&mut host, &sockets, 200), LISTENERS);
+    host.resize(&mut sockets, t0);
+    // HTTP took the whole budget it could.
+    let http_grown = host.pool_sizes()[1] - LISTENERS;
+    assert!(http_grown > 0 && host.budget_left() < HTTP_SOCKET);
+    // Long before HTTP's linger is over, echo's clients arrive.
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(burst_to(&mut host, &sockets, ECHO_PORT, 20), LISTENERS);
+    host.resize(&mut sockets, t1);
+    // HTTP is back to its spares and echo grew for its 16 waiting clients.
+    assert_eq!(host.pool_sizes()[1], SPARE_LISTENERS);
+    assert_eq!(host.pool_sizes()[0], 16 + SPARE_LISTENERS);
+    assert_eq!(
+        host.budget_left(),
+        budget - (16 + SPARE_LISTENERS - LISTENERS) * echo_socket
+    );
+    assert_eq!(burst_to(&mut host, &sockets, ECHO_PORT, 16), 16);
 }

@@ -180,9 +180,12 @@ impl ServiceHost {
                     HTTP_TX_BUFFER,
                 )
             }),
-            discard: s
-                .discard
-                .then(|| Pool::new(sockets, LISTENERS, DISCARD_PORT, window, IDLE_BUFFER)),
+            // The base sockets offer the bulk window; a burst's get the
+            // small one, so the budget pays for many more of them.
+            discard: s.discard.then(|| {
+                Pool::new(sockets, LISTENERS, DISCARD_PORT, window, IDLE_BUFFER)
+                    .with_burst_rx(DISCARD_RX_BUFFER)
+            }),
             chargen: s
                 .chargen
                 .then(|| Pool::new(sockets, LISTENERS, CHARGEN_PORT, IDLE_BUFFER, BULK_BUFFER)),
@@ -224,15 +227,31 @@ impl ServiceHost {
             self.discard.as_mut().map(|p| p as &mut dyn Resizable),
             self.chargen.as_mut().map(|p| p as &mut dyn Resizable),
         ];
-        for pool in pools.into_iter().flatten() {
-            let demand = self.gate.take_deferred(pool.port());
-            deferred_any |= demand > 0;
-            let want = SPARE_LISTENERS + demand;
-            let listening = pool.listening(sockets);
-            if listening < want {
-                pool.grow(sockets, want - listening, &mut self.budget_left);
-            } else if linger_over && demand == 0 {
-                pool.shrink(sockets, SPARE_LISTENERS, &mut self.budget_left);
+        let mut pools: [(Option<&mut dyn Resizable>, usize); 4] = pools.map(|p| (p, 0));
+        for (pool, demand) in pools.iter_mut() {
+            if let Some(pool) = pool {
+                *demand = self.gate.take_deferred(pool.port());
+                deferred_any |= *demand > 0;
+            }
+        }
+        // Idle sockets a burst added linger, in case it comes back, unless
+        // another service's clients are waiting for the budget they hold:
+        // then they are given back first, so one service's burst cannot
+        // starve the next one's.
+        for (pool, demand) in pools.iter_mut() {
+            if let Some(pool) = pool {
+                if *demand == 0 && (linger_over || deferred_any) {
+                    pool.shrink(sockets, SPARE_LISTENERS, &mut self.budget_left);
+                }
+            }
+        }
+        for (pool, demand) in pools.iter_mut() {
+            if let Some(pool) = pool {
+                let want = SPARE_LISTENERS + *demand;
+                let listening = pool.listening(sockets);
+                if listening < want {
+                    pool.grow(sockets, want - listening, &mut self.budget_left);
+                }
             }
         }
         if deferred_any {

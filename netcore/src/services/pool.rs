@@ -29,6 +29,9 @@ pub(crate) struct Pool<C> {
     slots: Vec<Slot<C>>,
     rx_buffer: usize,
     tx_buffer: usize,
+    /// The receive buffer of the sockets a burst adds (see
+    /// [`Pool::with_burst_rx`]).
+    burst_rx: usize,
     /// The sockets made by [`Pool::new`]; the pool never shrinks below.
     base: usize,
 }
@@ -69,8 +72,18 @@ impl<C: Default> Pool<C> {
             slots,
             rx_buffer,
             tx_buffer,
+            burst_rx: rx_buffer,
             base: count,
         }
+    }
+
+    /// Sockets added for a burst get `rx` bytes of receive buffer (at most
+    /// the base sockets'), so the budget pays for more of them: discard's
+    /// base sockets offer a bulk transfer's large window, a burst of
+    /// clients each needs far less.
+    pub fn with_burst_rx(mut self, rx: usize) -> Pool<C> {
+        self.burst_rx = rx.min(self.rx_buffer);
+        self
     }
 
     /// Calls `serve` for every socket with a connection, and puts every
@@ -149,12 +162,12 @@ impl<C> Resizable for Pool<C> {
     }
 
     fn grow(&mut self, sockets: &mut SocketSet<'static>, want: usize, budget: &mut usize) -> usize {
-        let cost = self.rx_buffer + self.tx_buffer;
+        let cost = self.burst_rx + self.tx_buffer;
         let mut added = 0;
         while added < want && *budget >= cost {
             *budget -= cost;
             self.slots.push(Slot {
-                handle: sockets.add(listener(self.port, self.rx_buffer, self.tx_buffer)),
+                handle: sockets.add(listener(self.port, self.burst_rx, self.tx_buffer)),
                 conn: None,
             });
             added += 1;
@@ -179,7 +192,8 @@ impl<C> Resizable for Pool<C> {
             }
             sockets.remove(handle);
             self.slots.swap_remove(i);
-            *budget += self.rx_buffer + self.tx_buffer;
+            // Only sockets past `base` go, and those are burst sockets.
+            *budget += self.burst_rx + self.tx_buffer;
             listening -= 1;
             removed += 1;
         }
