@@ -252,6 +252,105 @@ fn a_connect_to_a_datagram_only_guest_is_rejected() {
     assert_eq!(a.back.rc_held(), Some((0, 0)));
 }
 
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// finished within `secs` (a livelocked poll would otherwise hang the run).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    wait.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("still polling: livelock")
+}
+
+fn group(last: u8) -> verbs_shim::Gid {
+    verbs_shim::Gid([
+        0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, last,
+    ])
+}
+
+/// `poll_rc` with a datagram-side answer waiting and no RC one keeps the
+/// former for `poll_cq` and returns: it used to hand it back and forth
+/// with the stash for ever (a connected-mode receiver flooded over UD
+/// spun in `poll_rc`/`poll_cq` and answered nothing).
+#[test]
+fn poll_rc_with_only_a_datagram_answer_waiting_returns_and_keeps_it() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Guest::new(&fabric, 1, true, true);
+    a.front.attach_mcast(group(1)).unwrap();
+    a.front.flush().unwrap();
+    let _ = a.back.service();
+    let front = within(10, move || {
+        assert!(a.front.poll_rc().unwrap().is_none(), "nothing RC");
+        // Again, now that the answer sits in the stash.
+        assert!(a.front.poll_rc().unwrap().is_none(), "still nothing RC");
+        a
+    });
+    let mut a = front;
+    assert!(matches!(
+        a.front.poll_cq().unwrap(),
+        Some(verbs_shim::Completion::Mcast {
+            attach: true,
+            result: Ok(()),
+            ..
+        })
+    ));
+    assert!(a.front.poll_cq().unwrap().is_none());
+    assert!(!a.front.arm_cq().unwrap(), "nothing left to wake for");
+}
+
+/// RC and datagram answers interleaved: each poll hands out its own, none
+/// is lost or handed out twice.
+#[test]
+fn rc_and_datagram_answers_interleaved_each_come_out_once() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Guest::new(&fabric, 1, true, true);
+    let mut b = Guest::new(&fabric, 2, true, true);
+    let ca = a.front.rc_connect(b.gid(), b.qpn(), 65520).unwrap();
+    turns(&mut [&mut a, &mut b], 3);
+    let Some(RcEvent::Request { conn: cb, .. }) = b.events.pop_front() else {
+        panic!("b saw no request: {:?}", b.events);
+    };
+    b.front.rc_accept(cb, 65520).unwrap();
+    turns(&mut [&mut b, &mut a], 3);
+    assert!(matches!(
+        a.events.pop_front(),
+        Some(RcEvent::Established { .. })
+    ));
+    // Two messages for b, with a control answer between them.
+    for seq in 0..2u8 {
+        let slot = a.big_tx.pop().unwrap();
+        assert!(a.front.big_area().write(&slot, 0, &[seq; 9000]));
+        a.front.rc_post_send(ca, slot, 9000).unwrap();
+        a.front.flush().unwrap();
+        let _ = a.back.service();
+        let _ = b.back.service();
+        b.front.attach_mcast(group(seq)).unwrap();
+        b.front.flush().unwrap();
+        let _ = b.back.service();
+    }
+    let (b, recvs, mcasts) = within(10, move || {
+        let (mut recvs, mut mcasts) = (0, 0);
+        for _ in 0..8 {
+            match b.front.poll_rc().unwrap() {
+                Some(RcCompletion::Recv { slot, status, .. }) => {
+                    assert_eq!(status, RcStatus::Success);
+                    b.front.rc_post_recv(slot).unwrap();
+                    recvs += 1;
+                }
+                Some(other) => panic!("{other:?}"),
+                None => {}
+            }
+            if let Some(verbs_shim::Completion::Mcast { .. }) = b.front.poll_cq().unwrap() {
+                mcasts += 1;
+            }
+        }
+        (b, recvs, mcasts)
+    });
+    assert_eq!((recvs, mcasts), (2, 2));
+    assert_eq!(b.front.stats().violations, 0);
+}
+
 mod hostile_back_end {
     //! The guest distrusts the back end's RC answers too: a forger takes
     //! the back half's side of the CM, TX and RX rings and answers with

@@ -442,20 +442,27 @@ impl<N: Notify> FrontHca<N> {
         self.rc.as_mut().ok_or(RcError::NotSupported)
     }
 
-    /// Takes every response waiting on the rings into the queues (RC
-    /// answers into the RC queue, the others kept for `poll_cq`).
-    fn pump_for_rc(&mut self) -> Result<(), HcaError> {
-        loop {
-            let before = self.rc.as_ref().map_or(0, |r| r.queue.len());
-            let ud = crate::hca::Verbs::poll_cq(self)?;
-            match ud {
-                Some(c) => self.stash.push_back(c),
-                None => {
-                    let after = self.rc.as_ref().map_or(0, |r| r.queue.len());
-                    if after == before {
-                        return Ok(());
-                    }
-                }
+    /// Reads responses off the rings until an RC completion is queued or
+    /// none is left; the others are kept, in order, for `poll_cq`.
+    ///
+    /// It reads the rings itself rather than through `poll_cq`, which
+    /// hands out the stash first: a datagram completion taken from the
+    /// stash and put back into it went round for ever, and a
+    /// connected-mode guest with datagram answers waiting (flooded over
+    /// UD while its own queue of received datagrams was full) spun here.
+    /// The stash is bounded by the slots and control requests in flight.
+    fn pump_for_rc(&mut self) {
+        self.check_peer();
+        while self.rc.as_ref().is_some_and(|rc| rc.queue.is_empty()) {
+            // Draining: the RC slots were queued flushed at once, and the
+            // datagram side's come from `poll_cq`.
+            if self.phase != Phase::Connected {
+                return;
+            }
+            match self.next_response() {
+                Ok(Some(c)) => self.stash.push_back(c),
+                Ok(None) => return,
+                Err(what) => self.violation(what),
             }
         }
     }
@@ -648,15 +655,8 @@ impl<N: Notify> RcVerbs for FrontHca<N> {
         if self.rc.is_none() {
             return Ok(None);
         }
-        let queued = self.rc.as_ref().is_some_and(|rc| !rc.queue.is_empty());
-        if !queued {
-            match self.pump_for_rc() {
-                Ok(()) => {}
-                // Drained: what is queued (the flushed slots) still comes.
-                Err(HcaError::Disconnected | HcaError::PeerViolation(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // Drained or not, what is queued (the flushed slots) still comes.
+        self.pump_for_rc();
         Ok(self.rc.as_mut().and_then(|rc| rc.queue.pop_front()))
     }
 

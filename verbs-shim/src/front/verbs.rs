@@ -143,7 +143,7 @@ impl<N: Notify> FrontHca<N> {
 
     /// Takes the next response from any ring, validated.
     #[inline(always)]
-    fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
+    pub(super) fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
         loop {
             if let Some(rsp) = self.rx.pop_response().map_err(|_| overflow(RingId::Rx))? {
                 if let (Some(rc), true) = (self.rc.as_mut(), rsp.flags & RX_FLAG_RC != 0) {
