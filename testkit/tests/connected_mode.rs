@@ -4,7 +4,7 @@
 //! connected-mode guest and a datagram-only one (an old guest) still talk,
 //! over UD, with TCP's MSS keeping segments within the smaller MTU.
 
-use ibguest_testkit::apps::{ping, tcp_transfer, udp_socket};
+use ibguest_testkit::apps::{ping, tcp_transfer, udp_echo_step, udp_socket};
 use ibguest_testkit::{BoxError, GuestSpec, Net};
 use ipoib::wire::HwAddr;
 use ipoib::LinkState;
@@ -263,4 +263,69 @@ fn large_ipv6_to_a_datagram_only_guest_goes_in_fragments() -> Result<(), BoxErro
     assert!(frag.datagrams >= 1 && frag.fragments >= 3, "{frag:?}");
     assert!(net.guests[1].device.stats().frag6.reassembled >= 1);
     Ok(())
+}
+
+/// Runs `f` on a thread of its own; an error if it has not finished within
+/// `secs` of real time (a livelocked device would otherwise hang the run).
+fn within(
+    secs: u64,
+    f: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), BoxError> {
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match wait.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(format!("no answer within {secs} s of real time: livelock").into()),
+    }
+}
+
+/// A connected-mode guest receiving a burst of fragmented datagrams from a
+/// datagram-only one: its queue of reassembled datagrams fills, `service`
+/// stops taking datagram completions (back-pressure) and goes on to the RC
+/// ones with datagram answers waiting. `poll_rc` used to spin there for
+/// ever (the stalled bulk TCP from a datagram-mode sender).
+#[test]
+fn a_connected_guest_under_datagram_back_pressure_keeps_going() -> Result<(), BoxError> {
+    within(60, || {
+        let run = || -> Result<(), BoxError> {
+            let specs = vec![
+                GuestSpec::new(1),
+                GuestSpec::new(2).with_connected_mode(65520),
+            ];
+            let mut net = net_of(specs, FaultConfig::NONE)?;
+            let echo = udp_socket(&mut net, 1, 7)?;
+            let client = udp_socket(&mut net, 0, 40000)?;
+            let to = IpEndpoint::new(IpAddress::Ipv4(net.guests[1].spec.ipv4()), 7);
+            let datagram = |i: u8| -> Vec<u8> { (0..3000u32).map(|j| (j as u8) ^ i).collect() };
+            for i in 0..10u8 {
+                net.guests[0]
+                    .sockets
+                    .get_mut::<udp::Socket>(client)
+                    .send_slice(&datagram(i), to)?;
+            }
+            let mut back = Vec::new();
+            let _ = net.run_until(Duration::from_secs(3), |net| {
+                udp_echo_step(net, 1, echo);
+                let socket = net.guests[0].sockets.get_mut::<udp::Socket>(client);
+                let mut buf = [0u8; 4096];
+                while let Ok((n, _)) = socket.recv_slice(&mut buf) {
+                    back.push(buf[..n].to_vec());
+                }
+                back.len() == 10
+            });
+            let b = net.guests[1].device.stats().frag4;
+            assert_eq!(back.len(), 10, "{b:?}");
+            for i in 0..10u8 {
+                assert!(back.contains(&datagram(i)), "datagram {i}");
+            }
+            assert!(b.reassembled == 10 && b.queue_full == 0, "{b:?}");
+            // Bulk TCP from the datagram-only side into the connected one.
+            let report = tcp_transfer(&mut net, 0, 1, 4 * MIB, 7, Duration::from_secs(600))?;
+            assert_eq!(report.sent_sha256, report.received_sha256);
+            Ok(())
+        };
+        run().map_err(|e| e.to_string())
+    })
 }
