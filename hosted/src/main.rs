@@ -176,6 +176,19 @@ fn client_error(e: netcore::ClientError) -> HostedError {
     HostedError::Protocol(format!("{e}"))
 }
 
+/// In connected mode, what went over RC each way: "connected mode: P
+/// packets, B bytes sent over RC, P packets, B bytes received" (the tests
+/// read it).
+fn print_rc_totals(rt: &Runtime) {
+    let cm = rt.stack.device.stats().cm;
+    if cm.enabled {
+        println!(
+            "connected mode: {} packets, {} bytes sent over RC, {} packets, {} bytes received",
+            cm.tx_packets, cm.tx_bytes, cm.rx_packets, cm.rx_bytes
+        );
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -296,13 +309,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
                 report.sent,
                 report.sent as f64 / secs / 1e6
             );
-            let cm = rt.stack.device.stats().cm;
-            if cm.enabled {
-                println!(
-                    "connected mode: {} packets, {} bytes sent over RC",
-                    cm.tx_packets, cm.tx_bytes
-                );
-            }
+            print_rc_totals(&rt);
             Ok(report.sent == bytes)
         }
         Command::Fetch { url, timeout } => {
@@ -338,6 +345,7 @@ fn run(cli: Cli, stop: &AtomicBool) -> Result<bool, HostedError> {
             let response = response.map_err(client_error)?;
             println!("HTTP {} {}", response.status, response.reason);
             println!("{}", String::from_utf8_lossy(&response.body));
+            print_rc_totals(&rt);
             Ok(response.status == 200)
         }
         Command::UdpEcho {
