@@ -176,6 +176,8 @@ pub struct HostedNet {
     clients: usize,
     /// Serving guests started so far (for their logs' names).
     servers: usize,
+    /// Connected mode: seats offer it, guests ask for it (`cm=on`).
+    connected: bool,
     /// g2, serving (echo, discard, ...).
     server: Guard,
     backend: Guard,
@@ -188,13 +190,29 @@ fn log_env(cmd: &mut Command) {
     );
 }
 
+/// How a guest at `cidr` is configured: `--ip`, or `--net` asking for
+/// connected mode too.
+fn address_args(cidr: &str, connected: bool) -> [String; 2] {
+    if connected {
+        ["--net".into(), format!("ip={cidr} cm=on")]
+    } else {
+        ["--ip".into(), cidr.into()]
+    }
+}
+
 /// Starts the serving guest on g2 (`ARGS serve`), and waits until its
 /// link is up.
-fn start_server(bins: &Binaries, dir: &Path, name: &str, args: &[&str]) -> Result<Guard, BoxError> {
+fn start_server(
+    bins: &Binaries,
+    dir: &Path,
+    name: &str,
+    connected: bool,
+    args: &[&str],
+) -> Result<Guard, BoxError> {
     let mut cmd = Command::new(&bins.hosted);
     cmd.arg("--socket")
         .arg(dir.join("g2.sock"))
-        .args(["--ip", SERVER_CIDR])
+        .args(address_args(SERVER_CIDR, connected))
         .args(args)
         .arg("serve");
     log_env(&mut cmd);
@@ -219,6 +237,23 @@ impl HostedNet {
         backend_options: &[&str],
         guest_options: &[&str],
     ) -> Result<HostedNet, BoxError> {
+        HostedNet::start_mode(bins, dir, backend_options, guest_options, false)
+    }
+
+    /// [`start`](HostedNet::start) in connected mode: the seats offer it
+    /// (`max-rc-conns=`) and both guests ask for it (`cm=on`, RC with IP
+    /// MTU 65520).
+    pub fn start_connected(bins: &Binaries, dir: &Path) -> Result<HostedNet, BoxError> {
+        HostedNet::start_mode(bins, dir, &[], &[], true)
+    }
+
+    fn start_mode(
+        bins: &Binaries,
+        dir: &Path,
+        backend_options: &[&str],
+        guest_options: &[&str],
+        connected: bool,
+    ) -> Result<HostedNet, BoxError> {
         std::fs::create_dir_all(dir)?;
         let control = dir.join("control.sock");
         let mut cmd = Command::new(&bins.backend);
@@ -226,15 +261,16 @@ impl HostedNet {
         cmd.args(backend_options);
         for g in ["g1", "g2"] {
             cmd.arg("--guest").arg(format!(
-                "name={g},socket={}",
-                dir.join(format!("{g}.sock")).display()
+                "name={g},socket={}{}",
+                dir.join(format!("{g}.sock")).display(),
+                if connected { ",max-rc-conns=4" } else { "" }
             ));
         }
         log_env(&mut cmd);
         die_with_parent(&mut cmd);
         let mut backend = Guard::spawn("ib-backend", cmd, &dir.join("backend.log"))?;
         backend.wait_for("ib-backend: provider", Duration::from_secs(20))?;
-        let server = start_server(bins, dir, "g2", guest_options)?;
+        let server = start_server(bins, dir, "g2", connected, guest_options)?;
         Ok(HostedNet {
             dir: dir.to_owned(),
             bins: bins.clone(),
@@ -242,6 +278,7 @@ impl HostedNet {
             control,
             clients: 0,
             servers: 1,
+            connected,
             server,
             backend,
         })
@@ -258,7 +295,7 @@ impl HostedNet {
         let name = format!("g2-{}", self.servers);
         let mut all: Vec<&str> = self.guest_options.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
-        self.server = start_server(&self.bins, &self.dir, &name, &all)?;
+        self.server = start_server(&self.bins, &self.dir, &name, self.connected, &all)?;
         Ok(())
     }
 
@@ -269,7 +306,7 @@ impl HostedNet {
         let mut cmd = Command::new(&self.bins.hosted);
         cmd.arg("--socket")
             .arg(self.dir.join("g1.sock"))
-            .args(["--ip", CLIENT_CIDR])
+            .args(address_args(CLIENT_CIDR, self.connected))
             .args(&self.guest_options)
             .args(args);
         log_env(&mut cmd);
@@ -280,6 +317,11 @@ impl HostedNet {
             return Err(format!("{name} {args:?} failed ({status}):\n{}", guard.tail(30)).into());
         }
         Ok(guard.output())
+    }
+
+    /// Whether the guests ask for connected mode.
+    pub fn connected(&self) -> bool {
+        self.connected
     }
 
     /// `ib-backend stats`, parsed.

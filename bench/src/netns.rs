@@ -122,6 +122,26 @@ impl VethPair {
         cmd
     }
 
+    /// Sets both ends' MTU (`ip link set DEV mtu N`).
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), String> {
+        let mtu = mtu.to_string();
+        for side in [Side::A, Side::B] {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    self.ns(side),
+                    "link",
+                    "set",
+                    Self::dev(side),
+                    "mtu",
+                    &mtu,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Turns TSO, GSO and GRO on or off at both ends (`ethtool -K`).
     pub fn set_offloads(&self, on: bool) -> Result<(), String> {
         let state = if on { "on" } else { "off" };

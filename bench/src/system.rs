@@ -453,7 +453,27 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         list(&off_mbps),
         list(&on_mbps)
     );
-    let raw = raw::run(&mut net, linux_tcp_on.as_deref_mut(), runs, bytes, started)?;
+    let raw = raw::run(
+        &mut net,
+        linux_tcp_on.as_deref_mut(),
+        runs,
+        bytes,
+        started,
+        raw::RawMode::DATAGRAM,
+    )?;
+    drop(net);
+    // Connected mode: both hosted guests on RC (IP MTU 65520) against
+    // Linux over the same veth at MTU 65520.
+    let mut net_cm = HostedNet::start_connected(&bins, &dir.join("connected"))?;
+    let raw_cm = raw::run(
+        &mut net_cm,
+        linux_tcp_on.as_deref_mut(),
+        runs,
+        bytes,
+        started,
+        raw::RawMode::CONNECTED,
+    )?;
+    drop(net_cm);
     progress("TCP: the data work alone", started);
     let mut alone: Vec<f64> = (0..runs).map(|_| linux_peer::data_only(bytes)).collect();
     let alone = median(&mut alone);
@@ -529,6 +549,7 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
 
     let mut rows = rows;
     rows.extend(raw.rows);
+    rows.extend(raw_cm.rows);
     let mut notes = vec![
         format!("date: {} (UTC)", about::today()),
         format!("commit: {}", about::git_commit()),
@@ -576,13 +597,13 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
         ));
     }
     notes.extend(raw.notes);
+    notes.extend(raw_cm.notes);
     let skipped = match (&skipped, &tcp_skipped) {
         (Some(r), _) => Some(format!("SKIPPED: Linux peers (UDP RR, TCP, softirqs): {r}")),
         (None, Some(r)) => Some(format!("SKIPPED: Linux TCP peers: {r}")),
         (None, None) => None,
     };
     drop(linux);
-    drop(net);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(SystemReport {
         rows,

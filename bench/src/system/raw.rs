@@ -91,10 +91,29 @@ fn check_raw_report(report: &str, bytes: u64, who: &str) -> Result<(), BoxError>
     }
 }
 
+/// The bytes a connected-mode sender says went over RC ("connected
+/// mode: P packets, B bytes sent over RC, ...").
+fn rc_bytes_sent(out: &str) -> Option<u64> {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("connected mode: "))?;
+    let mut words = line.split_whitespace();
+    words.nth(2)?.parse().ok()
+}
+
 fn ours_raw(net: &mut HostedNet, sends: &mut usize, bytes: u64) -> Result<f64, BoxError> {
     let to = format!("{SERVER_IP}:{DISCARD_PORT}");
     let out = net.client(&["send", "--raw", &to, &bytes.to_string()], CLIENT_TIMEOUT)?;
     let sent = parse_raw(&out, bytes)?;
+    if net.connected() {
+        // The row is about RC: most of the stream must have gone over it.
+        let rc = rc_bytes_sent(&out).unwrap_or(0);
+        if rc < bytes / 2 {
+            return Err(
+                format!("connected mode: only {rc} of {bytes} bytes went over RC:\n{out}").into(),
+            );
+        }
+    }
     *sends += 1;
     let report = net.discard_report(*sends, Duration::from_secs(10))?;
     check_raw_report(&report, bytes, "the serving guest (raw)")?;
@@ -147,17 +166,63 @@ fn have_iperf3() -> bool {
 /// Runs the raw rows: a warm-up per side, then `runs` rounds of (ours, Linux
 /// offloads off, Linux offloads on, iperf3 offloads off). Leaves the
 /// serving guest as it found it (hashing).
+/// Which raw comparison: datagram mode against veth at IPoIB's UD MTU, or
+/// connected mode against veth at the connected MTU.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RawMode {
+    /// "" or "connected mode (RC, MTU 65520)": what the rows' names add.
+    pub what: &'static str,
+    /// The veth MTU for the Linux peer.
+    pub mtu: u32,
+}
+
+impl RawMode {
+    pub const DATAGRAM: RawMode = RawMode {
+        what: "",
+        mtu: super::IPOIB_MTU,
+    };
+    pub const CONNECTED: RawMode = RawMode {
+        what: " in connected mode (RC, IP MTU 65520)",
+        mtu: CONNECTED_MTU,
+    };
+}
+
+/// IPoIB's connected-mode MTU (RFC 4755, Linux's default), the Linux
+/// peer's veth MTU for the connected-mode rows.
+pub(super) const CONNECTED_MTU: u32 = 65520;
+
 pub(super) fn run(
     net: &mut HostedNet,
     mut linux: Option<&mut LinuxPeers>,
     runs: usize,
     bytes: u64,
     started: Instant,
+    mode: RawMode,
 ) -> Result<RawReport, BoxError> {
     progress(
-        "TCP raw: no data work at either end (hosted guests vs Linux over veth; iperf3)",
+        &format!(
+            "TCP raw{}: no data work at either end (hosted guests vs Linux over veth MTU {}; iperf3)",
+            mode.what, mode.mtu
+        ),
         started,
     );
+    if let Some(l) = &linux {
+        l.pair.set_mtu(mode.mtu)?;
+    }
+    let report = measure(net, linux.as_deref_mut(), runs, bytes, mode);
+    if let Some(l) = &linux {
+        l.pair.set_mtu(super::IPOIB_MTU)?;
+    }
+    report
+}
+
+fn measure(
+    net: &mut HostedNet,
+    mut linux: Option<&mut LinuxPeers>,
+    runs: usize,
+    bytes: u64,
+    mode: RawMode,
+) -> Result<RawReport, BoxError> {
     net.restart_server(&["--raw-discard"])?;
     let mut sends = 0;
     let mut sink = match &linux {
@@ -181,7 +246,8 @@ pub(super) fn run(
         }
     }
     eprintln!(
-        "           MB/s: ours raw {}; Linux raw offloads off {}; on {}; iperf3 offloads off {}",
+        "           MB/s{}: ours raw {}; Linux raw offloads off {}; on {}; iperf3 offloads off {}",
+        mode.what,
         list(&ours),
         list(&off),
         list(&on),
@@ -193,22 +259,25 @@ pub(super) fn run(
     let rows = vec![
         Row {
             benchmark: format!(
-                "TCP raw (no data work): {mib} MiB to a sink that only counts; ours: `send --raw` (zeros from the socket buffer, no hashing) → discard with `--raw-discard`, hosted guests through ib-backend (sim); peer: a raw Linux sender (one zeroed buffer) and counting sink over veth MTU {}, TSO/GSO/GRO off (like for like)",
-                super::IPOIB_MTU
+                "TCP raw{} (no data work): {mib} MiB to a sink that only counts; ours: `send --raw` (zeros from the socket buffer, no hashing) → discard with `--raw-discard`, hosted guests through ib-backend (sim){}; peer: a raw Linux sender (one zeroed buffer) and counting sink over veth MTU {}, TSO/GSO/GRO off (like for like)",
+                mode.what,
+                if mode.mtu == CONNECTED_MTU { ", at least half the bytes checked to have gone over RC" } else { "" },
+                mode.mtu
             ),
             ours: med(&ours),
             peer: med(&off),
             unit: "MB/s",
         },
         Row {
-            benchmark: "TCP raw: the same; peer: veth with TSO/GSO/GRO on".into(),
+            benchmark: format!("TCP raw{}: the same; peer: veth with TSO/GSO/GRO on", mode.what),
             ours: med(&ours),
             peer: med(&on),
             unit: "MB/s",
         },
     ];
     let mut notes = vec![format!(
-        "TCP raw: one warm-up of {} MiB per side, then the median of {runs} run(s) per side, alternating (ours, Linux off, Linux on{}); MB/s ours {}; Linux off {}; on {}",
+        "TCP raw{}: one warm-up of {} MiB per side, then the median of {runs} run(s) per side, alternating (ours, Linux off, Linux on{}); MB/s ours {}; Linux off {}; on {}",
+        mode.what,
         mib / 8,
         if iperf { ", iperf3 off" } else { "" },
         list(&ours),
@@ -217,8 +286,9 @@ pub(super) fn run(
     )];
     if iperf {
         notes.push(format!(
-            "iperf3 cross-check (iperf3 -c {ADDR_B} -n {bytes}, one-off iperf3 -s, veth MTU {}, offloads off): {} MB/s (median {:.0}); our raw Linux peer: {:.0}",
-            super::IPOIB_MTU,
+            "iperf3 cross-check{} (iperf3 -c {ADDR_B} -n {bytes}, one-off iperf3 -s, veth MTU {}, offloads off): {} MB/s (median {:.0}); our raw Linux peer: {:.0}",
+            mode.what,
+            mode.mtu,
             list(&ip),
             med(&ip),
             med(&off)
@@ -249,5 +319,8 @@ mod tests {
         let mbps = parse_iperf3(json).unwrap();
         assert!((mbps - 1200.0).abs() < 0.01, "{mbps}");
         assert_eq!(parse_iperf3("{}"), None);
+        let cm = "sent 9 bytes sha256 raw in 1.000 s (0.0 MB/s)\nconnected mode: 3 packets, 190000 bytes sent over RC, 2 packets, 80 bytes received\n";
+        assert_eq!(rc_bytes_sent(cm), Some(190_000));
+        assert_eq!(rc_bytes_sent("sent 9 bytes"), None);
     }
 }
