@@ -1,6 +1,7 @@
 //! One service pass: take the guest's requests, validate and post them, reap
 //! the provider's completions, answer, and notify once per batch.
 
+use alloc::vec::Vec;
 use ring::desc::{
     CmRequest, RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST,
     RX_REQ_FLAG_BIG, TX_FLAG_RC,
