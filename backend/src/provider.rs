@@ -317,6 +317,20 @@ impl Verbs for Port {
     fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
         forward!(self, p => p.post_recv(slot))
     }
+    fn post_sends(
+        &mut self,
+        sends: &mut dyn Iterator<Item = verbs_shim::SendWr>,
+        refused: &mut Vec<PostError<TxSlot>>,
+    ) {
+        forward!(self, p => p.post_sends(sends, refused))
+    }
+    fn post_recvs(
+        &mut self,
+        slots: &mut dyn Iterator<Item = RxSlot>,
+        refused: &mut Vec<PostError<RxSlot>>,
+    ) {
+        forward!(self, p => p.post_recvs(slots, refused))
+    }
     fn flush(&mut self) -> Result<(), HcaError> {
         forward!(self, p => p.flush())
     }

@@ -58,6 +58,23 @@ impl Hosted {
         Ok(guard)
     }
 
+    /// Starts a client command configured by `net` and leaves it running
+    /// (to be signalled or waited for through the guard); waits until its
+    /// link is up.
+    pub fn spawn_net(
+        dir: &Path,
+        name: &str,
+        socket: &Path,
+        net: &str,
+        args: &[&str],
+    ) -> crate::Result<Guard> {
+        let mut cmd = Hosted::command_with(socket, "--net", net)?;
+        cmd.args(args);
+        let mut guard = Guard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+        guard.wait_for("joined broadcast group", Duration::from_secs(20))?;
+        Ok(guard)
+    }
+
     /// Runs a client command to completion; returns its output, or an error
     /// with the output if it failed or timed out.
     pub fn run(

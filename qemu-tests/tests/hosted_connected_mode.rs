@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use qemu_tests::backend::Seat;
+use qemu_tests::guard::cpu_ticks_of;
 use qemu_tests::{scratch_dir, Backend, HarnessError, Hosted, Result};
 
 const MIB: u64 = 1024 * 1024;
@@ -266,6 +267,90 @@ fn a_datagram_mode_sender_moves_8_mib_to_a_connected_receiver() -> Result<()> {
     assert!(page.contains("HTTP 200"), "{page}");
     assert_eq!(number_after(&page, "cm_enabled ")?, 1, "{page}");
     assert_eq!(number_after(&page, "cm_rx_packets ")?, 0, "{page}");
+    assert_eq!(be.counter("total", "violations")?, 0);
+    Ok(())
+}
+
+/// A connected-mode guest killed (SIGKILL) in the middle of a transfer
+/// over RC: the back end reclaims its seat and tears its connection down,
+/// so the receiver sees it break; receiver and worker then sleep; and a
+/// new connected-mode guest on the seat moves data over RC again.
+#[test]
+fn a_killed_connected_guest_tears_its_connection_down() -> Result<()> {
+    let dir = scratch_dir("cm-kill9")?;
+    let be = Backend::start(&dir, &seats(&dir, &["srv", "cm", "probe"]), &[])?;
+    let srv = Hosted::serve_net(&dir, "srv", &be.socket("srv"), "ip=10.77.0.2/24 cm=on")?;
+    let cm_net = "ip=10.77.0.1/24 cm=on";
+    let stats = |name: &str| -> Result<String> {
+        let page = Hosted::run_net(
+            &dir,
+            name,
+            &be.socket("probe"),
+            "ip=10.77.0.3/24",
+            &["fetch", "http://10.77.0.2/stats"],
+            Duration::from_secs(60),
+        )?;
+        assert!(page.contains("HTTP 200"), "{page}");
+        Ok(page)
+    };
+    let huge = (1u64 << 40).to_string();
+    let sender = Hosted::spawn_net(
+        &dir,
+        "cm-send",
+        &be.socket("cm"),
+        cm_net,
+        &["send", "10.77.0.2:9", &huge, "--raw"],
+    )?;
+    // Wait until the bulk flows over RC, then kill the sender.
+    let mut page = String::new();
+    for i in 0..100 {
+        page = stats(&format!("probe-{i}"))?;
+        if number_after(&page, "cm_rx_bytes ")? > 8 * MIB {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(number_after(&page, "cm_rx_bytes ")? > 8 * MIB, "{page}");
+    assert_eq!(number_after(&page, "cm_broken ")?, 0, "{page}");
+    sender.signal(9)?;
+    drop(sender);
+    be.wait_until("cm reclaimed", Duration::from_secs(10), |b| {
+        b.state("cm").is_ok_and(|s| s == "waiting")
+            && b.counter("cm", "reclaims").is_ok_and(|n| n >= 1)
+    })?;
+    // The receiver heard the connection break (the sim fabric's PeerGone)
+    // and let it go.
+    let page = stats("probe-after")?;
+    assert_eq!(number_after(&page, "cm_accepted ")?, 1, "{page}");
+    assert_eq!(number_after(&page, "cm_broken ")?, 1, "{page}");
+    assert_eq!(number_after(&page, "cm_rx_dropped ")?, 0, "{page}");
+    // Nobody spins over what is left of it.
+    std::thread::sleep(Duration::from_millis(200));
+    let worker = be.worker_pid()?;
+    let (g0, w0) = (srv.cpu_ticks()?, cpu_ticks_of(worker)?);
+    std::thread::sleep(Duration::from_secs(5));
+    let (g1, w1) = (srv.cpu_ticks()?, cpu_ticks_of(worker)?);
+    assert!(g1 - g0 <= 10, "idle receiver used {} ticks in 5 s", g1 - g0);
+    assert!(w1 - w0 <= 10, "idle worker used {} ticks in 5 s", w1 - w0);
+    println!(
+        "after the kill, idle over 5 s: receiver {} ticks, worker {}",
+        g1 - g0,
+        w1 - w0
+    );
+    // The seat serves again, over a new connection.
+    let bytes = (8 * MIB).to_string();
+    let out = Hosted::run_net(
+        &dir,
+        "cm-again",
+        &be.socket("cm"),
+        cm_net,
+        &["send", "10.77.0.2:9", &bytes, "--seed", "4"],
+        Duration::from_secs(60),
+    )?;
+    assert!(out.contains(&format!("sent {bytes} bytes")), "{out}");
+    assert!(sent_over_rc(&out)?.1 >= 7 * MIB, "{out}");
+    let page = stats("probe-last")?;
+    assert_eq!(number_after(&page, "cm_accepted ")?, 2, "{page}");
     assert_eq!(be.counter("total", "violations")?, 0);
     Ok(())
 }

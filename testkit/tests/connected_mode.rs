@@ -329,3 +329,53 @@ fn a_connected_guest_under_datagram_back_pressure_keeps_going() -> Result<(), Bo
         run().map_err(|e| e.to_string())
     })
 }
+
+/// Two connected-mode guests after a transfer, their connection still up
+/// (short of the idle timeout): nothing keeps either busy. Every round
+/// that did something, and every one where a guest's next timer was
+/// already due (a hosted guest would not sleep), is counted.
+#[test]
+fn an_idle_connection_keeps_nobody_busy() -> Result<(), BoxError> {
+    let specs = vec![
+        GuestSpec::new(1).with_connected_mode(65520),
+        GuestSpec::new(2).with_connected_mode(65520),
+    ];
+    let mut net = net_of(specs, FaultConfig::NONE)?;
+    let report = tcp_transfer(&mut net, 0, 1, MIB, 4, Duration::from_secs(60))?;
+    assert_eq!(report.sent_sha256, report.received_sha256);
+    assert!(net.guests[0].device.stats().cm.tx_packets > 0);
+    // Let the last ACKs and the socket close settle.
+    net.run_for(Duration::from_secs(2))?;
+    let (mut busy, mut due, mut rounds) = (0, 0, 0);
+    let end = net.now + Duration::from_secs(40);
+    while net.now < end {
+        let now = net.now;
+        if net
+            .guests
+            .iter_mut()
+            .any(|g| g.poll_at(now).is_some_and(|t| t <= now))
+        {
+            due += 1;
+        }
+        let progress = net.round()?;
+        busy += u32::from(progress);
+        rounds += 1;
+        net.advance(progress);
+    }
+    // The connection is still there, both ends.
+    for g in &net.guests {
+        assert_eq!(g.back.rc_held(), Some((1, 0)));
+    }
+    assert_eq!(net.guests[0].device.stats().cm.idle_closed, 0);
+    // And each would sleep: arming finds nothing waiting.
+    for g in &mut net.guests {
+        assert!(!g.device.arm()?, "guest {} has work waiting", g.spec.ipv4());
+    }
+    eprintln!("idle with a connection up: {busy} busy and {due} due of {rounds} rounds");
+    // A few timers (ARP refresh, say) may fire; nothing polls on and on.
+    assert!(
+        busy <= 20 && due <= 20,
+        "{busy} busy and {due} due of {rounds} rounds"
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! a real fabric: the call queues the request and the answer arrives as a
 //! [`Completion`] from [`Verbs::poll_cq`].
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::mem::SlotBuffers;
@@ -180,6 +181,15 @@ pub fn check_send_head(head: &[u8], len: usize) -> Result<(), HcaError> {
     }
 }
 
+/// One send of a batch for [`Verbs::post_sends`]: what
+/// [`Verbs::post_send`] takes.
+#[derive(Debug)]
+pub struct SendWr {
+    pub slot: TxSlot,
+    pub len: usize,
+    pub dest: UdDest,
+}
+
 /// A post that did not happen; the slot comes back to the caller.
 #[derive(Debug)]
 pub struct PostError<T> {
@@ -241,6 +251,37 @@ pub trait Verbs {
     /// Queues a receive buffer. The HCA writes a 40-byte GRH area and then the
     /// payload.
     fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>>;
+
+    /// Posts `sends` in order, each exactly as [`Verbs::post_send`] would;
+    /// those that could not be posted are appended to `refused`, in order.
+    /// A provider may take its locks or ring its doorbell once for the lot;
+    /// the default posts them one by one.
+    fn post_sends(
+        &mut self,
+        sends: &mut dyn Iterator<Item = SendWr>,
+        refused: &mut Vec<PostError<TxSlot>>,
+    ) {
+        for wr in sends {
+            if let Err(e) = self.post_send(wr.slot, wr.len, &wr.dest) {
+                refused.push(e);
+            }
+        }
+    }
+
+    /// Posts receive buffers in order, each as [`Verbs::post_recv`] would;
+    /// those that could not be posted are appended to `refused`. The
+    /// default posts them one by one.
+    fn post_recvs(
+        &mut self,
+        slots: &mut dyn Iterator<Item = RxSlot>,
+        refused: &mut Vec<PostError<RxSlot>>,
+    ) {
+        for slot in slots {
+            if let Err(e) = self.post_recv(slot) {
+                refused.push(e);
+            }
+        }
+    }
 
     /// Rings the doorbell for everything posted since the last flush.
     fn flush(&mut self) -> Result<(), HcaError>;

@@ -29,7 +29,7 @@ pub mod rdma;
 
 pub use hca::{
     check_send_head, Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError,
-    RecvInfo, UdDest, Verbs, WcStatus, MAX_SEND_HEAD,
+    RecvInfo, SendWr, UdDest, Verbs, WcStatus, MAX_SEND_HEAD,
 };
 pub use mem::{RxArea, SlotBuffers, TxArea};
 pub use peer_fault::{PeerFault, PeerFaultCounts, PeerFaultKind, RingId};

@@ -9,7 +9,7 @@ use ring::Window;
 use verbs_shim::sim::{FaultConfig, GrhRepr, PortConfig, SimError, SimFabric, SimPort};
 use verbs_shim::{
     Completion, DestHandle, Gid, Hca, HcaError, IbMtu, Lid, McastError, PKey, PathError, QKey, Qpn,
-    RecvInfo, SlotLayout, TxSlot, UdDest, Verbs, WcStatus, GRH_LEN,
+    RecvInfo, SendWr, SlotLayout, TxSlot, UdDest, Verbs, WcStatus, GRH_LEN,
 };
 
 /// An IPoIB-style MGID for `pkey` (RFC 4391 broadcast group layout).
@@ -218,6 +218,54 @@ fn unicast_delivery_writes_grh_and_payload() {
     let totals = fabric.stats().totals;
     assert_eq!((totals.tx_packets, totals.rx_packets), (1, 1));
     assert_eq!(totals.rx_dropped(), 0);
+}
+
+#[test]
+fn batched_sends_and_receives_behave_like_single_posts() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Node::local(&fabric, 1);
+    // b posts three receives, as one batch, and keeps the rest.
+    let mut b = Node::with_recvs(&fabric, PortConfig::local(2, PKey::DEFAULT), 0);
+    let mut c = fabric
+        .add_port(PortConfig::local(3, PKey::DEFAULT))
+        .unwrap();
+    let (_, mut rx) = c.take_slots().unwrap();
+    let three: Vec<_> = rx.by_ref().take(3).collect();
+    let mut refused_rx = Vec::new();
+    c.post_recvs(&mut three.into_iter(), &mut refused_rx);
+    assert!(refused_rx.is_empty());
+    b.port = c;
+    let dest = a.dest_to(&b);
+    let slots: Vec<_> = (0..4).map(|_| a.tx.pop().expect("a TX slot")).collect();
+    for (i, slot) in slots.iter().enumerate() {
+        a.port.buffers().tx.slot_mut(slot)[..8].copy_from_slice(&[i as u8; 8]);
+    }
+    let mut refused = Vec::new();
+    a.port.post_sends(
+        &mut slots.into_iter().map(|slot| SendWr { slot, len: 8, dest }),
+        &mut refused,
+    );
+    assert!(refused.is_empty());
+    a.poll();
+    assert_eq!(a.sends.len(), 4, "every send completes");
+    // In posting order; the fourth found no receive and was dropped.
+    let got = b.take_payloads();
+    assert_eq!(got, vec![vec![0u8; 8], vec![1u8; 8], vec![2u8; 8]]);
+    assert_eq!(b.port.stats().drop_no_recv, 1);
+
+    // A closed port hands batched slots back flushed.
+    a.port.close();
+    let slots: Vec<_> = (0..2).map(|_| a.tx.pop().expect("a TX slot")).collect();
+    a.port.post_sends(
+        &mut slots.into_iter().map(|slot| SendWr { slot, len: 8, dest }),
+        &mut refused,
+    );
+    assert!(refused.is_empty());
+    a.poll();
+    assert_eq!(
+        a.sends.iter().filter(|s| **s == WcStatus::Flushed).count(),
+        2
+    );
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub fn build_grh(sgid: &Gid, dgid: &Gid, payload_len: u16) -> [u8; HEADER_LEN] {
 /// - RoCEv2 over IPv4: the first 20 bytes are undefined and an IPv4 header
 ///   fills 20..40; the sender's GID is its IPv4-mapped source address
 ///   (`::ffff:a.b.c.d`, the address at 32..36).
+#[inline]
 pub fn source_gid(area: &[u8; HEADER_LEN]) -> Option<Gid> {
     let mut gid = [0u8; 16];
     if area[0] >> 4 == VERSION {

@@ -164,6 +164,10 @@ struct Served<V: Verbs> {
     max_pending_resolves: usize,
     /// Connected mode, when negotiated and agreed.
     rc: Option<rc::RcServed>,
+    /// Sends and receives checked and waiting to be posted as one batch at
+    /// the end of their run (kept for their capacity).
+    send_batch: Vec<crate::SendWr>,
+    recv_batch: Vec<RxSlot>,
 }
 
 enum Phase<V: Verbs> {
@@ -477,6 +481,8 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             max_mcast_groups: self.config.max_mcast_groups,
             max_pending_resolves: self.config.max_pending_resolves,
             rc,
+            send_batch: Vec::new(),
+            recv_batch: Vec::new(),
         }));
         self.header.set_backend_state(State::Connected);
         self.stats.interrupts += 1;

@@ -1,6 +1,7 @@
 //! One service pass: take the guest's requests, validate and post them, reap
 //! the provider's completions, answer, and notify once per batch.
 
+use alloc::vec::Vec;
 use ring::desc::{
     CmRequest, RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_GRH, RX_FLAG_MULTICAST,
     RX_REQ_FLAG_BIG, TX_FLAG_RC,
@@ -10,7 +11,7 @@ use ring::State;
 use super::filter::{check_frame, CheckedHead, SenderPort};
 use super::tap::Tapper;
 use super::{BackError, BackHalf, BackStats, Phase, Served, Violation};
-use crate::hca::{Completion, HcaError, PostError, UdDest, Verbs};
+use crate::hca::{Completion, HcaError, PostError, SendWr, UdDest, Verbs};
 use crate::notify::Notify;
 use crate::types::{QKey, Qpn};
 
@@ -127,9 +128,11 @@ impl<V: Verbs> Served<V> {
                 .rx
                 .pop_requests(&mut rx[..(batch - work).min(COPY_RUN)])
                 .map_err(|_| Violation::RingOverflow { ring: "rx" })?;
-            for req in &rx[..n] {
-                self.handle_rx(*req, stats)?;
-            }
+            let handled = rx[..n]
+                .iter()
+                .try_for_each(|req| self.handle_rx(*req, stats));
+            self.post_recv_batch();
+            handled?;
             work += n;
             if n == 0 {
                 break;
@@ -142,9 +145,11 @@ impl<V: Verbs> Served<V> {
                 .tx
                 .pop_requests(&mut tx[..(batch - sent).min(COPY_RUN)])
                 .map_err(|_| Violation::RingOverflow { ring: "tx" })?;
-            for req in &tx[..n] {
-                self.handle_tx(*req, stats, tapper)?;
-            }
+            let handled = tx[..n]
+                .iter()
+                .try_for_each(|req| self.handle_tx(*req, stats, tapper));
+            self.post_send_batch(stats);
+            handled?;
             sent += n;
             if n == 0 {
                 break;
@@ -247,19 +252,48 @@ impl<V: Verbs> Served<V> {
         stats.tx_requests += 1;
         stats.tx_bytes += u64::from(req.len);
         // A checked frame's head goes from the checked copy, so a rewrite
-        // of the slot after the check cannot change it.
-        let posted = match head {
-            Some(head) => self
-                .provider
-                .post_send_with_head(token, req.len as usize, &dest, head),
-            None => self.provider.post_send(token, req.len as usize, &dest),
+        // of the slot after the check cannot change it. Unchecked frames
+        // wait for the end of the run and go as one batch.
+        let Some(head) = head else {
+            self.send_batch.push(SendWr {
+                slot: token,
+                len: req.len as usize,
+                dest,
+            });
+            return Ok(());
         };
-        if let Err(PostError { slot, error }) = posted {
-            log::debug!("post_send failed: {error}");
-            stats.tx_errors += 1;
-            self.refuse_tx(slot, crate::WcStatus::General);
+        // In order: what the batch holds goes first.
+        self.post_send_batch(stats);
+        let posted = self
+            .provider
+            .post_send_with_head(token, req.len as usize, &dest, head);
+        if let Err(e) = posted {
+            self.send_refused(e, stats);
         }
         Ok(())
+    }
+
+    /// Posts the batched sends (one provider call).
+    fn post_send_batch(&mut self, stats: &mut BackStats) {
+        if self.send_batch.is_empty() {
+            return;
+        }
+        let mut refused = Vec::new();
+        self.provider
+            .post_sends(&mut self.send_batch.drain(..), &mut refused);
+        for e in refused {
+            self.send_refused(e, stats);
+        }
+    }
+
+    fn send_refused(
+        &mut self,
+        PostError { slot, error }: PostError<crate::TxSlot>,
+        stats: &mut BackStats,
+    ) {
+        log::debug!("post_send failed: {error}");
+        stats.tx_errors += 1;
+        self.refuse_tx(slot, crate::WcStatus::General);
     }
 
     /// Asks the installed TX filter, if any, about the frame in `slot`.
@@ -305,7 +339,20 @@ impl<V: Verbs> Served<V> {
         }
         let token = take_token(&mut self.rx_tokens, req.slot, "rx")?;
         stats.rx_requests += 1;
-        if let Err(PostError { slot, error }) = self.provider.post_recv(token) {
+        self.recv_batch.push(token);
+        Ok(())
+    }
+
+    /// Posts the batched receives (one provider call); a refused one goes
+    /// back to the guest with an error.
+    fn post_recv_batch(&mut self) {
+        if self.recv_batch.is_empty() {
+            return;
+        }
+        let mut refused = Vec::new();
+        self.provider
+            .post_recvs(&mut self.recv_batch.drain(..), &mut refused);
+        for PostError { slot, error } in refused {
             log::debug!("post_recv failed: {error}");
             let rsp = RxResponse {
                 slot: slot.index(),
@@ -319,7 +366,6 @@ impl<V: Verbs> Served<V> {
                 log::error!("rx response lost: {e}");
             }
         }
-        Ok(())
     }
 
     fn reap(

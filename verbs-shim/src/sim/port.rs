@@ -330,6 +330,68 @@ impl Verbs for SimPort {
         })
     }
 
+    /// The whole batch under one fabric lock, each send delivered as
+    /// `post_send` delivers it.
+    fn post_sends(
+        &mut self,
+        sends: &mut dyn Iterator<Item = crate::SendWr>,
+        refused: &mut Vec<PostError<TxSlot>>,
+    ) {
+        if let Some(closed) = &mut self.closed {
+            for wr in sends {
+                closed.cq.push_back(Completion::Send {
+                    slot: wr.slot,
+                    status: WcStatus::Flushed,
+                });
+            }
+            return;
+        }
+        let (id, region) = (self.id, &self.region);
+        self.fabric.with(|inner, fire| {
+            for wr in sends {
+                if let Err(slot) = inner.send(id, region, wr.slot, wr.len, &[], &wr.dest, fire) {
+                    refused.push(PostError {
+                        slot,
+                        error: HcaError::Disconnected,
+                    });
+                }
+            }
+        });
+    }
+
+    /// The whole batch under one fabric lock.
+    fn post_recvs(
+        &mut self,
+        slots: &mut dyn Iterator<Item = RxSlot>,
+        refused: &mut Vec<PostError<RxSlot>>,
+    ) {
+        if let Some(closed) = &mut self.closed {
+            for slot in slots {
+                closed.cq.push_back(Completion::Recv {
+                    slot,
+                    status: WcStatus::Flushed,
+                    info: FLUSHED_INFO,
+                });
+            }
+            return;
+        }
+        let (id, layout) = (self.id, self.layout);
+        self.fabric.with(|inner, _| {
+            let mut entry = inner.ports.get_mut(&id);
+            for slot in slots {
+                let error = match &mut entry {
+                    _ if layout.rx_offset(slot.index()).is_none() => HcaError::InvalidArgument,
+                    Some(entry) => {
+                        entry.recvs.push_back(slot);
+                        continue;
+                    }
+                    None => HcaError::Disconnected,
+                };
+                refused.push(PostError { slot, error });
+            }
+        });
+    }
+
     /// Sends are already on the wire; this only releases held packets.
     fn flush(&mut self) -> Result<(), HcaError> {
         if self.closed.is_none() {
