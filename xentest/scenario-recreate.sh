@@ -99,12 +99,12 @@ one_incarnation() {
     xl destroy ibguest-g2 >/dev/null 2>&1
     # The back end reclaims a domain it had mapped; one it refused has
     # nothing to reclaim, but the seat must be free again before the next.
-    _i=0
-    while [ "$_i" -lt 100 ]; do
+    _w=0
+    while [ "$_w" -lt 100 ]; do
         [ "$(count 'guest g2: domain .* destroyed' "$BLOG")" -gt "$_rec0" ] && break
-        [ "$_kind" != up ] && [ "$_i" -ge 10 ] && break
+        [ "$_kind" != up ] && [ "$_w" -ge 10 ] && break
         sleep 0.2
-        _i=$((_i + 1))
+        _w=$((_w + 1))
     done
 }
 
@@ -126,15 +126,18 @@ scenario() {
     write_cfg g2 "peer=$IP_g1"
     _up=0 _dir=0 _refused=0 _stopped=0 _timeout=0 _qemu=0
     _t=$(now)
-    _i=0
-    while [ "$_i" -lt "$N" ]; do
-        _i=$((_i + 1))
-        one_incarnation "$_i"
+    # (Not _i: guests.sh's helpers use it.)
+    _round=0
+    while [ "$_round" -lt "$N" ]; do
+        _round=$((_round + 1))
+        one_incarnation "$_round"
         eval "_$_kind=\$((_$_kind + 1))"
+        echo "STRESS $_round of $N: $_kind"
     done
     _changed=$(count 'directory page changed' "$(conlog g2)")
     _back=$(count 'clock stepped back' "$(conlog g2)")
-    _sum="$N incarnations of g2 in $(since "$_t") s: up $_up, dir $_dir, refused $_refused, stopped $_stopped, timeout $_timeout, qemu $_qemu; guest self-checks: directory page changed $_changed, clock stepped back $_back; g1 $(stat_line g1)"
+    _kept=$(count 'could not be ended' "$(conlog g2)")
+    _sum="$N incarnations of g2 in $(since "$_t") s: up $_up, dir $_dir, refused $_refused, stopped $_stopped, timeout $_timeout, qemu $_qemu; guest self-checks: directory page changed $_changed, incarnations whose clock was corrected $_back, granted pages kept $_kept; g1 $(stat_line g1)"
     if [ $((_up + _qemu)) = "$N" ]; then
         step recreate-stress PASS "$_sum"
     else
