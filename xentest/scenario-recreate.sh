@@ -125,8 +125,8 @@ scenario() {
     fi
     write_cfg g2 "peer=$IP_g1"
     _up=0 _dir=0 _refused=0 _stopped=0 _timeout=0 _qemu=0
-    _t=$(now)
-    # (Not _i: guests.sh's helpers use it.)
+    _t_stress=$(now)
+    # (Not _i or _t: guests.sh's helpers use them.)
     _round=0
     while [ "$_round" -lt "$N" ]; do
         _round=$((_round + 1))
@@ -137,7 +137,7 @@ scenario() {
     _changed=$(count 'directory page changed' "$(conlog g2)")
     _back=$(count 'clock stepped back' "$(conlog g2)")
     _kept=$(count 'could not be ended' "$(conlog g2)")
-    _sum="$N incarnations of g2 in $(since "$_t") s: up $_up, dir $_dir, refused $_refused, stopped $_stopped, timeout $_timeout, qemu $_qemu; guest self-checks: directory page changed $_changed, incarnations whose clock was corrected $_back, granted pages kept $_kept; g1 $(stat_line g1)"
+    _sum="$N incarnations of g2 in $(since "$_t_stress") s: up $_up, dir $_dir, refused $_refused, stopped $_stopped, timeout $_timeout, qemu $_qemu; guest self-checks: directory page changed $_changed, incarnations whose clock was corrected $_back, granted pages kept $_kept; g1 $(stat_line g1)"
     if [ $((_up + _qemu)) = "$N" ]; then
         step recreate-stress PASS "$_sum"
     else
