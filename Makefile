@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 # Executions per target for `make fuzz-long`.
 FUZZ_LONG_RUNS ?= 10000000
 
-.PHONY: all deps build nostd image run test unit loom lint fmt bench bench-vm fuzz fuzz-long soak example softroce xen-test xen-rdma-test clean
+.PHONY: all deps build nostd image run test unit loom lint fmt bench bench-vm fuzz fuzz-long soak example softroce xen-test xen-rdma-test xen-stress clean
 
 all: build
 
@@ -102,6 +102,12 @@ xen-test: deps
 # virtio-net NIC in dom0; see xentest/scenario-rdma.sh.
 xen-rdma-test: deps
 	XEN_TEST_RDMA=1 xentest/xen-test.sh
+
+# A recreate stress for the Xen transport (not part of make test): one
+# ibguest domain created and destroyed STRESS_N times (default 30) next to
+# a running one; see xentest/scenario-recreate.sh.
+xen-stress: deps
+	XEN_TEST_SCENARIO=xentest/scenario-recreate.sh XEN_TEST_ATTEMPTS=1 XEN_TEST_TIMEOUT=$${XEN_TEST_TIMEOUT:-1200} xentest/xen-test.sh
 
 clean:
 	$(CARGO) clean

@@ -6,7 +6,8 @@
 # Xen's view of its CPU (xen-hvmctx).
 # shellcheck disable=SC2034 # /init prints it
 PLAN="stress"
-N=${STRESS_N:-40}
+N=$(arg xentest.n)
+N=${N:-40}
 
 scenario() {
     _bad=0

@@ -31,6 +31,8 @@
 #                      run again, as above)
 #   XEN_TEST_XEN_ARGS  more Xen command-line options
 #   XEN_TEST_SCENARIO  another scenario file instead of xentest/scenario.sh
+#   STRESS_N           iterations of a stress scenario (scenario-stress.sh,
+#                      scenario-recreate.sh), passed to dom0 as xentest.n=
 #   XEN_TEST_RDMA=1    the rdma provider on soft-RoCE in dom0 instead of the
 #                      sim fabric (make xen-rdma-test; xentest/scenario-rdma.sh)
 #   XEN_TEST_NO_BUILD=1  skip the cargo builds, use target/release/ib-backend
@@ -326,6 +328,8 @@ say "ready to boot after $(elapsed "$T_START") s"
 XEN_APPEND="console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=$DOM0_VCPUS spec-ctrl=eager-fpu loglvl=all guest_loglvl=all conring_size=1m serial_tx_buffer=256k noreboot${XEN_TEST_XEN_ARGS:+ $XEN_TEST_XEN_ARGS}"
 DOM0_APPEND="console=hvc0 earlyprintk=xen quiet loglevel=3 rdinit=/init"
 [ "${XEN_TEST_SHELL:-0}" = 1 ] && DOM0_APPEND="$DOM0_APPEND xentest.shell=1"
+# STRESS_N: how many times a stress scenario creates its domain.
+[ -n "${STRESS_N:-}" ] && DOM0_APPEND="$DOM0_APPEND xentest.n=$STRESS_N"
 QEMU=(qemu-system-x86_64 -accel "$ACCEL" -M pc -cpu "$CPU" -smp "$SMP" -m 2G
     -display none -vga none -no-reboot -nic none
     -kernel "$XEN_ELF" -append "$XEN_APPEND"

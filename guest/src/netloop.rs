@@ -55,7 +55,7 @@ fn attach(dev: &Transport) -> FrontHca<impl Fn()> {
                     Ok(true) => {
                         println!(
                             "ibguest: channel connected after {} us",
-                            guest::now_micros() - start
+                            guest::now_micros().saturating_sub(start)
                         );
                         return front;
                     }
@@ -262,7 +262,7 @@ pub fn run(config: &BootConfig, dev: &Transport) {
             if let Poll::Ready(result) = s.poll(&mut stack.sockets, t) {
                 match result {
                     Ok(r) => {
-                        let micros = (guest::now_micros() - send_started).max(1);
+                        let micros = guest::now_micros().saturating_sub(send_started).max(1);
                         println!(
                             "ibguest: sent {} bytes sha256 {} in {} ms ({} KB/s)",
                             r.sent,

@@ -2,6 +2,23 @@
 //! `xen.h`): system time in nanoseconds, extrapolated from the TSC with
 //! Xen's scale factor. Portable, so it is tested on the host; the reading
 //! of `shared_info` is in `xen::clock`.
+//!
+//! Two properties of the PV clock that a reader must handle itself (Linux's
+//! `pvclock_clocksource_read` does both):
+//! - the TSC may be read *behind* `tsc_timestamp` (Xen stamped the record
+//!   on another physical CPU, or the record changed between the reads):
+//!   the difference must not be taken as an unsigned 2^64-ish tick count;
+//! - without `PVCLOCK_TSC_STABLE_BIT` (QEMU's TCG CPU has no invariant TSC)
+//!   successive records are not mutually monotonic: a new record's
+//!   `system_time` can lie before what the old one extrapolated to, so the
+//!   clock can step back a little. [`Monotonic`] holds it.
+//!
+//! Both happened under Xen in QEMU (xentest): one clock read far in the
+//! future (or a small step back, which `now - start` on `u64` wraps into the
+//! same thing) made a 60 s wait for the back end end at once, and the
+//! guest then freed its still-granted channel pages.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// `vcpu_time_info`, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +39,10 @@ impl TimeInfo {
         }
     }
 
-    /// System time (ns) at TSC value `tsc`.
+    /// System time (ns) at TSC value `tsc`. A `tsc` behind the record's
+    /// stamp (see the module's documentation) counts as the stamp itself.
     pub fn nanos_at(&self, tsc: u64) -> u64 {
-        let mut delta = tsc.wrapping_sub(self.tsc_timestamp);
+        let mut delta = tsc.saturating_sub(self.tsc_timestamp);
         if self.tsc_shift >= 0 {
             delta <<= self.tsc_shift;
         } else {
@@ -32,6 +50,11 @@ impl TimeInfo {
         }
         let scaled = (u128::from(delta) * u128::from(self.tsc_to_system_mul)) >> 32;
         self.system_time.wrapping_add(scaled as u64)
+    }
+
+    /// Whether `tsc` lies before the record's stamp.
+    pub fn tsc_behind(&self, tsc: u64) -> bool {
+        tsc < self.tsc_timestamp
     }
 
     /// TSC ticks per second, as Xen's scale factor says.
@@ -45,6 +68,69 @@ impl TimeInfo {
             hz << -self.tsc_shift
         };
         hz as u64
+    }
+}
+
+/// Makes a clock that may step back monotonic: every reading is at least
+/// the largest one before it. Counts the steps back (and the TSC reads
+/// behind a stamp, which the caller reports) for the logs.
+pub struct Monotonic {
+    last: AtomicU64,
+    backsteps: AtomicU64,
+    largest_backstep: AtomicU64,
+    tsc_behind: AtomicU64,
+}
+
+/// What [`Monotonic`] has seen so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockAnomalies {
+    /// Readings below an earlier one (held at the earlier one).
+    pub backsteps: u64,
+    /// The largest of them, in the clock's unit.
+    pub largest_backstep: u64,
+    /// TSC reads behind the record's stamp (clamped to it).
+    pub tsc_behind: u64,
+}
+
+impl Monotonic {
+    pub const fn new() -> Monotonic {
+        Monotonic {
+            last: AtomicU64::new(0),
+            backsteps: AtomicU64::new(0),
+            largest_backstep: AtomicU64::new(0),
+            tsc_behind: AtomicU64::new(0),
+        }
+    }
+
+    /// `raw`, or the largest earlier reading if `raw` is below it.
+    pub fn observe(&self, raw: u64) -> u64 {
+        let prev = self.last.fetch_max(raw, Ordering::AcqRel);
+        if raw >= prev {
+            return raw;
+        }
+        self.backsteps.fetch_add(1, Ordering::Relaxed);
+        self.largest_backstep
+            .fetch_max(prev - raw, Ordering::Relaxed);
+        prev
+    }
+
+    /// Counts one TSC read behind a record's stamp.
+    pub fn note_tsc_behind(&self) {
+        self.tsc_behind.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn anomalies(&self) -> ClockAnomalies {
+        ClockAnomalies {
+            backsteps: self.backsteps.load(Ordering::Relaxed),
+            largest_backstep: self.largest_backstep.load(Ordering::Relaxed),
+            tsc_behind: self.tsc_behind.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Default for Monotonic {
+    fn default() -> Self {
+        Monotonic::new()
     }
 }
 
@@ -96,6 +182,49 @@ mod tests {
             );
             assert_eq!(t.nanos_at(1_000_000), 5_000_000_000);
         }
+    }
+
+    /// A TSC read one tick behind the stamp (the record was stamped on
+    /// another CPU, or replaced between the reads) is the stamp's time, not
+    /// 2^64 - 1 ticks later. Before the fix this read gave a time about
+    /// 2^63 ns away, which ended a 60 s wait for the back end at once.
+    #[test]
+    fn a_tsc_behind_the_stamp_is_the_stamp() {
+        let (mul, shift) = scale_for(2_600_000_000);
+        let t = TimeInfo {
+            tsc_timestamp: 1_000_000,
+            system_time: 5_000_000_000,
+            tsc_to_system_mul: mul,
+            tsc_shift: shift,
+        };
+        assert!(t.tsc_behind(999_999));
+        assert!(!t.tsc_behind(1_000_000));
+        assert_eq!(t.nanos_at(999_999), 5_000_000_000);
+        assert_eq!(t.nanos_at(0), 5_000_000_000);
+    }
+
+    #[test]
+    fn monotonic_holds_a_step_back_and_counts_it() {
+        let m = Monotonic::new();
+        assert_eq!(m.observe(100), 100);
+        assert_eq!(m.observe(250), 250);
+        // Xen's next record lies 30 before the old extrapolation.
+        assert_eq!(m.observe(220), 250);
+        assert_eq!(m.observe(240), 250);
+        assert_eq!(m.observe(260), 260);
+        m.note_tsc_behind();
+        assert_eq!(
+            m.anomalies(),
+            ClockAnomalies {
+                backsteps: 2,
+                largest_backstep: 30,
+                tsc_behind: 1
+            }
+        );
+        // So an elapsed time taken across the step never wraps.
+        let start = m.observe(300);
+        let later = m.observe(290);
+        assert_eq!(later - start, 0);
     }
 
     #[test]

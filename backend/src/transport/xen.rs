@@ -20,7 +20,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Weak};
 
 use ring::Window;
-use xen_proto::ibchan::{dir_pages_for, FrontendError, FrontendPublication};
+use xen_proto::ibchan::{dir_pages_for, FrontendError, FrontendPublication, PAGE_SIZE};
 
 use super::{GuestNotifier, Transport};
 
@@ -103,32 +103,40 @@ impl XenTransport {
             });
         }
         let device = GrantDevice::open().map_err(XenConnectError::GrantDevice)?;
-        let directory = device
-            .map(domid, &publication.dir_refs, Access::ReadOnly)
-            .map_err(|error| XenConnectError::DirectoryMap {
-                refs: publication.dir_refs.clone(),
-                error,
-            })?;
-        let dir_pages = directory.copy_pages();
-        drop(directory);
-        let refs = publication.window_refs(&dir_pages).map_err(|e| {
-            // What the page held instead, for the log: a directory a guest
-            // wrote has references from 8 up.
-            let head: Vec<u32> = dir_pages
-                .first()
-                .map(|p| {
-                    p.chunks_exact(4)
-                        .take(8)
-                        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            log::warn!(
-                "xen: domain {domid}: directory refs {:?} held {head:?} in their first words",
-                publication.dir_refs
-            );
-            XenConnectError::Directory(e)
-        })?;
+        let read_directory = || -> Result<Vec<[u8; PAGE_SIZE]>, XenConnectError> {
+            let directory = device
+                .map(domid, &publication.dir_refs, Access::ReadOnly)
+                .map_err(|error| XenConnectError::DirectoryMap {
+                    refs: publication.dir_refs.clone(),
+                    error,
+                })?;
+            Ok(directory.copy_pages())
+        };
+        let dir_pages = read_directory()?;
+        let refs = match publication.window_refs(&dir_pages) {
+            Ok(refs) => refs,
+            Err(e) => {
+                // A directory a guest wrote has references from 8 up. Map
+                // and read it once more, for the log: the same bytes again
+                // mean the guest's page holds them (it overwrote or freed
+                // it); different ones, that the first read was not what the
+                // guest had written. The guest is refused either way: its
+                // directory must not change once published.
+                let again = read_directory();
+                let second = match &again {
+                    Ok(pages) => format!("{:?}", first_words(pages)),
+                    Err(e) => format!("unreadable ({e})"),
+                };
+                let same = matches!(&again, Ok(p) if *p == dir_pages);
+                log::warn!(
+                    "xen: domain {domid}: directory refs {:?} held {:?} in their first words; read again: {second} ({})",
+                    publication.dir_refs,
+                    first_words(&dir_pages),
+                    if same { "the same pages" } else { "the pages differ" }
+                );
+                return Err(XenConnectError::Directory(e));
+            }
+        };
         let region = Arc::new(
             device
                 .map(domid, &refs, Access::ReadWrite)
@@ -162,6 +170,19 @@ impl XenTransport {
             channel: Arc::new(channel),
         })
     }
+}
+
+/// The first eight `u32` words of the first page, for the log.
+fn first_words(pages: &[[u8; PAGE_SIZE]]) -> Vec<u32> {
+    pages
+        .first()
+        .map(|p| {
+            p.chunks_exact(4)
+                .take(8)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Transport for XenTransport {

@@ -16,6 +16,18 @@ pub fn rdtsc() -> u64 {
     unsafe { _rdtsc() }
 }
 
+/// The TSC, read only after every earlier load has completed (`lfence;
+/// rdtsc`), for a TSC that must belong with values just loaded (the PV
+/// clock's record).
+pub fn rdtsc_ordered() -> u64 {
+    // SAFETY: lfence only orders loads and rdtsc only reads a counter;
+    // every x86-64 CPU has both (SSE2 is part of x86-64).
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        _rdtsc()
+    }
+}
+
 /// `cpuid` leaf `leaf`, sub-leaf `sub`.
 pub fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
     __cpuid_count(leaf, sub)

@@ -16,6 +16,8 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::fmt;
 
 use ring::Window;
@@ -27,7 +29,7 @@ use crate::config::XenFault;
 use crate::timer::{now_micros, wait_for_interrupt};
 
 use super::events;
-use super::grant::{self, GrantError};
+use super::grant::{self, GrantError, GrantRef};
 use super::hypercall::{self, XenError};
 use super::xenstore::{XenStore, XenStoreError};
 
@@ -39,10 +41,16 @@ pub enum XenChannelError {
     NoDevice {
         waited_ms: u64,
     },
-    /// The back end did not reach `want` within the wait.
+    /// The back end gave up (Closing or Closed) instead of reaching `want`.
     BackendState {
         want: XenbusState,
         seen: XenbusState,
+    },
+    /// The back end did not reach `want` within the wait.
+    BackendTimeout {
+        want: XenbusState,
+        seen: XenbusState,
+        waited_ms: u64,
     },
     BadNode {
         node: &'static str,
@@ -67,6 +75,14 @@ impl fmt::Display for XenChannelError {
             XenChannelError::BackendState { want, seen } => {
                 write!(f, "the back end is {seen}, not {want}")
             }
+            XenChannelError::BackendTimeout {
+                want,
+                seen,
+                waited_ms,
+            } => write!(
+                f,
+                "the back end is still {seen}, not {want}, after {waited_ms} ms"
+            ),
             XenChannelError::BadNode { node } => {
                 write!(f, "the back end's {node} node is missing or malformed")
             }
@@ -90,8 +106,10 @@ impl From<XenStoreError> for XenChannelError {
 pub struct XenChannel {
     xs: XenStore,
     window: Window,
-    /// Kept so the directory pages stay allocated while granted.
-    _dir: Window,
+    /// The window's pages and their grants.
+    _window_grants: GrantedPages,
+    /// The directory pages and their grants.
+    _dir: GrantedPages,
     port: u32,
     backend_id: u16,
     backend: String,
@@ -109,6 +127,73 @@ impl XenBell {
     }
 }
 
+/// Heap pages granted to the back end. Dropping it (a failed `connect`)
+/// ends the grants first, and gives the pages back to the heap only if
+/// every grant ended: a page the back end still has mapped is kept for
+/// ever. Freeing granted pages let the back end read the allocator's hole
+/// header in a freed directory page (`grant ref 0 at index 1 is reserved`).
+struct GrantedPages {
+    pages: Window,
+    refs: Vec<GrantRef>,
+}
+
+impl GrantedPages {
+    fn new(len: usize) -> GrantedPages {
+        GrantedPages {
+            pages: Window::new_heap(len),
+            refs: Vec::new(),
+        }
+    }
+
+    /// Grants page `index` to `domid`.
+    fn grant(&mut self, domid: u16, index: usize, readonly: bool) -> Result<GrantRef, GrantError> {
+        let gfn = (self.pages.as_ptr() as u64 + (index * ibchan::PAGE_SIZE) as u64) >> 12;
+        let gref = grant::grant(domid, gfn, readonly)?;
+        self.refs.push(gref);
+        Ok(gref)
+    }
+}
+
+impl Drop for GrantedPages {
+    fn drop(&mut self) {
+        let mut kept = 0usize;
+        let mut first_err = None;
+        for &gref in &self.refs {
+            if let Err(e) = grant::end_access(gref) {
+                kept += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            // Never back to the heap: the other domain may still use it.
+            core::mem::forget(self.pages.clone());
+            crate::println!(
+                "ibguest: xen: {kept} of {} grant(s) at {:#x} could not be ended ({e}); keeping the {} KiB for ever",
+                self.refs.len(),
+                self.pages.as_ptr() as u64,
+                self.pages.len() / 1024
+            );
+        }
+    }
+}
+
+/// The first byte at which `page` no longer holds `expected`, and the four
+/// words there (for the log).
+fn first_difference(page: &Window, expected: &[u8]) -> Option<(usize, [u32; 4])> {
+    let mut now = vec![0u8; expected.len()];
+    page.read_bytes(0, &mut now).ok()?;
+    let at = now.iter().zip(expected).position(|(a, b)| a != b)?;
+    let word_at = at & !15;
+    let mut words = [0u32; 4];
+    for (i, w) in words.iter_mut().enumerate() {
+        let o = word_at + i * 4;
+        if let Some(b) = now.get(o..o + 4) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+    }
+    Some((at, words))
+}
+
 const TOKEN_FRONT: &str = "ibchan-fe";
 const TOKEN_BACK: &str = "ibchan-be";
 
@@ -124,6 +209,57 @@ fn wait_a_little(xs: &mut XenStore) -> Result<(), XenStoreError> {
         wait_for_interrupt(Some(now_micros() + 100_000));
     }
     Ok(())
+}
+
+/// Something to look at on every pass of a wait.
+trait WaitCheck {
+    /// `waited`: microseconds since the wait began.
+    fn check(&mut self, waited: u64);
+}
+
+struct NoCheck;
+
+impl WaitCheck for NoCheck {
+    fn check(&mut self, _waited: u64) {}
+}
+
+/// The guest's own check of its published directory: it must hold what we
+/// wrote for as long as it is granted. Tells a guest that overwrites (or
+/// frees) its directory from a back end that misreads it.
+struct DirCheck<'a> {
+    dir: &'a Window,
+    expected: &'a [u8],
+    reported: bool,
+}
+
+impl WaitCheck for DirCheck<'_> {
+    fn check(&mut self, waited: u64) {
+        if self.reported {
+            return;
+        }
+        if let Some((at, words)) = first_difference(self.dir, self.expected) {
+            self.reported = true;
+            let (used, free) = crate::boot::heap::usage();
+            crate::println!(
+                "ibguest: xen: directory page changed at {:#x} (+{at:#x}) {} ms into the wait: it now holds {words:?} there (heap {used} bytes used, {free} free)",
+                self.dir.as_ptr() as u64 + at as u64,
+                waited / 1000
+            );
+        }
+    }
+}
+
+/// Logs what the PV clock did since boot, if it did anything odd.
+fn report_clock() {
+    let a = super::clock::anomalies();
+    if a != crate::pvclock::ClockAnomalies::default() {
+        crate::println!(
+            "ibguest: xen: clock stepped back {} time(s) since boot (largest {} ns, held; {} TSC read(s) behind Xen's stamp, clamped)",
+            a.backsteps,
+            a.largest_backstep,
+            a.tsc_behind
+        );
+    }
 }
 
 impl XenChannel {
@@ -157,9 +293,10 @@ impl XenChannel {
                 })?;
                 break (id, path);
             }
-            if now_micros() - start > wait_micros {
+            let waited = now_micros().saturating_sub(start);
+            if waited > wait_micros {
                 return Err(XenChannelError::NoDevice {
-                    waited_ms: (now_micros() - start) / 1000,
+                    waited_ms: waited / 1000,
                 });
             }
             wait_a_little(&mut xs)?;
@@ -183,26 +320,37 @@ impl XenChannel {
         if pages > max {
             return Err(XenChannelError::TooLarge { pages, max });
         }
-        let window = Window::new_heap(pages as usize * ibchan::PAGE_SIZE);
+        let mut window = GrantedPages::new(pages as usize * ibchan::PAGE_SIZE);
         let dir_pages = ibchan::dir_pages_for(pages);
-        let dir = Window::new_heap(dir_pages as usize * ibchan::PAGE_SIZE);
-        let base = window.as_ptr() as u64;
-        let mut refs = alloc::vec::Vec::with_capacity(pages as usize);
-        for i in 0..u64::from(pages) {
-            let read_only = fault == Some(XenFault::ReadOnly);
-            let gref = grant::grant(backend_id, (base >> 12) + i, read_only)
+        let mut dir = GrantedPages::new(dir_pages as usize * ibchan::PAGE_SIZE);
+        let base = window.pages.as_ptr() as u64;
+        let read_only = fault == Some(XenFault::ReadOnly);
+        for i in 0..pages as usize {
+            window
+                .grant(backend_id, i, read_only)
                 .map_err(XenChannelError::Grant)?;
-            refs.push(gref);
         }
-        let mut dir_refs = alloc::vec::Vec::new();
-        for (d, chunk) in refs.chunks(ibchan::REFS_PER_DIR_PAGE as usize).enumerate() {
+        // What the directory holds; it is checked again while we wait.
+        let mut dir_bytes = vec![0u8; dir_pages as usize * ibchan::PAGE_SIZE];
+        for (d, chunk) in window
+            .refs
+            .chunks(ibchan::REFS_PER_DIR_PAGE as usize)
+            .enumerate()
+        {
             let mut page = [0u8; ibchan::PAGE_SIZE];
             ibchan::encode_dir_page(chunk, &mut page);
             let at = d * ibchan::PAGE_SIZE;
-            dir.write_bytes(at, &page)
-                .map_err(|_| XenChannelError::Grant(GrantError::Map))?;
-            let gfn = (dir.as_ptr() as u64 + at as u64) >> 12;
-            dir_refs.push(grant::grant(backend_id, gfn, true).map_err(XenChannelError::Grant)?);
+            dir_bytes[at..at + ibchan::PAGE_SIZE].copy_from_slice(&page);
+        }
+        dir.pages
+            .write_bytes(0, &dir_bytes)
+            .map_err(|_| XenChannelError::Grant(GrantError::Map))?;
+        let mut dir_refs = Vec::with_capacity(dir_pages as usize);
+        for d in 0..dir_pages as usize {
+            dir_refs.push(
+                dir.grant(backend_id, d, true)
+                    .map_err(XenChannelError::Grant)?,
+            );
         }
         let port =
             hypercall::evtchn_alloc_unbound(backend_id).map_err(XenChannelError::EventChannel)?;
@@ -248,13 +396,31 @@ impl XenChannel {
         crate::println!(
             "ibguest: xen: published {pages} window pages ({} KiB at {base:#x}, {dir_pages} directory page(s) at {:#x} as refs {dir_refs:?}, {used} grants in {frames} table frame(s)) and event channel {port}",
             pages * 4,
-            dir.as_ptr() as u64
+            dir.pages.as_ptr() as u64
         );
-        Self::wait_backend(&mut xs, &backend, XenbusState::Connected, wait_micros)?;
+        let wait_start = now_micros();
+        let mut check = DirCheck {
+            dir: &dir.pages,
+            expected: &dir_bytes,
+            reported: false,
+        };
+        let waited = Self::wait_backend_checking(
+            &mut xs,
+            &backend,
+            XenbusState::Connected,
+            wait_micros,
+            &mut check,
+        );
+        // Once more after the wait, before anything is dropped.
+        check.check(now_micros().saturating_sub(wait_start));
+        report_clock();
+        waited?;
         xs.write(&fe_state, b"4")?;
+        let window_view = window.pages.clone();
         Ok(XenChannel {
             xs,
-            window,
+            window: window_view,
+            _window_grants: window,
             _dir: dir,
             port,
             backend_id,
@@ -270,20 +436,39 @@ impl XenChannel {
         want: XenbusState,
         wait_micros: u64,
     ) -> Result<(), XenChannelError> {
+        Self::wait_backend_checking(xs, backend, want, wait_micros, &mut NoCheck)
+    }
+
+    /// Waits for the back end to reach `want`, running `check` on every
+    /// pass. A back end that gives up while we wait for Connected says
+    /// Closing or Closed.
+    fn wait_backend_checking(
+        xs: &mut XenStore,
+        backend: &str,
+        want: XenbusState,
+        wait_micros: u64,
+        check: &mut dyn WaitCheck,
+    ) -> Result<(), XenChannelError> {
         let start = now_micros();
         loop {
+            let now = now_micros();
+            check.check(now.saturating_sub(start));
             let seen = state_of(xs, backend)?;
             if seen == want {
                 return Ok(());
             }
-            // A back end that gives up says Closed.
             if matches!(seen, XenbusState::Closed | XenbusState::Closing)
                 && want == XenbusState::Connected
             {
                 return Err(XenChannelError::BackendState { want, seen });
             }
-            if now_micros() - start > wait_micros {
-                return Err(XenChannelError::BackendState { want, seen });
+            let waited = now.saturating_sub(start);
+            if waited > wait_micros {
+                return Err(XenChannelError::BackendTimeout {
+                    want,
+                    seen,
+                    waited_ms: waited / 1000,
+                });
             }
             wait_a_little(xs)?;
         }

@@ -2,16 +2,34 @@
 //! time in nanoseconds since the domain started, extrapolated from the TSC
 //! with Xen's own scale factor.
 
+//!
+//! The TSC is read inside the record's version check, so record and TSC
+//! belong together, and the result is held monotonic
+//! ([`crate::pvclock::Monotonic`]; the module explains why both are
+//! needed).
+
 pub use crate::pvclock::TimeInfo;
 
-use crate::arch::cpu;
+use crate::pvclock::{ClockAnomalies, Monotonic};
 
 use super::events;
 
-/// Xen system time now, in nanoseconds (`None` before `shared_info`).
+static MONOTONIC: Monotonic = Monotonic::new();
+
+/// Xen system time now, in nanoseconds (`None` before `shared_info`);
+/// never less than an earlier reading.
 pub fn now_nanos() -> Option<u64> {
-    let info = TimeInfo::from_words(events::time_words()?);
-    Some(info.nanos_at(cpu::rdtsc()))
+    let (words, tsc) = events::time_words_and_tsc()?;
+    let info = TimeInfo::from_words(words);
+    if info.tsc_behind(tsc) {
+        MONOTONIC.note_tsc_behind();
+    }
+    Some(MONOTONIC.observe(info.nanos_at(tsc)))
+}
+
+/// What the clock had to correct since boot.
+pub fn anomalies() -> ClockAnomalies {
+    MONOTONIC.anomalies()
 }
 
 /// The current time info.

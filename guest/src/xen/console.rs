@@ -113,7 +113,7 @@ impl PvConsole {
             if space == 0 {
                 events::notify(self.port);
                 let since = *waited_since.get_or_insert_with(now_micros);
-                if now_micros() - since > FULL_WAIT_MICROS {
+                if now_micros().saturating_sub(since) > FULL_WAIT_MICROS {
                     self.dropped += bytes.len() as u64;
                     return;
                 }

@@ -91,6 +91,30 @@ pub fn time_words() -> Option<[u64; 4]> {
     None
 }
 
+/// Like [`time_words`], with a TSC read taken inside the same version
+/// check (after the words, before the version is read again), as Linux's
+/// `pvclock_clocksource_read` does: if Xen replaced the record meanwhile
+/// (a new stamp, perhaps from another physical CPU), both are read again.
+pub fn time_words_and_tsc() -> Option<([u64; 4], u64)> {
+    for _ in 0..1000 {
+        let before = word(off::TIME)?.load(Ordering::Acquire) as u32;
+        if before & 1 != 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let mut w = [0u64; 4];
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = word(off::TIME + i * 8)?.load(Ordering::Acquire);
+        }
+        let tsc = crate::arch::cpu::rdtsc_ordered();
+        let after = word(off::TIME)?.load(Ordering::Acquire) as u32;
+        if w[0] as u32 == before && after == before {
+            return Some((w, tsc));
+        }
+    }
+    None
+}
+
 /// Maps `shared_info`, routes upcalls to the callback vector, and unmasks
 /// upcalls on vCPU 0.
 pub fn init() -> Result<(), EventError> {

@@ -7,6 +7,15 @@
 //! frame: u32}`; granting writes the frame first, then flags and domid
 //! together (Release), so Xen never sees a permitted entry with a stale
 //! frame. References below 8 are the toolstack's (console, xenstore).
+//!
+//! [`end_access`] takes a grant back (Linux's
+//! `gnttab_end_foreign_access_ref`): it clears the entry with a
+//! compare-and-swap, and refuses while Xen has the frame mapped
+//! (`GTF_reading`/`GTF_writing`). Memory may go back to the heap only once
+//! every grant of it has ended: a page freed while granted is still the
+//! other domain's to read, and the heap writes its own bookkeeping there
+//! (the back end once read a freed grant directory whose first 16 bytes
+//! had become the allocator's hole header).
 
 use core::sync::atomic::Ordering;
 
@@ -28,6 +37,9 @@ pub const FIRST_REF: u32 = 8;
 /// `GTF_*` flags.
 const GTF_PERMIT_ACCESS: u32 = 1;
 const GTF_READONLY: u32 = 1 << 2;
+/// Set by Xen while the other domain has the frame mapped.
+const GTF_READING: u32 = 1 << 3;
+const GTF_WRITING: u32 = 1 << 4;
 
 /// A grant reference.
 pub type GrantRef = u32;
@@ -41,6 +53,10 @@ pub enum GrantError {
     Grow(XenError),
     /// The table's frames could not be mapped.
     Map,
+    /// [`end_access`]: the other domain still has the frame mapped.
+    InUse { gref: GrantRef },
+    /// [`end_access`]: not a reference [`grant`] handed out.
+    NotGranted { gref: GrantRef },
 }
 
 impl core::fmt::Display for GrantError {
@@ -53,6 +69,10 @@ impl core::fmt::Display for GrantError {
             ),
             GrantError::Grow(e) => write!(f, "cannot grow the grant table: {e}"),
             GrantError::Map => f.write_str("cannot map the grant table"),
+            GrantError::InUse { gref } => {
+                write!(f, "grant {gref} is still mapped by the other domain")
+            }
+            GrantError::NotGranted { gref } => write!(f, "grant {gref} was never handed out"),
         }
     }
 }
@@ -116,6 +136,37 @@ pub fn grant(domid: u16, gfn: u64, readonly: bool) -> Result<GrantRef, GrantErro
             .map_err(|_| GrantError::Map)?;
         t.next += 1;
         Ok(gref)
+    })
+}
+
+/// Ends the access that `gref` gave: afterwards Xen maps nothing through
+/// it. Fails with [`GrantError::InUse`] while the other domain has it
+/// mapped; the caller must then keep the frame's memory for ever.
+pub fn end_access(gref: GrantRef) -> Result<(), GrantError> {
+    with_table(|t| {
+        if !(FIRST_REF..t.next).contains(&gref) {
+            return Err(GrantError::NotGranted { gref });
+        }
+        let at = gref as usize * ENTRY_BYTES;
+        let mut seen = t
+            .window
+            .load_u32(at, Ordering::Acquire)
+            .map_err(|_| GrantError::Map)?;
+        loop {
+            if seen & (GTF_READING | GTF_WRITING) != 0 {
+                return Err(GrantError::InUse { gref });
+            }
+            // Xen sets the busy bits with a compare-and-swap on this same
+            // word, so one of the two sees the other's change.
+            match t
+                .window
+                .compare_exchange_u32(at, seen, 0)
+                .map_err(|_| GrantError::Map)?
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => seen = now,
+            }
+        }
     })
 }
 

@@ -73,6 +73,23 @@ impl Window {
         Ok(())
     }
 
+    /// Atomically replaces the `u32` at `offset` with `new` if it holds
+    /// `current`; see the real `Window`.
+    pub fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, OutOfBounds> {
+        check_word(offset, self.base.wrapping_add(offset), self.len)?;
+        Ok(self.words[(self.base + offset) / WORD].compare_exchange(
+            current,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
+    }
+
     /// Copies bytes out of the window, one `Relaxed` load per word touched.
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         check(offset, dst.len(), self.len)?;

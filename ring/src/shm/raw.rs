@@ -179,6 +179,23 @@ impl Window {
         Ok(())
     }
 
+    /// Atomically replaces the `u32` at `offset` (4-byte aligned) with `new`
+    /// if it holds `current` (`AcqRel`/`Acquire`). `Ok(Ok(current))` on
+    /// success, `Ok(Err(actual))` if it held something else. For words the
+    /// peer changes with its own compare-and-swap (Xen's grant entries).
+    #[inline]
+    pub fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, OutOfBounds> {
+        let word = self.word(offset)?;
+        // SAFETY: as in `load_u32`.
+        let atomic = unsafe { AtomicU32::from_ptr(word) };
+        Ok(atomic.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+
     /// Copies `dst.len()` bytes at `offset` out of the window with volatile
     /// reads: each byte is read exactly once.
     #[inline]

@@ -270,3 +270,22 @@ proptest! {
         prop_assert_eq!(&out[..], &data[start..start + len]);
     }
 }
+
+#[test]
+fn compare_exchange_swaps_only_the_expected_word() {
+    let w = Window::new_heap(16);
+    w.store_u32(4, 0x0001_0005, Release).unwrap();
+    // Someone else changed it first: we get what is there, nothing changes.
+    assert_eq!(
+        w.compare_exchange_u32(4, 0x0001_0001, 0),
+        Ok(Err(0x0001_0005))
+    );
+    assert_eq!(w.load_u32(4, Acquire), Ok(0x0001_0005));
+    assert_eq!(
+        w.compare_exchange_u32(4, 0x0001_0005, 0),
+        Ok(Ok(0x0001_0005))
+    );
+    assert_eq!(w.load_u32(4, Acquire), Ok(0));
+    assert!(w.compare_exchange_u32(14, 0, 1).is_err());
+    assert!(w.compare_exchange_u32(2, 0, 1).is_err());
+}
