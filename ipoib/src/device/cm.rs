@@ -59,9 +59,23 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A big frame (IPoIB header and IP packet) on its way to `peer`.
 pub(crate) struct Outgoing {
-    frame: Vec<u8>,
+    /// A whole scratch buffer (`HEADER_LEN + mtu` bytes); the frame is its
+    /// first `len`.
+    buffer: Vec<u8>,
+    len: usize,
     peer: HwAddr,
 }
+
+impl Outgoing {
+    fn frame(&self) -> &[u8] {
+        self.buffer.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// Scratch buffers kept for reuse once their frame is in a big slot: a
+/// big frame is handed over by swapping buffers, not copied into a fresh
+/// allocation.
+const SPARE_BUFFERS: usize = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum PeerState {
@@ -99,6 +113,9 @@ pub(crate) struct CmSide {
     pub rx: VecDeque<(Vec<u8>, DatagramSource)>,
     /// Where a TX token lets smoltcp write a big packet.
     scratch: Vec<u8>,
+    /// Scratch-sized buffers whose frames went out (at most
+    /// [`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
     pub stats: CmStats,
 }
 
@@ -128,6 +145,7 @@ impl CmSide {
             waiting: VecDeque::new(),
             rx: VecDeque::new(),
             scratch: vec![0; encap::HEADER_LEN + mtu],
+            spare: Vec::new(),
             stats: CmStats {
                 enabled: true,
                 ..CmStats::default()
@@ -161,10 +179,23 @@ impl CmSide {
             self.stats.tx_no_connection += 1;
             return;
         }
+        // The frame leaves in the scratch buffer itself; a spare one (or a
+        // new one) becomes the scratch.
+        let size = self.scratch.len();
+        let next = self.spare.pop().unwrap_or_else(|| vec![0; size]);
+        let buffer = core::mem::replace(&mut self.scratch, next);
         self.outbox.push_back(Outgoing {
-            frame: frame.to_vec(),
+            buffer,
+            len: encap::HEADER_LEN + len,
             peer,
         });
+    }
+
+    /// Keeps a sent frame's buffer for reuse.
+    fn recycle(&mut self, out: Outgoing) {
+        if self.spare.len() < SPARE_BUFFERS && out.buffer.len() == self.scratch.len() {
+            self.spare.push(out.buffer);
+        }
     }
 
     fn peer_mut(&mut self, hw: &HwAddr) -> Option<&mut Peer> {
@@ -241,13 +272,19 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                         // Flushed: the channel is going; not reposted.
                         continue;
                     }
-                    let mut frame = vec![0; info.byte_len as usize];
-                    let copied = rc.big_area().read(&slot, 0, &mut frame);
+                    // The IPoIB header and the IP packet are read apart,
+                    // so the packet needs no shift to lose its header.
+                    let len = info.byte_len as usize;
+                    let mut head = [0u8; encap::HEADER_LEN];
+                    let mut packet = vec![0; len.saturating_sub(encap::HEADER_LEN)];
+                    let copied = len >= encap::HEADER_LEN
+                        && rc.big_area().read(&slot, 0, &mut head)
+                        && rc.big_area().read(&slot, encap::HEADER_LEN, &mut packet);
                     if let Err(e) = rc.rc_post_recv(slot) {
                         log::warn!("ipoib: reposting a big receive failed: {}", e.error);
                     }
                     let source = cm.source_of(info.conn, info.src_qpn);
-                    cm.receive(copied.then_some(frame), source);
+                    cm.receive(copied.then_some((head, packet)), source);
                 }
                 RcCompletion::Event(event) => cm.on_event(event, rc, now),
             }
@@ -275,8 +312,9 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             let state = cm.peer_mut(&out.peer).map(|p| p.state);
             match state {
                 Some(PeerState::Up { conn, send_mtu, .. }) => {
-                    if out.frame.len() > send_mtu {
+                    if out.len > send_mtu {
                         cm.stats.tx_too_big += 1;
+                        cm.recycle(out);
                         continue;
                     }
                     let Some(slot) = cm.big_tx.pop() else {
@@ -284,15 +322,16 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                         cm.outbox.push_front(out);
                         break;
                     };
-                    if !rc.big_area().write(&slot, 0, &out.frame) {
+                    if !rc.big_area().write(&slot, 0, out.frame()) {
                         cm.stats.tx_errors += 1;
                         cm.big_tx.push(slot);
+                        cm.recycle(out);
                         continue;
                     }
-                    match rc.rc_post_send(conn, slot, out.frame.len()) {
+                    match rc.rc_post_send(conn, slot, out.len) {
                         Ok(()) => {
                             cm.stats.tx_packets += 1;
-                            cm.stats.tx_bytes += out.frame.len() as u64;
+                            cm.stats.tx_bytes += out.len as u64;
                             cm.used(&out.peer, now);
                         }
                         Err(e) => {
@@ -300,6 +339,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                             cm.big_tx.push(e.slot);
                         }
                     }
+                    cm.recycle(out);
                 }
                 Some(PeerState::Connecting(_)) => cm.wait(out),
                 Some(PeerState::Failed { until }) if now < until => {
@@ -348,12 +388,17 @@ impl CmSide {
         });
     }
 
-    fn receive(&mut self, frame: Option<Vec<u8>>, source: DatagramSource) {
-        let Some(mut frame) = frame else {
+    /// A received frame, as its IPoIB header and its packet.
+    fn receive(
+        &mut self,
+        frame: Option<([u8; encap::HEADER_LEN], Vec<u8>)>,
+        source: DatagramSource,
+    ) {
+        let Some((head, packet)) = frame else {
             self.stats.rx_dropped += 1;
             return;
         };
-        let ip = EncapPacket::new_checked(&frame[..])
+        let ip = EncapPacket::new_checked(&head[..])
             .map(|p| matches!(p.ethertype(), EtherType::Ipv4 | EtherType::Ipv6))
             .unwrap_or(false);
         if !ip || self.rx.len() >= MAX_RX {
@@ -361,9 +406,8 @@ impl CmSide {
             return;
         }
         self.stats.rx_packets += 1;
-        self.stats.rx_bytes += frame.len() as u64;
-        frame.drain(..encap::HEADER_LEN);
-        self.rx.push_back((frame, source));
+        self.stats.rx_bytes += (encap::HEADER_LEN + packet.len()) as u64;
+        self.rx.push_back((packet, source));
     }
 
     fn wait(&mut self, out: Outgoing) {
