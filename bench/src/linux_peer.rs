@@ -11,10 +11,11 @@
 //! - `tcp-send ADDR:PORT BYTES`: the guests' `send`: the same seeded bytes
 //!   (netcore's `Payload::Seeded(1)`), SHA-256 while sending, close, wait
 //!   for the peer's close.
-//! - `tcp-sink-raw ADDR:PORT`, `tcp-send-raw ADDR:PORT BYTES`: the same
+//! - `tcp-sink-raw ADDR:PORT`, `tcp-send-raw ADDR:PORT BYTES [WRITE]`: the same
 //!   without the data work, as the guests' `--raw-discard` and
 //!   `send --raw`: the sender writes one zeroed buffer over and over, the
-//!   sink only counts; `raw` stands where the hash would.
+//!   sink only counts; `raw` stands where the hash would. WRITE is the
+//!   raw sender's write size (default 64 KiB).
 //!
 //! The servers stop by themselves after [`SERVER_LIFETIME`] in case nobody
 //! kills them; the clients are bounded in count and time.
@@ -36,8 +37,6 @@ const SERVER_LIFETIME: Duration = Duration::from_secs(15 * 60);
 pub const SEED: u64 = 1;
 /// Application reads and writes.
 const CHUNK: usize = 64 * 1024;
-/// The raw sender's write size.
-const RAW_WRITE: usize = 256 * 1024;
 /// A client gives up after this.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -52,11 +51,14 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         }
         ["tcp-sink", addr] => addr_of(addr).and_then(|a| tcp_sink(a, Data::Hashed)),
         ["tcp-send", addr, bytes] => {
-            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Hashed))
+            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Hashed, CHUNK))
         }
         ["tcp-sink-raw", addr] => addr_of(addr).and_then(|a| tcp_sink(a, Data::Raw)),
         ["tcp-send-raw", addr, bytes] => {
-            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Raw))
+            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Raw, CHUNK))
+        }
+        ["tcp-send-raw", addr, bytes, write] => {
+            addr_of(addr).and_then(|a| tcp_send(a, num(bytes)?, Data::Raw, num(write)? as usize))
         }
         _ => Err(format!("unknown peer program {args:?}")),
     };
@@ -236,7 +238,7 @@ fn tcp_sink(addr: SocketAddr, data: Data) -> Res {
     }
 }
 
-fn tcp_send(to: SocketAddr, bytes: u64, data: Data) -> Res {
+fn tcp_send(to: SocketAddr, bytes: u64, data: Data, write: usize) -> Res {
     let started = Instant::now();
     let mut stream =
         TcpStream::connect_timeout(&to, Duration::from_secs(10)).map_err(err("connect"))?;
@@ -248,14 +250,9 @@ fn tcp_send(to: SocketAddr, bytes: u64, data: Data) -> Res {
         .map_err(err("timeout"))?;
     let mut seeded = Payload::Seeded(SEED).stream();
     let mut hash = Sha256::new();
-    // Raw: writes of 256 KiB, as iperf3 makes (128 KiB) or larger: at veth
-    // MTU 65520 a 64 KiB write leaves a small tail per write that Nagle
-    // holds back for an ACK (the raw peer moved 1342 MB/s there, iperf3
-    // 2950).
-    let size = match data {
-        Data::Hashed => CHUNK,
-        Data::Raw => RAW_WRITE,
-    };
+    // `write` bytes per write: the raw sender's best differs with the MTU
+    // (raw::RawMode picks it).
+    let size = write.max(1);
     let mut chunk = vec![0u8; size];
     let mut sent = 0u64;
     while sent < bytes {
@@ -337,7 +334,7 @@ mod tests {
             }
             hex(&hash.finalize())
         });
-        tcp_send(addr, 300_000, Data::Hashed).unwrap();
+        tcp_send(addr, 300_000, Data::Hashed, CHUNK).unwrap();
         let got = server.join().unwrap();
         let mut want = vec![0u8; 300_000];
         Payload::Seeded(SEED).stream().fill(&mut want);
@@ -360,7 +357,7 @@ mod tests {
                 total += n as u64;
             }
         });
-        tcp_send(addr, 3 * CHUNK as u64 + 7, Data::Raw).unwrap();
+        tcp_send(addr, 3 * CHUNK as u64 + 7, Data::Raw, 5000).unwrap();
         assert_eq!(server.join().unwrap(), 3 * CHUNK as u64 + 7);
     }
 }
