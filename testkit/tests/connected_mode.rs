@@ -68,6 +68,19 @@ fn two_connected_guests_move_tcp_in_64k_segments_over_rc() -> Result<(), BoxErro
         assert_eq!(g.back.stats().total_violations(), 0);
         assert_eq!(g.back.rc_held(), Some((1, 0)));
     }
+    // With the connection up, small packets to that neighbour follow the
+    // big ones over it (an echo request), so none overtakes them.
+    net.run_until(Duration::from_secs(1), |_| false).ok();
+    let before = net.guests[0].device.stats().cm;
+    ping(&mut net, 0, b_ip, 1, Duration::from_secs(5))?;
+    let after = net.guests[0].device.stats().cm;
+    assert_eq!(
+        after.tx_packets,
+        before.tx_packets + 1,
+        "{before:?} {after:?}"
+    );
+    let bytes = after.tx_bytes - before.tx_bytes;
+    assert!(bytes < 200, "one small packet: {bytes} bytes");
     Ok(())
 }
 

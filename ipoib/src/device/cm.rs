@@ -191,6 +191,33 @@ impl CmSide {
         });
     }
 
+    /// Whether IP packets for `hw` go over its connection (up, or being
+    /// set up with packets waiting for it). Then every IP packet for it
+    /// must, small ones too: a small one sent over UD meanwhile can
+    /// overtake the big ones before it, and TCP sees its segments (a FIN
+    /// last) out of order.
+    pub(crate) fn carries(&mut self, hw: &HwAddr) -> bool {
+        matches!(
+            self.peer_mut(hw).map(|p| p.state),
+            Some(PeerState::Up { .. } | PeerState::Connecting(_))
+        )
+    }
+
+    /// Queues a small IP packet, built elsewhere, for `peer`'s connection
+    /// (copied into the scratch buffer first). False if it does not fit.
+    pub(crate) fn queue_copy(&mut self, packet: &[u8], ethertype: EtherType, peer: HwAddr) -> bool {
+        let len = packet.len();
+        let Some(buffer) = self.scratch(len) else {
+            return false;
+        };
+        let Some(body) = buffer.get_mut(encap::HEADER_LEN..) else {
+            return false;
+        };
+        body.copy_from_slice(packet);
+        self.queue(len, ethertype, peer);
+        true
+    }
+
     /// Keeps a sent frame's buffer for reuse.
     fn recycle(&mut self, out: Outgoing) {
         if self.spare.len() < SPARE_BUFFERS && out.buffer.len() == self.scratch.len() {

@@ -183,6 +183,20 @@ impl phy::TxToken for TxToken<'_> {
         let packet = &frame[encap::HEADER_LEN..];
         let ethertype = ethertype_of(packet);
         let target = self.tx.route_packet(packet);
+        // In connected mode a packet for a neighbour whose connection is in
+        // use follows the big ones over it, whatever its size.
+        #[cfg(feature = "alloc")]
+        if let (Some(cm), Some(t)) = (self.cm.as_mut(), target) {
+            if let Some(hw) = self.tx.unicast_hw(t) {
+                if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0
+                    && cm.carries(&hw)
+                    && cm.queue_copy(packet, ethertype, hw)
+                {
+                    self.tx.release(slot);
+                    return result;
+                }
+            }
+        }
         let mut header = EncapPacket::new_unchecked(&mut *frame);
         let _ = EncapRepr { ethertype }.emit(&mut header);
         match target {
