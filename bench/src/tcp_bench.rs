@@ -103,12 +103,7 @@ pub fn ours_connected(bytes: usize) -> Result<f64, BoxError> {
 /// The capabilities our connected-mode device reports (its MTU is the
 /// connected MTU), for the loopback peer of the connected-mode row.
 pub fn connected_caps() -> Result<DeviceCapabilities, BoxError> {
-    use smoltcp::phy::Device;
-    let net = two_connected_guests()?;
-    let device = &net.guests[0].device;
-    let mut caps = device.capabilities();
-    caps.max_transmission_unit = device.mtu();
-    Ok(caps)
+    Ok(caps_of(&two_connected_guests()?))
 }
 
 /// The capabilities our device reports (checksum duties) with the IPoIB
@@ -117,12 +112,16 @@ pub fn connected_caps() -> Result<DeviceCapabilities, BoxError> {
 /// IPoIB MTU itself and clamps TCP's MSS to it), so TCP's segments are
 /// IPoIB-MTU sized: the peer gets that MTU.
 pub fn ipoib_caps() -> Result<DeviceCapabilities, BoxError> {
+    Ok(caps_of(&two_guests()?))
+}
+
+/// Guest 0's device capabilities, with its MTU.
+fn caps_of(net: &ibguest_testkit::Net) -> DeviceCapabilities {
     use smoltcp::phy::Device;
-    let net = two_guests()?;
     let device = &net.guests[0].device;
     let mut caps = device.capabilities();
     caps.max_transmission_unit = device.mtu();
-    Ok(caps)
+    caps
 }
 
 /// Peer: the same transfer over smoltcp's `Loopback`, reporting `caps`
