@@ -86,11 +86,12 @@ def one():
             else:
                 failed += 1
                 why["short"] = why.get("short", 0) + 1
-    except (ConnectionRefusedError, ConnectionResetError):
-        with lock: refused += 1
     except Exception as e:
         with lock:
-            failed += 1
+            if stage == "connect" and isinstance(e, (ConnectionRefusedError, ConnectionResetError)):
+                refused += 1
+            else:
+                failed += 1
             k = stage + ": " + type(e).__name__
             why[k] = why.get(k, 0) + 1
 threads = [threading.Thread(target=one) for _ in range({count})]

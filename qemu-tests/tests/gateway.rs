@@ -181,7 +181,12 @@ fn linux_ping_and_curl_reach_a_guest_through_the_gateway() -> Result<()> {
             panic!("{name}: {burst}\n{page}");
         }
     }
-    println!("{burst}\nsyn_deferred {}", stat("syn_deferred "));
+    let after = ns.exec(&["curl", "-sS", "-m", "10", "http://10.77.0.2/stats"])?;
+    for key in ["syn_deferred ", "syn_duplicates "] {
+        if let Some(line) = after.lines().find(|l| l.starts_with(key)) {
+            println!("{line}");
+        }
+    }
     let page = ns.exec(&["curl", "-sS", "-m", "10", "http://10.77.0.2/stats"])?;
     assert!(page.contains("ip 10.77.0.2/24"), "{page}");
     let index = ns.exec(&[

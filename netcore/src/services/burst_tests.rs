@@ -7,7 +7,7 @@ use smoltcp::iface::SocketSet;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::TcpControl;
 
-use super::gate::segment;
+use super::gate::segment_from;
 use super::*;
 
 const HTTP_SOCKET: usize = HTTP_RX_BUFFER + HTTP_TX_BUFFER;
@@ -24,11 +24,19 @@ fn burst(host: &mut ServiceHost, sockets: &SocketSet<'static>, n: usize) -> usiz
     burst_to(host, sockets, HTTP_PORT, n)
 }
 
-/// Offers `n` SYNs to `port`; how many the gate let pass.
+/// Offers `n` SYNs to `port`, from `n` clients; how many the gate let pass.
 fn burst_to(host: &mut ServiceHost, sockets: &SocketSet<'static>, port: u16, n: usize) -> usize {
-    let syn = segment(port, TcpControl::Syn, false);
     let gate = host.gate(sockets);
-    (0..n).filter(|_| gate.admit(&syn)).count()
+    (0..n)
+        .filter(|&i| {
+            gate.admit(&segment_from(
+                30_000 + i as u16,
+                port,
+                TcpControl::Syn,
+                false,
+            ))
+        })
+        .count()
 }
 
 #[test]

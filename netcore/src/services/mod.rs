@@ -209,8 +209,12 @@ impl ServiceHost {
             self.discard.as_ref().map(|p| p as &dyn Resizable),
             self.chargen.as_ref().map(|p| p as &dyn Resizable),
         ];
-        for pool in pools.into_iter().flatten() {
+        for pool in pools.iter().flatten() {
             self.gate.set(pool.port(), pool.listening(sockets));
+        }
+        let peers = self.gate.clear_peers();
+        for pool in pools.into_iter().flatten() {
+            pool.add_peers(sockets, peers);
         }
         &mut self.gate
     }
@@ -258,6 +262,7 @@ impl ServiceHost {
             self.last_deferral = Some(now);
         }
         self.stats.syn_deferred = self.gate.deferred;
+        self.stats.syn_duplicates = self.gate.duplicates;
     }
 
     /// Socket buffer bytes the pools may still add (`tcp-budget=` less what

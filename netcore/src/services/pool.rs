@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 
+use super::gate::Peer;
 use super::{KEEP_ALIVE, SERVER_TIMEOUT};
 
 /// What one [`Pool::poll`] did.
@@ -134,6 +135,8 @@ pub(crate) trait Resizable {
     fn port(&self) -> u16;
     /// Sockets waiting for a connection.
     fn listening(&self, sockets: &SocketSet<'_>) -> usize;
+    /// Adds the clients with a socket here (connected, or half-open).
+    fn add_peers(&self, sockets: &SocketSet<'_>, out: &mut Vec<Peer>);
     /// Adds up to `want` listening sockets, each paid for out of `budget`
     /// (bytes of socket buffers); stops when the budget cannot pay for one.
     /// Returns how many it added.
@@ -159,6 +162,22 @@ impl<C> Resizable for Pool<C> {
             .iter()
             .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Listen)
             .count()
+    }
+
+    fn add_peers(&self, sockets: &SocketSet<'_>, out: &mut Vec<Peer>) {
+        for s in &self.slots {
+            let socket = sockets.get::<tcp::Socket>(s.handle);
+            if matches!(socket.state(), tcp::State::Listen | tcp::State::Closed) {
+                continue;
+            }
+            if let Some(ep) = socket.remote_endpoint() {
+                out.push(Peer {
+                    addr: ep.addr,
+                    port: ep.port,
+                    local_port: self.port,
+                });
+            }
+        }
     }
 
     fn grow(&mut self, sockets: &mut SocketSet<'static>, want: usize, budget: &mut usize) -> usize {

@@ -28,6 +28,9 @@ pub struct ServiceStats {
     /// Connection attempts (SYNs) to a TCP service that found no listening
     /// socket and were dropped in silence for the client to retry.
     pub syn_deferred: u64,
+    /// SYNs dropped because their client already had a socket on that port
+    /// (retransmissions; `SynGate` says why).
+    pub syn_duplicates: u64,
 }
 
 impl ServiceStats {
@@ -57,6 +60,7 @@ impl StatusSource for ServiceStats {
                 ("chargen_connections", self.chargen_connections),
                 ("chargen_bytes", self.chargen_bytes),
                 ("syn_deferred", self.syn_deferred),
+                ("syn_duplicates", self.syn_duplicates),
             ],
         )
     }
