@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -84,16 +83,15 @@ impl Guard {
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> crate::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(f) = File::open(&self.log) {
-                if let Some(line) = BufReader::new(f)
-                    .lines()
-                    .map_while(Result::ok)
-                    .find(|l| l.contains(needle))
-                {
-                    return Ok(line);
-                }
+            // Only whole lines while the child runs: a line it is still
+            // writing (a console writes in pieces) would come back cut short.
+            if let Some(line) = self.find_line(needle, false) {
+                return Ok(line);
             }
             if let Some(status) = self.try_status() {
+                if let Some(line) = self.find_line(needle, true) {
+                    return Ok(line);
+                }
                 return Err(self.fail(&format!("exited ({status}) before printing {needle:?}")));
             }
             if Instant::now() >= deadline {
@@ -101,6 +99,22 @@ impl Guard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The first line of the log containing `needle`: among the lines
+    /// ended by a newline, or, with `partial`, the last one too.
+    fn find_line(&self, needle: &str, partial: bool) -> Option<String> {
+        let bytes = std::fs::read(&self.log).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        let whole = match (partial, text.rfind('\n')) {
+            (true, _) => &text[..],
+            (false, Some(end)) => &text[..end],
+            (false, None) => "",
+        };
+        whole
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_owned)
     }
 
     pub fn try_status(&mut self) -> Option<ExitStatus> {
@@ -168,5 +182,27 @@ impl Drop for Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_for_sees_whole_lines_only_while_the_child_runs() {
+        let log = std::env::temp_dir().join(format!("guard-test-{}.log", std::process::id()));
+        let mut cmd = Command::new("sh");
+        // A line cut short, finished 0.4 s later, as a console writes it.
+        cmd.args([
+            "-c",
+            "printf 'one\\nnetwork up: 10.77'; sleep 0.4; printf '.0.2/24 mtu 2044\\n'; sleep 0.4",
+        ]);
+        let mut guard = Guard::spawn("printf", cmd, &log).unwrap();
+        let line = guard
+            .wait_for("network up", Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(line, "network up: 10.77.0.2/24 mtu 2044");
+        let _ = std::fs::remove_file(&log);
     }
 }
