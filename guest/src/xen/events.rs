@@ -74,21 +74,7 @@ fn byte(offset: usize) -> Option<&'static AtomicU8> {
 /// `struct vcpu_time_info`), for the PV clock: Xen bumps the version to odd
 /// while it writes, and to even when done.
 pub fn time_words() -> Option<[u64; 4]> {
-    for _ in 0..1000 {
-        let before = word(off::TIME)?.load(Ordering::Acquire) as u32;
-        if before & 1 != 0 {
-            core::hint::spin_loop();
-            continue;
-        }
-        let mut w = [0u64; 4];
-        for (i, v) in w.iter_mut().enumerate() {
-            *v = word(off::TIME + i * 8)?.load(Ordering::Acquire);
-        }
-        if w[0] as u32 == before {
-            return Some(w);
-        }
-    }
-    None
+    time_words_and_tsc().map(|(words, _)| words)
 }
 
 /// Like [`time_words`], with a TSC read taken inside the same version
