@@ -88,9 +88,12 @@ export DVM_DL=$DL DVM_PKG=$OUT/pkg DVM_SAY=say
 . scripts/debian-vm.sh
 
 # The modules rdma_rxe needs, in load order; crc32_generic is a hidden
-# dependency (without it: "rdma_rxe: failed to add eth0").
+# dependency (without it: "rdma_rxe: failed to add eth0"). configfs ib_cm
+# iw_cm rdma_cm rdma_ucm are librdmacm's (/dev/infiniband/rdma_cm), for
+# connected mode.
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover
-net_failover virtio_net crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe"
+net_failover virtio_net crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs configfs
+ib_cm iw_cm rdma_cm rdma_ucm rdma_rxe"
 
 # The kernel: the newest cached linux-image-*-amd64, else the one Debian's
 # linux-image-amd64 depends on. Only vmlinuz and the modules are unpacked.

@@ -694,3 +694,277 @@ fn each_port_gets_its_own_pkey_index_or_is_refused() {
     drop(ctx);
     assert_no_errors_logged();
 }
+
+/// Connected mode (RFC 4755 over rdma_cm): one port's big slots and RC
+/// queues, seen from the test.
+struct RcNode {
+    port: RdmaPort,
+    tx: Vec<verbs_shim::rc::BigTxSlot>,
+    sends: VecDeque<(verbs_shim::rc::ConnHandle, verbs_shim::rc::RcStatus)>,
+    recvs: VecDeque<(verbs_shim::rc::RcRecvInfo, Vec<u8>)>,
+    events: VecDeque<verbs_shim::rc::RcEvent>,
+}
+
+const BIG: verbs_shim::rc::BigLayout = verbs_shim::rc::BigLayout {
+    tx_count: 8,
+    rx_count: 8,
+    slot_size: 16384,
+};
+
+impl RcNode {
+    fn new(ctx: &RdmaContext) -> RcNode {
+        use verbs_shim::rc::RcVerbs;
+        let mut port = ctx
+            .open_port(Window::new_heap(LAYOUT.region_len()), LAYOUT)
+            .expect("open_port");
+        port.enable_rc(Window::new_heap(BIG.region_len()), BIG, 4)
+            .expect("enable_rc");
+        let caps = port.rc_caps().expect("caps");
+        assert_eq!((caps.big, caps.max_conns), (BIG, 4));
+        let (tx, rx) = port.take_big_slots().expect("big slots");
+        assert!(port.take_big_slots().is_none(), "tokens come once");
+        for slot in rx {
+            port.rc_post_recv(slot).expect("post big recv");
+        }
+        RcNode {
+            port,
+            tx: tx.collect(),
+            sends: VecDeque::new(),
+            recvs: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn poll(&mut self) {
+        use verbs_shim::rc::{RcCompletion, RcStatus, RcVerbs};
+        // The UD side too: it arms and pumps nothing here, but a real
+        // worker polls both.
+        while self.port.poll_cq().expect("poll_cq").is_some() {}
+        while let Some(c) = self.port.poll_rc().expect("poll_rc") {
+            match c {
+                RcCompletion::Send { slot, conn, status } => {
+                    self.tx.push(slot);
+                    self.sends.push_back((conn, status));
+                }
+                RcCompletion::Recv { slot, status, info } => {
+                    if status == RcStatus::Success {
+                        let mut bytes = vec![0; info.byte_len as usize];
+                        assert!(self.port.big_area().read(&slot, 0, &mut bytes));
+                        self.recvs.push_back((info, bytes));
+                    }
+                    self.port.rc_post_recv(slot).expect("repost");
+                }
+                RcCompletion::Event(e) => self.events.push_back(e),
+            }
+        }
+    }
+
+    fn wait(&mut self, what: &str, mut done: impl FnMut(&RcNode) -> bool) {
+        let start = Instant::now();
+        loop {
+            self.poll();
+            if done(self) {
+                return;
+            }
+            assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn event(&mut self, what: &str) -> verbs_shim::rc::RcEvent {
+        self.wait(what, |n| !n.events.is_empty());
+        self.events.pop_front().expect("event")
+    }
+
+    fn send(&mut self, conn: verbs_shim::rc::ConnHandle, payload: &[u8]) {
+        use verbs_shim::rc::RcVerbs;
+        if self.tx.is_empty() {
+            self.wait("a free big TX slot", |n| !n.tx.is_empty());
+        }
+        let slot = self.tx.pop().expect("free slot");
+        assert!(self.port.big_area().write(&slot, 0, payload));
+        self.port
+            .rc_post_send(conn, slot, payload.len())
+            .expect("rc_post_send");
+    }
+}
+
+/// Polls both until `a` and `b` each reported an event.
+fn both_events(
+    a: &mut RcNode,
+    b: &mut RcNode,
+    what: &str,
+) -> (verbs_shim::rc::RcEvent, verbs_shim::rc::RcEvent) {
+    let start = Instant::now();
+    loop {
+        a.poll();
+        b.poll();
+        if !a.events.is_empty() && !b.events.is_empty() {
+            return (a.events.pop_front().unwrap(), b.events.pop_front().unwrap());
+        }
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[test]
+fn connected_mode_between_two_ports_over_rdma_cm() {
+    use verbs_shim::rc::{BreakReason, RcEvent, RcStatus, RcVerbs, RejectReason};
+    let Some(ctx) = context_or_skip("connected_mode_between_two_ports_over_rdma_cm") else {
+        return;
+    };
+    let mut a = RcNode::new(&ctx);
+    let mut b = RcNode::new(&ctx);
+    let (aa, ba) = (a.port.port_attr(), b.port.port_attr());
+
+    // A request wakes b's event descriptor (the rdma_cm channel is in it).
+    b.poll();
+    b.port.ack_events().expect("ack");
+    assert!(!b.port.arm_cq().expect("arm"), "nothing waits yet");
+    let conn_a = a.port.rc_connect(ba.gid, ba.qpn, 8192).expect("connect");
+    let mut fds = [libc::pollfd {
+        fd: b.port.event_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // The active side needs polling to get through address and route
+    // resolution before the request goes out.
+    let start = Instant::now();
+    loop {
+        a.poll();
+        // SAFETY: `fds` is a valid array of one pollfd for the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 10) } == 1 {
+            break;
+        }
+        assert!(start.elapsed() < TIMEOUT, "b's descriptor never woke");
+    }
+    b.port.ack_events().expect("ack");
+    let conn_b = match b.event("the request") {
+        RcEvent::Request { conn, peer } => {
+            assert_eq!(peer.gid, aa.gid);
+            assert_eq!(peer.ud_qpn, aa.qpn);
+            assert_eq!(peer.recv_mtu, 8192);
+            conn
+        }
+        other => panic!("expected a request, got {other:?}"),
+    };
+    assert!(
+        b.port.rc_accept(conn_b, 100).is_err(),
+        "an MTU below 256 is refused"
+    );
+    b.port.rc_accept(conn_b, 16384).expect("accept");
+    match both_events(&mut a, &mut b, "establishment") {
+        (
+            RcEvent::Established {
+                conn: ca,
+                send_mtu: ma,
+            },
+            RcEvent::Established {
+                conn: cb,
+                send_mtu: mb,
+            },
+        ) => {
+            assert_eq!((ca, cb), (conn_a, conn_b));
+            assert_eq!(ma, 16384, "a sends up to b's receive MTU");
+            assert_eq!(mb, 8192, "b sends up to a's receive MTU");
+        }
+        other => panic!("expected both established, got {other:?}"),
+    }
+
+    // 64 messages a -> b of up to 16 KiB (more than the 8 big receives:
+    // b reposts as it goes, and RNR retries wait for it), and some back.
+    for seq in 0..64u32 {
+        let len = 256 + (seq as usize * 4093) % (16384 - 256);
+        a.send(conn_a, &payload(seq, len));
+        a.poll();
+        b.poll();
+    }
+    b.send(conn_b, &payload(1000, 8192));
+    b.wait("64 messages", |n| n.recvs.len() == 64);
+    a.wait("b's message", |n| n.recvs.len() == 1);
+    for seq in 0..64u32 {
+        let len = 256 + (seq as usize * 4093) % (16384 - 256);
+        let (info, bytes) = b.recvs.pop_front().expect("message");
+        assert_eq!(info.conn, conn_b);
+        assert_eq!(info.src_qpn, aa.qpn);
+        assert_eq!(
+            bytes,
+            payload(seq, len),
+            "message {seq} in order and intact"
+        );
+    }
+    let (info, bytes) = a.recvs.pop_front().expect("message");
+    assert_eq!((info.conn, info.src_qpn), (conn_a, ba.qpn));
+    assert_eq!(bytes, payload(1000, 8192));
+    a.wait("64 send completions", |n| n.sends.len() == 64);
+    assert!(a.sends.iter().all(|s| *s == (conn_a, RcStatus::Success)));
+
+    // Longer than the peer's receive MTU: completes LocalLength, unsent.
+    b.send(conn_b, &payload(7, 8193));
+    b.wait("the oversize send", |n| n.sends.len() == 2);
+    assert_eq!(b.sends.pop_back(), Some((conn_b, RcStatus::LocalLength)));
+
+    // A request for a UD QPN nobody listens for is rejected; one whose
+    // low 16 bits match b's but is not b's is refused by b's listener.
+    let none = a
+        .port
+        .rc_connect(ba.gid, verbs_shim::Qpn::new_truncated(0xfffe), 8192)
+        .expect("connect");
+    match a.event("the rejection") {
+        RcEvent::Rejected { conn, reason } => {
+            assert_eq!(conn, none);
+            assert!(
+                matches!(reason, RejectReason::NoListener | RejectReason::Unreachable),
+                "{reason:?}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let other = a
+        .port
+        .rc_connect(
+            ba.gid,
+            verbs_shim::Qpn::new_truncated(ba.qpn.get() ^ 0x10000),
+            8192,
+        )
+        .expect("connect");
+    let start = Instant::now();
+    let reason = loop {
+        a.poll();
+        b.poll();
+        assert!(
+            b.events.is_empty(),
+            "b's guest never sees a request for another QP"
+        );
+        if let Some(e) = a.events.pop_front() {
+            match e {
+                RcEvent::Rejected { conn, reason } if conn == other => break reason,
+                e => panic!("expected a rejection, got {e:?}"),
+            }
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "timed out waiting for the refusal"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    assert_eq!(reason, RejectReason::Refused);
+    assert_eq!(b.port.rc_stats().requests_refused, 1);
+
+    // a disconnects: a gets Closed, b gets Broken(PeerClosed); both
+    // handles are dead afterwards.
+    a.port.rc_disconnect(conn_a).expect("disconnect");
+    let (ea, eb) = both_events(&mut a, &mut b, "the disconnect");
+    assert_eq!(ea, RcEvent::Closed { conn: conn_a });
+    assert_eq!(
+        eb,
+        RcEvent::Broken {
+            conn: conn_b,
+            reason: BreakReason::PeerClosed
+        }
+    );
+    assert!(a.port.rc_disconnect(conn_a).is_err());
+    assert_eq!((a.port.rc_held(), b.port.rc_held()), (0, 0));
+    drop((a, b, ctx));
+    assert_no_errors_logged();
+}

@@ -21,6 +21,7 @@
 //! module here: owning wrappers whose `Drop` frees each libibverbs object
 //! once, in dependency order.
 
+mod cm_addr;
 mod config;
 mod context;
 mod dests;
@@ -30,6 +31,7 @@ mod gather;
 mod ipmc;
 mod pkeys;
 mod port;
+mod rc;
 mod resolver;
 mod wr;
 
@@ -37,4 +39,5 @@ pub use config::{LinkLayer, RdmaConfig};
 pub use context::RdmaContext;
 pub use error::RdmaError;
 pub use port::{RdmaPort, RdmaStats, HOP_LIMIT};
+pub use rc::{RdmaRcStats, MAX_RC_CONNS};
 pub use resolver::{ResolveNotifier, RESOLVER_THREADS};

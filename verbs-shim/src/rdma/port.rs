@@ -9,13 +9,15 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use ring::Window;
 
+use super::cm_addr::AddrKind;
 use super::config::LinkLayer;
 use super::context::Shared;
 use super::dests::{Dests, MAX_HANDLES};
 use super::error::RdmaError;
-use super::ffi::{Ah, AhSpec, Queues, POLL_BATCH};
+use super::ffi::{Ah, AhSpec, EventSet, Queues, POLL_BATCH};
 use super::gather::head_send_sges;
 use super::ipmc;
+use super::rc::{RcSetup, RdmaRc, RdmaRcStats};
 use super::resolver::{Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
 use crate::hca::{
@@ -137,6 +139,11 @@ pub struct RdmaPort {
     ip_groups: BTreeMap<Gid, UdpSocket>,
     /// Address resolutions in progress (on the context's resolver threads).
     resolutions: Resolutions,
+    /// Connected mode, once enabled ([`RdmaPort::enable_rc`]).
+    rc: Option<RdmaRc>,
+    /// With connected mode: the completion channel and the rdma_cm channel
+    /// in one descriptor, which [`RdmaPort::event_fd`] returns.
+    events: Option<EventSet>,
     closed: bool,
     stats: RdmaStats,
 }
@@ -177,6 +184,8 @@ impl RdmaPort {
             wcs: Vec::with_capacity(POLL_BATCH),
             ip_groups: BTreeMap::new(),
             resolutions: Resolutions::new(),
+            rc: None,
+            events: None,
             closed: false,
             stats: RdmaStats::default(),
             shared,
@@ -185,9 +194,74 @@ impl RdmaPort {
 
     /// The completion channel's file descriptor, non-blocking. It becomes
     /// readable after [`Verbs::arm_cq`] when a completion arrives; then call
-    /// [`RdmaPort::ack_events`], poll, and arm again.
+    /// [`RdmaPort::ack_events`], poll, and arm again. With connected mode it
+    /// is an epoll set of the completion channel and the rdma_cm channel
+    /// (readable while a connection event waits, too); take it after
+    /// [`RdmaPort::enable_rc`].
     pub fn event_fd(&self) -> RawFd {
-        self.queues.event_fd()
+        match &self.events {
+            Some(set) => set.fd(),
+            None => self.queues.event_fd(),
+        }
+    }
+
+    /// Turns connected mode on (RFC 4755 over rdma_cm, see the `rc`
+    /// module): registers the big-slot `region` laid out as `big`, creates
+    /// the SRQ and RC CQ, and listens for connections, at most
+    /// `max_conns` (capped at [`super::rc::MAX_RC_CONNS`]) at once.
+    pub fn enable_rc(
+        &mut self,
+        region: Window,
+        big: crate::rc::BigLayout,
+        max_conns: usize,
+    ) -> Result<(), RdmaError> {
+        if self.rc.is_some() || self.closed {
+            return Err(RdmaError::InvalidConfig {
+                field: "connected mode",
+                reason: "already on, or the port is closed",
+            });
+        }
+        let kind = match self.shared.link_layer {
+            LinkLayer::Ethernet => AddrKind::Ip {
+                scope: self.shared.netdev.as_ref().map_or(0, |(_, index)| *index),
+            },
+            LinkLayer::InfiniBand => AddrKind::Ib {
+                pkey: self.attr.pkey.0,
+            },
+        };
+        let rc = RdmaRc::new(RcSetup {
+            queues: &mut self.queues,
+            region,
+            big,
+            max_conns,
+            gid: self.attr.gid,
+            ud_qpn: self.attr.qpn,
+            kind,
+            name: &self.shared.name,
+        })?;
+        let set = EventSet::new().map_err(|e| RdmaError::Verbs {
+            call: "epoll_create1",
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        for fd in [self.queues.event_fd(), rc.cm_fd()] {
+            set.add(fd).map_err(|e| RdmaError::Verbs {
+                call: "epoll_ctl",
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+            })?;
+        }
+        self.rc = Some(rc);
+        self.events = Some(set);
+        Ok(())
+    }
+
+    /// Connected mode's counters (zero without it).
+    pub fn rc_stats(&self) -> RdmaRcStats {
+        self.rc.as_ref().map(|rc| rc.stats).unwrap_or_default()
+    }
+
+    /// Connections held now, in any phase.
+    pub fn rc_held(&self) -> usize {
+        self.rc.as_ref().map_or(0, |rc| rc.held())
     }
 
     /// Takes and acknowledges every pending completion channel event
@@ -209,6 +283,9 @@ impl RdmaPort {
         }
         self.closed = true;
         self.attr.state = PortState::Down;
+        if let Some(rc) = &mut self.rc {
+            rc.close_all();
+        }
         let result = self.queues.set_error();
         // A failed detach is retried when the port is dropped.
         self.queues.detach_all();
@@ -665,9 +742,13 @@ impl Verbs for RdmaPort {
             HcaError::Disconnected
         })?;
         self.reap()?;
+        let rc_waiting = match &mut self.rc {
+            Some(rc) => rc.arm()?,
+            None => false,
+        };
         // A resolution that finished after the collection above has called
         // (or will call) the notifier; saying so here saves a wake-up.
-        Ok(!self.cq.is_empty() || self.resolutions.has_finished())
+        Ok(!self.cq.is_empty() || rc_waiting || self.resolutions.has_finished())
     }
 
     fn attach_mcast(&mut self, mgid: Gid) -> Result<(), HcaError> {
@@ -719,6 +800,95 @@ impl Verbs for RdmaPort {
         } else {
             Err(HcaError::InvalidArgument)
         }
+    }
+
+    fn rc(&mut self) -> Option<&mut dyn crate::rc::RcVerbs> {
+        if self.rc.is_some() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl crate::rc::RcVerbs for RdmaPort {
+    fn rc_caps(&self) -> Option<crate::rc::RcCaps> {
+        self.rc.as_ref().map(|rc| rc.caps())
+    }
+
+    fn take_big_slots(&mut self) -> Option<(crate::rc::BigTxSlots, crate::rc::BigRxSlots)> {
+        self.rc.as_mut()?.take_big_slots()
+    }
+
+    fn rc_connect(
+        &mut self,
+        dgid: Gid,
+        ud_qpn: Qpn,
+        recv_mtu: u32,
+    ) -> Result<crate::rc::ConnHandle, crate::rc::RcError> {
+        self.rc_live()?.connect(dgid, ud_qpn, recv_mtu)
+    }
+
+    fn rc_accept(
+        &mut self,
+        conn: crate::rc::ConnHandle,
+        recv_mtu: u32,
+    ) -> Result<(), crate::rc::RcError> {
+        self.rc_live()?.accept(conn, recv_mtu)
+    }
+
+    fn rc_reject(&mut self, conn: crate::rc::ConnHandle) -> Result<(), crate::rc::RcError> {
+        self.rc_live()?.reject(conn)
+    }
+
+    fn rc_disconnect(&mut self, conn: crate::rc::ConnHandle) -> Result<(), crate::rc::RcError> {
+        self.rc_live()?.disconnect(conn)
+    }
+
+    fn rc_post_send(
+        &mut self,
+        conn: crate::rc::ConnHandle,
+        slot: crate::rc::BigTxSlot,
+        len: usize,
+    ) -> Result<(), crate::rc::RcPostError<crate::rc::BigTxSlot>> {
+        match self.rc_live() {
+            Ok(rc) => rc.post_send(conn, slot, len),
+            Err(error) => Err(crate::rc::RcPostError { slot, error }),
+        }
+    }
+
+    fn rc_post_recv(
+        &mut self,
+        slot: crate::rc::BigRxSlot,
+    ) -> Result<(), crate::rc::RcPostError<crate::rc::BigRxSlot>> {
+        match self.rc_live() {
+            Ok(rc) => rc.post_recv(slot),
+            Err(error) => Err(crate::rc::RcPostError { slot, error }),
+        }
+    }
+
+    fn poll_rc(&mut self) -> Result<Option<crate::rc::RcCompletion>, HcaError> {
+        match &mut self.rc {
+            Some(rc) => rc.poll(),
+            None => Ok(None),
+        }
+    }
+
+    fn big_area(&mut self) -> crate::rc::BigArea<'_> {
+        match &self.rc {
+            Some(rc) => rc.big_area(),
+            None => crate::rc::BigArea::new(&self.region, crate::rc::BigLayout::NONE),
+        }
+    }
+}
+
+impl RdmaPort {
+    /// Connected mode, if on and the port is open.
+    fn rc_live(&mut self) -> Result<&mut RdmaRc, crate::rc::RcError> {
+        if self.closed {
+            return Err(crate::rc::RcError::Disconnected);
+        }
+        self.rc.as_mut().ok_or(crate::rc::RcError::NotSupported)
     }
 }
 

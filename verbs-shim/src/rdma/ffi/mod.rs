@@ -9,6 +9,10 @@
 //!   registered [`ring::Window`] (the memory outlives its registration),
 //!   then its `Arc<Device>`. Its `Drop` first detaches the QP from every
 //!   multicast group: the kernel will not destroy an attached QP.
+//! - [`RcCore`] (connected mode's SRQ, CQ and big-region MR) is shared by
+//!   the port's [`Queues`] and every [`RcQp`]; it holds the completion
+//!   channel (shared with `Queues`) and the device.
+//! - [`CmId`]s hold their [`CmChannel`], which is destroyed last.
 //! - [`Ah`] owns one address handle and its own `Arc<Device>`, so the PD
 //!   outlives it.
 //!
@@ -17,12 +21,18 @@
 //! what needs it), which is what the `Send`/`Sync` impls rely on.
 
 mod ah;
+mod cm;
 mod device;
+mod events;
 mod queues;
+mod rc;
 
 pub(super) use ah::{Ah, AhSpec};
+pub(super) use cm::{CmChannel, CmEvent, CmId, ConnParams, PortSpace};
 pub(super) use device::{Device, DeviceCaps, DeviceList};
+pub(super) use events::EventSet;
 pub(super) use queues::{QueueSpec, Queues, POLL_BATCH};
+pub(super) use rc::{RcCore, RcQp, RcWc};
 
 use core::ffi::c_int;
 

@@ -20,6 +20,7 @@ use ring::Window;
 
 use super::ah::Ah;
 use super::device::Device;
+use super::rc::RcCore;
 use super::{errno, ret_errno, zeroed};
 use crate::rdma::error::RdmaError;
 use crate::rdma::gather::{arena_len, cell_offset, Registered, Sge};
@@ -43,7 +44,7 @@ pub(in crate::rdma) struct QueueSpec {
 }
 
 /// A registered memory region; deregistered on drop.
-struct Mr(NonNull<ibv_mr>);
+pub(super) struct Mr(NonNull<ibv_mr>);
 
 impl Drop for Mr {
     fn drop(&mut self) {
@@ -57,7 +58,14 @@ impl Drop for Mr {
 }
 
 /// A completion channel; destroyed on drop.
-struct Channel(NonNull<ibv_comp_channel>);
+pub(super) struct Channel(NonNull<ibv_comp_channel>);
+
+// SAFETY: a completion channel may be used from any thread (its calls are
+// reads of its descriptor); the provider reads it from the thread that owns
+// the port.
+unsafe impl Send for Channel {}
+// SAFETY: as above.
+unsafe impl Sync for Channel {}
 
 impl Drop for Channel {
     fn drop(&mut self) {
@@ -74,7 +82,7 @@ impl Drop for Channel {
 }
 
 /// A CQ; destroyed on drop.
-struct Cq(NonNull<ibv_cq>);
+pub(super) struct Cq(pub(super) NonNull<ibv_cq>);
 
 impl Drop for Cq {
     fn drop(&mut self) {
@@ -89,7 +97,7 @@ impl Drop for Cq {
 }
 
 /// A QP; destroyed on drop.
-struct Qp(NonNull<ibv_qp>);
+pub(super) struct Qp(pub(super) NonNull<ibv_qp>);
 
 impl Drop for Qp {
     fn drop(&mut self) {
@@ -109,7 +117,8 @@ impl Drop for Qp {
 pub(in crate::rdma) struct Queues {
     qp: Qp,
     cq: Cq,
-    channel: Channel,
+    /// Shared with the RC CQ, which reports to the same channel.
+    channel: Arc<Channel>,
     /// Held for its `Drop` (the lkey is cached below).
     _mr: Mr,
     /// The header arena's registration (see the `gather` module).
@@ -128,6 +137,8 @@ pub(in crate::rdma) struct Queues {
     fd: RawFd,
     /// Multicast groups the QP is attached to.
     groups: BTreeSet<[u8; 16]>,
+    /// Connected mode's objects, whose CQ reports to this channel too.
+    rc: Option<Arc<RcCore>>,
 }
 
 // SAFETY: the verbs objects may be used from any thread (libibverbs locks
@@ -146,7 +157,7 @@ impl Queues {
         let mr = register(&dev, &region)?;
         let arena = Window::new_heap(arena_len(spec.send_wr as usize));
         let arena_mr = register(&dev, &arena)?;
-        let channel = create_channel(&dev)?;
+        let channel = Arc::new(create_channel(&dev)?);
         set_nonblocking(channel.fd())?;
         let cq = create_cq(&dev, &channel, spec.cqe)?;
         let (qp, send_sge) = create_qp(&dev, &cq, spec)?;
@@ -168,7 +179,27 @@ impl Queues {
             lkey,
             fd,
             groups: BTreeSet::new(),
+            rc: None,
         })
+    }
+
+    /// Creates connected mode's SRQ and CQ (on this port's completion
+    /// channel) over the registered big-slot `region`.
+    pub(in crate::rdma) fn create_rc(
+        &mut self,
+        region: Window,
+        cqe: u32,
+        srq_wr: u32,
+    ) -> Result<Arc<RcCore>, RdmaError> {
+        let core = RcCore::create(
+            Arc::clone(&self._dev),
+            Arc::clone(&self.channel),
+            region,
+            cqe,
+            srq_wr,
+        )?;
+        self.rc = Some(Arc::clone(&core));
+        Ok(core)
     }
 
     pub(in crate::rdma) fn qpn(&self) -> u32 {
@@ -403,7 +434,8 @@ impl Queues {
     /// Takes every pending channel event and acknowledges them; returns how
     /// many there were.
     pub(in crate::rdma) fn ack_events(&self) -> io::Result<usize> {
-        let mut taken: c_uint = 0;
+        let rc_cq = self.rc.as_ref().map(|rc| rc.cq_ptr());
+        let (mut ud, mut rc): (c_uint, c_uint) = (0, 0);
         let result = loop {
             let mut cq: *mut ibv_cq = ptr::null_mut();
             let mut cq_context: *mut c_void = ptr::null_mut();
@@ -412,23 +444,31 @@ impl Queues {
             let ret =
                 unsafe { ibv_get_cq_event(self.channel.0.as_ptr(), &mut cq, &mut cq_context) };
             if ret == 0 {
-                if cq != self.cq.0.as_ptr() {
+                if cq == self.cq.0.as_ptr() {
+                    ud = ud.saturating_add(1);
+                } else if Some(cq) == rc_cq {
+                    rc = rc.saturating_add(1);
+                } else {
                     log::error!("rdma: completion event for a foreign CQ");
                 }
-                taken = taken.saturating_add(1);
                 continue;
             }
             let e = io::Error::last_os_error();
             match e.kind() {
-                io::ErrorKind::WouldBlock => break Ok(taken as usize),
+                io::ErrorKind::WouldBlock => break Ok((ud + rc) as usize),
                 io::ErrorKind::Interrupted => continue,
                 _ => break Err(e),
             }
         };
-        if taken > 0 {
-            // SAFETY: the CQ is alive and `taken` events were taken for it
-            // (its only channel is this one) and not yet acknowledged.
-            unsafe { ibv_ack_cq_events(self.cq.0.as_ptr(), taken) };
+        if ud > 0 {
+            // SAFETY: the CQ is alive and `ud` events were taken for it and
+            // not yet acknowledged.
+            unsafe { ibv_ack_cq_events(self.cq.0.as_ptr(), ud) };
+        }
+        if let (Some(core), true) = (&self.rc, rc > 0) {
+            // SAFETY: the RC CQ is alive (`core` holds it) and `rc` events
+            // were taken for it and not yet acknowledged.
+            unsafe { ibv_ack_cq_events(core.cq_ptr(), rc) };
         }
         result
     }
@@ -494,7 +534,7 @@ impl Drop for Queues {
     }
 }
 
-fn verbs(call: &'static str) -> impl FnOnce() -> RdmaError {
+pub(super) fn verbs(call: &'static str) -> impl FnOnce() -> RdmaError {
     move || RdmaError::Verbs {
         call,
         errno: errno(),
@@ -503,7 +543,7 @@ fn verbs(call: &'static str) -> impl FnOnce() -> RdmaError {
 
 /// Registers the whole region (the guest's slots, or the header arena) for
 /// local write.
-fn register(dev: &Device, region: &Window) -> Result<Mr, RdmaError> {
+pub(super) fn register(dev: &Device, region: &Window) -> Result<Mr, RdmaError> {
     let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as c_int;
     // SAFETY: the PD is alive. The region's memory stays mapped while the
     // window (which `Queues` keeps after the MR) exists, and it is only ever
@@ -515,7 +555,7 @@ fn register(dev: &Device, region: &Window) -> Result<Mr, RdmaError> {
 }
 
 impl Mr {
-    fn lkey(&self) -> u32 {
+    pub(super) fn lkey(&self) -> u32 {
         // SAFETY: the MR is alive; `lkey` is set at registration.
         unsafe { (*self.0.as_ptr()).lkey }
     }
@@ -536,22 +576,22 @@ impl Channel {
     }
 }
 
-fn set_nonblocking(fd: RawFd) -> Result<(), RdmaError> {
-    // SAFETY: `fd` is the channel's open descriptor; F_GETFL takes no
-    // argument.
+pub(super) fn set_nonblocking(fd: RawFd) -> Result<(), RdmaError> {
+    // SAFETY: `fd` is a channel's open descriptor (one this process made);
+    // F_GETFL takes no argument.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
-        return Err(verbs("fcntl(F_GETFL) on the completion channel")());
+        return Err(verbs("fcntl(F_GETFL) on an event channel")());
     }
     // SAFETY: as above; F_SETFL takes an int.
     let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
     if ret < 0 {
-        return Err(verbs("fcntl(F_SETFL) on the completion channel")());
+        return Err(verbs("fcntl(F_SETFL) on an event channel")());
     }
     Ok(())
 }
 
-fn create_cq(dev: &Device, channel: &Channel, cqe: u32) -> Result<Cq, RdmaError> {
+pub(super) fn create_cq(dev: &Device, channel: &Channel, cqe: u32) -> Result<Cq, RdmaError> {
     let cqe = c_int::try_from(cqe).map_err(|_| RdmaError::Verbs {
         call: "ibv_create_cq",
         errno: libc::EINVAL,
@@ -595,12 +635,12 @@ fn raw_sge(s: Sge) -> ibv_sge {
 }
 
 impl Qp {
-    fn qpn(&self) -> u32 {
+    pub(super) fn qpn(&self) -> u32 {
         // SAFETY: the QP is alive; `qp_num` is set at creation.
         unsafe { (*self.0.as_ptr()).qp_num }
     }
 
-    fn modify(
+    pub(super) fn modify(
         &self,
         attr: &mut ibv_qp_attr,
         mask: ibv_qp_attr_mask,
@@ -643,7 +683,11 @@ impl Qp {
     }
 
     /// A transition that needs only the new state (INIT -> RTR, any -> ERR).
-    fn modify_state(&self, state: ibv_qp_state::Type, call: &'static str) -> Result<(), RdmaError> {
+    pub(super) fn modify_state(
+        &self,
+        state: ibv_qp_state::Type,
+        call: &'static str,
+    ) -> Result<(), RdmaError> {
         let mut attr: ibv_qp_attr = zeroed();
         attr.qp_state = state;
         self.modify(&mut attr, ibv_qp_attr_mask::IBV_QP_STATE, call)
