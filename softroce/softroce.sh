@@ -320,6 +320,37 @@ if has a || has b || has e; then
     say "VM 'single' took $(elapsed "$t") s"
 fi
 
+# The connected-mode half of step c's capture: the CM handshake (MADs to
+# QP1) and the bulk data in RC SEND packets (BTH opcodes 0-5), not UD.
+capture_rc() {
+    [ -s "$PCAP" ] || return 0
+    local RC='infiniband.bth.opcode <= 5' n_rc rc_bytes n_ack cm_tcp_ud first
+    echo
+    say "connected mode in the capture: the CM handshake (UD to QP 1), then RC frames:"
+    ts -Y 'infiniband.bth.destqp == 1' -T fields -E separator=/t -e frame.number -e frame.time_relative \
+        -e ipv6.src -e ipv6.dst -e _ws.col.Info |
+        awk -F'\t' '{ printf "  %5s %7.3f  %s -> %s  UD to QP 1 | %s\n", $1, $2, $3, $4, $5 }' | awk 'NR <= 8'
+    first=$(ts -Y "$RC" -T fields -e frame.number | head -1)
+    if [ -n "$first" ]; then
+        ts -Y "$RC || infiniband.bth.opcode == 17" -T fields -E separator=/t -e frame.number \
+            -e frame.time_relative -e ipv6.src -e ipv6.dst -e infiniband.bth.opcode -e infiniband.bth.destqp \
+            -e infiniband.bth.psn -e udp.length |
+            awk -F'\t' '{ n = ($5 == 17) ? "RC ACK" : ($5 == 0 ? "RC SEND first" : ($5 == 1 ? "RC SEND middle" : ($5 == 2 ? "RC SEND last" : "RC SEND only")));
+                          printf "  %5s %7.3f  %s -> %s  %s (%s)  dest QP %s  PSN %s  UDP length %s\n", $1, $2, $3, $4, $5, n, $6, $7, $8 }' | awk 'NR <= 8'
+    fi
+    n_rc=$(count "$RC")
+    # RC payload: the UDP length less the UDP header (8), BTH (12) and ICRC (4).
+    rc_bytes=$(ts -Y "$RC" -T fields -e udp.length | awk '{ s += $1 - 24 } END { print s + 0 }')
+    n_ack=$(count 'infiniband.bth.opcode == 17')
+    cm_tcp_ud=$(count "$UD && ip.addr == 10.77.0.11 && tcp && tcp.len > 0")
+    detail="$n_rc RC SEND frames (BTH opcodes 0-5) carrying $rc_bytes bytes, $n_ack RC ACKs; $cm_tcp_ud UD frames with TCP data between the connected-mode guests"
+    if [ "$rc_bytes" -ge "$CM_BYTES" ] && [ "$cm_tcp_ud" -le 2 ]; then
+        record c-cm-capture@host PASS "$detail"
+    else
+        record c-cm-capture@host FAIL "$detail (want RC frames carrying at least $CM_BYTES bytes, and the TCP data not on UD)"
+    fi
+}
+
 # --- step c: two VMs joined by -netdev socket; 'serve' listens and captures ----------
 if has c; then
     C_BYTES=262144
@@ -344,9 +375,9 @@ if has c; then
         # report and power off.
         serve_wait=60
     fi
-    collect client rxe c-client
+    collect client rxe c-client c-cm-client
     wait_vm serve "$serve_wait" || true
-    collect serve rxe c-serve
+    collect serve rxe c-serve c-cm-serve
 
     # The bytes the client sent are the bytes the server's discard service got.
     sent=$(console client | sed -n "s/.*sent $C_BYTES bytes sha256 \([0-9a-f]*\) .*/\1/p" | tail -1)
@@ -355,6 +386,14 @@ if has c; then
         record c-sha256@host PASS "VM client sent $C_BYTES bytes, VM serve received them, SHA-256 $sent on both"
     else
         record c-sha256@host FAIL "SHA-256 sent '${sent:-none}' != received '${got:-none}'"
+    fi
+    CM_BYTES=2097152
+    sent=$(console client | sed -n "s/.*sent $CM_BYTES bytes sha256 \([0-9a-f]*\) .*/\1/p" | tail -1)
+    got=$(console serve | sed -n "s/.*discard from .*: $CM_BYTES bytes sha256 \([0-9a-f]*\).*/\1/p" | tail -1)
+    if [ -n "$sent" ] && [ "$sent" = "$got" ]; then
+        record c-cm-sha256@host PASS "connected mode: VM client sent $CM_BYTES bytes, VM serve received them, SHA-256 $sent on both"
+    else
+        record c-cm-sha256@host FAIL "connected mode: SHA-256 sent '${sent:-none}' != received '${got:-none}'"
     fi
 
     # The capture: UD SEND only (BTH opcode 100) with a DETH Q_Key, carrying
@@ -397,6 +436,7 @@ if has c; then
     else
         record c-capture@host FAIL "no capture at $PCAP"
     fi
+    capture_rc
     say "step c took $(elapsed "$t") s"
 fi
 

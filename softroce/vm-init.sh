@@ -277,22 +277,32 @@ step_b() {
 step_c_serve() {
     d=/tmp/c
     mkdir -p "$d"
-    GUESTS="s1"
-    echo "=== step c (serve): ib-backend on rxe0 (GID $V6_GID), hosted guest 10.77.0.1 serving"
+    # s2 takes connected mode (RC QPs set up with librdmacm) when a guest
+    # asks for it: up to 4 connections.
+    GUESTS="s1 s2,max-rc-conns=4"
+    echo "=== step c (serve): ib-backend on rxe0 (GID $V6_GID), hosted guests 10.77.0.1 (datagram mode) and 10.77.0.11 (connected mode) serving"
     start_backend "$d" || { show "$d/backend.log"; fatal c-serve "ib-backend did not come up"; }
     hosted "$d/s1.sock" 10.77.0.1/24 serve >"$d/s1.log" 2>&1 &
     s1=$!
+    ibguest-hosted --socket "$d/s2.sock" --net "ip=10.77.0.11/24 cm=on" serve >"$d/s2.log" 2>&1 &
+    s2=$!
     wait_for "$d/s1.log" "up, hw" 100 || { show "$d/s1.log"; fatal c-serve "the hosted guest did not come up"; }
+    wait_for "$d/s2.log" "up, hw" 100 || { show "$d/s2.log"; fatal c-serve "the connected-mode guest did not come up"; }
     echo "SOFTROCE-READY"
     fail=""
     wait_for "$d/s1.log" "discard from .*: $C_BYTES bytes sha256" 2400 ||
         fail="no TCP data from the other VM within 240 s"
     echo "s1 (discard service on port 9):"
     grep "discard from" "$d/s1.log" | sed 's/^/    | /'
+    cm_fail=""
+    wait_for "$d/s2.log" "discard from .*: $CM_BYTES bytes sha256" 1200 ||
+        cm_fail="no connected-mode TCP data from the other VM within 120 s"
+    echo "s2 (connected mode; discard service on port 9):"
+    grep "discard from\|connected mode" "$d/s2.log" | sed 's/^/    | /'
     echo "\$ ib-backend stats"
     ib-backend stats --control "$d/control.sock" 2>&1 | sed 's/^/    | /'
-    kill $s1 2>/dev/null
-    wait $s1 2>/dev/null
+    kill $s1 $s2 2>/dev/null
+    wait $s1 $s2 2>/dev/null
     stop_backend
     echo "back end log:"
     show "$d/backend.log"
@@ -302,14 +312,20 @@ step_c_serve() {
     else
         result c-serve PASS "$(grep -m1 "discard from" "$d/s1.log")"
     fi
+    if [ -n "$cm_fail" ]; then
+        show "$d/s2.log"
+        result c-cm-serve FAIL "$cm_fail"
+    else
+        result c-cm-serve PASS "connected mode: $(grep -m1 "discard from" "$d/s2.log")"
+    fi
 }
 
 # step c, second VM: ping and send across the wire.
 step_c_client() {
     d=/tmp/c
     mkdir -p "$d"
-    GUESTS="c1"
-    echo "=== step c (client): ib-backend on rxe0 (GID $V6_GID), hosted guest 10.77.0.2 -> 10.77.0.1 in the other VM"
+    GUESTS="c1 c2,max-rc-conns=4"
+    echo "=== step c (client): ib-backend on rxe0 (GID $V6_GID), hosted guests 10.77.0.2 -> 10.77.0.1 (datagram mode) and 10.77.0.12 -> 10.77.0.11 (connected mode) in the other VM"
     start_backend "$d" || { show "$d/backend.log"; fatal c-client "ib-backend did not come up"; }
     fail=""
     echo "\$ ibguest-hosted --socket c1 --ip 10.77.0.2/24 ping 10.77.0.1"
@@ -321,6 +337,19 @@ step_c_client() {
             fail="send to 10.77.0.1:9 failed"
         show "$d/send.log"
     fi
+    # Connected mode: an RC connection (librdmacm) between c2 and s2 carries
+    # the TCP stream; the host's capture check looks for its RC opcodes.
+    cm_fail=""
+    echo "\$ ibguest-hosted --socket c2 --net 'ip=10.77.0.12/24 cm=on' send 10.77.0.11:9 $CM_BYTES"
+    timeout 120 ibguest-hosted --socket "$d/c2.sock" --net "ip=10.77.0.12/24 cm=on" send 10.77.0.11:9 "$CM_BYTES" >"$d/cm.log" 2>&1 ||
+        cm_fail="connected-mode send to 10.77.0.11:9 failed"
+    show "$d/cm.log"
+    rc_bytes=$(sed -n 's/^connected mode: [0-9]* packets, \([0-9]*\) bytes sent over RC.*/\1/p' "$d/cm.log")
+    # RC carries the IP packets (headers too); only what was sent while the
+    # connection came up may have gone over UD.
+    if [ -z "$cm_fail" ] && [ "${rc_bytes:-0}" -lt $((CM_BYTES * 9 / 10)) ]; then
+        cm_fail="only ${rc_bytes:-0} bytes went over RC (want at least 90 % of $CM_BYTES)"
+    fi
     echo "\$ ib-backend stats"
     ib-backend stats --control "$d/control.sock" 2>&1 | sed 's/^/    | /'
     stop_backend
@@ -330,6 +359,11 @@ step_c_client() {
         result c-client FAIL "$fail"
     else
         result c-client PASS "$(grep -m1 "^sent" "$d/send.log")"
+    fi
+    if [ -n "$cm_fail" ]; then
+        result c-cm-client FAIL "$cm_fail"
+    else
+        result c-cm-client PASS "$(grep -m1 "^sent" "$d/cm.log"); $(grep -m1 "^connected mode" "$d/cm.log")"
     fi
 }
 
@@ -559,6 +593,8 @@ step_e() {
 
 C_BYTES=$(arg softroce.bytes)
 C_BYTES=${C_BYTES:-262144}
+CM_BYTES=$(arg softroce.cmbytes)
+CM_BYTES=${CM_BYTES:-2097152}
 D_BYTES=$(arg softroce.dbytes)
 D_BYTES=${D_BYTES:-1048576}
 D_SECONDS=$(arg softroce.dseconds)

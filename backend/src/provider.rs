@@ -53,10 +53,11 @@ enum PortKind {
 
 impl Port {
     /// Connected mode over the guest's big-slot area
-    /// (`BackHalf::rc_region`), with at most `max_conns` connections. The
-    /// sim fabric has RC; the rdma provider does not yet (librdmacm), and
-    /// its ports stay as they are: the back half then does not agree to
-    /// connected mode and the guest stays in datagram mode.
+    /// (`BackHalf::rc_region`), with at most `max_conns` connections: RC on
+    /// the sim fabric, or RC QPs set up with librdmacm on rdma (the big
+    /// slots registered in place, zero copy). If this fails the back half
+    /// does not agree to connected mode and the guest stays in datagram
+    /// mode.
     pub fn enable_rc(
         &mut self,
         region: ring::Window,
@@ -71,7 +72,9 @@ impl Port {
                     max_conns,
                 })
                 .map_err(|e| ProviderError(format!("connected mode refused: {e}"))),
-            PortKind::Rdma(_) => Ok(()),
+            PortKind::Rdma(p) => p
+                .enable_rc(region, big, max_conns)
+                .map_err(|e| ProviderError(format!("connected mode refused: {e}"))),
         }
     }
 
@@ -353,10 +356,7 @@ impl Verbs for Port {
         forward!(self, p => p.release_dest(handle))
     }
     fn rc(&mut self) -> Option<&mut dyn verbs_shim::rc::RcVerbs> {
-        match &mut self.kind {
-            PortKind::Sim(p) => p.rc(),
-            PortKind::Rdma(_) => None,
-        }
+        forward!(self, p => p.rc())
     }
 }
 
