@@ -28,6 +28,8 @@ pub(super) const AF_IB: u16 = 27;
 /// `RDMA_IB_IP_PS_IB` (rdma/rdma_cma.h): the service ID prefix of
 /// `RDMA_PS_IB` on `AF_IB`.
 const RDMA_IB_IP_PS_IB: u64 = 0x0000_0000_013F_0000;
+/// `RDMA_IB_IP_PS_UDP`: the same for `RDMA_PS_UDP` (multicast joins).
+const RDMA_IB_IP_PS_UDP: u64 = 0x0000_0000_0111_0000;
 
 /// Room for any socket address (`struct sockaddr_storage`), 8-aligned.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,36 @@ impl CmAddr {
                 addr: g,
                 port,
                 scope: if is_link_local(&g) { scope } else { 0 },
+            },
+        }
+    }
+
+    /// The local address multicast joins are made from: the port's GID in
+    /// rdma_cm's UDP port space, any port.
+    pub(super) fn join_source(gid: Gid, kind: AddrKind) -> CmAddr {
+        match (CmAddr::endpoint(gid, 0, kind), kind) {
+            (CmAddr::Ib { gid, pkey, .. }, _) => CmAddr::Ib {
+                gid,
+                pkey,
+                sid: RDMA_IB_IP_PS_UDP,
+            },
+            (addr, _) => addr,
+        }
+    }
+
+    /// A multicast group: the MGID itself (an IPv6 multicast address on
+    /// RoCE, scoped to the network device; the MGID in `AF_IB`).
+    pub(super) fn group(mgid: Gid, kind: AddrKind) -> CmAddr {
+        match kind {
+            AddrKind::Ib { pkey } => CmAddr::Ib {
+                gid: mgid.0,
+                pkey,
+                sid: RDMA_IB_IP_PS_UDP,
+            },
+            AddrKind::Ip { scope } => CmAddr::V6 {
+                addr: mgid.0,
+                port: 0,
+                scope,
             },
         }
     }
@@ -291,6 +323,29 @@ mod tests {
         assert_eq!(CmAddr::decode(&a.encode()), Some(a));
         assert_eq!(a.gid(), gid);
         assert_eq!(CmAddr::decode(&RawSockaddr([0; 128])), None);
+    }
+
+    #[test]
+    fn groups_are_their_mgid() {
+        let mgid = Gid([
+            0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        let roce = CmAddr::group(mgid, AddrKind::Ip { scope: 3 });
+        assert_eq!(
+            roce,
+            CmAddr::V6 {
+                addr: mgid.0,
+                port: 0,
+                scope: 3
+            }
+        );
+        let ib = CmAddr::group(mgid, AddrKind::Ib { pkey: 0xffff });
+        assert_eq!(&ib.encode().0[24..32], &[0, 0, 0, 0, 1, 0x11, 0, 0]);
+        assert_eq!(ib.gid(), mgid);
+        match CmAddr::join_source(mgid, AddrKind::Ib { pkey: 0x8001 }) {
+            CmAddr::Ib { pkey, sid, .. } => assert_eq!((pkey, sid), (0x8001, RDMA_IB_IP_PS_UDP)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod error;
 mod ffi;
 mod gather;
 mod ipmc;
+mod mcast_cm;
 mod pkeys;
 mod port;
 mod rc;

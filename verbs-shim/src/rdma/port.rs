@@ -17,6 +17,7 @@ use super::error::RdmaError;
 use super::ffi::{Ah, AhSpec, EventSet, Queues, POLL_BATCH};
 use super::gather::head_send_sges;
 use super::ipmc;
+use super::mcast_cm::McastCm;
 use super::rc::{RcSetup, RdmaRc, RdmaRcStats};
 use super::resolver::{Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
@@ -67,6 +68,10 @@ pub struct RdmaStats {
     pub bogus_wc: u64,
     /// Completion channel events acknowledged.
     pub events: u64,
+    /// Multicast groups joined through rdma_cm (`rdma_join_multicast`).
+    pub cm_joins: u64,
+    /// Joins rdma_cm answered with an error (then made without it).
+    pub cm_join_refusals: u64,
 }
 
 /// One guest's port: a registered buffer region, a CQ with a completion
@@ -141,6 +146,10 @@ pub struct RdmaPort {
     resolutions: Resolutions,
     /// Connected mode, once enabled ([`RdmaPort::enable_rc`]).
     rc: Option<RdmaRc>,
+    /// Multicast joins through rdma_cm (`None` where rdma_cm is missing).
+    mcast: Option<McastCm>,
+    /// Attaches waiting for their join, by group (how many asked).
+    joining: BTreeMap<Gid, usize>,
     /// With connected mode: the completion channel and the rdma_cm channel
     /// in one descriptor, which [`RdmaPort::event_fd`] returns.
     events: Option<EventSet>,
@@ -170,7 +179,7 @@ impl RdmaPort {
             0 => MAX_HANDLES,
             max => max.min(MAX_HANDLES),
         };
-        RdmaPort {
+        let mut port = RdmaPort {
             queues,
             dests: Dests::new(limit),
             attr,
@@ -185,10 +194,58 @@ impl RdmaPort {
             ip_groups: BTreeMap::new(),
             resolutions: Resolutions::new(),
             rc: None,
+            mcast: None,
+            joining: BTreeMap::new(),
             events: None,
             closed: false,
             stats: RdmaStats::default(),
             shared,
+        };
+        port.start_mcast_cm();
+        port
+    }
+
+    /// The addresses rdma_cm uses for this port.
+    fn addr_kind(&self) -> AddrKind {
+        match self.shared.link_layer {
+            LinkLayer::Ethernet => AddrKind::Ip {
+                scope: self.shared.netdev.as_ref().map_or(0, |(_, index)| *index),
+            },
+            LinkLayer::InfiniBand => AddrKind::Ib {
+                pkey: self.attr.pkey.0,
+            },
+        }
+    }
+
+    /// Sets up multicast joins through rdma_cm and the port's event set;
+    /// without rdma_cm the port joins by hand (RoCE) or not at all (IB).
+    fn start_mcast_cm(&mut self) {
+        let m = match McastCm::new(self.attr.gid, self.addr_kind()) {
+            Ok(m) => m,
+            Err((call, errno)) => {
+                log::warn!(
+                    "rdma: {}: no rdma_cm for multicast joins ({call}: {}); groups are \
+                     joined without it (is the rdma_ucm module loaded?)",
+                    self.shared.name,
+                    io::Error::from_raw_os_error(errno)
+                );
+                return;
+            }
+        };
+        let set = EventSet::new().and_then(|set| {
+            set.add(self.queues.event_fd())?;
+            set.add(m.fd())?;
+            Ok(set)
+        });
+        match set {
+            Ok(set) => {
+                self.events = Some(set);
+                self.mcast = Some(m);
+            }
+            Err(e) => log::warn!(
+                "rdma: {}: cannot watch rdma_cm events ({e}); groups are joined without it",
+                self.shared.name
+            ),
         }
     }
 
@@ -221,14 +278,7 @@ impl RdmaPort {
                 reason: "already on, or the port is closed",
             });
         }
-        let kind = match self.shared.link_layer {
-            LinkLayer::Ethernet => AddrKind::Ip {
-                scope: self.shared.netdev.as_ref().map_or(0, |(_, index)| *index),
-            },
-            LinkLayer::InfiniBand => AddrKind::Ib {
-                pkey: self.attr.pkey.0,
-            },
-        };
+        let kind = self.addr_kind();
         let rc = RdmaRc::new(RcSetup {
             queues: &mut self.queues,
             region,
@@ -239,18 +289,22 @@ impl RdmaPort {
             kind,
             name: &self.shared.name,
         })?;
-        let set = EventSet::new().map_err(|e| RdmaError::Verbs {
-            call: "epoll_create1",
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        })?;
-        for fd in [self.queues.event_fd(), rc.cm_fd()] {
-            set.add(fd).map_err(|e| RdmaError::Verbs {
-                call: "epoll_ctl",
+        let epoll = |call: &'static str| {
+            move |e: io::Error| RdmaError::Verbs {
+                call,
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
-            })?;
+            }
+        };
+        if self.events.is_none() {
+            let set = EventSet::new().map_err(epoll("epoll_create1"))?;
+            set.add(self.queues.event_fd())
+                .map_err(epoll("epoll_ctl"))?;
+            self.events = Some(set);
+        }
+        if let Some(set) = &self.events {
+            set.add(rc.cm_fd()).map_err(epoll("epoll_ctl"))?;
         }
         self.rc = Some(rc);
-        self.events = Some(set);
         Ok(())
     }
 
@@ -558,32 +612,69 @@ impl RdmaPort {
         }
     }
 
-    fn attach(&mut self, mgid: Gid) -> Result<(), McastError> {
+    /// Starts attaching to `mgid`: `None` while the rdma_cm join runs (the
+    /// completion comes from [`RdmaPort::pump_joins`]), else the result.
+    fn attach(&mut self, mgid: Gid) -> Option<Result<(), McastError>> {
         if !mgid.is_multicast() {
-            return Err(McastError::NotMulticast);
+            return Some(Err(McastError::NotMulticast));
         }
         if mgid_pkey(mgid).partition() != self.attr.pkey.partition() {
-            return Err(McastError::PartitionMismatch);
+            return Some(Err(McastError::PartitionMismatch));
         }
         if self.queues.is_attached(&mgid.0) {
-            return Ok(());
+            return Some(Ok(()));
         }
-        if self.shared.link_layer == LinkLayer::InfiniBand {
+        if let Some(waiting) = self.joining.get_mut(&mgid) {
+            *waiting += 1;
+            return None;
+        }
+        if let Some(m) = &mut self.mcast {
+            match m.join(mgid) {
+                Ok(()) => {
+                    self.joining.insert(mgid, 1);
+                    return None;
+                }
+                Err(errno) => {
+                    self.stats.cm_join_refusals += 1;
+                    // 524 is the kernel's ENOTSUPP: its rdma_cm joins only
+                    // IPv4 groups on RoCE v2 (`cma_iboe_join_multicast`).
+                    let why = if errno == 524 {
+                        "ENOTSUPP: rdma_cm does not join IPv6 groups on RoCE v2".into()
+                    } else {
+                        io::Error::from_raw_os_error(errno).to_string()
+                    };
+                    log::info!(
+                        "rdma: {}: rdma_join_multicast {mgid} refused ({why}); joining it by hand",
+                        self.shared.name
+                    );
+                }
+            }
+        }
+        Some(self.attach_now(mgid, None))
+    }
+
+    /// Attaches the QP to `mgid`, whose LID an rdma_cm join gave (`None`:
+    /// no join, which native InfiniBand cannot do without), and on RoCE
+    /// joins the IPv6 group at the IP level.
+    fn attach_now(&mut self, mgid: Gid, lid: Option<u16>) -> Result<(), McastError> {
+        if self.shared.link_layer == LinkLayer::InfiniBand && lid.is_none() {
             log::warn!(
-                "rdma: {}: joining {mgid} needs an SA MCMember join on native InfiniBand, \
-                 which this provider does not do",
+                "rdma: {}: joining {mgid} needs an SA MCMember join on native InfiniBand \
+                 (rdma_join_multicast), which failed or is not available",
                 self.shared.name
             );
             return Err(McastError::NoResources);
         }
-        self.queues.attach_mcast(mgid.0, 0).map_err(|errno| {
-            log::warn!(
-                "rdma: {}: ibv_attach_mcast {mgid} failed: {}",
-                self.shared.name,
-                io::Error::from_raw_os_error(errno)
-            );
-            McastError::NoResources
-        })?;
+        self.queues
+            .attach_mcast(mgid.0, lid.unwrap_or(0))
+            .map_err(|errno| {
+                log::warn!(
+                    "rdma: {}: ibv_attach_mcast {mgid} failed: {}",
+                    self.shared.name,
+                    io::Error::from_raw_os_error(errno)
+                );
+                McastError::NoResources
+            })?;
         if let Some((netdev, ifindex)) = &self.shared.netdev {
             match ipmc::join(mgid, *ifindex) {
                 Ok(socket) => {
@@ -599,6 +690,43 @@ impl RdmaPort {
         Ok(())
     }
 
+    /// Finishes the attaches whose rdma_cm joins were answered.
+    fn pump_joins(&mut self) {
+        let Some(m) = &mut self.mcast else {
+            return;
+        };
+        for outcome in m.pump() {
+            let mgid = outcome.mgid;
+            let waiting = self.joining.remove(&mgid).unwrap_or(1);
+            let result = match outcome.result {
+                Ok(lid) => {
+                    log::info!(
+                        "rdma: {}: joined {mgid} through rdma_cm (LID {lid:#x})",
+                        self.shared.name
+                    );
+                    self.stats.cm_joins += 1;
+                    self.attach_now(mgid, Some(lid))
+                }
+                Err(status) => {
+                    log::info!(
+                        "rdma: {}: rdma_cm could not join {mgid} (status {status}); joining \
+                         without it",
+                        self.shared.name
+                    );
+                    self.stats.cm_join_refusals += 1;
+                    self.attach_now(mgid, None)
+                }
+            };
+            for _ in 0..waiting {
+                self.cq.push_back(Completion::Mcast {
+                    mgid,
+                    attach: true,
+                    result,
+                });
+            }
+        }
+    }
+
     fn detach(&mut self, mgid: Gid) -> Result<(), McastError> {
         if !mgid.is_multicast() {
             return Err(McastError::NotMulticast);
@@ -606,7 +734,11 @@ impl RdmaPort {
         if !self.queues.is_attached(&mgid.0) {
             return Err(McastError::NotAttached);
         }
-        self.queues.detach_mcast(mgid.0, 0).map_err(|errno| {
+        let lid = self.mcast.as_ref().and_then(|m| m.mlid(mgid)).unwrap_or(0);
+        if let Some(m) = &mut self.mcast {
+            m.leave(mgid);
+        }
+        self.queues.detach_mcast(mgid.0, lid).map_err(|errno| {
             log::warn!(
                 "rdma: {}: ibv_detach_mcast {mgid} failed: {}",
                 self.shared.name,
@@ -712,6 +844,7 @@ impl Verbs for RdmaPort {
 
     fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
         self.collect_resolved();
+        self.pump_joins();
         if let Some(c) = self.cq.pop_front() {
             return Ok(Some(c));
         }
@@ -726,6 +859,7 @@ impl Verbs for RdmaPort {
     /// unposted sends count as waiting too.
     fn arm_cq(&mut self) -> Result<bool, HcaError> {
         self.collect_resolved();
+        self.pump_joins();
         if !self.cq.is_empty() {
             return Ok(true);
         }
@@ -755,12 +889,13 @@ impl Verbs for RdmaPort {
         if self.closed {
             return Err(HcaError::Disconnected);
         }
-        let result = self.attach(mgid);
-        self.cq.push_back(Completion::Mcast {
-            mgid,
-            attach: true,
-            result,
-        });
+        if let Some(result) = self.attach(mgid) {
+            self.cq.push_back(Completion::Mcast {
+                mgid,
+                attach: true,
+                result,
+            });
+        }
         Ok(())
     }
 

@@ -20,8 +20,9 @@ use rdma_sys::{
     ibv_qp_attr, rdma_accept, rdma_ack_cm_event, rdma_bind_addr, rdma_cm_event, rdma_cm_id,
     rdma_conn_param, rdma_connect, rdma_create_event_channel, rdma_create_id,
     rdma_destroy_event_channel, rdma_destroy_id, rdma_disconnect, rdma_establish,
-    rdma_event_channel, rdma_get_cm_event, rdma_init_qp_attr, rdma_listen, rdma_port_space,
-    rdma_reject, rdma_resolve_addr, rdma_resolve_route,
+    rdma_event_channel, rdma_get_cm_event, rdma_init_qp_attr, rdma_join_multicast,
+    rdma_leave_multicast, rdma_listen, rdma_port_space, rdma_reject, rdma_resolve_addr,
+    rdma_resolve_route,
 };
 
 use super::queues::set_nonblocking;
@@ -57,6 +58,8 @@ pub(in crate::rdma) enum PortSpace {
     Tcp,
     /// `AF_IB` (InfiniBand).
     Ib,
+    /// Datagram ids: multicast joins.
+    Udp,
 }
 
 /// The parameters of a connect or an accept.
@@ -79,6 +82,9 @@ pub(in crate::rdma) struct CmEvent {
     pub request: Option<(CmId, RawSockaddr)>,
     /// The private data of a request, answer or rejection.
     pub private: Vec<u8>,
+    /// A multicast join or error: the context given to the join, and the
+    /// group's LID (the MLID on InfiniBand).
+    pub join: Option<(usize, u16)>,
 }
 
 impl CmChannel {
@@ -123,6 +129,10 @@ impl CmChannel {
             let e = event.as_ref();
             let kind = e.event;
             let conn = &e.param.conn;
+            let join = is_ud_event(kind).then(|| {
+                let ud = &e.param.ud;
+                (ud.private_data as usize, ud.ah_attr.dlid)
+            });
             let private = if conn.private_data.is_null() || is_ud_event(kind) {
                 Vec::new()
             } else {
@@ -155,6 +165,7 @@ impl CmChannel {
                 id: e.id as usize,
                 request,
                 private,
+                join,
             }
         };
         // SAFETY: the event came from `rdma_get_cm_event` and is
@@ -214,6 +225,7 @@ impl CmId {
         let ps = match ps {
             PortSpace::Tcp => rdma_port_space::RDMA_PS_TCP,
             PortSpace::Ib => rdma_port_space::RDMA_PS_IB,
+            PortSpace::Udp => rdma_port_space::RDMA_PS_UDP,
         };
         let mut id: *mut rdma_cm_id = ptr::null_mut();
         // SAFETY: the channel is alive; `id` is a valid out-parameter; the
@@ -296,6 +308,33 @@ impl CmId {
     pub(in crate::rdma) fn reject(&self) -> Result<(), i32> {
         // SAFETY: the id came from a connection request; no private data.
         check(unsafe { rdma_reject(self.id.as_ptr(), ptr::null(), 0) })
+    }
+
+    /// Joins the multicast group `addr` (an SA join on InfiniBand); the
+    /// answer is a `MULTICAST_JOIN` or `MULTICAST_ERROR` event carrying
+    /// `context`.
+    pub(in crate::rdma) fn join_multicast(
+        &self,
+        addr: &RawSockaddr,
+        context: usize,
+    ) -> Result<(), i32> {
+        let mut addr = *addr;
+        // SAFETY: the id is alive and bound; `addr` is a complete socket
+        // address valid for the call (copied); `context` is an opaque
+        // number librdmacm only hands back, never dereferences.
+        check(unsafe {
+            rdma_join_multicast(
+                self.id.as_ptr(),
+                addr.0.as_mut_ptr().cast(),
+                context as *mut c_void,
+            )
+        })
+    }
+
+    pub(in crate::rdma) fn leave_multicast(&self, addr: &RawSockaddr) -> Result<(), i32> {
+        let mut addr = *addr;
+        // SAFETY: the id is alive; `addr` is valid for the call.
+        check(unsafe { rdma_leave_multicast(self.id.as_ptr(), addr.0.as_mut_ptr().cast()) })
     }
 
     /// Active side, after the answer: tells the peer we are ready.
