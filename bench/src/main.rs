@@ -262,11 +262,44 @@ fn print_report(rows: &[Row], notes: &[String]) {
     }
 }
 
+/// `__profile udp|udp-loopback|tcp|tcp-loopback ROUNDS`: runs one side of
+/// an in-process row ROUNDS times and prints each rate (the command
+/// BENCHMARKS.md's profiles were taken with, under `perf record`).
+fn profile(args: &[String]) -> ExitCode {
+    let rounds: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5);
+    for _ in 0..rounds {
+        let rate = match args.first().map(String::as_str) {
+            Some("udp") => udp_bench::ours(1_000_000).map(|r| r.rate / 1e3),
+            Some("udp-loopback") => udp_bench::loopback(1_000_000).map(|r| r.rate / 1e3),
+            Some("tcp") => tcp_bench::ours(256 << 20),
+            Some("tcp-loopback") => tcp_bench::loopback(256 << 20, None),
+            _ => {
+                eprintln!(
+                    "usage: ibguest-bench __profile udp|udp-loopback|tcp|tcp-loopback [ROUNDS]"
+                );
+                return ExitCode::from(2);
+            }
+        };
+        match rate {
+            Ok(r) => println!("{r:.1}"),
+            Err(e) => {
+                eprintln!("ibguest-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // The Linux peer's programs: this binary re-executed in a namespace.
     if argv.first().map(String::as_str) == Some("__peer") {
         return linux_peer::main(&argv[1..]);
+    }
+    // One side of one in-process row, over and over, for `perf record`.
+    if argv.first().map(String::as_str) == Some("__profile") {
+        return profile(&argv[1..]);
     }
     let (plan, parts) = match parse_args(argv) {
         Ok(Args::Run(plan, parts)) => (plan, parts),

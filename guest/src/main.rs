@@ -97,7 +97,8 @@ mod demo {
             }
         }
 
-        let window_len = ring::Layout::window_len_for(crate::netloop::PARAMS).unwrap_or_else(|e| {
+        let (params, big) = crate::netloop::channel(&config.net);
+        let window_len = ring::Layout::window_len_with(params, big).unwrap_or_else(|e| {
             fail(
                 ExitCode::NetworkFailure,
                 format_args!("channel layout: {e:?}"),

@@ -308,3 +308,90 @@ fn linux_curl_reaches_a_qemu_guest_through_the_gateway() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Issue 12: the image itself in connected mode (`cm=on`): on a seat that
+/// offers it (`max-rc-conns`), it agrees to it, sends 16 MiB of TCP to a
+/// hosted guest in connected mode over an RC connection (its console
+/// counts the bytes that went over RC), and the hash matches. A second
+/// image with `cm=on` on a seat without `max-rc-conns` falls back to
+/// datagram mode and still talks to the same hosted guest.
+#[test]
+fn qemu_guest_in_connected_mode_sends_over_rc() -> Result<()> {
+    let dir = scratch_dir("qemu-cm")?;
+    let be = Backend::start(
+        &dir,
+        &[
+            Seat::new(&dir, "q1").with_max_rc_conns(4),
+            Seat::new(&dir, "q2"),
+            Seat::new(&dir, "h1").with_max_rc_conns(4),
+        ],
+        &[],
+    )?;
+    let mut h1 = Hosted::serve_net(&dir, "h1", &be.socket("h1"), "ip=10.77.0.9/24 cm=on")?;
+    h1.wait_for("ibguest-hosted: 10.77.0.9/24 up", Duration::from_secs(10))?;
+    let bytes: u64 = 16 << 20;
+    let mut q1 = qemu::boot(
+        &dir,
+        "q1",
+        Some(&be.socket("q1")),
+        &format!("ip=10.77.0.2/24 cm=on send=10.77.0.9:9:{bytes}"),
+    )?;
+    q1.wait_for("ibguest: connected mode agreed", Duration::from_secs(60))?;
+    let up = q1.wait_for("ibguest: network up", Duration::from_secs(60))?;
+    assert!(up.contains("mtu 65520"), "{up}");
+    let sent = q1.wait_for(
+        &format!("ibguest: sent {bytes} bytes sha256 "),
+        Duration::from_secs(300),
+    )?;
+    let rc = q1.wait_for("ibguest: connected mode: ", Duration::from_secs(5))?;
+    let words: Vec<&str> = rc.split_whitespace().collect();
+    let rc_bytes: u64 = words
+        .iter()
+        .position(|w| *w == "packets,")
+        .and_then(|i| words.get(i + 1))
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| HarnessError(format!("cannot read {rc:?}")))?;
+    assert!(
+        rc_bytes >= bytes * 9 / 10,
+        "at least 90 % of the stream went over RC: {rc}"
+    );
+    let received = h1.wait_for(&format!(": {bytes} bytes sha256"), Duration::from_secs(30))?;
+    let sha = |line: &str| {
+        line.split("sha256 ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(sha(&sent), sha(&received), "{sent}\n{received}");
+    println!("{}\n{}", sent.trim(), rc.trim());
+
+    // No max-rc-conns on q2's seat: datagram mode, and it still talks.
+    let mut q2 = qemu::boot(
+        &dir,
+        "q2",
+        Some(&be.socket("q2")),
+        "ip=10.77.0.3/24 cm=on peer=10.77.0.9 send=10.77.0.9:9:1048576",
+    )?;
+    q2.wait_for(
+        "ibguest: connected mode not agreed",
+        Duration::from_secs(60),
+    )?;
+    q2.wait_for(
+        "ibguest: peer 10.77.0.9 answered 3/3",
+        Duration::from_secs(60),
+    )?;
+    let sent = q2.wait_for(
+        "ibguest: sent 1048576 bytes sha256 ",
+        Duration::from_secs(120),
+    )?;
+    let received = h1.wait_for(": 1048576 bytes sha256", Duration::from_secs(30))?;
+    assert_eq!(sha(&sent), sha(&received), "{sent}\n{received}");
+    assert!(
+        !q2.output().contains("ibguest: connected mode: "),
+        "{}",
+        q2.tail(10)
+    );
+    assert_eq!(be.counter("total", "violations")?, 0);
+    Ok(())
+}
