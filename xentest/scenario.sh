@@ -27,6 +27,11 @@
 #              one domain each): the back end refuses it with a log line and
 #              a counter, the guest reports it and crashes (exit 0x18), and
 #              g1 carries on (dom0 still pings it)
+#   cm         connected mode under Xen: ibguest-g4 and ibguest-g5 (cm=on,
+#              seats with max-rc-conns=4 and no ip=, as connected mode
+#              needs) agree to it, g4 sends 4 MiB to g5 over an RC
+#              connection (at least 90 % of the bytes over RC by g4's own
+#              count), SHA-256 equal on both; then both are destroyed
 # The guest's console is read from BOTH xenconsoled's log
 # (/var/log/xen/console/guest-ibguest-gN.log, the PV console) and the
 # `(dN) ...` lines of `xl dmesg` (port 0xe9), so the waits work whichever
@@ -37,12 +42,14 @@
 . /guests.sh
 
 # shellcheck disable=SC2034 # /init prints it
-PLAN="boot backend create up ping tcp http dom0-ping dom0-http linux-domu destroy recreate hostile"
+PLAN="boot backend create up ping tcp http dom0-ping dom0-http linux-domu destroy recreate hostile cm"
 
 GW=10.77.0.1
 IP_g1=10.77.0.2
 IP_g2=10.77.0.3
 IP_g3=10.77.0.4
+IP_g4=10.77.0.5
+IP_g5=10.77.0.6
 BYTES=4194304
 MEM=32 # MiB per domain
 WAIT=60 # seconds per wait
@@ -74,6 +81,8 @@ start_backend() {
         --guest "name=g1,xen-domain=ibguest-g1,ip=$IP_g1" \
         --guest "name=g2,xen-domain=ibguest-g2,ip=$IP_g2" \
         --guest "name=g3,xen-domain=ibguest-g3,ip=$IP_g3" \
+        --guest "name=g4,xen-domain=ibguest-g4,max-rc-conns=4" \
+        --guest "name=g5,xen-domain=ibguest-g5,max-rc-conns=4" \
         --gateway "ibgw0=$GW/24" --control "$CONTROL" >"$BLOG" 2>&1 &
     BACKEND_PID=$!
     _i=0
@@ -93,7 +102,7 @@ stat_of() { gstat "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
 # --- the steps ------------------------------------------------------------------------
 step_backend() {
-    echo "xen-test: \$ ib-backend run --provider sim --guest name=g1,xen-domain=ibguest-g1,ip=$IP_g1 --guest name=g2,xen-domain=ibguest-g2,ip=$IP_g2 --guest name=g3,xen-domain=ibguest-g3,ip=$IP_g3 --gateway ibgw0=$GW/24 --control $CONTROL"
+    echo "xen-test: \$ ib-backend run --provider sim --guest name=g1,xen-domain=ibguest-g1,ip=$IP_g1 --guest name=g2,xen-domain=ibguest-g2,ip=$IP_g2 --guest name=g3,xen-domain=ibguest-g3,ip=$IP_g3 --guest name=g4,xen-domain=ibguest-g4,max-rc-conns=4 --guest name=g5,xen-domain=ibguest-g5,max-rc-conns=4 --gateway ibgw0=$GW/24 --control $CONTROL"
     if start_backend; then
         # The control socket comes before the gateway and the "provider" line.
         wait_file "$BLOG" 'ib-backend: provider' 10
@@ -589,6 +598,59 @@ step_hostile() {
     fi
 }
 
+# Connected mode (RFC 4755) between two Xen guests: the image asks for the
+# big-slot pool with cm=on, the back end agrees on seats with
+# max-rc-conns (and no port security), and the TCP stream goes over RC.
+step_cm() {
+    write_cfg g5 "cm=on"
+    write_cfg g4 "cm=on send=$IP_g5:9:$BYTES"
+    if ! create g5; then
+        step cm FAIL "$CREATED"
+        diag g5
+        return
+    fi
+    if ! create g4; then
+        step cm FAIL "$CREATED"
+        diag g4 g5
+        xl destroy ibguest-g5 >/dev/null 2>&1
+        return
+    fi
+    _fail=""
+    wait_guest g4 "connected mode agreed\|connected mode not agreed" "$WAIT"
+    _rc=$?
+    _agreed=$(gline g4 "connected mode agreed\|connected mode not agreed")
+    if [ "$_rc" != 0 ]; then
+        _fail="$(why_not g4 "$_rc" "the connected-mode answer");"
+    elif ! echo "$_agreed" | grep -q "connected mode agreed"; then
+        _fail="g4: ${_agreed#ibguest: };"
+    fi
+    if [ -z "$_fail" ]; then
+        wait_guest g4 "sent $BYTES bytes sha256\|send failed" 180
+        _rc=$?
+        _sent=$(gline g4 "sent $BYTES bytes sha256\|send failed")
+        _sum=$(echo "$_sent" | sed -n "s/.*sent $BYTES bytes sha256 \([0-9a-f]*\) .*/\1/p")
+        [ "$_rc" = 0 ] || _fail="$(why_not g4 "$_rc" "the send result");"
+        [ "$_rc" != 0 ] || [ -n "$_sum" ] || _fail="g4: ${_sent#ibguest: };"
+    fi
+    if [ -z "$_fail" ]; then
+        wait_guest g4 "connected mode: " 10
+        _rcl=$(gline g4 "connected mode: [0-9]")
+        _rcb=$(echo "$_rcl" | sed -n 's/.*connected mode: [0-9]* packets, \([0-9]*\) bytes sent over RC.*/\1/p')
+        [ "${_rcb:-0}" -ge $((BYTES * 9 / 10)) ] || _fail="only ${_rcb:-0} bytes went over RC: ${_rcl#ibguest: };"
+        wait_guest g5 "discard from .*: $BYTES bytes sha256" 30
+        _got=$(gline g5 "discard from .*: $BYTES bytes sha256" | sed -n 's/.* sha256 \([0-9a-f]*\).*/\1/p')
+        [ "$_got" = "$_sum" ] || _fail="$_fail SHA-256 differs: g4 sent $_sum, g5 received ${_got:-nothing};"
+    fi
+    if [ -z "$_fail" ]; then
+        step cm PASS "g4 -> g5 in connected mode: ${_sent#ibguest: }; ${_rcl#ibguest: }; SHA-256 equal on both"
+    else
+        step cm FAIL "${_fail# }"
+        diag g4 g5
+    fi
+    xl destroy ibguest-g4 >/dev/null 2>&1
+    xl destroy ibguest-g5 >/dev/null 2>&1
+}
+
 scenario() {
     : >"$DMESG"
     step_backend
@@ -603,6 +665,7 @@ scenario() {
     step_destroy
     step_recreate
     step_hostile
+    step_cm
 
     echo "xen-test: ib-backend stats at the end:"
     ib-backend stats --control "$CONTROL" 2>&1 | indent
