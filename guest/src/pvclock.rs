@@ -42,7 +42,12 @@ impl TimeInfo {
     /// System time (ns) at TSC value `tsc`. A `tsc` behind the record's
     /// stamp (see the module's documentation) counts as the stamp itself.
     pub fn nanos_at(&self, tsc: u64) -> u64 {
-        let mut delta = tsc.saturating_sub(self.tsc_timestamp);
+        self.nanos_after_stamp(tsc.saturating_sub(self.tsc_timestamp))
+    }
+
+    /// System time (ns) `ticks` TSC ticks after the record's stamp.
+    pub fn nanos_after_stamp(&self, ticks: u64) -> u64 {
+        let mut delta = ticks;
         if self.tsc_shift >= 0 {
             delta <<= self.tsc_shift;
         } else {
@@ -68,6 +73,53 @@ impl TimeInfo {
             hz << -self.tsc_shift
         };
         hz as u64
+    }
+}
+
+/// Keeps the clock moving when this vCPU's TSC runs behind the record's
+/// stamp for a while, not just for one read: under QEMU's TCG the physical
+/// CPUs' TSCs are out of step, so a domain on one CPU can read a TSC a
+/// fixed amount behind what Xen stamped on another. [`TimeInfo::nanos_at`]
+/// would then give the stamp's time on every read until Xen writes a new
+/// record (it does at the next wake-up from HLT), and a busy guest's clock
+/// stood still: xen-test's guest reported a 4 MiB transfer done "in 0 ms"
+/// and a ping answered "in 0 us". Here the first TSC read behind a record
+/// anchors it, and later reads behind the same record advance from there
+/// at Xen's scale. The time between the stamp and that first read is lost
+/// (the next record makes it up: a step forward).
+pub struct BehindAnchor {
+    /// The `tsc_timestamp` of the record anchored.
+    stamp: AtomicU64,
+    /// The first TSC read behind it.
+    tsc: AtomicU64,
+}
+
+impl BehindAnchor {
+    pub const fn new() -> BehindAnchor {
+        BehindAnchor {
+            stamp: AtomicU64::new(u64::MAX),
+            tsc: AtomicU64::new(0),
+        }
+    }
+
+    /// System time at `tsc` from `info`: Xen's extrapolation when `tsc` is
+    /// at or after the stamp, else from the record's anchor.
+    pub fn nanos(&self, info: &TimeInfo, tsc: u64) -> u64 {
+        if !info.tsc_behind(tsc) {
+            return info.nanos_at(tsc);
+        }
+        if self.stamp.load(Ordering::Acquire) != info.tsc_timestamp {
+            self.tsc.store(tsc, Ordering::Relaxed);
+            self.stamp.store(info.tsc_timestamp, Ordering::Release);
+        }
+        let anchor = self.tsc.load(Ordering::Relaxed).min(tsc);
+        info.nanos_after_stamp(tsc - anchor)
+    }
+}
+
+impl Default for BehindAnchor {
+    fn default() -> Self {
+        BehindAnchor::new()
     }
 }
 
@@ -201,6 +253,43 @@ mod tests {
         assert!(!t.tsc_behind(1_000_000));
         assert_eq!(t.nanos_at(999_999), 5_000_000_000);
         assert_eq!(t.nanos_at(0), 5_000_000_000);
+    }
+
+    /// A TSC that stays behind the stamp still moves the clock, at Xen's
+    /// scale, from the first read behind that record; a new record starts
+    /// again; reads at or after the stamp are Xen's extrapolation.
+    #[test]
+    fn a_tsc_that_stays_behind_the_stamp_still_moves_the_clock() {
+        let hz = 2_600_000_000u64;
+        let (mul, shift) = scale_for(hz);
+        let t = TimeInfo {
+            tsc_timestamp: 10 * hz,
+            system_time: 5_000_000_000,
+            tsc_to_system_mul: mul,
+            tsc_shift: shift,
+        };
+        let a = BehindAnchor::new();
+        // The vCPU's TSC runs a second behind the stamp.
+        let first = a.nanos(&t, 9 * hz);
+        assert_eq!(first, 5_000_000_000, "the first read is the stamp");
+        let later = a.nanos(&t, 9 * hz + hz / 1000);
+        assert!(
+            (later - first).abs_diff(1_000_000) < 1_000,
+            "a millisecond of ticks is a millisecond: {}",
+            later - first
+        );
+        // Without the anchor the clock stood still.
+        assert_eq!(t.nanos_at(9 * hz + hz / 1000), 5_000_000_000);
+        // A new record: anchored again at its first read.
+        let t2 = TimeInfo {
+            tsc_timestamp: 11 * hz,
+            system_time: 6_000_000_000,
+            ..t
+        };
+        assert_eq!(a.nanos(&t2, 10 * hz), 6_000_000_000);
+        // At or after the stamp: Xen's own extrapolation.
+        assert_eq!(a.nanos(&t2, 11 * hz), 6_000_000_000);
+        assert!(a.nanos(&t2, 12 * hz).abs_diff(7_000_000_000) < 1_000);
     }
 
     #[test]

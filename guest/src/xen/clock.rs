@@ -10,11 +10,12 @@
 
 pub use crate::pvclock::TimeInfo;
 
-use crate::pvclock::{ClockAnomalies, Monotonic};
+use crate::pvclock::{BehindAnchor, ClockAnomalies, Monotonic};
 
 use super::events;
 
 static MONOTONIC: Monotonic = Monotonic::new();
+static ANCHOR: BehindAnchor = BehindAnchor::new();
 
 /// Xen system time now, in nanoseconds (`None` before `shared_info`);
 /// never less than an earlier reading.
@@ -24,7 +25,7 @@ pub fn now_nanos() -> Option<u64> {
     if info.tsc_behind(tsc) {
         MONOTONIC.note_tsc_behind();
     }
-    Some(MONOTONIC.observe(info.nanos_at(tsc)))
+    Some(MONOTONIC.observe(ANCHOR.nanos(&info, tsc)))
 }
 
 /// What the clock had to correct since boot.
