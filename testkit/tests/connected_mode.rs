@@ -56,17 +56,25 @@ fn two_connected_guests_move_tcp_in_64k_segments_over_rc() -> Result<(), BoxErro
     assert_eq!(report.sent_sha256, report.received_sha256);
     let a = net.guests[0].device.stats().cm;
     let b = net.guests[1].device.stats().cm;
-    assert_eq!((a.connects, a.established), (1, 1), "{a:?}");
-    assert_eq!((b.accepted, b.established), (1, 1), "{b:?}");
+    // One connection each way, as Linux's IPoIB-CM: each end sends on
+    // the one it opened (b's for its echo replies and ACKs) and accepts the
+    // other's; each saw both established.
+    assert_eq!((a.connects, a.accepted, a.established), (1, 1, 2), "{a:?}");
+    assert_eq!((b.connects, b.accepted, b.established), (1, 1, 2), "{b:?}");
     // Most of the data went over RC, in packets far above the UD MTU.
     assert!(a.tx_bytes > 7 * MIB as u64, "{a:?}");
     assert!(a.tx_bytes / a.tx_packets > 16 * 1024, "{a:?}");
     assert_eq!(b.rx_packets, a.tx_packets, "{b:?}");
+    // And b's ACKs came back over RC too, not over UD.
+    assert!(
+        b.tx_packets > 0 && a.rx_packets == b.tx_packets,
+        "{a:?}\n{b:?}"
+    );
     assert_eq!(a.tx_too_big + a.tx_no_connection + a.tx_errors, 0, "{a:?}");
     // Every back half saw an honest guest.
     for g in &net.guests {
         assert_eq!(g.back.stats().total_violations(), 0);
-        assert_eq!(g.back.rc_held(), Some((1, 0)));
+        assert_eq!(g.back.rc_held(), Some((2, 0)));
     }
     // With the connection up, small packets to that neighbour follow the
     // big ones over it (an echo request), so none overtakes them.
@@ -221,20 +229,23 @@ fn an_idle_connection_is_closed_and_opened_again_when_needed() -> Result<(), Box
     let mut net = net_of(specs, FaultConfig::NONE)?;
     let first = tcp_transfer(&mut net, 0, 1, MIB, 1, Duration::from_secs(60))?;
     assert_eq!(first.sent_sha256, first.received_sha256);
-    assert_eq!(net.guests[0].back.rc_held(), Some((1, 0)));
-    // A quiet minute: the connection is closed at both ends, and both back
-    // halves let go of it.
+    // One connection each way (the receiver's ACKs opened the other).
+    assert_eq!(net.guests[0].back.rc_held(), Some((2, 0)));
+    // A quiet minute: both connections are closed at both ends, and both
+    // back halves let go of them.
     net.run_until(Duration::from_secs(120), |n| {
-        n.guests[0].device.stats().cm.idle_closed == 1
+        n.guests
+            .iter()
+            .all(|g| g.device.stats().cm.idle_closed == 1)
             && n.guests.iter().all(|g| g.back.rc_held() == Some((0, 0)))
     })?;
-    // The next large packet opens a new one.
+    // The next packets open new ones.
     let second = tcp_transfer(&mut net, 0, 1, MIB, 2, Duration::from_secs(60))?;
     assert_eq!(second.sent_sha256, second.received_sha256);
     let a = net.guests[0].device.stats().cm;
     assert_eq!(
-        (a.connects, a.established, a.idle_closed),
-        (2, 2, 1),
+        (a.connects, a.accepted, a.established, a.idle_closed),
+        (2, 2, 4, 1),
         "{a:?}"
     );
     assert_eq!(net.guests[1].device.stats().cm.accepted, 2);
@@ -375,9 +386,9 @@ fn an_idle_connection_keeps_nobody_busy() -> Result<(), BoxError> {
         rounds += 1;
         net.advance(progress);
     }
-    // The connection is still there, both ends.
+    // The connections (one each way) are still there, both ends.
     for g in &net.guests {
-        assert_eq!(g.back.rc_held(), Some((1, 0)));
+        assert_eq!(g.back.rc_held(), Some((2, 0)));
     }
     assert_eq!(net.guests[0].device.stats().cm.idle_closed, 0);
     // And each would sleep: arming finds nothing waiting.

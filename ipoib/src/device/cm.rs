@@ -9,7 +9,10 @@
 //!   mode) go over RC to a neighbour whose hardware address carries the
 //!   connected-mode flag; the first one opens the connection (we are the
 //!   active side and send only on connections we opened, as Linux), and
-//!   packets wait for it in a bounded queue;
+//!   packets wait for it in a bounded queue; the first small unicast IP
+//!   packet to such a neighbour goes over UD and opens the connection too
+//!   (`CmSide::prime`), so a receiver's ACKs follow over RC, as Linux's
+//!   IPoIB-CM opens one on the first unicast packet;
 //! - larger ones to a neighbour without the flag (or not resolved yet, or a
 //!   group) are cut into IPv4 or IPv6 fragments over UD (the `frag_tx`
 //!   module, as any packet above the datagram MTU); TCP rarely needs it
@@ -116,6 +119,10 @@ pub(crate) struct CmSide {
     /// Scratch-sized buffers whose frames went out (at most
     /// [`SPARE_BUFFERS`]).
     spare: Vec<Vec<u8>>,
+    /// Neighbours a small packet went to over UD with no connection yet:
+    /// one is opened for them at the next flush, as Linux's IPoIB-CM opens
+    /// one on the first unicast packet to a neighbour that offers it.
+    prime: Vec<HwAddr>,
     pub stats: CmStats,
 }
 
@@ -146,6 +153,7 @@ impl CmSide {
             rx: VecDeque::new(),
             scratch: vec![0; encap::HEADER_LEN + mtu],
             spare: Vec::new(),
+            prime: Vec::new(),
             stats: CmStats {
                 enabled: true,
                 ..CmStats::default()
@@ -201,6 +209,27 @@ impl CmSide {
             self.peer_mut(hw).map(|p| p.state),
             Some(PeerState::Up { .. } | PeerState::Connecting(_))
         )
+    }
+
+    /// A small IP packet went to `hw` (a neighbour that offers connected
+    /// mode) over UD because there is no connection to it yet: opens one at
+    /// the next flush, so the packets after it (TCP's ACKs too) go over RC,
+    /// reliably, as Linux does. Before this only a packet above the
+    /// datagram MTU opened a connection, so a receiver's ACKs stayed on UD,
+    /// where a sender busy sending could drop some (no receive posted in
+    /// time) and then sit out its retransmission timeout.
+    pub(crate) fn prime(&mut self, hw: HwAddr) {
+        let known = self
+            .peers
+            .iter()
+            .any(|p| p.gid == hw.gid && p.qpn == hw.qpn);
+        let queued = self
+            .prime
+            .iter()
+            .any(|p| p.gid == hw.gid && p.qpn == hw.qpn);
+        if !known && !queued && self.prime.len() < MAX_PEERS {
+            self.prime.push(hw);
+        }
     }
 
     /// Queues a small IP packet, built elsewhere, for `peer`'s connection
@@ -332,6 +361,11 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
         let Some(rc) = self.hca.rc() else {
             return;
         };
+        for hw in core::mem::take(&mut cm.prime) {
+            if cm.peer_mut(&hw).is_none() {
+                cm.open(rc, hw, now);
+            }
+        }
         for _ in 0..cm.outbox.len() {
             let Some(out) = cm.outbox.pop_front() else {
                 break;
@@ -446,21 +480,29 @@ impl CmSide {
     }
 
     fn connect(&mut self, rc: &mut dyn RcVerbs, out: Outgoing, now: Instant) {
+        if self.open(rc, out.peer, now) {
+            self.wait(out);
+        }
+    }
+
+    /// Opens a connection to `hw` (replacing any state it had); true if
+    /// it is being set up.
+    fn open(&mut self, rc: &mut dyn RcVerbs, hw: HwAddr, now: Instant) -> bool {
         let recv_mtu = (self.mtu + encap::HEADER_LEN) as u32;
-        let state = match rc.rc_connect(out.peer.gid, out.peer.qpn, recv_mtu) {
+        let state = match rc.rc_connect(hw.gid, hw.qpn, recv_mtu) {
             Ok(conn) => {
                 self.stats.connects += 1;
                 PeerState::Connecting(conn)
             }
             Err(e) => {
-                log::debug!("ipoib: connecting to {} failed: {e}", out.peer.gid);
+                log::debug!("ipoib: connecting to {} failed: {e}", hw.gid);
                 self.stats.tx_no_connection += 1;
                 PeerState::Failed {
                     until: now + RETRY_AFTER_REFUSAL,
                 }
             }
         };
-        match self.peer_mut(&out.peer) {
+        match self.peer_mut(&hw) {
             Some(p) => p.state = state,
             None => {
                 if self.peers.len() >= MAX_PEERS {
@@ -478,20 +520,18 @@ impl CmSide {
                                 let _ = rc.rc_disconnect(conn);
                             }
                             self.stats.tx_no_connection += 1;
-                            return;
+                            return false;
                         }
                     }
                 }
                 self.peers.push(Peer {
-                    gid: out.peer.gid,
-                    qpn: out.peer.qpn,
+                    gid: hw.gid,
+                    qpn: hw.qpn,
                     state,
                 });
             }
         }
-        if matches!(state, PeerState::Connecting(_)) {
-            self.wait(out);
-        }
+        matches!(state, PeerState::Connecting(_))
     }
 
     fn on_event(&mut self, event: RcEvent, rc: &mut dyn RcVerbs, now: Instant) {

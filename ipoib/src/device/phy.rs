@@ -188,12 +188,13 @@ impl phy::TxToken for TxToken<'_> {
         #[cfg(feature = "alloc")]
         if let (Some(cm), Some(t)) = (self.cm.as_mut(), target) {
             if let Some(hw) = self.tx.unicast_hw(t) {
-                if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0
-                    && cm.carries(&hw)
-                    && cm.queue_copy(packet, ethertype, hw)
-                {
-                    self.tx.release(slot);
-                    return result;
+                if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 {
+                    if cm.carries(&hw) && cm.queue_copy(packet, ethertype, hw) {
+                        self.tx.release(slot);
+                        return result;
+                    }
+                    // This one goes over UD; the ones after it over RC.
+                    cm.prime(hw);
                 }
             }
         }
