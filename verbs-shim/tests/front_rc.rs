@@ -16,7 +16,23 @@ use verbs_shim::rc::{
 use verbs_shim::sim::{FaultConfig, PortConfig, RcSetup, SimFabric, SimPort};
 use verbs_shim::{PKey, Verbs};
 
-type Back = BackHalf<SimPort, NoNotify>;
+/// The guest's interrupts, as its back half raises them.
+#[derive(Clone, Default)]
+struct Interrupts(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl verbs_shim::notify::Notify for Interrupts {
+    fn notify(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Interrupts {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+type Back = BackHalf<SimPort, Interrupts>;
 type Front = FrontHca<NoNotify>;
 
 const PARAMS: LayoutParams = LayoutParams {
@@ -37,6 +53,7 @@ const BIG: BigParams = BigParams {
 
 struct Guest {
     window: Window,
+    interrupts: Interrupts,
     back: Back,
     front: Front,
     big_tx: Vec<BigTxSlot>,
@@ -54,7 +71,8 @@ impl Guest {
             connected_mode: offer,
             ..BackConfig::default()
         };
-        let mut back = Back::new(window.clone(), config, NoNotify).unwrap();
+        let interrupts = Interrupts::default();
+        let mut back = Back::new(window.clone(), config, interrupts.clone()).unwrap();
         let big = ask.then_some(BIG);
         let mut front = Front::attach_with(window.clone(), PARAMS, big, NoNotify).unwrap();
         let setup = back.poll_guest_init().unwrap().unwrap();
@@ -74,6 +92,7 @@ impl Guest {
         let _ = front.take_slots();
         let mut g = Guest {
             window,
+            interrupts,
             back,
             front,
             big_tx: Vec::new(),
@@ -136,6 +155,73 @@ fn turns(guests: &mut [&mut Guest], n: usize) {
             g.turn();
         }
     }
+}
+
+/// Connects `a` to `b` (b accepts); returns a's handle.
+fn connect(a: &mut Guest, b: &mut Guest) -> ConnHandle {
+    let ca = a.front.rc_connect(b.gid(), b.qpn(), 65520).unwrap();
+    turns(&mut [&mut *a, &mut *b], 3);
+    let Some(RcEvent::Request { conn: cb, .. }) = b.events.pop_front() else {
+        panic!("b saw no request: {:?}", b.events);
+    };
+    b.front.rc_accept(cb, 65520).unwrap();
+    turns(&mut [&mut *b, &mut *a], 3);
+    assert!(matches!(
+        a.events.pop_front(),
+        Some(RcEvent::Established { .. })
+    ));
+    assert!(matches!(
+        b.events.pop_front(),
+        Some(RcEvent::Established { .. })
+    ));
+    ca
+}
+
+/// A guest whose big TX slots are all out must be woken when one comes
+/// back: it may have frames waiting for a slot. Before the fix `arm_cq`
+/// armed TX completions only when the small TX slots ran short, and a
+/// connected-mode receiver whose ACKs waited for big slots slept until its
+/// next timer (the 0.5 s stalls of hosted transfers over RC).
+#[test]
+fn completions_that_free_the_last_big_tx_slots_wake_the_guest() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Guest::new(&fabric, 1, true, true);
+    let mut b = Guest::new(&fabric, 2, true, true);
+    let ca = connect(&mut a, &mut b);
+    let send_all = |a: &mut Guest| {
+        let slots: Vec<BigTxSlot> = a.big_tx.drain(..).collect();
+        assert_eq!(slots.len(), usize::from(BIG.tx_slots));
+        for slot in slots {
+            assert!(a.front.big_area().write(&slot, 0, &[7; 1000]));
+            a.front.rc_post_send(ca, slot, 1000).unwrap();
+        }
+        a.front.flush().unwrap();
+        let _ = a.back.service();
+    };
+    // The first four fill b's four posted big receives; b does not look.
+    send_all(&mut a);
+    turns(&mut [&mut a], 2);
+    assert_eq!(a.sent.len(), 4, "delivered, so completed");
+    // The next four wait in the fabric for b to post receives: every big
+    // TX slot of a is out, with nothing else in flight.
+    send_all(&mut a);
+    turns(&mut [&mut a], 2);
+    assert_eq!(a.sent.len(), 4);
+    assert!(a.big_tx.is_empty());
+    assert!(!a.front.arm_cq().unwrap(), "nothing has come back yet");
+    let before = a.interrupts.count();
+    // b takes its messages and posts its receives again: a's four sends
+    // complete, and a's back half must interrupt a.
+    turns(&mut [&mut b], 2);
+    assert_eq!(b.got.len(), 8);
+    let _ = a.back.service();
+    assert!(
+        a.interrupts.count() > before,
+        "the completions of a's last big TX slots did not interrupt it"
+    );
+    turns(&mut [&mut a], 1);
+    assert_eq!(a.sent.len(), 8);
+    assert_eq!(a.big_tx.len(), usize::from(BIG.tx_slots));
 }
 
 #[test]

@@ -401,6 +401,7 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
             log::warn!("connected mode not agreed: the provider's big slots differ");
             return None;
         }
+        let area = self.window.sub(big.area.start, big.area.len()).ok()?;
         let tokens = rcv.take_big_slots()?;
         let win = self.window.sub(big.cm.start, big.cm.len()).ok()?;
         let mut cm = BackRing::attach(win, big.params.cm_order).ok()?;
@@ -408,6 +409,7 @@ impl<V: Verbs, N: Notify> BackHalf<V, N> {
         Some(rc::RcServed::new(
             cm,
             expected,
+            area,
             tokens,
             self.config.max_rc_conns,
         ))

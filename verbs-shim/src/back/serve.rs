@@ -206,7 +206,7 @@ impl<V: Verbs> Served<V> {
                 // installed later, RC sends are refused, never unchecked.
                 return self.refuse_rc_filtered(req, stats);
             }
-            return self.handle_rc_tx(req, stats);
+            return self.handle_rc_tx(req, stats, tapper);
         }
         if req.flags != 0 || req._reserved != 0 {
             return Err(Violation::ReservedBits { ring: "tx" });

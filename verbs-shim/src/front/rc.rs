@@ -103,6 +103,15 @@ fn break_reason(code: u32) -> BreakReason {
 }
 
 impl FrontRc {
+    /// Whether every big TX slot is in flight: then their completions must
+    /// wake the guest, which may have frames waiting for a slot (see
+    /// `arm_cq`). Waking at half was no faster (hosted 256 MiB over RC,
+    /// 24 runs each: 0.19-0.23 s against 0.15-0.26 s).
+    pub(super) fn big_tx_short(&self) -> bool {
+        let in_flight = self.tx_in_flight.iter().filter(|c| c.is_some()).count();
+        in_flight >= self.tx_in_flight.len().max(1)
+    }
+
     pub(super) fn new(
         mut cm: FrontRing<CmRequest, CmResponse>,
         big: BigLayout,

@@ -316,8 +316,16 @@ impl<N: Notify> Verbs for FrontHca<N> {
         let mut pending = false;
         // TX completions only need to wake the guest when its TX slots run
         // short; otherwise they are reaped at the next wake-up (as NAPI
-        // cleans TX on RX). This saves an interrupt per sent packet.
-        let tx_short = self.tx.outstanding() * 2 > u32::from(self.slots.tx_count);
+        // cleans TX on RX). This saves an interrupt per sent packet. The
+        // big slots count too: there are few (16 by default), an RC send
+        // completes only when the peer has taken the message, and a guest
+        // whose big slots are all out has frames waiting for them. Before,
+        // only the small slots counted, and a connected-mode receiver with
+        // its ACKs waiting for big slots slept through the completions that
+        // freed them, until its next timer (500 ms in the hosted guest):
+        // the stalls of hosted 256 MiB transfers over RC.
+        let tx_short = self.tx.outstanding() * 2 > u32::from(self.slots.tx_count)
+            || self.rc.as_ref().is_some_and(|rc| rc.big_tx_short());
         let tx = if tx_short {
             self.tx.final_check_responses()
         } else {

@@ -110,7 +110,16 @@ impl RcServed {
         match rc.rc_connect(Gid(req.gid), qpn, req.mtu) {
             Ok(provider) => {
                 let phase = Phase::Connecting { cookie: req.cookie };
-                if self.conns.insert(Conn { provider, phase }).is_none() {
+                let peer = (Gid(req.gid), qpn);
+                if self
+                    .conns
+                    .insert(Conn {
+                        provider,
+                        phase,
+                        peer,
+                    })
+                    .is_none()
+                {
                     // Cannot happen (checked above); do not leak it.
                     let _ = rc.rc_disconnect(provider);
                     self.respond(answer(req.op, req.cookie, cm_status::NO_RESOURCES));
@@ -251,6 +260,7 @@ impl RcServed {
                 let Some(guest) = self.conns.insert(Conn {
                     provider: conn,
                     phase,
+                    peer: (peer.gid, peer.ud_qpn),
                 }) else {
                     let _ = rc.rc_reject(conn);
                     refuse(&mut stats.refusals, Refusal::RcConns, self.conns.limit());
@@ -344,12 +354,13 @@ impl RcServed {
     /// What the RC state of a connection is, for the data path: the
     /// provider handle if it may carry data, `Err(true)` if it is dead
     /// (sends flushed), `Err(false)` if the handle is not one to send on.
-    pub fn sendable(&mut self, guest: u32) -> Result<crate::rc::ConnHandle, bool> {
+    pub fn sendable(&mut self, guest: u32) -> Result<(crate::rc::ConnHandle, (Gid, Qpn)), bool> {
         match self.conns.get_mut(guest) {
             Some(Conn {
                 provider,
                 phase: Phase::Established,
-            }) => Ok(*provider),
+                peer,
+            }) => Ok((*provider, *peer)),
             Some(Conn {
                 phase: Phase::Dead | Phase::Closing { .. },
                 ..

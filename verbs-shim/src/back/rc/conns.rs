@@ -11,6 +11,7 @@
 use alloc::vec::Vec;
 
 use crate::rc::ConnHandle;
+use crate::types::{Gid, Qpn};
 
 /// Where a connection is, as the back half tracks it. The cookies are of
 /// the guest's request waiting for the answer.
@@ -39,6 +40,8 @@ pub(in crate::back) enum Phase {
 pub(in crate::back) struct Conn {
     pub provider: ConnHandle,
     pub phase: Phase,
+    /// The other end: its GID and UD QPN (for captures).
+    pub peer: (Gid, Qpn),
 }
 
 #[derive(Clone, Copy, Default)]
@@ -124,6 +127,7 @@ mod tests {
         Conn {
             provider: ConnHandle(n),
             phase: Phase::Established,
+            peer: (Gid::ZERO, Qpn::new_truncated(n)),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse, RX_FLAG_RC, TX_RSP_FLAG_RC};
 
+use crate::back::tap::Tapper;
 use crate::back::{BackStats, Served, Violation};
 use crate::hca::{HcaError, Verbs};
 use crate::rc::{BigRxSlot, BigTxSlot, RcCompletion, RcPostError, RcStatus};
@@ -35,6 +36,7 @@ impl<V: Verbs> Served<V> {
         &mut self,
         req: TxRequest,
         stats: &mut BackStats,
+        tapper: &mut Tapper,
     ) -> Result<(), Violation> {
         let Some(rc) = self.rc.as_mut() else {
             return Err(Violation::ReservedBits { ring: "tx" });
@@ -57,6 +59,13 @@ impl<V: Verbs> Served<V> {
             Err(false) => return Err(Violation::BadHandle { handle: req.dest }),
         };
         let token = take(&mut rc.big_tx, req.slot, BIG_TX)?;
+        // Captures show RC messages too: the frame is an IPoIB frame, as on
+        // UD. (Only sends: an RC receive has no GRH to tell its source by;
+        // a local peer's send is captured on its side.)
+        if let (Some((_, (gid, qpn))), Some(offset)) = (conn, rc.big.tx_offset(req.slot)) {
+            tapper.sent(&rc.region, offset, req.len as usize, None, qpn, gid);
+        }
+        let conn = conn.map(|(c, _)| c);
         stats.rc_tx_requests += 1;
         stats.tx_bytes += u64::from(req.len);
         let Some(conn) = conn else {

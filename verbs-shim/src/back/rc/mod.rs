@@ -27,6 +27,8 @@ use conns::ConnTable;
 pub(super) struct RcServed {
     pub cm: BackRing<CmRequest, CmResponse>,
     pub big: BigLayout,
+    /// The guest's big-slot area (read only for captures).
+    pub region: ring::Window,
     /// A big slot's token is here while the guest owns the slot.
     pub big_tx: Vec<Option<BigTxSlot>>,
     pub big_rx: Vec<Option<BigRxSlot>>,
@@ -43,12 +45,14 @@ impl RcServed {
     pub fn new(
         cm: BackRing<CmRequest, CmResponse>,
         big: BigLayout,
+        region: ring::Window,
         tokens: (crate::rc::BigTxSlots, crate::rc::BigRxSlots),
         max_conns: usize,
     ) -> RcServed {
         RcServed {
             cm,
             big,
+            region,
             big_tx: tokens.0.map(Some).collect(),
             big_rx: tokens.1.map(Some).collect(),
             conns: ConnTable::new(max_conns),
