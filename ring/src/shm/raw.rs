@@ -322,25 +322,25 @@ impl Window {
                 src.ptr.as_ptr().add(src_offset),
             )
         };
-        let head = dst.align_offset(CHUNK);
-        if from.align_offset(CHUNK) != head {
-            return false;
+        let head = dst.align_offset(WIDE);
+        if from.align_offset(WIDE) != head {
+            return copy_disjoint_words(dst, from, len);
         }
         let head = head.min(len);
-        let words = (len - head) / CHUNK;
-        for i in (0..head).chain(head + words * CHUNK..len) {
+        let units = (len - head) / WIDE;
+        for i in (0..head).chain(head + units * WIDE..len) {
             // SAFETY: `i < len`, inside both checked ranges, which the caller
             // guarantees do not overlap.
             unsafe { ptr::write_volatile(dst.add(i), ptr::read_volatile(from.add(i))) };
         }
-        for w in 0..words {
-            let at = head + w * CHUNK;
-            // SAFETY: `at + 8 <= len`, inside both checked ranges; both
-            // addresses are 8-byte aligned (same misalignment, skipped by
+        for u in 0..units {
+            let at = head + u * WIDE;
+            // SAFETY: `at + WIDE <= len`, inside both checked ranges; both
+            // addresses are aligned to `WIDE` (same misalignment, skipped by
             // `head`); the ranges do not overlap.
             unsafe {
-                let word = ptr::read_volatile(from.add(at).cast::<u64>());
-                ptr::write_volatile(dst.add(at).cast::<u64>(), word);
+                let unit = ptr::read_volatile(from.add(at).cast::<Wide>());
+                ptr::write_volatile(dst.add(at).cast::<Wide>(), unit);
             }
         }
         true
@@ -363,61 +363,141 @@ impl Window {
     }
 }
 
+/// `Window::copy_disjoint_from` with 64-bit words, for ranges equally
+/// aligned to 8 but not to [`WIDE`]; false if not even to 8.
+fn copy_disjoint_words(dst: *mut u8, from: *const u8, len: usize) -> bool {
+    let head = dst.align_offset(CHUNK);
+    if from.align_offset(CHUNK) != head {
+        return false;
+    }
+    let head = head.min(len);
+    let words = (len - head) / CHUNK;
+    for i in (0..head).chain(head + words * CHUNK..len) {
+        // SAFETY: `i < len`, inside both ranges the caller checked,
+        // which do not overlap.
+        unsafe { ptr::write_volatile(dst.add(i), ptr::read_volatile(from.add(i))) };
+    }
+    for w in 0..words {
+        let at = head + w * CHUNK;
+        // SAFETY: `at + 8 <= len`, inside both ranges; both addresses
+        // are 8-byte aligned; the ranges do not overlap.
+        unsafe {
+            let word = ptr::read_volatile(from.add(at).cast::<u64>());
+            ptr::write_volatile(dst.add(at).cast::<u64>(), word);
+        }
+    }
+    true
+}
+
 /// Word size used by the volatile copies once the window side is aligned.
 const CHUNK: usize = core::mem::size_of::<u64>();
 
-/// Copies `dst.len()` bytes from `src` with volatile reads, 8 bytes at a time
-/// where `src` is aligned.
+/// The unit of the bulk volatile copies: one SSE2 register where the target
+/// has SSE2 (a volatile 16-byte vector load or store is one `movdqa`), else
+/// a 64-bit word (the guest image's target has no SSE).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+type Wide = core::arch::x86_64::__m128i;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+type Wide = u64;
+const WIDE: usize = size_of::<Wide>();
+
+/// Copies `dst.len()` bytes from `src` with volatile reads, a [`Wide`] unit
+/// at a time where `src` is aligned to it (four per step).
 ///
 /// # Safety
 ///
 /// `src..src + dst.len()` must be valid for reads and must not overlap `dst`.
 unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
+    let out = dst.as_mut_ptr();
     let mut i = 0;
-    while i < n && (src as usize).wrapping_add(i) % CHUNK != 0 {
-        // SAFETY: `i < n`, so `src + i` is in the readable range.
-        dst[i] = unsafe { ptr::read_volatile(src.add(i)) };
+    while i < n && (src as usize).wrapping_add(i) % WIDE != 0 {
+        // SAFETY: `i < n`, so `src + i` is in the readable range and
+        // `out + i` in `dst`.
+        unsafe { out.add(i).write(ptr::read_volatile(src.add(i))) };
         i += 1;
     }
-    while n - i >= CHUNK {
-        // SAFETY: `src + i .. src + i + 8` is in range and 8-byte aligned
-        // (the loop above aligned it).
-        let word = unsafe { ptr::read_volatile(src.add(i).cast::<u64>()) };
-        dst[i..i + CHUNK].copy_from_slice(&word.to_ne_bytes());
-        i += CHUNK;
+    while n - i >= 4 * WIDE {
+        // SAFETY: `src + i .. src + i + 4 * WIDE` is in range and aligned
+        // to `WIDE` (the loop above aligned it); `out + i ..` is inside
+        // `dst`, written unaligned.
+        unsafe {
+            let s = src.add(i).cast::<Wide>();
+            let d = out.add(i).cast::<Wide>();
+            let (a, b, c, e) = (
+                ptr::read_volatile(s),
+                ptr::read_volatile(s.add(1)),
+                ptr::read_volatile(s.add(2)),
+                ptr::read_volatile(s.add(3)),
+            );
+            d.write_unaligned(a);
+            d.add(1).write_unaligned(b);
+            d.add(2).write_unaligned(c);
+            d.add(3).write_unaligned(e);
+        }
+        i += 4 * WIDE;
+    }
+    while n - i >= WIDE {
+        // SAFETY: as above, one unit.
+        unsafe {
+            let v = ptr::read_volatile(src.add(i).cast::<Wide>());
+            out.add(i).cast::<Wide>().write_unaligned(v);
+        }
+        i += WIDE;
     }
     while i < n {
         // SAFETY: `i < n`.
-        dst[i] = unsafe { ptr::read_volatile(src.add(i)) };
+        unsafe { out.add(i).write(ptr::read_volatile(src.add(i))) };
         i += 1;
     }
 }
 
-/// Copies `src` to `dst` with volatile writes, 8 bytes at a time where `dst`
-/// is aligned.
+/// Copies `src` to `dst` with volatile writes, a [`Wide`] unit at a time
+/// where `dst` is aligned to it (four per step).
 ///
 /// # Safety
 ///
 /// `dst..dst + src.len()` must be valid for writes and must not overlap `src`.
 unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
     let n = src.len();
+    let from = src.as_ptr();
     let mut i = 0;
-    while i < n && (dst as usize).wrapping_add(i) % CHUNK != 0 {
-        // SAFETY: `i < n`, so `dst + i` is in the writable range.
-        unsafe { ptr::write_volatile(dst.add(i), src[i]) };
+    while i < n && (dst as usize).wrapping_add(i) % WIDE != 0 {
+        // SAFETY: `i < n`, so `dst + i` is in the writable range and
+        // `from + i` in `src`.
+        unsafe { ptr::write_volatile(dst.add(i), from.add(i).read()) };
         i += 1;
     }
-    while n - i >= CHUNK {
-        let mut bytes = [0u8; CHUNK];
-        bytes.copy_from_slice(&src[i..i + CHUNK]);
-        // SAFETY: `dst + i .. dst + i + 8` is in range and 8-byte aligned.
-        unsafe { ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(bytes)) };
-        i += CHUNK;
+    while n - i >= 4 * WIDE {
+        // SAFETY: `dst + i .. dst + i + 4 * WIDE` is in range and aligned
+        // to `WIDE`; `from + i ..` is inside `src`, read unaligned.
+        unsafe {
+            let s = from.add(i).cast::<Wide>();
+            let d = dst.add(i).cast::<Wide>();
+            let (a, b, c, e) = (
+                s.read_unaligned(),
+                s.add(1).read_unaligned(),
+                s.add(2).read_unaligned(),
+                s.add(3).read_unaligned(),
+            );
+            ptr::write_volatile(d, a);
+            ptr::write_volatile(d.add(1), b);
+            ptr::write_volatile(d.add(2), c);
+            ptr::write_volatile(d.add(3), e);
+        }
+        i += 4 * WIDE;
+    }
+    while n - i >= WIDE {
+        // SAFETY: as above, one unit.
+        unsafe {
+            let v = from.add(i).cast::<Wide>().read_unaligned();
+            ptr::write_volatile(dst.add(i).cast::<Wide>(), v);
+        }
+        i += WIDE;
     }
     while i < n {
         // SAFETY: `i < n`.
-        unsafe { ptr::write_volatile(dst.add(i), src[i]) };
+        unsafe { ptr::write_volatile(dst.add(i), from.add(i).read()) };
         i += 1;
     }
 }
