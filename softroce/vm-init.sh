@@ -152,7 +152,8 @@ step_a() {
         grep -q "test result: ok. $want passed; 0 failed" /tmp/a.log || ok=0
         # Paths resolved through rdma_cm (each port's count, from the
         # tests' CM-PATHS lines).
-        paths="$paths GID $g: $(awk '/^CM-PATHS/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); n[kv[1]] += kv[2] } }
+        # (libtest may print one after "test NAME ... " on the same line.)
+        paths="$paths GID $g: $(awk '/CM-PATHS / { for (i = 1; i <= NF; i++) if ($i ~ /^(resolved|unreachable)=[0-9]+$/) { split($i, kv, "="); n[kv[1]] += kv[2] } }
             END { printf "%d resolved, %d unreachable", n["resolved"], n["unreachable"] }' /tmp/a.log);"
     done
     paths=${paths%;}
