@@ -1,5 +1,7 @@
 //! Unicast paths through librdmacm: the attributes of an address handle to
-//! another port, from rdma_cm's address and route resolution.
+//! another port, from rdma_cm's address and route resolution (and, for
+//! the other kinds of destination, the attributes without a route:
+//! [`gid_spec`], [`group_spec`]).
 //!
 //! A query is what rdma_cm's own datagram users do: an rdma_cm id in the
 //! UDP port space, `rdma_resolve_addr` from the port's own address to the
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::cm_addr::{AddrKind, CmAddr, RawSockaddr};
 use super::config::LinkLayer;
-use super::ffi::{AhSpec, CmChannel, CmEvent, CmId, Grh, PathRecord, PortSpace};
+use super::ffi::{AhSpec, CmChannel, CmEvent, CmId, Grh, GroupRoute, PathRecord, PortSpace};
 use super::port::HOP_LIMIT;
 use crate::types::Gid;
 
@@ -244,6 +246,43 @@ pub(super) fn spec_from_path(
     }
 }
 
+/// The address handle to `dgid` on RoCE without a route (rdma_cm missing,
+/// or a multicast group): a GRH to the GID with [`HOP_LIMIT`].
+pub(super) fn gid_spec(dgid: Gid, port: u8, gid_index: u8) -> AhSpec {
+    AhSpec {
+        port,
+        dlid: 0,
+        sl: 0,
+        static_rate: 0,
+        grh: Some(Grh {
+            dgid: dgid.0,
+            sgid_index: gid_index,
+            hop_limit: HOP_LIMIT,
+            traffic_class: 0,
+            flow_label: 0,
+        }),
+    }
+}
+
+/// The address handle to the multicast group `mgid` on InfiniBand, from
+/// the answer to this port's join: the MLID, SL and rate, and a GRH to the
+/// MGID with the group's hop limit, traffic class and flow label.
+pub(super) fn group_spec(group: &GroupRoute, mgid: Gid, port: u8, gid_index: u8) -> AhSpec {
+    AhSpec {
+        port,
+        dlid: group.mlid,
+        sl: group.sl,
+        static_rate: group.static_rate,
+        grh: Some(Grh {
+            dgid: mgid.0,
+            sgid_index: gid_index,
+            hop_limit: group.hop_limit,
+            traffic_class: group.traffic_class,
+            flow_label: group.flow_label & 0x000f_ffff,
+        }),
+    }
+}
+
 /// The name of an rdma_cm event type, for logs.
 pub(super) fn event_name(kind: u32) -> &'static str {
     use rdma_sys::rdma_cm_event_type::*;
@@ -330,6 +369,39 @@ mod tests {
         };
         let spec = spec_from_path(&one, dgid, LinkLayer::Ethernet, 1, 1).unwrap();
         assert_eq!(spec.grh.map(|g| g.hop_limit), Some(1));
+    }
+
+    #[test]
+    fn groups_on_infiniband_use_the_joins_mlid_and_grh_fields() {
+        let mgid = Gid([
+            0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        let group = GroupRoute {
+            mlid: 0xc001,
+            sl: 2,
+            static_rate: 3,
+            hop_limit: 0,
+            traffic_class: 0x10,
+            flow_label: 0x1234,
+        };
+        let spec = group_spec(&group, mgid, 1, 0);
+        assert_eq!((spec.dlid, spec.sl, spec.static_rate), (0xc001, 2, 3));
+        assert_eq!(
+            spec.grh,
+            Some(Grh {
+                dgid: mgid.0,
+                sgid_index: 0,
+                hop_limit: 0,
+                traffic_class: 0x10,
+                flow_label: 0x1234,
+            })
+        );
+        let roce = gid_spec(mgid, 1, 2);
+        assert_eq!((roce.dlid, roce.sl), (0, 0));
+        assert_eq!(
+            roce.grh.map(|g| (g.dgid, g.sgid_index, g.hop_limit)),
+            Some((mgid.0, 2, HOP_LIMIT))
+        );
     }
 
     #[test]

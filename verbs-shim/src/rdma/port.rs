@@ -14,11 +14,11 @@ use super::config::LinkLayer;
 use super::context::Shared;
 use super::dests::{Dests, MAX_HANDLES};
 use super::error::RdmaError;
-use super::ffi::{Ah, AhSpec, EventSet, Grh, Queues, POLL_BATCH};
+use super::ffi::{Ah, AhSpec, EventSet, Queues, POLL_BATCH};
 use super::gather::head_send_sges;
 use super::ipmc;
 use super::mcast_cm::McastCm;
-use super::path_cm::PathCm;
+use super::path_cm::{gid_spec, group_spec, PathCm};
 use super::rc::{RcSetup, RdmaRc, RdmaRcStats};
 use super::resolver::{Plan, Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
@@ -630,25 +630,13 @@ impl RdmaPort {
             return Err(PathError::NoResources);
         }
         if dgid.is_multicast() {
-            return self.group_spec(dgid).map(Plan::Spec);
+            return self.group_plan(dgid);
         }
         if self.resolutions.has_cm() {
             return Ok(Plan::Route);
         }
         match s.link_layer {
-            LinkLayer::Ethernet => Ok(Plan::Spec(AhSpec {
-                port: s.port,
-                dlid: 0,
-                sl: 0,
-                static_rate: 0,
-                grh: Some(Grh {
-                    dgid: dgid.0,
-                    sgid_index: s.gid_index,
-                    hop_limit: HOP_LIMIT,
-                    traffic_class: 0,
-                    flow_label: 0,
-                }),
-            })),
+            LinkLayer::Ethernet => Ok(Plan::Spec(gid_spec(dgid, s.port, s.gid_index))),
             LinkLayer::InfiniBand if dgid == self.attr.gid && self.attr.lid.0 != 0 => {
                 Ok(Plan::Spec(AhSpec {
                     port: s.port,
@@ -669,42 +657,23 @@ impl RdmaPort {
         }
     }
 
-    /// The address handle to the group `mgid`: on RoCE its GID is enough;
-    /// on InfiniBand it needs the MLID from this port's rdma_cm join.
-    fn group_spec(&self, mgid: Gid) -> Result<AhSpec, PathError> {
+    /// How to resolve the group `mgid`: on RoCE its GID is enough; on
+    /// InfiniBand it needs the MLID from this port's rdma_cm join.
+    fn group_plan(&self, mgid: Gid) -> Result<Plan, PathError> {
         let s = &self.shared;
-        let grh = |hop_limit, traffic_class, flow_label| Grh {
-            dgid: mgid.0,
-            sgid_index: s.gid_index,
-            hop_limit,
-            traffic_class,
-            flow_label,
-        };
         match s.link_layer {
-            LinkLayer::Ethernet => Ok(AhSpec {
-                port: s.port,
-                dlid: 0,
-                sl: 0,
-                static_rate: 0,
-                grh: Some(grh(HOP_LIMIT, 0, 0)),
-            }),
-            LinkLayer::InfiniBand => {
-                let Some(group) = self.mcast.as_ref().and_then(|m| m.route(mgid)) else {
+            LinkLayer::Ethernet => Ok(Plan::Spec(gid_spec(mgid, s.port, s.gid_index))),
+            LinkLayer::InfiniBand => match self.mcast.as_ref().and_then(|m| m.route(mgid)) {
+                Some(group) => Ok(Plan::Spec(group_spec(&group, mgid, s.port, s.gid_index))),
+                None => {
                     log::info!(
                         "rdma: {}: no MLID for {mgid}: on native InfiniBand a group resolves \
                          once this port has joined it through rdma_cm",
                         s.name
                     );
-                    return Err(PathError::Unreachable);
-                };
-                Ok(AhSpec {
-                    port: s.port,
-                    dlid: group.mlid,
-                    sl: group.sl,
-                    static_rate: group.static_rate,
-                    grh: Some(grh(group.hop_limit, group.traffic_class, group.flow_label)),
-                })
-            }
+                    Err(PathError::Unreachable)
+                }
+            },
         }
     }
 
