@@ -18,7 +18,16 @@
 //! the port's event set). `ADDR_ERROR`, `ROUTE_ERROR`, `UNREACHABLE` (or
 //! any other event) end a query as unreachable; rdma_cm reports its own
 //! timeout ([`PATH_TIMEOUT_MS`] for each step) as one of those, and a query
-//! that has heard nothing after [`GIVE_UP`] is abandoned.
+//! that has heard nothing after [`GIVE_UP`] is abandoned (checked whenever
+//! the port is polled).
+//!
+//! One exception, in librdmacm rather than here: on a device whose
+//! transport is InfiniBand (RoCE devices included), `rdma_resolve_route`
+//! first asks the ibacm daemon for the path, synchronously over its socket
+//! (`ucma_set_ib_route`, `rdma_getaddrinfo` with `RAI_ROUTEONLY`), and
+//! only then the kernel. Where ibacm is not running (no socket) that costs
+//! a failed `connect`; where it runs, the call waits for ibacm's answer.
+//! Connected mode's `rdma_resolve_route` does the same.
 
 use alloc::sync::Arc;
 use core::fmt;
