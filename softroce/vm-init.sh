@@ -137,6 +137,7 @@ fi
 # multicast delivery is checked) and on the IPv4-mapped GID.
 step_a() {
     ok=1
+    paths=""
     # Every test the executable has must pass (none filtered or skipped).
     want=$(/bin/rdma_provider --list 2>/dev/null | grep -c ': test$')
     [ "${want:-0}" -gt 0 ] || ok=0
@@ -149,9 +150,15 @@ step_a() {
         show /tmp/a.log
         grep -q "SKIPPED" /tmp/a.log && ok=0
         grep -q "test result: ok. $want passed; 0 failed" /tmp/a.log || ok=0
+        # Paths resolved through rdma_cm (each port's count, from the
+        # tests' CM-PATHS lines).
+        # (libtest may print one after "test NAME ... " on the same line.)
+        paths="$paths GID $g: $(awk '/CM-PATHS / { for (i = 1; i <= NF; i++) if ($i ~ /^(resolved|unreachable)=[0-9]+$/) { split($i, kv, "="); n[kv[1]] += kv[2] } }
+            END { printf "%d resolved, %d unreachable", n["resolved"], n["unreachable"] }' /tmp/a.log);"
     done
+    paths=${paths%;}
     if [ "$ok" = 1 ]; then
-        result a PASS "rdma provider tests on rxe0: all passed on GID index $V6_GID (IPv6) and ${V4_GID:-none} (IPv4)"
+        result a PASS "rdma provider tests on rxe0: all passed on GID index $V6_GID (IPv6) and ${V4_GID:-none} (IPv4); paths through rdma_cm:$paths"
     else
         result a FAIL "rdma provider tests on rxe0 (see the test output above)"
     fi
@@ -160,6 +167,11 @@ step_a() {
 # Starts ib-backend on rxe0 with the seats in $GUESTS, sockets in DIR, and
 # any further `run` options given after DIR (e.g. --workers 1). A seat is
 # NAME or NAME,OPTIONS (more --guest keys, e.g. g3,pkey=0x8001).
+# How many paths the back end resolved through rdma_cm (its log lines).
+cm_paths() { # backend.log
+    echo "$(grep -c "through rdma_cm: port" "$1") paths through rdma_cm"
+}
+
 BACKEND_PID=""
 start_backend() { # dir [run options...]
     d=$1
@@ -269,7 +281,7 @@ step_b() {
         show "$d/g2.log"
         result b FAIL "$fail"
     else
-        result b PASS "ib-backend on rxe0 (GID $V6_GID), port security on: ARP + ping 10.77.0.1 -> 10.77.0.2, 4 MiB TCP with matching SHA-256, no tx errors (a filtered seat's send that cannot go with its checked head is one), violations or filtered packets"
+        result b PASS "ib-backend on rxe0 (GID $V6_GID), port security on: ARP + ping 10.77.0.1 -> 10.77.0.2, 4 MiB TCP with matching SHA-256, no tx errors (a filtered seat's send that cannot go with its checked head is one), violations or filtered packets; $(cm_paths "$d/backend.log")"
     fi
 }
 
@@ -310,7 +322,7 @@ step_c_serve() {
         show "$d/s1.log"
         result c-serve FAIL "$fail"
     else
-        result c-serve PASS "$(grep -m1 "discard from" "$d/s1.log")"
+        result c-serve PASS "$(grep -m1 "discard from" "$d/s1.log"); $(cm_paths "$d/backend.log")"
     fi
     if [ -n "$cm_fail" ]; then
         show "$d/s2.log"
@@ -358,7 +370,7 @@ step_c_client() {
     if [ -n "$fail" ]; then
         result c-client FAIL "$fail"
     else
-        result c-client PASS "$(grep -m1 "^sent" "$d/send.log")"
+        result c-client PASS "$(grep -m1 "^sent" "$d/send.log"); $(cm_paths "$d/backend.log")"
     fi
     if [ -n "$cm_fail" ]; then
         result c-cm-client FAIL "$cm_fail"

@@ -275,6 +275,20 @@ impl Node {
     }
 }
 
+/// Says how many of the port's paths went through rdma_cm (softroce's
+/// step a adds these lines up).
+impl Drop for Node {
+    fn drop(&mut self) {
+        let st = self.port.stats();
+        if st.cm_paths + st.cm_path_errors > 0 {
+            notice(&format!(
+                "CM-PATHS resolved={} unreachable={}",
+                st.cm_paths, st.cm_path_errors
+            ));
+        }
+    }
+}
+
 fn payload(seq: u32, len: usize) -> Vec<u8> {
     let mut p: Vec<u8> = (0..len)
         .map(|i| (i as u32 ^ seq.wrapping_mul(131)) as u8)
@@ -336,6 +350,12 @@ fn loopback_100_unicast_packets_with_grh() {
         counter.fetch_add(1, Ordering::Relaxed);
     })));
     let handle = a.resolve(ba.gid).expect("B's GID resolves");
+    if a.port.has_cm() {
+        // The address handle's attributes came from rdma_cm's route.
+        assert_eq!(a.port.stats().cm_paths, 1, "resolved through rdma_cm");
+    } else {
+        notice("NOTE: no rdma_cm (rdma_ucm not loaded?): the path was not resolved through it");
+    }
     // The thread delivers the handle, then calls the notifier: the handle
     // may be polled first.
     let start = Instant::now();
@@ -980,6 +1000,81 @@ fn connected_mode_between_two_ports_over_rdma_cm() {
     );
     assert!(a.port.rc_disconnect(conn_a).is_err());
     assert_eq!((a.port.rc_held(), b.port.rc_held()), (0, 0));
+    drop((a, b, ctx));
+    assert_no_errors_logged();
+}
+
+/// A GID on the port's own subnet that nobody has: the port's own with
+/// its last bytes changed (an IPv4-mapped GID gets host .250 or .251).
+fn unused_gid(own: Gid) -> Gid {
+    let mut g = own;
+    if is_ipv4_mapped(own) {
+        g.0[15] = if own.0[15] == 250 { 251 } else { 250 };
+    } else {
+        g.0[14] ^= 0x5a;
+        g.0[15] ^= 0xa5;
+    }
+    g
+}
+
+#[test]
+fn an_unused_address_is_unreachable_through_rdma_cm_without_blocking() {
+    let Some(ctx) =
+        context_or_skip("an_unused_address_is_unreachable_through_rdma_cm_without_blocking")
+    else {
+        return;
+    };
+    let mut a = Node::new(&ctx);
+    let b = Node::new(&ctx);
+    if !a.port.has_cm() {
+        notice(
+            "NOTE: no rdma_cm (rdma_ucm not loaded?): paths are not resolved through it, \
+             nothing to check here",
+        );
+        return;
+    }
+    let nobody = unused_gid(ctx.gid());
+    // `resolve` only starts the query: it returns at once, however long
+    // rdma_cm takes to give up. A second resolution waits behind it.
+    let start = Instant::now();
+    a.port.resolve(nobody).expect("resolve");
+    let took = start.elapsed();
+    a.port.resolve(b.attr().gid).expect("resolve");
+    assert!(
+        took < Duration::from_millis(100),
+        "resolve() took {took:?}: it must not wait for the answer"
+    );
+    assert_eq!(a.port.resolving(), 2);
+    let first = a.event();
+    let failed_after = start.elapsed();
+    match first {
+        Completion::Path { dgid, result } => {
+            assert_eq!(dgid, nobody, "resolutions complete in order");
+            assert_eq!(result, Err(PathError::Unreachable));
+        }
+        other => panic!("expected a path completion, got {other:?}"),
+    }
+    // rdma_cm gives up after its 2 s timeout (or at once, if the kernel
+    // knows there is no route); the provider's own backstop is 5 s.
+    assert!(
+        failed_after < Duration::from_secs(6),
+        "Unreachable came after {failed_after:?}"
+    );
+    match a.event() {
+        Completion::Path { dgid, result } => {
+            assert_eq!(dgid, b.attr().gid);
+            result.expect("B's GID resolves after the failure");
+        }
+        other => panic!("expected a path completion, got {other:?}"),
+    }
+    let st = a.port.stats();
+    assert_eq!((st.cm_path_errors, st.cm_paths), (1, 1), "{st:?}");
+    assert_eq!(a.port.resolving(), 0);
+    notice(&format!(
+        "NOTE: {nobody} (nobody's): resolve() returned in {} us, Unreachable after {} ms",
+        took.as_micros(),
+        failed_after.as_millis()
+    ));
     drop((a, b, ctx));
     assert_no_errors_logged();
 }

@@ -101,9 +101,10 @@ impl CmAddr {
         }
     }
 
-    /// The local address multicast joins are made from: the port's GID in
-    /// rdma_cm's UDP port space, any port.
-    pub(super) fn join_source(gid: Gid, kind: AddrKind) -> CmAddr {
+    /// `gid`'s address in rdma_cm's UDP port space, any port: where
+    /// multicast joins are made from, and both ends of a path resolution
+    /// (`path_cm`).
+    pub(super) fn udp_endpoint(gid: Gid, kind: AddrKind) -> CmAddr {
         match (CmAddr::endpoint(gid, 0, kind), kind) {
             (CmAddr::Ib { gid, pkey, .. }, _) => CmAddr::Ib {
                 gid,
@@ -342,7 +343,7 @@ mod tests {
         let ib = CmAddr::group(mgid, AddrKind::Ib { pkey: 0xffff });
         assert_eq!(&ib.encode().0[24..32], &[0, 0, 0, 0, 1, 0x11, 0, 0]);
         assert_eq!(ib.gid(), mgid);
-        match CmAddr::join_source(mgid, AddrKind::Ib { pkey: 0x8001 }) {
+        match CmAddr::udp_endpoint(mgid, AddrKind::Ib { pkey: 0x8001 }) {
             CmAddr::Ib { pkey, sid, .. } => assert_eq!((pkey, sid), (0x8001, RDMA_IB_IP_PS_UDP)),
             other => panic!("{other:?}"),
         }

@@ -3,6 +3,7 @@
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::AtomicBool;
 
 use ring::Window;
 
@@ -36,6 +37,8 @@ pub(super) struct Shared {
     pub netdev: Option<(String, u32)>,
     /// Creates the ports' address handles off the caller's thread.
     pub resolver: Resolver,
+    /// Whether a port has said that rdma_cm is missing (said once).
+    pub cm_missing_said: AtomicBool,
 }
 
 /// One port of one RDMA device, with a protection domain. Cheap to clone;
@@ -136,6 +139,7 @@ impl RdmaContext {
         })?;
         let shared = Shared {
             resolver,
+            cm_missing_said: AtomicBool::new(false),
             dev: Arc::new(dev),
             netdev,
             port,

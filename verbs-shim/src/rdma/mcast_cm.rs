@@ -11,6 +11,9 @@
 //!
 //! Joins are asynchronous: [`McastCm::join`] starts one, and
 //! [`McastCm::pump`] turns the answers into [`JoinOutcome`]s.
+//!
+//! The port's unicast path resolutions (`path_cm`) use the same event
+//! channel: `pump` hands back the events that are not about joins.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -18,7 +21,7 @@ use alloc::vec::Vec;
 use std::os::fd::RawFd;
 
 use super::cm_addr::{AddrKind, CmAddr};
-use super::ffi::{CmChannel, CmId, PortSpace};
+use super::ffi::{CmChannel, CmEvent, CmId, GroupRoute, PortSpace};
 use crate::types::Gid;
 
 /// The answer to a join.
@@ -37,8 +40,8 @@ pub(super) struct McastCm {
     kind: AddrKind,
     /// Joins in progress, by the context number given to the join.
     pending: BTreeMap<usize, Gid>,
-    /// Groups joined through rdma_cm, with their LID.
-    joined: BTreeMap<Gid, u16>,
+    /// Groups joined through rdma_cm, with their address handle attributes.
+    joined: BTreeMap<Gid, GroupRoute>,
     next: usize,
 }
 
@@ -51,7 +54,7 @@ impl McastCm {
             _ => ("rdma_create_event_channel", libc::EIO),
         })?;
         let id = CmId::create(&channel, PortSpace::Udp).map_err(|e| ("rdma_create_id", e))?;
-        id.bind(&CmAddr::join_source(gid, kind).encode())
+        id.bind(&CmAddr::udp_endpoint(gid, kind).encode())
             .map_err(|e| ("rdma_bind_addr", e))?;
         Ok(McastCm {
             id,
@@ -65,6 +68,12 @@ impl McastCm {
 
     pub(super) fn fd(&self) -> RawFd {
         self.channel.fd()
+    }
+
+    /// The event channel, for other ids whose events [`McastCm::pump`]
+    /// hands back.
+    pub(super) fn channel(&self) -> &Arc<CmChannel> {
+        &self.channel
     }
 
     /// Starts joining `mgid`.
@@ -93,11 +102,17 @@ impl McastCm {
 
     /// The LID of a group joined through rdma_cm.
     pub(super) fn mlid(&self, mgid: Gid) -> Option<u16> {
+        self.joined.get(&mgid).map(|r| r.mlid)
+    }
+
+    /// The address handle attributes of a group joined through rdma_cm.
+    pub(super) fn route(&self, mgid: Gid) -> Option<GroupRoute> {
         self.joined.get(&mgid).copied()
     }
 
-    /// Takes every waiting event; returns the answers to joins.
-    pub(super) fn pump(&mut self) -> Vec<JoinOutcome> {
+    /// Takes every waiting event; returns the answers to joins, and puts
+    /// the events for other ids in `others`.
+    pub(super) fn pump(&mut self, others: &mut Vec<CmEvent>) -> Vec<JoinOutcome> {
         use rdma_sys::rdma_cm_event_type::{
             RDMA_CM_EVENT_MULTICAST_ERROR, RDMA_CM_EVENT_MULTICAST_JOIN,
         };
@@ -111,7 +126,11 @@ impl McastCm {
                     return out;
                 }
             };
-            let Some((context, lid)) = event.join else {
+            if event.id != self.id.key() {
+                others.push(event);
+                continue;
+            }
+            let Some((context, route)) = event.join else {
                 log::debug!("rdma: multicast id: rdma_cm event {}", event.kind);
                 continue;
             };
@@ -120,8 +139,8 @@ impl McastCm {
             };
             let result = match event.kind {
                 RDMA_CM_EVENT_MULTICAST_JOIN => {
-                    self.joined.insert(mgid, lid);
-                    Ok(lid)
+                    self.joined.insert(mgid, route);
+                    Ok(route.mlid)
                 }
                 RDMA_CM_EVENT_MULTICAST_ERROR => Err(event.status),
                 _ => Err(libc::EIO),

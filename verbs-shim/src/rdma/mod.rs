@@ -30,6 +30,7 @@ mod ffi;
 mod gather;
 mod ipmc;
 mod mcast_cm;
+mod path_cm;
 mod pkeys;
 mod port;
 mod rc;

@@ -18,8 +18,9 @@ use super::ffi::{Ah, AhSpec, EventSet, Queues, POLL_BATCH};
 use super::gather::head_send_sges;
 use super::ipmc;
 use super::mcast_cm::McastCm;
+use super::path_cm::{gid_spec, group_spec, PathCm};
 use super::rc::{RcSetup, RdmaRc, RdmaRcStats};
-use super::resolver::{Resolutions, ResolveNotifier};
+use super::resolver::{Plan, Resolutions, ResolveNotifier};
 use super::wr::{grh_says_multicast, mgid_pkey, wc_status, Wc, WrId, WC_GRH};
 use crate::hca::{
     check_send_head, Completion, DestHandle, Hca, HcaError, McastError, PathError, PostError,
@@ -72,6 +73,12 @@ pub struct RdmaStats {
     pub cm_joins: u64,
     /// Joins rdma_cm answered with an error (then made without it).
     pub cm_join_refusals: u64,
+    /// Unicast paths resolved through rdma_cm (address and route
+    /// resolution; the address handle's attributes came from the route).
+    pub cm_paths: u64,
+    /// Unicast paths rdma_cm could not resolve (an error event, its
+    /// timeout, or a failed call), reported as `Unreachable`.
+    pub cm_path_errors: u64,
 }
 
 /// One guest's port: a registered buffer region, a CQ with a completion
@@ -102,20 +109,27 @@ pub struct RdmaStats {
 ///   soft-RoCE needs to deliver group traffic at all, even between two QPs
 ///   of one device. A multicast GID is an IPv6 group, so multicast needs an
 ///   IPv6 (not IPv4-mapped) GID index on RoCEv2.
-/// - `resolve` returns at once: the address handle is created on the
+/// - `resolve` returns at once. With rdma_cm (the `rdma_ucm` module), a
+///   unicast GID's path is resolved through it (see the `path_cm` module:
+///   `rdma_resolve_addr`, then `rdma_resolve_route`, whose answers arrive
+///   on the event fd and are taken by `poll_cq`/`arm_cq`); the route gives
+///   the handle's attributes (on InfiniBand the SA PathRecord's LID and
+///   SL). An error, or no answer within rdma_cm's timeout (2 s a step),
+///   is `Unreachable`. The address handle itself is created on the
 ///   context's resolver threads (on RoCE `ibv_create_ah` may wait for
 ///   neighbour resolution), and the `Path` completion comes from `poll_cq`
 ///   once it is done; the notifier ([`RdmaPort::set_notifier`]) is called
-///   then. Checks that need no device (zero GID, partition, handle room)
-///   complete at once. `attach_mcast`/`detach_mcast` act at once and queue
-///   their `Mcast` completion before returning. A multicast GID resolves
-///   whether or not anyone has joined (there is no subnet manager to ask),
-///   but, like joins, only inside the port's partition (RFC 4391 MGID
-///   bytes 4..6).
-/// - native InfiniBand: only the port's own GID resolves (DLID = own LID);
-///   any other path needs a subnet administrator PathRecord query, and a
-///   multicast join an SA MCMemberRecord join (for the MLID), both out of
-///   scope: they fail with `Unreachable` and `NoResources`.
+///   then. One resolution per port is under way at a time; the others
+///   wait in order. Checks that need no device (zero GID, partition, handle
+///   room) complete at once. `attach_mcast`/`detach_mcast` act at once and
+///   queue their `Mcast` completion before returning. On RoCE a multicast
+///   GID resolves whether or not anyone has joined, but, like joins, only
+///   inside the port's partition (RFC 4391 MGID bytes 4..6).
+/// - native InfiniBand: a multicast GID resolves once this port has joined
+///   it through rdma_cm (the join's answer has the MLID, SL and GRH
+///   fields); other groups are `Unreachable`. Without rdma_cm only the
+///   port's own GID resolves (DLID = own LID), other paths fail with
+///   `Unreachable`, and attaches with `NoResources` (no SA join, no MLID).
 /// - [`RdmaPort::close`] moves the QP to the error state, so every posted
 ///   work request comes back from `poll_cq` as `Flushed`; later posts
 ///   complete at once as `Flushed` and the control verbs fail with
@@ -217,18 +231,14 @@ impl RdmaPort {
         }
     }
 
-    /// Sets up multicast joins through rdma_cm and the port's event set;
-    /// without rdma_cm the port joins by hand (RoCE) or not at all (IB).
+    /// Sets up multicast joins and path resolution through rdma_cm, and
+    /// the port's event set; without rdma_cm the port joins by hand (RoCE)
+    /// or not at all (IB), and resolves paths as [`RdmaPort::plan`] says.
     fn start_mcast_cm(&mut self) {
         let m = match McastCm::new(self.attr.gid, self.addr_kind()) {
             Ok(m) => m,
             Err((call, errno)) => {
-                log::warn!(
-                    "rdma: {}: no rdma_cm for multicast joins ({call}: {}); groups are \
-                     joined without it (is the rdma_ucm module loaded?)",
-                    self.shared.name,
-                    io::Error::from_raw_os_error(errno)
-                );
+                self.say_cm_missing(&format!("{call}: {}", io::Error::from_raw_os_error(errno)));
                 return;
             }
         };
@@ -239,14 +249,48 @@ impl RdmaPort {
         });
         match set {
             Ok(set) => {
+                let s = &self.shared;
+                self.resolutions.use_cm(PathCm::new(
+                    Arc::clone(m.channel()),
+                    self.attr.gid,
+                    self.addr_kind(),
+                    s.link_layer,
+                    s.port,
+                    s.gid_index,
+                ));
                 self.events = Some(set);
                 self.mcast = Some(m);
             }
-            Err(e) => log::warn!(
-                "rdma: {}: cannot watch rdma_cm events ({e}); groups are joined without it",
-                self.shared.name
-            ),
+            Err(e) => self.say_cm_missing(&format!("cannot watch its events: {e}")),
         }
+    }
+
+    /// Says, once per context, that the ports go without rdma_cm.
+    fn say_cm_missing(&self, why: &str) {
+        let s = &self.shared;
+        if s.cm_missing_said
+            .swap(true, core::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let paths = match s.link_layer {
+            LinkLayer::Ethernet => "address handles are made from the GID alone",
+            LinkLayer::InfiniBand => {
+                "only the port's own GID resolves (no SA path records), and multicast \
+                 groups cannot be joined"
+            }
+        };
+        log::warn!(
+            "rdma: {}: no rdma_cm ({why}); groups are joined without it and {paths} \
+             (is the rdma_ucm module loaded?)",
+            s.name
+        );
+    }
+
+    /// Whether the port resolves unicast paths (and joins groups) through
+    /// rdma_cm.
+    pub fn has_cm(&self) -> bool {
+        self.resolutions.has_cm()
     }
 
     /// The completion channel's file descriptor, non-blocking. It becomes
@@ -352,7 +396,12 @@ impl RdmaPort {
     }
 
     pub fn stats(&self) -> RdmaStats {
-        self.stats
+        let paths = self.resolutions.counts;
+        RdmaStats {
+            cm_paths: paths.resolved,
+            cm_path_errors: paths.failed,
+            ..self.stats
+        }
     }
 
     pub fn device_name(&self) -> &str {
@@ -365,7 +414,9 @@ impl RdmaPort {
 
     /// Sets (or clears) the function called when an address resolution
     /// finishes. It runs on a resolver thread; it should only wake the
-    /// thread that polls this port.
+    /// thread that polls this port. (rdma_cm's answers on the way make the
+    /// event fd readable instead; failures found on the polling thread
+    /// show in `arm_cq`'s result.)
     pub fn set_notifier(&self, notifier: Option<ResolveNotifier>) {
         self.resolutions.set_notifier(notifier);
     }
@@ -565,10 +616,9 @@ impl RdmaPort {
         }
     }
 
-    /// What the address handle for `dgid` must say, after the checks that
-    /// need no device (and room for one more handle, counting those in
-    /// progress).
-    fn ah_spec(&self, dgid: Gid) -> Result<AhSpec, PathError> {
+    /// How to resolve `dgid`, after the checks that need no device (and
+    /// room for one more handle, counting those in progress).
+    fn plan(&self, dgid: Gid) -> Result<Plan, PathError> {
         let s = &self.shared;
         if dgid == Gid::ZERO {
             return Err(PathError::Unreachable);
@@ -579,25 +629,51 @@ impl RdmaPort {
         if !self.dests.has_room_for(self.resolutions.in_progress() + 1) {
             return Err(PathError::NoResources);
         }
+        if dgid.is_multicast() {
+            return self.group_plan(dgid);
+        }
+        if self.resolutions.has_cm() {
+            return Ok(Plan::Route);
+        }
         match s.link_layer {
-            LinkLayer::Ethernet => Ok(AhSpec {
-                port: s.port,
-                dlid: 0,
-                grh: Some((dgid.0, s.gid_index, HOP_LIMIT)),
-            }),
-            LinkLayer::InfiniBand if dgid == self.attr.gid && self.attr.lid.0 != 0 => Ok(AhSpec {
-                port: s.port,
-                dlid: self.attr.lid.0,
-                grh: None,
-            }),
+            LinkLayer::Ethernet => Ok(Plan::Spec(gid_spec(dgid, s.port, s.gid_index))),
+            LinkLayer::InfiniBand if dgid == self.attr.gid && self.attr.lid.0 != 0 => {
+                Ok(Plan::Spec(AhSpec {
+                    port: s.port,
+                    dlid: self.attr.lid.0,
+                    sl: 0,
+                    static_rate: 0,
+                    grh: None,
+                }))
+            }
             LinkLayer::InfiniBand => {
                 log::warn!(
                     "rdma: {}: {dgid} needs an SA path record on native InfiniBand, \
-                     which this provider does not query",
+                     which needs rdma_cm",
                     s.name
                 );
                 Err(PathError::Unreachable)
             }
+        }
+    }
+
+    /// How to resolve the group `mgid`: on RoCE its GID is enough; on
+    /// InfiniBand it needs the MLID from this port's rdma_cm join.
+    fn group_plan(&self, mgid: Gid) -> Result<Plan, PathError> {
+        let s = &self.shared;
+        match s.link_layer {
+            LinkLayer::Ethernet => Ok(Plan::Spec(gid_spec(mgid, s.port, s.gid_index))),
+            LinkLayer::InfiniBand => match self.mcast.as_ref().and_then(|m| m.route(mgid)) {
+                Some(group) => Ok(Plan::Spec(group_spec(&group, mgid, s.port, s.gid_index))),
+                None => {
+                    log::info!(
+                        "rdma: {}: no MLID for {mgid}: on native InfiniBand a group resolves \
+                         once this port has joined it through rdma_cm",
+                        s.name
+                    );
+                    Err(PathError::Unreachable)
+                }
+            },
         }
     }
 
@@ -690,12 +766,24 @@ impl RdmaPort {
         Ok(())
     }
 
-    /// Finishes the attaches whose rdma_cm joins were answered.
-    fn pump_joins(&mut self) {
+    /// Takes the rdma_cm events: finishes the attaches whose joins were
+    /// answered, and moves path resolutions on.
+    fn pump_cm(&mut self) {
         let Some(m) = &mut self.mcast else {
             return;
         };
-        for outcome in m.pump() {
+        let mut others = Vec::new();
+        let outcomes = m.pump(&mut others);
+        for event in &others {
+            if !self.resolutions.cm_event(&self.shared, event) {
+                log::debug!(
+                    "rdma: {}: rdma_cm event {} for no path query",
+                    self.shared.name,
+                    event.kind
+                );
+            }
+        }
+        for outcome in outcomes {
             let mgid = outcome.mgid;
             let waiting = self.joining.remove(&mgid).unwrap_or(1);
             let result = match outcome.result {
@@ -843,8 +931,8 @@ impl Verbs for RdmaPort {
     }
 
     fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
+        self.pump_cm();
         self.collect_resolved();
-        self.pump_joins();
         if let Some(c) = self.cq.pop_front() {
             return Ok(Some(c));
         }
@@ -858,8 +946,8 @@ impl Verbs for RdmaPort {
     /// check). Completions queued by `resolve`, the multicast verbs or
     /// unposted sends count as waiting too.
     fn arm_cq(&mut self) -> Result<bool, HcaError> {
+        self.pump_cm();
         self.collect_resolved();
-        self.pump_joins();
         if !self.cq.is_empty() {
             return Ok(true);
         }
@@ -916,8 +1004,8 @@ impl Verbs for RdmaPort {
         if self.closed {
             return Err(HcaError::Disconnected);
         }
-        match self.ah_spec(dgid) {
-            Ok(spec) => self.resolutions.start(&self.shared, dgid, spec),
+        match self.plan(dgid) {
+            Ok(plan) => self.resolutions.start(&self.shared, dgid, plan),
             Err(e) => self.cq.push_back(Completion::Path {
                 dgid,
                 result: Err(e),

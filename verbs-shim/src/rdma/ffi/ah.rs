@@ -8,14 +8,30 @@ use rdma_sys::{ibv_ah, ibv_ah_attr, ibv_create_ah, ibv_destroy_ah, ibv_gid, ibv_
 use super::device::Device;
 use super::{errno, ret_errno, zeroed};
 
-/// What an address handle points at.
-#[derive(Clone, Copy, Debug)]
+/// What an address handle points at (the fields of `ibv_ah_attr` the
+/// provider sets; host byte order).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(in crate::rdma) struct AhSpec {
     pub port: u8,
     pub dlid: u16,
-    /// With a GRH: the destination GID, the source GID index and the hop
-    /// limit. RoCE always needs one.
-    pub grh: Option<([u8; 16], u8, u8)>,
+    /// Service level (from a path record; 0 otherwise).
+    pub sl: u8,
+    /// `ibv_rate` (the IB rate encoding, as path records carry it); 0 is
+    /// the port's rate.
+    pub static_rate: u8,
+    /// The global route header, if any. RoCE always needs one.
+    pub grh: Option<Grh>,
+}
+
+/// The GRH fields of an address handle.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(in crate::rdma) struct Grh {
+    pub dgid: [u8; 16],
+    pub sgid_index: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    /// 20 bits.
+    pub flow_label: u32,
 }
 
 /// One address handle on a device's PD; destroyed on drop.
@@ -36,14 +52,16 @@ impl Ah {
         let mut attr: ibv_ah_attr = zeroed();
         attr.port_num = spec.port;
         attr.dlid = spec.dlid;
-        if let Some((dgid, sgid_index, hop_limit)) = spec.grh {
+        attr.sl = spec.sl;
+        attr.static_rate = spec.static_rate;
+        if let Some(grh) = spec.grh {
             attr.is_global = 1;
             attr.grh = ibv_global_route {
-                dgid: ibv_gid { raw: dgid },
-                flow_label: 0,
-                sgid_index,
-                hop_limit,
-                traffic_class: 0,
+                dgid: ibv_gid { raw: grh.dgid },
+                flow_label: grh.flow_label & 0x000f_ffff,
+                sgid_index: grh.sgid_index,
+                hop_limit: grh.hop_limit,
+                traffic_class: grh.traffic_class,
             };
         }
         // SAFETY: the PD is alive (`dev`) and `attr` is a valid attribute

@@ -82,9 +82,38 @@ pub(in crate::rdma) struct CmEvent {
     pub request: Option<(CmId, RawSockaddr)>,
     /// The private data of a request, answer or rejection.
     pub private: Vec<u8>,
-    /// A multicast join or error: the context given to the join, and the
-    /// group's LID (the MLID on InfiniBand).
-    pub join: Option<(usize, u16)>,
+    /// A multicast join or error: the context given to the join, and what
+    /// address handles to the group need (the MLID on InfiniBand).
+    pub join: Option<(usize, GroupRoute)>,
+}
+
+/// The address handle attributes of a joined multicast group, from the
+/// join's answer (on InfiniBand, the SA's MCMemberRecord), host order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(in crate::rdma) struct GroupRoute {
+    /// The group's LID (the MLID; 0 on RoCE).
+    pub mlid: u16,
+    pub sl: u8,
+    pub static_rate: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub flow_label: u32,
+}
+
+/// The fields of a path record (`struct ibv_sa_path_rec`) that address
+/// handles need, copied out in host order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(in crate::rdma) struct PathRecord {
+    pub dgid: [u8; 16],
+    pub sgid: [u8; 16],
+    pub dlid: u16,
+    pub sl: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    /// 20 bits.
+    pub flow_label: u32,
+    /// The IB rate encoding (`ibv_rate`).
+    pub rate: u8,
 }
 
 impl CmChannel {
@@ -131,7 +160,16 @@ impl CmChannel {
             let conn = &e.param.conn;
             let join = is_ud_event(kind).then(|| {
                 let ud = &e.param.ud;
-                (ud.private_data as usize, ud.ah_attr.dlid)
+                let ah = &ud.ah_attr;
+                let route = GroupRoute {
+                    mlid: ah.dlid,
+                    sl: ah.sl,
+                    static_rate: ah.static_rate,
+                    hop_limit: ah.grh.hop_limit,
+                    traffic_class: ah.grh.traffic_class,
+                    flow_label: ah.grh.flow_label,
+                };
+                (ud.private_data as usize, route)
             });
             let private = if conn.private_data.is_null() || is_ud_event(kind) {
                 Vec::new()
@@ -279,6 +317,39 @@ impl CmId {
     pub(in crate::rdma) fn resolve_route(&self, timeout_ms: i32) -> Result<(), i32> {
         // SAFETY: the id is alive and its address resolved.
         check(unsafe { rdma_resolve_route(self.id.as_ptr(), timeout_ms) })
+    }
+
+    /// After `ROUTE_RESOLVED`: the route's first path record and the
+    /// device port the id is on; `None` if the route holds no path.
+    pub(in crate::rdma) fn route_path(&self) -> Option<(PathRecord, u8)> {
+        let id = self.id.as_ptr();
+        // SAFETY: the id is alive and used by this thread only. librdmacm
+        // filled `route` (an array of `num_paths` records, or NULL) before
+        // it reported ROUTE_RESOLVED, and keeps the array until the id is
+        // destroyed or resolved again, neither of which can happen during
+        // this call. Only plain data is read, through raw pointers; the
+        // record is copied field by field (the GID unions hold 16 bytes
+        // either way).
+        unsafe {
+            let route = ptr::addr_of!((*id).route);
+            let n = (*route).num_paths;
+            let rec = (*route).path_rec;
+            if n < 1 || rec.is_null() {
+                return None;
+            }
+            let r = &*rec;
+            let path = PathRecord {
+                dgid: r.dgid.raw,
+                sgid: r.sgid.raw,
+                dlid: u16::from_be(r.dlid),
+                sl: r.sl,
+                hop_limit: r.hop_limit,
+                traffic_class: r.traffic_class,
+                flow_label: u32::from_be(r.flow_label) & 0x000f_ffff,
+                rate: r.rate,
+            };
+            Some((path, (*id).port_num))
+        }
     }
 
     fn raw_params(p: &ConnParams<'_>) -> Result<rdma_conn_param, i32> {

@@ -27,8 +27,8 @@ mod events;
 mod queues;
 mod rc;
 
-pub(super) use ah::{Ah, AhSpec};
-pub(super) use cm::{CmChannel, CmEvent, CmId, ConnParams, PortSpace};
+pub(super) use ah::{Ah, AhSpec, Grh};
+pub(super) use cm::{CmChannel, CmEvent, CmId, ConnParams, GroupRoute, PathRecord, PortSpace};
 pub(super) use device::{Device, DeviceCaps, DeviceList};
 pub(super) use events::EventSet;
 pub(super) use queues::{QueueSpec, Queues, POLL_BATCH};
