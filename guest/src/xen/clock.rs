@@ -4,18 +4,20 @@
 
 //!
 //! The TSC is read inside the record's version check, so record and TSC
-//! belong together, and the result is held monotonic
+//! belong together; the clock counts TSC ticks at Xen's scale from its
+//! first reading ([`crate::pvclock::TscOrigin`]), and the result is held
+//! monotonic
 //! ([`crate::pvclock::Monotonic`]; the module explains why both are
 //! needed).
 
 pub use crate::pvclock::TimeInfo;
 
-use crate::pvclock::{BehindAnchor, ClockAnomalies, Monotonic};
+use crate::pvclock::{ClockAnomalies, Monotonic, TscOrigin};
 
 use super::events;
 
 static MONOTONIC: Monotonic = Monotonic::new();
-static ANCHOR: BehindAnchor = BehindAnchor::new();
+static ORIGIN: TscOrigin = TscOrigin::new();
 
 /// Xen system time now, in nanoseconds (`None` before `shared_info`);
 /// never less than an earlier reading.
@@ -25,7 +27,7 @@ pub fn now_nanos() -> Option<u64> {
     if info.tsc_behind(tsc) {
         MONOTONIC.note_tsc_behind();
     }
-    Some(MONOTONIC.observe(ANCHOR.nanos(&info, tsc)))
+    Some(MONOTONIC.observe(ORIGIN.nanos(&info, tsc)))
 }
 
 /// What the clock had to correct since boot.
