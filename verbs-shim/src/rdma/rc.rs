@@ -368,7 +368,7 @@ impl RdmaRc {
     }
 
     pub(super) fn accept(&mut self, handle: ConnHandle, recv_mtu: u32) -> Result<(), RcError> {
-        let index = self.index_of(handle)?;
+        let index = self.requested(handle)?;
         self.check_mtu(recv_mtu)?;
         let (dev_core, slot_size) = (Arc::clone(&self.core), self.caps.big.slot_size);
         let (send_wr, ud_qpn) = (u32::from(self.caps.big.tx_count), self.ud_qpn);
@@ -376,27 +376,11 @@ impl RdmaRc {
             let Some(conn) = self.conn_mut(index) else {
                 return Err(RcError::UnknownConnection(handle));
             };
-            if conn.phase != Phase::Requested {
-                return Err(RcError::WrongState {
-                    conn: handle,
-                    state: conn.state(),
-                });
-            }
             conn.recv_mtu = recv_mtu;
             conn.send_mtu = conn.peer.recv_mtu.min(slot_size);
             (|| -> Result<RcQp, RdmaError> {
                 let qp = new_qp(&dev_core, send_wr)?;
-                for (state, call) in [
-                    (QPS_INIT, "ibv_modify_qp(RC INIT)"),
-                    (QPS_RTR, "ibv_modify_qp(RC RTR)"),
-                    (QPS_RTS, "ibv_modify_qp(RC RTS)"),
-                ] {
-                    let (attr, mask) = conn
-                        .id
-                        .qp_attr(state)
-                        .map_err(cm_error("rdma_init_qp_attr"))?;
-                    qp.modify(attr, mask, call)?;
-                }
+                move_qp(&conn.id, &qp, &[QPS_INIT, QPS_RTR, QPS_RTS])?;
                 let (private, len) = PrivateData {
                     ud_qpn,
                     recv_mtu,
@@ -432,21 +416,28 @@ impl RdmaRc {
     }
 
     pub(super) fn reject(&mut self, handle: ConnHandle) -> Result<(), RcError> {
+        let index = self.requested(handle)?;
+        if let Some(Err(errno)) = self.conn_mut(index).map(|c| c.id.reject()) {
+            log::debug!("rdma: rdma_reject failed: errno {errno}");
+        }
+        self.remove(index);
+        Ok(())
+    }
+
+    /// The index of `handle`'s connection, which must be a request waiting
+    /// for its answer.
+    fn requested(&mut self, handle: ConnHandle) -> Result<u16, RcError> {
         let index = self.index_of(handle)?;
-        let Some(conn) = self.conn_mut(index) else {
-            return Err(RcError::UnknownConnection(handle));
-        };
+        let conn = self
+            .conn_mut(index)
+            .ok_or(RcError::UnknownConnection(handle))?;
         if conn.phase != Phase::Requested {
             return Err(RcError::WrongState {
                 conn: handle,
                 state: conn.state(),
             });
         }
-        if let Err(errno) = conn.id.reject() {
-            log::debug!("rdma: rdma_reject failed: errno {errno}");
-        }
-        self.remove(index);
-        Ok(())
+        Ok(index)
     }
 
     pub(super) fn disconnect(&mut self, handle: ConnHandle) -> Result<(), RcError> {
@@ -850,11 +841,7 @@ impl RdmaRc {
             return Ok(());
         };
         let qp = new_qp(&core, send_wr)?;
-        let (attr, mask) = conn
-            .id
-            .qp_attr(QPS_INIT)
-            .map_err(cm_error("rdma_init_qp_attr"))?;
-        qp.modify(attr, mask, "ibv_modify_qp(RC INIT)")?;
+        move_qp(&conn.id, &qp, &[QPS_INIT])?;
         let (private, len) = PrivateData {
             ud_qpn,
             recv_mtu: conn.recv_mtu,
@@ -889,16 +876,7 @@ impl RdmaRc {
         let Some(qp) = &conn.qp else {
             return Ok(());
         };
-        for (state, call) in [
-            (QPS_RTR, "ibv_modify_qp(RC RTR)"),
-            (QPS_RTS, "ibv_modify_qp(RC RTS)"),
-        ] {
-            let (attr, mask) = conn
-                .id
-                .qp_attr(state)
-                .map_err(cm_error("rdma_init_qp_attr"))?;
-            qp.modify(attr, mask, call)?;
-        }
+        move_qp(&conn.id, qp, &[QPS_RTR, QPS_RTS])?;
         conn.id.establish().map_err(cm_error("rdma_establish"))?;
         conn.peer.recv_mtu = data.recv_mtu;
         conn.send_mtu = data.recv_mtu.min(slot_size);
@@ -996,6 +974,21 @@ impl RdmaRc {
         // was connected), then the QP.
         drop(conn);
     }
+}
+
+/// Moves `qp` through `states` with the attributes rdma_cm gives for
+/// `id`'s connection.
+fn move_qp(id: &CmId, qp: &RcQp, states: &[u32]) -> Result<(), RdmaError> {
+    for &state in states {
+        let call = match state {
+            QPS_INIT => "ibv_modify_qp(RC INIT)",
+            QPS_RTR => "ibv_modify_qp(RC RTR)",
+            _ => "ibv_modify_qp(RC RTS)",
+        };
+        let (attr, mask) = id.qp_attr(state).map_err(cm_error("rdma_init_qp_attr"))?;
+        qp.modify(attr, mask, call)?;
+    }
+    Ok(())
 }
 
 fn new_qp(core: &Arc<RcCore>, send_wr: u32) -> Result<RcQp, RdmaError> {

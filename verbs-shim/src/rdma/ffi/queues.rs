@@ -96,6 +96,50 @@ impl Drop for Cq {
     }
 }
 
+impl Cq {
+    /// Takes up to [`POLL_BATCH`] completions, each turned by `map` into
+    /// `out`; returns how many.
+    pub(super) fn poll_into<T>(
+        &self,
+        out: &mut Vec<T>,
+        map: impl Fn(&ibv_wc) -> T,
+    ) -> Result<usize, i32> {
+        let mut wcs: [ibv_wc; POLL_BATCH] = core::array::from_fn(|_| zeroed());
+        let cq = self.0.as_ptr();
+        // SAFETY: the CQ is alive; reading its context's ops is what the C
+        // inline `ibv_poll_cq` does.
+        let f = unsafe { (*(*cq).context).ops.poll_cq };
+        let Some(poll) = f else {
+            return Err(libc::ENOSYS);
+        };
+        // SAFETY: `wcs` has room for POLL_BATCH entries.
+        let n = unsafe { poll(cq, POLL_BATCH as c_int, wcs.as_mut_ptr()) };
+        let Ok(n) = usize::try_from(n) else {
+            // A negative return is minus an errno (or just -1).
+            return Err(n.checked_neg().filter(|e| *e > 1).unwrap_or(libc::EIO));
+        };
+        out.extend(wcs.iter().take(n.min(POLL_BATCH)).map(map));
+        Ok(n)
+    }
+
+    /// Asks for a channel event at the next completion.
+    pub(super) fn req_notify(&self) -> Result<(), i32> {
+        let cq = self.0.as_ptr();
+        // SAFETY: the CQ is alive; as in the C inline `ibv_req_notify_cq`.
+        let f = unsafe { (*(*cq).context).ops.req_notify_cq };
+        let Some(notify) = f else {
+            return Err(libc::ENOSYS);
+        };
+        // SAFETY: `notify` is the provider's req_notify_cq for this CQ.
+        let ret = unsafe { notify(cq, 0) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(ret_errno(ret))
+        }
+    }
+}
+
 /// A QP; destroyed on drop.
 pub(super) struct Qp(pub(super) NonNull<ibv_qp>);
 
@@ -360,14 +404,7 @@ impl Queues {
         offset: usize,
         len: u32,
     ) -> Result<(), i32> {
-        let mut sge = self.sge(offset, len)?;
-        let mut wr = ibv_recv_wr {
-            wr_id,
-            next: ptr::null_mut(),
-            sg_list: &mut sge,
-            num_sge: 1,
-        };
-        let mut bad: *mut ibv_recv_wr = ptr::null_mut();
+        let sge = self.sge(offset, len)?;
         let qp = self.qp.0.as_ptr();
         // SAFETY: the QP is alive; reading its context's ops is what the C
         // inline `ibv_post_recv` does.
@@ -375,34 +412,18 @@ impl Queues {
         let Some(post) = f else {
             return Err(libc::ENOSYS);
         };
-        // SAFETY: `wr` and `sge` are valid for the call; the buffer is inside
-        // the registered region, which outlives the QP. The device may write
-        // it until the completion: the caller gave up the slot's token.
-        let ret = unsafe { post(qp, &mut wr, &mut bad) };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(ret_errno(ret))
-        }
+        post_one_recv(wr_id, sge, |wr, bad| {
+            // SAFETY: `wr` and its SGE are valid for the call; the buffer is
+            // inside the registered region, which outlives the QP. The
+            // device may write it until the completion: the caller gave up
+            // the slot's token.
+            unsafe { post(qp, wr, bad) }
+        })
     }
 
     /// Takes up to [`POLL_BATCH`] completions into `out`; returns how many.
     pub(in crate::rdma) fn poll(&self, out: &mut Vec<Wc>) -> Result<usize, i32> {
-        let mut wcs: [ibv_wc; POLL_BATCH] = core::array::from_fn(|_| zeroed());
-        let cq = self.cq.0.as_ptr();
-        // SAFETY: the CQ is alive; reading its context's ops is what the C
-        // inline `ibv_poll_cq` does.
-        let f = unsafe { (*(*cq).context).ops.poll_cq };
-        let Some(poll) = f else {
-            return Err(libc::ENOSYS);
-        };
-        // SAFETY: `wcs` has room for POLL_BATCH entries.
-        let n = unsafe { poll(cq, POLL_BATCH as c_int, wcs.as_mut_ptr()) };
-        let Ok(n) = usize::try_from(n) else {
-            // A negative return is minus an errno (or just -1).
-            return Err(n.checked_neg().filter(|e| *e > 1).unwrap_or(libc::EIO));
-        };
-        out.extend(wcs.iter().take(n.min(POLL_BATCH)).map(|wc| Wc {
+        self.cq.poll_into(out, |wc| Wc {
             wr_id: wc.wr_id,
             status: wc.status,
             vendor_err: wc.vendor_err,
@@ -410,25 +431,12 @@ impl Queues {
             src_qp: wc.src_qp,
             wc_flags: wc.wc_flags,
             slid: wc.slid,
-        }));
-        Ok(n)
+        })
     }
 
     /// Asks for a channel event at the next completion.
     pub(in crate::rdma) fn req_notify(&self) -> Result<(), i32> {
-        let cq = self.cq.0.as_ptr();
-        // SAFETY: the CQ is alive; as in the C inline `ibv_req_notify_cq`.
-        let f = unsafe { (*(*cq).context).ops.req_notify_cq };
-        let Some(notify) = f else {
-            return Err(libc::ENOSYS);
-        };
-        // SAFETY: `notify` is the provider's req_notify_cq for this CQ.
-        let ret = unsafe { notify(cq, 0) };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(ret_errno(ret))
-        }
+        self.cq.req_notify()
     }
 
     /// Takes every pending channel event and acknowledges them; returns how
@@ -623,6 +631,29 @@ fn create_qp(dev: &Device, cq: &Cq, spec: &QueueSpec) -> Result<(Qp, u32), RdmaE
         .map(Qp)
         .ok_or_else(verbs("ibv_create_qp"))?;
     Ok((qp, init.cap.max_send_sge.max(1)))
+}
+
+/// Posts one receive work request of `sge` through `post` (a provider's
+/// `post_recv` or `post_srq_recv`, called with the request and the
+/// bad-request out-parameter).
+pub(super) fn post_one_recv(
+    wr_id: u64,
+    mut sge: ibv_sge,
+    post: impl FnOnce(*mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int,
+) -> Result<(), i32> {
+    let mut wr = ibv_recv_wr {
+        wr_id,
+        next: ptr::null_mut(),
+        sg_list: &mut sge,
+        num_sge: 1,
+    };
+    let mut bad: *mut ibv_recv_wr = ptr::null_mut();
+    let ret = post(&mut wr, &mut bad);
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(ret_errno(ret))
+    }
 }
 
 /// The `ibv_sge` of an entry.

@@ -13,13 +13,13 @@ use core::ptr::{self, NonNull};
 
 use rdma_sys::{
     ibv_create_qp, ibv_create_srq, ibv_destroy_srq, ibv_qp_attr, ibv_qp_attr_mask, ibv_qp_cap,
-    ibv_qp_init_attr, ibv_qp_state, ibv_qp_type, ibv_recv_wr, ibv_send_flags, ibv_send_wr, ibv_sge,
-    ibv_srq, ibv_srq_init_attr, ibv_wc, ibv_wr_opcode,
+    ibv_qp_init_attr, ibv_qp_state, ibv_qp_type, ibv_send_flags, ibv_send_wr, ibv_sge, ibv_srq,
+    ibv_srq_init_attr, ibv_wr_opcode,
 };
 use ring::Window;
 
 use super::device::Device;
-use super::queues::{create_cq, register, verbs, Channel, Cq, Mr, Qp, POLL_BATCH};
+use super::queues::{create_cq, post_one_recv, register, verbs, Channel, Cq, Mr, Qp};
 use super::{ret_errno, zeroed, Zeroable};
 use crate::rdma::error::RdmaError;
 
@@ -126,14 +126,7 @@ impl RcCore {
         offset: usize,
         len: u32,
     ) -> Result<(), i32> {
-        let mut sge = self.sge(offset, len)?;
-        let mut wr = ibv_recv_wr {
-            wr_id,
-            next: ptr::null_mut(),
-            sg_list: &mut sge,
-            num_sge: 1,
-        };
-        let mut bad: *mut ibv_recv_wr = ptr::null_mut();
+        let sge = self.sge(offset, len)?;
         let srq = self.srq.0.as_ptr();
         // SAFETY: the SRQ is alive; reading its context's ops is what the C
         // inline `ibv_post_srq_recv` does.
@@ -141,55 +134,28 @@ impl RcCore {
         let Some(post) = f else {
             return Err(libc::ENOSYS);
         };
-        // SAFETY: `wr` and `sge` are valid for the call; the buffer is
-        // inside the registered region, which outlives the SRQ. The device
-        // may write it until the completion: the caller gave up the token.
-        let ret = unsafe { post(srq, &mut wr, &mut bad) };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(ret_errno(ret))
-        }
+        post_one_recv(wr_id, sge, |wr, bad| {
+            // SAFETY: `wr` and its SGE are valid for the call; the buffer is
+            // inside the registered region, which outlives the SRQ. The
+            // device may write it until the completion: the caller gave up
+            // the token.
+            unsafe { post(srq, wr, bad) }
+        })
     }
 
-    /// Takes up to [`POLL_BATCH`] completions into `out`; returns how many.
+    /// Takes up to `POLL_BATCH` completions into `out`; returns how many.
     pub(in crate::rdma) fn poll(&self, out: &mut Vec<RcWc>) -> Result<usize, i32> {
-        let mut wcs: [ibv_wc; POLL_BATCH] = core::array::from_fn(|_| zeroed());
-        let cq = self.cq.0.as_ptr();
-        // SAFETY: the CQ is alive; as in the C inline `ibv_poll_cq`.
-        let f = unsafe { (*(*cq).context).ops.poll_cq };
-        let Some(poll) = f else {
-            return Err(libc::ENOSYS);
-        };
-        // SAFETY: `wcs` has room for POLL_BATCH entries.
-        let n = unsafe { poll(cq, POLL_BATCH as c_int, wcs.as_mut_ptr()) };
-        let Ok(n) = usize::try_from(n) else {
-            return Err(n.checked_neg().filter(|e| *e > 1).unwrap_or(libc::EIO));
-        };
-        out.extend(wcs.iter().take(n.min(POLL_BATCH)).map(|wc| RcWc {
+        self.cq.poll_into(out, |wc| RcWc {
             wr_id: wc.wr_id,
             status: wc.status,
             byte_len: wc.byte_len,
             qp_num: wc.qp_num,
-        }));
-        Ok(n)
+        })
     }
 
     /// Asks for a channel event at the next completion.
     pub(in crate::rdma) fn req_notify(&self) -> Result<(), i32> {
-        let cq = self.cq.0.as_ptr();
-        // SAFETY: the CQ is alive; as in the C inline `ibv_req_notify_cq`.
-        let f = unsafe { (*(*cq).context).ops.req_notify_cq };
-        let Some(notify) = f else {
-            return Err(libc::ENOSYS);
-        };
-        // SAFETY: `notify` is the provider's req_notify_cq for this CQ.
-        let ret = unsafe { notify(cq, 0) };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(ret_errno(ret))
-        }
+        self.cq.req_notify()
     }
 }
 
