@@ -153,6 +153,9 @@ pub struct CmStats {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    /// Of the packets sent, those smoltcp wrote straight into their big
+    /// slot (no copy at flush).
+    pub tx_in_place: u64,
     /// Packets for a connection larger than its send MTU: dropped. (Packets
     /// above the datagram MTU for a neighbour without connected mode are
     /// fragmented over UD and counted in `IpoibStats::frag_tx`.)

@@ -124,6 +124,7 @@ impl StatusSource for IpoibStats {
                 ("cm_idle_closed", cm.idle_closed),
                 ("cm_tx_packets", cm.tx_packets),
                 ("cm_tx_bytes", cm.tx_bytes),
+                ("cm_tx_in_place", cm.tx_in_place),
                 ("cm_rx_packets", cm.rx_packets),
                 ("cm_rx_bytes", cm.rx_bytes),
                 ("cm_tx_too_big", cm.tx_too_big),

@@ -8,12 +8,16 @@
 //! - [`rc`]: connected mode, RC queue pairs beside the UD QP ([`rc::RcVerbs`]).
 //! - `sim` (feature `sim`): a software fabric.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+// `unsafe` lives in `mem` (slot slices) and `rdma::ffi` (libibverbs and
+// librdmacm) only.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
 pub mod back;
 pub mod front;
 mod hca;
+#[allow(unsafe_code)]
 mod mem;
 pub mod notify;
 mod peer_fault;

@@ -154,3 +154,26 @@ impl<'a> RxArea<'a> {
         fits && self.region.read_bytes(start + offset, dst).is_ok()
     }
 }
+
+/// The big TX slot at `offset` of `region` (`len` bytes) as a slice, for
+/// [`crate::rc::BigArea::tx_slot_mut`]: the caller lends the slot's token
+/// mutably for the slice's lifetime, so no second slice of that slot (and
+/// no post of it) exists meanwhile. `None` if the range leaves the region.
+pub(crate) fn big_tx_slice<'s>(
+    region: &'s Window,
+    offset: usize,
+    len: usize,
+    _token: &'s mut crate::rc::BigTxSlot,
+) -> Option<&'s mut [u8]> {
+    let end = offset.checked_add(len)?;
+    if end > region.len() {
+        return None;
+    }
+    // SAFETY: `offset..end` was just checked to lie inside the window,
+    // which lives for 's. The token of the slot, borrowed mutably for 's,
+    // is the only way to name the slot: while the slice lives the device
+    // does not own the slot (it is not posted) and no other slice of it can
+    // be made. The peer-write caveat of this module's documentation holds
+    // as for TX slots.
+    Some(unsafe { core::slice::from_raw_parts_mut(region.as_ptr().add(offset), len) })
+}

@@ -25,16 +25,19 @@
 //! again; meanwhile big packets to that neighbour are dropped. A connection
 //! we opened is closed after [`IDLE_TIMEOUT`] without a packet sent on it.
 //!
-//! Not zero copy yet: smoltcp writes a big packet into a scratch buffer,
-//! which is copied into a big slot at flush (`BigArea` copies; a slice
-//! accessor in `verbs-shim`'s `mem` would remove the copy).
+//! A big packet is written by smoltcp straight into a free big TX slot
+//! (`BigArea::tx_slot_mut`) and posted from there; only when every big
+//! slot is out does it go into a scratch buffer, copied into a big slot
+//! at flush.
 
 use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use smoltcp::time::{Duration, Instant};
-use verbs_shim::rc::{BigTxSlot, ConnHandle, RcCompletion, RcEvent, RcStatus, RcVerbs};
+use verbs_shim::rc::{
+    BigArea, BigLayout, BigTxSlot, ConnHandle, RcCompletion, RcEvent, RcStatus, RcVerbs,
+};
 use verbs_shim::{Gid, Hca, Qpn};
 
 use super::{DatagramSource, IpoibDevice};
@@ -60,19 +63,20 @@ const RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(60);
 /// on it (the peer's passive end then breaks and is let go too).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A big frame (IPoIB header and IP packet) on its way to `peer`.
-pub(crate) struct Outgoing {
+/// Where a frame waiting to be posted is.
+pub(crate) enum Payload {
     /// A whole scratch buffer (`HEADER_LEN + mtu` bytes); the frame is its
-    /// first `len`.
-    buffer: Vec<u8>,
-    len: usize,
-    peer: HwAddr,
+    /// first `len` bytes, copied into a big slot when posted.
+    Buffer(Vec<u8>),
+    /// Written in place in this big TX slot (zero copy).
+    Slot(BigTxSlot),
 }
 
-impl Outgoing {
-    fn frame(&self) -> &[u8] {
-        self.buffer.get(..self.len).unwrap_or(&[])
-    }
+/// A big frame (IPoIB header and IP packet) on its way to `peer`.
+pub(crate) struct Outgoing {
+    payload: Payload,
+    len: usize,
+    peer: HwAddr,
 }
 
 /// Scratch buffers kept for reuse once their frame is in a big slot: a
@@ -119,6 +123,9 @@ pub(crate) struct CmSide {
     /// Scratch-sized buffers whose frames went out (at most
     /// [`SPARE_BUFFERS`]).
     spare: Vec<Vec<u8>>,
+    /// The big-slot region and its shape, for writing frames in place.
+    region: ring::Window,
+    layout: BigLayout,
     /// Neighbours a small packet went to over UD with no connection yet:
     /// one is opened for them at the next flush, as Linux's IPoIB-CM opens
     /// one on the first unicast packet to a neighbour that offers it.
@@ -132,6 +139,10 @@ impl CmSide {
     /// may make it smaller.
     pub(crate) fn start(rc: &mut dyn RcVerbs, mtu: u32) -> Option<CmSide> {
         let caps = rc.rc_caps()?;
+        let (region, layout) = {
+            let area = rc.big_area();
+            (area.region().clone(), area.layout())
+        };
         let (tx, rx) = rc.take_big_slots()?;
         let slot_mtu = caps.big.slot_size.saturating_sub(encap::HEADER_LEN as u32);
         let mtu = mtu.min(slot_mtu) as usize;
@@ -153,6 +164,8 @@ impl CmSide {
             rx: VecDeque::new(),
             scratch: vec![0; encap::HEADER_LEN + mtu],
             spare: Vec::new(),
+            region,
+            layout,
             prime: Vec::new(),
             stats: CmStats {
                 enabled: true,
@@ -193,8 +206,49 @@ impl CmSide {
         let next = self.spare.pop().unwrap_or_else(|| vec![0; size]);
         let buffer = core::mem::replace(&mut self.scratch, next);
         self.outbox.push_back(Outgoing {
-            buffer,
+            payload: Payload::Buffer(buffer),
             len: encap::HEADER_LEN + len,
+            peer,
+        });
+    }
+
+    /// A free big TX slot to write a frame of `frame_len` bytes in place,
+    /// if there is one and the frame fits.
+    pub(crate) fn take_big_tx(&mut self, frame_len: usize) -> Option<BigTxSlot> {
+        if frame_len > self.layout.slot_size as usize {
+            return None;
+        }
+        self.big_tx.pop()
+    }
+
+    /// Gives an unused big TX slot back.
+    pub(crate) fn give_back(&mut self, slot: BigTxSlot) {
+        self.big_tx.push(slot);
+    }
+
+    /// The first `frame_len` bytes of big TX slot `slot`, to write a frame
+    /// in place (`None` if the region does not hold it).
+    pub(crate) fn frame_in<'s>(
+        &'s self,
+        slot: &'s mut BigTxSlot,
+        frame_len: usize,
+    ) -> Option<&'s mut [u8]> {
+        BigArea::new(&self.region, self.layout)
+            .tx_slot_mut(slot)?
+            .get_mut(..frame_len)
+    }
+
+    /// Queues a frame written in place in `slot` (IPoIB header included)
+    /// for `peer`'s connection.
+    pub(crate) fn queue_slot(&mut self, slot: BigTxSlot, frame_len: usize, peer: HwAddr) {
+        if self.outbox.len() >= MAX_QUEUED {
+            self.stats.tx_no_connection += 1;
+            self.big_tx.push(slot);
+            return;
+        }
+        self.outbox.push_back(Outgoing {
+            payload: Payload::Slot(slot),
+            len: frame_len,
             peer,
         });
     }
@@ -247,10 +301,16 @@ impl CmSide {
         true
     }
 
-    /// Keeps a sent frame's buffer for reuse.
+    /// Takes back what carried a frame that went out or was dropped: a
+    /// scratch buffer for reuse, a big slot for the pool.
     fn recycle(&mut self, out: Outgoing) {
-        if self.spare.len() < SPARE_BUFFERS && out.buffer.len() == self.scratch.len() {
-            self.spare.push(out.buffer);
+        match out.payload {
+            Payload::Buffer(buffer) => {
+                if self.spare.len() < SPARE_BUFFERS && buffer.len() == self.scratch.len() {
+                    self.spare.push(buffer);
+                }
+            }
+            Payload::Slot(slot) => self.big_tx.push(slot),
         }
     }
 
@@ -274,10 +334,15 @@ impl CmSide {
         };
         peer.state = PeerState::Failed { until };
         let (gid, qpn) = (peer.gid, peer.qpn);
-        let before = self.waiting.len();
-        self.waiting
-            .retain(|o| !(o.peer.gid == gid && o.peer.qpn == qpn));
-        self.stats.tx_no_connection += (before - self.waiting.len()) as u64;
+        let (lost, kept): (VecDeque<_>, VecDeque<_>) = self
+            .waiting
+            .drain(..)
+            .partition(|o| o.peer.gid == gid && o.peer.qpn == qpn);
+        self.waiting = kept;
+        self.stats.tx_no_connection += lost.len() as u64;
+        for out in lost {
+            self.recycle(out);
+        }
         true
     }
 
@@ -378,33 +443,54 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                         cm.recycle(out);
                         continue;
                     }
-                    let Some(slot) = cm.big_tx.pop() else {
-                        // Every big slot is in flight: try at the next flush.
-                        cm.outbox.push_front(out);
-                        break;
+                    let Outgoing { payload, len, peer } = out;
+                    let slot = match payload {
+                        Payload::Slot(slot) => {
+                            cm.stats.tx_in_place += 1;
+                            slot
+                        }
+                        Payload::Buffer(buffer) => {
+                            let Some(slot) = cm.big_tx.pop() else {
+                                // Every big slot is in flight: try at the
+                                // next flush.
+                                cm.outbox.push_front(Outgoing {
+                                    payload: Payload::Buffer(buffer),
+                                    len,
+                                    peer,
+                                });
+                                break;
+                            };
+                            let frame = buffer.get(..len).unwrap_or(&[]);
+                            let written = rc.big_area().write(&slot, 0, frame);
+                            cm.recycle(Outgoing {
+                                payload: Payload::Buffer(buffer),
+                                len,
+                                peer,
+                            });
+                            if !written {
+                                cm.stats.tx_errors += 1;
+                                cm.big_tx.push(slot);
+                                continue;
+                            }
+                            slot
+                        }
                     };
-                    if !rc.big_area().write(&slot, 0, out.frame()) {
-                        cm.stats.tx_errors += 1;
-                        cm.big_tx.push(slot);
-                        cm.recycle(out);
-                        continue;
-                    }
-                    match rc.rc_post_send(conn, slot, out.len) {
+                    match rc.rc_post_send(conn, slot, len) {
                         Ok(()) => {
                             cm.stats.tx_packets += 1;
-                            cm.stats.tx_bytes += out.len as u64;
-                            cm.used(&out.peer, now);
+                            cm.stats.tx_bytes += len as u64;
+                            cm.used(&peer, now);
                         }
                         Err(e) => {
                             cm.stats.tx_errors += 1;
                             cm.big_tx.push(e.slot);
                         }
                     }
-                    cm.recycle(out);
                 }
                 Some(PeerState::Connecting(_)) => cm.wait(out),
                 Some(PeerState::Failed { until }) if now < until => {
                     cm.stats.tx_no_connection += 1;
+                    cm.recycle(out);
                 }
                 _ => cm.connect(rc, out, now),
             }
@@ -473,7 +559,9 @@ impl CmSide {
 
     fn wait(&mut self, out: Outgoing) {
         if self.waiting.len() >= MAX_QUEUED {
-            self.waiting.pop_front();
+            if let Some(dropped) = self.waiting.pop_front() {
+                self.recycle(dropped);
+            }
             self.stats.tx_no_connection += 1;
         }
         self.waiting.push_back(out);
@@ -482,6 +570,8 @@ impl CmSide {
     fn connect(&mut self, rc: &mut dyn RcVerbs, out: Outgoing, now: Instant) {
         if self.open(rc, out.peer, now) {
             self.wait(out);
+        } else {
+            self.recycle(out);
         }
     }
 

@@ -65,26 +65,78 @@ impl TxToken<'_> {
         let Some(cm) = cm.as_mut() else {
             return Err(f);
         };
-        let Some(buffer) = cm.scratch(len) else {
-            return Err(f);
-        };
-        let result = f(&mut buffer[encap::HEADER_LEN..]);
-        let packet = &buffer[encap::HEADER_LEN..];
-        let ethertype = ethertype_of(packet);
-        let target = tx.route_packet(packet);
-        let hw = target.and_then(|t| tx.unicast_hw(t));
-        match (hw, slot.take()) {
-            (Some(hw), slot) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 => {
-                cm.queue(len, ethertype, hw);
-                if let Some(slot) = slot {
-                    tx.release(slot);
+        // In place, in a free big slot (no copy at flush), when there is
+        // one; else in the scratch buffer.
+        let frame_len = encap::HEADER_LEN + len;
+        if let Some(mut big) = cm.take_big_tx(frame_len) {
+            let Some(frame) = cm.frame_in(&mut big, frame_len) else {
+                cm.give_back(big);
+                return Ok(write_in_scratch(slot, area, tx, cm, len, f));
+            };
+            let result = f(&mut frame[encap::HEADER_LEN..]);
+            let packet = &frame[encap::HEADER_LEN..];
+            let ethertype = ethertype_of(packet);
+            let hw = tx.route_packet(packet).and_then(|t| tx.unicast_hw(t));
+            match hw {
+                Some(hw) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 => {
+                    let mut header = EncapPacket::new_unchecked(&mut *frame);
+                    let _ = EncapRepr { ethertype }.emit(&mut header);
+                    cm.queue_slot(big, frame_len, hw);
+                    if let Some(slot) = slot.take() {
+                        tx.release(slot);
+                    }
+                }
+                _ => {
+                    // Not for a connection: fragments over UD, as any
+                    // packet above the datagram MTU (rare: a neighbour
+                    // without connected mode, or not resolved yet).
+                    let packet = packet.to_vec();
+                    cm.give_back(big);
+                    if let Some(slot) = slot.take() {
+                        send_fragments(tx, area, slot, &packet);
+                    }
                 }
             }
-            (_, Some(slot)) => send_fragments(tx, area, slot, cm.packet(len)),
-            (_, None) => {}
+            return Ok(result);
         }
-        Ok(result)
+        Ok(write_in_scratch(slot, area, tx, cm, len, f))
     }
+}
+
+/// Connected mode's scratch path: smoltcp writes the packet into the
+/// scratch buffer, which is queued for the neighbour's connection (copied
+/// into a big slot at flush) or sent in fragments over UD.
+#[cfg(feature = "alloc")]
+fn write_in_scratch<R, F>(
+    slot: &mut Option<TxSlot>,
+    area: &mut TxArea<'_>,
+    tx: &mut TxSide,
+    cm: &mut super::cm::CmSide,
+    len: usize,
+    f: F,
+) -> R
+where
+    F: FnOnce(&mut [u8]) -> R,
+{
+    let Some(buffer) = cm.scratch(len) else {
+        return f(&mut []);
+    };
+    let result = f(&mut buffer[encap::HEADER_LEN..]);
+    let packet = &buffer[encap::HEADER_LEN..];
+    let ethertype = ethertype_of(packet);
+    let target = tx.route_packet(packet);
+    let hw = target.and_then(|t| tx.unicast_hw(t));
+    match (hw, slot.take()) {
+        (Some(hw), slot) if hw.flags & crate::wire::HwAddr::FLAG_CONNECTED_MODE != 0 => {
+            cm.queue(len, ethertype, hw);
+            if let Some(slot) = slot {
+                tx.release(slot);
+            }
+        }
+        (_, Some(slot)) => send_fragments(tx, area, slot, cm.packet(len)),
+        (_, None) => {}
+    }
+    result
 }
 
 /// The MTU the MSS of an outgoing SYN is clamped to: the datagram MTU, or

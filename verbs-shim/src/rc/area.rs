@@ -1,6 +1,6 @@
-//! CPU access to big slots, by copy through the region's [`Window`]: no
-//! slice into the region is handed out, so this needs no `unsafe` (a
-//! zero-copy accessor can be added to `mem` when `ipoib` needs one).
+//! CPU access to big slots: by copy through the region's [`Window`], or,
+//! for a big TX slot whose token the caller lends mutably, as a slice
+//! ([`BigArea::tx_slot_mut`], made in `mem`) so a frame is written in place.
 
 use ring::Window;
 
@@ -18,6 +18,27 @@ impl<'a> BigArea<'a> {
     /// slots it does not hold.
     pub fn new(region: &'a Window, layout: BigLayout) -> BigArea<'a> {
         BigArea { region, layout }
+    }
+
+    /// The region the slots are in (a clone keeps it alive).
+    pub fn region(&self) -> &'a Window {
+        self.region
+    }
+
+    /// The shape of the slots.
+    pub fn layout(&self) -> BigLayout {
+        self.layout
+    }
+
+    /// Big TX slot `slot` as a slice, to write a frame in place; its token
+    /// is lent for as long as the slice lives. `None` for a slot the layout
+    /// or the region does not hold.
+    pub fn tx_slot_mut<'s>(&self, slot: &'s mut BigTxSlot) -> Option<&'s mut [u8]>
+    where
+        'a: 's,
+    {
+        let base = self.layout.tx_offset(slot.index())?;
+        crate::mem::big_tx_slice(self.region, base, self.layout.slot_size as usize, slot)
     }
 
     /// The size of every big slot.

@@ -26,6 +26,7 @@ mod config;
 mod context;
 mod dests;
 mod error;
+#[allow(unsafe_code)]
 mod ffi;
 mod gather;
 mod ipmc;
