@@ -174,7 +174,7 @@ mod tests {
             assert!(!key.is_empty() && !key.contains(char::is_whitespace));
             value.parse::<u64>().unwrap();
         }
-        assert_eq!(out.lines().count(), 77);
+        assert_eq!(out.lines().count(), 78);
     }
 
     #[test]
@@ -183,6 +183,6 @@ mod tests {
         let both: [&dyn StatusSource; 2] = [&a, &()];
         let mut out = String::new();
         both[..].write_status(&mut out).unwrap();
-        assert_eq!(out.lines().count(), 77);
+        assert_eq!(out.lines().count(), 78);
     }
 }
