@@ -22,6 +22,7 @@
 //! once, in dependency order.
 
 mod cm_addr;
+mod cm_gate;
 mod config;
 mod context;
 mod dests;

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use ring::Window;
 
 use super::cm_addr::AddrKind;
+use super::cm_gate::CmGate;
 use super::config::LinkLayer;
 use super::context::Shared;
 use super::dests::{Dests, MAX_HANDLES};
@@ -164,6 +165,8 @@ pub struct RdmaPort {
     mcast: Option<McastCm>,
     /// Attaches waiting for their join, by group (how many asked).
     joining: BTreeMap<Gid, usize>,
+    /// When `poll_cq` reads the rdma_cm channel.
+    cm_gate: CmGate,
     /// With connected mode: the completion channel and the rdma_cm channel
     /// in one descriptor, which [`RdmaPort::event_fd`] returns.
     events: Option<EventSet>,
@@ -210,6 +213,7 @@ impl RdmaPort {
             rc: None,
             mcast: None,
             joining: BTreeMap::new(),
+            cm_gate: CmGate::new(),
             events: None,
             closed: false,
             stats: RdmaStats::default(),
@@ -364,8 +368,13 @@ impl RdmaPort {
 
     /// Takes and acknowledges every pending completion channel event
     /// (`ibv_get_cq_event` until `EAGAIN`, then `ibv_ack_cq_events`).
-    /// Returns how many there were.
+    /// Returns how many there were. The rdma_cm channels, in the same
+    /// descriptor, are read at the next poll.
     pub fn ack_events(&mut self) -> io::Result<usize> {
+        self.cm_gate.wake();
+        if let Some(rc) = &mut self.rc {
+            rc.wake_cm();
+        }
         let n = self.queues.ack_events()?;
         self.stats.events += n as u64;
         Ok(n)
@@ -931,7 +940,9 @@ impl Verbs for RdmaPort {
     }
 
     fn poll_cq(&mut self) -> Result<Option<Completion>, HcaError> {
-        self.pump_cm();
+        if self.cm_gate.due() {
+            self.pump_cm();
+        }
         self.collect_resolved();
         if let Some(c) = self.cq.pop_front() {
             return Ok(Some(c));

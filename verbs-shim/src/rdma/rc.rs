@@ -26,6 +26,7 @@ use alloc::vec::Vec;
 use std::io;
 
 use super::cm_addr::{service_port, AddrKind, CmAddr, PrivateData};
+use super::cm_gate::CmGate;
 use super::ffi::{CmChannel, CmEvent, CmId, ConnParams, PortSpace, RcCore, RcQp, RcWc};
 use super::ffi::{Queues, POLL_BATCH};
 use crate::hca::HcaError;
@@ -152,6 +153,8 @@ pub(super) struct RdmaRc {
     queue: VecDeque<RcCompletion>,
     wcs: Vec<RcWc>,
     name: alloc::string::String,
+    /// When `poll` reads the rdma_cm channel.
+    cm_gate: CmGate,
     pub(super) stats: RdmaRcStats,
 }
 
@@ -233,6 +236,7 @@ impl RdmaRc {
             queue: VecDeque::new(),
             wcs: Vec::with_capacity(POLL_BATCH),
             name: s.name.into(),
+            cm_gate: CmGate::new(),
             stats: RdmaRcStats::default(),
         })
     }
@@ -379,7 +383,7 @@ impl RdmaRc {
             conn.recv_mtu = recv_mtu;
             conn.send_mtu = conn.peer.recv_mtu.min(slot_size);
             (|| -> Result<RcQp, RdmaError> {
-                let qp = new_qp(&dev_core, send_wr)?;
+                let qp = RcQp::create(&dev_core, send_wr)?;
                 move_qp(&conn.id, &qp, &[QPS_INIT, QPS_RTR, QPS_RTS])?;
                 let (private, len) = PrivateData {
                     ud_qpn,
@@ -566,8 +570,16 @@ impl RdmaRc {
         }
     }
 
+    /// The port's event descriptor woke: read the rdma_cm channel at the
+    /// next poll.
+    pub(super) fn wake_cm(&mut self) {
+        self.cm_gate.wake();
+    }
+
     pub(super) fn poll(&mut self) -> Result<Option<RcCompletion>, HcaError> {
-        self.pump_cm();
+        if self.cm_gate.due() {
+            self.pump_cm();
+        }
         if self.queue.is_empty() {
             self.reap()?;
         }
@@ -840,7 +852,7 @@ impl RdmaRc {
         let Some(conn) = self.conn_mut(index) else {
             return Ok(());
         };
-        let qp = new_qp(&core, send_wr)?;
+        let qp = RcQp::create(&core, send_wr)?;
         move_qp(&conn.id, &qp, &[QPS_INIT])?;
         let (private, len) = PrivateData {
             ud_qpn,
@@ -989,10 +1001,6 @@ fn move_qp(id: &CmId, qp: &RcQp, states: &[u32]) -> Result<(), RdmaError> {
         qp.modify(attr, mask, call)?;
     }
     Ok(())
-}
-
-fn new_qp(core: &Arc<RcCore>, send_wr: u32) -> Result<RcQp, RdmaError> {
-    RcQp::create(core, send_wr)
 }
 
 /// Stops a connection: its QP to the error state (flushing its sends) and
