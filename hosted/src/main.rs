@@ -5,7 +5,7 @@ mod latency;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,33 @@ enum Command {
     },
 }
 
+/// Set by SIGUSR1: print the status page's counters and the TCP sockets
+/// to stderr at the next pass.
+static DUMP: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
+
+/// What SIGUSR1 asks for: the counters `/stats` would serve, then one line
+/// per TCP socket (for a transfer that seems stuck).
+fn dump_status(rt: &Runtime) {
+    let mut out = String::from("ibguest-hosted: status (SIGUSR1)\n");
+    let _ = rt.stack.write_status(&mut out);
+    for (_, socket) in rt.stack.sockets.iter() {
+        if let smoltcp::socket::Socket::Tcp(t) = socket {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "tcp {:?} -> {:?} {} send_queue {} recv_queue {}\n",
+                    t.local_endpoint(),
+                    t.remote_endpoint(),
+                    t.state(),
+                    t.send_queue(),
+                    t.recv_queue()
+                ),
+            );
+        }
+    }
+    eprint!("{out}");
+}
+
 /// Runs the loop until `step` says it is done or `stop` is set.
 fn drive<T>(
     rt: &mut Runtime,
@@ -116,6 +143,9 @@ fn drive<T>(
     mut step: impl FnMut(&mut Runtime) -> Poll<T>,
 ) -> Result<Option<T>, HostedError> {
     while !stop.load(Ordering::Relaxed) {
+        if DUMP.swap(false, Ordering::Relaxed) {
+            dump_status(rt);
+        }
         let progress = rt.poll()?;
         while let Some(report) = rt.stack.services.pop_discard_report() {
             println!("{report}");
@@ -464,6 +494,10 @@ fn main() -> ExitCode {
             eprintln!("ibguest-hosted: cannot handle signals: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, DUMP.clone()) {
+        eprintln!("ibguest-hosted: cannot handle SIGUSR1: {e}");
+        return ExitCode::FAILURE;
     }
     match run(cli, &stop) {
         Ok(true) => ExitCode::SUCCESS,

@@ -4,6 +4,9 @@
 //!   with hardware type 32, the broadcast and multicast MGIDs, the GRH.
 //! - [`IpoibDevice`]: a `phy::Device` with `Medium::Ip`, zero copy in both
 //!   directions, a neighbour and path cache, and counters.
+//! - [`drive::poll_interface`]: `Interface::poll` for this device (use it
+//!   instead: it keeps a refused TX token from costing TCP a fast
+//!   retransmit).
 //! - [`pcap`]: LINKTYPE_IPOIB captures that Wireshark decodes.
 //! - `reassembly` (feature `alloc`): IPv4 and IPv6 reassembly (smoltcp has
 //!   none for IPv6 on `Medium::Ip`; for IPv4 the device does it so every
@@ -19,6 +22,7 @@ extern crate alloc;
 pub mod capture;
 pub mod config;
 mod device;
+pub mod drive;
 pub mod neighbour;
 pub mod pcap;
 #[cfg(any(test, feature = "alloc"))]
@@ -32,4 +36,5 @@ pub use device::{
     DatagramSource, GroupError, GroupState, IpoibDevice, IpoibError, LinkState, RxToken, TxToken,
     ARP_RESERVE, MAX_GROUPS, MAX_SLOTS, PENDING,
 };
+pub use drive::{poll_interface, TxRoom};
 pub use stats::IpoibStats;

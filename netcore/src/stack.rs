@@ -186,7 +186,8 @@ impl<H: Hca> NetStack<H> {
             device: &mut *self.device,
             gate: self.services.gate(&self.sockets),
         };
-        busy |= self.iface.poll(now, &mut device, &mut self.sockets) != PollResult::None;
+        busy |= ipoib::poll_interface(&mut self.iface, now, &mut device, &mut self.sockets)
+            != PollResult::None;
         let device_stats = self.device.stats();
         let service_stats = self.services.stats();
         let peer_faults = self.device.hca().peer_faults();
@@ -199,7 +200,7 @@ impl<H: Hca> NetStack<H> {
                 device: &mut *self.device,
                 gate: self.services.gate(&self.sockets),
             };
-            self.iface.poll(now, &mut device, &mut self.sockets);
+            ipoib::poll_interface(&mut self.iface, now, &mut device, &mut self.sockets);
         }
         // Meet a burst of clients (or give back what the last one took).
         self.services.resize(&mut self.sockets, now);
@@ -240,6 +241,17 @@ impl<H: Hca> NetStack<H> {
     pub fn leave_ipv4_group(&mut self, group: Ipv4Address) -> Result<(), GroupError> {
         let _ = self.iface.leave_multicast_group(group);
         self.device.leave_ipv4_group(group)
+    }
+
+    /// The status page's counters (the device's, the back end's faults,
+    /// the services'), as `key value` lines: what `/stats` serves, for a
+    /// caller that reports them another way (the hosted guest on SIGUSR1).
+    pub fn write_status(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        let device_stats = self.device.stats();
+        let service_stats = self.services.stats();
+        let peer_faults = self.device.hca().peer_faults();
+        let sources: [&dyn StatusSource; 3] = [&device_stats, &peer_faults, &service_stats];
+        sources[..].write_status(out)
     }
 
     /// Moves onto a new device after the back end restarted; sockets,

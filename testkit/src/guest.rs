@@ -267,7 +267,7 @@ impl<C: Capture> Guest<C> {
     pub fn poll(&mut self, now: Instant) -> Result<bool, BoxError> {
         let before = self.device.stats();
         let mut progress = self.service_device(now)?;
-        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        ipoib::poll_interface(&mut self.iface, now, &mut self.device, &mut self.sockets);
         progress |= self.service_device(now)?;
         progress |= self.back.service()? > 0;
         let after = self.device.stats();

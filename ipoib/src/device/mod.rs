@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! device.service(now)?;              // completions, ARP, timers, posting
-//! iface.poll(now, &mut device, &mut sockets);
+//! ipoib::poll_interface(&mut iface, now, &mut device, &mut sockets);
 //! device.service(now)?;              // post what smoltcp queued, one doorbell
 //! if !device.arm()? { sleep until an interrupt or iface.poll_at() }
 //! ```
@@ -169,6 +169,9 @@ pub(crate) struct RxSide {
     idle: Vec<RxSlot, MAX_SLOTS>,
     /// The private copy smoltcp parses (phy.rs says why).
     copy: [u8; RX_COPY],
+    /// Connected mode's receive buffers, reused once smoltcp read them.
+    #[cfg(feature = "alloc")]
+    cm_pool: cm::RxPool,
 }
 
 impl RxSide {
@@ -251,6 +254,8 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 repost: Vec::new(),
                 idle: Vec::new(),
                 copy: [0; RX_COPY],
+                #[cfg(feature = "alloc")]
+                cm_pool: cm::RxPool::default(),
             },
             tx: TxSide::new(config, local),
             groups: groups::Groups::default(),

@@ -34,6 +34,10 @@ pub struct RxToken<'a> {
     /// A reassembled IPv6 datagram, handed over instead of a slot.
     #[cfg(feature = "alloc")]
     whole: Option<alloc::vec::Vec<u8>>,
+    /// Where `whole` goes once smoltcp has read it: connected mode's pool
+    /// of receive buffers (none for a reassembled datagram).
+    #[cfg(feature = "alloc")]
+    pool: Option<&'a mut super::cm::RxPool>,
 }
 
 /// A TX slot smoltcp may fill (or, for a packet larger than the datagram
@@ -169,7 +173,11 @@ impl phy::RxToken for RxToken<'_> {
     {
         #[cfg(feature = "alloc")]
         if let Some(whole) = self.whole.take() {
-            return f(&whole);
+            let result = f(&whole);
+            if let Some(pool) = self.pool.take() {
+                pool.give_back(whole);
+            }
+            return result;
         }
         let Some(slot) = self.slot.take() else {
             return f(&[]);
@@ -378,6 +386,12 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
             return None;
         };
         let buffers = self.hca.buffers();
+        // A connected-mode packet's buffer goes back to the pool after
+        // smoltcp read it.
+        let pool = match from {
+            Owned::Connected => Some(&mut self.rx.cm_pool),
+            Owned::Reassembled => None,
+        };
         Some((
             RxToken {
                 slot: None,
@@ -387,6 +401,7 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
                 repost: &mut self.rx.repost,
                 copy: &mut self.rx.copy,
                 whole: Some(packet),
+                pool,
             },
             TxToken {
                 slot: Some(tx_slot),
@@ -405,6 +420,31 @@ enum Owned {
     Reassembled,
     /// Connected mode's queue of received packets.
     Connected,
+}
+
+impl<H: Hca, C: Capture> crate::drive::TxRoom for IpoibDevice<H, C> {
+    /// Free TX slots for the stack (none while the link is not up), and in
+    /// connected mode no more than its queue takes.
+    fn tx_room(&self) -> usize {
+        if self.link != LinkState::Up {
+            return 0;
+        }
+        let room = self.tx.slots_for_stack();
+        #[cfg(feature = "alloc")]
+        if let Some(cm) = &self.cm {
+            return room.min(cm.room());
+        }
+        room
+    }
+
+    fn tx_room_max(&self) -> usize {
+        let room = usize::from(self.hca.layout().tx_count).saturating_sub(super::ARP_RESERVE);
+        #[cfg(feature = "alloc")]
+        if let Some(cm) = &self.cm {
+            return room.min(cm.room_max());
+        }
+        room
+    }
 }
 
 impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
@@ -447,6 +487,8 @@ impl<H: Hca, C: Capture> phy::Device for IpoibDevice<H, C> {
                 copy: &mut self.rx.copy,
                 #[cfg(feature = "alloc")]
                 whole: None,
+                #[cfg(feature = "alloc")]
+                pool: None,
             },
             TxToken {
                 slot: Some(tx_slot),

@@ -1,12 +1,12 @@
 //! Poll-driven clients, for tests and the hosted guest's command line.
 //!
 //! Each client adds one socket to a `SocketSet` when it is made, and is then
-//! polled after every `Interface::poll` with the current time:
+//! polled after every `ipoib::poll_interface` with the current time:
 //!
 //! ```text
 //! let mut ping = Pinger::new(&mut sockets, PingConfig::new(target))?;
 //! let report = loop {
-//!     iface.poll(now(), &mut device, &mut sockets);
+//!     ipoib::poll_interface(&mut iface, now(), &mut device, &mut sockets);
 //!     if let Poll::Ready(result) = ping.poll(&mut sockets, now()) { break result?; }
 //! };
 //! ping.release(&mut sockets);

@@ -59,3 +59,13 @@ impl<D: Device> Device for Gated<'_, D> {
         self.device.capabilities()
     }
 }
+
+impl<D: ipoib::TxRoom> ipoib::TxRoom for Gated<'_, D> {
+    fn tx_room(&self) -> usize {
+        self.device.tx_room()
+    }
+
+    fn tx_room_max(&self) -> usize {
+        self.device.tx_room_max()
+    }
+}

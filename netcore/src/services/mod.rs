@@ -27,7 +27,7 @@
 //! let mut sockets = SocketSet::new(Vec::new());
 //! let mut host = ServiceHost::new(&config, &mut sockets);
 //! loop {
-//!     // iface.poll(now, &mut device, &mut sockets);
+//!     // ipoib::poll_interface(&mut iface, now, &mut device, &mut sockets);
 //!     host.poll(&mut sockets, &device_stats);
 //! #   break;
 //! }
