@@ -62,6 +62,18 @@ fn count(be: &Backend, guest: &str, key: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
+/// Waits until `guest`'s counter `key` is at least 1: the worker
+/// publishes a seat's counters just after it closes the seat's socket, so
+/// a hang-up can be seen a moment before its count.
+fn wait_counted(be: &Backend, guest: &str, key: &str) -> Result<()> {
+    be.wait_until(
+        &format!("{guest}: {key} counted"),
+        Duration::from_secs(5),
+        |b| b.counter(guest, key).is_ok_and(|n| n >= 1),
+    )?;
+    Ok(())
+}
+
 fn clear_nonblocking(event: &EventFd) -> Result<()> {
     let flags = OFlag::from_bits_retain(fcntl(event.as_fd(), FcntlArg::F_GETFL).map_err(fail)?);
     fcntl(
@@ -211,6 +223,7 @@ fn stall_the_interrupt(be: &Backend, evil: &mut Attacker) -> Result<()> {
     clear_nonblocking(&interrupt)?;
     let _front = evil.attach_front();
     evil.wait_hung_up(Duration::from_secs(10))?;
+    wait_counted(be, evil.name, "violation_disconnects")?;
     let stalls = count(be, evil.name, "transport_violation.interrupt_stalled")?
         + count(be, evil.name, "transport_violation.interrupt_counter_full")?;
     assert_eq!(stalls, 1, "{}", be.stats()?);
@@ -258,6 +271,7 @@ fn drain_then_talk(be: &Backend, evil: &mut Attacker) -> Result<()> {
         false
     });
     evil.wait_hung_up(Duration::from_secs(10))?;
+    wait_counted(be, evil.name, "transport_violation.socket_data")?;
     let stopped = writer.join().map_err(|_| fail("writer panicked"))?;
     assert!(stopped, "the back end never closed the talking socket");
     assert_eq!(
@@ -307,6 +321,7 @@ fn truncate_then_scribble(be: &Backend, evil: &mut Attacker) -> Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     evil.wait_hung_up(Duration::from_secs(10))?;
+    wait_counted(be, evil.name, "violations")?;
     assert!(count(be, evil.name, "violations")? >= 1);
     Ok(())
 }
@@ -409,6 +424,7 @@ fn a_compromised_guest_cannot_stall_crash_or_spin_the_worker() -> Result<()> {
     let mut talker = Attacker::connect(&be, "talker")?;
     talker.conn.stream.write_all(b"hello?")?;
     talker.wait_hung_up(Duration::from_secs(10))?;
+    wait_counted(&be, "talker", "transport_violation.socket_data")?;
     assert_eq!(count(&be, "talker", "transport_violation.socket_data")?, 1);
 
     traffic_done.store(true, Ordering::Relaxed);
