@@ -155,6 +155,46 @@ fn raw_transfers_move_the_requested_bytes() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The sender closes (sends its FIN) only once every byte it sent is
+/// acknowledged, in a segment of its own. A FIN riding on the last data
+/// segment at the edge of the receiver's window was lost with the bytes
+/// smoltcp's receiver trimmed there, and only smoltcp's 1 s minimum
+/// retransmission timeout brought it back: hosted 256 MiB transfers that
+/// took 1.1 s instead of 0.1 s, about one in ten.
+#[test]
+fn the_sender_closes_once_everything_is_acknowledged() -> Result<(), BoxError> {
+    use smoltcp::socket::{tcp, Socket};
+    let mut s = Setup::new()?;
+    let bytes = 2 * MIB + 777;
+    let config = TcpSenderConfig::new(s.server_endpoint(DISCARD_PORT), 51020, bytes);
+    let g = &mut s.net.guests[CLIENT];
+    let mut sender = TcpSender::new(g.iface.context(), &mut g.sockets, config)?;
+    // (state, bytes unacknowledged) when the socket first left ESTABLISHED.
+    let mut closed_with: Option<(tcp::State, usize)> = None;
+    let report = s.run_client(LIMIT, |net| {
+        let result = sender.poll(&mut net.guests[CLIENT].sockets, net.now);
+        for (_, socket) in net.guests[CLIENT].sockets.iter() {
+            if let Socket::Tcp(t) = socket {
+                let ours = t.local_endpoint().is_some_and(|e| e.port == 51020);
+                let closing = !matches!(
+                    t.state(),
+                    tcp::State::SynSent | tcp::State::Established | tcp::State::Closed
+                );
+                if ours && closing && closed_with.is_none() {
+                    closed_with = Some((t.state(), t.send_queue()));
+                }
+            }
+        }
+        result
+    })??;
+    sender.release(&mut s.net.guests[CLIENT].sockets);
+    assert_eq!(report.sent, bytes);
+    assert_eq!(closed_with, Some((tcp::State::FinWait1, 0)));
+    let discard = s.host.pop_discard_report().expect("a discard report");
+    assert_eq!(discard.bytes, bytes);
+    Ok(())
+}
+
 #[test]
 fn echo_returns_what_the_sender_sent() -> Result<(), BoxError> {
     let mut s = Setup::new()?;

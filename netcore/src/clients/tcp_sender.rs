@@ -159,7 +159,7 @@ impl TcpSender {
     }
 
     /// Fills the send buffer, drains the receive buffer, and closes once
-    /// everything is queued.
+    /// everything sent is acknowledged.
     fn transfer(&mut self, socket: &mut tcp::Socket<'_>) {
         while socket.can_send() && self.sent < self.bytes {
             let left = self.bytes - self.sent;
@@ -190,7 +190,12 @@ impl TcpSender {
                 Ok(n) => self.received += n as u64,
             }
         }
-        if !self.closing && self.sent == self.bytes && socket.may_send() {
+        // The FIN goes alone, once everything sent is acknowledged: on the
+        // last data segment at the edge of the receiver's window it was
+        // lost with the bytes smoltcp's receiver trimmed there, and came
+        // back only after smoltcp's 1 s minimum retransmission timeout.
+        if !self.closing && self.sent == self.bytes && socket.may_send() && socket.send_queue() == 0
+        {
             socket.close();
             self.closing = true;
         }
