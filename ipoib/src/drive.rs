@@ -63,13 +63,19 @@ where
 }
 
 /// Packets one egress pass may send: one per socket that can send (a TCP
-/// socket that is neither listening nor closed, any other socket), and one
-/// for the interface's own (an IGMP report, an IPv4 fragment).
+/// socket that is neither listening nor closed, a UDP or ICMP socket with
+/// something queued, any other kind), and one for the interface's own (an
+/// IGMP report, an IPv4 fragment). A socket with nothing to send does not
+/// count: many idle sockets must not hold egress back until every slot is
+/// free.
 fn pass_need(sockets: &SocketSet<'_>) -> usize {
     1 + sockets
         .iter()
         .filter(|(_, socket)| match socket {
             Socket::Tcp(t) => !matches!(t.state(), tcp::State::Listen | tcp::State::Closed),
+            Socket::Udp(u) => u.send_queue() > 0,
+            Socket::Icmp(i) => i.send_queue() > 0,
+            #[allow(unreachable_patterns)]
             _ => true,
         })
         .count()
@@ -322,7 +328,12 @@ mod tests {
                 alloc::vec![0; 64],
             ),
         );
-        sockets.add(udp);
+        let udp = sockets.add(udp);
+        assert_eq!(pass_need(&sockets), 1, "a UDP socket with nothing queued");
+        let to = smoltcp::wire::IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 9);
+        let socket = sockets.get_mut::<smoltcp::socket::udp::Socket>(udp);
+        socket.bind(9).expect("bind");
+        socket.send_slice(b"x", to).expect("queued");
         assert_eq!(pass_need(&sockets), 2);
     }
 }
