@@ -310,3 +310,62 @@ fn what_a_guest_held_is_released_when_it_goes() {
     let stats = fabric.stats();
     assert_eq!((stats.ports, stats.groups, stats.qpns_in_use), (0, 0, 0));
 }
+
+/// Every receive a guest queued goes to the provider in the same service
+/// pass, before its sends, whatever the batch: a peer answering those sends
+/// at once must find them posted. With only a batch of receives first, a
+/// TCP receiver's ACK went out with most of its reposts still in the ring,
+/// and the sender's next burst was dropped for want of a receive.
+#[test]
+fn one_pass_posts_every_receive_before_the_sends() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let small_batch = BackConfig {
+        batch: 4,
+        ..config()
+    };
+    let mut a = Guest::new(&fabric, 1, config());
+    let mut b = Guest::new(&fabric, 2, small_batch);
+    for slot in a.rx.drain(..) {
+        a.front.post_recv(slot).expect("post recv");
+    }
+    a.front.resolve(b.gid()).expect("resolve");
+    a.pump_until(10, |g| g.paths().len() == 1);
+    let handle = a.paths()[0].expect("A's path to B");
+    b.front.resolve(a.gid()).expect("resolve");
+    b.pump_until(10, |g| g.paths().len() == 1);
+    let to_a = b.paths()[0].expect("B's path to A");
+
+    // B posts all its receives and sends one packet, in one doorbell; one
+    // service pass of its back half.
+    let receives = b.rx.len();
+    assert!(receives > 4 * 8, "{receives} receives");
+    for slot in b.rx.drain(..) {
+        b.front.post_recv(slot).expect("post recv");
+    }
+    let slot = b.tx.pop().expect("a TX slot");
+    let dest = UdDest {
+        handle: to_a,
+        qpn: a.front.port_attr().qpn,
+        qkey: QKey::IPOIB_DEFAULT,
+    };
+    b.front.post_send(slot, 64, &dest).expect("send");
+    b.front.flush().expect("flush");
+    b.back.service().expect("service");
+
+    // A answers with as many packets as B has receives: none is dropped.
+    for _ in 0..receives {
+        let slot = a.tx.pop().expect("a TX slot");
+        let dest = UdDest {
+            handle,
+            qpn: b.front.port_attr().qpn,
+            qkey: QKey::IPOIB_DEFAULT,
+        };
+        a.front.post_send(slot, 64, &dest).expect("send");
+        if a.tx.is_empty() {
+            a.pump();
+        }
+    }
+    a.pump();
+    assert_eq!(fabric.stats().totals.drop_no_recv, 0);
+    b.pump_until(10, |g| g.received() == receives);
+}
