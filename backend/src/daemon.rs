@@ -96,6 +96,9 @@ fn start(
         0,
         snapshots,
     )?;
+    if let Fabric::Sim(sim) = &fabric {
+        control.set_sim_fabric(sim.clone());
+    }
     let gateway = match &config.gateway {
         Some(g) => {
             let number = u16::try_from(config.guests.len() + 1).map_err(|_| "too many guests")?;

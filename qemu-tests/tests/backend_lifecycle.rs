@@ -55,6 +55,21 @@ fn tcp_between_guests_survives_a_worker_kill() -> Result<()> {
         "{}",
         be.stats()?
     );
+    // The sim fabric's own counters (the new worker's fabric): what
+    // crossed it, and every drop by reason.
+    let stats = be.stats()?;
+    let fabric = stats
+        .lines()
+        .find(|l| l.starts_with("fabric sim "))
+        .ok_or_else(|| HarnessError(format!("no fabric line in\n{stats}")))?;
+    let count = |key: &str| -> u64 {
+        fabric
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("tx_packets") > 1000, "{fabric}");
+    assert!(fabric.contains(" drop_no_recv="), "{fabric}");
     // Both guests noticed the new epoch and moved over.
     assert!(g2.output().contains("re-attaching"), "{}", g2.tail(10));
     let log = be.guard.output();

@@ -31,6 +31,8 @@ use std::sync::Mutex;
 pub struct Control {
     gateway: Mutex<Option<(SharedGatewayStats, String)>>,
     dhcp: Mutex<Option<SharedDhcpStats>>,
+    /// The sim fabric, for its drop counters (none on rdma).
+    sim: Mutex<Option<verbs_shim::sim::SimFabric>>,
     listener: UnixListener,
     provider: &'static str,
     epoch: std::sync::atomic::AtomicU32,
@@ -50,6 +52,7 @@ impl Control {
         Ok(Control {
             gateway: Mutex::new(None),
             dhcp: Mutex::new(None),
+            sim: Mutex::new(None),
             listener,
             provider,
             epoch: std::sync::atomic::AtomicU32::new(epoch),
@@ -59,6 +62,11 @@ impl Control {
 
     pub fn set_gateway(&self, stats: SharedGatewayStats, tap: String) {
         *self.gateway.lock().unwrap_or_else(|e| e.into_inner()) = Some((stats, tap));
+    }
+
+    /// `stats` also reports the sim fabric's counters.
+    pub fn set_sim_fabric(&self, fabric: verbs_shim::sim::SimFabric) {
+        *self.sim.lock().unwrap_or_else(|e| e.into_inner()) = Some(fabric);
     }
 
     pub fn set_dhcp(&self, stats: SharedDhcpStats) {
@@ -178,7 +186,14 @@ impl Control {
                         &seats,
                     )
                     .as_bytes(),
-                )
+                )?;
+                // After the report: tools read it from its `backend` line on.
+                match &*self.sim.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some(fabric) => {
+                        stream.write_all(stats::render_sim_fabric(&fabric.stats()).as_bytes())
+                    }
+                    None => Ok(()),
+                }
             }
             other => writeln!(stream, "error: unknown command {other:?} (known: stats)"),
         }
