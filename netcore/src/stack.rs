@@ -254,8 +254,9 @@ impl<H: Hca> NetStack<H> {
         sources[..].write_status(out)
     }
 
-    /// Moves onto a new device after the back end restarted; sockets,
-    /// connections and the neighbour cache carry on.
+    /// Moves onto a new device after the back end restarted; sockets and
+    /// connections carry on, neighbours are asked for again (their QPNs
+    /// changed with the back end).
     pub fn replace_device(&mut self, hca: H) -> Result<H, IpoibError> {
         self.device.replace_device(hca)
     }

@@ -267,9 +267,10 @@ impl<H: Hca, C: Capture> IpoibDevice<H, C> {
     }
 
     /// Moves the interface onto a new device, for example after the back
-    /// end restarted (a new epoch). smoltcp's sockets and the neighbour
-    /// cache carry on; everything tied to the old device (its slots, queued
-    /// packets, path handles) is forgotten. Returns the old device.
+    /// end restarted (a new epoch). smoltcp's sockets carry on; everything
+    /// tied to the old device (its slots, queued packets, path handles, and
+    /// the neighbours' hardware addresses, whose QPNs the new back end hands
+    /// out afresh) is forgotten. Returns the old device.
     pub fn replace_device(&mut self, hca: H) -> Result<H, IpoibError> {
         let old = core::mem::replace(&mut self.hca, hca);
         self.bring_up()?;

@@ -116,7 +116,8 @@ impl TxSide {
     }
 
     /// Forgets everything tied to the previous device: its slots, queued
-    /// packets and path handles. Queued packets count as link-down drops.
+    /// packets, path handles and neighbours. Queued packets count as
+    /// link-down drops.
     pub fn reset(&mut self, local: Local) {
         let dropped = self.ready.len() + self.pending.len();
         self.stats.tx_drops.link_down += dropped as u64;
@@ -126,6 +127,12 @@ impl TxSide {
         self.stale_handles.clear();
         // The old device's handles mean nothing to the new one.
         self.paths.clear(|_| {});
+        // Nor do the neighbours' QPNs: a back end that restarts hands QPNs
+        // out afresh (two hosted guests swapped theirs), and a neighbour
+        // that announced its new one while we were away is not heard. Kept,
+        // the entries sent every packet to a QPN nobody had, until they
+        // expired (60 s); ARP now asks again at the first packet.
+        self.neighbours.clear();
         self.local = local;
     }
 

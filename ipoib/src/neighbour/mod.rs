@@ -76,6 +76,11 @@ impl NeighbourCache {
         self.entries.is_empty()
     }
 
+    /// Forgets every entry: their QPNs belong to a fabric that is gone.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     fn find(&mut self, ip: IpAddress) -> Option<&mut Neighbour> {
         self.entries.iter_mut().find(|n| n.ip == ip)
     }
