@@ -262,9 +262,11 @@ fn print_report(rows: &[Row], notes: &[String]) {
     }
 }
 
-/// `__profile udp|udp-loopback|tcp|tcp-loopback ROUNDS`: runs one side of
-/// an in-process row ROUNDS times and prints each rate (the command
-/// BENCHMARKS.md's profiles were taken with, under `perf record`).
+/// `__profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib ROUNDS`:
+/// runs one side of an in-process row ROUNDS times and prints each rate
+/// (the command BENCHMARKS.md's profiles were taken with, under `perf
+/// record`). `tcp-loopback-ipoib` is the peer of the goal's TCP row: the
+/// loopback reporting the IPoIB device's MTU and checksum duties.
 fn profile(args: &[String]) -> ExitCode {
     let rounds: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5);
     for _ in 0..rounds {
@@ -273,9 +275,12 @@ fn profile(args: &[String]) -> ExitCode {
             Some("udp-loopback") => udp_bench::loopback(1_000_000).map(|r| r.rate / 1e3),
             Some("tcp") => tcp_bench::ours(256 << 20),
             Some("tcp-loopback") => tcp_bench::loopback(256 << 20, None),
+            Some("tcp-loopback-ipoib") => {
+                tcp_bench::ipoib_caps().and_then(|caps| tcp_bench::loopback(256 << 20, Some(&caps)))
+            }
             _ => {
                 eprintln!(
-                    "usage: ibguest-bench __profile udp|udp-loopback|tcp|tcp-loopback [ROUNDS]"
+                    "usage: ibguest-bench __profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib [ROUNDS]"
                 );
                 return ExitCode::from(2);
             }
