@@ -41,6 +41,7 @@ impl SharedCapture {
         Ok(())
     }
 
+    #[inline]
     fn with(&self, f: impl FnOnce(&mut FileWriter)) {
         if let Some(w) = &self.0 {
             f(&mut w.lock().unwrap_or_else(|e| e.into_inner()));
@@ -49,10 +50,12 @@ impl SharedCapture {
 }
 
 impl Capture for SharedCapture {
+    #[inline]
     fn transmitted(&mut self, at: Instant, dest: &HwAddr, packet: &[u8]) {
         self.with(|w| w.write_tx(at, dest, packet));
     }
 
+    #[inline]
     fn received(&mut self, at: Instant, grh: &[u8; 40], packet: &[u8]) {
         self.with(|w| w.write_rx(at, grh, packet));
     }

@@ -1042,3 +1042,35 @@ fn completions_reaped_in_a_batch_keep_their_order_and_the_arm_check() {
     assert_eq!(&kinds[..2], [WcStatus::Success, WcStatus::Success]);
     assert!(kinds[2..].iter().all(|s| *s == WcStatus::Flushed));
 }
+
+/// A sender keeps its route to a GID between sends (saving the lookup),
+/// but not across the port behind it going away and another taking its
+/// GID: the packet then goes to the new port, or nowhere while there is
+/// none.
+#[test]
+fn a_route_follows_its_gid_to_a_new_port() {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let mut a = Node::local(&fabric, 1);
+    let mut b = Node::local(&fabric, 2);
+    let dest = a.dest_to(&b);
+    assert_eq!(a.send(&dest, b"first"), WcStatus::Success);
+    assert_eq!(a.send(&dest, b"second"), WcStatus::Success);
+    assert_eq!(
+        b.take_payloads(),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+
+    drop(b);
+    assert_eq!(a.send(&dest, b"lost"), WcStatus::Success);
+    assert_eq!(a.port.stats().unroutable, 1);
+
+    let mut again = Node::local(&fabric, 2);
+    // The new port may get another QPN; address it as the old one was.
+    let dest = UdDest {
+        qpn: again.qpn(),
+        ..dest
+    };
+    assert_eq!(a.send(&dest, b"third"), WcStatus::Success);
+    assert_eq!(again.take_payloads(), vec![b"third".to_vec()]);
+    assert_eq!(a.port.stats().unroutable, 1);
+}

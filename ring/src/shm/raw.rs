@@ -328,10 +328,12 @@ impl Window {
         }
         let head = head.min(len);
         let units = (len - head) / WIDE;
-        for i in (0..head).chain(head + units * WIDE..len) {
-            // SAFETY: `i < len`, inside both checked ranges, which the caller
-            // guarantees do not overlap.
-            unsafe { ptr::write_volatile(dst.add(i), ptr::read_volatile(from.add(i))) };
+        let tail = head + units * WIDE;
+        // SAFETY: `0..head` and `tail..len` lie inside both checked ranges,
+        // which the caller guarantees do not overlap.
+        unsafe {
+            small_copy_between(dst, from, head);
+            small_copy_between(dst.add(tail), from.add(tail), len - tail);
         }
         for u in 0..units {
             let at = head + u * WIDE;
@@ -372,19 +374,44 @@ fn copy_disjoint_words(dst: *mut u8, from: *const u8, len: usize) -> bool {
     }
     let head = head.min(len);
     let words = (len - head) / CHUNK;
-    for i in (0..head).chain(head + words * CHUNK..len) {
-        // SAFETY: `i < len`, inside both ranges the caller checked,
-        // which do not overlap.
-        unsafe { ptr::write_volatile(dst.add(i), ptr::read_volatile(from.add(i))) };
+    let tail = head + words * CHUNK;
+    // SAFETY: `0..head` and `tail..len` lie inside both ranges the caller
+    // checked, which do not overlap.
+    unsafe {
+        small_copy_between(dst, from, head);
+        small_copy_between(dst.add(tail), from.add(tail), len - tail);
     }
-    for w in 0..words {
-        let at = head + w * CHUNK;
-        // SAFETY: `at + 8 <= len`, inside both ranges; both addresses
-        // are 8-byte aligned; the ranges do not overlap.
+    // Four words per step: the loads issue together, and the loop's own
+    // work is paid once per 32 bytes (volatile accesses are never merged or
+    // unrolled by the compiler).
+    let mut at = head;
+    while at + 4 * CHUNK <= tail {
+        // SAFETY: `at + 32 <= tail <= len`, inside both ranges; both
+        // addresses are 8-byte aligned; the ranges do not overlap.
+        unsafe {
+            let s = from.add(at).cast::<u64>();
+            let d = dst.add(at).cast::<u64>();
+            let (a, b, c, e) = (
+                ptr::read_volatile(s),
+                ptr::read_volatile(s.add(1)),
+                ptr::read_volatile(s.add(2)),
+                ptr::read_volatile(s.add(3)),
+            );
+            ptr::write_volatile(d, a);
+            ptr::write_volatile(d.add(1), b);
+            ptr::write_volatile(d.add(2), c);
+            ptr::write_volatile(d.add(3), e);
+        }
+        at += 4 * CHUNK;
+    }
+    while at < tail {
+        // SAFETY: `at + 8 <= tail`, inside both ranges; both addresses are
+        // 8-byte aligned; the ranges do not overlap.
         unsafe {
             let word = ptr::read_volatile(from.add(at).cast::<u64>());
             ptr::write_volatile(dst.add(at).cast::<u64>(), word);
         }
+        at += CHUNK;
     }
     true
 }
@@ -410,13 +437,9 @@ const WIDE: usize = size_of::<Wide>();
 unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
     let out = dst.as_mut_ptr();
-    let mut i = 0;
-    while i < n && (src as usize).wrapping_add(i) % WIDE != 0 {
-        // SAFETY: `i < n`, so `src + i` is in the readable range and
-        // `out + i` in `dst`.
-        unsafe { out.add(i).write(ptr::read_volatile(src.add(i))) };
-        i += 1;
-    }
+    let mut i = src.align_offset(WIDE).min(n);
+    // SAFETY: `0..i` is inside both ranges (`i <= n`).
+    unsafe { small_copy_out(src, out, i) };
     while n - i >= 4 * WIDE {
         // SAFETY: `src + i .. src + i + 4 * WIDE` is in range and aligned
         // to `WIDE` (the loop above aligned it); `out + i ..` is inside
@@ -445,11 +468,8 @@ unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
         }
         i += WIDE;
     }
-    while i < n {
-        // SAFETY: `i < n`.
-        unsafe { out.add(i).write(ptr::read_volatile(src.add(i))) };
-        i += 1;
-    }
+    // SAFETY: `i..n` is inside both ranges.
+    unsafe { small_copy_out(src.add(i), out.add(i), n - i) };
 }
 
 /// Copies `src` to `dst` with volatile writes, a [`Wide`] unit at a time
@@ -461,13 +481,9 @@ unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
 unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
     let n = src.len();
     let from = src.as_ptr();
-    let mut i = 0;
-    while i < n && (dst as usize).wrapping_add(i) % WIDE != 0 {
-        // SAFETY: `i < n`, so `dst + i` is in the writable range and
-        // `from + i` in `src`.
-        unsafe { ptr::write_volatile(dst.add(i), from.add(i).read()) };
-        i += 1;
-    }
+    let mut i = dst.align_offset(WIDE).min(n);
+    // SAFETY: `0..i` is inside both ranges (`i <= n`).
+    unsafe { small_copy_in(dst, from, i) };
     while n - i >= 4 * WIDE {
         // SAFETY: `dst + i .. dst + i + 4 * WIDE` is in range and aligned
         // to `WIDE`; `from + i ..` is inside `src`, read unaligned.
@@ -495,9 +511,132 @@ unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
         }
         i += WIDE;
     }
-    while i < n {
-        // SAFETY: `i < n`.
-        unsafe { ptr::write_volatile(dst.add(i), from.add(i).read()) };
-        i += 1;
+    // SAFETY: `i..n` is inside both ranges.
+    unsafe { small_copy_in(dst.add(i), from.add(i), n - i) };
+}
+
+/// The largest unit (8, 4, 2 or 1 bytes) that `addr` is aligned to and
+/// that `left` bytes can fill.
+#[inline(always)]
+fn unit_at(addr: usize, left: usize) -> usize {
+    if addr.is_multiple_of(8) && left >= 8 {
+        8
+    } else if addr.is_multiple_of(4) && left >= 4 {
+        4
+    } else if addr.is_multiple_of(2) && left >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Copies the `len` bytes at the ends of a bulk copy (fewer than a
+/// [`Wide`] unit and a word, typically) out of the window with volatile
+/// reads, each in the largest unit the window address allows: at most four
+/// accesses instead of one per byte (an RX slot's payload starts 8 bytes
+/// past a 16-byte boundary, after its 40-byte GRH). Each byte is still read
+/// exactly once.
+///
+/// # Safety
+///
+/// `src..src + len` must be valid for reads, `dst..dst + len` for writes,
+/// and they must not overlap.
+#[inline(always)]
+unsafe fn small_copy_out(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    while i < len {
+        let unit = unit_at(src as usize + i, len - i);
+        // SAFETY: in every arm, `i + unit <= len`, so both ranges hold the
+        // unit; the window side is aligned to it (`unit_at`); the private
+        // side is written unaligned.
+        unsafe {
+            match unit {
+                8 => dst
+                    .add(i)
+                    .cast::<u64>()
+                    .write_unaligned(ptr::read_volatile(src.add(i).cast::<u64>())),
+                4 => dst
+                    .add(i)
+                    .cast::<u32>()
+                    .write_unaligned(ptr::read_volatile(src.add(i).cast::<u32>())),
+                2 => dst
+                    .add(i)
+                    .cast::<u16>()
+                    .write_unaligned(ptr::read_volatile(src.add(i).cast::<u16>())),
+                _ => dst.add(i).write(ptr::read_volatile(src.add(i))),
+            }
+        }
+        i += unit;
+    }
+}
+
+/// [`small_copy_out`]'s counterpart into the window: volatile writes in
+/// the largest unit the window address allows.
+///
+/// # Safety
+///
+/// `dst..dst + len` must be valid for writes, `src..src + len` for reads,
+/// and they must not overlap.
+#[inline(always)]
+unsafe fn small_copy_in(dst: *mut u8, src: *const u8, len: usize) {
+    let mut i = 0;
+    while i < len {
+        let unit = unit_at(dst as usize + i, len - i);
+        // SAFETY: in every arm, `i + unit <= len`, inside both ranges; the
+        // window side is aligned to the unit; the private side is read
+        // unaligned.
+        unsafe {
+            match unit {
+                8 => ptr::write_volatile(
+                    dst.add(i).cast::<u64>(),
+                    src.add(i).cast::<u64>().read_unaligned(),
+                ),
+                4 => ptr::write_volatile(
+                    dst.add(i).cast::<u32>(),
+                    src.add(i).cast::<u32>().read_unaligned(),
+                ),
+                2 => ptr::write_volatile(
+                    dst.add(i).cast::<u16>(),
+                    src.add(i).cast::<u16>().read_unaligned(),
+                ),
+                _ => ptr::write_volatile(dst.add(i), src.add(i).read()),
+            }
+        }
+        i += unit;
+    }
+}
+
+/// The ends of a copy between two windows: volatile on both sides, each
+/// access in the largest unit both addresses are aligned to.
+///
+/// # Safety
+///
+/// `src..src + len` must be valid for reads, `dst..dst + len` for writes,
+/// and they must not overlap.
+#[inline(always)]
+unsafe fn small_copy_between(dst: *mut u8, src: *const u8, len: usize) {
+    let mut i = 0;
+    while i < len {
+        let unit = unit_at((dst as usize + i) | (src as usize + i), len - i);
+        // SAFETY: in every arm, `i + unit <= len`, inside both ranges; both
+        // addresses are aligned to the unit.
+        unsafe {
+            match unit {
+                8 => ptr::write_volatile(
+                    dst.add(i).cast::<u64>(),
+                    ptr::read_volatile(src.add(i).cast::<u64>()),
+                ),
+                4 => ptr::write_volatile(
+                    dst.add(i).cast::<u32>(),
+                    ptr::read_volatile(src.add(i).cast::<u32>()),
+                ),
+                2 => ptr::write_volatile(
+                    dst.add(i).cast::<u16>(),
+                    ptr::read_volatile(src.add(i).cast::<u16>()),
+                ),
+                _ => ptr::write_volatile(dst.add(i), ptr::read_volatile(src.add(i))),
+            }
+        }
+        i += unit;
     }
 }

@@ -40,7 +40,24 @@ pub(super) struct Tapper {
 impl Tapper {
     /// `head`, if given, is the checked copy that is sent in place of the
     /// slot's first bytes; the capture shows it too.
+    #[inline]
     pub fn sent(
+        &mut self,
+        region: &Window,
+        offset: usize,
+        len: usize,
+        head: Option<&[u8]>,
+        dest_qpn: Qpn,
+        dest_gid: Gid,
+    ) {
+        // Inlined down to this test: most back halves have no tap.
+        if self.tap.is_some() {
+            self.sent_tapped(region, offset, len, head, dest_qpn, dest_gid);
+        }
+    }
+
+    #[cold]
+    fn sent_tapped(
         &mut self,
         region: &Window,
         offset: usize,
@@ -66,7 +83,15 @@ impl Tapper {
         }
     }
 
+    #[inline]
     pub fn received(&mut self, region: &Window, offset: usize, len: usize) {
+        if self.tap.is_some() {
+            self.received_tapped(region, offset, len);
+        }
+    }
+
+    #[cold]
+    fn received_tapped(&mut self, region: &Window, offset: usize, len: usize) {
         let Some(tap) = self.tap.as_mut() else {
             return;
         };

@@ -293,14 +293,28 @@ impl<N: Notify> Verbs for FrontHca<N> {
         if let Some(c) = self.stash.pop_front() {
             return Ok(Some(c));
         }
-        self.check_peer();
+        // The back end's state is read at the start of every batch (the
+        // first poll after one that found nothing) and every
+        // `PEER_CHECK_EVERY` completions within one, as NAPI looks at the
+        // device once per poll: reading it for every completion was a tenth
+        // of the guest's own work per packet (callgrind, in-process UDP).
+        if self.peer_check_in == 0 {
+            self.check_peer();
+            self.peer_check_in = PEER_CHECK_EVERY;
+        } else {
+            self.peer_check_in -= 1;
+        }
         match self.phase {
             Phase::Waiting => return Ok(None),
             Phase::Draining(reason) => return self.drain_one(reason),
             Phase::Connected => {}
         }
         match self.next_response() {
-            Ok(c) => Ok(c),
+            Ok(Some(c)) => Ok(Some(c)),
+            Ok(None) => {
+                self.peer_check_in = 0;
+                Ok(None)
+            }
             Err(what) => {
                 self.violation(what);
                 self.poll_cq()
@@ -397,6 +411,10 @@ impl<N: Notify> Hca for FrontHca<N> {
         Some(self.stats.faults)
     }
 }
+
+/// Completions handed out between two reads of the back end's state
+/// within one batch.
+const PEER_CHECK_EVERY: u8 = 32;
 
 fn overflow(ring: RingId) -> PeerFault {
     PeerFault::RingOverflow { ring }

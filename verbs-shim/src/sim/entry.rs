@@ -52,6 +52,9 @@ pub(super) struct Entry {
     pub groups: BTreeSet<Gid>,
     /// Connected mode, once the port's owner turned it on.
     pub rc: Option<PortRc>,
+    /// The unicast route this port sent on last: a GID, the port that had
+    /// it, and the fabric's `routes_gen` then (good while that is current).
+    pub route: Option<(Gid, PortId, u64)>,
 }
 
 impl Entry {
@@ -74,6 +77,7 @@ impl Entry {
             handles: Vec::new(),
             groups: BTreeSet::new(),
             rc: None,
+            route: None,
         }
     }
 

@@ -50,6 +50,9 @@ pub(super) struct Inner {
     pub faults: Faults,
     pub ports: BTreeMap<PortId, Entry>,
     pub by_gid: BTreeMap<Gid, PortId>,
+    /// Bumped whenever `by_gid` changes: a port's cached route
+    /// (`Entry::route`) is good while it matches.
+    pub routes_gen: u64,
     /// Multicast groups by MGID; a group exists while it has members.
     pub groups: BTreeMap<Gid, BTreeSet<PortId>>,
     /// Packets held back by the reorder fault, oldest first.
@@ -82,6 +85,7 @@ impl SimFabric {
                     faults: Faults::new(faults),
                     ports: BTreeMap::new(),
                     by_gid: BTreeMap::new(),
+                    routes_gen: 0,
                     groups: BTreeMap::new(),
                     held: VecDeque::new(),
                     held_orphaned: 0,
@@ -158,6 +162,7 @@ impl SimFabric {
             Entry::new(attr, layout, region.clone(), cq_ready.clone()),
         );
         inner.by_gid.insert(gid, id);
+        inner.routes_gen += 1;
         drop(inner);
         log::debug!(
             "sim: port {number} up: gid {gid} lid {:#x} qpn {:#x}",
@@ -283,6 +288,7 @@ impl Inner {
         self.rc_break_port(id, crate::rc::BreakReason::PeerGone, fire);
         let entry = self.ports.remove(&id)?;
         self.by_gid.remove(&entry.attr.gid);
+        self.routes_gen += 1;
         self.qpns.free(entry.attr.qpn);
         for mgid in &entry.groups {
             self.leave_group(*mgid, id);

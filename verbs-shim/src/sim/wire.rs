@@ -79,13 +79,19 @@ impl Inner {
         if !self.ports.contains_key(&from) {
             return Err(slot);
         }
-        let earlier = core::mem::take(&mut self.held);
+        let earlier = if self.held.is_empty() {
+            None
+        } else {
+            Some(core::mem::take(&mut self.held))
+        };
         let frame = Frame { region, len, head };
         let status = self.transmit(from, &frame, &slot, dest, fire);
         if let Some(sender) = self.ports.get_mut(&from) {
             sender.complete(Completion::Send { slot, status }, fire);
         }
-        self.deliver_held(earlier, fire);
+        if let Some(earlier) = earlier {
+            self.deliver_held(earlier, fire);
+        }
         Ok(())
     }
 
@@ -142,6 +148,7 @@ impl Inner {
         sender.stats.tx_packets += 1;
         sender.stats.tx_bytes += len as u64;
         let attr = sender.attr;
+        let route = sender.route;
         let (dgid, multicast) = match target {
             Target::Port(gid) => (gid, false),
             Target::Group(mgid) => (mgid, true),
@@ -166,10 +173,12 @@ impl Inner {
             faults,
             ports,
             by_gid,
+            routes_gen,
             groups,
             held,
             ..
         } = self;
+        let routes_gen = *routes_gen;
         let mut wire = Wire {
             faults,
             ports,
@@ -177,13 +186,25 @@ impl Inner {
             fire,
         };
         let routed = match target {
-            Target::Port(gid) => match by_gid.get(&gid) {
-                Some(&to) => {
-                    wire.cross(to, &hdr, &payload);
-                    true
+            Target::Port(gid) => {
+                // The port this sender reached last, while no port has come
+                // or gone since: saves the route lookup.
+                let cached = route
+                    .filter(|&(g, _, gen)| g == gid && gen == routes_gen)
+                    .map(|(_, id, _)| id);
+                match cached.or_else(|| by_gid.get(&gid).copied()) {
+                    Some(to) => {
+                        wire.cross(to, &hdr, &payload);
+                        if cached.is_none() {
+                            if let Some(sender) = wire.ports.get_mut(&from) {
+                                sender.route = Some((gid, to, routes_gen));
+                            }
+                        }
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             // Every member but the sender gets its own copy, in port order.
             Target::Group(mgid) if dest.qpn == Qpn::MULTICAST => {
                 for &to in groups.get(&mgid).into_iter().flatten() {
