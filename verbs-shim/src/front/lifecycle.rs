@@ -85,8 +85,10 @@ impl<N: Notify> FrontHca<N> {
         Ok(true)
     }
 
-    /// Re-checks the back end's state and epoch; called on every poll so a
-    /// restart or close is noticed promptly.
+    /// Re-checks the back end's state and epoch: from `poll_cq` at the
+    /// start of every batch of completions and every 32 within one, and
+    /// from `arm_cq` before sleeping, so a restart or close is noticed
+    /// promptly.
     pub(super) fn check_peer(&mut self) {
         if self.phase != Phase::Connected {
             return;
