@@ -144,6 +144,7 @@ impl<'a> RxArea<'a> {
     /// This is how packets are handed to a parser that reads a field more
     /// than once (smoltcp checks a length and then slices by it): over the
     /// guest channel a hostile back end could change the field in between.
+    #[inline]
     pub fn copy_out(&self, slot: &RxSlot, offset: usize, dst: &mut [u8]) -> bool {
         let Some(start) = self.layout.rx_offset(slot.index()) else {
             return false;

@@ -148,6 +148,7 @@ where
 /// to do connected mode (an unknown one may: its own SYN's MSS and its own
 /// clamp keep its side honest).
 #[cfg(feature = "alloc")]
+#[inline]
 fn mss_mtu(cm: Option<&super::cm::CmSide>, tx: &mut TxSide, packet: &[u8]) -> usize {
     let Some(cm) = cm else {
         return tx.ip_mtu;

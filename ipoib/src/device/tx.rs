@@ -137,6 +137,7 @@ impl TxSide {
     }
 
     /// Free slots smoltcp may have; the rest are kept for ARP.
+    #[inline]
     pub fn slots_for_stack(&self) -> usize {
         self.free.len().saturating_sub(super::ARP_RESERVE)
     }
@@ -319,6 +320,7 @@ impl TxSide {
         self.release(slot);
     }
 
+    #[inline]
     pub fn release(&mut self, slot: TxSlot) {
         // Capacity equals the number of slots, so this cannot fail.
         let _ = self.free.push(slot);

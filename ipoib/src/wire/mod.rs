@@ -103,6 +103,7 @@ pub(crate) fn read_u16(data: &[u8], at: usize) -> u16 {
 }
 
 /// Writes a big-endian `u16` at `at`; does nothing if the buffer is too short.
+#[inline]
 pub(crate) fn write_u16(data: &mut [u8], at: usize, value: u16) {
     if let Some(dst) = data.get_mut(at..at.saturating_add(2)) {
         dst.copy_from_slice(&value.to_be_bytes());

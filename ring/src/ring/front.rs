@@ -186,7 +186,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
 
     /// Copies out the next response, if any. `rsp_prod` is loaded only when
     /// the previously loaded batch is used up.
-    #[inline]
+    #[inline(always)]
     pub fn pop_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if let Some(e) = self.fault {
             return Err(e);

@@ -434,6 +434,7 @@ const WIDE: usize = size_of::<Wide>();
 /// # Safety
 ///
 /// `src..src + dst.len()` must be valid for reads and must not overlap `dst`.
+#[inline]
 unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
     let out = dst.as_mut_ptr();
@@ -478,6 +479,7 @@ unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 ///
 /// `dst..dst + src.len()` must be valid for writes and must not overlap `src`.
+#[inline]
 unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
     let n = src.len();
     let from = src.as_ptr();

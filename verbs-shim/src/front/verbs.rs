@@ -204,6 +204,7 @@ impl<N: Notify> Verbs for FrontHca<N> {
         Some((TxSlots::all(&self.slots), RxSlots::all(&self.slots)))
     }
 
+    #[inline]
     fn post_send(
         &mut self,
         slot: TxSlot,
@@ -249,6 +250,7 @@ impl<N: Notify> Verbs for FrontHca<N> {
         Ok(())
     }
 
+    #[inline]
     fn post_recv(&mut self, slot: RxSlot) -> Result<(), PostError<RxSlot>> {
         if let Err(error) = self.ensure_connected() {
             return Err(PostError { slot, error });

@@ -136,6 +136,7 @@ impl Faults {
     }
 
     /// Decides the fate of one packet copy.
+    #[inline]
     pub(super) fn judge(&mut self) -> Verdict {
         if self.config.is_none() {
             return Verdict::CLEAN;
