@@ -3,9 +3,10 @@
 //!
 //! Soundness rests on two rules kept by every method here:
 //! 1. every access is checked against `len` first (see `super::check`), and
-//! 2. the memory is only ever accessed through raw-pointer atomics or volatile
-//!    reads/writes, never through a Rust reference, because the peer may write
-//!    it at any time.
+//! 2. the memory is only ever accessed through raw pointers, never through a
+//!    Rust reference, because the peer may write it at any time: atomics or
+//!    volatile reads/writes, except that builds with `std` copy runs of bytes
+//!    of [`MEMCPY_MIN`] or more with `memcpy` (see there).
 
 use alloc::sync::Arc;
 use core::alloc::Layout as AllocLayout;
@@ -196,30 +197,45 @@ impl Window {
         Ok(atomic.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire))
     }
 
-    /// Copies `dst.len()` bytes at `offset` out of the window with volatile
-    /// reads: each byte is read exactly once.
+    /// Copies `dst.len()` bytes at `offset` out of the window, with volatile
+    /// reads (each byte read exactly once) or, for a long run in a `std`
+    /// build, `memcpy` (see [`MEMCPY_MIN`]). Either way each byte of `dst`
+    /// ends up holding a value its source byte held during the copy.
     #[inline]
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         check(offset, dst.len(), self.len)?;
         // SAFETY: the range `offset..offset + dst.len()` was just checked to
         // lie inside the window, so the pointer stays in bounds.
         let src = unsafe { self.ptr.as_ptr().add(offset) };
-        // SAFETY: `src..src + dst.len()` is valid for reads (checked above and
-        // the constructor contract) and is not aliased by any reference; `dst`
-        // is private memory distinct from the window.
+        if by_memcpy(dst.len()) {
+            // SAFETY: `src..src + dst.len()` is valid for reads (checked
+            // above and the constructor contract) and not aliased by any
+            // reference; `dst` is private memory distinct from the window.
+            // See `MEMCPY_MIN` for why a plain copy is sound here.
+            unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+            return Ok(());
+        }
+        // SAFETY: as above.
         unsafe { volatile_copy_out(src, dst) };
         Ok(())
     }
 
-    /// Copies `src` into the window at `offset` with volatile writes.
+    /// Copies `src` into the window at `offset`, with volatile writes or,
+    /// for a long run in a `std` build, `memcpy` (see [`MEMCPY_MIN`]).
     #[inline]
     pub fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         check(offset, src.len(), self.len)?;
         // SAFETY: the range `offset..offset + src.len()` was just checked to
         // lie inside the window.
         let dst = unsafe { self.ptr.as_ptr().add(offset) };
-        // SAFETY: `dst..dst + src.len()` is valid for writes (checked above and
-        // the constructor contract) and is not aliased by any reference.
+        if by_memcpy(src.len()) {
+            // SAFETY: `dst..dst + src.len()` is valid for writes (checked
+            // above and the constructor contract) and not aliased by any
+            // reference; `src` is private memory distinct from the window.
+            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+            return Ok(());
+        }
+        // SAFETY: as above.
         unsafe { volatile_copy_in(dst, src) };
         Ok(())
     }
@@ -322,30 +338,16 @@ impl Window {
                 src.ptr.as_ptr().add(src_offset),
             )
         };
-        let head = dst.align_offset(WIDE);
-        if from.align_offset(WIDE) != head {
-            return copy_disjoint_words(dst, from, len);
+        if by_memcpy(len) {
+            // SAFETY: both ranges were checked above and lie in memory valid
+            // for reads and writes (constructor contract), not aliased by any
+            // reference; the caller guarantees they do not overlap. See
+            // `MEMCPY_MIN` for why a plain copy is sound here.
+            unsafe { ptr::copy_nonoverlapping(from, dst, len) };
+            return true;
         }
-        let head = head.min(len);
-        let units = (len - head) / WIDE;
-        let tail = head + units * WIDE;
-        // SAFETY: `0..head` and `tail..len` lie inside both checked ranges,
-        // which the caller guarantees do not overlap.
-        unsafe {
-            small_copy_between(dst, from, head);
-            small_copy_between(dst.add(tail), from.add(tail), len - tail);
-        }
-        for u in 0..units {
-            let at = head + u * WIDE;
-            // SAFETY: `at + WIDE <= len`, inside both checked ranges; both
-            // addresses are aligned to `WIDE` (same misalignment, skipped by
-            // `head`); the ranges do not overlap.
-            unsafe {
-                let unit = ptr::read_volatile(from.add(at).cast::<Wide>());
-                ptr::write_volatile(dst.add(at).cast::<Wide>(), unit);
-            }
-        }
-        true
+        // SAFETY: as above.
+        unsafe { copy_disjoint_volatile(dst, from, len) }
     }
 
     /// Identifies the memory behind `offset` for overlap checks in
@@ -365,9 +367,50 @@ impl Window {
     }
 }
 
+/// `Window::copy_disjoint_from`'s volatile loops: [`Wide`] units when both
+/// sides are equally aligned to it, else 64-bit words when they are to 8;
+/// false, having copied nothing, when not even that.
+///
+/// # Safety
+///
+/// `from..from + len` must be valid for reads, `dst..dst + len` for
+/// writes, and they must not overlap.
+#[inline]
+unsafe fn copy_disjoint_volatile(dst: *mut u8, from: *const u8, len: usize) -> bool {
+    let head = dst.align_offset(WIDE);
+    if from.align_offset(WIDE) != head {
+        // SAFETY: the caller's guarantees, passed on.
+        return unsafe { copy_disjoint_words(dst, from, len) };
+    }
+    let head = head.min(len);
+    let units = (len - head) / WIDE;
+    let tail = head + units * WIDE;
+    // SAFETY: `0..head` and `tail..len` lie inside both checked ranges,
+    // which the caller guarantees do not overlap.
+    unsafe {
+        small_copy_between(dst, from, head);
+        small_copy_between(dst.add(tail), from.add(tail), len - tail);
+    }
+    for u in 0..units {
+        let at = head + u * WIDE;
+        // SAFETY: `at + WIDE <= len`, inside both checked ranges; both
+        // addresses are aligned to `WIDE` (same misalignment, skipped by
+        // `head`); the ranges do not overlap.
+        unsafe {
+            let unit = ptr::read_volatile(from.add(at).cast::<Wide>());
+            ptr::write_volatile(dst.add(at).cast::<Wide>(), unit);
+        }
+    }
+    true
+}
+
 /// `Window::copy_disjoint_from` with 64-bit words, for ranges equally
 /// aligned to 8 but not to [`WIDE`]; false if not even to 8.
-fn copy_disjoint_words(dst: *mut u8, from: *const u8, len: usize) -> bool {
+///
+/// # Safety
+///
+/// As for [`copy_disjoint_volatile`].
+unsafe fn copy_disjoint_words(dst: *mut u8, from: *const u8, len: usize) -> bool {
     let head = dst.align_offset(CHUNK);
     if from.align_offset(CHUNK) != head {
         return false;
@@ -418,6 +461,29 @@ fn copy_disjoint_words(dst: *mut u8, from: *const u8, len: usize) -> bool {
 
 /// Word size used by the volatile copies once the window side is aligned.
 const CHUNK: usize = core::mem::size_of::<u64>();
+
+/// From this many bytes up, a build with `std` copies a run of bytes into,
+/// out of or between windows with the platform's `memcpy`
+/// (`ptr::copy_nonoverlapping` through raw pointers) instead of the
+/// volatile loops below, as rust-vmm's `VolatileSlice` does for anything
+/// longer than a word. This is sound for the same reason the volatile
+/// loops are: no Rust reference to the window is ever made, the bytes are
+/// copied once into (or from) private memory and only the private copy is
+/// ever interpreted, and a peer writing the window meanwhile can change
+/// only which values land in the copy (every descriptor and index still
+/// goes through the volatile and atomic accesses above). glibc's `memcpy`
+/// moves a 2 KiB segment in wider units than the volatile loops (64 bytes
+/// on this machine), and need not align the two sides alike: see
+/// BENCHMARKS.md for what it did to the in-process TCP row. A `no_std`
+/// build (the guest image) keeps the volatile loops: its `memcpy`
+/// is `compiler_builtins`', not a tuned one.
+pub(super) const MEMCPY_MIN: usize = 64;
+
+/// Whether a copy of `len` bytes goes through `memcpy` ([`MEMCPY_MIN`]).
+#[inline(always)]
+fn by_memcpy(len: usize) -> bool {
+    cfg!(feature = "std") && len >= MEMCPY_MIN
+}
 
 /// The unit of the bulk volatile copies: one SSE2 register where the target
 /// has SSE2 (a volatile 16-byte vector load or store is one `movdqa`), else
@@ -640,5 +706,66 @@ unsafe fn small_copy_between(dst: *mut u8, src: *const u8, len: usize) {
             }
         }
         i += unit;
+    }
+}
+
+/// The volatile loops on their own: a `std` build (every test run but
+/// `cargo test -p ring` alone) sends runs of [`MEMCPY_MIN`] bytes or more
+/// to `memcpy`, so the paths the guest image takes are checked here
+/// directly, at every alignment of either side.
+#[cfg(all(test, not(loom)))]
+mod volatile_loop_tests {
+    use super::*;
+
+    fn pattern(n: usize) -> alloc::vec::Vec<u8> {
+        (0..n).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    #[test]
+    fn copies_out_and_in_at_every_alignment() {
+        let src = pattern(400);
+        for at in 0..32 {
+            for len in [0, 1, 7, 15, 16, 17, 63, 64, 65, 100, 257, 300] {
+                let mut out = [0u8; 300];
+                // SAFETY: `src[at..at + len]` and `out[..len]` are in bounds
+                // and distinct.
+                unsafe { volatile_copy_out(src.as_ptr().add(at), &mut out[..len]) };
+                assert_eq!(out[..len], src[at..at + len], "out at {at}, {len} bytes");
+
+                let mut into = [0u8; 400];
+                // SAFETY: as above, the other way round.
+                unsafe { volatile_copy_in(into.as_mut_ptr().add(at), &src[..len]) };
+                assert_eq!(into[at..at + len], src[..len], "in at {at}, {len} bytes");
+                assert!(into[..at].iter().all(|&b| b == 0));
+                assert!(into[at + len..].iter().all(|&b| b == 0));
+            }
+        }
+    }
+
+    #[test]
+    fn copies_between_words_at_every_pair_of_alignments() {
+        let src = pattern(400);
+        for from in 0..16 {
+            for to in 0..16 {
+                for len in [0, 5, 8, 31, 32, 33, 64, 200] {
+                    let mut dst = [0u8; 300];
+                    let (d, f) = (
+                        dst.as_mut_ptr().wrapping_add(to),
+                        src.as_ptr().wrapping_add(from),
+                    );
+                    // SAFETY: both ranges are in bounds and distinct.
+                    let copied = unsafe { copy_disjoint_volatile(d, f, len) };
+                    assert_eq!(
+                        copied,
+                        (d as usize) % 8 == (f as usize) % 8,
+                        "{from} -> {to}"
+                    );
+                    if copied {
+                        assert_eq!(dst[to..to + len], src[from..from + len]);
+                        assert!(dst[to + len..].iter().all(|&b| b == 0));
+                    }
+                }
+            }
+        }
     }
 }
