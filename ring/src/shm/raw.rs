@@ -477,7 +477,7 @@ const CHUNK: usize = core::mem::size_of::<u64>();
 /// BENCHMARKS.md for what it did to the in-process TCP row. A `no_std`
 /// build (the guest image) keeps the volatile loops: its `memcpy`
 /// is `compiler_builtins`', not a tuned one.
-pub(super) const MEMCPY_MIN: usize = 64;
+pub(super) const MEMCPY_MIN: usize = 32;
 
 /// Whether a copy of `len` bytes goes through `memcpy` ([`MEMCPY_MIN`]).
 #[inline(always)]
