@@ -22,7 +22,9 @@ pull_dmesg() {
 #    guest runs there: QEMU's emulation of nested SVM wrote Xen's state into
 #    the guest's VMCB (xentest/README.md, "A domain that dies of a triple
 #    fault"). xen-test.sh runs the VM again when a failed run has one.
-#  - `guest`: anything else, a fault of the guest's own; never retried.
+#  - `guest`: anything else: the guest's own RIP and CS. Its full saved
+#    state (`xen-hvmctx`) follows as `XEN-HVMCTX` lines. xen-test.sh runs the
+#    VM again once for it, not twice (xentest/README.md).
 # The domains keep their state for this: on_reboot = "preserve".
 # vcpu_rip_cs DOMID: "RIP CS" of the domain's vCPU 0 as xen-hvmctx shows
 # them ("? ?" if it cannot).
@@ -46,6 +48,12 @@ triple_faults() {
             *) _tv=guest ;;
         esac
         echo "XEN-TRIPLE domid $_td name ${_tname:-?} rip ${_trip:-?} cs ${_tcs:-?} verdict $_tv"
+        # The whole saved state of a `guest` one (its CR3, IDTR, GDTR, TR and
+        # pending event tell a fault of the guest's from state the
+        # emulation wrote; xentest/README.md), for whoever looks next.
+        if [ "$_tv" = guest ]; then
+            xen-hvmctx "$_td" 2>&1 | head -80 | sed "s/^/XEN-HVMCTX d$_td | /"
+        fi
     done
 }
 conlog() { echo "/var/log/xen/console/guest-ibguest-$1.log"; }
