@@ -262,25 +262,32 @@ fn print_report(rows: &[Row], notes: &[String]) {
     }
 }
 
-/// `__profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib ROUNDS`:
-/// runs one side of an in-process row ROUNDS times and prints each rate
-/// (the command BENCHMARKS.md's profiles were taken with, under `perf
-/// record`). `tcp-loopback-ipoib` is the peer of the goal's TCP row: the
-/// loopback reporting the IPoIB device's MTU and checksum duties.
+/// `__profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib ROUNDS
+/// [MIB]`: runs one side of an in-process row ROUNDS times and prints each
+/// rate (the command BENCHMARKS.md's profiles were taken with, under `perf
+/// record` or valgrind). A TCP run moves MIB MiB, 256 unless given (fewer
+/// keep a cache simulation short). `tcp-loopback-ipoib` is the peer of the
+/// goal's TCP row: the loopback reporting the IPoIB device's MTU and
+/// checksum duties.
 fn profile(args: &[String]) -> ExitCode {
     let rounds: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5);
+    let bytes: usize = args
+        .get(2)
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(256)
+        << 20;
     for _ in 0..rounds {
         let rate = match args.first().map(String::as_str) {
             Some("udp") => udp_bench::ours(1_000_000).map(|r| r.rate / 1e3),
             Some("udp-loopback") => udp_bench::loopback(1_000_000).map(|r| r.rate / 1e3),
-            Some("tcp") => tcp_bench::ours(256 << 20),
-            Some("tcp-loopback") => tcp_bench::loopback(256 << 20, None),
+            Some("tcp") => tcp_bench::ours(bytes),
+            Some("tcp-loopback") => tcp_bench::loopback(bytes, None),
             Some("tcp-loopback-ipoib") => {
-                tcp_bench::ipoib_caps().and_then(|caps| tcp_bench::loopback(256 << 20, Some(&caps)))
+                tcp_bench::ipoib_caps().and_then(|caps| tcp_bench::loopback(bytes, Some(&caps)))
             }
             _ => {
                 eprintln!(
-                    "usage: ibguest-bench __profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib [ROUNDS]"
+                    "usage: ibguest-bench __profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib [ROUNDS [MIB]]"
                 );
                 return ExitCode::from(2);
             }
