@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ibguest_testkit::BoxError;
+use smoltcp::phy::DeviceCapabilities;
 
 use measure::{compare, median, Plan};
 use table::Row;
@@ -127,7 +128,21 @@ fn ring_row(plan: &Plan) -> Result<Row, BoxError> {
     })
 }
 
-fn udp_row(plan: &Plan) -> Result<Row, BoxError> {
+/// UDP against `Loopback` as it is (the goal's row), and against a
+/// `Loopback` with the IPoIB device's MTU and checksum duties (as the
+/// matched TCP row).
+fn udp_rows(plan: &Plan, started: Instant) -> Result<Vec<Row>, BoxError> {
+    let plain = udp_row(plan, None)?;
+    progress(
+        "UDP: two guests vs Loopback with IPoIB's MTU and checksums",
+        started,
+    );
+    let caps = tcp_bench::ipoib_caps()?;
+    let matched = udp_row(plan, Some(&caps))?;
+    Ok(vec![plain, matched])
+}
+
+fn udp_row(plan: &Plan, caps: Option<&DeviceCapabilities>) -> Result<Row, BoxError> {
     let k = plan.udp_datagrams;
     let (mut lost_ours, mut lost_peer) = (0, 0);
     let (ours, peer) = compare(
@@ -141,17 +156,24 @@ fn udp_row(plan: &Plan) -> Result<Row, BoxError> {
             Ok(r.rate / 1e3)
         },
         |k| {
-            let r = udp_bench::loopback(k)?;
+            let r = udp_bench::loopback_with(k, caps)?;
             lost_peer = lost_peer.max(r.lost);
             Ok(r.rate / 1e3)
         },
     )?;
-    Ok(Row {
-        benchmark: format!(
-            "UDP: {}k × {} B datagrams received, guest 0 → guest 1 (lost: {lost_ours}); peer: smoltcp Loopback (lost: {lost_peer})",
+    let benchmark = match caps {
+        None => format!(
+            "UDP: {}k × {} B datagrams received, guest 0 → guest 1 (lost: {lost_ours}); peer: smoltcp Loopback as is (no checksums; lost: {lost_peer})",
             k / 1000,
             udp_bench::PAYLOAD
         ),
+        Some(caps) => format!(
+            "UDP: the same (lost: {lost_ours}); peer: smoltcp Loopback reporting IPoIB's MTU ({}) and checksum duties (lost: {lost_peer})",
+            caps.max_transmission_unit
+        ),
+    };
+    Ok(Row {
+        benchmark,
         ours,
         peer,
         unit: "kpackets/s",
@@ -232,12 +254,13 @@ fn run(plan: Plan) -> Result<Report, BoxError> {
     progress("ring: FrontRing/BackRing vs rtrb", started);
     let ring = ring_row(&plan)?;
     progress("UDP: two guests vs smoltcp Loopback", started);
-    let udp = udp_row(&plan)?;
+    let udp = udp_rows(&plan, started)?;
     progress("TCP: two guests vs smoltcp Loopback", started);
     let (tcp, tcp_note) = tcp_rows(&plan, started)?;
     progress("done", started);
 
-    let mut rows = vec![ring, udp];
+    let mut rows = vec![ring];
+    rows.extend(udp);
     rows.extend(tcp);
     Ok(Report {
         rows,
@@ -262,13 +285,13 @@ fn print_report(rows: &[Row], notes: &[String]) {
     }
 }
 
-/// `__profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib ROUNDS
+/// `__profile udp|udp-loopback|udp-loopback-ipoib|tcp|tcp-loopback|tcp-loopback-ipoib ROUNDS
 /// [MIB]`: runs one side of an in-process row ROUNDS times and prints each
 /// rate (the command BENCHMARKS.md's profiles were taken with, under `perf
 /// record` or valgrind). A TCP run moves MIB MiB, 256 unless given (fewer
 /// keep a cache simulation short). `tcp-loopback-ipoib` is the peer of the
 /// goal's TCP row: the loopback reporting the IPoIB device's MTU and
-/// checksum duties.
+/// checksum duties; `udp-loopback-ipoib` the same for UDP.
 fn profile(args: &[String]) -> ExitCode {
     let rounds: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5);
     let bytes: usize = args
@@ -280,6 +303,9 @@ fn profile(args: &[String]) -> ExitCode {
         let rate = match args.first().map(String::as_str) {
             Some("udp") => udp_bench::ours(1_000_000).map(|r| r.rate / 1e3),
             Some("udp-loopback") => udp_bench::loopback(1_000_000).map(|r| r.rate / 1e3),
+            Some("udp-loopback-ipoib") => tcp_bench::ipoib_caps()
+                .and_then(|caps| udp_bench::loopback_with(1_000_000, Some(&caps)))
+                .map(|r| r.rate / 1e3),
             Some("tcp") => tcp_bench::ours(bytes),
             Some("tcp-loopback") => tcp_bench::loopback(bytes, None),
             Some("tcp-loopback-ipoib") => {
@@ -287,7 +313,7 @@ fn profile(args: &[String]) -> ExitCode {
             }
             _ => {
                 eprintln!(
-                    "usage: ibguest-bench __profile udp|udp-loopback|tcp|tcp-loopback|tcp-loopback-ipoib [ROUNDS [MIB]]"
+                    "usage: ibguest-bench __profile udp|udp-loopback|udp-loopback-ipoib|tcp|tcp-loopback|tcp-loopback-ipoib [ROUNDS [MIB]]"
                 );
                 return ExitCode::from(2);
             }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use ibguest_testkit::{BoxError, Net};
 use smoltcp::iface::SocketHandle;
+use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::udp;
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint};
@@ -196,7 +197,18 @@ impl Pair for Looped {
 
 /// Peer: the same `k` datagrams through smoltcp's `Loopback`.
 pub fn loopback(k: usize) -> Result<UdpRun, BoxError> {
-    let mut lo = Lo::new(CountingLoopback::plain());
+    loopback_with(k, None)
+}
+
+/// The same through a `Loopback` reporting `caps` (the IPoIB device's MTU
+/// and checksum duties: it then makes the IPv4 and UDP checksums ours
+/// makes), or as it is.
+pub fn loopback_with(k: usize, caps: Option<&DeviceCapabilities>) -> Result<UdpRun, BoxError> {
+    let device = match caps {
+        Some(caps) => CountingLoopback::with_caps(caps.clone()),
+        None => CountingLoopback::plain(),
+    };
+    let mut lo = Lo::new(device);
     let rx = lo.sockets.add(socket(RX_PORT)?);
     let tx = lo.sockets.add(socket(TX_PORT)?);
     let dst = IpEndpoint::new(IpAddress::Ipv4(ADDR), RX_PORT);
@@ -212,6 +224,9 @@ mod tests {
         let run = ours(500).unwrap();
         assert_eq!(run.lost, 0);
         let run = loopback(500).unwrap();
+        assert_eq!(run.lost, 0);
+        let caps = crate::tcp_bench::ipoib_caps().unwrap();
+        let run = loopback_with(500, Some(&caps)).unwrap();
         assert_eq!(run.lost, 0);
     }
 }
