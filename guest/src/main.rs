@@ -77,6 +77,8 @@ mod demo {
             boot.lapic_base
         );
 
+        println!("ibguest: cpu: {}", guest::arch::cpu::tables());
+
         let config = BootConfig::parse(&si.cmdline).unwrap_or_else(|e| {
             fail(
                 ExitCode::BadCommandLine,

@@ -102,6 +102,38 @@ pub fn control_registers() -> [u64; 4] {
     ]
 }
 
+/// Where this CPU's IDT and GDT are (base, limit) and its page-table root
+/// (CR3). The boot log prints them, so that a domain's saved state after a
+/// triple fault (`xen-hvmctx`'s idtr, gdtr and cr3) can be told to be the
+/// guest's own or not (xentest/README.md).
+pub fn tables() -> CpuTables {
+    let idt = x86_64::instructions::tables::sidt();
+    let gdt = x86_64::instructions::tables::sgdt();
+    CpuTables {
+        idt: (idt.base.as_u64(), idt.limit),
+        gdt: (gdt.base.as_u64(), gdt.limit),
+        cr3: control_registers()[2],
+    }
+}
+
+/// See [`tables`].
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTables {
+    pub idt: (u64, u16),
+    pub gdt: (u64, u16),
+    pub cr3: u64,
+}
+
+impl core::fmt::Display for CpuTables {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "IDT {:#x}+{:#x}, GDT {:#x}+{:#x}, CR3 {:#x}",
+            self.idt.0, self.idt.1, self.gdt.0, self.gdt.1, self.cr3
+        )
+    }
+}
+
 /// A seed for pseudo-random choices (TCP initial sequence numbers,
 /// ephemeral ports): `rdrand` where the CPU has it, else the TSC, mixed.
 /// Not for cryptography.
