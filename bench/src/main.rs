@@ -298,7 +298,7 @@ fn profile(args: &[String]) -> ExitCode {
         .get(2)
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(256)
-        << 20;
+        .saturating_mul(1 << 20);
     for _ in 0..rounds {
         let rate = match args.first().map(String::as_str) {
             Some("udp") => udp_bench::ours(1_000_000).map(|r| r.rate / 1e3),
