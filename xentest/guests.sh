@@ -26,20 +26,23 @@ pull_dmesg() {
 #    state (`xen-hvmctx`) follows as `XEN-HVMCTX` lines. xen-test.sh runs the
 #    VM again once for it, not twice (xentest/README.md).
 # The domains keep their state for this: on_reboot = "preserve".
-# vcpu_rip_cs DOMID: "RIP CS" of the domain's vCPU 0 as xen-hvmctx shows
-# them ("? ?" if it cannot).
-vcpu_rip_cs() {
-    _ctx=$(xen-hvmctx "$1" 2>&1)
-    _rip=$(echo "$_ctx" | grep -o 'rip 0x[0-9a-f]*' | head -1 | cut -d' ' -f2)
-    _cs=$(echo "$_ctx" | grep -o '[[:space:]]cs 0x[0-9a-f]*' | head -1 | sed 's/.*cs //')
+# rip_cs_of TEXT: "RIP CS" of vCPU 0 in xen-hvmctx's output TEXT ("? ?" if
+# it has none); vcpu_rip_cs DOMID: the same for the domain, read now.
+rip_cs_of() {
+    _rip=$(echo "$1" | grep -o 'rip 0x[0-9a-f]*' | head -1 | cut -d' ' -f2)
+    _cs=$(echo "$1" | grep -o '[[:space:]]cs 0x[0-9a-f]*' | head -1 | sed 's/.*cs //')
     echo "${_rip:-?} ${_cs:-?}"
+}
+vcpu_rip_cs() {
+    rip_cs_of "$(xen-hvmctx "$1" 2>&1)"
 }
 TRIPLE_SEEN=" "
 triple_faults() {
     for _td in $(sed -n 's/.* d\([0-9]*\)v[0-9]* Triple fault.*/\1/p' "$DMESG" 2>/dev/null | sort -un); do
         case "$TRIPLE_SEEN" in *" $_td "*) continue ;; esac
         TRIPLE_SEEN="$TRIPLE_SEEN$_td "
-        set -- $(vcpu_rip_cs "$_td")
+        _tctx=$(xen-hvmctx "$_td" 2>&1)
+        set -- $(rip_cs_of "$_tctx")
         _trip=$1
         _tcs=$2
         _tname=$(xl list 2>/dev/null | awk -v id="$_td" '$2 == id { print $1 }')
@@ -52,7 +55,7 @@ triple_faults() {
         # pending event tell a fault of the guest's from state the
         # emulation wrote; xentest/README.md), for whoever looks next.
         if [ "$_tv" = guest ]; then
-            xen-hvmctx "$_td" 2>&1 | head -80 | sed "s/^/XEN-HVMCTX d$_td | /"
+            echo "$_tctx" | head -80 | sed "s/^/XEN-HVMCTX d$_td | /"
         fi
     done
 }
