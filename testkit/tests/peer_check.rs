@@ -1,7 +1,7 @@
 //! When the guest notices that its back end went away. `FrontHca::poll_cq`
-//! reads the back end's state at the start of every batch of completions
-//! and every 32 completions within one, not on every completion (that read
-//! was a tenth of the guest's own work per packet). So a back end that
+//! reads the back end's state before every run of at most 32 completions
+//! it copies out of the rings, not on every completion (that read was a
+//! tenth of the guest's own work per packet). So a back end that
 //! restarts while its answers are still coming is noticed within 32 of
 //! them; the answers it published before are handed out as they are (they
 //! are true: the datagrams are in the slots), and the guest's other slots

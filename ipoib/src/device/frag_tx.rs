@@ -93,11 +93,35 @@ fn fragments_v6(packet: &[u8], mtu: usize, ident: u32) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// False when `packet` is certainly not a TCP SYN: its protocol byte is
+/// not TCP, or the SYN flag where the TCP header would start is clear. Two
+/// or three loads instead of validating the IP header (about 30
+/// instructions per datagram, callgrind, in-process UDP); whatever it lets
+/// through is checked in full.
+#[inline]
+pub(super) fn maybe_tcp_syn(packet: &[u8]) -> bool {
+    const TCP: u8 = 6;
+    const SYN: u8 = 0x02;
+    /// The flags byte's offset in the TCP header.
+    const FLAGS: usize = 13;
+    let header = match packet.first() {
+        Some(b) if b >> 4 == 4 && packet.get(9) == Some(&TCP) => usize::from(b & 0x0f) * 4,
+        Some(b) if b >> 4 == 6 && packet.get(6) == Some(&TCP) => IPV6_HEADER,
+        _ => return false,
+    };
+    packet
+        .get(header + FLAGS)
+        .is_some_and(|flags| flags & SYN != 0)
+}
+
 /// Lowers the MSS option of a TCP SYN in `packet` (an unfragmented IPv4
 /// packet, or IPv6 with TCP right after the fixed header) to what an
 /// `mtu`-byte packet carries, and fixes the checksum. Leaves everything
 /// else alone. Returns true if it changed the packet.
 pub(super) fn clamp_mss(packet: &mut [u8], mtu: usize) -> bool {
+    if !maybe_tcp_syn(packet) {
+        return false;
+    }
     let (header, src, dst) = match packet.first().map(|b| b >> 4) {
         Some(4) => {
             let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {

@@ -235,7 +235,7 @@ impl phy::TxToken for TxToken<'_> {
         let frame = &mut buffer[..end];
         let result = f(&mut frame[encap::HEADER_LEN..]);
         #[cfg(feature = "alloc")]
-        {
+        if super::frag_tx::maybe_tcp_syn(&frame[encap::HEADER_LEN..]) {
             let mtu = mss_mtu(self.cm.as_deref(), self.tx, &frame[encap::HEADER_LEN..]);
             if super::frag_tx::clamp_mss(&mut frame[encap::HEADER_LEN..], mtu) {
                 self.tx.stats.frag_tx.mss_clamped += 1;

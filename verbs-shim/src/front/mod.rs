@@ -137,9 +137,6 @@ pub struct FrontHca<N: Notify> {
     rc: Option<rc::FrontRc>,
     /// Completions read while looking for RC ones, kept for `poll_cq`.
     stash: VecDeque<crate::hca::Completion>,
-    /// Polls left before `poll_cq` reads the back end's state again; 0
-    /// after a poll that found nothing (see `poll_cq`).
-    peer_check_in: u8,
 }
 
 impl<N: Notify> FrontHca<N> {
@@ -266,7 +263,6 @@ impl<N: Notify> FrontHca<N> {
             },
             rc,
             stash: VecDeque::new(),
-            peer_check_in: 0,
         })
     }
 

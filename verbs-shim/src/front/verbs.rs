@@ -141,6 +141,44 @@ impl<N: Notify> FrontHca<N> {
         })
     }
 
+    /// Copies out a run of RX responses, then TX responses, at most
+    /// `PEER_CHECK_EVERY` in all (RX first, as
+    /// [`next_response`](Self::next_response) takes them), validates each
+    /// and stashes the completions in that order; RC answers go to
+    /// connected mode as `next_response` sends them. One look at each
+    /// ring's index and one bounds check per run, instead of per response:
+    /// per completion, `poll_cq` is then a pop from the stash (53
+    /// instructions less per datagram, callgrind, in-process UDP).
+    fn fill_stash(&mut self) -> Result<(), PeerFault> {
+        let mut rx = [RxResponse::default(); PEER_CHECK_EVERY];
+        let n = self
+            .rx
+            .pop_responses(&mut rx)
+            .map_err(|_| overflow(RingId::Rx))?;
+        for rsp in &rx[..n] {
+            if let (Some(rc), true) = (self.rc.as_mut(), rsp.flags & RX_FLAG_RC != 0) {
+                rc.rx_answer(*rsp)?;
+                continue;
+            }
+            let completion = self.rx_completion(*rsp)?;
+            self.stash.push_back(completion);
+        }
+        let mut tx = [TxResponse::default(); PEER_CHECK_EVERY];
+        let n = self
+            .tx
+            .pop_responses(&mut tx[..PEER_CHECK_EVERY - n])
+            .map_err(|_| overflow(RingId::Tx))?;
+        for rsp in &tx[..n] {
+            if let (Some(rc), true) = (self.rc.as_mut(), rsp._reserved == TX_RSP_FLAG_RC) {
+                rc.tx_answer(*rsp)?;
+                continue;
+            }
+            let completion = self.tx_completion(*rsp)?;
+            self.stash.push_back(completion);
+        }
+        Ok(())
+    }
+
     /// Takes the next response from any ring, validated.
     #[inline(always)]
     pub(super) fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
@@ -295,28 +333,26 @@ impl<N: Notify> Verbs for FrontHca<N> {
         if let Some(c) = self.stash.pop_front() {
             return Ok(Some(c));
         }
-        // The back end's state is read at the start of every batch (the
-        // first poll after one that found nothing) and every
-        // `PEER_CHECK_EVERY` completions within one, as NAPI looks at the
-        // device once per poll: reading it for every completion was a tenth
-        // of the guest's own work per packet (callgrind, in-process UDP).
-        if self.peer_check_in == 0 {
-            self.check_peer();
-            self.peer_check_in = PEER_CHECK_EVERY;
-        } else {
-            self.peer_check_in -= 1;
-        }
+        // The back end's state is read before every run of completions is
+        // copied out of the rings (at most `PEER_CHECK_EVERY`; the run is
+        // then handed out from the stash), as NAPI looks at the device once
+        // per poll: reading it for every completion was a tenth of the
+        // guest's own work per packet (callgrind, in-process UDP).
+        self.check_peer();
         match self.phase {
             Phase::Waiting => return Ok(None),
             Phase::Draining(reason) => return self.drain_one(reason),
             Phase::Connected => {}
         }
+        if let Err(what) = self.fill_stash() {
+            self.violation(what);
+            return self.poll_cq();
+        }
+        if let Some(c) = self.stash.pop_front() {
+            return Ok(Some(c));
+        }
         match self.next_response() {
-            Ok(Some(c)) => Ok(Some(c)),
-            Ok(None) => {
-                self.peer_check_in = 0;
-                Ok(None)
-            }
+            Ok(c) => Ok(c),
             Err(what) => {
                 self.violation(what);
                 self.poll_cq()
@@ -414,9 +450,9 @@ impl<N: Notify> Hca for FrontHca<N> {
     }
 }
 
-/// Completions handed out between two reads of the back end's state
-/// within one batch.
-const PEER_CHECK_EVERY: u8 = 32;
+/// Completions handed out at most between two reads of the back end's
+/// state: the longest run `poll_cq` copies out of the rings at once.
+const PEER_CHECK_EVERY: usize = 32;
 
 fn overflow(ring: RingId) -> PeerFault {
     PeerFault::RingOverflow { ring }

@@ -175,3 +175,25 @@ fn syn_mss_is_clamped_to_the_mtu() {
     assert!(!clamp_mss(&mut udp, 2044));
     assert!(!clamp_mss(&mut [0x60, 0, 0], 2044));
 }
+
+#[test]
+fn only_what_may_be_a_tcp_syn_is_parsed() {
+    for v6 in [false, true] {
+        let header = if v6 { IPV6_HEADER } else { IPV4_HEADER };
+        let syn = syn(16344, v6);
+        assert!(maybe_tcp_syn(&syn));
+        // The same segment as a plain ACK: passed over without parsing,
+        // and the full check agrees.
+        let mut ack = syn.clone();
+        ack[header + 13] = 0x10;
+        assert!(!maybe_tcp_syn(&ack));
+        let before = ack.clone();
+        assert!(!clamp_mss(&mut ack, 2044));
+        assert_eq!(ack, before);
+        // Cut off before the flags: nothing to read, nothing to clamp.
+        assert!(!maybe_tcp_syn(&syn[..header + 13]));
+    }
+    assert!(!maybe_tcp_syn(&v4_packet(&data(100))));
+    assert!(!maybe_tcp_syn(&[]));
+    assert!(!maybe_tcp_syn(&[0x45]));
+}
