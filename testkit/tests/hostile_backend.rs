@@ -2,7 +2,7 @@
 //! the channel and every slot comes back to the guest.
 
 use ibguest_testkit::{connect_channel, BoxError, GuestSpec};
-use ring::desc::{RxRequest, RxResponse};
+use ring::desc::{RxRequest, RxResponse, TxRequest, TxResponse};
 use ring::{BackRing, Layout};
 use verbs_shim::sim::{FaultConfig, SimFabric};
 use verbs_shim::{Completion, HcaError, PeerFaultKind, Verbs, WcStatus};
@@ -77,5 +77,92 @@ fn forged_completion_is_a_violation_and_slots_come_back() -> Result<(), BoxError
         ring::Header::new(&window)?.guest_state(),
         ring::State::Closing
     );
+    Ok(())
+}
+
+/// The guest copies responses out of the rings in runs. A forged one in
+/// the middle of a run ends it there: the honest answers before it are
+/// handed out, the ones after it are never taken for true (their slots
+/// come back flushed, like every other slot still out), and a TX answer
+/// published in the same batch is not handed out either.
+#[test]
+fn a_forgery_in_the_middle_of_a_run_ends_the_run() -> Result<(), BoxError> {
+    let fabric = SimFabric::new(FaultConfig::NONE);
+    let spec = GuestSpec::new(1);
+    let (window, back, mut front) = connect_channel(&fabric, &spec)?;
+    drop(back);
+    let layout = Layout::compute(spec.params, window.len())?;
+    let (tx_slots, rx_slots) = front.take_slots().ok_or("slots")?;
+    for slot in rx_slots.take(4) {
+        front.post_recv(slot).map_err(|e| e.error)?;
+    }
+    let tx_slot = tx_slots.into_iter().next().ok_or("a TX slot")?;
+    let tx_index = tx_slot.index();
+    let dest = verbs_shim::UdDest {
+        handle: verbs_shim::DestHandle(0),
+        qpn: verbs_shim::Qpn::new(2).ok_or("qpn")?,
+        qkey: verbs_shim::QKey::IPOIB_DEFAULT,
+    };
+    front.post_send(tx_slot, 64, &dest).map_err(|e| e.error)?;
+    front.flush()?;
+    let mut rx: BackRing<RxRequest, RxResponse> = BackRing::attach(
+        window.sub(layout.rx.start, layout.rx.len())?,
+        spec.params.rx_order,
+    )?;
+    let mut tx: BackRing<TxRequest, TxResponse> = BackRing::attach(
+        window.sub(layout.tx.start, layout.tx.len())?,
+        spec.params.tx_order,
+    )?;
+    for _ in 0..4 {
+        rx.pop_request()?.ok_or("post")?;
+    }
+    tx.pop_request()?.ok_or("send")?;
+    // Honest, forged (slot 5 was never posted), honest: one run.
+    for slot in [0, 5, 2] {
+        rx.push_response(&RxResponse {
+            slot,
+            byte_len: 100,
+            ..Default::default()
+        })?;
+    }
+    rx.publish_responses();
+    tx.push_response(&TxResponse {
+        slot: tx_index,
+        ..Default::default()
+    })?;
+    tx.publish_responses();
+
+    match front.poll_cq()? {
+        Some(Completion::Recv {
+            slot,
+            status: WcStatus::Success,
+            ..
+        }) => assert_eq!(slot.index(), 0),
+        other => panic!("expected the first honest answer, got {other:?}"),
+    }
+    let (mut rx_flushed, mut tx_flushed) = (Vec::new(), Vec::new());
+    loop {
+        match front.poll_cq() {
+            Ok(Some(Completion::Recv {
+                slot,
+                status: WcStatus::Flushed,
+                ..
+            })) => rx_flushed.push(slot.index()),
+            Ok(Some(Completion::Send {
+                slot,
+                status: WcStatus::Flushed,
+            })) => tx_flushed.push(slot.index()),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(HcaError::PeerViolation(what)) => {
+                assert_eq!(what.kind(), PeerFaultKind::SlotNotInFlight, "{what}");
+                break;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    rx_flushed.sort();
+    assert_eq!(rx_flushed, [1, 2, 3]);
+    assert_eq!(tx_flushed, [tx_index]);
+    assert_eq!(front.stats().violations, 1);
     Ok(())
 }
