@@ -26,7 +26,7 @@ use std::time::Instant;
 use ibguest_testkit::BoxError;
 use smoltcp::phy::DeviceCapabilities;
 
-use measure::{compare, median, Plan};
+use measure::{compare, median, Compared, Plan};
 use table::Row;
 
 const USAGE: &str = "usage: ibguest-bench [--quick] [--only in-process|system]
@@ -43,7 +43,8 @@ network namespaces over veth; the Linux side needs root and ethtool):
   interrupts and doorbells per packet under TCP load
 
 options:
-  --quick     less work and one timed run instead of three
+  --quick     less work and one timed run instead of five (in process)
+              and three (system)
   --only X    run only the in-process or only the system benchmarks
   -h, --help  this message";
 
@@ -106,48 +107,59 @@ pub(crate) fn progress(what: &str, started: Instant) {
     eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
 }
 
-fn ring_row(plan: &Plan) -> Result<Row, BoxError> {
+fn ring_row(plan: &Plan, pairs: &mut Vec<String>) -> Result<Row, BoxError> {
     let n = plan.ring_descriptors;
-    let (ours, peer) = compare(
+    let c = compare(
         "Mdesc/s",
-        plan.runs,
+        plan.in_process_runs,
         n / 10,
         n,
         ring_bench::ours,
         ring_bench::rtrb,
     )?;
-    Ok(Row {
+    let row = Row {
         benchmark: format!(
             "ring: {}M × 24 B TxRequest (+ 8 B TxResponse back), {} entries, 2 threads, batches of up to 32 moved with the batch calls, published unchecked, the notification check made when a side runs dry; peer: 2 rtrb rings with their chunk API (no notifications)",
             n / 1_000_000,
             1u32 << ring_bench::ORDER
         ),
-        ours,
-        peer,
+        ours: c.ours,
+        peer: c.peer,
         unit: "Mdesc/s",
-    })
+    };
+    pairs.push(pair_note("ring", &c));
+    Ok(row)
+}
+
+/// `name: 0.93, 0.95, ...`: a row's ratio in each alternating pair.
+fn pair_note(name: &str, c: &Compared) -> String {
+    format!("{name} {}", c.pair_ratios_text())
 }
 
 /// UDP against `Loopback` as it is (the goal's row), and against a
 /// `Loopback` with the IPoIB device's MTU and checksum duties (as the
 /// matched TCP row).
-fn udp_rows(plan: &Plan, started: Instant) -> Result<Vec<Row>, BoxError> {
-    let plain = udp_row(plan, None)?;
+fn udp_rows(plan: &Plan, started: Instant, pairs: &mut Vec<String>) -> Result<Vec<Row>, BoxError> {
+    let plain = udp_row(plan, None, pairs)?;
     progress(
         "UDP: two guests vs Loopback with IPoIB's MTU and checksums",
         started,
     );
     let caps = tcp_bench::ipoib_caps()?;
-    let matched = udp_row(plan, Some(&caps))?;
+    let matched = udp_row(plan, Some(&caps), pairs)?;
     Ok(vec![plain, matched])
 }
 
-fn udp_row(plan: &Plan, caps: Option<&DeviceCapabilities>) -> Result<Row, BoxError> {
+fn udp_row(
+    plan: &Plan,
+    caps: Option<&DeviceCapabilities>,
+    pairs: &mut Vec<String>,
+) -> Result<Row, BoxError> {
     let k = plan.udp_datagrams;
     let (mut lost_ours, mut lost_peer) = (0, 0);
-    let (ours, peer) = compare(
+    let c = compare(
         "kpackets/s",
-        plan.runs,
+        plan.in_process_runs,
         k / 10,
         k,
         |k| {
@@ -172,27 +184,41 @@ fn udp_row(plan: &Plan, caps: Option<&DeviceCapabilities>) -> Result<Row, BoxErr
             caps.max_transmission_unit
         ),
     };
+    pairs.push(pair_note(
+        if caps.is_none() {
+            "UDP"
+        } else {
+            "UDP (matched peer)"
+        },
+        &c,
+    ));
     Ok(Row {
         benchmark,
-        ours,
-        peer,
+        ours: c.ours,
+        peer: c.peer,
         unit: "kpackets/s",
     })
 }
 
-fn tcp_rows(plan: &Plan, started: Instant) -> Result<(Vec<Row>, String), BoxError> {
+fn tcp_rows(
+    plan: &Plan,
+    started: Instant,
+    pairs: &mut Vec<String>,
+) -> Result<(Vec<Row>, String), BoxError> {
     let bytes = plan.tcp_bytes;
     let warm = bytes / 8;
     let mib = bytes / (1024 * 1024);
-    let (ours, peer) = compare("MB/s", plan.runs, warm, bytes, tcp_bench::ours, |b| {
+    let runs = plan.in_process_runs;
+    let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours, |b| {
         tcp_bench::loopback(b, None)
     })?;
+    pairs.push(pair_note("TCP", &c));
     let plain = Row {
         benchmark: format!(
             "TCP: {mib} MiB, SHA-256 checked, 256 KiB buffers, guest 0 → guest 1; peer: smoltcp Loopback as is (MTU 65535, no checksums)"
         ),
-        ours,
-        peer,
+        ours: c.ours,
+        peer: c.peer,
         unit: "MB/s",
     };
 
@@ -201,16 +227,17 @@ fn tcp_rows(plan: &Plan, started: Instant) -> Result<(Vec<Row>, String), BoxErro
         started,
     );
     let caps = tcp_bench::ipoib_caps()?;
-    let (ours, peer) = compare("MB/s", plan.runs, warm, bytes, tcp_bench::ours, |b| {
+    let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours, |b| {
         tcp_bench::loopback(b, Some(&caps))
     })?;
+    pairs.push(pair_note("TCP (matched peer)", &c));
     let matched = Row {
         benchmark: format!(
             "TCP: the same; peer: smoltcp Loopback reporting IPoIB's MTU ({}) and checksum duties",
             caps.max_transmission_unit
         ),
-        ours,
-        peer,
+        ours: c.ours,
+        peer: c.peer,
         unit: "MB/s",
     };
 
@@ -219,27 +246,23 @@ fn tcp_rows(plan: &Plan, started: Instant) -> Result<(Vec<Row>, String), BoxErro
         started,
     );
     let caps = tcp_bench::connected_caps()?;
-    let (ours, peer) = compare(
-        "MB/s",
-        plan.runs,
-        warm,
-        bytes,
-        tcp_bench::ours_connected,
-        |b| tcp_bench::loopback(b, Some(&caps)),
-    )?;
+    let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours_connected, |b| {
+        tcp_bench::loopback(b, Some(&caps))
+    })?;
     let connected = Row {
         benchmark: format!(
             "TCP: the same, both guests in connected mode (RC, IP MTU {}); peer: smoltcp Loopback reporting that MTU and our checksum duties",
             caps.max_transmission_unit
         ),
-        ours,
-        peer,
+        ours: c.ours,
+        peer: c.peer,
         unit: "MB/s",
     };
+    pairs.push(pair_note("TCP connected mode", &c));
 
     progress("TCP: the data work alone", started);
-    let mut alone = Vec::with_capacity(plan.runs);
-    for _ in 0..plan.runs {
+    let mut alone = Vec::with_capacity(runs);
+    for _ in 0..runs {
         alone.push(tcp_bench::data_only(bytes)?);
     }
     let note = format!(
@@ -252,11 +275,12 @@ fn tcp_rows(plan: &Plan, started: Instant) -> Result<(Vec<Row>, String), BoxErro
 fn run(plan: Plan) -> Result<Report, BoxError> {
     let started = Instant::now();
     progress("ring: FrontRing/BackRing vs rtrb", started);
-    let ring = ring_row(&plan)?;
+    let mut pairs = Vec::new();
+    let ring = ring_row(&plan, &mut pairs)?;
     progress("UDP: two guests vs smoltcp Loopback", started);
-    let udp = udp_rows(&plan, started)?;
+    let udp = udp_rows(&plan, started, &mut pairs)?;
     progress("TCP: two guests vs smoltcp Loopback", started);
-    let (tcp, tcp_note) = tcp_rows(&plan, started)?;
+    let (tcp, tcp_note) = tcp_rows(&plan, started, &mut pairs)?;
     progress("done", started);
 
     let mut rows = vec![ring];
@@ -270,8 +294,12 @@ fn run(plan: Plan) -> Result<Report, BoxError> {
             format!("machine: {}", about::machine()),
             format!(
                 "method: one warm-up, then the median of {} timed run(s) per side, ours and peer alternating{}",
-                plan.runs,
+                plan.in_process_runs,
                 if plan == Plan::QUICK { " (--quick)" } else { "" }
+            ),
+            format!(
+                "ours/peer in each alternating pair, in run order (the machine's noise): {}",
+                pairs.join("; ")
             ),
             tcp_note,
         ],

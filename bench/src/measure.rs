@@ -6,8 +6,13 @@ use ibguest_testkit::BoxError;
 /// How much work each benchmark does and how often it is repeated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Timed runs per side (the median is reported).
+    /// Timed runs per side of a system benchmark (the median is
+    /// reported).
     pub runs: usize,
+    /// Timed runs per side of an in-process benchmark: more than the
+    /// system's, as they are short and their pairs spread by ±4 % on this
+    /// machine (BENCHMARKS.md, 2026-12-04).
+    pub in_process_runs: usize,
     /// Ring descriptors per run.
     pub ring_descriptors: u64,
     /// UDP datagrams per run.
@@ -24,6 +29,7 @@ impl Plan {
     /// The full run (`make bench`).
     pub const FULL: Plan = Plan {
         runs: 3,
+        in_process_runs: 5,
         ring_descriptors: 20_000_000,
         udp_datagrams: 1_000_000,
         tcp_bytes: 256 * MIB,
@@ -33,6 +39,7 @@ impl Plan {
     /// `--quick`: a tenth of the work, one timed run.
     pub const QUICK: Plan = Plan {
         runs: 1,
+        in_process_runs: 1,
         ring_descriptors: 2_000_000,
         udp_datagrams: 100_000,
         tcp_bytes: 32 * MIB,
@@ -52,10 +59,33 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// What [`compare`] measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compared {
+    /// The median of our runs.
+    pub ours: f64,
+    /// The median of the peer's runs.
+    pub peer: f64,
+    /// Ours over the peer's for each alternating pair, in run order: how
+    /// far the machine's noise moved the ratio.
+    pub pair_ratios: Vec<f64>,
+}
+
+impl Compared {
+    /// The pair ratios as `0.93, 0.95, ...`.
+    pub fn pair_ratios_text(&self) -> String {
+        self.pair_ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Runs `ours` and `peer` once each as a warm-up (with `warm` as argument),
 /// then `runs` times each, alternating, with `full`. Each closure returns a
 /// rate (higher is better). Every timed value goes to stderr under `label`.
-/// Returns the two medians.
+/// Returns the two medians and the ratio of each pair.
 pub fn compare<A: Copy>(
     label: &str,
     runs: usize,
@@ -63,7 +93,7 @@ pub fn compare<A: Copy>(
     full: A,
     mut ours: impl FnMut(A) -> Result<f64, BoxError>,
     mut peer: impl FnMut(A) -> Result<f64, BoxError>,
-) -> Result<(f64, f64), BoxError> {
+) -> Result<Compared, BoxError> {
     ours(warm)?;
     peer(warm)?;
     let mut a = Vec::with_capacity(runs);
@@ -73,7 +103,12 @@ pub fn compare<A: Copy>(
         b.push(peer(full)?);
     }
     eprintln!("           {label}: ours {}; peer {}", list(&a), list(&b));
-    Ok((median(&mut a), median(&mut b)))
+    let pair_ratios = a.iter().zip(&b).map(|(o, p)| o / p).collect();
+    Ok(Compared {
+        ours: median(&mut a),
+        peer: median(&mut b),
+        pair_ratios,
+    })
 }
 
 fn list(values: &[f64]) -> String {
@@ -87,6 +122,37 @@ fn list(values: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_alternates_and_keeps_each_pair() -> Result<(), BoxError> {
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut ours_runs = [2.0, 4.0, 3.0].into_iter();
+        let mut peer_runs = [4.0, 4.0, 4.0].into_iter();
+        let c = compare(
+            "test",
+            2,
+            0u8,
+            1u8,
+            |a| {
+                order.borrow_mut().push(('o', a));
+                ours_runs.next().ok_or_else(|| "too many runs".into())
+            },
+            |a| {
+                order.borrow_mut().push(('p', a));
+                peer_runs.next().ok_or_else(|| "too many runs".into())
+            },
+        )?;
+        // The warm-up (argument 0) is not counted; then ours, peer, ours, peer.
+        assert_eq!(
+            order.into_inner(),
+            [('o', 0), ('p', 0), ('o', 1), ('p', 1), ('o', 1), ('p', 1)]
+        );
+        assert_eq!(c.ours, 3.5);
+        assert_eq!(c.peer, 4.0);
+        assert_eq!(c.pair_ratios, [1.0, 0.75]);
+        assert_eq!(c.pair_ratios_text(), "1.00, 0.75");
+        Ok(())
+    }
 
     #[test]
     fn median_odd_and_even() {
