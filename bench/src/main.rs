@@ -131,7 +131,7 @@ fn ring_row(plan: &Plan, pairs: &mut Vec<String>) -> Result<Row, BoxError> {
     Ok(row)
 }
 
-/// `name: 0.93, 0.95, ...`: a row's ratio in each alternating pair.
+/// `name 0.93, 0.95, ...`: a row's ratio in each alternating pair.
 fn pair_note(name: &str, c: &Compared) -> String {
     format!("{name} {}", c.pair_ratios_text())
 }
