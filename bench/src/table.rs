@@ -45,7 +45,7 @@ pub fn render(rows: &[Row]) -> String {
         let (peer, ratio) = if r.peer.is_nan() {
             ("skipped".to_owned(), "–".to_owned())
         } else {
-            (figure(r.peer), format!("{:.2}", r.ratio()))
+            (figure(r.peer), format!("{:.3}", r.ratio()))
         };
         out.push_str(&format!(
             "| {} | {} | {peer} | {ratio} | {} |\n",
@@ -71,7 +71,20 @@ mod tests {
         }];
         let t = render(&rows);
         assert!(t.starts_with("| benchmark | ours | peer | ratio ours/peer | unit |\n"));
-        assert!(t.contains("| x | 50.0 | 100 | 0.50 | MB/s |"), "{t}");
+        assert!(t.contains("| x | 50.0 | 100 | 0.500 | MB/s |"), "{t}");
+    }
+
+    #[test]
+    fn a_ratio_just_under_a_goal_is_not_rounded_up_to_it() {
+        // In-process TCP on 2026-12-04 02:24: printed as 0.95 with two
+        // decimals, against a goal of 0.95.
+        let rows = [Row {
+            benchmark: "tcp".into(),
+            ours: 613.2,
+            peer: 647.9,
+            unit: "MB/s",
+        }];
+        assert!(render(&rows).contains("| 0.946 |"));
     }
 
     #[test]
