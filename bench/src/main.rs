@@ -117,23 +117,30 @@ fn ring_row(plan: &Plan, pairs: &mut Vec<String>) -> Result<Row, BoxError> {
         ring_bench::ours,
         ring_bench::rtrb,
     )?;
-    let row = Row {
-        benchmark: format!(
-            "ring: {}M × 24 B TxRequest (+ 8 B TxResponse back), {} entries, 2 threads, batches of up to 32 moved with the batch calls, published unchecked, the notification check made when a side runs dry; peer: 2 rtrb rings with their chunk API (no notifications)",
-            n / 1_000_000,
-            1u32 << ring_bench::ORDER
-        ),
-        ours: c.ours,
-        peer: c.peer,
-        unit: "Mdesc/s",
-    };
-    pairs.push(pair_note("ring", &c));
-    Ok(row)
+    let benchmark = format!(
+        "ring: {}M × 24 B TxRequest (+ 8 B TxResponse back), {} entries, 2 threads, batches of up to 32 moved with the batch calls, published unchecked, the notification check made when a side runs dry; peer: 2 rtrb rings with their chunk API (no notifications)",
+        n / 1_000_000,
+        1u32 << ring_bench::ORDER
+    );
+    Ok(row_of(&c, benchmark, "Mdesc/s", "ring", pairs))
 }
 
-/// `name 0.93, 0.95, ...`: a row's ratio in each alternating pair.
-fn pair_note(name: &str, c: &Compared) -> String {
-    format!("{name} {}", c.pair_ratios_text())
+/// The table row for `c`; its ratio in each alternating pair goes to
+/// `pairs` as `name 0.93, 0.95, ...`.
+fn row_of(
+    c: &Compared,
+    benchmark: String,
+    unit: &'static str,
+    name: &str,
+    pairs: &mut Vec<String>,
+) -> Row {
+    pairs.push(format!("{name} {}", c.pair_ratios_text()));
+    Row {
+        benchmark,
+        ours: c.ours,
+        peer: c.peer,
+        unit,
+    }
 }
 
 /// UDP against `Loopback` as it is (the goal's row), and against a
@@ -184,20 +191,11 @@ fn udp_row(
             caps.max_transmission_unit
         ),
     };
-    pairs.push(pair_note(
-        if caps.is_none() {
-            "UDP"
-        } else {
-            "UDP (matched peer)"
-        },
-        &c,
-    ));
-    Ok(Row {
-        benchmark,
-        ours: c.ours,
-        peer: c.peer,
-        unit: "kpackets/s",
-    })
+    let name = match caps {
+        None => "UDP",
+        Some(_) => "UDP (matched peer)",
+    };
+    Ok(row_of(&c, benchmark, "kpackets/s", name, pairs))
 }
 
 fn tcp_rows(
@@ -212,15 +210,15 @@ fn tcp_rows(
     let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours, |b| {
         tcp_bench::loopback(b, None)
     })?;
-    pairs.push(pair_note("TCP", &c));
-    let plain = Row {
-        benchmark: format!(
+    let plain = row_of(
+        &c,
+        format!(
             "TCP: {mib} MiB, SHA-256 checked, 256 KiB buffers, guest 0 → guest 1; peer: smoltcp Loopback as is (MTU 65535, no checksums)"
         ),
-        ours: c.ours,
-        peer: c.peer,
-        unit: "MB/s",
-    };
+        "MB/s",
+        "TCP",
+        pairs,
+    );
 
     progress(
         "TCP: two guests vs Loopback with IPoIB's MTU and checksums",
@@ -230,16 +228,16 @@ fn tcp_rows(
     let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours, |b| {
         tcp_bench::loopback(b, Some(&caps))
     })?;
-    pairs.push(pair_note("TCP (matched peer)", &c));
-    let matched = Row {
-        benchmark: format!(
+    let matched = row_of(
+        &c,
+        format!(
             "TCP: the same; peer: smoltcp Loopback reporting IPoIB's MTU ({}) and checksum duties",
             caps.max_transmission_unit
         ),
-        ours: c.ours,
-        peer: c.peer,
-        unit: "MB/s",
-    };
+        "MB/s",
+        "TCP (matched peer)",
+        pairs,
+    );
 
     progress(
         "TCP: two guests in connected mode vs Loopback at MTU 65520",
@@ -249,16 +247,16 @@ fn tcp_rows(
     let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours_connected, |b| {
         tcp_bench::loopback(b, Some(&caps))
     })?;
-    let connected = Row {
-        benchmark: format!(
+    let connected = row_of(
+        &c,
+        format!(
             "TCP: the same, both guests in connected mode (RC, IP MTU {}); peer: smoltcp Loopback reporting that MTU and our checksum duties",
             caps.max_transmission_unit
         ),
-        ours: c.ours,
-        peer: c.peer,
-        unit: "MB/s",
-    };
-    pairs.push(pair_note("TCP connected mode", &c));
+        "MB/s",
+        "TCP connected mode",
+        pairs,
+    );
 
     progress("TCP: the data work alone", started);
     let mut alone = Vec::with_capacity(runs);

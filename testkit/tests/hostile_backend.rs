@@ -53,24 +53,10 @@ fn forged_completion_is_a_violation_and_slots_come_back() -> Result<(), BoxError
     }
     // The forged one closes the channel; the three slots still out come back
     // flushed, then the error.
-    let mut flushed = Vec::new();
-    loop {
-        match front.poll_cq() {
-            Ok(Some(Completion::Recv {
-                slot,
-                status: WcStatus::Flushed,
-                ..
-            })) => flushed.push(slot.index()),
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(HcaError::PeerViolation(what)) => {
-                assert_eq!(what.kind(), PeerFaultKind::BadLength, "{what}");
-                break;
-            }
-            Err(e) => panic!("unexpected error {e}"),
-        }
-    }
-    flushed.sort();
-    assert_eq!(flushed, [1, 2, 3]);
+    let drained = drain_to_violation(&mut front);
+    assert_eq!(drained.fault, PeerFaultKind::BadLength);
+    assert_eq!(drained.rx_flushed, [1, 2, 3]);
+    assert!(drained.tx_flushed.is_empty());
     assert_eq!(front.stats().violations, 1);
     assert_eq!(front.stats().faults.of(PeerFaultKind::BadLength), 1);
     assert_eq!(
@@ -140,8 +126,28 @@ fn a_forgery_in_the_middle_of_a_run_ends_the_run() -> Result<(), BoxError> {
         }) => assert_eq!(slot.index(), 0),
         other => panic!("expected the first honest answer, got {other:?}"),
     }
+    let drained = drain_to_violation(&mut front);
+    assert_eq!(drained.fault, PeerFaultKind::SlotNotInFlight);
+    assert_eq!(drained.rx_flushed, [1, 2, 3]);
+    assert_eq!(drained.tx_flushed, [tx_index]);
+    assert_eq!(front.stats().violations, 1);
+    Ok(())
+}
+
+/// What a channel closed by a violation handed back.
+struct Drained {
+    /// RX and TX slots that came back flushed, sorted.
+    rx_flushed: Vec<u16>,
+    tx_flushed: Vec<u16>,
+    /// The violation it ended with.
+    fault: PeerFaultKind,
+}
+
+/// Polls until the violation surfaces, collecting the flushed slots; any
+/// other completion or error fails the test.
+fn drain_to_violation(front: &mut impl Verbs) -> Drained {
     let (mut rx_flushed, mut tx_flushed) = (Vec::new(), Vec::new());
-    loop {
+    let fault = loop {
         match front.poll_cq() {
             Ok(Some(Completion::Recv {
                 slot,
@@ -153,16 +159,15 @@ fn a_forgery_in_the_middle_of_a_run_ends_the_run() -> Result<(), BoxError> {
                 status: WcStatus::Flushed,
             })) => tx_flushed.push(slot.index()),
             Ok(other) => panic!("unexpected {other:?}"),
-            Err(HcaError::PeerViolation(what)) => {
-                assert_eq!(what.kind(), PeerFaultKind::SlotNotInFlight, "{what}");
-                break;
-            }
+            Err(HcaError::PeerViolation(what)) => break what.kind(),
             Err(e) => panic!("unexpected error {e}"),
         }
-    }
+    };
     rx_flushed.sort();
-    assert_eq!(rx_flushed, [1, 2, 3]);
-    assert_eq!(tx_flushed, [tx_index]);
-    assert_eq!(front.stats().violations, 1);
-    Ok(())
+    tx_flushed.sort();
+    Drained {
+        rx_flushed,
+        tx_flushed,
+        fault,
+    }
 }

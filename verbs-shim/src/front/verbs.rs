@@ -156,12 +156,9 @@ impl<N: Notify> FrontHca<N> {
             .pop_responses(&mut rx)
             .map_err(|_| overflow(RingId::Rx))?;
         for rsp in &rx[..n] {
-            if let (Some(rc), true) = (self.rc.as_mut(), rsp.flags & RX_FLAG_RC != 0) {
-                rc.rx_answer(*rsp)?;
-                continue;
+            if let Some(completion) = self.rx_answer(*rsp)? {
+                self.stash.push_back(completion);
             }
-            let completion = self.rx_completion(*rsp)?;
-            self.stash.push_back(completion);
         }
         let mut tx = [TxResponse::default(); PEER_CHECK_EVERY];
         let n = self
@@ -169,14 +166,32 @@ impl<N: Notify> FrontHca<N> {
             .pop_responses(&mut tx[..PEER_CHECK_EVERY - n])
             .map_err(|_| overflow(RingId::Tx))?;
         for rsp in &tx[..n] {
-            if let (Some(rc), true) = (self.rc.as_mut(), rsp._reserved == TX_RSP_FLAG_RC) {
-                rc.tx_answer(*rsp)?;
-                continue;
+            if let Some(completion) = self.tx_answer(*rsp)? {
+                self.stash.push_back(completion);
             }
-            let completion = self.tx_completion(*rsp)?;
-            self.stash.push_back(completion);
         }
         Ok(())
+    }
+
+    /// One RX response, validated: an RC answer goes to connected mode
+    /// (`None`), any other is a datagram completion.
+    #[inline(always)]
+    fn rx_answer(&mut self, rsp: RxResponse) -> Result<Option<Completion>, PeerFault> {
+        if let (Some(rc), true) = (self.rc.as_mut(), rsp.flags & RX_FLAG_RC != 0) {
+            rc.rx_answer(rsp)?;
+            return Ok(None);
+        }
+        self.rx_completion(rsp).map(Some)
+    }
+
+    /// One TX response, validated, as [`rx_answer`](Self::rx_answer).
+    #[inline(always)]
+    fn tx_answer(&mut self, rsp: TxResponse) -> Result<Option<Completion>, PeerFault> {
+        if let (Some(rc), true) = (self.rc.as_mut(), rsp._reserved == TX_RSP_FLAG_RC) {
+            rc.tx_answer(rsp)?;
+            return Ok(None);
+        }
+        self.tx_completion(rsp).map(Some)
     }
 
     /// Takes the next response from any ring, validated.
@@ -184,18 +199,16 @@ impl<N: Notify> FrontHca<N> {
     pub(super) fn next_response(&mut self) -> Result<Option<Completion>, PeerFault> {
         loop {
             if let Some(rsp) = self.rx.pop_response().map_err(|_| overflow(RingId::Rx))? {
-                if let (Some(rc), true) = (self.rc.as_mut(), rsp.flags & RX_FLAG_RC != 0) {
-                    rc.rx_answer(rsp)?;
-                    continue;
+                match self.rx_answer(rsp)? {
+                    Some(completion) => return Ok(Some(completion)),
+                    None => continue,
                 }
-                return self.rx_completion(rsp).map(Some);
             }
             if let Some(rsp) = self.tx.pop_response().map_err(|_| overflow(RingId::Tx))? {
-                if let (Some(rc), true) = (self.rc.as_mut(), rsp._reserved == TX_RSP_FLAG_RC) {
-                    rc.tx_answer(rsp)?;
-                    continue;
+                match self.tx_answer(rsp)? {
+                    Some(completion) => return Ok(Some(completion)),
+                    None => continue,
                 }
-                return self.tx_completion(rsp).map(Some);
             }
             if let Some(rc) = self.rc.as_mut() {
                 if let Some(rsp) = rc.pop_cm().map_err(|_| PeerFault::CmRingOverflow)? {
