@@ -27,7 +27,7 @@ use ibguest_testkit::BoxError;
 use smoltcp::phy::DeviceCapabilities;
 
 use measure::{compare, median, Compared, Plan};
-use table::Row;
+use table::{Goal, Row};
 
 const USAGE: &str = "usage: ibguest-bench [--quick] [--only in-process|system]
 
@@ -122,7 +122,8 @@ fn ring_row(plan: &Plan, pairs: &mut Vec<String>) -> Result<Row, BoxError> {
         n / 1_000_000,
         1u32 << ring_bench::ORDER
     );
-    Ok(row_of(&c, benchmark, "Mdesc/s", "ring", pairs))
+    let goal = Some(Goal::RatioAtLeast(1.0));
+    Ok(row_of(&c, benchmark, "Mdesc/s", ("ring", goal), pairs))
 }
 
 /// The table row for `c`; its ratio in each alternating pair goes to
@@ -131,15 +132,17 @@ fn row_of(
     c: &Compared,
     benchmark: String,
     unit: &'static str,
-    name: &str,
+    (name, goal): (&str, Option<Goal>),
     pairs: &mut Vec<String>,
 ) -> Row {
     pairs.push(format!("{name} {}", c.pair_ratios_text()));
     Row {
+        name: name.to_owned(),
         benchmark,
         ours: c.ours,
         peer: c.peer,
         unit,
+        goal,
     }
 }
 
@@ -191,9 +194,10 @@ fn udp_row(
             caps.max_transmission_unit
         ),
     };
+    // The goal is on the row against `Loopback` as it is (issue 10).
     let name = match caps {
-        None => "UDP",
-        Some(_) => "UDP (matched peer)",
+        None => ("UDP", Some(Goal::RatioAtLeast(0.6))),
+        Some(_) => ("UDP (matched peer)", None),
     };
     Ok(row_of(&c, benchmark, "kpackets/s", name, pairs))
 }
@@ -216,7 +220,7 @@ fn tcp_rows(
             "TCP: {mib} MiB, SHA-256 checked, 256 KiB buffers, guest 0 → guest 1; peer: smoltcp Loopback as is (MTU 65535, no checksums)"
         ),
         "MB/s",
-        "TCP",
+        ("TCP", None),
         pairs,
     );
 
@@ -235,7 +239,7 @@ fn tcp_rows(
             caps.max_transmission_unit
         ),
         "MB/s",
-        "TCP (matched peer)",
+        ("TCP (matched peer)", Some(Goal::RatioAtLeast(0.95))),
         pairs,
     );
 
@@ -254,7 +258,7 @@ fn tcp_rows(
             caps.max_transmission_unit
         ),
         "MB/s",
-        "TCP connected mode",
+        ("TCP connected mode", None),
         pairs,
     );
 
@@ -306,6 +310,9 @@ fn run(plan: Plan) -> Result<Report, BoxError> {
 
 fn print_report(rows: &[Row], notes: &[String]) {
     println!("{}", table::render(rows));
+    if let Some(goals) = table::goals_summary(rows) {
+        println!("- {goals}");
+    }
     for note in notes {
         println!("- {note}");
     }

@@ -29,7 +29,7 @@ use crate::linux_peer::{self, RR_WARMUP};
 use crate::measure::{median, Plan};
 use crate::netns::{self, Side, VethPair, ADDR_B};
 use crate::sockperf;
-use crate::table::Row;
+use crate::table::{Goal, Row};
 use crate::{about, progress};
 
 /// IPoIB's MTU at IB MTU 2048: the veth pair gets the same.
@@ -498,52 +498,68 @@ pub fn run(plan: &Plan, started: Instant) -> Result<SystemReport, BoxError> {
     );
     let rows = vec![
         Row {
+            name: "UDP RR median".into(),
             benchmark: format!("UDP RR median (lower is better): {rr_what}"),
             ours: med(&om),
             peer: med(&pm),
             unit: "µs",
+            goal: Some(Goal::RatioAtMost(1.2)),
         },
         Row {
+            name: "UDP RR p99".into(),
             benchmark: "UDP RR p99 (lower is better): the same".into(),
             ours: med(&op),
             peer: med(&pp),
             unit: "µs",
+            goal: None,
         },
         Row {
+            name: "UDP RR median, busy polling off".into(),
             benchmark: "UDP RR median, busy polling off (--busy-poll-us 0 for ib-backend and both guests; a worker thread per core): the same".into(),
             ours: med(&off_m),
             peer: med(&pm),
             unit: "µs",
+            goal: None,
         },
         Row {
+            name: "UDP RR median, busy polling on, a worker per core".into(),
             benchmark: format!("UDP RR median, busy polling on (50 µs) with a worker thread per core (--workers {cores}): the same"),
             ours: med(&pc_m),
             peer: med(&pm),
             unit: "µs",
+            goal: None,
         },
         Row {
+            name: "hosted TCP (hashed)".into(),
             benchmark: format!("{tcp_what}, TSO/GSO/GRO off (like for like)"),
             ours: med(&ours_mbps),
             peer: med(&off_mbps),
             unit: "MB/s",
+            goal: Some(Goal::RatioAtLeast(0.8)),
         },
         Row {
+            name: "hosted TCP (hashed) vs offloads on".into(),
             benchmark: "TCP: the same; peer: veth with TSO/GSO/GRO on".into(),
             ours: med(&ours_mbps),
             peer: med(&on_mbps),
             unit: "MB/s",
+            goal: None,
         },
         Row {
+            name: "interrupts per packet".into(),
             benchmark: "interrupts (back end → guests) per packet on the fabric, our TCP runs (lower is better); peer: NET_RX softirqs per packet on the veth pair, Linux offloads-off runs".into(),
             ours: irq_ours,
             peer: irq_peer,
             unit: "per packet",
+            goal: Some(Goal::OursAtMost(0.1)),
         },
         Row {
+            name: "doorbells per packet".into(),
             benchmark: "doorbells (guests → back end) per packet on the fabric, our TCP runs (lower is better); peer: the same NET_RX softirqs per packet".into(),
             ours: db_ours,
             peer: irq_peer,
             unit: "per packet",
+            goal: Some(Goal::OursAtMost(0.1)),
         },
     ];
 
