@@ -132,7 +132,12 @@ pub fn goals_summary(rows: &[Row]) -> Option<String> {
                 Goal::OursAtMost(_) => r.ours,
                 _ => r.ratio(),
             };
-            Some(format!("{} ({:.3}; goal {})", r.name, value, goal.label()))
+            let figure = if value.is_nan() {
+                "not measured".to_owned()
+            } else {
+                format!("{value:.3}")
+            };
+            Some(format!("{} ({figure}; goal {})", r.name, goal.label()))
         })
         .collect();
     let mut line = format!("goals: {met} of {} met", with_goal.len());
@@ -273,7 +278,7 @@ mod tests {
             goals_summary(&rows).unwrap(),
             "goals: 1 of 4 met; not met: UDP (0.544; goal ratio ≥ 0.6), \
              interrupts per packet (0.300; goal ours ≤ 0.1), \
-             TCP raw (NaN; goal ratio ≥ 0.5)"
+             TCP raw (not measured; goal ratio ≥ 0.5)"
         );
         let t = render(&rows);
         assert!(t.contains("| 0.544 | x | ratio ≥ 0.6 | **no** |"), "{t}");
