@@ -202,65 +202,75 @@ fn udp_row(
     Ok(row_of(&c, benchmark, "kpackets/s", name, pairs))
 }
 
+/// One in-process TCP row: `ours` against the Loopback reporting `caps`
+/// (`None`: `Loopback`'s own), compared over `plan`'s in-process runs.
+fn tcp_row(
+    plan: &Plan,
+    ours: fn(usize) -> Result<f64, BoxError>,
+    caps: Option<&DeviceCapabilities>,
+    benchmark: String,
+    name: (&str, Option<Goal>),
+    pairs: &mut Vec<String>,
+) -> Result<Row, BoxError> {
+    let bytes = plan.tcp_bytes;
+    let c = compare("MB/s", plan.in_process_runs, bytes / 8, bytes, ours, |b| {
+        tcp_bench::loopback(b, caps)
+    })?;
+    Ok(row_of(&c, benchmark, "MB/s", name, pairs))
+}
+
 fn tcp_rows(
     plan: &Plan,
     started: Instant,
     pairs: &mut Vec<String>,
 ) -> Result<(Vec<Row>, String), BoxError> {
     let bytes = plan.tcp_bytes;
-    let warm = bytes / 8;
     let mib = bytes / (1024 * 1024);
     let runs = plan.in_process_runs;
-    let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours, |b| {
-        tcp_bench::loopback(b, None)
-    })?;
-    let plain = row_of(
-        &c,
+    let plain = tcp_row(
+        plan,
+        tcp_bench::ours,
+        None,
         format!(
             "TCP: {mib} MiB, SHA-256 checked, 256 KiB buffers, guest 0 → guest 1; peer: smoltcp Loopback as is (MTU 65535, no checksums)"
         ),
-        "MB/s",
         ("TCP", None),
         pairs,
-    );
+    )?;
 
     progress(
         "TCP: two guests vs Loopback with IPoIB's MTU and checksums",
         started,
     );
     let caps = tcp_bench::ipoib_caps()?;
-    let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours, |b| {
-        tcp_bench::loopback(b, Some(&caps))
-    })?;
-    let matched = row_of(
-        &c,
+    let matched = tcp_row(
+        plan,
+        tcp_bench::ours,
+        Some(&caps),
         format!(
             "TCP: the same; peer: smoltcp Loopback reporting IPoIB's MTU ({}) and checksum duties",
             caps.max_transmission_unit
         ),
-        "MB/s",
         ("TCP (matched peer)", Some(Goal::RatioAtLeast(0.95))),
         pairs,
-    );
+    )?;
 
     progress(
         "TCP: two guests in connected mode vs Loopback at MTU 65520",
         started,
     );
     let caps = tcp_bench::connected_caps()?;
-    let c = compare("MB/s", runs, warm, bytes, tcp_bench::ours_connected, |b| {
-        tcp_bench::loopback(b, Some(&caps))
-    })?;
-    let connected = row_of(
-        &c,
+    let connected = tcp_row(
+        plan,
+        tcp_bench::ours_connected,
+        Some(&caps),
         format!(
             "TCP: the same, both guests in connected mode (RC, IP MTU {}); peer: smoltcp Loopback reporting that MTU and our checksum duties",
             caps.max_transmission_unit
         ),
-        "MB/s",
         ("TCP connected mode", None),
         pairs,
-    );
+    )?;
 
     progress("TCP: the data work alone", started);
     let mut alone = Vec::with_capacity(runs);

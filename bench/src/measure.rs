@@ -10,8 +10,9 @@ pub struct Plan {
     /// reported).
     pub runs: usize,
     /// Timed runs per side of an in-process benchmark: more than the
-    /// system's, as they are short and their pairs spread by ±4 % on this
-    /// machine (BENCHMARKS.md, 2026-12-04).
+    /// system's, as they are short and one pair's ratio moves by several
+    /// percent on this machine, up to ±10 % for UDP (BENCHMARKS.md,
+    /// 2026-12-04).
     pub in_process_runs: usize,
     /// Ring descriptors per run.
     pub ring_descriptors: u64,
